@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Release build of the Worker: build/index.js + build/index_bg.wasm.
+# worker-build would download wasm-bindgen and wasm-opt from GitHub, which is
+# unreachable here, so it is given the locally installed ones.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+export WASM_BINDGEN_BIN="$CARGO_BIN/wasm-bindgen"
+export WASM_OPT_BIN="$PWD/node_modules/.bin/wasm-opt"
+export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
+"$CARGO_BIN/worker-build" --release "$@"
+ls -l build/index.js build/index_bg.wasm | awk '{print "[build] " $5 " bytes  " $9}'

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Every test, in order of cost: format, lints (host and wasm32), native unit
+# tests, the release wasm build, then integration tests of the built Worker in
+# the real local runtime (Miniflare/workerd). Stops at the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/node_modules/.bin:$PATH"   # Node 22 and the local tools first
+step() { printf '\n=== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (host, all targets)"
+cargo clippy --all-targets --quiet -- -D warnings
+
+step "cargo clippy (wasm32)"
+cargo clippy --target wasm32-unknown-unknown --quiet -- -D warnings
+
+step "cargo test (native core)"
+cargo test --quiet
+
+step "wasm release build"
+bash scripts/build.sh
+
+step "integration tests (Miniflare, node --test)"
+node --test --test-concurrency=1 tests/

@@ -1,0 +1,74 @@
+//! Phase 1, extract: the client IP, the `cf` facts and the request facts,
+//! read from the runtime's Request. Every read is fallible and defaults to
+//! "unknown"; nothing here can fail a request.
+
+use std::net::IpAddr;
+
+use serde_json::Value;
+use wasm_bindgen::JsValue;
+use web_sys::Request;
+
+use crate::config::Config;
+use crate::intel::facts::{CfFacts, RequestFacts};
+use crate::intel::ip::parse_client_ip;
+
+/// Header values longer than this are not read (real UAs are < 1 KB).
+const MAX_HEADER_CHARS: usize = 2048;
+
+pub fn facts(req: &Request, config: &Config) -> (Option<IpAddr>, CfFacts, RequestFacts) {
+    let ip = header(req, "cf-connecting-ip")
+        .and_then(|v| parse_client_ip(&v))
+        .or_else(|| {
+            config
+                .trust_x_real_ip
+                .then(|| header(req, "x-real-ip"))
+                .flatten()
+                .and_then(|v| parse_client_ip(&v))
+        });
+    let cf = CfFacts::from_json(&cf_json(req));
+    let request = RequestFacts {
+        method: req.method(),
+        path: path_and_query(req),
+        user_agent: header(req, "user-agent"),
+        accept: header(req, "accept"),
+        accept_language: header(req, "accept-language"),
+    };
+    (ip, cf, request)
+}
+
+/// `request.cf` as JSON, `Null` when absent or unreadable. Read as a plain
+/// object on purpose: workers-rs' `Cf` getters panic on missing fields.
+fn cf_json(req: &Request) -> Value {
+    let raw =
+        js_sys::Reflect::get(req.as_ref(), &JsValue::from_str("cf")).unwrap_or(JsValue::UNDEFINED);
+    if raw.is_undefined() || raw.is_null() {
+        return Value::Null;
+    }
+    serde_wasm_bindgen::from_value(raw).unwrap_or(Value::Null)
+}
+
+pub fn header(req: &Request, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .ok()
+        .flatten()
+        .filter(|v| v.len() <= MAX_HEADER_CHARS)
+}
+
+fn parsed_url(req: &Request) -> Option<web_sys::Url> {
+    web_sys::Url::new(&req.url()).ok()
+}
+
+/// The URL path (percent-encoded as sent).
+pub fn path(req: &Request) -> String {
+    parsed_url(req)
+        .map(|u| u.pathname())
+        .unwrap_or_else(|| "/".to_string())
+}
+
+/// Path and query, as the origin will see them.
+pub fn path_and_query(req: &Request) -> String {
+    parsed_url(req)
+        .map(|u| format!("{}{}", u.pathname(), u.search()))
+        .unwrap_or_else(|| "/".to_string())
+}

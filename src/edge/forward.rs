@@ -1,0 +1,85 @@
+//! Phase 6, forward: copy the request without any client-sent header in our
+//! namespace, add ours, send it to the origin and hand back its response
+//! object untouched (status, headers, body stream, redirects as they are).
+
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Headers, Request, RequestInit, RequestRedirect, Response};
+
+use crate::config::Config;
+use crate::intel::headers::is_reserved;
+
+use super::extract::path_and_query;
+
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    /// The runtime's global `fetch`, called with a Request and no init so no
+    /// `cf` options are added (workers-rs' RequestInit always sets some).
+    #[wasm_bindgen(js_name = fetch, catch)]
+    fn global_fetch(req: &Request) -> Result<js_sys::Promise, JsValue>;
+}
+
+/// Why the origin could not be reached (logged, never sent to the client).
+pub struct OriginError(pub String);
+
+pub async fn send(
+    req: &Request,
+    config: &Config,
+    ours: &[(&'static str, String)],
+) -> Result<Response, OriginError> {
+    let out = build(req, config, ours)
+        .map_err(|e| OriginError(format!("could not build the origin request: {e:?}")))?;
+    let promise = global_fetch(&out).map_err(|e| OriginError(format!("{e:?}")))?;
+    let res = JsFuture::from(promise)
+        .await
+        .map_err(|e| OriginError(describe(&e)))?;
+    res.dyn_into::<Response>()
+        .map_err(|_| OriginError("fetch did not return a Response".to_string()))
+}
+
+fn build(
+    req: &Request,
+    config: &Config,
+    ours: &[(&'static str, String)],
+) -> Result<Request, JsValue> {
+    let headers = Headers::new()?;
+    let entries = js_sys::try_iter(req.headers().as_ref())?
+        .into_iter()
+        .flatten();
+    for entry in entries {
+        let pair = js_sys::Array::from(&entry?);
+        let (Some(name), Some(value)) = (pair.get(0).as_string(), pair.get(1).as_string()) else {
+            continue;
+        };
+        if !is_reserved(&name) {
+            headers.append(&name, &value)?;
+        }
+    }
+    for (name, value) in ours {
+        headers.set(name, value)?;
+    }
+    let init = RequestInit::new();
+    init.set_method(&req.method());
+    init.set_headers(headers.as_ref());
+    // The client sees the origin's redirects; the Worker does not follow them.
+    init.set_redirect(RequestRedirect::Manual);
+    if let Some(body) = req.body() {
+        init.set_body(body.as_ref());
+    }
+    let url = match &config.origin_url {
+        Some(origin) => format!(
+            "{}{}",
+            origin.as_str().trim_end_matches('/'),
+            path_and_query(req)
+        ),
+        None => req.url(),
+    };
+    Request::new_with_str_and_init(&url, &init)
+}
+
+fn describe(e: &JsValue) -> String {
+    e.dyn_ref::<js_sys::Error>()
+        .map(|err| String::from(err.message()))
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| "fetch failed".to_string())
+}

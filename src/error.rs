@@ -1,0 +1,54 @@
+//! Errors as the API reports them: `{"error": code, "message": text}` with an
+//! HTTP status. Built in the core and the glue alike, turned into a response
+//! in one place (`edge::respond`). Messages never contain secrets.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: u16,
+    /// Stable machine-readable code, e.g. `not_found`, `config_invalid`.
+    pub error: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, error: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            error,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(404, "not_found", message)
+    }
+
+    pub fn method_not_allowed(allowed: &str) -> ApiError {
+        ApiError::new(405, "method_not_allowed", format!("allowed: {allowed}"))
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> String {
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| r#"{"error":"internal","message":""}"#.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_shape() {
+        let e = ApiError::not_found("no profile for \"1.2.3.4\"");
+        assert_eq!(
+            e.body(),
+            r#"{"error":"not_found","message":"no profile for \"1.2.3.4\""}"#
+        );
+        assert_eq!(e.status, 404);
+    }
+}

@@ -1,0 +1,109 @@
+//! Client addresses and subject keys. A subject is what a profile is kept for:
+//! an IPv4 address as is, an IPv6 address grouped by its /64 prefix (one
+//! customer line or host usually owns a whole /64, and rotating within it is
+//! free for an attacker).
+
+use std::net::{IpAddr, Ipv6Addr};
+
+/// The key of one subject, in a canonical text form: `203.0.113.7` or
+/// `2001:db8:1:2::/64`. Parsing an IP and formatting its subject are the
+/// only ways to make one, so equal subjects always have equal keys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubjectKey(String);
+
+impl SubjectKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SubjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Parses a client address from a header value. Accepts the forms proxies
+/// actually send: plain v4/v6, and v6 in brackets; rejects anything else
+/// (ports, lists, zone ids, garbage) rather than guessing.
+pub fn parse_client_ip(raw: &str) -> Option<IpAddr> {
+    let s = raw.trim();
+    let s = s
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(s);
+    let ip: IpAddr = s.parse().ok()?;
+    // An IPv4-mapped v6 address (::ffff:198.51.100.7) is the v4 client.
+    Some(match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    })
+}
+
+/// The subject an address belongs to.
+pub fn subject_of(ip: IpAddr) -> SubjectKey {
+    match ip {
+        IpAddr::V4(v4) => SubjectKey(v4.to_string()),
+        IpAddr::V6(v6) => {
+            let [a, b, c, d, ..] = v6.segments();
+            let prefix = Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0);
+            SubjectKey(format!("{prefix}/64"))
+        }
+    }
+}
+
+/// Parses what an API caller names: an address (`203.0.113.7`, `2001:db8::1`)
+/// or a subject key (`2001:db8:1:2::/64`), into the subject key.
+pub fn parse_subject(raw: &str) -> Option<SubjectKey> {
+    let s = raw.trim();
+    if let Some(prefix) = s.strip_suffix("/64") {
+        let v6: Ipv6Addr = prefix.parse().ok()?;
+        return Some(subject_of(IpAddr::V6(v6)));
+    }
+    parse_client_ip(s).map(subject_of)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_table() {
+        let cases = [
+            ("203.0.113.7", Some("203.0.113.7")),
+            (" 198.51.100.1 ", Some("198.51.100.1")),
+            (
+                "2001:db8:1:2:aaaa:bbbb:cccc:dddd",
+                Some("2001:db8:1:2::/64"),
+            ),
+            ("2001:db8:1:2::1", Some("2001:db8:1:2::/64")),
+            ("[2001:db8::1]", Some("2001:db8::/64")),
+            ("::ffff:198.51.100.7", Some("198.51.100.7")),
+            ("2001:db8:1:2::/64", Some("2001:db8:1:2::/64")),
+            ("not-an-ip", None),
+            ("", None),
+            ("203.0.113.7:443", None),
+            ("203.0.113.7, 10.0.0.1", None),
+            ("256.1.1.1", None),
+            ("fe80::1%eth0", None),
+            ("203.0.113.0/24", None),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(
+                parse_subject(raw).as_ref().map(SubjectKey::as_str),
+                want,
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn two_addresses_in_one_64_share_a_subject() {
+        let a = subject_of(parse_client_ip("2001:db8:abcd:12::1").unwrap());
+        let b = subject_of(parse_client_ip("2001:db8:abcd:12:ffff::9").unwrap());
+        let c = subject_of(parse_client_ip("2001:db8:abcd:13::1").unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+}

@@ -1,0 +1,12 @@
+//! The pure core of edgeintel: facts, IP keys, geo math, signals, scoring and
+//! the header contract. Nothing here imports `worker` or `wasm_bindgen`, reads
+//! the clock or does I/O, so every rule is tested natively with `cargo test`
+//! at exact inputs. Time, when a rule needs it, is an argument.
+
+pub mod asn;
+pub mod facts;
+pub mod geo;
+pub mod headers;
+pub mod ip;
+pub mod score;
+pub mod signals;

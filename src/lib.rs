@@ -1,0 +1,27 @@
+//! edgeintel: real-time IP intelligence at the edge.
+//!
+//! `intel` is the pure core (native tests, no platform imports); `config`
+//! turns the Worker's variables into a validated `Config`; `edge` is the
+//! Worker glue (request path, API) and only exists in the wasm build.
+
+pub mod config;
+pub mod intel;
+
+#[cfg(target_arch = "wasm32")]
+mod edge;
+pub mod error;
+
+#[cfg(target_arch = "wasm32")]
+mod clock;
+
+/// The Worker's fetch entry point: everything happens in `edge::handle`,
+/// which never fails (errors become responses there).
+#[cfg(target_arch = "wasm32")]
+#[worker::event(fetch)]
+async fn fetch(
+    req: web_sys::Request,
+    env: worker::Env,
+    ctx: worker::Context,
+) -> worker::Result<web_sys::Response> {
+    Ok(edge::handle(req, env, ctx).await)
+}

@@ -1,0 +1,89 @@
+// One shared harness for the integration tests: runs the *built* Worker
+// (build/index.js + build/index_bg.wasm) in the real local runtime (Miniflare
+// 4 / workerd), in front of a recording origin (scripts/origin.mjs).
+//
+// Geography is given the way `wrangler dev` takes it: the local-only
+// `MF-CF-Blob` header replaces `request.cf` entirely, so each test states
+// every cf field its case has and nothing else. A second, test-only worker
+// ("nocf") forwards requests to ours through a service binding with a fresh
+// Request, which has no `cf` at all: the one way to test a truly missing cf.
+import { Miniflare } from "miniflare";
+import { startOrigin } from "../scripts/origin.mjs";
+
+export const COMPATIBILITY_DATE = "2026-07-01";
+export const BASE = "http://edge.test";
+
+const NO_CF_WORKER = `
+export default {
+  async fetch(request, env) {
+    const init = { method: request.method, headers: request.headers };
+    if (!["GET", "HEAD"].includes(request.method)) init.body = await request.arrayBuffer();
+    return env.EDGE.fetch(new Request(request.url, init));
+  },
+};`;
+
+/** Starts the origin (unless `originUrl` is given) and the Worker with `vars`. */
+export async function startEdge({ vars = {}, originUrl } = {}) {
+  const origin = originUrl ? null : await startOrigin({ port: 0 });
+  const mf = new Miniflare({
+    workers: [
+      {
+        name: "edge",
+        modules: true,
+        scriptPath: "build/index.js",
+        modulesRoot: ".",
+        modulesRules: [
+          { type: "ESModule", include: ["**/*.js"] },
+          { type: "CompiledWasm", include: ["**/*.wasm"] },
+        ],
+        compatibilityDate: COMPATIBILITY_DATE,
+        bindings: { ORIGIN_URL: originUrl ?? origin.url, ...vars },
+      },
+      {
+        name: "nocf",
+        modules: true,
+        script: NO_CF_WORKER,
+        compatibilityDate: COMPATIBILITY_DATE,
+        serviceBindings: { EDGE: "edge" },
+      },
+    ],
+  });
+  await mf.ready;
+  const noCf = await mf.getWorker("nocf");
+
+  /**
+   * Sends one request. `cf`: the exact cf object (null = no cf at all);
+   * `ip`: CF-Connecting-IP; `headers`: any others.
+   */
+  async function send(path, { cf = {}, ip = "198.51.100.10", method = "GET", headers = {}, body } = {}) {
+    const h = new Headers(headers);
+    if (ip !== null) h.set("CF-Connecting-IP", ip);
+    const init = { method, headers: h, body, redirect: "manual" };
+    if (cf === null) return noCf.fetch(BASE + path, init);
+    h.set("MF-CF-Blob", JSON.stringify({ clientAcceptEncoding: "", ...cf }));
+    return mf.dispatchFetch(BASE + path, init);
+  }
+
+  async function close() {
+    await mf.dispose();
+    if (origin) await origin.close();
+  }
+  return { mf, origin, send, close };
+}
+
+/** The headers in edgeintel's namespace that a recorded request carried. */
+export function intelHeaders(recorded) {
+  const out = {};
+  for (const [name, value] of Object.entries(recorded.headers)) {
+    if (/^(x-risk-|x-geo-|x-intel|x-threat-score$|x-reputation-score$)/.test(name)) out[name] = value;
+  }
+  return out;
+}
+
+export const CHROME_UA =
+  "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+export const BROWSER_HEADERS = {
+  "User-Agent": CHROME_UA,
+  Accept: "text/html,application/xhtml+xml",
+  "Accept-Language": "de-DE,de;q=0.9,en;q=0.8",
+};
