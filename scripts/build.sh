@@ -9,4 +9,7 @@ export WASM_BINDGEN_BIN="$CARGO_BIN/wasm-bindgen"
 export WASM_OPT_BIN="$PWD/node_modules/.bin/wasm-opt"
 export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
 "$CARGO_BIN/worker-build" --release "$@"
+# Drop the name section (function names, ~50 KB gzipped): it only helps read
+# stack traces, and Workers bill start-up and memory on the module's size.
+node_modules/.bin/wasm-opt build/index_bg.wasm --strip-debug -o build/index_bg.wasm
 ls -l build/index.js build/index_bg.wasm | awk '{print "[build] " $5 " bytes  " $9}'

@@ -23,4 +23,4 @@ step "wasm release build"
 bash scripts/build.sh
 
 step "integration tests (Miniflare, node --test)"
-node --test --test-concurrency=1 tests/
+node --test --test-concurrency=1 "tests/*.test.mjs"

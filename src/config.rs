@@ -8,14 +8,28 @@ use serde_json::Value;
 use url::Url;
 
 use crate::intel::facts::country_code;
+use crate::intel::profile::ProfileRules;
 use crate::intel::score::Weights;
 use crate::intel::signals::{Reason, SignalConfig};
+use crate::intel::travel::TravelRules;
 
 /// What the Worker does with a risky request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enforce {
     /// Monitor only: every request is forwarded with headers (default).
     Off,
+}
+
+/// How long the request path may wait for the subject's profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RiskMode {
+    /// Never wait longer than `CONSULT_TIMEOUT_MS`; fall back to request-only
+    /// signals (`degraded`). Observations are coalesced and recorded after
+    /// the response (default).
+    Fast,
+    /// Record this request in the profile first and use the verdict that
+    /// includes it (one object call per request: slower, exact).
+    Consistent,
 }
 
 /// The validated configuration. Each field names its variable and default.
@@ -41,6 +55,41 @@ pub struct Config {
     /// `COUNTRY_RISK` (JSON object country code -> points) and `HOSTING_ASNS`
     /// (JSON array of ASNs, `64496` or `"AS64496"`), for the request signals.
     pub signals: SignalConfig,
+    /// `ADMIN_TOKEN` (secret; unset = the API refuses every call with 503).
+    pub admin_token: Option<String>,
+    /// `RISK_MODE` (`fast` | `consistent`, default `fast`).
+    pub risk_mode: RiskMode,
+    /// `CONSULT_TIMEOUT_MS` (default 50): the fast-mode budget for a profile lookup.
+    pub consult_timeout_ms: u32,
+    /// `CONSISTENT_TIMEOUT_MS` (default 5000): even consistent mode stops
+    /// waiting for a stuck object after this, and goes on degraded.
+    pub consistent_timeout_ms: u32,
+    /// `FLUSH_INTERVAL_MS` (default 1000): how long observations of one subject
+    /// are coalesced in the isolate before they go to its object as a batch.
+    pub flush_interval_ms: u32,
+    /// `FLUSH_MAX_BATCH` (default 64): a batch this full is sent at once.
+    pub flush_max_batch: usize,
+    /// `CACHE_TTL_MS` (default 5000) and `CACHE_MAX_ENTRIES` (default 10000):
+    /// the in-isolate verdict cache (bounded LRU).
+    pub cache_ttl_ms: u32,
+    pub cache_max_entries: usize,
+    /// Profile rules: `VELOCITY_RPM` (120), `BURST_WINDOW_SECONDS` (300),
+    /// `AUTH_FAILURE_BURST` (10), `NOT_FOUND_BURST` (20), `GEO_JUMP_KM` (500),
+    /// `THREAT_HALF_LIFE_MIN` (360), `REPUTATION_HALF_LIFE_MIN` (1440).
+    pub rules: ProfileRules,
+    /// `TRAVEL_MAX_KMH` (900), `TRAVEL_MIN_KM` (500).
+    pub travel: TravelRules,
+    /// `PROFILE_TTL_DAYS` (default 30): a profile without activity this long is deleted.
+    pub profile_ttl_days: u32,
+    /// `MAX_EVENT_BATCH` (default 500): events per `POST /api/events`.
+    pub max_event_batch: usize,
+    /// `VISITOR_COOKIE` (default unset): name of the site's own session cookie
+    /// whose (hashed) value identifies a visitor for impossible travel.
+    pub visitor_cookie: Option<String>,
+    /// `SET_VISITOR_COOKIE` (default false): set a signed first-party cookie
+    /// `ei_vid` when the request has none; needs the `VISITOR_SIGNING_KEY` secret.
+    pub set_visitor_cookie: bool,
+    pub visitor_signing_key: Option<String>,
 }
 
 impl Default for Config {
@@ -54,6 +103,25 @@ impl Default for Config {
             block_at: 90,
             weights: Weights::default(),
             signals: SignalConfig::default(),
+            admin_token: None,
+            risk_mode: RiskMode::Fast,
+            consult_timeout_ms: 50,
+            consistent_timeout_ms: 5000,
+            flush_interval_ms: 1000,
+            flush_max_batch: 64,
+            cache_ttl_ms: 5000,
+            cache_max_entries: 10_000,
+            rules: ProfileRules::default(),
+            travel: TravelRules {
+                max_kmh: 900.0,
+                min_km: 500.0,
+                memory_ms: 3_600_000.0,
+            },
+            profile_ttl_days: 30,
+            max_event_batch: 500,
+            visitor_cookie: None,
+            set_visitor_cookie: false,
+            visitor_signing_key: None,
         }
     }
 }
@@ -98,22 +166,23 @@ impl Config {
             c.origin_url = Some(parse_origin(&v)?);
         }
         if let Some(v) = get("ENFORCE") {
-            c.enforce =
-                match v.as_str() {
-                    "off" => Enforce::Off,
-                    "challenge" | "block" => return Err(err(
+            c.enforce = match v.as_str() {
+                "off" => Enforce::Off,
+                "challenge" | "block" => {
+                    return Err(err(
                         "ENFORCE",
                         format!(
                             "`{v}` is not available in this version yet; use `off` (monitor only)"
                         ),
-                    )),
-                    _ => {
-                        return Err(err(
-                            "ENFORCE",
-                            format!("`{v}` is not one of off, challenge, block"),
-                        ))
-                    }
-                };
+                    ))
+                }
+                _ => {
+                    return Err(err(
+                        "ENFORCE",
+                        format!("`{v}` is not one of off, challenge, block"),
+                    ))
+                }
+            };
         }
         if let Some(v) = get("CHALLENGE_AT") {
             c.challenge_at = parse_points("CHALLENGE_AT", &v)?;
@@ -147,6 +216,105 @@ impl Config {
         }
         if let Some(v) = get("HOSTING_ASNS") {
             c.signals.extra_hosting_asns = parse_asn_list("HOSTING_ASNS", &v)?;
+        }
+        c.admin_token = get("ADMIN_TOKEN");
+        if let Some(v) = get("RISK_MODE") {
+            c.risk_mode = match v.as_str() {
+                "fast" => RiskMode::Fast,
+                "consistent" => RiskMode::Consistent,
+                _ => return Err(err("RISK_MODE", format!("`{v}` is not fast or consistent"))),
+            };
+        }
+        let num = |var: &'static str, min: u64, max: u64| -> Result<Option<u64>, ConfigError> {
+            match get(var) {
+                None => Ok(None),
+                Some(v) => v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (min..=max).contains(n))
+                    .map(Some)
+                    .ok_or_else(|| {
+                        err(
+                            var,
+                            format!("`{v}` is not a whole number from {min} to {max}"),
+                        )
+                    }),
+            }
+        };
+        // Narrowing casts below are within the ranges just checked.
+        if let Some(n) = num("CONSULT_TIMEOUT_MS", 1, 10_000)? {
+            c.consult_timeout_ms = n as u32;
+        }
+        if let Some(n) = num("CONSISTENT_TIMEOUT_MS", 1, 60_000)? {
+            c.consistent_timeout_ms = n as u32;
+        }
+        if let Some(n) = num("FLUSH_INTERVAL_MS", 10, 60_000)? {
+            c.flush_interval_ms = n as u32;
+        }
+        if let Some(n) = num("FLUSH_MAX_BATCH", 1, 1000)? {
+            c.flush_max_batch = n as usize;
+        }
+        if let Some(n) = num("CACHE_TTL_MS", 0, 600_000)? {
+            c.cache_ttl_ms = n as u32;
+        }
+        if let Some(n) = num("CACHE_MAX_ENTRIES", 1, 1_000_000)? {
+            c.cache_max_entries = n as usize;
+        }
+        if let Some(n) = num("VELOCITY_RPM", 1, 1_000_000)? {
+            c.rules.velocity_rpm = n as f64;
+        }
+        if let Some(n) = num("BURST_WINDOW_SECONDS", 10, 86_400)? {
+            c.rules.burst_window_ms = n as f64 * 1000.0;
+        }
+        if let Some(n) = num("AUTH_FAILURE_BURST", 1, 100_000)? {
+            c.rules.auth_failure_burst = n as f64;
+        }
+        if let Some(n) = num("NOT_FOUND_BURST", 1, 100_000)? {
+            c.rules.not_found_burst = n as f64;
+        }
+        if let Some(n) = num("GEO_JUMP_KM", 1, 20_100)? {
+            c.rules.geo_jump_km = n as f64;
+        }
+        if let Some(n) = num("THREAT_HALF_LIFE_MIN", 1, 525_600)? {
+            c.rules.threat_half_life_ms = n as f64 * 60_000.0;
+        }
+        if let Some(n) = num("REPUTATION_HALF_LIFE_MIN", 1, 525_600)? {
+            c.rules.reputation_half_life_ms = n as f64 * 60_000.0;
+        }
+        if let Some(n) = num("TRAVEL_MAX_KMH", 1, 100_000)? {
+            c.travel.max_kmh = n as f64;
+        }
+        if let Some(n) = num("TRAVEL_MIN_KM", 0, 20_100)? {
+            c.travel.min_km = n as f64;
+        }
+        if let Some(n) = num("PROFILE_TTL_DAYS", 1, 3650)? {
+            c.profile_ttl_days = n as u32;
+        }
+        if let Some(n) = num("MAX_EVENT_BATCH", 1, 10_000)? {
+            c.max_event_batch = n as usize;
+        }
+        if let Some(v) = get("VISITOR_COOKIE") {
+            let ok = v.len() <= 64
+                && v.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch));
+            if !ok {
+                return Err(err("VISITOR_COOKIE", format!("`{v}` is not a cookie name")));
+            }
+            c.visitor_cookie = Some(v);
+        }
+        if let Some(v) = get("SET_VISITOR_COOKIE") {
+            c.set_visitor_cookie = parse_bool("SET_VISITOR_COOKIE", &v)?;
+        }
+        c.visitor_signing_key = get("VISITOR_SIGNING_KEY");
+        if c.set_visitor_cookie
+            && c.visitor_signing_key
+                .as_deref()
+                .is_none_or(|k| k.len() < 16)
+        {
+            return Err(err(
+                "SET_VISITOR_COOKIE",
+                "needs the secret VISITOR_SIGNING_KEY (at least 16 characters): wrangler secret put VISITOR_SIGNING_KEY",
+            ));
         }
         Ok(c)
     }
@@ -284,8 +452,19 @@ mod tests {
             ("COUNTRY_RISK", r#"{"xx": 30}"#),
             ("HOSTING_ASNS", r#"[64496, "AS64497"]"#),
             ("ENFORCE", ""),
+            ("RISK_MODE", "consistent"),
+            ("CONSULT_TIMEOUT_MS", "20"),
+            ("THREAT_HALF_LIFE_MIN", "60"),
+            ("VISITOR_COOKIE", "session_id"),
+            ("SET_VISITOR_COOKIE", "true"),
+            ("VISITOR_SIGNING_KEY", "0123456789abcdef0123"),
         ])
         .unwrap();
+        assert_eq!(c.risk_mode, RiskMode::Consistent);
+        assert_eq!(c.consult_timeout_ms, 20);
+        assert_eq!(c.rules.threat_half_life_ms, 3_600_000.0);
+        assert_eq!(c.visitor_cookie.as_deref(), Some("session_id"));
+        assert!(c.set_visitor_cookie);
         assert_eq!(c.intel_prefix, "/edge-intel");
         assert!(c.trust_x_real_ip);
         assert_eq!(c.origin_url.unwrap().as_str(), "http://127.0.0.1:8788/");
@@ -317,6 +496,13 @@ mod tests {
             ("COUNTRY_RISK", "[]"),
             ("HOSTING_ASNS", r#"["ASX"]"#),
             ("HOSTING_ASNS", "[0]"),
+            ("RISK_MODE", "slow"),
+            ("CONSULT_TIMEOUT_MS", "0"),
+            ("FLUSH_INTERVAL_MS", "1e3"),
+            ("VELOCITY_RPM", "-5"),
+            ("PROFILE_TTL_DAYS", "0"),
+            ("VISITOR_COOKIE", "a b"),
+            ("SET_VISITOR_COOKIE", "true"),
         ];
         for (var, value) in cases {
             let e = parse(&[(var, value)]).unwrap_err();

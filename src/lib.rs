@@ -10,6 +10,10 @@ pub mod intel;
 #[cfg(target_arch = "wasm32")]
 mod edge;
 pub mod error;
+#[cfg(target_arch = "wasm32")]
+mod objects;
+#[cfg(target_arch = "wasm32")]
+mod platform;
 
 #[cfg(target_arch = "wasm32")]
 mod clock;

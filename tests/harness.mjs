@@ -22,10 +22,28 @@ export default {
   },
 };`;
 
-/** Starts the origin (unless `originUrl` is given) and the Worker with `vars`. */
-export async function startEdge({ vars = {}, originUrl } = {}) {
+// Fault injection with the platform itself: the PROFILES binding can point at
+// a Durable Object class of this test-only worker that hangs or throws.
+const FAULTS_WORKER = `
+export class SlowProfile {
+  async fetch() { await new Promise((r) => setTimeout(r, 3000)); return Response.json({ exists: false, threat: 0, reputation: 50, signals: [] }); }
+}
+export class ThrowingProfile {
+  async fetch() { throw new Error("injected profile fault"); }
+}
+export default { fetch() { return new Response("faults"); } };`;
+
+export const ADMIN_TOKEN = "test-admin-token-0123456789";
+
+/**
+ * Starts the origin (unless `originUrl` is given) and the Worker with `vars`.
+ * `profileFault`: "slow" | "throw" binds PROFILES to a faulty object.
+ */
+export async function startEdge({ vars = {}, originUrl, persistTo, profileFault } = {}) {
   const origin = originUrl ? null : await startOrigin({ port: 0 });
   const mf = new Miniflare({
+    // Shared options: where storage persists across restarts (default: memory).
+    ...(persistTo ? { durableObjectsPersist: persistTo } : {}),
     workers: [
       {
         name: "edge",
@@ -37,8 +55,15 @@ export async function startEdge({ vars = {}, originUrl } = {}) {
           { type: "CompiledWasm", include: ["**/*.wasm"] },
         ],
         compatibilityDate: COMPATIBILITY_DATE,
-        bindings: { ORIGIN_URL: originUrl ?? origin.url, ...vars },
+        bindings: { ORIGIN_URL: originUrl ?? origin.url, ADMIN_TOKEN, ...vars },
+        durableObjects: {
+          PROFILES: profileFault
+            ? { className: profileFault === "slow" ? "SlowProfile" : "ThrowingProfile", scriptName: "faults" }
+            : { className: "ProfileObject", useSQLite: true },
+          VISITORS: { className: "VisitorObject", useSQLite: true },
+        },
       },
+      { name: "faults", modules: true, script: FAULTS_WORKER, compatibilityDate: COMPATIBILITY_DATE },
       {
         name: "nocf",
         modules: true,
@@ -60,15 +85,33 @@ export async function startEdge({ vars = {}, originUrl } = {}) {
     if (ip !== null) h.set("CF-Connecting-IP", ip);
     const init = { method, headers: h, body, redirect: "manual" };
     if (cf === null) return noCf.fetch(BASE + path, init);
-    h.set("MF-CF-Blob", JSON.stringify({ clientAcceptEncoding: "", ...cf }));
+    h.set("MF-CF-Blob", asciiJson({ clientAcceptEncoding: "", ...cf }));
     return mf.dispatchFetch(BASE + path, init);
+  }
+
+  /** Calls the authenticated API. */
+  async function api(method, path, { body, token = ADMIN_TOKEN, headers = {} } = {}) {
+    const h = new Headers(headers);
+    if (token) h.set("Authorization", `Bearer ${token}`);
+    if (body !== undefined && !h.has("Content-Type")) h.set("Content-Type", "application/json");
+    const payload = body === undefined || typeof body === "string" ? body : JSON.stringify(body);
+    const res = await mf.dispatchFetch(`${BASE}/_intel${path}`, { method, headers: h, body: payload });
+    const text = await res.text();
+    let json;
+    try { json = JSON.parse(text); } catch { json = undefined; }
+    return { status: res.status, json, text, headers: res.headers };
   }
 
   async function close() {
     await mf.dispose();
     if (origin) await origin.close();
   }
-  return { mf, origin, send, close };
+  return { mf, origin, send, api, close };
+}
+
+/** JSON with non-ASCII escaped, so it survives as an HTTP header value. */
+export function asciiJson(v) {
+  return JSON.stringify(v).replace(/[\u007f-\uffff]/g, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
 }
 
 /** The headers in edgeintel's namespace that a recorded request carried. */

@@ -1,14 +1,30 @@
 //! Routes under the reserved prefix (`INTEL_PREFIX`, default `/_intel`).
-//! Nothing here is ever forwarded to the origin. Only liveness exists without
-//! the admin token, and it carries no data about any IP.
+//! Nothing here is ever forwarded to the origin. Only liveness answers
+//! without the admin token, and it carries no data about any IP. Without an
+//! `ADMIN_TOKEN` configured the API refuses every call rather than run open.
 
-use serde_json::json;
+use futures::future::join_all;
+use serde_json::{json, Value};
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, Response};
+use worker::Env;
 
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::intel::events::{validate, IntelEvent};
+use crate::intel::ip::parse_subject;
+use crate::intel::secrets::{bearer, token_matches};
+use crate::intel::wire::ProfileOp;
+use crate::platform::call_object;
 
+use super::consult::{forget, BINDING};
+use super::extract::header;
 use super::respond;
+
+/// Bodies over this get 413 (SPEC 5).
+const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// True when `path` is the prefix itself or below it.
 pub fn owns(config: &Config, path: &str) -> bool {
@@ -19,32 +35,267 @@ pub fn owns(config: &Config, path: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
-pub async fn route(req: &Request, config: &Config) -> Response {
+pub async fn route(req: &Request, env: &Env, config: &Config) -> Response {
+    match route_inner(req, env, config).await {
+        Ok(res) => res,
+        Err(e) => respond::error(&e),
+    }
+}
+
+async fn route_inner(req: &Request, env: &Env, config: &Config) -> Result<Response, ApiError> {
     let path = super::extract::path(req);
     let rest = path.get(config.intel_prefix.len()..).unwrap_or("");
     let method = req.method();
-    match rest {
-        "/health/intelligence" => match method.as_str() {
-            "GET" | "HEAD" => respond::json(
+    if rest == "/health/intelligence" {
+        return match method.as_str() {
+            "GET" | "HEAD" => Ok(respond::json(
                 200,
                 &json!({
                     "status": "ok",
                     "service": "edgeintel",
                     "version": env!("CARGO_PKG_VERSION"),
-                    "timestamp": iso_now(),
+                    "timestamp": iso(now_ms()),
                 }),
-            ),
-            _ => respond::error(&ApiError::method_not_allowed("GET, HEAD")),
-        },
-        _ => respond::error(&ApiError::not_found(format!(
-            "no route for {method} {}",
-            config.intel_prefix.clone() + rest
-        ))),
+            )),
+            _ => Err(ApiError::method_not_allowed("GET, HEAD")),
+        };
+    }
+    if let Some(api) = rest.strip_prefix("/api/") {
+        authorize(req, config)?;
+        if let Some(ip) = api.strip_prefix("ip-intelligence/") {
+            return match method.as_str() {
+                "GET" => get_profile(env, ip).await,
+                "DELETE" => delete_profile(env, config, ip).await,
+                _ => Err(ApiError::method_not_allowed("GET, DELETE")),
+            };
+        }
+        if api == "events" {
+            return match method.as_str() {
+                "POST" => post_events(req, env, config).await,
+                _ => Err(ApiError::method_not_allowed("POST")),
+            };
+        }
+    }
+    Err(ApiError::not_found(format!(
+        "no route for {method} {}{rest}",
+        config.intel_prefix
+    )))
+}
+
+fn authorize(req: &Request, config: &Config) -> Result<(), ApiError> {
+    let Some(expected) = config.admin_token.as_deref() else {
+        return Err(ApiError::new(
+            503,
+            "admin_token_unset",
+            "the API is disabled until ADMIN_TOKEN is set: `wrangler secret put ADMIN_TOKEN` (locally: ADMIN_TOKEN in .dev.vars)",
+        ));
+    };
+    let presented = header(req, "authorization");
+    match presented.as_deref().and_then(bearer) {
+        Some(t) if token_matches(t, expected) => Ok(()),
+        _ => Err(ApiError::new(
+            401,
+            "unauthorized",
+            "a valid `Authorization: Bearer <ADMIN_TOKEN>` header is required",
+        )),
     }
 }
 
-fn iso_now() -> String {
-    String::from(
-        js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(crate::clock::now_ms())).to_iso_string(),
+fn subject_from_path(raw: &str) -> Result<crate::intel::ip::SubjectKey, ApiError> {
+    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    parse_subject(&decoded).ok_or_else(|| {
+        let shown: String = decoded.chars().take(64).collect();
+        ApiError::new(
+            400,
+            "invalid_ip",
+            format!("`{shown}` is not an IPv4/IPv6 address or an IPv6 /64 prefix"),
+        )
+    })
+}
+
+async fn get_profile(env: &Env, raw: &str) -> Result<Response, ApiError> {
+    let subject = subject_from_path(raw)?;
+    let (status, body) = call_object::<_, Value>(env, BINDING, subject.as_str(), &ProfileOp::Get)
+        .await
+        .map_err(unavailable)?;
+    match (status, body) {
+        (200, Some(mut v)) => {
+            if let Some(o) = v.as_object_mut() {
+                o.insert("timestamp".into(), json!(iso(now_ms())));
+            }
+            Ok(respond::json(200, &v))
+        }
+        (404, _) => Err(ApiError::not_found(format!("no profile for {subject}"))),
+        (s, _) => Err(ApiError::new(
+            500,
+            "internal",
+            format!("profile store answered {s}"),
+        )),
+    }
+}
+
+async fn delete_profile(env: &Env, config: &Config, raw: &str) -> Result<Response, ApiError> {
+    let subject = subject_from_path(raw)?;
+    let (status, body) =
+        call_object::<_, Value>(env, BINDING, subject.as_str(), &ProfileOp::Delete)
+            .await
+            .map_err(unavailable)?;
+    forget(config, subject.as_str());
+    let deleted = body
+        .as_ref()
+        .and_then(|b| b.get("deleted"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    match status {
+        200 => Ok(respond::json(
+            200,
+            &json!({"deleted": deleted, "ip": subject.as_str(), "timestamp": iso(now_ms())}),
+        )),
+        s => Err(ApiError::new(
+            500,
+            "internal",
+            format!("profile store answered {s}"),
+        )),
+    }
+}
+
+async fn post_events(req: &Request, env: &Env, config: &Config) -> Result<Response, ApiError> {
+    let content_type = header(req, "content-type")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if !content_type.starts_with("application/json") {
+        return Err(ApiError::new(
+            415,
+            "unsupported_media_type",
+            "send the events as application/json",
+        ));
+    }
+    let declared = header(req, "content-length").and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
+    let bytes = read_body(req).await?;
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::new(400, "invalid_utf8", "the body is not UTF-8"))?;
+    let body: Value = serde_json::from_str(text)
+        .map_err(|e| ApiError::new(400, "malformed_json", format!("the body is not JSON: {e}")))?;
+    let items = match &body {
+        Value::Array(items) => items.as_slice(),
+        Value::Object(o) => match o.get("events") {
+            Some(Value::Array(items)) => items.as_slice(),
+            _ => {
+                return Err(ApiError::new(
+                    400,
+                    "invalid_body",
+                    "send a JSON array of events, or {\"events\": [...]}",
+                ))
+            }
+        },
+        _ => {
+            return Err(ApiError::new(
+                400,
+                "invalid_body",
+                "send a JSON array of events, or {\"events\": [...]}",
+            ))
+        }
+    };
+    if items.len() > config.max_event_batch {
+        return Err(ApiError::new(
+            413,
+            "batch_too_large",
+            format!(
+                "{} events in one batch; the limit is {} (MAX_EVENT_BATCH)",
+                items.len(),
+                config.max_event_batch
+            ),
+        ));
+    }
+    let now = now_ms();
+    let mut rejected = Vec::new();
+    // Group by subject, keeping each event's index for per-item errors.
+    let mut groups: Vec<(String, Vec<(usize, IntelEvent)>)> = Vec::new();
+    for (index, raw) in items.iter().enumerate() {
+        match validate(raw, now) {
+            Ok(v) => {
+                let key = v.subject.as_str().to_string();
+                match groups.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, list)) => list.push((index, v.event)),
+                    None => groups.push((key, vec![(index, v.event)])),
+                }
+            }
+            Err(error) => rejected.push(json!({"index": index, "error": error})),
+        }
+    }
+    let calls = groups.iter().map(|(subject, list)| {
+        let op = ProfileOp::Events {
+            subject: subject.clone(),
+            ip: subject.clone(),
+            events: list.iter().map(|(_, e)| e.clone()).collect(),
+        };
+        async move { call_object::<_, Value>(env, BINDING, subject, &op).await }
+    });
+    let results = join_all(calls).await;
+    let mut accepted = 0usize;
+    for ((subject, list), result) in groups.iter().zip(results) {
+        match result {
+            Ok((200, _)) => {
+                accepted += list.len();
+                forget(config, subject);
+            }
+            other => {
+                let why = match other {
+                    Ok((s, _)) => format!("profile store answered {s}"),
+                    Err(e) => e.0,
+                };
+                worker::console_error!("edgeintel: events for one subject not stored: {why}");
+                for (index, _) in list {
+                    rejected.push(
+                        json!({"index": index, "error": "storage_unavailable: not stored, retry"}),
+                    );
+                }
+            }
+        }
+    }
+    rejected.sort_by_key(|r| r.get("index").and_then(Value::as_u64).unwrap_or(0));
+    Ok(respond::json(
+        202,
+        &json!({"accepted": accepted, "rejected": rejected, "timestamp": iso(now)}),
+    ))
+}
+
+async fn read_body(req: &Request) -> Result<Vec<u8>, ApiError> {
+    let promise = req
+        .array_buffer()
+        .map_err(|_| ApiError::new(400, "unreadable_body", "the body could not be read"))?;
+    let buf = JsFuture::from(promise)
+        .await
+        .map_err(|_| ApiError::new(400, "unreadable_body", "the body could not be read"))?;
+    let buf: js_sys::ArrayBuffer = buf
+        .dyn_into()
+        .map_err(|_| ApiError::new(400, "unreadable_body", "the body could not be read"))?;
+    Ok(js_sys::Uint8Array::new(&buf).to_vec())
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        413,
+        "payload_too_large",
+        format!("bodies are limited to {MAX_BODY_BYTES} bytes"),
     )
+}
+
+fn unavailable(e: crate::platform::ObjectError) -> ApiError {
+    worker::console_error!("edgeintel: profile store unavailable: {}", e.0);
+    ApiError::new(
+        503,
+        "storage_unavailable",
+        "the profile store did not answer; retry",
+    )
+}
+
+pub fn iso(ms: f64) -> String {
+    String::from(js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms)).to_iso_string())
 }

@@ -77,6 +77,25 @@ fn build(
     Request::new_with_str_and_init(&url, &init)
 }
 
+/// The origin's response with a `Set-Cookie` added (its own headers are
+/// immutable, so status, status text, headers and body stream are copied).
+/// On any failure the response goes back without the cookie.
+pub fn with_cookie(res: Response, cookie: &str) -> Response {
+    if res.status() == 101 {
+        return res; // a WebSocket upgrade cannot be rebuilt
+    }
+    let copy = || -> Result<Response, JsValue> {
+        let headers = Headers::new_with_headers(res.headers().as_ref())?;
+        headers.append("set-cookie", cookie)?;
+        let init = web_sys::ResponseInit::new();
+        init.set_status(res.status());
+        init.set_status_text(&res.status_text());
+        init.set_headers(headers.as_ref());
+        Response::new_with_opt_readable_stream_and_init(res.body().as_ref(), &init)
+    };
+    copy().unwrap_or(res)
+}
+
 fn describe(e: &JsValue) -> String {
     e.dyn_ref::<js_sys::Error>()
         .map(|err| String::from(err.message()))

@@ -3,78 +3,90 @@
 //! forward, record. Requests under the reserved prefix go to `api` instead and
 //! are never forwarded.
 //!
-//! Failure semantics: fail open. Nothing here may panic (a panic resets the
-//! wasm instance and every co-located Durable Object with it).
+//! Failure semantics: fail open. If a Durable Object fails or misses the
+//! budget, the request is still forwarded with request-only signals,
+//! `X-Risk-Level: unknown` and `X-Intel-Status: degraded`. Nothing here may
+//! panic (a panic resets the wasm instance and every co-located object).
 
 mod api;
+mod consult;
 mod extract;
 mod forward;
+mod record;
 mod respond;
+mod visitor;
 
-use std::cell::RefCell;
-use std::net::IpAddr;
-use std::rc::Rc;
+use std::time::Duration;
 
+use futures::future::{join, select, Either};
+use futures::FutureExt;
 use web_sys::{Request, Response};
-use worker::{Context, Env};
+use worker::{Context, Delay, Env};
 
-use crate::config::{Config, ConfigError, Enforce};
-use crate::intel::facts::{CfFacts, RequestFacts};
+use crate::clock::now_ms;
+use crate::config::{Config, Enforce, RiskMode};
+use crate::intel::events::Location;
+use crate::intel::facts::CfFacts;
 use crate::intel::headers::{self, HeaderInput, IntelStatus};
 use crate::intel::ip::{subject_of, SubjectKey};
-use crate::intel::score::{self, Verdict};
-use crate::intel::signals;
+use crate::intel::profile::{Observation, ProfileVerdict};
+use crate::intel::score::{self, Level};
+use crate::intel::signals::{self, Reason, Signal};
+use crate::intel::travel::{Sighting, TravelFinding};
+use crate::platform;
 
-/// Neutral values while no profile exists (the profiles issue fills them).
-const NO_THREAT: u8 = 0;
-const NEUTRAL_REPUTATION: u8 = 50;
+/// Paths longer than this are cut before they are stored in a profile.
+const MAX_STORED_PATH: usize = 512;
 
-/// Everything the phases learn about one request.
-// `ip`, `request` and `subject` are read by the record phase (profiles issue).
-#[allow(dead_code)]
-pub struct RequestContext {
-    /// Parsed client IP, when the request carried a valid one.
-    pub ip: Option<IpAddr>,
-    pub cf: CfFacts,
-    pub request: RequestFacts,
-    /// Identify: the profile key.
-    pub subject: Option<SubjectKey>,
-    /// Score: the verdict and the profile scores it used.
-    pub verdict: Verdict,
-    pub threat: u8,
-    pub reputation: u8,
-    /// `degraded` when the profile could not be consulted.
-    pub status: IntelStatus,
-}
-
-pub async fn handle(req: Request, env: Env, _ctx: Context) -> Response {
-    let config = match load_config(&env) {
+pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
+    let config = match platform::config(&env) {
         Ok(c) => c,
         Err(e) => return respond::config_error(&e),
     };
     let path = extract::path(&req);
     if api::owns(&config, &path) {
-        return api::route(&req, &config).await;
+        return api::route(&req, &env, &config).await;
     }
+    let started = now_ms();
 
     // 1. Extract facts (never fails: every field is optional).
     let (ip, cf, request) = extract::facts(&req, &config);
-    // 2. Identify.
+    // 2. Identify: the subject (profile key) and, if configured, the visitor.
     let subject = ip.map(subject_of);
-    // 3. Consult: profiles arrive with the next issue; the request stands alone.
-    let (threat, reputation, status) = (NO_THREAT, NEUTRAL_REPUTATION, IntelStatus::Ok);
-    // 4. Score.
-    let found = signals::request_signals(&cf, &request, &config.signals);
+    let visitor = visitor::identify(extract::header(&req, "cookie").as_deref(), &config);
+    let mut found = signals::request_signals(&cf, &request, &config.signals);
+    let mut obs = Observation {
+        at: started,
+        method: request.method.clone(),
+        path: request.path.chars().take(MAX_STORED_PATH).collect(),
+        status: None,
+        latency_ms: None,
+        location: location_of(&cf, started),
+        signals: found.iter().map(|s| s.reason).collect(),
+    };
+    // 3. Consult the profile (and the visitor's travel) within the mode's budget.
+    let (profile, status, travel) = match &subject {
+        None => (ProfileVerdict::unknown_subject(), IntelStatus::Ok, None),
+        Some(s) => {
+            let sighting = visitor
+                .as_ref()
+                .and_then(|v| sighting_of(&cf, &found, s, started).map(|x| (v.key.clone(), x)));
+            consult_all(&env, &ctx, &config, s, &obs, sighting).await
+        }
+    };
+    // 4. Score: the request's own signals plus what the profile remembers.
+    found.extend(profile.signals.iter().cloned());
+    if travel.is_some() {
+        found.push(Signal {
+            reason: Reason::ImpossibleTravel,
+            points: None,
+        });
+    }
     let verdict = score::score(&found, &config.weights);
-    let cx = RequestContext {
-        ip,
-        cf,
-        request,
-        subject,
-        verdict,
-        threat,
-        reputation,
-        status,
+    let level = if status == IntelStatus::Degraded {
+        Level::Unknown
+    } else {
+        verdict.level
     };
     // 5. Decide: monitor only in this version.
     match config.enforce {
@@ -82,45 +94,150 @@ pub async fn handle(req: Request, env: Env, _ctx: Context) -> Response {
     }
     // 6. Forward, with our headers replacing any the client sent.
     let ours = headers::render(&HeaderInput {
-        verdict: &cx.verdict,
-        level: cx.verdict.level,
-        threat: cx.threat,
-        reputation: cx.reputation,
-        cf: &cx.cf,
-        status: cx.status,
+        verdict: &verdict,
+        level,
+        threat: profile.threat,
+        reputation: profile.reputation,
+        cf: &cf,
+        status,
     });
-    // 7. Record: arrives with the profiles issue (in ctx.wait_until).
-    match forward::send(&req, &config, &ours).await {
+    let sent = now_ms();
+    let result = forward::send(&req, &config, &ours).await;
+    // 7. Record, after the response, in ctx.wait_until.
+    let origin_status = result.as_ref().map(|r| r.status()).unwrap_or(502);
+    if let Some(s) = &subject {
+        record_outcome(
+            &ctx,
+            &env,
+            &config,
+            s,
+            &mut obs,
+            origin_status,
+            now_ms() - sent,
+        );
+    }
+    let response = match result {
         Ok(res) => res,
-        Err(e) => respond::origin_unreachable(&e),
+        Err(e) => return respond::origin_unreachable(&e),
+    };
+    match visitor.and_then(|v| v.set_cookie) {
+        Some(cookie) => forward::with_cookie(response, &cookie),
+        None => response,
     }
 }
 
-thread_local! {
-    /// Vars cannot change within an isolate, so they are parsed once.
-    static CONFIG: RefCell<Option<Rc<Result<Config, ConfigError>>>> = const { RefCell::new(None) };
-}
-
-fn load_config(env: &Env) -> Result<Rc<Config>, ConfigError> {
-    let cached = CONFIG.with(|c| c.borrow().clone());
-    let parsed = match cached {
-        Some(p) => p,
-        None => {
-            let p = Rc::new(Config::from_vars(|k| var(env, k)));
-            CONFIG.with(|c| *c.borrow_mut() = Some(p.clone()));
-            p
+/// Phase 3 for a known subject: the profile verdict and the visitor's travel
+/// finding, asked concurrently.
+async fn consult_all(
+    env: &Env,
+    ctx: &Context,
+    config: &Config,
+    subject: &SubjectKey,
+    obs: &Observation,
+    sighting: Option<(String, Sighting)>,
+) -> (ProfileVerdict, IntelStatus, Option<TravelFinding>) {
+    let profile = async {
+        match config.risk_mode {
+            RiskMode::Fast => consult::fast(env, ctx, config, subject).await,
+            RiskMode::Consistent => {
+                consult::consistent(env, config, subject, subject.as_str(), obs.clone()).await
+            }
         }
     };
-    match parsed.as_ref() {
-        Ok(c) => Ok(Rc::new(c.clone())),
-        Err(e) => Err(e.clone()),
+    let travel = async {
+        let (key, sighting) = sighting?;
+        let ask = {
+            let env = env.clone();
+            let subject = subject.as_str().to_string();
+            async move { visitor::sight(&env, &key, &subject, sighting).await }
+        }
+        .boxed_local();
+        let answer = match config.risk_mode {
+            RiskMode::Consistent => ask.await,
+            RiskMode::Fast => {
+                let budget =
+                    Delay::from(Duration::from_millis(u64::from(config.consult_timeout_ms)));
+                match select(ask, budget).await {
+                    Either::Left((a, _)) => a,
+                    Either::Right(((), pending)) => {
+                        // The sighting is still recorded (and any finding reported).
+                        ctx.wait_until(pending.map(|_| ()));
+                        return None;
+                    }
+                }
+            }
+        };
+        match answer {
+            Ok(a) => a.finding,
+            Err(e) => {
+                worker::console_error!("edgeintel: visitor check failed: {}", e.0);
+                None
+            }
+        }
+    };
+    let (profile, travel) = join(profile, travel).await;
+    match profile {
+        Ok(v) => (v, IntelStatus::Ok, travel),
+        Err(e) => {
+            worker::console_warn!("edgeintel: profile degraded: {}", e.0);
+            (
+                ProfileVerdict::unknown_subject(),
+                IntelStatus::Degraded,
+                travel,
+            )
+        }
     }
 }
 
-/// A `[vars]` value or a secret (both are plain strings to the Worker).
-fn var(env: &Env, name: &str) -> Option<String> {
-    env.var(name)
-        .ok()
-        .map(|v| v.to_string())
-        .or_else(|| env.secret(name).ok().map(|v| v.to_string()))
+fn record_outcome(
+    ctx: &Context,
+    env: &Env,
+    config: &Config,
+    subject: &SubjectKey,
+    obs: &mut Observation,
+    status: u16,
+    latency_ms: f64,
+) {
+    match config.risk_mode {
+        RiskMode::Fast => {
+            obs.status = Some(status);
+            obs.latency_ms = Some(latency_ms);
+            record::record(ctx, env, config, subject, subject.as_str(), obs.clone());
+        }
+        // The observation itself was recorded before forwarding.
+        RiskMode::Consistent => ctx.wait_until(record::status(
+            env.clone(),
+            subject.as_str().to_string(),
+            subject.as_str().to_string(),
+            obs.at,
+            status,
+        )),
+    }
+}
+
+fn location_of(cf: &CfFacts, at: f64) -> Location {
+    Location {
+        timestamp: at,
+        country_code: cf.country.clone(),
+        city: cf.city.clone(),
+        region: cf.region.clone(),
+        latitude: cf.latitude,
+        longitude: cf.longitude,
+        asn: cf.asn,
+        colo: cf.colo.clone(),
+    }
+}
+
+fn sighting_of(cf: &CfFacts, found: &[Signal], subject: &SubjectKey, at: f64) -> Option<Sighting> {
+    let (latitude, longitude) = cf.coordinates()?;
+    Some(Sighting {
+        at,
+        latitude,
+        longitude,
+        ip: subject.as_str().to_string(),
+        country: cf.country.clone(),
+        city: cf.city.clone(),
+        hosting: found.iter().any(|s| s.reason == Reason::HostingAsn),
+        tor: found.iter().any(|s| s.reason == Reason::TorExit),
+    })
 }

@@ -68,8 +68,15 @@ impl CfFacts {
                 .filter(|v| v.fract() == 0.0 && *v > 0.0 && *v <= f64::from(u32::MAX))
                 .map(|v| v as u32),
             as_organization: text("asOrganization"),
-            colo: text("colo")
-                .filter(|c| c.len() <= 8 && c.chars().all(|ch| ch.is_ascii_alphanumeric())),
+            // An IATA code: three letters (a few internal colos have four).
+            colo: obj
+                .get("colo")
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|c| {
+                    (3..=4).contains(&c.len()) && c.chars().all(|ch| ch.is_ascii_alphabetic())
+                })
+                .map(str::to_ascii_uppercase),
             http_protocol: text("httpProtocol"),
             tls_version: text("tlsVersion"),
             is_eu_country: obj.get("isEUCountry").and_then(boolish),
@@ -177,7 +184,7 @@ mod tests {
     fn malformed_fields_become_none() {
         let cf = json!({
             "country": "Germany", "latitude": "north", "longitude": 500, "asn": -3,
-            "colo": "F R A", "city": "", "isEUCountry": [1],
+            "colo": 5, "city": "", "isEUCountry": [1],
             "botManagement": {"score": "high"}
         });
         let f = CfFacts::from_json(&cf);

@@ -4,9 +4,16 @@
 //! at exact inputs. Time, when a rule needs it, is an argument.
 
 pub mod asn;
+pub mod cache;
+pub mod events;
 pub mod facts;
 pub mod geo;
 pub mod headers;
 pub mod ip;
+pub mod profile;
 pub mod score;
+pub mod secrets;
 pub mod signals;
+pub mod travel;
+pub mod window;
+pub mod wire;

@@ -29,7 +29,8 @@ pub const fn default_weight(r: Reason) -> u8 {
         Reason::Blocklisted => 100,
         Reason::TorExit => 45,
         Reason::ImpossibleTravel => 40,
-        Reason::ThreatReport => 50,
+        // A cap: the reason contributes the profile's current threat score up to this.
+        Reason::ThreatReport => 100,
         Reason::PathScan => 40,
         Reason::LowBotScore => 35,
         Reason::AuthFailures => 30,

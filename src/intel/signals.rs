@@ -103,10 +103,11 @@ pub struct SignalConfig {
 }
 
 /// One detected signal; `points` overrides the configured weight where the
-/// signal carries its own amount (the country policy's points).
-#[derive(Debug, Clone, PartialEq)]
+/// signal carries its own amount (the country policy's points, the threat score).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Signal {
     pub reason: Reason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub points: Option<u8>,
 }
 
@@ -153,8 +154,10 @@ pub fn request_signals(cf: &CfFacts, req: &RequestFacts, cfg: &SignalConfig) -> 
     out
 }
 
+/// Absent, empty, or the bare wildcard HTTP libraries send by default
+/// (undici sends `Accept-Language: *`; no real browser does).
 fn blank(v: &Option<String>) -> bool {
-    v.as_deref().is_none_or(|s| s.trim().is_empty())
+    v.as_deref().is_none_or(|s| matches!(s.trim(), "" | "*"))
 }
 
 /// User-Agent fragments of HTTP libraries, headless browsers and scanners
@@ -337,6 +340,8 @@ mod tests {
         no_ua.user_agent = None;
         let mut bare = browser("/");
         bare.accept_language = None;
+        let mut wildcard = browser("/");
+        wildcard.accept_language = Some("*".into());
         let cases: Vec<(&str, CfFacts, RequestFacts, Vec<&str>)> = vec![
             (
                 "clean browser",

@@ -1,0 +1,126 @@
+//! Phase 3, consult: the subject's profile verdict. Fast mode reads the
+//! in-isolate cache or asks the object within `CONSULT_TIMEOUT_MS`; past the
+//! budget (or on an error) the request goes on with request-only signals and
+//! `X-Intel-Status: degraded`, and a late answer still fills the cache.
+//! Consistent mode records this request first and uses the verdict that
+//! includes it.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use futures::future::{select, Either};
+use futures::FutureExt;
+use worker::{Context, Delay, Env};
+
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::intel::cache::TtlLru;
+use crate::intel::ip::SubjectKey;
+use crate::intel::profile::{Observation, ProfileVerdict};
+use crate::intel::wire::ProfileOp;
+use crate::platform::{call_object, ObjectError};
+
+pub const BINDING: &str = "PROFILES";
+
+thread_local! {
+    static CACHE: RefCell<Option<TtlLru<ProfileVerdict>>> = const { RefCell::new(None) };
+}
+
+fn with_cache<R>(config: &Config, f: impl FnOnce(&mut TtlLru<ProfileVerdict>) -> R) -> R {
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        let cache = c.get_or_insert_with(|| {
+            TtlLru::new(config.cache_max_entries, f64::from(config.cache_ttl_ms))
+        });
+        f(cache)
+    })
+}
+
+pub fn remember(config: &Config, subject: &str, v: ProfileVerdict) {
+    with_cache(config, |c| c.put(subject, v, now_ms()));
+}
+
+pub fn forget(config: &Config, subject: &str) {
+    with_cache(config, |c| c.remove(subject));
+}
+
+/// Fast mode: the cached verdict, or the object's within the budget.
+/// `Err` means degraded (timeout or failure).
+pub async fn fast(
+    env: &Env,
+    ctx: &Context,
+    config: &Config,
+    subject: &SubjectKey,
+) -> Result<ProfileVerdict, ObjectError> {
+    if let Some(v) = with_cache(config, |c| c.get(subject.as_str(), now_ms())) {
+        return Ok(v);
+    }
+    let ask = {
+        let env = env.clone();
+        let subject = subject.as_str().to_string();
+        async move {
+            call_object::<_, ProfileVerdict>(&env, BINDING, &subject, &ProfileOp::Verdict).await
+        }
+    }
+    .boxed_local();
+    let budget = Delay::from(Duration::from_millis(u64::from(config.consult_timeout_ms)));
+    match select(ask, budget).await {
+        Either::Left((answer, _)) => {
+            let v = verdict_of(answer)?;
+            remember(config, subject.as_str(), v.clone());
+            Ok(v)
+        }
+        Either::Right(((), pending)) => {
+            // Let the answer land in the cache for the next request.
+            let cfg = config.clone();
+            let key = subject.as_str().to_string();
+            ctx.wait_until(async move {
+                if let Ok(v) = verdict_of(pending.await) {
+                    remember(&cfg, &key, v);
+                }
+            });
+            Err(ObjectError(format!(
+                "no verdict within {} ms",
+                config.consult_timeout_ms
+            )))
+        }
+    }
+}
+
+/// Consistent mode: record this observation and return the verdict after it.
+pub async fn consistent(
+    env: &Env,
+    config: &Config,
+    subject: &SubjectKey,
+    ip: &str,
+    obs: Observation,
+) -> Result<ProfileVerdict, ObjectError> {
+    let op = ProfileOp::Observe {
+        subject: subject.as_str().to_string(),
+        ip: ip.to_string(),
+        observations: vec![obs],
+    };
+    let ask = async { call_object(env, BINDING, subject.as_str(), &op).await }.boxed_local();
+    let limit = Delay::from(Duration::from_millis(u64::from(
+        config.consistent_timeout_ms,
+    )));
+    let outcome = match select(ask, limit).await {
+        Either::Left((answer, _)) => verdict_of(answer),
+        Either::Right(_) => Err(ObjectError(format!(
+            "no verdict within {} ms",
+            config.consistent_timeout_ms
+        ))),
+    };
+    let v = outcome?;
+    remember(config, subject.as_str(), v.clone());
+    Ok(v)
+}
+
+fn verdict_of(
+    answer: Result<(u16, Option<ProfileVerdict>), ObjectError>,
+) -> Result<ProfileVerdict, ObjectError> {
+    match answer? {
+        (200, Some(v)) => Ok(v),
+        (status, _) => Err(ObjectError(format!("unexpected answer {status}"))),
+    }
+}

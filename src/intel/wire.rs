@@ -1,0 +1,102 @@
+//! Messages between the request path and the Durable Objects (internal;
+//! versioned by the `op` tag). Kept pure so both sides share one definition
+//! and round-trips are tested natively.
+
+use serde::{Deserialize, Serialize};
+
+use super::events::IntelEvent;
+use super::profile::Observation;
+use super::travel::{Sighting, TravelFinding};
+
+/// A request to a subject's profile object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ProfileOp {
+    /// A batch of coalesced observations; answers the `ProfileVerdict` after them.
+    Observe {
+        subject: String,
+        ip: String,
+        observations: Vec<Observation>,
+    },
+    /// The origin's status for a request observed earlier (consistent mode).
+    Status {
+        subject: String,
+        ip: String,
+        at: f64,
+        status: u16,
+    },
+    /// The current verdict, without recording anything.
+    Verdict,
+    /// Validated events pushed through the API.
+    Events {
+        subject: String,
+        ip: String,
+        events: Vec<IntelEvent>,
+    },
+    /// An impossible hop found by a visitor's object.
+    Travel {
+        subject: String,
+        ip: String,
+        finding: Box<TravelFinding>,
+    },
+    /// The API view: `{profile, metrics}`, or 404.
+    Get,
+    /// Erase everything stored for the subject.
+    Delete,
+}
+
+/// A request to a visitor's object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum VisitorOp {
+    /// Record a sighting; answers `VisitorAnswer`.
+    Sight { sighting: Sighting, subject: String },
+    /// Erase the visitor.
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VisitorAnswer {
+    /// The impossible hop in effect for this visitor, if any.
+    pub finding: Option<TravelFinding>,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_round_trip() {
+        let ops = [
+            ProfileOp::Observe {
+                subject: "s".into(),
+                ip: "1.2.3.4".into(),
+                observations: vec![Observation::default()],
+            },
+            ProfileOp::Status {
+                subject: "s".into(),
+                ip: "1.2.3.4".into(),
+                at: 5.0,
+                status: 401,
+            },
+            ProfileOp::Verdict,
+            ProfileOp::Events {
+                subject: "s".into(),
+                ip: "1.2.3.4".into(),
+                events: vec![],
+            },
+            ProfileOp::Get,
+            ProfileOp::Delete,
+        ];
+        for op in ops {
+            let text = serde_json::to_string(&op).unwrap();
+            assert_eq!(
+                serde_json::from_str::<ProfileOp>(&text).unwrap(),
+                op,
+                "{text}"
+            );
+        }
+        assert!(serde_json::from_str::<ProfileOp>(r#"{"op":"explode"}"#).is_err());
+    }
+}

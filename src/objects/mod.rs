@@ -1,0 +1,8 @@
+//! Durable Objects: one `ProfileObject` per subject (SQLite-backed storage is
+//! the source of truth; memory only caches), one `VisitorObject` per visitor
+//! (impossible travel). The request path reaches them only through their
+//! bindings (`PROFILES`, `VISITORS`), never by importing them.
+
+pub mod profile;
+pub mod store;
+pub mod visitor;

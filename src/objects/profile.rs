@@ -1,0 +1,246 @@
+//! `ProfileObject`: one per subject. Applies batches of observations, the
+//! origin's statuses, pushed events and travel findings to the subject's
+//! profile, persists what changed, and answers the verdict the request path
+//! caches. Its alarm deletes the profile after `PROFILE_TTL_DAYS` without
+//! activity (scores decay from stored timestamps, so no timer is needed for
+//! that).
+//!
+//! Memory: `cached` holds the loaded profile; it is rebuilt from storage on
+//! first use after the object is (re)constructed, so eviction loses nothing.
+
+use std::cell::{Cell, RefCell};
+
+use serde_json::json;
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::intel::profile::{Changes, Profile, ProfileVerdict};
+use crate::intel::wire::ProfileOp;
+use crate::platform::{self, reply};
+
+use super::store;
+
+const DAY_MS: f64 = 86_400_000.0;
+
+#[durable_object]
+pub struct ProfileObject {
+    state: State,
+    env: Env,
+    /// `None`: not loaded yet; `Some(None)`: loaded, no profile stored.
+    cached: RefCell<Option<Option<Profile>>>,
+    alarm_armed: Cell<bool>,
+}
+
+impl DurableObject for ProfileObject {
+    fn new(state: State, env: Env) -> Self {
+        ProfileObject {
+            state,
+            env,
+            cached: RefCell::new(None),
+            alarm_armed: Cell::new(false),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let config = match platform::config(&self.env) {
+            Ok(c) => c,
+            Err(e) => {
+                return reply(
+                    500,
+                    &json!({"error": "config_invalid", "message": e.to_string()}),
+                )
+            }
+        };
+        let op: ProfileOp = match req.json().await {
+            Ok(op) => op,
+            Err(e) => return reply(400, &json!({"error": "bad_op", "message": e.to_string()})),
+        };
+        let now = now_ms();
+        let sql = self.state.storage().sql();
+        store::migrate(&sql)?;
+        match op {
+            ProfileOp::Observe {
+                subject,
+                ip,
+                observations,
+            } => {
+                let mut all = Changes::default();
+                let verdict = self.update(&config, now, &subject, &ip, |p| {
+                    for o in &observations {
+                        merge(&mut all, p.observe(o, &config.rules));
+                    }
+                    all.clone()
+                })?;
+                self.arm_alarm(&config).await?;
+                reply(200, &verdict)
+            }
+            ProfileOp::Status {
+                subject,
+                ip,
+                at,
+                status,
+            } => {
+                let verdict = self.update(&config, now, &subject, &ip, |p| {
+                    p.record_status(status, at, &config.rules)
+                })?;
+                reply(200, &verdict)
+            }
+            ProfileOp::Events {
+                subject,
+                ip,
+                events,
+            } => {
+                let verdict = self.update(&config, now, &subject, &ip, |p| {
+                    let mut all = Changes::default();
+                    for e in &events {
+                        merge(&mut all, p.apply_event(e, now, &config.rules));
+                    }
+                    all
+                })?;
+                self.arm_alarm(&config).await?;
+                reply(200, &json!({"applied": events.len(), "verdict": verdict}))
+            }
+            ProfileOp::Travel {
+                subject,
+                ip,
+                finding,
+            } => {
+                let verdict = self.update(&config, now, &subject, &ip, |p| {
+                    p.apply_travel(&finding, now, &config.rules)
+                })?;
+                self.arm_alarm(&config).await?;
+                reply(200, &verdict)
+            }
+            ProfileOp::Verdict => {
+                self.ensure_loaded()?;
+                let v = self.cached.borrow().as_ref().and_then(|p| {
+                    p.as_ref()
+                        .map(|p| p.verdict(now, &config.rules, &config.weights))
+                });
+                reply(200, &v.unwrap_or_else(ProfileVerdict::unknown_subject))
+            }
+            ProfileOp::Get => {
+                self.ensure_loaded()?;
+                let cached = self.cached.borrow();
+                match cached.as_ref().and_then(Option::as_ref) {
+                    Some(p) => {
+                        let verdict = p.verdict(now, &config.rules, &config.weights);
+                        let scored = crate::intel::score::score(&verdict.signals, &config.weights);
+                        let mut metrics = p.metrics(now, &config.rules);
+                        if let Some(m) = metrics.as_object_mut() {
+                            m.insert("historyRisk".into(), json!(scored));
+                        }
+                        reply(
+                            200,
+                            &json!({"profile": p.to_api(now, &config.rules), "metrics": metrics}),
+                        )
+                    }
+                    None => reply(404, &json!({"error": "not_found"})),
+                }
+            }
+            ProfileOp::Delete => {
+                self.ensure_loaded()?;
+                let existed = self.cached.borrow().as_ref().is_some_and(Option::is_some);
+                self.erase().await?;
+                reply(200, &json!({"deleted": existed}))
+            }
+        }
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        let config = match platform::config(&self.env) {
+            Ok(c) => c,
+            // Re-arm and retry later rather than deleting on a bad deploy.
+            Err(_) => {
+                self.state
+                    .storage()
+                    .set_alarm(std::time::Duration::from_secs(3600))
+                    .await?;
+                return Response::ok("config invalid; retry later");
+            }
+        };
+        let sql = self.state.storage().sql();
+        store::migrate(&sql)?;
+        self.ensure_loaded()?;
+        let last = self
+            .cached
+            .borrow()
+            .as_ref()
+            .and_then(|p| p.as_ref().map(|p| p.last_updated));
+        let ttl = f64::from(config.profile_ttl_days) * DAY_MS;
+        match last {
+            Some(t) if now_ms() - t < ttl => {
+                // Active since the alarm was set: look again when it could expire.
+                let at = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(t + ttl));
+                self.state
+                    .storage()
+                    .set_alarm(worker::ScheduledTime::new(at))
+                    .await?;
+                self.alarm_armed.set(true);
+            }
+            _ => self.erase().await?,
+        }
+        Response::ok("ok")
+    }
+}
+
+impl ProfileObject {
+    fn ensure_loaded(&self) -> Result<()> {
+        if self.cached.borrow().is_none() {
+            let loaded = store::load(&self.state.storage().sql())?;
+            *self.cached.borrow_mut() = Some(loaded);
+        }
+        Ok(())
+    }
+
+    /// Loads (or creates) the profile, applies `f`, persists, and returns the
+    /// verdict after it. No borrow is held across an await.
+    fn update(
+        &self,
+        config: &Config,
+        now: f64,
+        subject: &str,
+        ip: &str,
+        f: impl FnOnce(&mut Profile) -> Changes,
+    ) -> Result<ProfileVerdict> {
+        self.ensure_loaded()?;
+        let mut slot = self.cached.borrow_mut();
+        let profile = slot
+            .get_or_insert(None)
+            .get_or_insert_with(|| Profile::new(subject, ip, now));
+        let changes = f(profile);
+        store::save(&self.state.storage().sql(), profile, &changes)?;
+        Ok(profile.verdict(now, &config.rules, &config.weights))
+    }
+
+    async fn arm_alarm(&self, config: &Config) -> Result<()> {
+        if self.alarm_armed.get() {
+            return Ok(());
+        }
+        let storage = self.state.storage();
+        if storage.get_alarm().await?.is_none() {
+            let ttl_ms = u64::from(config.profile_ttl_days) * 86_400_000;
+            storage
+                .set_alarm(std::time::Duration::from_millis(ttl_ms))
+                .await?;
+        }
+        self.alarm_armed.set(true);
+        Ok(())
+    }
+
+    async fn erase(&self) -> Result<()> {
+        let storage = self.state.storage();
+        storage.delete_alarm().await?;
+        storage.delete_all().await?;
+        *self.cached.borrow_mut() = Some(None);
+        self.alarm_armed.set(false);
+        Ok(())
+    }
+}
+
+fn merge(into: &mut Changes, more: Changes) {
+    into.new_locations.extend(more.new_locations);
+    into.new_alerts.extend(more.new_alerts);
+    into.events.extend(more.events);
+}

@@ -1,0 +1,100 @@
+//! `VisitorObject`: one per visitor (a hashed session cookie or the signed
+//! `ei_vid` cookie). Keeps the visitor's last place and time server-side and
+//! finds impossible hops; a new finding is reported to the profile of the
+//! subject the visitor now comes from, before the answer goes back, so the
+//! alert is stored even if the request path has stopped waiting.
+
+use serde_json::json;
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+
+use crate::clock::now_ms;
+use crate::intel::profile::ProfileVerdict;
+use crate::intel::travel::VisitorState;
+use crate::intel::wire::{ProfileOp, VisitorAnswer, VisitorOp};
+use crate::platform::{self, call_object, reply};
+
+const KEY: &str = "visitor";
+
+#[durable_object]
+pub struct VisitorObject {
+    state: State,
+    env: Env,
+}
+
+impl DurableObject for VisitorObject {
+    fn new(state: State, env: Env) -> Self {
+        VisitorObject { state, env }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let config = match platform::config(&self.env) {
+            Ok(c) => c,
+            Err(e) => {
+                return reply(
+                    500,
+                    &json!({"error": "config_invalid", "message": e.to_string()}),
+                )
+            }
+        };
+        let op: VisitorOp = match req.json().await {
+            Ok(op) => op,
+            Err(e) => return reply(400, &json!({"error": "bad_op", "message": e.to_string()})),
+        };
+        let storage = self.state.storage();
+        match op {
+            VisitorOp::Sight { sighting, subject } => {
+                let mut state: VisitorState = storage.get(KEY).await?.unwrap_or_default();
+                let ip = sighting.ip.clone();
+                let new_finding = state.observe(sighting, &config.travel);
+                storage.put(KEY, &state).await?;
+                if storage.get_alarm().await?.is_none() {
+                    let ttl = u64::from(config.profile_ttl_days) * 86_400_000;
+                    storage
+                        .set_alarm(std::time::Duration::from_millis(ttl))
+                        .await?;
+                }
+                if let Some(finding) = new_finding {
+                    let op = ProfileOp::Travel {
+                        subject: subject.clone(),
+                        ip,
+                        finding: Box::new(finding),
+                    };
+                    if let Err(e) =
+                        call_object::<_, ProfileVerdict>(&self.env, "PROFILES", &subject, &op).await
+                    {
+                        worker::console_error!(
+                            "edgeintel: travel report to profile failed: {}",
+                            e.0
+                        );
+                    }
+                }
+                let finding = state.active_finding(now_ms(), &config.travel).cloned();
+                reply(200, &VisitorAnswer { finding })
+            }
+            VisitorOp::Delete => {
+                storage.delete_alarm().await?;
+                storage.delete_all().await?;
+                reply(200, &json!({"deleted": true}))
+            }
+        }
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        // Set at the first sighting: erase the visitor after PROFILE_TTL_DAYS
+        // without one, otherwise look again when it could next expire.
+        let storage = self.state.storage();
+        let config = platform::config(&self.env).ok();
+        let state: Option<VisitorState> = storage.get(KEY).await?;
+        let last = state.and_then(|s| s.last.map(|l| l.at));
+        let ttl = config.map_or(30, |c| c.profile_ttl_days);
+        let ttl_ms = f64::from(ttl) * 86_400_000.0;
+        match last {
+            Some(t) if now_ms() - t < ttl_ms => {
+                let at = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(t + ttl_ms));
+                storage.set_alarm(worker::ScheduledTime::new(at)).await?;
+            }
+            _ => storage.delete_all().await?,
+        }
+        Response::ok("ok")
+    }
+}

@@ -1,0 +1,85 @@
+//! Small platform helpers shared by the request path and the objects:
+//! the cached configuration, calling an object with a JSON op, JSON
+//! responses for object replies. Only compiled for wasm32.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use wasm_bindgen::JsValue;
+use worker::{Env, Method, Request, RequestInit, Response};
+
+use crate::config::{Config, ConfigError};
+
+type Parsed = Result<Rc<Config>, ConfigError>;
+
+thread_local! {
+    /// Vars cannot change within an isolate, so they are parsed once.
+    static CONFIG: RefCell<Option<Rc<Parsed>>> = const { RefCell::new(None) };
+}
+
+/// The validated configuration, parsed on first use in this isolate.
+pub fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
+    let cached = CONFIG.with(|c| c.borrow().clone());
+    let parsed = match cached {
+        Some(p) => p,
+        None => {
+            let p = Rc::new(Config::from_vars(|k| var(env, k)).map(Rc::new));
+            CONFIG.with(|c| *c.borrow_mut() = Some(p.clone()));
+            p
+        }
+    };
+    parsed.as_ref().clone()
+}
+
+/// A `[vars]` value or a secret (both are plain strings to the Worker).
+fn var(env: &Env, name: &str) -> Option<String> {
+    env.var(name)
+        .ok()
+        .map(|v| v.to_string())
+        .or_else(|| env.secret(name).ok().map(|v| v.to_string()))
+}
+
+/// Why an object call failed (logged and counted, never shown to clients).
+#[derive(Debug)]
+pub struct ObjectError(pub String);
+
+impl From<worker::Error> for ObjectError {
+    fn from(e: worker::Error) -> Self {
+        ObjectError(e.to_string())
+    }
+}
+
+/// Sends `op` as JSON to the object named `name` of binding `binding` and
+/// returns its status and JSON answer.
+pub async fn call_object<Op: Serialize, T: DeserializeOwned>(
+    env: &Env,
+    binding: &str,
+    name: &str,
+    op: &Op,
+) -> Result<(u16, Option<T>), ObjectError> {
+    let stub = env.durable_object(binding)?.get_by_name(name)?;
+    let body = serde_json::to_string(op).map_err(|e| ObjectError(e.to_string()))?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_body(Some(JsValue::from_str(&body)));
+    let req = Request::new_with_init("https://object/op", &init)?;
+    let mut res = stub.fetch_with_request(req).await?;
+    let status = res.status_code();
+    if status >= 500 {
+        let text = res.text().await.unwrap_or_default();
+        return Err(ObjectError(format!("object answered {status}: {text}")));
+    }
+    let parsed = if status == 204 {
+        None
+    } else {
+        res.json::<T>().await.ok()
+    };
+    Ok((status, parsed))
+}
+
+/// An object's JSON reply.
+pub fn reply<T: Serialize>(status: u16, body: &T) -> worker::Result<Response> {
+    Ok(Response::from_json(body)?.with_status(status))
+}

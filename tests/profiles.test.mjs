@@ -1,0 +1,264 @@
+// Per-IP profiles in Durable Objects (issue: profiles): history signals,
+// events, impossible travel, the API, persistence and the consult budget,
+// all against the built Worker in the local runtime.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startEdge, intelHeaders, BROWSER_HEADERS, ADMIN_TOKEN } from "./harness.mjs";
+
+const LONDON = { country: "GB", city: "London", latitude: "51.50853", longitude: "-0.12574", asn: 2856, colo: "LHR" };
+const SYDNEY = { country: "AU", city: "Sydney", latitude: "-33.86785", longitude: "151.20732", asn: 1221, colo: "SYD" };
+const BERLIN = { country: "DE", city: "Berlin", latitude: "52.52437", longitude: "13.41053", asn: 3320, colo: "FRA" };
+
+/** Sends a request and returns the edgeintel headers the origin received. */
+async function seen(edge, path, opts) {
+  const res = await edge.send(path, opts);
+  await res.arrayBuffer();
+  assert.ok(res.status < 500, `status ${res.status}`);
+  return intelHeaders(edge.origin.requests.at(-1));
+}
+
+/** Polls `check` (bounded) until it returns a truthy value. */
+async function eventually(check, { tries = 50, everyMs = 100 } = {}) {
+  for (let i = 0; i < tries; i++) {
+    const v = await check();
+    if (v) return v;
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  return check();
+}
+
+test("impossible travel: London then Sydney for one visitor flags later requests and alerts", async () => {
+  const edge = await startEdge({ vars: { RISK_MODE: "consistent", VISITOR_COOKIE: "session" } });
+  try {
+    const cookie = { ...BROWSER_HEADERS, Cookie: "session=visitor-abc-123" };
+    const first = await seen(edge, "/", { cf: LONDON, ip: "198.51.100.20", headers: cookie });
+    assert.equal(first["x-risk-reasons"], "");
+    // Seconds later the same session appears in Sydney from another IP: far
+    // faster than 40 minutes, so certainly faster than TRAVEL_MAX_KMH.
+    const hop = await seen(edge, "/cart", { cf: SYDNEY, ip: "203.0.113.40", headers: cookie });
+    assert.match(hop["x-risk-reasons"], /impossible_travel/);
+    const later = await seen(edge, "/checkout", { cf: SYDNEY, ip: "203.0.113.40", headers: cookie });
+    assert.match(later["x-risk-reasons"], /impossible_travel/);
+    // Another visitor on the London IP is not affected.
+    const other = await seen(edge, "/", { cf: LONDON, ip: "198.51.100.21", headers: { ...BROWSER_HEADERS, Cookie: "session=someone-else" } });
+    assert.doesNotMatch(other["x-risk-reasons"], /impossible_travel/);
+    const { status, json } = await edge.api("GET", "/api/ip-intelligence/203.0.113.40");
+    assert.equal(status, 200);
+    const alert = json.profile.alerts.find((a) => a.type === "impossible_travel");
+    assert.ok(alert, JSON.stringify(json.profile.alerts));
+    assert.match(alert.description, /London, GB \(198\.51\.100\.20\) to Sydney, AU \(203\.0\.113\.40\), 16\d\d\d km/);
+    // The cookie value itself is never stored or shown.
+    assert.ok(!JSON.stringify(json).includes("visitor-abc-123"));
+  } finally {
+    await edge.close();
+  }
+});
+
+test("30 requests for probe paths turn an IP high (consistent mode)", async () => {
+  const edge = await startEdge({ vars: { RISK_MODE: "consistent" } });
+  try {
+    const probes = ["/.env", "/.git/config", "/wp-login.php", "/xmlrpc.php", "/phpmyadmin/", "/admin/.env"];
+    for (let i = 0; i < 30; i++) {
+      await seen(edge, probes[i % probes.length], { cf: BERLIN, ip: "198.51.100.66", headers: BROWSER_HEADERS });
+    }
+    const clean = await seen(edge, "/products", { cf: BERLIN, ip: "198.51.100.66", headers: BROWSER_HEADERS });
+    assert.ok(Number(clean["x-risk-score"]) >= 75, JSON.stringify(clean));
+    assert.ok(["high", "critical"].includes(clean["x-risk-level"]));
+    assert.match(clean["x-risk-reasons"], /path_scan/);
+    assert.match(clean["x-risk-reasons"], /threat_report/);
+    const { json } = await edge.api("GET", "/api/ip-intelligence/198.51.100.66");
+    assert.equal(json.profile.requestCount, 31);
+    assert.ok(json.profile.alerts.some((a) => a.type === "threat_detected"));
+    assert.ok(json.metrics.historyRisk.contributions.length > 0, "contributions are visible in the API");
+  } finally {
+    await edge.close();
+  }
+});
+
+test("fast mode: coalesced observations reach the profile and later verdicts", async () => {
+  const edge = await startEdge({ vars: { FLUSH_INTERVAL_MS: "100", CACHE_TTL_MS: "0" } });
+  try {
+    for (let i = 0; i < 12; i++) {
+      await seen(edge, "/.env", { cf: BERLIN, ip: "198.51.100.77", headers: BROWSER_HEADERS });
+    }
+    const flagged = await eventually(async () => {
+      const h = await seen(edge, "/", { cf: BERLIN, ip: "198.51.100.77", headers: BROWSER_HEADERS });
+      return /threat_report/.test(h["x-risk-reasons"]) ? h : null;
+    });
+    assert.ok(flagged, "history reached the request path");
+    assert.equal(flagged["x-intel-status"], "ok");
+    const { json } = await eventually(async () => {
+      const r = await edge.api("GET", "/api/ip-intelligence/198.51.100.77");
+      return r.json?.profile?.requestCount >= 13 ? r : null;
+    });
+    assert.ok(json.profile.requestCount >= 13, "no observation was lost in coalescing");
+    assert.equal(json.metrics.originStatusInWindow["404"] >= 0, true);
+  } finally {
+    await edge.close();
+  }
+});
+
+test("a POSTed threat_detected of 95 makes the next request critical", async () => {
+  const edge = await startEdge({ vars: { RISK_MODE: "consistent" } });
+  try {
+    const before = await seen(edge, "/", { cf: BERLIN, ip: "203.0.113.7", headers: BROWSER_HEADERS });
+    assert.equal(before["x-risk-level"], "low");
+    const post = await edge.api("POST", "/api/events", {
+      body: [{ ip: "203.0.113.7", eventType: "threat_detected", source: "feed", priority: "critical", data: { threatScore: 95 } }],
+    });
+    assert.equal(post.status, 202);
+    assert.deepEqual([post.json.accepted, post.json.rejected], [1, []]);
+    const after = await seen(edge, "/", { cf: BERLIN, ip: "203.0.113.7", headers: BROWSER_HEADERS });
+    assert.equal(after["x-risk-level"], "critical");
+    assert.equal(after["x-threat-score"], "95");
+    assert.match(after["x-risk-reasons"], /^threat_report/);
+    const { json } = await edge.api("GET", "/api/ip-intelligence/203.0.113.7");
+    const alert = json.profile.alerts.find((a) => a.type === "threat_detected");
+    assert.equal(alert.severity, "critical");
+  } finally {
+    await edge.close();
+  }
+});
+
+test("reputation_change: set, drop measured against the previous value, bad_reputation", async () => {
+  const edge = await startEdge({ vars: { RISK_MODE: "consistent" } });
+  try {
+    const ip = "203.0.113.8";
+    const ev = (score) => ({ ip, eventType: "reputation_change", data: { reputationScore: score } });
+    let r = await edge.api("POST", "/api/events", { body: [ev(80)] });
+    assert.equal(r.json.accepted, 1);
+    r = await edge.api("GET", `/api/ip-intelligence/${ip}`);
+    assert.equal(r.json.profile.reputationScore, 80);
+    assert.equal(r.json.profile.alerts.length, 0, "a rise is no alert");
+    await edge.api("POST", "/api/events", { body: [ev(65)] }); // drop 15: no alert
+    await edge.api("POST", "/api/events", { body: [ev(10)] }); // drop 55: critical
+    r = await edge.api("GET", `/api/ip-intelligence/${ip}`);
+    assert.equal(r.json.profile.reputationScore, 10);
+    assert.deepEqual(r.json.profile.alerts.map((a) => [a.type, a.severity]), [["reputation_change", "critical"]]);
+    assert.match(r.json.profile.alerts[0].description, /dropped by 55/);
+    const h = await seen(edge, "/", { cf: BERLIN, ip, headers: BROWSER_HEADERS });
+    assert.equal(h["x-reputation-score"], "10");
+    assert.match(h["x-risk-reasons"], /bad_reputation/);
+  } finally {
+    await edge.close();
+  }
+});
+
+test("the API: auth, validation, not found, erase", async () => {
+  const edge = await startEdge();
+  try {
+    // Without or with a wrong token: 401, and no data.
+    for (const token of [null, "wrong-token", ADMIN_TOKEN + "x"]) {
+      const r = await edge.api("GET", "/api/ip-intelligence/203.0.113.7", { token });
+      assert.equal(r.status, 401, String(token));
+      assert.equal(r.json.error, "unauthorized");
+    }
+    const noScheme = await edge.api("GET", "/api/ip-intelligence/203.0.113.7", { token: null, headers: { Authorization: ADMIN_TOKEN } });
+    assert.equal(noScheme.status, 401);
+    let r = await edge.api("GET", "/api/ip-intelligence/not-an-ip");
+    assert.deepEqual([r.status, r.json.error], [400, "invalid_ip"]);
+    r = await edge.api("GET", "/api/ip-intelligence/192.0.2.99");
+    assert.deepEqual([r.status, r.json.error], [404, "not_found"]);
+    r = await edge.api("PUT", "/api/ip-intelligence/192.0.2.99");
+    assert.equal(r.status, 405);
+    // Events: media type, malformed JSON, size, batch limit, per-item errors.
+    r = await edge.api("POST", "/api/events", { body: "[]", headers: { "Content-Type": "text/plain" } });
+    assert.equal(r.status, 415);
+    r = await edge.api("POST", "/api/events", { body: "[{\"ip\": " });
+    assert.deepEqual([r.status, r.json.error], [400, "malformed_json"]);
+    r = await edge.api("POST", "/api/events", { body: JSON.stringify([{ pad: "x".repeat(1024 * 1024) }]) });
+    assert.equal(r.status, 413);
+    r = await edge.api("POST", "/api/events", { body: Array.from({ length: 501 }, () => ({})) });
+    assert.deepEqual([r.status, r.json.error], [413, "batch_too_large"]);
+    r = await edge.api("POST", "/api/events", {
+      body: {
+        events: [
+          { ip: "192.0.2.50", eventType: "behavior_anomaly", data: { behavioralFlags: ["suspicious_checkout"] } },
+          { ip: "not-an-ip", eventType: "threat_detected", data: { threatScore: 50 } },
+          { ip: "192.0.2.50", eventType: "made_up" },
+          { ip: "2001:db8:5:6::1", eventType: "location_update", data: { geolocation: { countryCode: "NL", latitude: 52.37, longitude: 4.89 } } },
+        ],
+      },
+    });
+    assert.equal(r.status, 202);
+    assert.equal(r.json.accepted, 2);
+    assert.deepEqual(r.json.rejected.map((x) => x.index), [1, 2]);
+    assert.match(r.json.rejected[0].error, /ip/);
+    assert.match(r.json.rejected[1].error, /eventType/);
+    // The IPv6 event went to its /64 subject, reachable by any address in it.
+    r = await edge.api("GET", `/api/ip-intelligence/${encodeURIComponent("2001:db8:5:6::abcd")}`);
+    assert.equal(r.status, 200);
+    assert.equal(r.json.profile.currentLocation.countryCode, "NL");
+    r = await edge.api("GET", "/api/ip-intelligence/192.0.2.50");
+    assert.equal(r.json.profile.alerts[0].type, "behavioral_anomaly");
+    // DELETE erases; afterwards the profile is gone.
+    r = await edge.api("DELETE", "/api/ip-intelligence/192.0.2.50");
+    assert.deepEqual([r.status, r.json.deleted], [200, true]);
+    r = await edge.api("GET", "/api/ip-intelligence/192.0.2.50");
+    assert.equal(r.status, 404);
+    r = await edge.api("DELETE", "/api/ip-intelligence/192.0.2.50");
+    assert.deepEqual([r.status, r.json.deleted], [200, false]);
+  } finally {
+    await edge.close();
+  }
+});
+
+test("without ADMIN_TOKEN the API refuses every call with 503", async () => {
+  const edge = await startEdge({ vars: { ADMIN_TOKEN: "" } });
+  try {
+    const r = await edge.api("GET", "/api/ip-intelligence/203.0.113.7");
+    assert.equal(r.status, 503);
+    assert.match(r.json.message, /wrangler secret put ADMIN_TOKEN/);
+  } finally {
+    await edge.close();
+  }
+});
+
+test("a profile survives a restart of the runtime with persisted storage", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "edgeintel-persist-"));
+  try {
+    let edge = await startEdge({ vars: { RISK_MODE: "consistent" }, persistTo: dir });
+    await seen(edge, "/.env", { cf: BERLIN, ip: "198.51.100.90", headers: BROWSER_HEADERS });
+    await edge.api("POST", "/api/events", { body: [{ ip: "198.51.100.90", eventType: "threat_detected", data: { threatScore: 80 } }] });
+    const before = (await edge.api("GET", "/api/ip-intelligence/198.51.100.90")).json.profile;
+    await edge.close();
+    edge = await startEdge({ vars: { RISK_MODE: "consistent" }, persistTo: dir });
+    try {
+      const after = (await edge.api("GET", "/api/ip-intelligence/198.51.100.90")).json.profile;
+      assert.equal(after.requestCount, before.requestCount);
+      assert.deepEqual(after.alerts, before.alerts);
+      assert.deepEqual(after.locationHistory, before.locationHistory);
+      assert.equal(after.firstSeen, before.firstSeen);
+    } finally {
+      await edge.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+for (const fault of ["slow", "throw"]) {
+  for (const mode of ["fast", "consistent"]) {
+    test(`consult budget holds when the profile object is ${fault === "slow" ? "slow" : "failing"} (${mode} mode)`, async () => {
+      const edge = await startEdge({ profileFault: fault, vars: { RISK_MODE: mode, CONSISTENT_TIMEOUT_MS: "500" } });
+      try {
+        const started = Date.now();
+        const res = await edge.send("/", { cf: { country: "T1" }, ip: "198.51.100.5", headers: BROWSER_HEADERS });
+        await res.arrayBuffer();
+        const elapsed = Date.now() - started;
+        assert.equal(res.status, 200, "still forwarded");
+        const h = intelHeaders(edge.origin.requests.at(-1));
+        assert.equal(h["x-intel-status"], "degraded");
+        assert.equal(h["x-risk-level"], "unknown");
+        assert.equal(h["x-risk-reasons"], "tor_exit", "request-only signals still apply");
+        // The object hangs for 3 s; the request must not wait for it.
+        assert.ok(elapsed < 2500, `took ${elapsed} ms`);
+      } finally {
+        await edge.close();
+      }
+    });
+  }
+}
