@@ -79,8 +79,10 @@ pub struct Config {
     pub rules: ProfileRules,
     /// `TRAVEL_MAX_KMH` (900), `TRAVEL_MIN_KM` (500).
     pub travel: TravelRules,
-    /// `PROFILE_TTL_DAYS` (default 30): a profile without activity this long is deleted.
-    pub profile_ttl_days: u32,
+    /// `PROFILE_TTL_DAYS` (default 30; decimals allowed, e.g. `0.5`): a profile
+    /// or visitor without activity this long is deleted by its object's alarm.
+    /// Kept in ms.
+    pub profile_ttl_ms: f64,
     /// `MAX_EVENT_BATCH` (default 500): events per `POST /api/events`.
     pub max_event_batch: usize,
     /// `VISITOR_COOKIE` (default unset): name of the site's own session cookie
@@ -112,12 +114,8 @@ impl Default for Config {
             cache_ttl_ms: 5000,
             cache_max_entries: 10_000,
             rules: ProfileRules::default(),
-            travel: TravelRules {
-                max_kmh: 900.0,
-                min_km: 500.0,
-                memory_ms: 3_600_000.0,
-            },
-            profile_ttl_days: 30,
+            travel: TravelRules { max_kmh: 900.0, min_km: 500.0, memory_ms: 3_600_000.0 },
+            profile_ttl_ms: 30.0 * 86_400_000.0,
             max_event_batch: 500,
             visitor_cookie: None,
             set_visitor_cookie: false,
@@ -140,21 +138,14 @@ impl std::fmt::Display for ConfigError {
 }
 
 fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        var,
-        message: message.into(),
-    }
+    ConfigError { var, message: message.into() }
 }
 
 impl Config {
     /// Parses every variable through `get` (which returns `None` for unset).
     /// Empty strings count as unset, so `KEY = ""` in wrangler.toml means default.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let get = |k: &str| {
-            get(k)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         let mut c = Config::default();
         if let Some(p) = get("INTEL_PREFIX") {
             c.intel_prefix = parse_prefix(&p)?;
@@ -171,17 +162,10 @@ impl Config {
                 "challenge" | "block" => {
                     return Err(err(
                         "ENFORCE",
-                        format!(
-                            "`{v}` is not available in this version yet; use `off` (monitor only)"
-                        ),
+                        format!("`{v}` is not available in this version yet; use `off` (monitor only)"),
                     ))
                 }
-                _ => {
-                    return Err(err(
-                        "ENFORCE",
-                        format!("`{v}` is not one of off, challenge, block"),
-                    ))
-                }
+                _ => return Err(err("ENFORCE", format!("`{v}` is not one of off, challenge, block"))),
             };
         }
         if let Some(v) = get("CHALLENGE_AT") {
@@ -191,10 +175,7 @@ impl Config {
             c.block_at = parse_points("BLOCK_AT", &v)?;
         }
         if c.challenge_at > c.block_at {
-            return Err(err(
-                "CHALLENGE_AT",
-                format!("{} is above BLOCK_AT ({})", c.challenge_at, c.block_at),
-            ));
+            return Err(err("CHALLENGE_AT", format!("{} is above BLOCK_AT ({})", c.challenge_at, c.block_at)));
         }
         if let Some(v) = get("RISK_WEIGHTS") {
             for (code, points) in parse_points_map("RISK_WEIGHTS", &v)? {
@@ -205,12 +186,8 @@ impl Config {
         }
         if let Some(v) = get("COUNTRY_RISK") {
             for (code, points) in parse_points_map("COUNTRY_RISK", &v)? {
-                let cc = country_code(&code).ok_or_else(|| {
-                    err(
-                        "COUNTRY_RISK",
-                        format!("`{code}` is not a two-letter country code"),
-                    )
-                })?;
+                let cc = country_code(&code)
+                    .ok_or_else(|| err("COUNTRY_RISK", format!("`{code}` is not a two-letter country code")))?;
                 c.signals.country_risk.push((cc, points));
             }
         }
@@ -233,12 +210,7 @@ impl Config {
                     .ok()
                     .filter(|n| (min..=max).contains(n))
                     .map(Some)
-                    .ok_or_else(|| {
-                        err(
-                            var,
-                            format!("`{v}` is not a whole number from {min} to {max}"),
-                        )
-                    }),
+                    .ok_or_else(|| err(var, format!("`{v}` is not a whole number from {min} to {max}"))),
             }
         };
         // Narrowing casts below are within the ranges just checked.
@@ -287,16 +259,18 @@ impl Config {
         if let Some(n) = num("TRAVEL_MIN_KM", 0, 20_100)? {
             c.travel.min_km = n as f64;
         }
-        if let Some(n) = num("PROFILE_TTL_DAYS", 1, 3650)? {
-            c.profile_ttl_days = n as u32;
+        if let Some(v) = get("PROFILE_TTL_DAYS") {
+            let days =
+                v.parse::<f64>().ok().filter(|d| d.is_finite() && *d > 0.0 && *d <= 3650.0).ok_or_else(|| {
+                    err("PROFILE_TTL_DAYS", format!("`{v}` is not a number of days above 0 and at most 3650"))
+                })?;
+            c.profile_ttl_ms = days * 86_400_000.0;
         }
         if let Some(n) = num("MAX_EVENT_BATCH", 1, 10_000)? {
             c.max_event_batch = n as usize;
         }
         if let Some(v) = get("VISITOR_COOKIE") {
-            let ok = v.len() <= 64
-                && v.chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch));
+            let ok = v.len() <= 64 && v.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch));
             if !ok {
                 return Err(err("VISITOR_COOKIE", format!("`{v}` is not a cookie name")));
             }
@@ -306,11 +280,7 @@ impl Config {
             c.set_visitor_cookie = parse_bool("SET_VISITOR_COOKIE", &v)?;
         }
         c.visitor_signing_key = get("VISITOR_SIGNING_KEY");
-        if c.set_visitor_cookie
-            && c.visitor_signing_key
-                .as_deref()
-                .is_none_or(|k| k.len() < 16)
-        {
+        if c.set_visitor_cookie && c.visitor_signing_key.as_deref().is_none_or(|k| k.len() < 16) {
             return Err(err(
                 "SET_VISITOR_COOKIE",
                 "needs the secret VISITOR_SIGNING_KEY (at least 16 characters): wrangler secret put VISITOR_SIGNING_KEY",
@@ -324,16 +294,12 @@ fn parse_prefix(p: &str) -> Result<String, ConfigError> {
     let ok = p.starts_with('/')
         && p.len() >= 2
         && !p.ends_with('/')
-        && p.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/_-.".contains(c))
+        && p.chars().all(|c| c.is_ascii_alphanumeric() || "/_-.".contains(c))
         && !p.contains("//");
     if ok {
         Ok(p.to_string())
     } else {
-        Err(err(
-            "INTEL_PREFIX",
-            format!("`{p}` must look like /_intel (a path starting with /, no trailing /)"),
-        ))
+        Err(err("INTEL_PREFIX", format!("`{p}` must look like /_intel (a path starting with /, no trailing /)")))
     }
 }
 
@@ -348,10 +314,7 @@ fn parse_bool(var: &'static str, v: &str) -> Result<bool, ConfigError> {
 fn parse_origin(v: &str) -> Result<Url, ConfigError> {
     let u = Url::parse(v).map_err(|e| err("ORIGIN_URL", format!("`{v}` is not a URL: {e}")))?;
     if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
-        return Err(err(
-            "ORIGIN_URL",
-            format!("`{v}` must be an http(s) URL with a host"),
-        ));
+        return Err(err("ORIGIN_URL", format!("`{v}` must be an http(s) URL with a host")));
     }
     if u.path() != "/" || u.query().is_some() || u.fragment().is_some() {
         return Err(err(
@@ -371,21 +334,14 @@ fn parse_points(var: &'static str, v: &str) -> Result<u8, ConfigError> {
 
 fn parse_points_map(var: &'static str, v: &str) -> Result<Vec<(String, u8)>, ConfigError> {
     let value: Value = serde_json::from_str(v).map_err(|e| err(var, format!("not JSON: {e}")))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| err(var, "must be a JSON object of name -> points"))?;
+    let obj = value.as_object().ok_or_else(|| err(var, "must be a JSON object of name -> points"))?;
     obj.iter()
         .map(|(k, p)| {
             let points = p
                 .as_u64()
                 .filter(|p| *p <= 100)
                 .and_then(|p| u8::try_from(p).ok())
-                .ok_or_else(|| {
-                    err(
-                        var,
-                        format!("`{k}`: {p} is not a whole number from 0 to 100"),
-                    )
-                })?;
+                .ok_or_else(|| err(var, format!("`{k}`: {p} is not a whole number from 0 to 100")))?;
             Ok((k.clone(), points))
         })
         .collect()
@@ -394,19 +350,14 @@ fn parse_points_map(var: &'static str, v: &str) -> Result<Vec<(String, u8)>, Con
 /// `[13335, "AS14061"]` -> ASNs.
 pub fn parse_asn_list(var: &'static str, v: &str) -> Result<Vec<u32>, ConfigError> {
     let value: Value = serde_json::from_str(v).map_err(|e| err(var, format!("not JSON: {e}")))?;
-    let items = value
-        .as_array()
-        .ok_or_else(|| err(var, "must be a JSON array of ASNs"))?;
+    let items = value.as_array().ok_or_else(|| err(var, "must be a JSON array of ASNs"))?;
     items
         .iter()
         .map(|item| {
             let n = match item {
                 Value::Number(n) => n.as_u64(),
                 Value::String(s) => {
-                    let digits = s
-                        .strip_prefix("AS")
-                        .or_else(|| s.strip_prefix("as"))
-                        .unwrap_or(s);
+                    let digits = s.strip_prefix("AS").or_else(|| s.strip_prefix("as")).unwrap_or(s);
                     digits.parse::<u64>().ok()
                 }
                 _ => None,
@@ -425,10 +376,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_vars(|k| m.get(k).cloned())
     }
 

@@ -16,11 +16,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, error: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            error,
-            message: message.into(),
-        }
+        ApiError { status, error, message: message.into() }
     }
 
     pub fn not_found(message: impl Into<String>) -> ApiError {
@@ -33,8 +29,7 @@ impl ApiError {
 
     /// The JSON body.
     pub fn body(&self) -> String {
-        serde_json::to_string(self)
-            .unwrap_or_else(|_| r#"{"error":"internal","message":""}"#.to_string())
+        serde_json::to_string(self).unwrap_or_else(|_| r#"{"error":"internal","message":""}"#.to_string())
     }
 }
 
@@ -45,10 +40,7 @@ mod tests {
     #[test]
     fn body_shape() {
         let e = ApiError::not_found("no profile for \"1.2.3.4\"");
-        assert_eq!(
-            e.body(),
-            r#"{"error":"not_found","message":"no profile for \"1.2.3.4\""}"#
-        );
+        assert_eq!(e.body(), r#"{"error":"not_found","message":"no profile for \"1.2.3.4\""}"#);
         assert_eq!(e.status, 404);
     }
 }

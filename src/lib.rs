@@ -22,10 +22,6 @@ mod clock;
 /// which never fails (errors become responses there).
 #[cfg(target_arch = "wasm32")]
 #[worker::event(fetch)]
-async fn fetch(
-    req: web_sys::Request,
-    env: worker::Env,
-    ctx: worker::Context,
-) -> worker::Result<web_sys::Response> {
+async fn fetch(req: web_sys::Request, env: worker::Env, ctx: worker::Context) -> worker::Result<web_sys::Response> {
     Ok(edge::handle(req, env, ctx).await)
 }

@@ -35,10 +35,7 @@ pub fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
 
 /// A `[vars]` value or a secret (both are plain strings to the Worker).
 fn var(env: &Env, name: &str) -> Option<String> {
-    env.var(name)
-        .ok()
-        .map(|v| v.to_string())
-        .or_else(|| env.secret(name).ok().map(|v| v.to_string()))
+    env.var(name).ok().map(|v| v.to_string()).or_else(|| env.secret(name).ok().map(|v| v.to_string()))
 }
 
 /// Why an object call failed (logged and counted, never shown to clients).
@@ -62,8 +59,7 @@ pub async fn call_object<Op: Serialize, T: DeserializeOwned>(
     let stub = env.durable_object(binding)?.get_by_name(name)?;
     let body = serde_json::to_string(op).map_err(|e| ObjectError(e.to_string()))?;
     let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_body(Some(JsValue::from_str(&body)));
+    init.with_method(Method::Post).with_body(Some(JsValue::from_str(&body)));
     let req = Request::new_with_init("https://object/op", &init)?;
     let mut res = stub.fetch_with_request(req).await?;
     let status = res.status_code();
@@ -71,11 +67,7 @@ pub async fn call_object<Op: Serialize, T: DeserializeOwned>(
         let text = res.text().await.unwrap_or_default();
         return Err(ObjectError(format!("object answered {status}: {text}")));
     }
-    let parsed = if status == 204 {
-        None
-    } else {
-        res.json::<T>().await.ok()
-    };
+    let parsed = if status == 204 { None } else { res.json::<T>().await.ok() };
     Ok((status, parsed))
 }
 

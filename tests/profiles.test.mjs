@@ -262,3 +262,19 @@ for (const fault of ["slow", "throw"]) {
     });
   }
 }
+
+test("retention: the object's alarm deletes a profile after PROFILE_TTL_DAYS without activity", async () => {
+  // 0.00003 days = 2.6 s, so the real alarm fires within the test.
+  const edge = await startEdge({ vars: { RISK_MODE: "consistent", PROFILE_TTL_DAYS: "0.00003" } });
+  try {
+    await seen(edge, "/", { cf: BERLIN, ip: "198.51.100.99", headers: BROWSER_HEADERS });
+    assert.equal((await edge.api("GET", "/api/ip-intelligence/198.51.100.99")).status, 200);
+    const gone = await eventually(async () => (await edge.api("GET", "/api/ip-intelligence/198.51.100.99")).status === 404, {
+      tries: 40,
+      everyMs: 250,
+    });
+    assert.ok(gone, "profile deleted by the alarm");
+  } finally {
+    await edge.close();
+  }
+});

@@ -29,10 +29,7 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// True when `path` is the prefix itself or below it.
 pub fn owns(config: &Config, path: &str) -> bool {
     let p = config.intel_prefix.as_str();
-    path == p
-        || path
-            .strip_prefix(p)
-            .is_some_and(|rest| rest.starts_with('/'))
+    path == p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/'))
 }
 
 pub async fn route(req: &Request, env: &Env, config: &Config) -> Response {
@@ -76,10 +73,7 @@ async fn route_inner(req: &Request, env: &Env, config: &Config) -> Result<Respon
             };
         }
     }
-    Err(ApiError::not_found(format!(
-        "no route for {method} {}{rest}",
-        config.intel_prefix
-    )))
+    Err(ApiError::not_found(format!("no route for {method} {}{rest}", config.intel_prefix)))
 }
 
 fn authorize(req: &Request, config: &Config) -> Result<(), ApiError> {
@@ -93,11 +87,9 @@ fn authorize(req: &Request, config: &Config) -> Result<(), ApiError> {
     let presented = header(req, "authorization");
     match presented.as_deref().and_then(bearer) {
         Some(t) if token_matches(t, expected) => Ok(()),
-        _ => Err(ApiError::new(
-            401,
-            "unauthorized",
-            "a valid `Authorization: Bearer <ADMIN_TOKEN>` header is required",
-        )),
+        _ => {
+            Err(ApiError::new(401, "unauthorized", "a valid `Authorization: Bearer <ADMIN_TOKEN>` header is required"))
+        }
     }
 }
 
@@ -105,19 +97,14 @@ fn subject_from_path(raw: &str) -> Result<crate::intel::ip::SubjectKey, ApiError
     let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
     parse_subject(&decoded).ok_or_else(|| {
         let shown: String = decoded.chars().take(64).collect();
-        ApiError::new(
-            400,
-            "invalid_ip",
-            format!("`{shown}` is not an IPv4/IPv6 address or an IPv6 /64 prefix"),
-        )
+        ApiError::new(400, "invalid_ip", format!("`{shown}` is not an IPv4/IPv6 address or an IPv6 /64 prefix"))
     })
 }
 
 async fn get_profile(env: &Env, raw: &str) -> Result<Response, ApiError> {
     let subject = subject_from_path(raw)?;
-    let (status, body) = call_object::<_, Value>(env, BINDING, subject.as_str(), &ProfileOp::Get)
-        .await
-        .map_err(unavailable)?;
+    let (status, body) =
+        call_object::<_, Value>(env, BINDING, subject.as_str(), &ProfileOp::Get).await.map_err(unavailable)?;
     match (status, body) {
         (200, Some(mut v)) => {
             if let Some(o) = v.as_object_mut() {
@@ -126,49 +113,26 @@ async fn get_profile(env: &Env, raw: &str) -> Result<Response, ApiError> {
             Ok(respond::json(200, &v))
         }
         (404, _) => Err(ApiError::not_found(format!("no profile for {subject}"))),
-        (s, _) => Err(ApiError::new(
-            500,
-            "internal",
-            format!("profile store answered {s}"),
-        )),
+        (s, _) => Err(ApiError::new(500, "internal", format!("profile store answered {s}"))),
     }
 }
 
 async fn delete_profile(env: &Env, config: &Config, raw: &str) -> Result<Response, ApiError> {
     let subject = subject_from_path(raw)?;
     let (status, body) =
-        call_object::<_, Value>(env, BINDING, subject.as_str(), &ProfileOp::Delete)
-            .await
-            .map_err(unavailable)?;
+        call_object::<_, Value>(env, BINDING, subject.as_str(), &ProfileOp::Delete).await.map_err(unavailable)?;
     forget(config, subject.as_str());
-    let deleted = body
-        .as_ref()
-        .and_then(|b| b.get("deleted"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let deleted = body.as_ref().and_then(|b| b.get("deleted")).and_then(Value::as_bool).unwrap_or(false);
     match status {
-        200 => Ok(respond::json(
-            200,
-            &json!({"deleted": deleted, "ip": subject.as_str(), "timestamp": iso(now_ms())}),
-        )),
-        s => Err(ApiError::new(
-            500,
-            "internal",
-            format!("profile store answered {s}"),
-        )),
+        200 => Ok(respond::json(200, &json!({"deleted": deleted, "ip": subject.as_str(), "timestamp": iso(now_ms())}))),
+        s => Err(ApiError::new(500, "internal", format!("profile store answered {s}"))),
     }
 }
 
 async fn post_events(req: &Request, env: &Env, config: &Config) -> Result<Response, ApiError> {
-    let content_type = header(req, "content-type")
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let content_type = header(req, "content-type").unwrap_or_default().to_ascii_lowercase();
     if !content_type.starts_with("application/json") {
-        return Err(ApiError::new(
-            415,
-            "unsupported_media_type",
-            "send the events as application/json",
-        ));
+        return Err(ApiError::new(415, "unsupported_media_type", "send the events as application/json"));
     }
     let declared = header(req, "content-length").and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
@@ -178,39 +142,22 @@ async fn post_events(req: &Request, env: &Env, config: &Config) -> Result<Respon
     if bytes.len() > MAX_BODY_BYTES {
         return Err(too_large());
     }
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| ApiError::new(400, "invalid_utf8", "the body is not UTF-8"))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::new(400, "invalid_utf8", "the body is not UTF-8"))?;
     let body: Value = serde_json::from_str(text)
         .map_err(|e| ApiError::new(400, "malformed_json", format!("the body is not JSON: {e}")))?;
     let items = match &body {
         Value::Array(items) => items.as_slice(),
         Value::Object(o) => match o.get("events") {
             Some(Value::Array(items)) => items.as_slice(),
-            _ => {
-                return Err(ApiError::new(
-                    400,
-                    "invalid_body",
-                    "send a JSON array of events, or {\"events\": [...]}",
-                ))
-            }
+            _ => return Err(ApiError::new(400, "invalid_body", "send a JSON array of events, or {\"events\": [...]}")),
         },
-        _ => {
-            return Err(ApiError::new(
-                400,
-                "invalid_body",
-                "send a JSON array of events, or {\"events\": [...]}",
-            ))
-        }
+        _ => return Err(ApiError::new(400, "invalid_body", "send a JSON array of events, or {\"events\": [...]}")),
     };
     if items.len() > config.max_event_batch {
         return Err(ApiError::new(
             413,
             "batch_too_large",
-            format!(
-                "{} events in one batch; the limit is {} (MAX_EVENT_BATCH)",
-                items.len(),
-                config.max_event_batch
-            ),
+            format!("{} events in one batch; the limit is {} (MAX_EVENT_BATCH)", items.len(), config.max_event_batch),
         ));
     }
     let now = now_ms();
@@ -252,48 +199,33 @@ async fn post_events(req: &Request, env: &Env, config: &Config) -> Result<Respon
                 };
                 worker::console_error!("edgeintel: events for one subject not stored: {why}");
                 for (index, _) in list {
-                    rejected.push(
-                        json!({"index": index, "error": "storage_unavailable: not stored, retry"}),
-                    );
+                    rejected.push(json!({"index": index, "error": "storage_unavailable: not stored, retry"}));
                 }
             }
         }
     }
     rejected.sort_by_key(|r| r.get("index").and_then(Value::as_u64).unwrap_or(0));
-    Ok(respond::json(
-        202,
-        &json!({"accepted": accepted, "rejected": rejected, "timestamp": iso(now)}),
-    ))
+    Ok(respond::json(202, &json!({"accepted": accepted, "rejected": rejected, "timestamp": iso(now)})))
 }
 
 async fn read_body(req: &Request) -> Result<Vec<u8>, ApiError> {
-    let promise = req
-        .array_buffer()
-        .map_err(|_| ApiError::new(400, "unreadable_body", "the body could not be read"))?;
+    let promise =
+        req.array_buffer().map_err(|_| ApiError::new(400, "unreadable_body", "the body could not be read"))?;
     let buf = JsFuture::from(promise)
         .await
         .map_err(|_| ApiError::new(400, "unreadable_body", "the body could not be read"))?;
-    let buf: js_sys::ArrayBuffer = buf
-        .dyn_into()
-        .map_err(|_| ApiError::new(400, "unreadable_body", "the body could not be read"))?;
+    let buf: js_sys::ArrayBuffer =
+        buf.dyn_into().map_err(|_| ApiError::new(400, "unreadable_body", "the body could not be read"))?;
     Ok(js_sys::Uint8Array::new(&buf).to_vec())
 }
 
 fn too_large() -> ApiError {
-    ApiError::new(
-        413,
-        "payload_too_large",
-        format!("bodies are limited to {MAX_BODY_BYTES} bytes"),
-    )
+    ApiError::new(413, "payload_too_large", format!("bodies are limited to {MAX_BODY_BYTES} bytes"))
 }
 
 fn unavailable(e: crate::platform::ObjectError) -> ApiError {
     worker::console_error!("edgeintel: profile store unavailable: {}", e.0);
-    ApiError::new(
-        503,
-        "storage_unavailable",
-        "the profile store did not answer; retry",
-    )
+    ApiError::new(503, "storage_unavailable", "the profile store did not answer; retry")
 }
 
 pub fn iso(ms: f64) -> String {

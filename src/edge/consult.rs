@@ -29,9 +29,7 @@ thread_local! {
 fn with_cache<R>(config: &Config, f: impl FnOnce(&mut TtlLru<ProfileVerdict>) -> R) -> R {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        let cache = c.get_or_insert_with(|| {
-            TtlLru::new(config.cache_max_entries, f64::from(config.cache_ttl_ms))
-        });
+        let cache = c.get_or_insert_with(|| TtlLru::new(config.cache_max_entries, f64::from(config.cache_ttl_ms)));
         f(cache)
     })
 }
@@ -58,9 +56,7 @@ pub async fn fast(
     let ask = {
         let env = env.clone();
         let subject = subject.as_str().to_string();
-        async move {
-            call_object::<_, ProfileVerdict>(&env, BINDING, &subject, &ProfileOp::Verdict).await
-        }
+        async move { call_object::<_, ProfileVerdict>(&env, BINDING, &subject, &ProfileOp::Verdict).await }
     }
     .boxed_local();
     let budget = Delay::from(Duration::from_millis(u64::from(config.consult_timeout_ms)));
@@ -79,10 +75,7 @@ pub async fn fast(
                     remember(&cfg, &key, v);
                 }
             });
-            Err(ObjectError(format!(
-                "no verdict within {} ms",
-                config.consult_timeout_ms
-            )))
+            Err(ObjectError(format!("no verdict within {} ms", config.consult_timeout_ms)))
         }
     }
 }
@@ -95,30 +88,19 @@ pub async fn consistent(
     ip: &str,
     obs: Observation,
 ) -> Result<ProfileVerdict, ObjectError> {
-    let op = ProfileOp::Observe {
-        subject: subject.as_str().to_string(),
-        ip: ip.to_string(),
-        observations: vec![obs],
-    };
+    let op = ProfileOp::Observe { subject: subject.as_str().to_string(), ip: ip.to_string(), observations: vec![obs] };
     let ask = async { call_object(env, BINDING, subject.as_str(), &op).await }.boxed_local();
-    let limit = Delay::from(Duration::from_millis(u64::from(
-        config.consistent_timeout_ms,
-    )));
+    let limit = Delay::from(Duration::from_millis(u64::from(config.consistent_timeout_ms)));
     let outcome = match select(ask, limit).await {
         Either::Left((answer, _)) => verdict_of(answer),
-        Either::Right(_) => Err(ObjectError(format!(
-            "no verdict within {} ms",
-            config.consistent_timeout_ms
-        ))),
+        Either::Right(_) => Err(ObjectError(format!("no verdict within {} ms", config.consistent_timeout_ms))),
     };
     let v = outcome?;
     remember(config, subject.as_str(), v.clone());
     Ok(v)
 }
 
-fn verdict_of(
-    answer: Result<(u16, Option<ProfileVerdict>), ObjectError>,
-) -> Result<ProfileVerdict, ObjectError> {
+fn verdict_of(answer: Result<(u16, Option<ProfileVerdict>), ObjectError>) -> Result<ProfileVerdict, ObjectError> {
     match answer? {
         (200, Some(v)) => Ok(v),
         (status, _) => Err(ObjectError(format!("unexpected answer {status}"))),

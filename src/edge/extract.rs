@@ -16,15 +16,9 @@ use crate::intel::ip::parse_client_ip;
 const MAX_HEADER_CHARS: usize = 2048;
 
 pub fn facts(req: &Request, config: &Config) -> (Option<IpAddr>, CfFacts, RequestFacts) {
-    let ip = header(req, "cf-connecting-ip")
-        .and_then(|v| parse_client_ip(&v))
-        .or_else(|| {
-            config
-                .trust_x_real_ip
-                .then(|| header(req, "x-real-ip"))
-                .flatten()
-                .and_then(|v| parse_client_ip(&v))
-        });
+    let ip = header(req, "cf-connecting-ip").and_then(|v| parse_client_ip(&v)).or_else(|| {
+        config.trust_x_real_ip.then(|| header(req, "x-real-ip")).flatten().and_then(|v| parse_client_ip(&v))
+    });
     let cf = CfFacts::from_json(&cf_json(req));
     let request = RequestFacts {
         method: req.method(),
@@ -39,8 +33,7 @@ pub fn facts(req: &Request, config: &Config) -> (Option<IpAddr>, CfFacts, Reques
 /// `request.cf` as JSON, `Null` when absent or unreadable. Read as a plain
 /// object on purpose: workers-rs' `Cf` getters panic on missing fields.
 fn cf_json(req: &Request) -> Value {
-    let raw =
-        js_sys::Reflect::get(req.as_ref(), &JsValue::from_str("cf")).unwrap_or(JsValue::UNDEFINED);
+    let raw = js_sys::Reflect::get(req.as_ref(), &JsValue::from_str("cf")).unwrap_or(JsValue::UNDEFINED);
     if raw.is_undefined() || raw.is_null() {
         return Value::Null;
     }
@@ -48,11 +41,7 @@ fn cf_json(req: &Request) -> Value {
 }
 
 pub fn header(req: &Request, name: &str) -> Option<String> {
-    req.headers()
-        .get(name)
-        .ok()
-        .flatten()
-        .filter(|v| v.len() <= MAX_HEADER_CHARS)
+    req.headers().get(name).ok().flatten().filter(|v| v.len() <= MAX_HEADER_CHARS)
 }
 
 fn parsed_url(req: &Request) -> Option<web_sys::Url> {
@@ -61,14 +50,10 @@ fn parsed_url(req: &Request) -> Option<web_sys::Url> {
 
 /// The URL path (percent-encoded as sent).
 pub fn path(req: &Request) -> String {
-    parsed_url(req)
-        .map(|u| u.pathname())
-        .unwrap_or_else(|| "/".to_string())
+    parsed_url(req).map(|u| u.pathname()).unwrap_or_else(|| "/".to_string())
 }
 
 /// Path and query, as the origin will see them.
 pub fn path_and_query(req: &Request) -> String {
-    parsed_url(req)
-        .map(|u| format!("{}{}", u.pathname(), u.search()))
-        .unwrap_or_else(|| "/".to_string())
+    parsed_url(req).map(|u| format!("{}{}", u.pathname(), u.search())).unwrap_or_else(|| "/".to_string())
 }

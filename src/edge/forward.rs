@@ -22,30 +22,17 @@ extern "C" {
 /// Why the origin could not be reached (logged, never sent to the client).
 pub struct OriginError(pub String);
 
-pub async fn send(
-    req: &Request,
-    config: &Config,
-    ours: &[(&'static str, String)],
-) -> Result<Response, OriginError> {
-    let out = build(req, config, ours)
-        .map_err(|e| OriginError(format!("could not build the origin request: {e:?}")))?;
+pub async fn send(req: &Request, config: &Config, ours: &[(&'static str, String)]) -> Result<Response, OriginError> {
+    let out =
+        build(req, config, ours).map_err(|e| OriginError(format!("could not build the origin request: {e:?}")))?;
     let promise = global_fetch(&out).map_err(|e| OriginError(format!("{e:?}")))?;
-    let res = JsFuture::from(promise)
-        .await
-        .map_err(|e| OriginError(describe(&e)))?;
-    res.dyn_into::<Response>()
-        .map_err(|_| OriginError("fetch did not return a Response".to_string()))
+    let res = JsFuture::from(promise).await.map_err(|e| OriginError(describe(&e)))?;
+    res.dyn_into::<Response>().map_err(|_| OriginError("fetch did not return a Response".to_string()))
 }
 
-fn build(
-    req: &Request,
-    config: &Config,
-    ours: &[(&'static str, String)],
-) -> Result<Request, JsValue> {
+fn build(req: &Request, config: &Config, ours: &[(&'static str, String)]) -> Result<Request, JsValue> {
     let headers = Headers::new()?;
-    let entries = js_sys::try_iter(req.headers().as_ref())?
-        .into_iter()
-        .flatten();
+    let entries = js_sys::try_iter(req.headers().as_ref())?.into_iter().flatten();
     for entry in entries {
         let pair = js_sys::Array::from(&entry?);
         let (Some(name), Some(value)) = (pair.get(0).as_string(), pair.get(1).as_string()) else {
@@ -67,11 +54,7 @@ fn build(
         init.set_body(body.as_ref());
     }
     let url = match &config.origin_url {
-        Some(origin) => format!(
-            "{}{}",
-            origin.as_str().trim_end_matches('/'),
-            path_and_query(req)
-        ),
+        Some(origin) => format!("{}{}", origin.as_str().trim_end_matches('/'), path_and_query(req)),
         None => req.url(),
     };
     Request::new_with_str_and_init(&url, &init)

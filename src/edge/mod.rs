@@ -68,26 +68,18 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
     let (profile, status, travel) = match &subject {
         None => (ProfileVerdict::unknown_subject(), IntelStatus::Ok, None),
         Some(s) => {
-            let sighting = visitor
-                .as_ref()
-                .and_then(|v| sighting_of(&cf, &found, s, started).map(|x| (v.key.clone(), x)));
+            let sighting =
+                visitor.as_ref().and_then(|v| sighting_of(&cf, &found, s, started).map(|x| (v.key.clone(), x)));
             consult_all(&env, &ctx, &config, s, &obs, sighting).await
         }
     };
     // 4. Score: the request's own signals plus what the profile remembers.
     found.extend(profile.signals.iter().cloned());
     if travel.is_some() {
-        found.push(Signal {
-            reason: Reason::ImpossibleTravel,
-            points: None,
-        });
+        found.push(Signal { reason: Reason::ImpossibleTravel, points: None });
     }
     let verdict = score::score(&found, &config.weights);
-    let level = if status == IntelStatus::Degraded {
-        Level::Unknown
-    } else {
-        verdict.level
-    };
+    let level = if status == IntelStatus::Degraded { Level::Unknown } else { verdict.level };
     // 5. Decide: monitor only in this version.
     match config.enforce {
         Enforce::Off => {}
@@ -106,15 +98,7 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
     // 7. Record, after the response, in ctx.wait_until.
     let origin_status = result.as_ref().map(|r| r.status()).unwrap_or(502);
     if let Some(s) = &subject {
-        record_outcome(
-            &ctx,
-            &env,
-            &config,
-            s,
-            &mut obs,
-            origin_status,
-            now_ms() - sent,
-        );
+        record_outcome(&ctx, &env, &config, s, &mut obs, origin_status, now_ms() - sent);
     }
     let response = match result {
         Ok(res) => res,
@@ -139,9 +123,7 @@ async fn consult_all(
     let profile = async {
         match config.risk_mode {
             RiskMode::Fast => consult::fast(env, ctx, config, subject).await,
-            RiskMode::Consistent => {
-                consult::consistent(env, config, subject, subject.as_str(), obs.clone()).await
-            }
+            RiskMode::Consistent => consult::consistent(env, config, subject, subject.as_str(), obs.clone()).await,
         }
     };
     let travel = async {
@@ -155,8 +137,7 @@ async fn consult_all(
         let answer = match config.risk_mode {
             RiskMode::Consistent => ask.await,
             RiskMode::Fast => {
-                let budget =
-                    Delay::from(Duration::from_millis(u64::from(config.consult_timeout_ms)));
+                let budget = Delay::from(Duration::from_millis(u64::from(config.consult_timeout_ms)));
                 match select(ask, budget).await {
                     Either::Left((a, _)) => a,
                     Either::Right(((), pending)) => {
@@ -180,11 +161,7 @@ async fn consult_all(
         Ok(v) => (v, IntelStatus::Ok, travel),
         Err(e) => {
             worker::console_warn!("edgeintel: profile degraded: {}", e.0);
-            (
-                ProfileVerdict::unknown_subject(),
-                IntelStatus::Degraded,
-                travel,
-            )
+            (ProfileVerdict::unknown_subject(), IntelStatus::Degraded, travel)
         }
     }
 }

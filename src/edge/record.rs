@@ -38,14 +38,7 @@ thread_local! {
 
 /// Adds `obs` to the subject's open batch, opening one (and its timer) if
 /// there is none, and flushing it here if it is now full.
-pub fn record(
-    ctx: &Context,
-    env: &Env,
-    config: &Config,
-    subject: &SubjectKey,
-    ip: &str,
-    obs: Observation,
-) {
+pub fn record(ctx: &Context, env: &Env, config: &Config, subject: &SubjectKey, ip: &str, obs: Observation) {
     let key = subject.as_str().to_string();
     let (opened, full) = PENDING.with(|pending| {
         let mut pending = pending.borrow_mut();
@@ -57,18 +50,10 @@ pub fn record(
                 id
             });
             opened = Some(id);
-            Batch {
-                id,
-                ip: ip.to_string(),
-                observations: Vec::new(),
-            }
+            Batch { id, ip: ip.to_string(), observations: Vec::new() }
         });
         batch.observations.push(obs);
-        let full = if batch.observations.len() >= config.flush_max_batch {
-            pending.remove(&key)
-        } else {
-            None
-        };
+        let full = if batch.observations.len() >= config.flush_max_batch { pending.remove(&key) } else { None };
         (opened, full)
     });
     if let Some(batch) = full {
@@ -96,11 +81,7 @@ pub fn record(
 
 async fn flush(env: &Env, config: &Config, key: &str, batch: Batch) {
     let n = batch.observations.len();
-    let op = ProfileOp::Observe {
-        subject: key.to_string(),
-        ip: batch.ip,
-        observations: batch.observations,
-    };
+    let op = ProfileOp::Observe { subject: key.to_string(), ip: batch.ip, observations: batch.observations };
     // One retry: a profile object can be briefly unavailable while it moves.
     for attempt in 1..=2 {
         match call_object::<_, ProfileVerdict>(env, BINDING, key, &op).await {
@@ -111,10 +92,9 @@ async fn flush(env: &Env, config: &Config, key: &str, batch: Batch) {
             Ok((status, _)) => {
                 worker::console_error!("edgeintel: flush of {n} observations answered {status}")
             }
-            Err(e) => worker::console_error!(
-                "edgeintel: flush of {n} observations failed (attempt {attempt}): {}",
-                e.0
-            ),
+            Err(e) => {
+                worker::console_error!("edgeintel: flush of {n} observations failed (attempt {attempt}): {}", e.0)
+            }
         }
     }
 }
@@ -122,12 +102,7 @@ async fn flush(env: &Env, config: &Config, key: &str, batch: Batch) {
 /// Sends the origin's status for a request recorded before forwarding
 /// (consistent mode).
 pub async fn status(env: Env, subject: String, ip: String, at: f64, status: u16) {
-    let op = ProfileOp::Status {
-        subject: subject.clone(),
-        ip,
-        at,
-        status,
-    };
+    let op = ProfileOp::Status { subject: subject.clone(), ip, at, status };
     if let Err(e) = call_object::<_, ProfileVerdict>(&env, BINDING, &subject, &op).await {
         worker::console_error!("edgeintel: status record failed: {}", e.0);
     }

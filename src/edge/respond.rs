@@ -23,21 +23,13 @@ pub fn error(e: &ApiError) -> Response {
 /// sees exactly which variable to fix (values of secrets are never included).
 pub fn config_error(e: &ConfigError) -> Response {
     worker::console_error!("edgeintel: {e}");
-    error(&ApiError::new(
-        500,
-        "config_invalid",
-        format!("edgeintel configuration error: {e}"),
-    ))
+    error(&ApiError::new(500, "config_invalid", format!("edgeintel configuration error: {e}")))
 }
 
 /// The origin could not be reached: a short 502, the cause only in the log.
 pub fn origin_unreachable(e: &OriginError) -> Response {
     worker::console_error!("edgeintel: origin unreachable: {}", e.0);
-    with_body(
-        502,
-        "text/plain; charset=utf-8",
-        "502 Bad Gateway: the origin server could not be reached.\n",
-    )
+    with_body(502, "text/plain; charset=utf-8", "502 Bad Gateway: the origin server could not be reached.\n")
 }
 
 fn with_body(status: u16, content_type: &str, body: &str) -> Response {

@@ -7,9 +7,7 @@
 use worker::Env;
 
 use crate::config::Config;
-use crate::intel::secrets::{
-    cookie, sign_visitor_id, verify_visitor_cookie, visitor_key, VISITOR_COOKIE_NAME,
-};
+use crate::intel::secrets::{cookie, sign_visitor_id, verify_visitor_cookie, visitor_key, VISITOR_COOKIE_NAME};
 use crate::intel::travel::Sighting;
 use crate::intel::wire::{VisitorAnswer, VisitorOp};
 use crate::platform::{call_object, ObjectError};
@@ -26,51 +24,31 @@ pub struct Visitor {
 /// The request's visitor, if visitor tracking is configured.
 pub fn identify(cookie_header: Option<&str>, config: &Config) -> Option<Visitor> {
     if let Some(name) = &config.visitor_cookie {
-        if let Some(v) = cookie_header
-            .and_then(|h| cookie(h, name))
-            .filter(|v| !v.is_empty())
-        {
-            return Some(Visitor {
-                key: visitor_key(v),
-                set_cookie: None,
-            });
+        if let Some(v) = cookie_header.and_then(|h| cookie(h, name)).filter(|v| !v.is_empty()) {
+            return Some(Visitor { key: visitor_key(v), set_cookie: None });
         }
     }
     if !config.set_visitor_cookie {
         return None;
     }
     let key = config.visitor_signing_key.as_deref()?;
-    if let Some(id) = cookie_header
-        .and_then(|h| cookie(h, VISITOR_COOKIE_NAME))
-        .and_then(|v| verify_visitor_cookie(key, v))
+    if let Some(id) =
+        cookie_header.and_then(|h| cookie(h, VISITOR_COOKIE_NAME)).and_then(|v| verify_visitor_cookie(key, v))
     {
-        return Some(Visitor {
-            key: visitor_key(id),
-            set_cookie: None,
-        });
+        return Some(Visitor { key: visitor_key(id), set_cookie: None });
     }
     let mut raw = [0u8; 16];
     getrandom::fill(&mut raw).ok()?;
     let id = hex::encode(raw);
     let value = sign_visitor_id(key, &id)?;
-    let set_cookie = format!("{VISITOR_COOKIE_NAME}={value}; Path=/; Max-Age={COOKIE_MAX_AGE_S}; HttpOnly; Secure; SameSite=Lax");
-    Some(Visitor {
-        key: visitor_key(&id),
-        set_cookie: Some(set_cookie),
-    })
+    let set_cookie =
+        format!("{VISITOR_COOKIE_NAME}={value}; Path=/; Max-Age={COOKIE_MAX_AGE_S}; HttpOnly; Secure; SameSite=Lax");
+    Some(Visitor { key: visitor_key(&id), set_cookie: Some(set_cookie) })
 }
 
 /// Records a sighting with the visitor's object; answers the finding in effect.
-pub async fn sight(
-    env: &Env,
-    visitor: &str,
-    subject: &str,
-    sighting: Sighting,
-) -> Result<VisitorAnswer, ObjectError> {
-    let op = VisitorOp::Sight {
-        sighting,
-        subject: subject.to_string(),
-    };
+pub async fn sight(env: &Env, visitor: &str, subject: &str, sighting: Sighting) -> Result<VisitorAnswer, ObjectError> {
+    let op = VisitorOp::Sight { sighting, subject: subject.to_string() };
     match call_object::<_, VisitorAnswer>(env, BINDING, visitor, &op).await? {
         (200, Some(a)) => Ok(a),
         (status, _) => Err(ObjectError(format!("visitor object answered {status}"))),

@@ -73,11 +73,7 @@ pub const HOSTING_ASNS: &[(u32, &str)] = &[
 
 /// The operator name when `asn` is on the embedded list.
 pub fn embedded_hosting(asn: u32) -> Option<&'static str> {
-    HOSTING_ASNS
-        .binary_search_by_key(&asn, |(a, _)| *a)
-        .ok()
-        .and_then(|i| HOSTING_ASNS.get(i))
-        .map(|(_, name)| *name)
+    HOSTING_ASNS.binary_search_by_key(&asn, |(a, _)| *a).ok().and_then(|i| HOSTING_ASNS.get(i)).map(|(_, name)| *name)
 }
 
 #[cfg(test)]
@@ -86,9 +82,7 @@ mod tests {
 
     #[test]
     fn list_is_sorted_and_unique() {
-        assert!(HOSTING_ASNS
-            .windows(2)
-            .all(|w| matches!(w, [a, b] if a.0 < b.0)));
+        assert!(HOSTING_ASNS.windows(2).all(|w| matches!(w, [a, b] if a.0 < b.0)));
     }
 
     #[test]

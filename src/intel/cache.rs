@@ -14,10 +14,7 @@ pub struct TtlLru<V> {
 impl<V: Clone> TtlLru<V> {
     pub fn new(capacity: usize, ttl_ms: f64) -> TtlLru<V> {
         let cap = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
-        TtlLru {
-            map: LruCache::new(cap),
-            ttl_ms,
-        }
+        TtlLru { map: LruCache::new(cap), ttl_ms }
     }
 
     /// The value stored for `key` if it is younger than the TTL at `now`.

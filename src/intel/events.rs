@@ -64,9 +64,7 @@ impl Location {
 
     /// Same place for history purposes: same country, city and coordinates.
     pub fn same_place(&self, other: &Location) -> bool {
-        self.country_code == other.country_code
-            && self.city == other.city
-            && self.coordinates() == other.coordinates()
+        self.country_code == other.country_code && self.city == other.city && self.coordinates() == other.coordinates()
     }
 }
 
@@ -118,12 +116,8 @@ pub struct ValidEvent {
 /// `source` to "api", `priority` to "medium".
 pub fn validate(raw: &Value, now: f64) -> Result<ValidEvent, String> {
     let obj = raw.as_object().ok_or("an event must be a JSON object")?;
-    let ip_raw = obj
-        .get("ip")
-        .and_then(Value::as_str)
-        .ok_or("`ip` is required and must be a string")?;
-    let subject = parse_subject(ip_raw)
-        .ok_or_else(|| format!("`ip`: {} is not a valid IP address", clip(ip_raw)))?;
+    let ip_raw = obj.get("ip").and_then(Value::as_str).ok_or("`ip` is required and must be a string")?;
+    let subject = parse_subject(ip_raw).ok_or_else(|| format!("`ip`: {} is not a valid IP address", clip(ip_raw)))?;
     let type_raw = obj.get("eventType").ok_or("`eventType` is required")?;
     let event_type: EventType = serde_json::from_value(type_raw.clone()).map_err(|_| {
         format!(
@@ -134,9 +128,7 @@ pub fn validate(raw: &Value, now: f64) -> Result<ValidEvent, String> {
     let timestamp = match obj.get("timestamp") {
         None | Some(Value::Null) => now,
         Some(v) => {
-            let t = v
-                .as_f64()
-                .ok_or("`timestamp` must be a number (ms since the epoch)")?;
+            let t = v.as_f64().ok_or("`timestamp` must be a number (ms since the epoch)")?;
             if !(t.is_finite() && t >= 0.0) {
                 return Err("`timestamp` must be a non-negative number of ms".into());
             }
@@ -149,19 +141,12 @@ pub fn validate(raw: &Value, now: f64) -> Result<ValidEvent, String> {
     let confidence = bounded(obj.get("confidence"), "confidence")?.unwrap_or(100.0);
     let source = match obj.get("source") {
         None | Some(Value::Null) => "api".to_string(),
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_TEXT => {
-            s.trim().to_string()
-        }
-        Some(_) => {
-            return Err(format!(
-                "`source` must be a non-empty string of at most {MAX_TEXT} bytes"
-            ))
-        }
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_TEXT => s.trim().to_string(),
+        Some(_) => return Err(format!("`source` must be a non-empty string of at most {MAX_TEXT} bytes")),
     };
     let priority = match obj.get("priority") {
         None | Some(Value::Null) => Priority::Medium,
-        Some(v) => serde_json::from_value(v.clone())
-            .map_err(|_| "`priority` must be low, medium, high or critical")?,
+        Some(v) => serde_json::from_value(v.clone()).map_err(|_| "`priority` must be low, medium, high or critical")?,
     };
     let data_obj = match obj.get("data") {
         None | Some(Value::Null) => Map::new(),
@@ -170,32 +155,21 @@ pub fn validate(raw: &Value, now: f64) -> Result<ValidEvent, String> {
     };
     let data = validate_data(&data_obj, now)?;
     let needs = match event_type {
-        EventType::ThreatDetected if data.threat_score.is_none() => {
-            Some("threat_detected needs `data.threatScore`")
-        }
+        EventType::ThreatDetected if data.threat_score.is_none() => Some("threat_detected needs `data.threatScore`"),
         EventType::ReputationChange if data.reputation_score.is_none() => {
             Some("reputation_change needs `data.reputationScore`")
         }
         EventType::BehaviorAnomaly if data.behavioral_flags.is_empty() => {
             Some("behavior_anomaly needs `data.behavioralFlags`")
         }
-        EventType::LocationUpdate if data.geolocation.is_none() => {
-            Some("location_update needs `data.geolocation`")
-        }
+        EventType::LocationUpdate if data.geolocation.is_none() => Some("location_update needs `data.geolocation`"),
         _ => None,
     };
     if let Some(msg) = needs {
         return Err(msg.into());
     }
-    let event = IntelEvent {
-        ip: subject.as_str().to_string(),
-        timestamp,
-        event_type,
-        confidence,
-        data,
-        source,
-        priority,
-    };
+    let event =
+        IntelEvent { ip: subject.as_str().to_string(), timestamp, event_type, confidence, data, source, priority };
     Ok(ValidEvent { subject, event })
 }
 
@@ -206,17 +180,13 @@ fn validate_data(m: &Map<String, Value>, now: f64) -> Result<EventData, String> 
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => {
             if items.len() > MAX_FLAGS {
-                return Err(format!(
-                    "`data.behavioralFlags` has more than {MAX_FLAGS} flags"
-                ));
+                return Err(format!("`data.behavioralFlags` has more than {MAX_FLAGS} flags"));
             }
             items
                 .iter()
                 .map(|f| match f {
                     Value::String(s) if !s.is_empty() && s.len() <= MAX_TEXT => Ok(s.clone()),
-                    _ => Err(format!(
-                        "`data.behavioralFlags` entries must be strings of 1-{MAX_TEXT} bytes"
-                    )),
+                    _ => Err(format!("`data.behavioralFlags` entries must be strings of 1-{MAX_TEXT} bytes")),
                 })
                 .collect::<Result<_, _>>()?
         }
@@ -226,9 +196,7 @@ fn validate_data(m: &Map<String, Value>, now: f64) -> Result<EventData, String> 
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(o)) => {
             if serde_json::to_string(o).map_or(usize::MAX, |s| s.len()) > MAX_METADATA_BYTES {
-                return Err(format!(
-                    "`data.metadata` is larger than {MAX_METADATA_BYTES} bytes"
-                ));
+                return Err(format!("`data.metadata` is larger than {MAX_METADATA_BYTES} bytes"));
             }
             o.clone()
         }
@@ -239,13 +207,7 @@ fn validate_data(m: &Map<String, Value>, now: f64) -> Result<EventData, String> 
         Some(Value::Object(g)) => Some(validate_location(g, now)?),
         Some(_) => return Err("`data.geolocation` must be an object".into()),
     };
-    Ok(EventData {
-        geolocation,
-        threat_score,
-        reputation_score,
-        behavioral_flags,
-        metadata,
-    })
+    Ok(EventData { geolocation, threat_score, reputation_score, behavioral_flags, metadata })
 }
 
 fn validate_location(g: &Map<String, Value>, now: f64) -> Result<Location, String> {
@@ -253,9 +215,7 @@ fn validate_location(g: &Map<String, Value>, now: f64) -> Result<Location, Strin
         match g.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.len() <= MAX_TEXT => Ok(Some(s.clone())),
-            Some(_) => Err(format!(
-                "`data.geolocation.{k}` must be a string of at most {MAX_TEXT} bytes"
-            )),
+            Some(_) => Err(format!("`data.geolocation.{k}` must be a string of at most {MAX_TEXT} bytes")),
         }
     };
     let coord = |k: &str, limit: f64| -> Result<Option<f64>, String> {
@@ -274,26 +234,17 @@ fn validate_location(g: &Map<String, Value>, now: f64) -> Result<Location, Strin
         return Err("`data.geolocation` needs both latitude and longitude, or neither".into());
     }
     let country_code = match text("countryCode")? {
-        Some(c) => Some(
-            super::facts::country_code(&c)
-                .ok_or("`data.geolocation.countryCode` must be two letters")?,
-        ),
+        Some(c) => Some(super::facts::country_code(&c).ok_or("`data.geolocation.countryCode` must be two letters")?),
         None => None,
     };
     let asn = match g.get("asn") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
-            v.as_u64()
-                .and_then(|a| u32::try_from(a).ok())
-                .ok_or("`data.geolocation.asn` must be a whole number")?,
+            v.as_u64().and_then(|a| u32::try_from(a).ok()).ok_or("`data.geolocation.asn` must be a whole number")?,
         ),
     };
     Ok(Location {
-        timestamp: g
-            .get("timestamp")
-            .and_then(Value::as_f64)
-            .filter(|t| t.is_finite() && *t >= 0.0)
-            .unwrap_or(now),
+        timestamp: g.get("timestamp").and_then(Value::as_f64).filter(|t| t.is_finite() && *t >= 0.0).unwrap_or(now),
         country_code,
         city: text("city")?,
         region: text("region")?,
@@ -334,8 +285,9 @@ mod tests {
 
     #[test]
     fn valid_events() {
-        let e = validate(&json!({"ip": "203.0.113.7", "eventType": "threat_detected", "data": {"threatScore": 95}}), NOW)
-            .unwrap();
+        let e =
+            validate(&json!({"ip": "203.0.113.7", "eventType": "threat_detected", "data": {"threatScore": 95}}), NOW)
+                .unwrap();
         assert_eq!(e.subject.as_str(), "203.0.113.7");
         assert_eq!(e.event.timestamp, NOW);
         assert_eq!(e.event.confidence, 100.0);
@@ -362,39 +314,15 @@ mod tests {
         let cases = [
             (json!([]), "JSON object"),
             (json!({"eventType": "threat_detected"}), "`ip` is required"),
-            (
-                json!({"ip": "not-an-ip", "eventType": "threat_detected"}),
-                "not a valid IP",
-            ),
-            (
-                json!({"ip": "1.2.3.4", "eventType": "mystery"}),
-                "`eventType`",
-            ),
+            (json!({"ip": "not-an-ip", "eventType": "threat_detected"}), "not a valid IP"),
+            (json!({"ip": "1.2.3.4", "eventType": "mystery"}), "`eventType`"),
             (json!({"ip": "1.2.3.4"}), "`eventType` is required"),
-            (
-                json!({"ip": "1.2.3.4", "eventType": "threat_detected", "data": {}}),
-                "needs `data.threatScore`",
-            ),
-            (
-                json!({"ip": "1.2.3.4", "eventType": "threat_detected", "data": {"threatScore": 101}}),
-                "0 to 100",
-            ),
-            (
-                json!({"ip": "1.2.3.4", "eventType": "threat_detected", "data": {"threatScore": "95"}}),
-                "0 to 100",
-            ),
-            (
-                json!({"ip": "1.2.3.4", "eventType": "reputation_change", "data": {}}),
-                "reputationScore",
-            ),
-            (
-                json!({"ip": "1.2.3.4", "eventType": "behavior_anomaly", "data": {"behavioralFlags": [1]}}),
-                "strings",
-            ),
-            (
-                json!({"ip": "1.2.3.4", "eventType": "location_update", "data": {}}),
-                "geolocation",
-            ),
+            (json!({"ip": "1.2.3.4", "eventType": "threat_detected", "data": {}}), "needs `data.threatScore`"),
+            (json!({"ip": "1.2.3.4", "eventType": "threat_detected", "data": {"threatScore": 101}}), "0 to 100"),
+            (json!({"ip": "1.2.3.4", "eventType": "threat_detected", "data": {"threatScore": "95"}}), "0 to 100"),
+            (json!({"ip": "1.2.3.4", "eventType": "reputation_change", "data": {}}), "reputationScore"),
+            (json!({"ip": "1.2.3.4", "eventType": "behavior_anomaly", "data": {"behavioralFlags": [1]}}), "strings"),
+            (json!({"ip": "1.2.3.4", "eventType": "location_update", "data": {}}), "geolocation"),
             (
                 json!({"ip": "1.2.3.4", "eventType": "location_update", "data": {"geolocation": {"latitude": 95, "longitude": 0}}}),
                 "latitude",
@@ -419,10 +347,7 @@ mod tests {
                 json!({"ip": "1.2.3.4", "eventType": "threat_detected", "source": "", "data": {"threatScore": 1}}),
                 "source",
             ),
-            (
-                json!({"ip": "1.2.3.4", "eventType": "threat_detected", "data": "x"}),
-                "`data` must be an object",
-            ),
+            (json!({"ip": "1.2.3.4", "eventType": "threat_detected", "data": "x"}), "`data` must be an object"),
             (
                 json!({"ip": "1.2.3.4", "eventType": "threat_detected", "confidence": 1e300, "data": {"threatScore": 1}}),
                 "confidence",
@@ -430,10 +355,7 @@ mod tests {
         ];
         for (raw, want) in cases {
             let err = validate(&raw, NOW).unwrap_err();
-            assert!(
-                err.contains(want),
-                "{raw}: got {err:?}, want it to mention {want:?}"
-            );
+            assert!(err.contains(want), "{raw}: got {err:?}, want it to mention {want:?}");
         }
     }
 

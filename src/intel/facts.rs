@@ -54,14 +54,8 @@ impl CfFacts {
             continent: text("continent"),
             postal_code: text("postalCode"),
             timezone: text("timezone"),
-            latitude: obj
-                .get("latitude")
-                .and_then(number)
-                .filter(|v| (-90.0..=90.0).contains(v)),
-            longitude: obj
-                .get("longitude")
-                .and_then(number)
-                .filter(|v| (-180.0..=180.0).contains(v)),
+            latitude: obj.get("latitude").and_then(number).filter(|v| (-90.0..=90.0).contains(v)),
+            longitude: obj.get("longitude").and_then(number).filter(|v| (-180.0..=180.0).contains(v)),
             asn: obj
                 .get("asn")
                 .and_then(number)
@@ -73,9 +67,7 @@ impl CfFacts {
                 .get("colo")
                 .and_then(Value::as_str)
                 .map(str::trim)
-                .filter(|c| {
-                    (3..=4).contains(&c.len()) && c.chars().all(|ch| ch.is_ascii_alphabetic())
-                })
+                .filter(|c| (3..=4).contains(&c.len()) && c.chars().all(|ch| ch.is_ascii_alphabetic()))
                 .map(str::to_ascii_uppercase),
             http_protocol: text("httpProtocol"),
             tls_version: text("tlsVersion"),
@@ -193,9 +185,8 @@ mod tests {
 
     #[test]
     fn numeric_forms_are_accepted() {
-        let f = CfFacts::from_json(
-            &json!({"latitude": -33.8688, "longitude": "151.2093", "asn": "1221", "country": "au"}),
-        );
+        let f =
+            CfFacts::from_json(&json!({"latitude": -33.8688, "longitude": "151.2093", "asn": "1221", "country": "au"}));
         assert_eq!(f.coordinates(), Some((-33.8688, 151.2093)));
         assert_eq!(f.asn, Some(1221));
         assert_eq!(f.country.as_deref(), Some("AU"));

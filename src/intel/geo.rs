@@ -44,11 +44,7 @@ mod tests {
         for (a, b, want) in cases {
             let got = haversine_km(a, b);
             let err = (got - want).abs() / want;
-            assert!(
-                err < 0.005,
-                "{a:?} -> {b:?}: got {got:.0} km, want {want} km ({:.2}%)",
-                err * 100.0
-            );
+            assert!(err < 0.005, "{a:?} -> {b:?}: got {got:.0} km, want {want} km ({:.2}%)", err * 100.0);
         }
     }
 

@@ -163,29 +163,15 @@ mod tests {
         ] {
             assert!(is_reserved(n), "{n}");
         }
-        for n in [
-            "X-Risky",
-            "x-intelligence",
-            "X-Geography",
-            "Host",
-            "User-Agent",
-            "x-threat",
-            "CF-Connecting-IP",
-        ] {
+        for n in ["X-Risky", "x-intelligence", "X-Geography", "Host", "User-Agent", "x-threat", "CF-Connecting-IP"] {
             assert!(!is_reserved(n), "{n}");
         }
     }
 
     #[test]
     fn full_render() {
-        let sig = |r| Signal {
-            reason: r,
-            points: None,
-        };
-        let v = score(
-            &[sig(Reason::TorExit), sig(Reason::PathScan)],
-            &Weights::default(),
-        );
+        let sig = |r| Signal { reason: r, points: None };
+        let v = score(&[sig(Reason::TorExit), sig(Reason::PathScan)], &Weights::default());
         let cf = CfFacts::from_json(&json!({
             "country": "DE", "city": "Zürich", "region": "Land\r\nBerlin", "latitude": "52.5200",
             "longitude": "-0.12780", "asn": 3320, "colo": "FRA"
@@ -227,15 +213,10 @@ mod tests {
         assert_eq!(get(&h, GEO_LON), Some("-0.1278"));
         assert_eq!(
             get(&h, INTEL),
-            Some(
-                r#"score=85, level=high, reasons=("tor_exit" "path_scan"), threat=70, reputation=35, status=ok"#
-            )
+            Some(r#"score=85, level=high, reasons=("tor_exit" "path_scan"), threat=70, reputation=35, status=ok"#)
         );
         for (_, value) in &h {
-            assert!(
-                value.bytes().all(|b| (0x20..0x7f).contains(&b)),
-                "{value:?}"
-            );
+            assert!(value.bytes().all(|b| (0x20..0x7f).contains(&b)), "{value:?}");
         }
     }
 
@@ -262,13 +243,7 @@ mod tests {
 
     #[test]
     fn degrees_format() {
-        for (x, s) in [
-            (52.52437, "52.52437"),
-            (-0.1278, "-0.1278"),
-            (10.0, "10"),
-            (-0.000001, "0"),
-            (0.0, "0"),
-        ] {
+        for (x, s) in [(52.52437, "52.52437"), (-0.1278, "-0.1278"), (10.0, "10"), (-0.000001, "0"), (0.0, "0")] {
             assert_eq!(format_degrees(x), s);
         }
     }

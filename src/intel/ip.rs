@@ -28,10 +28,7 @@ impl std::fmt::Display for SubjectKey {
 /// (ports, lists, zone ids, garbage) rather than guessing.
 pub fn parse_client_ip(raw: &str) -> Option<IpAddr> {
     let s = raw.trim();
-    let s = s
-        .strip_prefix('[')
-        .and_then(|x| x.strip_suffix(']'))
-        .unwrap_or(s);
+    let s = s.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(s);
     let ip: IpAddr = s.parse().ok()?;
     // An IPv4-mapped v6 address (::ffff:198.51.100.7) is the v4 client.
     Some(match ip {
@@ -73,10 +70,7 @@ mod tests {
         let cases = [
             ("203.0.113.7", Some("203.0.113.7")),
             (" 198.51.100.1 ", Some("198.51.100.1")),
-            (
-                "2001:db8:1:2:aaaa:bbbb:cccc:dddd",
-                Some("2001:db8:1:2::/64"),
-            ),
+            ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", Some("2001:db8:1:2::/64")),
             ("2001:db8:1:2::1", Some("2001:db8:1:2::/64")),
             ("[2001:db8::1]", Some("2001:db8::/64")),
             ("::ffff:198.51.100.7", Some("198.51.100.7")),
@@ -90,11 +84,7 @@ mod tests {
             ("203.0.113.0/24", None),
         ];
         for (raw, want) in cases {
-            assert_eq!(
-                parse_subject(raw).as_ref().map(SubjectKey::as_str),
-                want,
-                "{raw:?}"
-            );
+            assert_eq!(parse_subject(raw).as_ref().map(SubjectKey::as_str), want, "{raw:?}");
         }
     }
 

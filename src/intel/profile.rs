@@ -186,20 +186,8 @@ pub struct Changes {
 }
 
 impl Changes {
-    fn alert(
-        &mut self,
-        p: &mut Profile,
-        kind: &str,
-        severity: Priority,
-        at: f64,
-        description: String,
-    ) {
-        let a = Alert {
-            kind: kind.to_string(),
-            severity,
-            timestamp: at,
-            description,
-        };
+    fn alert(&mut self, p: &mut Profile, kind: &str, severity: Priority, at: f64, description: String) {
+        let a = Alert { kind: kind.to_string(), severity, timestamp: at, description };
         push_bounded(&mut p.alerts, a.clone(), MAX_ALERTS);
         self.new_alerts.push(a);
     }
@@ -231,18 +219,9 @@ impl Profile {
             last_updated: now,
             request_count: 0,
             current_location: None,
-            threat: Relaxing {
-                value: 0.0,
-                at: now,
-            },
-            reputation: Relaxing {
-                value: NEUTRAL,
-                at: now,
-            },
-            behavioral_profile: Behavioral {
-                last_activity: now,
-                ..Behavioral::default()
-            },
+            threat: Relaxing { value: 0.0, at: now },
+            reputation: Relaxing { value: NEUTRAL, at: now },
+            behavioral_profile: Behavioral { last_activity: now, ..Behavioral::default() },
             confidence: 0.0,
             counters: Counters::default(),
             countries: Vec::new(),
@@ -260,8 +239,7 @@ impl Profile {
     }
 
     pub fn reputation_at(&self, now: f64, rules: &ProfileRules) -> f64 {
-        self.reputation
-            .at_time(now, NEUTRAL, rules.reputation_half_life_ms)
+        self.reputation.at_time(now, NEUTRAL, rules.reputation_half_life_ms)
     }
 
     fn bump_threat(&mut self, now: f64, by: f64, rules: &ProfileRules) {
@@ -304,9 +282,7 @@ impl Profile {
         self.counters.minute.add(now, MINUTE, 1);
         self.counters.hour.add(now, HOUR, 1);
         self.counters.day.add(now, DAY, 1);
-        if rpm_before <= rules.velocity_rpm
-            && self.counters.minute.estimate(now, MINUTE) > rules.velocity_rpm
-        {
+        if rpm_before <= rules.velocity_rpm && self.counters.minute.estimate(now, MINUTE) > rules.velocity_rpm {
             detections.push("high_velocity");
             self.bump_threat(now, VELOCITY_THREAT, rules);
             self.lower_reputation(now, BURST_REPUTATION / 2.0, rules);
@@ -326,33 +302,17 @@ impl Profile {
         self.confidence = 100.0 * (1.0 - (-(self.request_count as f64) / 20.0).exp());
         self.behavioral_profile.activity_frequency = self.counters.hour.estimate(now, HOUR);
         for d in &detections {
-            remember(
-                &mut self.behavioral_profile.patterns,
-                d.to_string(),
-                MAX_PATTERNS,
-            );
+            remember(&mut self.behavioral_profile.patterns, d.to_string(), MAX_PATTERNS);
         }
         if !anomalies.is_empty() {
-            let data = EventData {
-                behavioral_flags: anomalies,
-                ..EventData::default()
-            };
-            ch.events
-                .push(self.event(now, EventType::BehaviorAnomaly, Priority::Medium, data));
+            let data = EventData { behavioral_flags: anomalies, ..EventData::default() };
+            ch.events.push(self.event(now, EventType::BehaviorAnomaly, Priority::Medium, data));
         }
         let threat_now = self.threat_at(now, rules);
         if threat_now > threat_before + 0.5 {
             if threat_before <= 75.0 && threat_now > 75.0 {
-                let severity = if threat_now > 90.0 {
-                    Priority::Critical
-                } else {
-                    Priority::High
-                };
-                let d = format!(
-                    "threat score rose to {:.0} ({})",
-                    threat_now,
-                    detections.join(", ")
-                );
+                let severity = if threat_now > 90.0 { Priority::Critical } else { Priority::High };
+                let d = format!("threat score rose to {:.0} ({})", threat_now, detections.join(", "));
                 ch.alert(self, "threat_detected", severity, now, d);
             }
             let data = EventData {
@@ -360,12 +320,7 @@ impl Profile {
                 behavioral_flags: detections.iter().map(|d| d.to_string()).collect(),
                 ..EventData::default()
             };
-            ch.events.push(self.event(
-                now,
-                EventType::ThreatDetected,
-                priority_of(threat_now),
-                data,
-            ));
+            ch.events.push(self.event(now, EventType::ThreatDetected, priority_of(threat_now), data));
         }
         ch
     }
@@ -389,28 +344,18 @@ impl Profile {
                     detections.push("auth_failures");
                     self.bump_threat(now, BURST_THREAT, rules);
                     self.lower_reputation(now, BURST_REPUTATION, rules);
-                    let d = format!(
-                        "{} or more 401/403 answers within {:.0} s",
-                        rules.auth_failure_burst,
-                        w / 1000.0
-                    );
+                    let d = format!("{} or more 401/403 answers within {:.0} s", rules.auth_failure_burst, w / 1000.0);
                     ch.alert(self, "auth_failures", Priority::High, now, d);
                 }
             }
             404 => {
                 let before = self.counters.not_found.estimate(now, w);
                 self.counters.not_found.add(now, w, 1);
-                if before < rules.not_found_burst
-                    && self.counters.not_found.estimate(now, w) >= rules.not_found_burst
-                {
+                if before < rules.not_found_burst && self.counters.not_found.estimate(now, w) >= rules.not_found_burst {
                     detections.push("not_found_burst");
                     self.bump_threat(now, BURST_THREAT / 2.0, rules);
                     self.lower_reputation(now, BURST_REPUTATION / 2.0, rules);
-                    let d = format!(
-                        "{} or more 404 answers within {:.0} s",
-                        rules.not_found_burst,
-                        w / 1000.0
-                    );
+                    let d = format!("{} or more 404 answers within {:.0} s", rules.not_found_burst, w / 1000.0);
                     ch.alert(self, "not_found_burst", Priority::Medium, now, d);
                 }
             }
@@ -431,39 +376,25 @@ impl Profile {
         let before = self.threat_at(now, rules);
         self.travel = Some(f.clone());
         self.last_updated = self.last_updated.max(now);
-        remember(
-            &mut self.behavioral_profile.patterns,
-            "impossible_travel".to_string(),
-            MAX_PATTERNS,
-        );
+        remember(&mut self.behavioral_profile.patterns, "impossible_travel".to_string(), MAX_PATTERNS);
         self.bump_threat(now, TRAVEL_THREAT, rules);
-        ch.alert(
-            self,
-            "impossible_travel",
-            Priority::High,
-            now,
-            f.description.clone(),
-        );
+        ch.alert(self, "impossible_travel", Priority::High, now, f.description.clone());
         let flags = EventData {
             behavioral_flags: vec!["impossible_travel".to_string()],
-            metadata: serde_json::from_value(json!({ "description": f.description, "km": f.km.round(), "minutes": f.minutes.round() }))
-                .unwrap_or_default(),
+            metadata: serde_json::from_value(
+                json!({ "description": f.description, "km": f.km.round(), "minutes": f.minutes.round() }),
+            )
+            .unwrap_or_default(),
             ..EventData::default()
         };
-        ch.events
-            .push(self.event(now, EventType::BehaviorAnomaly, Priority::High, flags));
+        ch.events.push(self.event(now, EventType::BehaviorAnomaly, Priority::High, flags));
         let after = self.threat_at(now, rules);
         let data = EventData {
             threat_score: Some(after.round()),
             behavioral_flags: vec!["impossible_travel".to_string()],
             ..EventData::default()
         };
-        ch.events.push(self.event(
-            now,
-            EventType::ThreatDetected,
-            priority_of(after.max(before)),
-            data,
-        ));
+        ch.events.push(self.event(now, EventType::ThreatDetected, priority_of(after.max(before)), data));
         ch
     }
 
@@ -480,8 +411,7 @@ impl Profile {
                 behavioral_flags: detections.iter().map(|d| d.to_string()).collect(),
                 ..EventData::default()
             };
-            ch.events
-                .push(self.event(now, EventType::ThreatDetected, priority_of(after), data));
+            ch.events.push(self.event(now, EventType::ThreatDetected, priority_of(after), data));
         }
         ch
     }
@@ -504,16 +434,10 @@ impl Profile {
         if !known {
             return;
         }
-        let changed = self
-            .current_location
-            .as_ref()
-            .is_none_or(|cur| !cur.same_place(loc));
-        if let (Some(prev), Some(here)) = (
-            self.current_location
-                .as_ref()
-                .and_then(Location::coordinates),
-            loc.coordinates(),
-        ) {
+        let changed = self.current_location.as_ref().is_none_or(|cur| !cur.same_place(loc));
+        if let (Some(prev), Some(here)) =
+            (self.current_location.as_ref().and_then(Location::coordinates), loc.coordinates())
+        {
             let km = haversine_km(prev, here);
             if km >= rules.geo_jump_km {
                 self.geo_jump_at = Some(now);
@@ -526,12 +450,8 @@ impl Profile {
             push_bounded(&mut self.history, entry.clone(), MAX_LOCATIONS);
             ch.new_locations.push(entry.clone());
             self.current_location = Some(entry.clone());
-            let data = EventData {
-                geolocation: Some(entry),
-                ..EventData::default()
-            };
-            ch.events
-                .push(self.event(now, EventType::LocationUpdate, Priority::Low, data));
+            let data = EventData { geolocation: Some(entry), ..EventData::default() };
+            ch.events.push(self.event(now, EventType::LocationUpdate, Priority::Low, data));
         }
     }
 
@@ -544,21 +464,10 @@ impl Profile {
             EventType::ThreatDetected => {
                 if let Some(reported) = ev.data.threat_score {
                     let current = self.threat_at(now, rules);
-                    self.threat = Relaxing {
-                        value: current.max(reported),
-                        at: now,
-                    };
-                    remember(
-                        &mut self.behavioral_profile.patterns,
-                        "threat_report".to_string(),
-                        MAX_PATTERNS,
-                    );
+                    self.threat = Relaxing { value: current.max(reported), at: now };
+                    remember(&mut self.behavioral_profile.patterns, "threat_report".to_string(), MAX_PATTERNS);
                     if reported > 75.0 {
-                        let severity = if reported > 90.0 {
-                            Priority::Critical
-                        } else {
-                            Priority::High
-                        };
+                        let severity = if reported > 90.0 { Priority::Critical } else { Priority::High };
                         let d = format!("threat score {reported:.0} reported by {}", ev.source);
                         ch.alert(self, "threat_detected", severity, at, d);
                     }
@@ -566,18 +475,9 @@ impl Profile {
             }
             EventType::BehaviorAnomaly => {
                 for f in &ev.data.behavioral_flags {
-                    remember(
-                        &mut self.behavioral_profile.patterns,
-                        f.clone(),
-                        MAX_PATTERNS,
-                    );
+                    remember(&mut self.behavioral_profile.patterns, f.clone(), MAX_PATTERNS);
                 }
-                if ev
-                    .data
-                    .behavioral_flags
-                    .iter()
-                    .any(|f| f.to_ascii_lowercase().contains("suspicious"))
-                {
+                if ev.data.behavioral_flags.iter().any(|f| f.to_ascii_lowercase().contains("suspicious")) {
                     let d = format!(
                         "behavioral anomaly reported by {}: {}",
                         ev.source,
@@ -589,18 +489,14 @@ impl Profile {
             EventType::ReputationChange => {
                 if let Some(new) = ev.data.reputation_score {
                     let previous = self.reputation_at(now, rules);
-                    self.reputation = Relaxing {
-                        value: new,
-                        at: now,
-                    };
+                    self.reputation = Relaxing { value: new, at: now };
                     let drop = previous - new;
                     if drop > 20.0 {
-                        let severity = if drop > 50.0 {
-                            Priority::Critical
-                        } else {
-                            Priority::High
-                        };
-                        let d = format!("reputation dropped by {drop:.0} points ({previous:.0} -> {new:.0}), reported by {}", ev.source);
+                        let severity = if drop > 50.0 { Priority::Critical } else { Priority::High };
+                        let d = format!(
+                            "reputation dropped by {drop:.0} points ({previous:.0} -> {new:.0}), reported by {}",
+                            ev.source
+                        );
                         ch.alert(self, "reputation_change", severity, at, d);
                     }
                 }
@@ -623,57 +519,31 @@ impl Profile {
         let recent = |t: Option<f64>| t.is_some_and(|t| now - t <= rules.signal_memory_ms);
         let w = rules.burst_window_ms;
         if self.counters.probes.estimate(now, w) >= PROBES_FOR_HISTORY {
-            out.push(Signal {
-                reason: Reason::PathScan,
-                points: None,
-            });
+            out.push(Signal { reason: Reason::PathScan, points: None });
         }
         if recent(self.travel.as_ref().map(|t| t.at)) {
-            out.push(Signal {
-                reason: Reason::ImpossibleTravel,
-                points: None,
-            });
+            out.push(Signal { reason: Reason::ImpossibleTravel, points: None });
         }
         if recent(self.geo_jump_at) {
-            out.push(Signal {
-                reason: Reason::GeoJump,
-                points: None,
-            });
+            out.push(Signal { reason: Reason::GeoJump, points: None });
         }
         if self.counters.minute.estimate(now, MINUTE) > rules.velocity_rpm {
-            out.push(Signal {
-                reason: Reason::HighVelocity,
-                points: None,
-            });
+            out.push(Signal { reason: Reason::HighVelocity, points: None });
         }
         if self.counters.auth_failures.estimate(now, w) >= rules.auth_failure_burst {
-            out.push(Signal {
-                reason: Reason::AuthFailures,
-                points: None,
-            });
+            out.push(Signal { reason: Reason::AuthFailures, points: None });
         }
         if self.counters.not_found.estimate(now, w) >= rules.not_found_burst {
-            out.push(Signal {
-                reason: Reason::NotFoundBurst,
-                points: None,
-            });
+            out.push(Signal { reason: Reason::NotFoundBurst, points: None });
         }
         let threat = self.threat_at(now, rules);
         if threat >= THREAT_FLOOR {
             // The threat score itself, capped by the reason's weight.
-            let points = threat
-                .round()
-                .min(f64::from(weights.get(Reason::ThreatReport)));
-            out.push(Signal {
-                reason: Reason::ThreatReport,
-                points: Some(points as u8),
-            });
+            let points = threat.round().min(f64::from(weights.get(Reason::ThreatReport)));
+            out.push(Signal { reason: Reason::ThreatReport, points: Some(points as u8) });
         }
         if self.reputation_at(now, rules) < BAD_REPUTATION_BELOW {
-            out.push(Signal {
-                reason: Reason::BadReputation,
-                points: None,
-            });
+            out.push(Signal { reason: Reason::BadReputation, points: None });
         }
         out
     }
@@ -720,18 +590,9 @@ impl Profile {
             o.remove("threat");
             o.remove("reputation");
             o.remove("counters");
-            o.insert(
-                "threatScore".into(),
-                json!(self.threat_at(now, rules).round()),
-            );
-            o.insert(
-                "reputationScore".into(),
-                json!(self.reputation_at(now, rules).round()),
-            );
-            o.insert(
-                "lastSeen".into(),
-                json!(self.behavioral_profile.last_activity),
-            );
+            o.insert("threatScore".into(), json!(self.threat_at(now, rules).round()));
+            o.insert("reputationScore".into(), json!(self.reputation_at(now, rules).round()));
+            o.insert("lastSeen".into(), json!(self.behavioral_profile.last_activity));
             o.insert("locationHistory".into(), json!(self.history));
             o.insert("alerts".into(), json!(self.alerts));
         }
@@ -752,12 +613,7 @@ pub struct ProfileVerdict {
 impl ProfileVerdict {
     /// A subject never seen: no threat, neutral reputation, no history.
     pub fn unknown_subject() -> ProfileVerdict {
-        ProfileVerdict {
-            exists: false,
-            threat: 0,
-            reputation: NEUTRAL as u8,
-            signals: Vec::new(),
-        }
+        ProfileVerdict { exists: false, threat: 0, reputation: NEUTRAL as u8, signals: Vec::new() }
     }
 }
 
@@ -828,10 +684,7 @@ mod tests {
     }
 
     fn codes(p: &Profile, now: f64) -> Vec<&'static str> {
-        p.signals(now, &rules(), &Weights::default())
-            .iter()
-            .map(|s| s.reason.code())
-            .collect()
+        p.signals(now, &rules(), &Weights::default()).iter().map(|s| s.reason.code()).collect()
     }
 
     fn event(kind: EventType, data: EventData) -> IntelEvent {
@@ -869,14 +722,7 @@ mod tests {
             ch.new_alerts.extend(c.new_alerts);
         }
         assert!(codes(&p, T0 + 12_100.0).contains(&"high_velocity"));
-        assert_eq!(
-            ch.new_alerts
-                .iter()
-                .filter(|a| a.kind == "high_velocity")
-                .count(),
-            1,
-            "alert once per crossing"
-        );
+        assert_eq!(ch.new_alerts.iter().filter(|a| a.kind == "high_velocity").count(), 1, "alert once per crossing");
         // auth_failures: 10 x 401 within the window, not 9.
         let mut p = Profile::new("s", "s", T0);
         for i in 0..9 {
@@ -907,17 +753,8 @@ mod tests {
         o.location = tokyo(o.at);
         let c = p.observe(&o, &r);
         assert!(codes(&p, o.at).contains(&"geo_jump"));
-        assert!(c
-            .events
-            .iter()
-            .any(|e| e.event_type == EventType::BehaviorAnomaly));
-        assert_eq!(
-            c.events
-                .iter()
-                .filter(|e| e.event_type == EventType::LocationUpdate)
-                .count(),
-            1
-        );
+        assert!(c.events.iter().any(|e| e.event_type == EventType::BehaviorAnomaly));
+        assert_eq!(c.events.iter().filter(|e| e.event_type == EventType::LocationUpdate).count(), 1);
         assert!(!codes(&p, o.at + r.signal_memory_ms + 1.0).contains(&"geo_jump"));
         assert_eq!(p.history.len(), 2);
         assert_eq!(p.countries, ["DE", "JP"]);
@@ -936,25 +773,14 @@ mod tests {
         }
         let now = T0 + 30.0 * SEC;
         let c = codes(&p, now);
-        assert!(
-            c.contains(&"path_scan") && c.contains(&"threat_report"),
-            "{c:?}"
-        );
+        assert!(c.contains(&"path_scan") && c.contains(&"threat_report"), "{c:?}");
         assert_eq!(p.threat_at(now, &r).round(), 100.0);
-        assert!(
-            p.reputation_at(now, &r) < 30.0,
-            "violations lowered reputation"
-        );
+        assert!(p.reputation_at(now, &r) < 30.0, "violations lowered reputation");
         assert!(c.contains(&"bad_reputation"));
         // A clean request from this IP is now high risk.
-        let v = score(
-            &p.signals(now, &r, &Weights::default()),
-            &Weights::default(),
-        );
+        let v = score(&p.signals(now, &r, &Weights::default()), &Weights::default());
         assert!(v.score >= 75, "{v:?}");
-        assert!(events
-            .iter()
-            .any(|e| e.event_type == EventType::ThreatDetected));
+        assert!(events.iter().any(|e| e.event_type == EventType::ThreatDetected));
         assert!(p.alerts.iter().any(|a| a.kind == "threat_detected"));
     }
 
@@ -963,35 +789,17 @@ mod tests {
         let r = rules();
         let mut p = Profile::new("s", "s", T0);
         p.apply_event(
-            &event(
-                EventType::ThreatDetected,
-                EventData {
-                    threat_score: Some(80.0),
-                    ..Default::default()
-                },
-            ),
+            &event(EventType::ThreatDetected, EventData { threat_score: Some(80.0), ..Default::default() }),
             T0,
             &r,
         );
         let hl = r.threat_half_life_ms;
-        let table = [
-            (0.0, 80.0),
-            (hl, 40.0),
-            (2.0 * hl, 20.0),
-            (3.0 * hl, 10.0),
-            (4.0 * hl, 5.0),
-        ];
+        let table = [(0.0, 80.0), (hl, 40.0), (2.0 * hl, 20.0), (3.0 * hl, 10.0), (4.0 * hl, 5.0)];
         for (dt, want) in table {
-            assert!(
-                (p.threat_at(T0 + dt, &r) - want).abs() < 1e-9,
-                "after {dt} ms"
-            );
+            assert!((p.threat_at(T0 + dt, &r) - want).abs() < 1e-9, "after {dt} ms");
         }
         assert!(codes(&p, T0 + 3.0 * hl).contains(&"threat_report"));
-        assert!(
-            !codes(&p, T0 + 4.0 * hl).contains(&"threat_report"),
-            "below the floor after decay"
-        );
+        assert!(!codes(&p, T0 + 4.0 * hl).contains(&"threat_report"), "below the floor after decay");
         // Decay does not go negative and a clock going backwards changes nothing.
         assert_eq!(p.threat_at(T0 - 1000.0, &r), 80.0);
     }
@@ -1001,13 +809,7 @@ mod tests {
         let r = rules();
         let mut p = Profile::new("s", "s", T0);
         p.apply_event(
-            &event(
-                EventType::ReputationChange,
-                EventData {
-                    reputation_score: Some(10.0),
-                    ..Default::default()
-                },
-            ),
+            &event(EventType::ReputationChange, EventData { reputation_score: Some(10.0), ..Default::default() }),
             T0,
             &r,
         );
@@ -1016,19 +818,10 @@ mod tests {
             assert!((p.reputation_at(T0 + dt, &r) - want).abs() < 1e-9);
         }
         assert!(codes(&p, T0).contains(&"bad_reputation"));
-        assert!(
-            !codes(&p, T0 + hl).contains(&"bad_reputation"),
-            "30 is not below 30"
-        );
+        assert!(!codes(&p, T0 + hl).contains(&"bad_reputation"), "30 is not below 30");
         // Good reputation relaxes down toward 50 too.
         p.apply_event(
-            &event(
-                EventType::ReputationChange,
-                EventData {
-                    reputation_score: Some(90.0),
-                    ..Default::default()
-                },
-            ),
+            &event(EventType::ReputationChange, EventData { reputation_score: Some(90.0), ..Default::default() }),
             T0,
             &r,
         );
@@ -1047,44 +840,22 @@ mod tests {
         for (reported, alert) in table {
             let mut p = Profile::new("s", "s", T0);
             let ch = p.apply_event(
-                &event(
-                    EventType::ThreatDetected,
-                    EventData {
-                        threat_score: Some(reported),
-                        ..Default::default()
-                    },
-                ),
+                &event(EventType::ThreatDetected, EventData { threat_score: Some(reported), ..Default::default() }),
                 T0,
                 &r,
             );
-            assert_eq!(
-                ch.new_alerts.first().map(|a| a.severity),
-                alert,
-                "reported {reported}"
-            );
+            assert_eq!(ch.new_alerts.first().map(|a| a.severity), alert, "reported {reported}");
             assert_eq!(p.threat_at(T0, &r), reported);
         }
         // Raises to at least the reported value, never lowers.
         let mut p = Profile::new("s", "s", T0);
         p.apply_event(
-            &event(
-                EventType::ThreatDetected,
-                EventData {
-                    threat_score: Some(80.0),
-                    ..Default::default()
-                },
-            ),
+            &event(EventType::ThreatDetected, EventData { threat_score: Some(80.0), ..Default::default() }),
             T0,
             &r,
         );
         p.apply_event(
-            &event(
-                EventType::ThreatDetected,
-                EventData {
-                    threat_score: Some(30.0),
-                    ..Default::default()
-                },
-            ),
+            &event(EventType::ThreatDetected, EventData { threat_score: Some(30.0), ..Default::default() }),
             T0,
             &r,
         );
@@ -1092,20 +863,11 @@ mod tests {
         // 95 makes the next clean request critical.
         let mut p = Profile::new("s", "s", T0);
         p.apply_event(
-            &event(
-                EventType::ThreatDetected,
-                EventData {
-                    threat_score: Some(95.0),
-                    ..Default::default()
-                },
-            ),
+            &event(EventType::ThreatDetected, EventData { threat_score: Some(95.0), ..Default::default() }),
             T0,
             &r,
         );
-        let v = score(
-            &p.signals(T0 + 1000.0, &r, &Weights::default()),
-            &Weights::default(),
-        );
+        let v = score(&p.signals(T0 + 1000.0, &r, &Weights::default()), &Weights::default());
         assert_eq!((v.score, v.level.as_str()), (95, "critical"));
     }
 
@@ -1124,32 +886,16 @@ mod tests {
         for (prev, new, want) in table {
             let mut p = Profile::new("s", "s", T0);
             p.apply_event(
-                &event(
-                    EventType::ReputationChange,
-                    EventData {
-                        reputation_score: Some(prev),
-                        ..Default::default()
-                    },
-                ),
+                &event(EventType::ReputationChange, EventData { reputation_score: Some(prev), ..Default::default() }),
                 T0,
                 &r,
             );
             let ch = p.apply_event(
-                &event(
-                    EventType::ReputationChange,
-                    EventData {
-                        reputation_score: Some(new),
-                        ..Default::default()
-                    },
-                ),
+                &event(EventType::ReputationChange, EventData { reputation_score: Some(new), ..Default::default() }),
                 T0,
                 &r,
             );
-            assert_eq!(
-                ch.new_alerts.first().map(|a| a.severity),
-                want,
-                "{prev} -> {new}"
-            );
+            assert_eq!(ch.new_alerts.first().map(|a| a.severity), want, "{prev} -> {new}");
             assert_eq!(p.reputation_at(T0, &r), new);
         }
     }
@@ -1162,22 +908,11 @@ mod tests {
             behavioral_flags: f.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
-        let ch = p.apply_event(
-            &event(EventType::BehaviorAnomaly, flags(&["fast_typing"])),
-            T0,
-            &r,
-        );
+        let ch = p.apply_event(&event(EventType::BehaviorAnomaly, flags(&["fast_typing"])), T0, &r);
         assert!(ch.new_alerts.is_empty());
-        let ch = p.apply_event(
-            &event(EventType::BehaviorAnomaly, flags(&["Suspicious_checkout"])),
-            T0,
-            &r,
-        );
+        let ch = p.apply_event(&event(EventType::BehaviorAnomaly, flags(&["Suspicious_checkout"])), T0, &r);
         assert_eq!(ch.new_alerts.len(), 1);
-        assert!(p
-            .behavioral_profile
-            .patterns
-            .contains(&"fast_typing".to_string()));
+        assert!(p.behavioral_profile.patterns.contains(&"fast_typing".to_string()));
     }
 
     #[test]
@@ -1197,31 +932,15 @@ mod tests {
         let f = crate::intel::travel::check(
             &s("London", 51.5, -0.12, T0),
             &s("Sydney", -33.87, 151.2, T0 + 2_400_000.0),
-            &crate::intel::travel::TravelRules {
-                max_kmh: 900.0,
-                min_km: 500.0,
-                memory_ms: 3_600_000.0,
-            },
+            &crate::intel::travel::TravelRules { max_kmh: 900.0, min_km: 500.0, memory_ms: 3_600_000.0 },
         )
         .unwrap();
         let now = T0 + 2_400_000.0;
         let ch = p.apply_travel(&f, now, &r);
-        assert_eq!(
-            ch.new_alerts
-                .iter()
-                .filter(|a| a.kind == "impossible_travel")
-                .count(),
-            1
-        );
-        assert!(ch
-            .events
-            .iter()
-            .any(|e| e.event_type == EventType::BehaviorAnomaly));
+        assert_eq!(ch.new_alerts.iter().filter(|a| a.kind == "impossible_travel").count(), 1);
+        assert!(ch.events.iter().any(|e| e.event_type == EventType::BehaviorAnomaly));
         let ch = p.apply_travel(&f, now + 1.0, &r);
-        assert!(
-            ch.new_alerts.is_empty() && ch.events.is_empty(),
-            "same finding again"
-        );
+        assert!(ch.new_alerts.is_empty() && ch.events.is_empty(), "same finding again");
         assert!(codes(&p, now).contains(&"impossible_travel"));
         assert!(!codes(&p, now + r.signal_memory_ms + 1.0).contains(&"impossible_travel"));
     }
@@ -1237,10 +956,7 @@ mod tests {
             p.apply_event(
                 &event(
                     EventType::BehaviorAnomaly,
-                    EventData {
-                        behavioral_flags: vec![format!("suspicious_{i}")],
-                        ..Default::default()
-                    },
+                    EventData { behavioral_flags: vec![format!("suspicious_{i}")], ..Default::default() },
                 ),
                 o.at,
                 &r,

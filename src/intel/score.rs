@@ -14,12 +14,7 @@ pub struct Weights(Vec<(Reason, u8)>);
 
 impl Default for Weights {
     fn default() -> Self {
-        Weights(
-            Reason::ALL
-                .into_iter()
-                .map(|r| (r, default_weight(r)))
-                .collect(),
-        )
+        Weights(Reason::ALL.into_iter().map(|r| (r, default_weight(r))).collect())
     }
 }
 
@@ -122,20 +117,13 @@ pub fn score(signals: &[Signal], weights: &Weights) -> Verdict {
         let points = s.points.unwrap_or_else(|| weights.get(s.reason)).min(100);
         match contributions.iter_mut().find(|c| c.reason == s.reason) {
             Some(c) => c.points = c.points.max(points),
-            None => contributions.push(Contribution {
-                reason: s.reason,
-                points,
-            }),
+            None => contributions.push(Contribution { reason: s.reason, points }),
         }
     }
     contributions.sort_by(|a, b| b.points.cmp(&a.points).then(a.reason.cmp(&b.reason)));
     let total: u32 = contributions.iter().map(|c| u32::from(c.points)).sum();
     let score = u8::try_from(total.min(100)).unwrap_or(100);
-    Verdict {
-        score,
-        level: Level::of(score),
-        contributions,
-    }
+    Verdict { score, level: Level::of(score), contributions }
 }
 
 #[cfg(test)]
@@ -143,10 +131,7 @@ mod tests {
     use super::*;
 
     fn sig(r: Reason) -> Signal {
-        Signal {
-            reason: r,
-            points: None,
-        }
+        Signal { reason: r, points: None }
     }
 
     #[test]
@@ -169,14 +154,7 @@ mod tests {
     #[test]
     fn sums_orders_and_caps() {
         let w = Weights::default();
-        let v = score(
-            &[
-                sig(Reason::HostingAsn),
-                sig(Reason::TorExit),
-                sig(Reason::PathScan),
-            ],
-            &w,
-        );
+        let v = score(&[sig(Reason::HostingAsn), sig(Reason::TorExit), sig(Reason::PathScan)], &w);
         assert_eq!(v.score, 100);
         assert_eq!(v.level, Level::Critical);
         let order: Vec<_> = v.reasons().map(Reason::code).collect();
@@ -186,20 +164,13 @@ mod tests {
         assert_eq!((v.score, v.level), (60, Level::Medium));
 
         let v = score(&[], &w);
-        assert_eq!(
-            (v.score, v.level, v.contributions.len()),
-            (0, Level::Low, 0)
-        );
+        assert_eq!((v.score, v.level, v.contributions.len()), (0, Level::Low, 0));
     }
 
     #[test]
     fn equal_points_tie_break_by_declared_order() {
         let v = score(
-            &[
-                sig(Reason::HostingAsn),
-                sig(Reason::NotFoundBurst),
-                sig(Reason::CountryPolicy),
-            ],
+            &[sig(Reason::HostingAsn), sig(Reason::NotFoundBurst), sig(Reason::CountryPolicy)],
             &Weights::default(),
         );
         let order: Vec<_> = v.reasons().map(Reason::code).collect();
@@ -211,28 +182,15 @@ mod tests {
         let mut w = Weights::default();
         w.set(Reason::TorExit, 10);
         let v = score(
-            &[
-                sig(Reason::TorExit),
-                sig(Reason::TorExit),
-                Signal {
-                    reason: Reason::CountryPolicy,
-                    points: Some(70),
-                },
-            ],
+            &[sig(Reason::TorExit), sig(Reason::TorExit), Signal { reason: Reason::CountryPolicy, points: Some(70) }],
             &w,
         );
         assert_eq!(v.score, 80);
         assert_eq!(
             v.contributions,
             vec![
-                Contribution {
-                    reason: Reason::CountryPolicy,
-                    points: 70
-                },
-                Contribution {
-                    reason: Reason::TorExit,
-                    points: 10
-                },
+                Contribution { reason: Reason::CountryPolicy, points: 70 },
+                Contribution { reason: Reason::TorExit, points: 10 },
             ]
         );
     }

@@ -21,10 +21,7 @@ pub fn token_matches(presented: &str, expected: &str) -> bool {
 /// The bearer token of an `Authorization` header value.
 pub fn bearer(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 /// A visitor key from a cookie value: never the value itself (it may be a
@@ -61,11 +58,7 @@ pub fn verify_visitor_cookie<'a>(key: &str, value: &'a str) -> Option<&'a str> {
 
 /// The value of cookie `name` in a `Cookie` header.
 pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header
-        .split(';')
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
+    header.split(';').filter_map(|kv| kv.trim().split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v.trim())
 }
 
 #[cfg(test)]
@@ -105,11 +98,7 @@ mod tests {
         let key = "0123456789abcdef-key";
         let v = sign_visitor_id(key, "00ff11ee").unwrap();
         assert_eq!(verify_visitor_cookie(key, &v), Some("00ff11ee"));
-        assert_eq!(
-            verify_visitor_cookie("another-key-0123456", &v),
-            None,
-            "wrong key"
-        );
+        assert_eq!(verify_visitor_cookie("another-key-0123456", &v), None, "wrong key");
         let forged = v.replacen("00ff", "00fe", 1);
         assert_eq!(verify_visitor_cookie(key, &forged), None, "tampered id");
         for bad in ["", ".", "abc", "zz.00", "00ff11ee.", "00ff11ee.nothex"] {

@@ -113,10 +113,7 @@ pub struct Signal {
 
 impl Signal {
     fn of(reason: Reason) -> Signal {
-        Signal {
-            reason,
-            points: None,
-        }
+        Signal { reason, points: None }
     }
 }
 
@@ -145,10 +142,7 @@ pub fn request_signals(cf: &CfFacts, req: &RequestFacts, cfg: &SignalConfig) -> 
     }
     if let Some(country) = cf.country.as_deref() {
         if let Some((_, points)) = cfg.country_risk.iter().find(|(c, _)| c == country) {
-            out.push(Signal {
-                reason: Reason::CountryPolicy,
-                points: Some(*points),
-            });
+            out.push(Signal { reason: Reason::CountryPolicy, points: Some(*points) });
         }
     }
     out
@@ -272,9 +266,7 @@ const PROBE_PATHS: &[&str] = &[
 pub fn is_probe_path(raw_path: &str) -> bool {
     let path = raw_path.split(['?', '#']).next().unwrap_or("");
     let once = percent_decode_lossy(path);
-    let decoded = percent_decode_lossy(&once)
-        .to_ascii_lowercase()
-        .replace('\\', "/");
+    let decoded = percent_decode_lossy(&once).to_ascii_lowercase().replace('\\', "/");
     if decoded.contains("../") || decoded.ends_with("/..") || decoded.contains("/etc/passwd") {
         return true;
     }
@@ -288,9 +280,7 @@ pub fn is_probe_path(raw_path: &str) -> bool {
 }
 
 fn percent_decode_lossy(s: &str) -> String {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8_lossy()
-        .into_owned()
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 #[cfg(test)]
@@ -329,10 +319,7 @@ mod tests {
 
     #[test]
     fn signal_table() {
-        let cfg = SignalConfig {
-            extra_hosting_asns: vec![64496],
-            country_risk: vec![("XX".into(), 30)],
-        };
+        let cfg = SignalConfig { extra_hosting_asns: vec![64496], country_risk: vec![("XX".into(), 30)] };
         let cf = |v: serde_json::Value| CfFacts::from_json(&v);
         let mut curl = browser("/");
         curl.user_agent = Some("curl/8.5.0".into());
@@ -343,57 +330,22 @@ mod tests {
         let mut wildcard = browser("/");
         wildcard.accept_language = Some("*".into());
         let cases: Vec<(&str, CfFacts, RequestFacts, Vec<&str>)> = vec![
-            (
-                "clean browser",
-                cf(json!({"country":"DE","asn":3320})),
-                browser("/products"),
-                vec![],
-            ),
-            (
-                "tor",
-                cf(json!({"country":"T1"})),
-                browser("/"),
-                vec!["tor_exit"],
-            ),
-            (
-                "hosting",
-                cf(json!({"asn":14061})),
-                browser("/"),
-                vec!["hosting_asn"],
-            ),
-            (
-                "extra hosting",
-                cf(json!({"asn":64496})),
-                browser("/"),
-                vec!["hosting_asn"],
-            ),
+            ("clean browser", cf(json!({"country":"DE","asn":3320})), browser("/products"), vec![]),
+            ("tor", cf(json!({"country":"T1"})), browser("/"), vec!["tor_exit"]),
+            ("hosting", cf(json!({"asn":14061})), browser("/"), vec!["hosting_asn"]),
+            ("extra hosting", cf(json!({"asn":64496})), browser("/"), vec!["hosting_asn"]),
             ("probe", cf(json!({})), browser("/.env"), vec!["path_scan"]),
             ("curl", cf(json!({})), curl, vec!["automation_ua"]),
             ("no ua", cf(json!({})), no_ua, vec!["automation_ua"]),
-            (
-                "bare browser",
-                cf(json!({})),
-                bare,
-                vec!["missing_browser_headers"],
-            ),
-            (
-                "low bot",
-                cf(json!({"botManagement":{"score":5}})),
-                browser("/"),
-                vec!["low_bot_score"],
-            ),
+            ("bare browser", cf(json!({})), bare, vec!["missing_browser_headers"]),
+            ("low bot", cf(json!({"botManagement":{"score":5}})), browser("/"), vec!["low_bot_score"]),
             (
                 "verified bot low score",
                 cf(json!({"botManagement":{"score":5,"verifiedBot":true}})),
                 browser("/"),
                 vec![],
             ),
-            (
-                "country policy",
-                cf(json!({"country":"XX"})),
-                browser("/"),
-                vec!["country_policy"],
-            ),
+            ("country policy", cf(json!({"country":"XX"})), browser("/"), vec!["country_policy"]),
             (
                 "everything",
                 cf(json!({"country":"T1","asn":16276})),
@@ -408,22 +360,9 @@ mod tests {
 
     #[test]
     fn country_policy_carries_its_points() {
-        let cfg = SignalConfig {
-            extra_hosting_asns: vec![],
-            country_risk: vec![("XX".into(), 33)],
-        };
-        let s = request_signals(
-            &CfFacts::from_json(&json!({"country":"XX"})),
-            &browser("/"),
-            &cfg,
-        );
-        assert_eq!(
-            s,
-            vec![Signal {
-                reason: Reason::CountryPolicy,
-                points: Some(33)
-            }]
-        );
+        let cfg = SignalConfig { extra_hosting_asns: vec![], country_risk: vec![("XX".into(), 33)] };
+        let s = request_signals(&CfFacts::from_json(&json!({"country":"XX"})), &browser("/"), &cfg);
+        assert_eq!(s, vec![Signal { reason: Reason::CountryPolicy, points: Some(33) }]);
     }
 
     #[test]
@@ -445,17 +384,8 @@ mod tests {
             "/..\\..\\windows",
             "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php",
         ];
-        let no = [
-            "/",
-            "/products/42",
-            "/environment",
-            "/blog/git-tips",
-            "/login",
-            "/wp",
-            "/about.php",
-            "/a..b",
-            "/%zz",
-        ];
+        let no =
+            ["/", "/products/42", "/environment", "/blog/git-tips", "/login", "/wp", "/about.php", "/a..b", "/%zz"];
         for p in yes {
             assert!(is_probe_path(p), "{p} should be a probe");
         }

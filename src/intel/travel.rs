@@ -88,9 +88,7 @@ impl VisitorState {
 
     /// The finding still in effect at `now`, if any.
     pub fn active_finding(&self, now: f64, rules: &TravelRules) -> Option<&TravelFinding> {
-        self.finding
-            .as_ref()
-            .filter(|f| now - f.at <= rules.memory_ms)
+        self.finding.as_ref().filter(|f| now - f.at <= rules.memory_ms)
     }
 }
 
@@ -107,11 +105,7 @@ pub fn check(a: &Sighting, b: &Sighting, rules: &TravelRules) -> Option<TravelFi
         return None;
     }
     let (from, to) = if a.at <= b.at { (a, b) } else { (b, a) };
-    let elapsed = if minutes >= 1.0 {
-        format!("{minutes:.0} min")
-    } else {
-        format!("{:.0} s", minutes * 60.0)
-    };
+    let elapsed = if minutes >= 1.0 { format!("{minutes:.0} min") } else { format!("{:.0} s", minutes * 60.0) };
     let mut description = format!(
         "impossible travel: {} ({}) to {} ({}), {:.0} km in {elapsed}{}",
         from.place(),
@@ -121,28 +115,15 @@ pub fn check(a: &Sighting, b: &Sighting, rules: &TravelRules) -> Option<TravelFi
         km,
         kmh.map(|v| format!(" ({v:.0} km/h)")).unwrap_or_default()
     );
-    let context: Vec<&str> = [
-        (to.tor || from.tor, "a Tor exit"),
-        (to.hosting || from.hosting, "a hosting/VPN network"),
-    ]
-    .into_iter()
-    .filter_map(|(yes, what)| yes.then_some(what))
-    .collect();
+    let context: Vec<&str> =
+        [(to.tor || from.tor, "a Tor exit"), (to.hosting || from.hosting, "a hosting/VPN network")]
+            .into_iter()
+            .filter_map(|(yes, what)| yes.then_some(what))
+            .collect();
     if !context.is_empty() {
-        description.push_str(&format!(
-            "; the hop involves {} (likely a proxy, not a flight)",
-            context.join(" and ")
-        ));
+        description.push_str(&format!("; the hop involves {} (likely a proxy, not a flight)", context.join(" and ")));
     }
-    Some(TravelFinding {
-        at: a.at.max(b.at),
-        from: from.clone(),
-        to: to.clone(),
-        km,
-        minutes,
-        kmh,
-        description,
-    })
+    Some(TravelFinding { at: a.at.max(b.at), from: from.clone(), to: to.clone(), km, minutes, kmh, description })
 }
 
 #[cfg(test)]
@@ -150,11 +131,7 @@ pub fn check(a: &Sighting, b: &Sighting, rules: &TravelRules) -> Option<TravelFi
 mod tests {
     use super::*;
 
-    const RULES: TravelRules = TravelRules {
-        max_kmh: 900.0,
-        min_km: 500.0,
-        memory_ms: 3_600_000.0,
-    };
+    const RULES: TravelRules = TravelRules { max_kmh: 900.0, min_km: 500.0, memory_ms: 3_600_000.0 };
     const T0: f64 = 1_780_000_000_000.0;
     const MIN: f64 = 60_000.0;
 
@@ -178,36 +155,11 @@ mod tests {
         let paris = |t| at("Paris", 48.8566, 2.3522, t);
         let new_york = |t| at("New York", 40.7128, -74.0060, t);
         let cases = [
-            (
-                "London -> Sydney in 40 min",
-                london(T0),
-                sydney(T0 + 40.0 * MIN),
-                true,
-            ),
-            (
-                "London -> Sydney in 22 h (a flight)",
-                london(T0),
-                sydney(T0 + 22.0 * 60.0 * MIN),
-                false,
-            ),
-            (
-                "London -> Paris in 5 min (under min_km)",
-                london(T0),
-                paris(T0 + 5.0 * MIN),
-                false,
-            ),
-            (
-                "London -> New York in 5 h (1,117 km/h)",
-                london(T0),
-                new_york(T0 + 300.0 * MIN),
-                true,
-            ),
-            (
-                "London -> New York in 7 h (798 km/h)",
-                london(T0),
-                new_york(T0 + 420.0 * MIN),
-                false,
-            ),
+            ("London -> Sydney in 40 min", london(T0), sydney(T0 + 40.0 * MIN), true),
+            ("London -> Sydney in 22 h (a flight)", london(T0), sydney(T0 + 22.0 * 60.0 * MIN), false),
+            ("London -> Paris in 5 min (under min_km)", london(T0), paris(T0 + 5.0 * MIN), false),
+            ("London -> New York in 5 h (1,117 km/h)", london(T0), new_york(T0 + 300.0 * MIN), true),
+            ("London -> New York in 7 h (798 km/h)", london(T0), new_york(T0 + 420.0 * MIN), false),
             ("same instant, far apart", london(T0), sydney(T0), true),
             ("out of order", sydney(T0 + 40.0 * MIN), london(T0), true),
         ];
@@ -219,25 +171,16 @@ mod tests {
     #[test]
     fn finding_is_described_with_context_and_remembered() {
         let mut v = VisitorState::default();
-        assert!(v
-            .observe(at("London", 51.5074, -0.1278, T0), &RULES)
-            .is_none());
+        assert!(v.observe(at("London", 51.5074, -0.1278, T0), &RULES).is_none());
         let mut syd = at("Sydney", -33.8688, 151.2093, T0 + 40.0 * MIN);
         syd.hosting = true;
         let f = v.observe(syd, &RULES).unwrap();
-        assert!(
-            f.description
-                .starts_with("impossible travel: London (198.51.100.1) to Sydney"),
-            "{}",
-            f.description
-        );
+        assert!(f.description.starts_with("impossible travel: London (198.51.100.1) to Sydney"), "{}", f.description);
         assert!(f.description.contains("hosting/VPN"));
         assert!((f.km - 16_989.0).abs() / 16_989.0 < 0.005);
         assert!(f.kmh.unwrap() > 20_000.0);
         assert!(v.active_finding(T0 + 41.0 * MIN, &RULES).is_some());
-        assert!(v
-            .active_finding(T0 + 40.0 * MIN + RULES.memory_ms + 1.0, &RULES)
-            .is_none());
+        assert!(v.active_finding(T0 + 40.0 * MIN + RULES.memory_ms + 1.0, &RULES).is_none());
         assert_eq!(v.last.as_ref().unwrap().city.as_deref(), Some("Sydney"));
     }
 }

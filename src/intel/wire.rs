@@ -13,32 +13,15 @@ use super::travel::{Sighting, TravelFinding};
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ProfileOp {
     /// A batch of coalesced observations; answers the `ProfileVerdict` after them.
-    Observe {
-        subject: String,
-        ip: String,
-        observations: Vec<Observation>,
-    },
+    Observe { subject: String, ip: String, observations: Vec<Observation> },
     /// The origin's status for a request observed earlier (consistent mode).
-    Status {
-        subject: String,
-        ip: String,
-        at: f64,
-        status: u16,
-    },
+    Status { subject: String, ip: String, at: f64, status: u16 },
     /// The current verdict, without recording anything.
     Verdict,
     /// Validated events pushed through the API.
-    Events {
-        subject: String,
-        ip: String,
-        events: Vec<IntelEvent>,
-    },
+    Events { subject: String, ip: String, events: Vec<IntelEvent> },
     /// An impossible hop found by a visitor's object.
-    Travel {
-        subject: String,
-        ip: String,
-        finding: Box<TravelFinding>,
-    },
+    Travel { subject: String, ip: String, finding: Box<TravelFinding> },
     /// The API view: `{profile, metrics}`, or 404.
     Get,
     /// Erase everything stored for the subject.
@@ -74,28 +57,15 @@ mod tests {
                 ip: "1.2.3.4".into(),
                 observations: vec![Observation::default()],
             },
-            ProfileOp::Status {
-                subject: "s".into(),
-                ip: "1.2.3.4".into(),
-                at: 5.0,
-                status: 401,
-            },
+            ProfileOp::Status { subject: "s".into(), ip: "1.2.3.4".into(), at: 5.0, status: 401 },
             ProfileOp::Verdict,
-            ProfileOp::Events {
-                subject: "s".into(),
-                ip: "1.2.3.4".into(),
-                events: vec![],
-            },
+            ProfileOp::Events { subject: "s".into(), ip: "1.2.3.4".into(), events: vec![] },
             ProfileOp::Get,
             ProfileOp::Delete,
         ];
         for op in ops {
             let text = serde_json::to_string(&op).unwrap();
-            assert_eq!(
-                serde_json::from_str::<ProfileOp>(&text).unwrap(),
-                op,
-                "{text}"
-            );
+            assert_eq!(serde_json::from_str::<ProfileOp>(&text).unwrap(), op, "{text}");
         }
         assert!(serde_json::from_str::<ProfileOp>(r#"{"op":"explode"}"#).is_err());
     }

@@ -21,8 +21,6 @@ use crate::platform::{self, reply};
 
 use super::store;
 
-const DAY_MS: f64 = 86_400_000.0;
-
 #[durable_object]
 pub struct ProfileObject {
     state: State,
@@ -34,23 +32,13 @@ pub struct ProfileObject {
 
 impl DurableObject for ProfileObject {
     fn new(state: State, env: Env) -> Self {
-        ProfileObject {
-            state,
-            env,
-            cached: RefCell::new(None),
-            alarm_armed: Cell::new(false),
-        }
+        ProfileObject { state, env, cached: RefCell::new(None), alarm_armed: Cell::new(false) }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let config = match platform::config(&self.env) {
             Ok(c) => c,
-            Err(e) => {
-                return reply(
-                    500,
-                    &json!({"error": "config_invalid", "message": e.to_string()}),
-                )
-            }
+            Err(e) => return reply(500, &json!({"error": "config_invalid", "message": e.to_string()})),
         };
         let op: ProfileOp = match req.json().await {
             Ok(op) => op,
@@ -60,11 +48,7 @@ impl DurableObject for ProfileObject {
         let sql = self.state.storage().sql();
         store::migrate(&sql)?;
         match op {
-            ProfileOp::Observe {
-                subject,
-                ip,
-                observations,
-            } => {
+            ProfileOp::Observe { subject, ip, observations } => {
                 let mut all = Changes::default();
                 let verdict = self.update(&config, now, &subject, &ip, |p| {
                     for o in &observations {
@@ -75,22 +59,12 @@ impl DurableObject for ProfileObject {
                 self.arm_alarm(&config).await?;
                 reply(200, &verdict)
             }
-            ProfileOp::Status {
-                subject,
-                ip,
-                at,
-                status,
-            } => {
-                let verdict = self.update(&config, now, &subject, &ip, |p| {
-                    p.record_status(status, at, &config.rules)
-                })?;
+            ProfileOp::Status { subject, ip, at, status } => {
+                let verdict =
+                    self.update(&config, now, &subject, &ip, |p| p.record_status(status, at, &config.rules))?;
                 reply(200, &verdict)
             }
-            ProfileOp::Events {
-                subject,
-                ip,
-                events,
-            } => {
+            ProfileOp::Events { subject, ip, events } => {
                 let verdict = self.update(&config, now, &subject, &ip, |p| {
                     let mut all = Changes::default();
                     for e in &events {
@@ -101,23 +75,19 @@ impl DurableObject for ProfileObject {
                 self.arm_alarm(&config).await?;
                 reply(200, &json!({"applied": events.len(), "verdict": verdict}))
             }
-            ProfileOp::Travel {
-                subject,
-                ip,
-                finding,
-            } => {
-                let verdict = self.update(&config, now, &subject, &ip, |p| {
-                    p.apply_travel(&finding, now, &config.rules)
-                })?;
+            ProfileOp::Travel { subject, ip, finding } => {
+                let verdict =
+                    self.update(&config, now, &subject, &ip, |p| p.apply_travel(&finding, now, &config.rules))?;
                 self.arm_alarm(&config).await?;
                 reply(200, &verdict)
             }
             ProfileOp::Verdict => {
                 self.ensure_loaded()?;
-                let v = self.cached.borrow().as_ref().and_then(|p| {
-                    p.as_ref()
-                        .map(|p| p.verdict(now, &config.rules, &config.weights))
-                });
+                let v = self
+                    .cached
+                    .borrow()
+                    .as_ref()
+                    .and_then(|p| p.as_ref().map(|p| p.verdict(now, &config.rules, &config.weights)));
                 reply(200, &v.unwrap_or_else(ProfileVerdict::unknown_subject))
             }
             ProfileOp::Get => {
@@ -131,10 +101,7 @@ impl DurableObject for ProfileObject {
                         if let Some(m) = metrics.as_object_mut() {
                             m.insert("historyRisk".into(), json!(scored));
                         }
-                        reply(
-                            200,
-                            &json!({"profile": p.to_api(now, &config.rules), "metrics": metrics}),
-                        )
+                        reply(200, &json!({"profile": p.to_api(now, &config.rules), "metrics": metrics}))
                     }
                     None => reply(404, &json!({"error": "not_found"})),
                 }
@@ -153,30 +120,20 @@ impl DurableObject for ProfileObject {
             Ok(c) => c,
             // Re-arm and retry later rather than deleting on a bad deploy.
             Err(_) => {
-                self.state
-                    .storage()
-                    .set_alarm(std::time::Duration::from_secs(3600))
-                    .await?;
+                self.state.storage().set_alarm(std::time::Duration::from_secs(3600)).await?;
                 return Response::ok("config invalid; retry later");
             }
         };
         let sql = self.state.storage().sql();
         store::migrate(&sql)?;
         self.ensure_loaded()?;
-        let last = self
-            .cached
-            .borrow()
-            .as_ref()
-            .and_then(|p| p.as_ref().map(|p| p.last_updated));
-        let ttl = f64::from(config.profile_ttl_days) * DAY_MS;
+        let last = self.cached.borrow().as_ref().and_then(|p| p.as_ref().map(|p| p.last_updated));
+        let ttl = config.profile_ttl_ms;
         match last {
             Some(t) if now_ms() - t < ttl => {
                 // Active since the alarm was set: look again when it could expire.
                 let at = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(t + ttl));
-                self.state
-                    .storage()
-                    .set_alarm(worker::ScheduledTime::new(at))
-                    .await?;
+                self.state.storage().set_alarm(worker::ScheduledTime::new(at)).await?;
                 self.alarm_armed.set(true);
             }
             _ => self.erase().await?,
@@ -206,9 +163,7 @@ impl ProfileObject {
     ) -> Result<ProfileVerdict> {
         self.ensure_loaded()?;
         let mut slot = self.cached.borrow_mut();
-        let profile = slot
-            .get_or_insert(None)
-            .get_or_insert_with(|| Profile::new(subject, ip, now));
+        let profile = slot.get_or_insert(None).get_or_insert_with(|| Profile::new(subject, ip, now));
         let changes = f(profile);
         store::save(&self.state.storage().sql(), profile, &changes)?;
         Ok(profile.verdict(now, &config.rules, &config.weights))
@@ -220,10 +175,7 @@ impl ProfileObject {
         }
         let storage = self.state.storage();
         if storage.get_alarm().await?.is_none() {
-            let ttl_ms = u64::from(config.profile_ttl_days) * 86_400_000;
-            storage
-                .set_alarm(std::time::Duration::from_millis(ttl_ms))
-                .await?;
+            storage.set_alarm(std::time::Duration::from_millis(config.profile_ttl_ms as u64)).await?;
         }
         self.alarm_armed.set(true);
         Ok(())

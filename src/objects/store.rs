@@ -57,26 +57,18 @@ pub fn migrate(sql: &SqlStorage) -> worker::Result<()> {
 
 /// The stored profile with its history and alerts, or `None`.
 pub fn load(sql: &SqlStorage) -> worker::Result<Option<Profile>> {
-    let rows = sql
-        .exec("SELECT data FROM profile WHERE id = 1", None)?
-        .to_array::<DataRow>()?;
+    let rows = sql.exec("SELECT data FROM profile WHERE id = 1", None)?.to_array::<DataRow>()?;
     let Some(row) = rows.first() else {
         return Ok(None);
     };
-    let mut p: Profile =
-        serde_json::from_str(&row.data).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let mut p: Profile = serde_json::from_str(&row.data).map_err(|e| worker::Error::RustError(e.to_string()))?;
     p.history = rows_of::<Location>(sql, "SELECT data FROM locations ORDER BY seq")?;
     p.alerts = rows_of::<Alert>(sql, "SELECT data FROM alerts ORDER BY seq")?;
     Ok(Some(p))
 }
 
 fn rows_of<T: for<'de> Deserialize<'de>>(sql: &SqlStorage, q: &str) -> worker::Result<VecDeque<T>> {
-    Ok(sql
-        .exec(q, None)?
-        .to_array::<DataRow>()?
-        .iter()
-        .filter_map(|r| serde_json::from_str(&r.data).ok())
-        .collect())
+    Ok(sql.exec(q, None)?.to_array::<DataRow>()?.iter().filter_map(|r| serde_json::from_str(&r.data).ok()).collect())
 }
 
 /// Writes the scalar row and appends what `changes` added, trimming the
@@ -90,10 +82,7 @@ pub fn save(sql: &SqlStorage, p: &Profile, changes: &Changes) -> worker::Result<
     )?;
     for l in &changes.new_locations {
         let d = serde_json::to_string(l).unwrap_or_default();
-        sql.exec(
-            "INSERT INTO locations (ts, data) VALUES (?, ?)",
-            vec![l.timestamp.into(), d.into()],
-        )?;
+        sql.exec("INSERT INTO locations (ts, data) VALUES (?, ?)", vec![l.timestamp.into(), d.into()])?;
     }
     if !changes.new_locations.is_empty() {
         sql.exec(
@@ -103,10 +92,7 @@ pub fn save(sql: &SqlStorage, p: &Profile, changes: &Changes) -> worker::Result<
     }
     for a in &changes.new_alerts {
         let d = serde_json::to_string(a).unwrap_or_default();
-        sql.exec(
-            "INSERT INTO alerts (ts, data) VALUES (?, ?)",
-            vec![a.timestamp.into(), d.into()],
-        )?;
+        sql.exec("INSERT INTO alerts (ts, data) VALUES (?, ?)", vec![a.timestamp.into(), d.into()])?;
     }
     if !changes.new_alerts.is_empty() {
         sql.exec(

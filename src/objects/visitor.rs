@@ -29,12 +29,7 @@ impl DurableObject for VisitorObject {
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let config = match platform::config(&self.env) {
             Ok(c) => c,
-            Err(e) => {
-                return reply(
-                    500,
-                    &json!({"error": "config_invalid", "message": e.to_string()}),
-                )
-            }
+            Err(e) => return reply(500, &json!({"error": "config_invalid", "message": e.to_string()})),
         };
         let op: VisitorOp = match req.json().await {
             Ok(op) => op,
@@ -48,24 +43,12 @@ impl DurableObject for VisitorObject {
                 let new_finding = state.observe(sighting, &config.travel);
                 storage.put(KEY, &state).await?;
                 if storage.get_alarm().await?.is_none() {
-                    let ttl = u64::from(config.profile_ttl_days) * 86_400_000;
-                    storage
-                        .set_alarm(std::time::Duration::from_millis(ttl))
-                        .await?;
+                    storage.set_alarm(std::time::Duration::from_millis(config.profile_ttl_ms as u64)).await?;
                 }
                 if let Some(finding) = new_finding {
-                    let op = ProfileOp::Travel {
-                        subject: subject.clone(),
-                        ip,
-                        finding: Box::new(finding),
-                    };
-                    if let Err(e) =
-                        call_object::<_, ProfileVerdict>(&self.env, "PROFILES", &subject, &op).await
-                    {
-                        worker::console_error!(
-                            "edgeintel: travel report to profile failed: {}",
-                            e.0
-                        );
+                    let op = ProfileOp::Travel { subject: subject.clone(), ip, finding: Box::new(finding) };
+                    if let Err(e) = call_object::<_, ProfileVerdict>(&self.env, "PROFILES", &subject, &op).await {
+                        worker::console_error!("edgeintel: travel report to profile failed: {}", e.0);
                     }
                 }
                 let finding = state.active_finding(now_ms(), &config.travel).cloned();
@@ -86,8 +69,7 @@ impl DurableObject for VisitorObject {
         let config = platform::config(&self.env).ok();
         let state: Option<VisitorState> = storage.get(KEY).await?;
         let last = state.and_then(|s| s.last.map(|l| l.at));
-        let ttl = config.map_or(30, |c| c.profile_ttl_days);
-        let ttl_ms = f64::from(ttl) * 86_400_000.0;
+        let ttl_ms = config.map_or(30.0 * 86_400_000.0, |c| c.profile_ttl_ms);
         match last {
             Some(t) if now_ms() - t < ttl_ms => {
                 let at = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(t + ttl_ms));
