@@ -11,6 +11,7 @@ pub mod geo;
 pub mod headers;
 pub mod ip;
 pub mod profile;
+pub mod protocol;
 pub mod score;
 pub mod secrets;
 pub mod signals;
