@@ -83,6 +83,11 @@ pub struct Config {
     /// or visitor without activity this long is deleted by its object's alarm.
     /// Kept in ms.
     pub profile_ttl_ms: f64,
+    /// `MAX_STREAM_CLIENTS` (default 10000, at most 32768, the platform's limit
+    /// of hibernated WebSockets per object): sockets per stream object.
+    pub max_stream_clients: usize,
+    /// `STREAM_TICKET_TTL_SECONDS` (default 60): how long a stream ticket is valid.
+    pub stream_ticket_ttl_ms: f64,
     /// `MAX_EVENT_BATCH` (default 500): events per `POST /api/events`.
     pub max_event_batch: usize,
     /// `VISITOR_COOKIE` (default unset): name of the site's own session cookie
@@ -117,6 +122,8 @@ impl Default for Config {
             travel: TravelRules { max_kmh: 900.0, min_km: 500.0, memory_ms: 3_600_000.0 },
             profile_ttl_ms: 30.0 * 86_400_000.0,
             max_event_batch: 500,
+            max_stream_clients: 10_000,
+            stream_ticket_ttl_ms: 60_000.0,
             visitor_cookie: None,
             set_visitor_cookie: false,
             visitor_signing_key: None,
@@ -265,6 +272,12 @@ impl Config {
                     err("PROFILE_TTL_DAYS", format!("`{v}` is not a number of days above 0 and at most 3650"))
                 })?;
             c.profile_ttl_ms = days * 86_400_000.0;
+        }
+        if let Some(n) = num("MAX_STREAM_CLIENTS", 1, 32_768)? {
+            c.max_stream_clients = n as usize;
+        }
+        if let Some(n) = num("STREAM_TICKET_TTL_SECONDS", 1, 3600)? {
+            c.stream_ticket_ttl_ms = n as f64 * 1000.0;
         }
         if let Some(n) = num("MAX_EVENT_BATCH", 1, 10_000)? {
             c.max_event_batch = n as usize;

@@ -61,6 +61,7 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault 
             ? { className: profileFault === "slow" ? "SlowProfile" : "ThrowingProfile", scriptName: "faults" }
             : { className: "ProfileObject", useSQLite: true },
           VISITORS: { className: "VisitorObject", useSQLite: true },
+          HUB: { className: "HubObject", useSQLite: true },
         },
       },
       { name: "faults", modules: true, script: FAULTS_WORKER, compatibilityDate: COMPATIBILITY_DATE },
@@ -73,7 +74,7 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault 
       },
     ],
   });
-  await mf.ready;
+  const httpUrl = await mf.ready;
   const noCf = await mf.getWorker("nocf");
 
   /**
@@ -106,7 +107,21 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault 
     await mf.dispose();
     if (origin) await origin.close();
   }
-  return { mf, origin, send, api, close };
+  /**
+   * Opens a real WebSocket to a stream path (e.g. "/api/intelligence/stream")
+   * and collects its messages. Auth by `ticket` (query) or the bearer
+   * subprotocol (default).
+   */
+  function stream(path, { ticket, token = ADMIN_TOKEN, query = "" } = {}) {
+    const url = new URL(`/_intel${path}`, httpUrl);
+    url.protocol = "ws:";
+    if (ticket) url.searchParams.set("ticket", ticket);
+    for (const [k, v] of new URLSearchParams(query)) url.searchParams.set(k, v);
+    const ws = ticket ? new WebSocket(url) : new WebSocket(url, ["bearer", token]);
+    return new StreamClient(ws);
+  }
+
+  return { mf, origin, send, api, stream, close, url: httpUrl };
 }
 
 /** JSON with non-ASCII escaped, so it survives as an HTTP header value. */
@@ -130,3 +145,61 @@ export const BROWSER_HEADERS = {
   Accept: "text/html,application/xhtml+xml",
   "Accept-Language": "de-DE,de;q=0.9,en;q=0.8",
 };
+
+/** A WebSocket client that keeps every message for assertions. */
+export class StreamClient {
+  constructor(ws) {
+    this.ws = ws;
+    this.messages = [];
+    this.waiters = [];
+    this.closed = null;
+    this.opened = new Promise((resolve, reject) => {
+      ws.addEventListener("open", () => resolve(), { once: true });
+      ws.addEventListener("error", () => reject(new Error("websocket failed to open")), { once: true });
+    });
+    ws.addEventListener("message", (e) => {
+      const text = typeof e.data === "string" ? e.data : "";
+      let msg;
+      try { msg = JSON.parse(text); } catch { msg = { unparsable: text }; }
+      this.messages.push(msg);
+      this.waiters = this.waiters.filter((w) => !w());
+    });
+    this.closedPromise = new Promise((resolve) =>
+      ws.addEventListener("close", (e) => {
+        this.closed = { code: e.code, reason: e.reason };
+        resolve(this.closed);
+      }),
+    );
+  }
+
+  send(v) {
+    this.ws.send(typeof v === "string" ? v : JSON.stringify(v));
+  }
+
+  /** Messages of type intelligence_update for `ip` (and optional event type). */
+  updates(ip, eventType) {
+    return this.messages.filter(
+      (m) => m.type === "intelligence_update" && (!ip || m.data.event.ip === ip) && (!eventType || m.data.event.eventType === eventType),
+    );
+  }
+
+  /** Resolves when `predicate(messages)` holds; rejects after `ms`. */
+  until(predicate, ms = 5000) {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        if (predicate(this.messages)) {
+          clearTimeout(timer);
+          resolve(this.messages);
+          return true;
+        }
+        return false;
+      };
+      const timer = setTimeout(() => reject(new Error(`timed out; got ${JSON.stringify(this.messages).slice(0, 500)}`)), ms);
+      if (!check()) this.waiters.push(check);
+    });
+  }
+
+  close() {
+    try { this.ws.close(); } catch {}
+  }
+}

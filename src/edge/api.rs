@@ -17,6 +17,8 @@ use crate::intel::events::{validate, IntelEvent};
 use crate::intel::ip::parse_subject;
 use crate::intel::secrets::{bearer, token_matches};
 use crate::intel::wire::ProfileOp;
+use crate::objects::hub::{self, HubOp};
+use crate::objects::sockets::{BEARER_HEADER, STREAM_HEADER};
 use crate::platform::call_object;
 
 use super::consult::{forget, BINDING};
@@ -57,8 +59,22 @@ async fn route_inner(req: &Request, env: &Env, config: &Config) -> Result<Respon
             _ => Err(ApiError::method_not_allowed("GET, HEAD")),
         };
     }
+    let stream = match rest {
+        "/api/intelligence/stream" => Some(hub::INTEL_TAG),
+        "/api/performance/stream" => Some(hub::PERF_TAG),
+        _ => None,
+    };
+    if let Some(tag) = stream {
+        return open_stream(req, env, config, tag).await;
+    }
     if let Some(api) = rest.strip_prefix("/api/") {
         authorize(req, config)?;
+        if api == "stream-ticket" {
+            return match method.as_str() {
+                "POST" => issue_ticket(env).await,
+                _ => Err(ApiError::method_not_allowed("POST")),
+            };
+        }
         if let Some(ip) = api.strip_prefix("ip-intelligence/") {
             return match method.as_str() {
                 "GET" => get_profile(env, ip).await,
@@ -76,21 +92,87 @@ async fn route_inner(req: &Request, env: &Env, config: &Config) -> Result<Respon
     Err(ApiError::not_found(format!("no route for {method} {}{rest}", config.intel_prefix)))
 }
 
-fn authorize(req: &Request, config: &Config) -> Result<(), ApiError> {
-    let Some(expected) = config.admin_token.as_deref() else {
-        return Err(ApiError::new(
+fn admin_token(config: &Config) -> Result<&str, ApiError> {
+    config.admin_token.as_deref().ok_or_else(|| {
+        ApiError::new(
             503,
             "admin_token_unset",
             "the API is disabled until ADMIN_TOKEN is set: `wrangler secret put ADMIN_TOKEN` (locally: ADMIN_TOKEN in .dev.vars)",
-        ));
-    };
+        )
+    })
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(401, "unauthorized", "a valid `Authorization: Bearer <ADMIN_TOKEN>` header is required")
+}
+
+fn authorize(req: &Request, config: &Config) -> Result<(), ApiError> {
+    let expected = admin_token(config)?;
     let presented = header(req, "authorization");
     match presented.as_deref().and_then(bearer) {
         Some(t) if token_matches(t, expected) => Ok(()),
-        _ => {
-            Err(ApiError::new(401, "unauthorized", "a valid `Authorization: Bearer <ADMIN_TOKEN>` header is required"))
-        }
+        _ => Err(unauthorized()),
     }
+}
+
+async fn issue_ticket(env: &Env) -> Result<Response, ApiError> {
+    match call_object::<_, Value>(env, hub::BINDING, hub::NAME, &HubOp::IssueTicket).await.map_err(unavailable)? {
+        (200, Some(body)) => Ok(respond::json(201, &body)),
+        (s, _) => Err(ApiError::new(500, "internal", format!("hub answered {s}"))),
+    }
+}
+
+/// A WebSocket upgrade for a stream. Browsers cannot set headers on a
+/// WebSocket, so besides `Authorization` it accepts a single-use `?ticket=`
+/// or `Sec-WebSocket-Protocol: bearer, <token>`. Every check happens before
+/// any socket opens; the socket itself is accepted by the object that serves
+/// the stream (the hub, or the subject's profile object for `?ip=`).
+async fn open_stream(req: &Request, env: &Env, config: &Config, tag: &'static str) -> Result<Response, ApiError> {
+    if req.method() != "GET" {
+        return Err(ApiError::method_not_allowed("GET"));
+    }
+    let upgrade = header(req, "upgrade").unwrap_or_default();
+    if !upgrade.eq_ignore_ascii_case("websocket") {
+        return Err(ApiError::new(426, "upgrade_required", "this is a WebSocket endpoint: send Upgrade: websocket"));
+    }
+    let expected = admin_token(config)?;
+    let url = url::Url::parse(&req.url()).map_err(|_| ApiError::new(400, "bad_url", "unparsable URL"))?;
+    let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    let protocols = header(req, "sec-websocket-protocol").unwrap_or_default();
+    let offered: Vec<&str> = protocols.split(',').map(str::trim).collect();
+    let bearer_form = offered.first() == Some(&"bearer");
+    let authorized = if let Some(ticket) = param("ticket") {
+        let op = HubOp::ConsumeTicket { ticket };
+        let (_, body) = call_object::<_, Value>(env, hub::BINDING, hub::NAME, &op).await.map_err(unavailable)?;
+        body.as_ref().and_then(|b| b.get("valid")).and_then(Value::as_bool).unwrap_or(false)
+    } else if bearer_form {
+        offered.get(1).is_some_and(|t| token_matches(t, expected))
+    } else {
+        header(req, "authorization").as_deref().and_then(bearer).is_some_and(|t| token_matches(t, expected))
+    };
+    if !authorized {
+        return Err(unauthorized());
+    }
+    let (binding, name) = match param("ip") {
+        Some(ip) if tag == hub::INTEL_TAG => (BINDING, subject_from_path(&ip)?.as_str().to_string()),
+        Some(_) => return Err(ApiError::new(400, "bad_request", "`ip` narrows only the intelligence stream")),
+        None => (hub::BINDING, hub::NAME.to_string()),
+    };
+    let internal = || ApiError::new(500, "internal", "could not build the upgrade request");
+    let headers = worker::Headers::new();
+    headers.set("upgrade", "websocket").map_err(|_| internal())?;
+    headers.set(STREAM_HEADER, tag).map_err(|_| internal())?;
+    if bearer_form {
+        headers.set(BEARER_HEADER, "1").map_err(|_| internal())?;
+    }
+    let mut init = worker::RequestInit::new();
+    init.with_headers(headers);
+    let inner = worker::Request::new_with_init("https://object/stream", &init).map_err(|_| internal())?;
+    let object_error = |e: worker::Error| unavailable(crate::platform::ObjectError(e.to_string()));
+    let stub = env.durable_object(binding).and_then(|ns| ns.get_by_name(&name)).map_err(object_error)?;
+    let res = stub.fetch_with_request(inner).await.map_err(object_error)?;
+    // A 101 with its WebSocket (or the object's refusal) goes back as is.
+    Ok(res.into())
 }
 
 fn subject_from_path(raw: &str) -> Result<crate::intel::ip::SubjectKey, ApiError> {

@@ -167,9 +167,8 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, String> {
     if text.len() > MAX_CLIENT_MESSAGE_BYTES {
         return Err(format!("message larger than {MAX_CLIENT_MESSAGE_BYTES} bytes"));
     }
-    let raw: RawClient = serde_json::from_str(text).map_err(|e| {
-        format!("expected {{\"type\":\"subscribe\"|\"unsubscribe\"|\"ping\", ...}}: {e}")
-    })?;
+    let raw: RawClient = serde_json::from_str(text)
+        .map_err(|e| format!("expected {{\"type\":\"subscribe\"|\"unsubscribe\"|\"ping\", ...}}: {e}"))?;
     Ok(match raw {
         RawClient::Ping => ClientMessage::Ping,
         RawClient::Unsubscribe { .. } => ClientMessage::Unsubscribe,

@@ -9,17 +9,31 @@
 //! first use after the object is (re)constructed, so eviction loses nothing.
 
 use std::cell::{Cell, RefCell};
+use std::time::Duration;
 
+use futures::future::{select, Either};
+use futures::FutureExt;
 use serde_json::json;
-use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+use worker::{
+    durable_object, Delay, DurableObject, Env, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
+};
 
 use crate::clock::now_ms;
 use crate::config::Config;
+use crate::intel::events::IntelEvent;
 use crate::intel::profile::{Changes, Profile, ProfileVerdict};
+use crate::intel::protocol::{AlertNotice, Update};
 use crate::intel::wire::ProfileOp;
-use crate::platform::{self, reply};
+use crate::platform::{self, call_object, reply};
 
+use super::hub::{self, HubOp};
+use super::sockets::{self, BEARER_HEADER};
 use super::store;
+
+/// Tag of this subject's own stream sockets (`...stream?ip=`).
+const SUBJECT_TAG: &str = "subject";
+/// How long a batch waits for the hub to take its events before moving on.
+const PUBLISH_BUDGET_MS: u64 = 1000;
 
 #[durable_object]
 pub struct ProfileObject {
@@ -32,6 +46,7 @@ pub struct ProfileObject {
 
 impl DurableObject for ProfileObject {
     fn new(state: State, env: Env) -> Self {
+        sockets::enable_auto_pong(&state);
         ProfileObject { state, env, cached: RefCell::new(None), alarm_armed: Cell::new(false) }
     }
 
@@ -40,6 +55,10 @@ impl DurableObject for ProfileObject {
             Ok(c) => c,
             Err(e) => return reply(500, &json!({"error": "config_invalid", "message": e.to_string()})),
         };
+        if req.headers().get("upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+            let bearer = req.headers().get(BEARER_HEADER)?.is_some();
+            return sockets::accept(&self.state, SUBJECT_TAG, config.max_stream_clients, bearer);
+        }
         let op: ProfileOp = match req.json().await {
             Ok(op) => op,
             Err(e) => return reply(400, &json!({"error": "bad_op", "message": e.to_string()})),
@@ -49,36 +68,42 @@ impl DurableObject for ProfileObject {
         store::migrate(&sql)?;
         match op {
             ProfileOp::Observe { subject, ip, observations } => {
-                let mut all = Changes::default();
-                let verdict = self.update(&config, now, &subject, &ip, |p| {
+                let (verdict, published) = self.update(&config, now, &subject, &ip, |p| {
+                    let mut all = Changes::default();
                     for o in &observations {
                         merge(&mut all, p.observe(o, &config.rules));
-                    }
-                    all.clone()
-                })?;
-                self.arm_alarm(&config).await?;
-                reply(200, &verdict)
-            }
-            ProfileOp::Status { subject, ip, at, status } => {
-                let verdict =
-                    self.update(&config, now, &subject, &ip, |p| p.record_status(status, at, &config.rules))?;
-                reply(200, &verdict)
-            }
-            ProfileOp::Events { subject, ip, events } => {
-                let verdict = self.update(&config, now, &subject, &ip, |p| {
-                    let mut all = Changes::default();
-                    for e in &events {
-                        merge(&mut all, p.apply_event(e, now, &config.rules));
                     }
                     all
                 })?;
                 self.arm_alarm(&config).await?;
+                self.publish(published).await;
+                reply(200, &verdict)
+            }
+            ProfileOp::Status { subject, ip, at, status } => {
+                let (verdict, published) =
+                    self.update(&config, now, &subject, &ip, |p| p.record_status(status, at, &config.rules))?;
+                self.publish(published).await;
+                reply(200, &verdict)
+            }
+            ProfileOp::Events { subject, ip, events } => {
+                let (verdict, published) = self.update(&config, now, &subject, &ip, |p| {
+                    let mut all = Changes::default();
+                    for e in &events {
+                        merge(&mut all, p.apply_event(e, now, &config.rules));
+                        // The pushed event itself is what subscribers see.
+                        all.events.push(e.clone());
+                    }
+                    all
+                })?;
+                self.arm_alarm(&config).await?;
+                self.publish(published).await;
                 reply(200, &json!({"applied": events.len(), "verdict": verdict}))
             }
             ProfileOp::Travel { subject, ip, finding } => {
-                let verdict =
+                let (verdict, published) =
                     self.update(&config, now, &subject, &ip, |p| p.apply_travel(&finding, now, &config.rules))?;
                 self.arm_alarm(&config).await?;
+                self.publish(published).await;
                 reply(200, &verdict)
             }
             ProfileOp::Verdict => {
@@ -113,6 +138,21 @@ impl DurableObject for ProfileObject {
                 reply(200, &json!({"deleted": existed}))
             }
         }
+    }
+
+    async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
+        sockets::on_message(&ws, message);
+        Ok(())
+    }
+
+    async fn websocket_close(&self, ws: WebSocket, _code: usize, _reason: String, _was_clean: bool) -> Result<()> {
+        let _ = ws.close(Some(1000), Some("closed"));
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
+        let _ = ws.close(Some(1011), Some("error"));
+        Ok(())
     }
 
     async fn alarm(&self) -> Result<Response> {
@@ -152,7 +192,7 @@ impl ProfileObject {
     }
 
     /// Loads (or creates) the profile, applies `f`, persists, and returns the
-    /// verdict after it. No borrow is held across an await.
+    /// verdict after it and what to publish. No borrow is held across an await.
     fn update(
         &self,
         config: &Config,
@@ -160,13 +200,51 @@ impl ProfileObject {
         subject: &str,
         ip: &str,
         f: impl FnOnce(&mut Profile) -> Changes,
-    ) -> Result<ProfileVerdict> {
+    ) -> Result<(ProfileVerdict, Published)> {
         self.ensure_loaded()?;
         let mut slot = self.cached.borrow_mut();
         let profile = slot.get_or_insert(None).get_or_insert_with(|| Profile::new(subject, ip, now));
         let changes = f(profile);
         store::save(&self.state.storage().sql(), profile, &changes)?;
-        Ok(profile.verdict(now, &config.rules, &config.weights))
+        let verdict = profile.verdict(now, &config.rules, &config.weights);
+        let country = profile.current_location.as_ref().and_then(|l| l.country_code.clone());
+        let update = |event: IntelEvent| Update {
+            event,
+            country: country.clone(),
+            threat_score: verdict.threat,
+            reputation_score: verdict.reputation,
+        };
+        let published = Published {
+            updates: changes.events.into_iter().map(update).collect(),
+            alerts: changes
+                .new_alerts
+                .into_iter()
+                .map(|alert| AlertNotice { ip: profile.ip.clone(), country: country.clone(), alert })
+                .collect(),
+        };
+        Ok((verdict, published))
+    }
+
+    /// Sends new events and alerts to this subject's own sockets and to the
+    /// hub (global stream), in order: the batch waits for the hub, within a
+    /// budget, so a later batch cannot overtake it.
+    async fn publish(&self, p: Published) {
+        if p.updates.is_empty() && p.alerts.is_empty() {
+            return;
+        }
+        sockets::broadcast(&self.state, SUBJECT_TAG, &p.updates, &p.alerts);
+        let op = HubOp::Publish { updates: p.updates, alerts: p.alerts };
+        let send =
+            async { call_object::<_, serde_json::Value>(&self.env, hub::BINDING, hub::NAME, &op).await }.boxed_local();
+        let budget = Delay::from(Duration::from_millis(PUBLISH_BUDGET_MS));
+        let outcome = match select(send, budget).await {
+            Either::Left((Ok(_), _)) => None,
+            Either::Left((Err(e), _)) => Some(e.0),
+            Either::Right(_) => Some(format!("hub did not answer within {PUBLISH_BUDGET_MS} ms")),
+        };
+        if let Some(why) = outcome {
+            worker::console_error!("edgeintel: events not published: {why}");
+        }
     }
 
     async fn arm_alarm(&self, config: &Config) -> Result<()> {
@@ -189,6 +267,13 @@ impl ProfileObject {
         self.alarm_armed.set(false);
         Ok(())
     }
+}
+
+/// What one update publishes.
+#[derive(Default)]
+struct Published {
+    updates: Vec<Update>,
+    alerts: Vec<AlertNotice>,
 }
 
 fn merge(into: &mut Changes, more: Changes) {

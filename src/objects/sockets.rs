@@ -1,0 +1,140 @@
+//! Hibernating WebSockets for any object: accept with a tag and a default
+//! subscription in the attachment, answer client messages, fan out to the
+//! sockets whose filter matches. Everything a socket needs lives in its
+//! attachment, so it survives hibernation; `ping` is answered by the
+//! runtime's auto-response without waking the object.
+//!
+//! workers-rs' `State` helpers for these calls unwrap (and would panic); the
+//! raw `DurableObjectState` methods return errors instead, so they are used here.
+
+use serde_json::json;
+use worker::worker_sys::WebSocketRequestResponsePair;
+use worker::{Response, State, WebSocket, WebSocketIncomingMessage, WebSocketPair};
+
+use crate::clock::now_ms;
+use crate::intel::protocol::{
+    count_message, parse_client, AlertNotice, ClientMessage, MessageType, ServerMessage, SocketState, Update,
+    CLOSE_POLICY, FLOOD_MAX_MESSAGES, FLOOD_WINDOW_MS, PING, PONG,
+};
+use crate::platform::reply;
+
+/// Header by which the edge tells an object which stream a socket is for.
+pub const STREAM_HEADER: &str = "x-edgeintel-stream";
+/// Header by which the edge asks the object to answer `Sec-WebSocket-Protocol: bearer`.
+pub const BEARER_HEADER: &str = "x-edgeintel-bearer";
+
+pub fn iso(ms: f64) -> String {
+    String::from(js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms)).to_iso_string())
+}
+
+/// Registers the ping auto-response (call from the object's constructor).
+pub fn enable_auto_pong(state: &State) {
+    if let Ok(pair) = WebSocketRequestResponsePair::new(PING, PONG) {
+        let _ = state.as_raw().set_websocket_auto_response(&pair);
+    }
+}
+
+pub fn sockets(state: &State, tag: &str) -> Vec<WebSocket> {
+    state.as_raw().get_websockets_with_tag(tag).map(|v| v.into_iter().map(Into::into).collect()).unwrap_or_default()
+}
+
+/// Accepts a WebSocket upgrade into this object under `tag`, or refuses it
+/// with 503 when `max_clients` sockets are already open.
+pub fn accept(state: &State, tag: &str, max_clients: usize, bearer: bool) -> worker::Result<Response> {
+    let open = state.as_raw().get_websockets().map(|v| v.len()).unwrap_or(0);
+    if open >= max_clients {
+        return reply(
+            503,
+            &json!({"error": "too_many_stream_clients", "message": format!("this stream has its maximum of {max_clients} clients (MAX_STREAM_CLIENTS)")}),
+        );
+    }
+    let pair = WebSocketPair::new()?;
+    let tags = vec![wasm_bindgen::JsValue::from_str(tag)];
+    state
+        .as_raw()
+        .accept_websocket_with_tags(pair.server.as_ref(), tags)
+        .map_err(|e| worker::Error::RustError(format!("accept failed: {e:?}")))?;
+    pair.server.serialize_attachment(SocketState::default())?;
+    let res = Response::from_websocket(pair.client)?;
+    if bearer {
+        // Browsers drop a socket whose subprotocol was offered but not echoed.
+        let mut res = res;
+        res.headers_mut().set("Sec-WebSocket-Protocol", "bearer")?;
+        return Ok(res);
+    }
+    Ok(res)
+}
+
+/// Handles one client message: subscribe/unsubscribe update the attachment,
+/// anything invalid gets an `error` message, a flood closes with 1008.
+pub fn on_message(ws: &WebSocket, message: WebSocketIncomingMessage) {
+    let now = now_ms();
+    let mut st: SocketState = ws.deserialize_attachment().ok().flatten().unwrap_or_default();
+    if count_message(&mut st, now) {
+        let reason = format!("flooding: more than {FLOOD_MAX_MESSAGES} messages in {} s", FLOOD_WINDOW_MS / 1000.0);
+        let _ = ws.close(Some(CLOSE_POLICY), Some(reason));
+        return;
+    }
+    let reply = match message {
+        WebSocketIncomingMessage::Binary(_) => Some(ServerMessage::error(
+            "bad_message",
+            "binary frames are not part of the protocol; send JSON text",
+            &iso(now),
+        )),
+        WebSocketIncomingMessage::String(text) => match parse_client(&text) {
+            Ok(ClientMessage::Subscribe(sub)) => {
+                st.subscription = sub;
+                Some(ServerMessage::new(MessageType::Event, json!({"subscribed": st.subscription}), &iso(now)))
+            }
+            Ok(ClientMessage::Unsubscribe) => {
+                st.subscription = Default::default();
+                Some(ServerMessage::new(MessageType::Event, json!({"subscribed": st.subscription}), &iso(now)))
+            }
+            // A ping the auto-response did not catch (other spacing): answer it here.
+            Ok(ClientMessage::Ping) => {
+                let _ = ws.send_with_str(PONG);
+                None
+            }
+            Err(e) => Some(ServerMessage::error("bad_message", &e, &iso(now))),
+        },
+    };
+    let _ = ws.serialize_attachment(&st);
+    if let Some(m) = reply {
+        let _ = ws.send_with_str(m.to_text());
+    }
+}
+
+/// Sends each update and alert to the sockets of `tag` whose filter matches.
+/// A socket that cannot be sent to is closed (the runtime then drops it).
+/// Returns the number of messages delivered.
+pub fn broadcast(state: &State, tag: &str, updates: &[Update], alerts: &[AlertNotice]) -> usize {
+    if updates.is_empty() && alerts.is_empty() {
+        return 0;
+    }
+    let ts = iso(now_ms());
+    let update_texts: Vec<String> =
+        updates.iter().map(|u| ServerMessage::new(MessageType::IntelligenceUpdate, json!(u), &ts).to_text()).collect();
+    let alert_texts: Vec<String> =
+        alerts.iter().map(|a| ServerMessage::new(MessageType::Alert, json!(a), &ts).to_text()).collect();
+    let mut delivered = 0;
+    for ws in sockets(state, tag) {
+        let sub = ws.deserialize_attachment::<SocketState>().ok().flatten().unwrap_or_default().subscription;
+        let mut alive = true;
+        for (u, text) in updates.iter().zip(&update_texts) {
+            if alive && sub.matches_update(u) {
+                alive = ws.send_with_str(text).is_ok();
+                delivered += usize::from(alive);
+            }
+        }
+        for (a, text) in alerts.iter().zip(&alert_texts) {
+            if alive && sub.matches_alert(a) {
+                alive = ws.send_with_str(text).is_ok();
+                delivered += usize::from(alive);
+            }
+        }
+        if !alive {
+            let _ = ws.close(Some(1011), Some("send failed"));
+        }
+    }
+    delivered
+}

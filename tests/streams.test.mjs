@@ -1,0 +1,189 @@
+// Real-time streams (issue: streams): WebSocket fan-out hosted by Durable
+// Objects, with real WebSocket clients against the local runtime.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startEdge, BROWSER_HEADERS, ADMIN_TOKEN } from "./harness.mjs";
+
+const PLACES = [
+  { country: "GB", city: "London", latitude: "51.50853", longitude: "-0.12574", asn: 2856, colo: "LHR" },
+  { country: "FR", city: "Paris", latitude: "48.85341", longitude: "2.3488", asn: 3215, colo: "CDG" },
+  { country: "DE", city: "Berlin", latitude: "52.52437", longitude: "13.41053", asn: 3320, colo: "FRA" },
+  { country: "JP", city: "Tokyo", latitude: "35.6895", longitude: "139.69171", asn: 2516, colo: "NRT" },
+  { country: "BR", city: "Sao Paulo", latitude: "-23.5475", longitude: "-46.63611", asn: 28573, colo: "GRU" },
+];
+
+let edge;
+before(async () => {
+  edge = await startEdge({ vars: { RISK_MODE: "consistent", STREAM_TICKET_TTL_SECONDS: "1" } });
+});
+after(async () => {
+  await edge?.close();
+});
+
+/** The status of an upgrade attempt (without opening a socket). */
+async function upgradeStatus(path, headers = {}) {
+  const res = await edge.mf.dispatchFetch(`http://edge.test/_intel${path}`, { headers: { Upgrade: "websocket", ...headers } });
+  const status = res.status;
+  res.webSocket?.accept();
+  res.webSocket?.close();
+  if (status !== 101) await res.arrayBuffer();
+  return status;
+}
+
+async function visit(ip, cf, path = "/") {
+  const res = await edge.send(path, { cf, ip, headers: BROWSER_HEADERS });
+  await res.arrayBuffer();
+}
+
+async function postEvents(events) {
+  const r = await edge.api("POST", "/api/events", { body: events });
+  assert.equal(r.status, 202);
+  assert.equal(r.json.rejected.length, 0, JSON.stringify(r.json.rejected));
+}
+
+test("tickets: single use, expiring, required; unauthenticated upgrades get 401", async () => {
+  assert.equal(await upgradeStatus("/api/intelligence/stream"), 401, "no ticket, no token");
+  assert.equal(await upgradeStatus("/api/intelligence/stream?ticket=made-up"), 401);
+  assert.equal(await upgradeStatus("/api/intelligence/stream", { "Sec-WebSocket-Protocol": "bearer, wrong" }), 401);
+  const noTicket = await edge.api("POST", "/api/stream-ticket", { token: null });
+  assert.equal(noTicket.status, 401, "tickets need the token");
+  const t = await edge.api("POST", "/api/stream-ticket");
+  assert.equal(t.status, 201);
+  assert.match(t.json.ticket, /^[0-9a-f]{48}$/);
+  const ok = edge.stream("/api/intelligence/stream", { ticket: t.json.ticket });
+  await ok.opened;
+  assert.equal(await upgradeStatus(`/api/intelligence/stream?ticket=${t.json.ticket}`), 401, "a used ticket is refused");
+  ok.close();
+  const late = await edge.api("POST", "/api/stream-ticket");
+  await new Promise((r) => setTimeout(r, 1500)); // STREAM_TICKET_TTL_SECONDS=1 here
+  assert.equal(await upgradeStatus(`/api/intelligence/stream?ticket=${late.json.ticket}`), 401, "an expired ticket is refused");
+  assert.equal(await upgradeStatus("/api/intelligence/stream", { Authorization: `Bearer ${ADMIN_TOKEN}` }), 101);
+  const plain = await edge.api("GET", "/api/intelligence/stream");
+  assert.equal(plain.status, 426, "not an upgrade");
+});
+
+test("a subscriber receives the events caused by traffic, in order", async () => {
+  const ws = edge.stream("/api/intelligence/stream");
+  await ws.opened;
+  const ip = "198.51.100.101";
+  for (const place of PLACES) await visit(ip, place);
+  await ws.until(() => ws.updates(ip, "location_update").length >= PLACES.length);
+  const cities = ws.updates(ip, "location_update").map((m) => m.data.event.data.geolocation.city);
+  assert.deepEqual(cities, PLACES.map((p) => p.city));
+  const m = ws.updates(ip, "location_update")[0];
+  assert.equal(m.v, 1);
+  assert.match(m.timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  assert.equal(m.data.country, "GB");
+  ws.close();
+});
+
+test("filters by event type, severity, country and ip; unsubscribe widens again", async () => {
+  const [byType, bySeverity, byCountry, byIp, all] = Array.from({ length: 5 }, () => edge.stream("/api/intelligence/stream"));
+  await Promise.all([byType, bySeverity, byCountry, byIp, all].map((c) => c.opened));
+  byType.send({ type: "subscribe", eventTypes: ["threat_detected"] });
+  bySeverity.send({ type: "subscribe", filter: { minSeverity: "critical" } });
+  byCountry.send({ type: "subscribe", filter: { countries: ["FR"] } });
+  byIp.send({ type: "subscribe", filter: { ip: "198.51.100.112" } });
+  for (const c of [byType, bySeverity, byCountry, byIp]) await c.until((ms) => ms.some((m) => m.data?.subscribed));
+  await visit("198.51.100.111", PLACES[0]); // GB: location_update (low)
+  await visit("198.51.100.112", PLACES[1]); // FR: location_update (low)
+  await postEvents([
+    { ip: "198.51.100.111", eventType: "threat_detected", priority: "high", data: { threatScore: 80 } },
+    { ip: "198.51.100.112", eventType: "threat_detected", priority: "critical", data: { threatScore: 99 } },
+  ]);
+  await all.until(() => all.updates().filter((m) => m.data.event.ip.startsWith("198.51.100.11")).length >= 4);
+  // One more event everybody would match, so "nothing more arrived" is known.
+  await postEvents([{ ip: "198.51.100.112", eventType: "threat_detected", priority: "critical", data: { threatScore: 100 } }]);
+  for (const c of [byType, bySeverity, byCountry, byIp]) await c.until(() => c.updates("198.51.100.112", "threat_detected").length >= 2);
+  const seen = (c) => c.updates().filter((m) => m.data.event.ip.startsWith("198.51.100.11")).map((m) => `${m.data.event.ip}:${m.data.event.eventType}:${m.data.event.priority}`);
+  assert.deepEqual(seen(byType), ["198.51.100.111:threat_detected:high", "198.51.100.112:threat_detected:critical", "198.51.100.112:threat_detected:critical"]);
+  assert.deepEqual(seen(bySeverity), ["198.51.100.112:threat_detected:critical", "198.51.100.112:threat_detected:critical"]);
+  assert.deepEqual(seen(byCountry), ["198.51.100.112:location_update:low", "198.51.100.112:threat_detected:critical", "198.51.100.112:threat_detected:critical"]);
+  assert.deepEqual(seen(byIp), seen(byCountry));
+  // unsubscribe: back to everything.
+  byType.send({ type: "unsubscribe" });
+  await byType.until((ms) => ms.filter((m) => m.data?.subscribed).length >= 2);
+  await visit("198.51.100.113", PLACES[3]);
+  await byType.until(() => byType.updates("198.51.100.113", "location_update").length === 1);
+  for (const c of [byType, bySeverity, byCountry, byIp, all]) c.close();
+});
+
+test("invalid messages get an error and the socket stays open; binary frames too; ping is answered", async () => {
+  const ws = edge.stream("/api/intelligence/stream");
+  await ws.opened;
+  for (const bad of ["not json", "{\"type\":\"dance\"}", "{\"type\":\"subscribe\",\"filter\":{\"countries\":[\"Narnia\"]}}"]) ws.send(bad);
+  ws.ws.send(new Uint8Array([1, 2, 3]));
+  await ws.until((ms) => ms.filter((m) => m.type === "error").length === 4);
+  assert.ok(ws.messages.filter((m) => m.type === "error").every((m) => m.data.error === "bad_message" && m.data.message));
+  ws.send({ type: "ping" });
+  await ws.until((ms) => ms.some((m) => m.type === "pong"));
+  await visit("198.51.100.120", PLACES[2]);
+  await ws.until(() => ws.updates("198.51.100.120").length >= 1);
+  assert.equal(ws.closed, null, "still open");
+  ws.close();
+});
+
+test("a flooding client is closed with 1008 and a reason", async () => {
+  const ws = edge.stream("/api/intelligence/stream");
+  await ws.opened;
+  for (let i = 0; i < 60; i++) ws.send({ type: "unsubscribe" });
+  const closed = await ws.closedPromise;
+  assert.equal(closed.code, 1008);
+  assert.match(closed.reason, /flooding/);
+});
+
+test("per-subject stream (?ip=) carries only that subject's events", async () => {
+  const mine = edge.stream("/api/intelligence/stream", { query: "ip=198.51.100.130" });
+  await mine.opened;
+  await visit("198.51.100.131", PLACES[0]);
+  await visit("198.51.100.130", PLACES[1]);
+  await postEvents([{ ip: "198.51.100.130", eventType: "reputation_change", data: { reputationScore: 10 } }]);
+  await mine.until((ms) => ms.some((m) => m.type === "alert"));
+  assert.ok(mine.updates().length >= 2);
+  assert.ok(mine.updates().every((m) => m.data.event.ip === "198.51.100.130"));
+  const alert = mine.messages.find((m) => m.type === "alert");
+  assert.equal(alert.data.alert.type, "reputation_change");
+  assert.equal(await upgradeStatus("/api/intelligence/stream?ip=not-an-ip", { Authorization: `Bearer ${ADMIN_TOKEN}` }), 400);
+  mine.close();
+});
+
+test("200 concurrent subscribers each receive the same event exactly once", async () => {
+  const clients = Array.from({ length: 200 }, () => edge.stream("/api/intelligence/stream"));
+  await Promise.all(clients.map((c) => c.opened));
+  await postEvents([{ ip: "198.51.100.140", eventType: "threat_detected", data: { threatScore: 77 } }]);
+  await Promise.all(clients.map((c) => c.until(() => c.updates("198.51.100.140").length >= 1, 10000)));
+  // A second, later event: when it has arrived everywhere, any duplicate of the first would have too.
+  await postEvents([{ ip: "198.51.100.141", eventType: "threat_detected", data: { threatScore: 10 } }]);
+  await Promise.all(clients.map((c) => c.until(() => c.updates("198.51.100.141").length >= 1, 10000)));
+  const counts = clients.map((c) => c.updates("198.51.100.140").length);
+  assert.deepEqual([...new Set(counts)], [1]);
+  for (const c of clients) c.close();
+});
+
+test("the performance stream accepts authenticated clients and answers ping", async () => {
+  const ws = edge.stream("/api/performance/stream");
+  await ws.opened;
+  ws.send('{"type":"ping"}');
+  await ws.until((ms) => ms.some((m) => m.type === "pong"));
+  ws.send({ type: "subscribe", filter: { minSeverity: "high" } });
+  await ws.until((ms) => ms.some((m) => m.data?.subscribed));
+  ws.close();
+});
+
+test("MAX_STREAM_CLIENTS refuses the next client clearly", async () => {
+  const small = await startEdge({ vars: { MAX_STREAM_CLIENTS: "2" } });
+  try {
+    const a = small.stream("/api/intelligence/stream");
+    const b = small.stream("/api/intelligence/stream");
+    await Promise.all([a.opened, b.opened]);
+    const res = await small.mf.dispatchFetch("http://edge.test/_intel/api/intelligence/stream", {
+      headers: { Upgrade: "websocket", Authorization: `Bearer ${ADMIN_TOKEN}` },
+    });
+    assert.equal(res.status, 503);
+    assert.equal((await res.json()).error, "too_many_stream_clients");
+    a.close();
+    b.close();
+  } finally {
+    await small.close();
+  }
+});
