@@ -56,6 +56,7 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault 
         ],
         compatibilityDate: COMPATIBILITY_DATE,
         bindings: { ORIGIN_URL: originUrl ?? origin.url, ADMIN_TOKEN, ...vars },
+        assets: { directory: "www", binding: "ASSETS", routerConfig: { has_user_worker: true, invoke_user_worker_ahead_of_assets: true } },
         durableObjects: {
           PROFILES: profileFault
             ? { className: profileFault === "slow" ? "SlowProfile" : "ThrowingProfile", scriptName: "faults" }

@@ -193,6 +193,27 @@ test("the reserved prefix is answered by the Worker and never forwarded", async 
   assert.equal(edge.origin.requests.length, before + 1);
 });
 
+test("the dashboard is served under the prefix only; the site's own paths are never shadowed", async () => {
+  const before = edge.origin.requests.length;
+  const page = await edge.send("/_intel/", { cf: BERLIN, headers: BROWSER_HEADERS });
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get("content-type"), /text\/html/);
+  assert.match(await page.text(), /edgeintel/);
+  const bare = await edge.send("/_intel", { cf: BERLIN });
+  assert.equal(bare.status, 308);
+  assert.equal(bare.headers.get("location"), "/_intel/");
+  await bare.arrayBuffer();
+  const missing = await edge.send("/_intel/no-such-file.js", { cf: BERLIN });
+  assert.equal(missing.status, 404);
+  await missing.arrayBuffer();
+  assert.equal(edge.origin.requests.length, before, "none of these reached the origin");
+  // The same file name at the site's root belongs to the site.
+  const site = await edge.send("/index.html", { cf: BERLIN, headers: BROWSER_HEADERS });
+  assert.equal(site.status, 200);
+  assert.match(await site.text(), /Demo origin|"ok":true/);
+  assert.equal(edge.origin.requests.length, before + 1);
+});
+
 test("unreachable origin: the client gets a short 502, nothing panics", async () => {
   const port = await closedPort();
   const down = await startEdge({ originUrl: `http://127.0.0.1:${port}` });

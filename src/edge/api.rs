@@ -89,7 +89,40 @@ async fn route_inner(req: &Request, env: &Env, config: &Config) -> Result<Respon
             };
         }
     }
+    if matches!(method.as_str(), "GET" | "HEAD") && !rest.starts_with("/api/") {
+        return dashboard(env, config, rest).await;
+    }
     Err(ApiError::not_found(format!("no route for {method} {}{rest}", config.intel_prefix)))
+}
+
+/// The dashboard: static files from `www/` (the `ASSETS` binding) under the
+/// prefix only, so the site's own paths are never shadowed. The files carry
+/// no data; everything they show comes from the authenticated API.
+async fn dashboard(env: &Env, config: &Config, rest: &str) -> Result<Response, ApiError> {
+    if rest.is_empty() {
+        // `/_intel` -> `/_intel/`, so the page's relative URLs resolve under the prefix.
+        let init = web_sys::ResponseInit::new();
+        init.set_status(308);
+        let headers = web_sys::Headers::new().map_err(|_| ApiError::new(500, "internal", "headers"))?;
+        let _ = headers.set("location", &format!("{}/", config.intel_prefix));
+        init.set_headers(headers.as_ref());
+        return Response::new_with_opt_str_and_init(None, &init)
+            .map_err(|_| ApiError::new(500, "internal", "redirect"));
+    }
+    let file = if rest == "/" { "/index.html" } else { rest };
+    if file.contains("..") {
+        return Err(ApiError::not_found("no such file"));
+    }
+    let assets =
+        env.assets("ASSETS").map_err(|_| ApiError::not_found("the dashboard is not deployed (no ASSETS binding)"))?;
+    let res = assets
+        .fetch(format!("https://assets.local{file}"), None)
+        .await
+        .map_err(|e| ApiError::new(500, "internal", format!("assets: {e}")))?;
+    if res.status_code() == 404 {
+        return Err(ApiError::not_found(format!("no route or file for {}{rest}", config.intel_prefix)));
+    }
+    Ok(res.into())
 }
 
 fn admin_token(config: &Config) -> Result<&str, ApiError> {
