@@ -3,6 +3,8 @@
 //! the clock or does I/O, so every rule is tested natively with `cargo test`
 //! at exact inputs. Time, when a rule needs it, is an argument.
 
+pub mod alerting;
+pub mod analytics;
 pub mod asn;
 pub mod cache;
 pub mod events;
@@ -15,6 +17,8 @@ pub mod protocol;
 pub mod score;
 pub mod secrets;
 pub mod signals;
+pub mod sketch;
+pub mod stats;
 pub mod travel;
 pub mod window;
 pub mod wire;

@@ -1,0 +1,1019 @@
+//! Windowed analytics (SPEC 6): per-slide buckets over a sliding window.
+//! Ingesting a sample or an event is O(1) work on the slide it falls in (no
+//! buffer is rescanned); unique counts use a HyperLogLog; per-key sets are
+//! bounded. A tick only derives views from the buckets and emits the
+//! rollups of slides closed since the last tick, so a late or doubled tick
+//! neither double-counts nor loses a slide. Pure: the hub object persists
+//! the state, the alarm calls `tick`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::events::EventType;
+use super::protocol::Update;
+use super::sketch::{Histogram, Hll};
+use super::stats::{mean_std, pearson, slope, z_score};
+
+/// `HIGH_RISK_AT`: a request scoring at least this is high risk (the `high` band).
+pub const HIGH_RISK_AT: u8 = 75;
+/// Keys kept per map and members per set in one slide (memory bound).
+const MAX_KEYS: usize = 256;
+const MAX_MEMBERS: usize = 64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalyticsConfig {
+    /// `ANALYTICS_SLIDE_SECONDS` (60).
+    pub slide_s: i64,
+    /// `ANALYTICS_WINDOW_SECONDS` (300).
+    pub window_s: i64,
+    /// `MIN_PATTERN_SUPPORT` (3).
+    pub min_support: usize,
+    /// `TREND_SENSITIVITY` (0.2): relative change over the window that counts as a trend.
+    pub trend_sensitivity: f64,
+    /// `ANOMALY_THRESHOLD` (2.0) standard deviations.
+    pub anomaly_threshold: f64,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig { slide_s: 60, window_s: 300, min_support: 3, trend_sensitivity: 0.2, anomaly_threshold: 2.0 }
+    }
+}
+
+/// How the consult phase went for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Consult {
+    /// Served from the isolate cache or no subject to consult.
+    #[default]
+    Cached,
+    Ok,
+    Timeout,
+    Error,
+}
+
+/// One request as the edge reports it to the hub (short names: many per report).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    #[serde(rename = "t")]
+    pub at: f64,
+    #[serde(rename = "s")]
+    pub subject: String,
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    pub asn: Option<u32>,
+    #[serde(rename = "r")]
+    pub risk: u8,
+    /// The profile's threat score at the time.
+    #[serde(rename = "h", default)]
+    pub threat: u8,
+    #[serde(rename = "o")]
+    pub status: u16,
+    #[serde(rename = "l")]
+    pub latency_ms: f64,
+    #[serde(rename = "k", default)]
+    pub consult: Consult,
+    #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
+    pub consult_ms: Option<f64>,
+    /// The probe path, when the request was one.
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
+}
+
+/// A bounded set of members (subjects), with a count of what did not fit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Members {
+    #[serde(rename = "m", default)]
+    pub members: Vec<String>,
+    #[serde(rename = "x", default)]
+    pub overflow: u64,
+}
+
+impl Members {
+    fn insert(&mut self, m: &str) {
+        if self.members.iter().any(|x| x == m) {
+            return;
+        }
+        if self.members.len() < MAX_MEMBERS {
+            self.members.push(m.to_string());
+        } else {
+            self.overflow += 1;
+        }
+    }
+
+    fn union(&mut self, other: &Members) {
+        for m in &other.members {
+            self.insert(m);
+        }
+        self.overflow += other.overflow;
+    }
+
+    /// Distinct members (lower bound when it overflowed).
+    pub fn len(&self) -> usize {
+        self.members.len() + self.overflow as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Per-country or per-ASN aggregates of one slide.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeyAgg {
+    pub requests: u64,
+    pub risk_sum: u64,
+    pub threat_sum: u64,
+    pub high_risk: Members,
+}
+
+impl KeyAgg {
+    fn merge(&mut self, o: &KeyAgg) {
+        self.requests += o.requests;
+        self.risk_sum += o.risk_sum;
+        self.threat_sum += o.threat_sum;
+        self.high_risk.union(&o.high_risk);
+    }
+}
+
+/// Measured by the hub itself during a slide (the tick's own numbers).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Gauges {
+    pub alarm_lag_ms: Option<f64>,
+    pub kv_write_latency_ms: Option<f64>,
+    pub tick_duration_ms: Option<f64>,
+    pub stream_clients: Option<f64>,
+}
+
+/// One slide's buckets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Slide {
+    /// Start, epoch seconds (a multiple of the slide length).
+    pub start: i64,
+    pub requests: u64,
+    pub risk_sum: u64,
+    pub high_risk: u64,
+    pub server_errors: u64,
+    pub degraded: u64,
+    pub do_errors: u64,
+    pub events: u64,
+    pub events_rejected: u64,
+    pub unique: Hll,
+    pub latency: Histogram,
+    pub consult_latency: Histogram,
+    pub countries: BTreeMap<String, KeyAgg>,
+    pub asns: BTreeMap<u32, KeyAgg>,
+    pub probes: BTreeMap<String, Members>,
+    pub auth_failures: Members,
+    pub high_threat: Members,
+    pub high_threat_events: u64,
+    pub travel: Members,
+    pub travel_events: u64,
+    pub gauges: Gauges,
+}
+
+fn agg_for<'a, K: Ord + Clone>(map: &'a mut BTreeMap<K, KeyAgg>, key: &K) -> Option<&'a mut KeyAgg> {
+    if !map.contains_key(key) && map.len() >= MAX_KEYS {
+        return None;
+    }
+    Some(map.entry(key.clone()).or_default())
+}
+
+impl Slide {
+    fn new(start: i64) -> Slide {
+        Slide { start, ..Slide::default() }
+    }
+
+    fn add_sample(&mut self, s: &Sample) {
+        self.requests += 1;
+        self.risk_sum += u64::from(s.risk);
+        let high = s.risk >= HIGH_RISK_AT;
+        self.high_risk += u64::from(high);
+        self.server_errors += u64::from(s.status >= 500);
+        self.degraded += u64::from(matches!(s.consult, Consult::Timeout | Consult::Error));
+        self.do_errors += u64::from(s.consult == Consult::Error);
+        self.unique.insert(&s.subject);
+        self.latency.record(s.latency_ms);
+        if let Some(ms) = s.consult_ms {
+            self.consult_latency.record(ms);
+        }
+        if let Some(c) = s.country.as_ref().and_then(|c| agg_for(&mut self.countries, c)) {
+            c.requests += 1;
+            c.risk_sum += u64::from(s.risk);
+            c.threat_sum += u64::from(s.threat);
+            if high {
+                c.high_risk.insert(&s.subject);
+            }
+        }
+        if let Some(a) = s.asn.and_then(|a| agg_for(&mut self.asns, &a)) {
+            a.requests += 1;
+            a.risk_sum += u64::from(s.risk);
+            a.threat_sum += u64::from(s.threat);
+            if high {
+                a.high_risk.insert(&s.subject);
+            }
+        }
+        if let Some(p) = &s.probe {
+            if self.probes.contains_key(p) || self.probes.len() < MAX_KEYS {
+                self.probes.entry(p.clone()).or_default().insert(&s.subject);
+            }
+        }
+        if matches!(s.status, 401 | 403) {
+            self.auth_failures.insert(&s.subject);
+        }
+    }
+
+    fn add_event(&mut self, u: &Update) {
+        self.events += 1;
+        let ev = &u.event;
+        if ev.event_type == EventType::ThreatDetected && ev.data.threat_score.is_some_and(|t| t >= 75.0) {
+            self.high_threat_events += 1;
+            self.high_threat.insert(&ev.ip);
+        }
+        if ev.event_type == EventType::BehaviorAnomaly
+            && ev.data.behavioral_flags.iter().any(|f| f == "impossible_travel")
+        {
+            self.travel_events += 1;
+            self.travel.insert(&ev.ip);
+        }
+    }
+
+    /// Adds another slide of the same start (hub shards merged on read).
+    pub fn merge(&mut self, o: &Slide) {
+        self.requests += o.requests;
+        self.risk_sum += o.risk_sum;
+        self.high_risk += o.high_risk;
+        self.server_errors += o.server_errors;
+        self.degraded += o.degraded;
+        self.do_errors += o.do_errors;
+        self.events += o.events;
+        self.events_rejected += o.events_rejected;
+        self.unique.merge(&o.unique);
+        self.latency.merge(&o.latency);
+        self.consult_latency.merge(&o.consult_latency);
+        for (k, v) in &o.countries {
+            if let Some(a) = agg_for(&mut self.countries, k) {
+                a.merge(v);
+            }
+        }
+        for (k, v) in &o.asns {
+            if let Some(a) = agg_for(&mut self.asns, k) {
+                a.merge(v);
+            }
+        }
+        for (k, v) in &o.probes {
+            self.probes.entry(k.clone()).or_default().union(v);
+        }
+        self.auth_failures.union(&o.auth_failures);
+        self.high_threat.union(&o.high_threat);
+        self.high_threat_events += o.high_threat_events;
+        self.travel.union(&o.travel);
+        self.travel_events += o.travel_events;
+    }
+
+    fn ratio(a: u64, b: u64) -> f64 {
+        if b == 0 {
+            0.0
+        } else {
+            a as f64 / b as f64
+        }
+    }
+
+    /// The slide as chart point and rollup: every metric of SPEC 7 it measured.
+    pub fn point(&self) -> SlidePoint {
+        SlidePoint {
+            start: self.start,
+            requests: self.requests,
+            mean_risk: if self.requests == 0 { 0.0 } else { self.risk_sum as f64 / self.requests as f64 },
+            unique_ips: self.unique.estimate().round(),
+            high_risk_share: Slide::ratio(self.high_risk, self.requests),
+            error_rate: Slide::ratio(self.server_errors, self.requests),
+            degraded: self.degraded,
+            degraded_share: Slide::ratio(self.degraded, self.requests),
+            do_errors: self.do_errors,
+            events: self.events,
+            events_rejected: self.events_rejected,
+            origin_latency: LatencySummary::of(&self.latency),
+            consult_latency: LatencySummary::of(&self.consult_latency),
+            gauges: self.gauges.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub avg: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+impl LatencySummary {
+    pub fn of(h: &Histogram) -> LatencySummary {
+        let some = h.count > 0;
+        LatencySummary {
+            count: h.count,
+            avg: h.mean(),
+            min: some.then_some(h.min),
+            max: some.then_some(h.max),
+            p50: h.quantile(0.5),
+            p95: h.quantile(0.95),
+            p99: h.quantile(0.99),
+        }
+    }
+}
+
+/// One slide's numbers (charts, rollups, history).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlidePoint {
+    pub start: i64,
+    pub requests: u64,
+    pub mean_risk: f64,
+    pub unique_ips: f64,
+    pub high_risk_share: f64,
+    pub error_rate: f64,
+    pub degraded: u64,
+    pub degraded_share: f64,
+    pub do_errors: u64,
+    pub events: u64,
+    pub events_rejected: u64,
+    pub origin_latency: LatencySummary,
+    pub consult_latency: LatencySummary,
+    pub gauges: Gauges,
+}
+
+/// The metric names of SPEC 7 (API `:name`, Prometheus `edgeintel_<name>`).
+pub const METRIC_NAMES: [&str; 14] = [
+    "request_count",
+    "origin_latency_ms",
+    "consult_latency_ms",
+    "do_errors",
+    "degraded_count",
+    "error_rate",
+    "events_processed",
+    "events_rejected",
+    "active_profiles",
+    "stream_clients",
+    "alarm_lag_ms",
+    "kv_write_latency_ms",
+    "tick_duration_ms",
+    "high_risk_share",
+];
+
+impl SlidePoint {
+    /// The slide's value of a named metric (latencies: the mean; `None` when
+    /// nothing was measured in the slide).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        Some(match name {
+            "request_count" => self.requests as f64,
+            "origin_latency_ms" => self.origin_latency.avg?,
+            "origin_latency_p95_ms" => self.origin_latency.p95?,
+            "consult_latency_ms" => self.consult_latency.avg?,
+            "do_errors" => self.do_errors as f64,
+            "degraded_count" => self.degraded as f64,
+            "degraded_share" => self.degraded_share,
+            "error_rate" => self.error_rate,
+            "events_processed" => self.events as f64,
+            "events_rejected" => self.events_rejected as f64,
+            "active_profiles" => self.unique_ips,
+            "stream_clients" => self.gauges.stream_clients?,
+            "alarm_lag_ms" => self.gauges.alarm_lag_ms?,
+            "kv_write_latency_ms" => self.gauges.kv_write_latency_ms?,
+            "tick_duration_ms" => self.gauges.tick_duration_ms?,
+            "high_risk_share" => self.high_risk_share,
+            "mean_risk" => self.mean_risk,
+            _ => return None,
+        })
+    }
+}
+
+/// Derived views of the window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Views {
+    pub patterns: Vec<Value>,
+    pub trends: Vec<Value>,
+    pub anomalies: Vec<Value>,
+    pub correlations: Vec<Value>,
+}
+
+/// The window state: slides by start, the long-run hour-of-day counts, and
+/// which slides have been rolled up.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Aggregator {
+    pub slides: BTreeMap<i64, Slide>,
+    /// Requests per UTC hour of day, all time (time-of-day peaks).
+    pub hours: Vec<u64>,
+    /// Start of the newest slide already rolled up (0: none).
+    pub last_rolled: i64,
+    /// Monotonic totals since the hub started (Prometheus counters).
+    pub totals: Totals,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub requests: u64,
+    pub events: u64,
+    pub events_rejected: u64,
+    pub degraded: u64,
+    pub do_errors: u64,
+    pub server_errors: u64,
+    pub high_risk: u64,
+}
+
+impl Aggregator {
+    fn slide_start(cfg: &AnalyticsConfig, at_ms: f64) -> i64 {
+        let s = (at_ms / 1000.0).floor() as i64;
+        s - s.rem_euclid(cfg.slide_s.max(1))
+    }
+
+    /// The slide for `at`, created if needed; `None` if `at` is outside the
+    /// window (too old, or more than a slide in the future).
+    fn slide_mut(&mut self, cfg: &AnalyticsConfig, at_ms: f64, now_ms: f64) -> Option<&mut Slide> {
+        let start = Aggregator::slide_start(cfg, at_ms);
+        let newest = Aggregator::slide_start(cfg, now_ms);
+        if start > newest + cfg.slide_s || start <= newest - cfg.window_s || start <= self.last_rolled {
+            return None;
+        }
+        Some(self.slides.entry(start).or_insert_with(|| Slide::new(start)))
+    }
+
+    /// Counts one request. Returns false if it fell outside the window (or
+    /// into a slide already rolled up).
+    pub fn ingest_sample(&mut self, cfg: &AnalyticsConfig, s: &Sample, now_ms: f64) -> bool {
+        let Some(slide) = self.slide_mut(cfg, s.at, now_ms) else { return false };
+        slide.add_sample(s);
+        if self.hours.len() != 24 {
+            self.hours = vec![0; 24];
+        }
+        let hour = ((s.at / 3_600_000.0).floor() as i64).rem_euclid(24) as usize;
+        if let Some(h) = self.hours.get_mut(hour) {
+            *h += 1;
+        }
+        let t = &mut self.totals;
+        t.requests += 1;
+        t.high_risk += u64::from(s.risk >= HIGH_RISK_AT);
+        t.server_errors += u64::from(s.status >= 500);
+        t.degraded += u64::from(matches!(s.consult, Consult::Timeout | Consult::Error));
+        t.do_errors += u64::from(s.consult == Consult::Error);
+        true
+    }
+
+    pub fn ingest_event(&mut self, cfg: &AnalyticsConfig, u: &Update, now_ms: f64) -> bool {
+        let at = u.event.timestamp.min(now_ms);
+        let Some(slide) = self.slide_mut(cfg, at, now_ms) else { return false };
+        slide.add_event(u);
+        self.totals.events += 1;
+        true
+    }
+
+    pub fn count_rejected(&mut self, cfg: &AnalyticsConfig, n: u64, now_ms: f64) {
+        if let Some(slide) = self.slide_mut(cfg, now_ms, now_ms) {
+            slide.events_rejected += n;
+        }
+        self.totals.events_rejected += n;
+    }
+
+    /// Records the hub's own measurements into the current slide.
+    pub fn record_gauges(&mut self, cfg: &AnalyticsConfig, g: Gauges, now_ms: f64) {
+        if let Some(slide) = self.slide_mut(cfg, now_ms, now_ms) {
+            slide.gauges = g;
+        }
+    }
+
+    /// Drops slides that left the window.
+    pub fn evict(&mut self, cfg: &AnalyticsConfig, now_ms: f64) {
+        let newest = Aggregator::slide_start(cfg, now_ms);
+        self.slides.retain(|start, _| *start > newest - cfg.window_s);
+    }
+
+    /// The window's slides, oldest first; `closed_only` leaves out the open one.
+    pub fn window(&self, cfg: &AnalyticsConfig, now_ms: f64, closed_only: bool) -> Vec<&Slide> {
+        let newest = Aggregator::slide_start(cfg, now_ms);
+        self.slides
+            .values()
+            .filter(|s| {
+                s.start > newest - cfg.window_s && (!closed_only || s.start + cfg.slide_s <= (now_ms / 1000.0) as i64)
+            })
+            .collect()
+    }
+
+    /// The slides closed since the last tick, to roll up, in order; marks
+    /// them rolled. Calling it again at the same time returns nothing.
+    pub fn take_rollups(&mut self, cfg: &AnalyticsConfig, now_ms: f64) -> Vec<SlidePoint> {
+        let now_s = (now_ms / 1000.0) as i64;
+        let due: Vec<SlidePoint> = self
+            .slides
+            .values()
+            .filter(|s| s.start > self.last_rolled && s.start + cfg.slide_s <= now_s)
+            .map(Slide::point)
+            .collect();
+        if let Some(last) = due.last() {
+            self.last_rolled = last.start;
+        }
+        due
+    }
+
+    /// Patterns, trends, anomalies and correlations of the window at `now`.
+    pub fn views(&self, cfg: &AnalyticsConfig, now_ms: f64) -> Views {
+        let all = self.window(cfg, now_ms, false);
+        let closed = self.window(cfg, now_ms, true);
+        Views {
+            patterns: patterns(cfg, &all),
+            trends: trends(cfg, &closed),
+            anomalies: anomalies(cfg, &closed),
+            correlations: correlations(&all, &closed, &self.hours),
+        }
+    }
+}
+
+/// Merges the window of several shards into one list of slides by start.
+pub fn merge_windows(windows: &[Vec<Slide>]) -> Vec<Slide> {
+    let mut by_start: BTreeMap<i64, Slide> = BTreeMap::new();
+    for w in windows {
+        for s in w {
+            match by_start.get_mut(&s.start) {
+                Some(acc) => acc.merge(s),
+                None => {
+                    by_start.insert(s.start, s.clone());
+                }
+            }
+        }
+    }
+    by_start.into_values().collect()
+}
+
+fn severity_for(support: usize, min: usize) -> &'static str {
+    if support >= min.saturating_mul(3) {
+        "critical"
+    } else if support >= min.saturating_mul(2) {
+        "high"
+    } else {
+        "medium"
+    }
+}
+
+fn pattern(kind: &str, key: &str, members: &Members, min: usize, description: String) -> Value {
+    json!({
+        "kind": kind,
+        "key": key,
+        "support": members.len(),
+        "ips": members.members,
+        "severity": severity_for(members.len(), min),
+        "description": description,
+    })
+}
+
+/// SPEC 6 patterns over the window (open slide included, so they show fast).
+pub fn patterns(cfg: &AnalyticsConfig, slides: &[&Slide]) -> Vec<Value> {
+    let min = cfg.min_support.max(1);
+    let mut out = Vec::new();
+    let mut travel = Members::default();
+    let mut high_threat = Members::default();
+    let mut auth = Members::default();
+    let mut probes: BTreeMap<&str, Members> = BTreeMap::new();
+    let mut countries: BTreeMap<&str, Members> = BTreeMap::new();
+    let mut asns: BTreeMap<u32, Members> = BTreeMap::new();
+    for s in slides {
+        travel.union(&s.travel);
+        high_threat.union(&s.high_threat);
+        auth.union(&s.auth_failures);
+        for (p, m) in &s.probes {
+            probes.entry(p.as_str()).or_default().union(m);
+        }
+        for (c, a) in &s.countries {
+            countries.entry(c.as_str()).or_default().union(&a.high_risk);
+        }
+        for (k, a) in &s.asns {
+            asns.entry(*k).or_default().union(&a.high_risk);
+        }
+    }
+    if travel.len() >= min {
+        let d = format!("{} visitors' IPs made impossible-travel hops in the window", travel.len());
+        out.push(pattern("impossible_travel_cluster", "impossible_travel", &travel, min, d));
+    }
+    let newest_threats = slides.last().map(|s| (s.high_threat_events, s.high_threat.clone()));
+    if let Some((n, members)) = newest_threats {
+        if n as usize >= min {
+            let d = format!("{n} high-threat events (threat >= 75) in the current slide");
+            out.push(pattern("threat_spike", "threat_detected", &members, min, d));
+        }
+    }
+    for (path, m) in &probes {
+        if m.len() >= min {
+            let d = format!("{} IPs probed {path}", m.len());
+            out.push(pattern("scanning_campaign", path, m, min, d));
+        }
+    }
+    if auth.len() >= min {
+        let d = format!("{} IPs received 401/403 answers: possible credential stuffing", auth.len());
+        out.push(pattern("credential_stuffing", "401/403", &auth, min, d));
+    }
+    for (c, m) in &countries {
+        if m.len() >= min {
+            out.push(pattern("high_risk_country", c, m, min, format!("{} high-risk IPs from {c}", m.len())));
+        }
+    }
+    for (a, m) in &asns {
+        if m.len() >= min {
+            out.push(pattern(
+                "high_risk_asn",
+                &format!("AS{a}"),
+                m,
+                min,
+                format!("{} high-risk IPs from AS{a}", m.len()),
+            ));
+        }
+    }
+    out
+}
+
+/// Per-slide series of the metrics trends and anomalies look at.
+fn series(slides: &[&Slide]) -> Vec<(&'static str, Vec<f64>)> {
+    let points: Vec<SlidePoint> = slides.iter().map(|s| s.point()).collect();
+    vec![
+        ("request_rate", points.iter().map(|p| p.requests as f64).collect()),
+        ("mean_risk", points.iter().map(|p| p.mean_risk).collect()),
+        ("unique_ips", points.iter().map(|p| p.unique_ips).collect()),
+        ("high_risk_share", points.iter().map(|p| p.high_risk_share).collect()),
+    ]
+}
+
+/// Least-squares slope per series, with direction and the relative change
+/// over the window (slope x (n-1) / mean).
+pub fn trends(cfg: &AnalyticsConfig, closed: &[&Slide]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (name, ys) in series(closed) {
+        let (Some(m), Some((mean, _))) = (slope(&ys), mean_std(&ys)) else { continue };
+        let change = if mean.abs() > 1e-12 { m * (ys.len() as f64 - 1.0) / mean.abs() } else { 0.0 };
+        let direction = if change > cfg.trend_sensitivity {
+            "up"
+        } else if change < -cfg.trend_sensitivity {
+            "down"
+        } else {
+            "flat"
+        };
+        out.push(json!({"metric": name, "slope": m, "changeRate": change, "direction": direction, "points": ys.len()}));
+    }
+    out
+}
+
+/// The newest closed slide against the earlier slides of the window, per
+/// metric and per country's request count.
+pub fn anomalies(cfg: &AnalyticsConfig, closed: &[&Slide]) -> Vec<Value> {
+    let mut out = Vec::new();
+    let Some((newest, earlier)) = closed.split_last() else { return out };
+    if earlier.is_empty() {
+        return out;
+    }
+    let mut check = |metric: &str, scope: &str, history: Vec<f64>, x: f64| {
+        if let Some((mean, std)) = mean_std(&history) {
+            let z = z_score(x, mean, std);
+            if z.abs() >= cfg.anomaly_threshold {
+                out.push(json!({"metric": metric, "scope": scope, "value": x, "mean": mean, "stddev": std, "z": z, "slide": newest.start}));
+            }
+        }
+    };
+    let all: Vec<&Slide> = closed.to_vec();
+    for (name, ys) in series(&all) {
+        if let Some((x, hist)) = ys.split_last() {
+            check(name, "global", hist.to_vec(), *x);
+        }
+    }
+    let mut keys: Vec<&String> = newest.countries.keys().collect();
+    for s in earlier {
+        keys.extend(s.countries.keys());
+    }
+    keys.sort();
+    keys.dedup();
+    for c in keys {
+        let count = |s: &Slide| s.countries.get(c).map_or(0.0, |a| a.requests as f64);
+        let hist: Vec<f64> = earlier.iter().map(|s| count(s)).collect();
+        check("request_rate", &format!("country:{c}"), hist, count(newest));
+    }
+    out
+}
+
+/// Region-threat (mean threat > 75 over >= 5 samples), time-of-day peaks,
+/// and Pearson correlations between the window's metric series.
+pub fn correlations(all: &[&Slide], closed: &[&Slide], hours: &[u64]) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut countries: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let mut asns: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    for s in all {
+        for (c, a) in &s.countries {
+            let e = countries.entry(c.as_str()).or_default();
+            e.0 += a.threat_sum;
+            e.1 += a.requests;
+        }
+        for (k, a) in &s.asns {
+            let e = asns.entry(*k).or_default();
+            e.0 += a.threat_sum;
+            e.1 += a.requests;
+        }
+    }
+    let mut region = |kind: &str, key: String, (sum, n): (u64, u64)| {
+        if n >= 5 {
+            let mean = sum as f64 / n as f64;
+            if mean > 75.0 {
+                out.push(json!({"kind": kind, "key": key, "meanThreat": mean, "samples": n}));
+            }
+        }
+    };
+    for (c, v) in countries {
+        region("region_threat", format!("country:{c}"), v);
+    }
+    for (a, v) in asns {
+        region("region_threat", format!("AS{a}"), v);
+    }
+    let hourly: Vec<f64> = hours.iter().map(|&h| h as f64).collect();
+    if let Some((mean, std)) = mean_std(&hourly) {
+        if hourly.iter().sum::<f64>() > 0.0 {
+            for (h, &v) in hourly.iter().enumerate() {
+                if std > 0.0 && v > mean + std {
+                    out.push(json!({"kind": "time_of_day_peak", "hourUtc": h, "requests": v, "mean": mean}));
+                }
+            }
+        }
+    }
+    let s = series(closed);
+    for i in 0..s.len() {
+        for j in (i + 1)..s.len() {
+            if let (Some((a, xs)), Some((b, ys))) = (s.get(i), s.get(j)) {
+                if let Some(r) = pearson(xs, ys) {
+                    out.push(json!({"kind": "pearson", "a": a, "b": b, "r": r, "points": xs.len()}));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::intel::events::{EventData, IntelEvent, Priority};
+
+    const SLIDE_MS: f64 = 60_000.0;
+    /// A slide boundary (a multiple of 60 s).
+    const T0: f64 = 1_780_000_020_000.0;
+
+    fn cfg() -> AnalyticsConfig {
+        AnalyticsConfig::default()
+    }
+
+    fn sample(at: f64, subject: &str) -> Sample {
+        Sample {
+            at,
+            subject: subject.into(),
+            country: Some("DE".into()),
+            asn: Some(3320),
+            risk: 10,
+            status: 200,
+            latency_ms: 20.0,
+            ..Sample::default()
+        }
+    }
+
+    fn kinds(v: &[Value]) -> Vec<String> {
+        v.iter().map(|p| format!("{}:{}", p["kind"].as_str().unwrap_or(""), p["key"].as_str().unwrap_or(""))).collect()
+    }
+
+    fn threat_event(ip: &str, at: f64, score: f64) -> Update {
+        Update {
+            event: IntelEvent {
+                ip: ip.into(),
+                timestamp: at,
+                event_type: EventType::ThreatDetected,
+                confidence: 100.0,
+                data: EventData { threat_score: Some(score), ..EventData::default() },
+                source: "t".into(),
+                priority: Priority::High,
+            },
+            country: Some("DE".into()),
+            threat_score: score as u8,
+            reputation_score: 50,
+        }
+    }
+
+    #[test]
+    fn each_pattern() {
+        let c = cfg();
+        let mut a = Aggregator::default();
+        let now = T0 + 10_000.0;
+        for i in 0..3 {
+            let ip = format!("203.0.113.{i}");
+            let mut s = sample(now, &ip);
+            s.probe = Some("/.env".into());
+            a.ingest_sample(&c, &s, now);
+            let mut s = sample(now, &format!("198.51.100.{i}"));
+            s.status = 401;
+            a.ingest_sample(&c, &s, now);
+            let mut s = sample(now, &format!("192.0.2.{i}"));
+            s.risk = 90;
+            s.asn = Some(14061);
+            s.country = Some("NL".into());
+            a.ingest_sample(&c, &s, now);
+            a.ingest_event(&c, &threat_event(&ip, now, 80.0), now);
+            let mut travel = threat_event(&ip, now, 0.0);
+            travel.event.event_type = EventType::BehaviorAnomaly;
+            travel.event.data =
+                EventData { behavioral_flags: vec!["impossible_travel".into()], ..EventData::default() };
+            a.ingest_event(&c, &travel, now);
+        }
+        let got = kinds(&a.views(&c, now).patterns);
+        for want in [
+            "impossible_travel_cluster:impossible_travel",
+            "threat_spike:threat_detected",
+            "scanning_campaign:/.env",
+            "credential_stuffing:401/403",
+            "high_risk_country:NL",
+            "high_risk_asn:AS14061",
+        ] {
+            assert!(got.contains(&want.to_string()), "missing {want} in {got:?}");
+        }
+        // Below support: two IPs on another path is no campaign.
+        let mut b = Aggregator::default();
+        for i in 0..2 {
+            let mut s = sample(now, &format!("203.0.113.{i}"));
+            s.probe = Some("/.git/config".into());
+            b.ingest_sample(&c, &s, now);
+            b.ingest_sample(&c, &s, now); // the same IP twice counts once
+        }
+        assert!(b.views(&c, now).patterns.is_empty());
+    }
+
+    /// Fills slide k (0 = oldest of 5) with `n` requests of risk `risk`.
+    fn fill(a: &mut Aggregator, c: &AnalyticsConfig, k: usize, n: usize, risk: u8, now: f64) {
+        for i in 0..n {
+            let mut s = sample(T0 + k as f64 * SLIDE_MS + 1000.0, &format!("10.{k}.{}.{}", i / 256, i % 256));
+            s.risk = risk;
+            a.ingest_sample(c, &s, now);
+        }
+    }
+
+    fn trend_of(v: &[Value], metric: &str) -> String {
+        v.iter()
+            .find(|t| t["metric"] == metric)
+            .map(|t| t["direction"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn trend_directions() {
+        let c = cfg();
+        let now = T0 + 5.0 * SLIDE_MS + 1.0; // slides 0..4 closed
+        let mut up = Aggregator::default();
+        let mut down = Aggregator::default();
+        let mut flat = Aggregator::default();
+        for k in 0..5 {
+            fill(&mut up, &c, k, 10 + 10 * k, 10, now);
+            fill(&mut down, &c, k, 50 - 10 * k, 10, now);
+            fill(&mut flat, &c, k, 20, 10, now);
+        }
+        assert_eq!(trend_of(&up.views(&c, now).trends, "request_rate"), "up");
+        assert_eq!(trend_of(&down.views(&c, now).trends, "request_rate"), "down");
+        assert_eq!(trend_of(&flat.views(&c, now).trends, "request_rate"), "flat");
+        assert_eq!(trend_of(&flat.views(&c, now).trends, "mean_risk"), "flat");
+    }
+
+    #[test]
+    fn anomalies_and_none_on_a_flat_series() {
+        let c = cfg();
+        let now = T0 + 5.0 * SLIDE_MS + 1.0;
+        let mut flat = Aggregator::default();
+        let mut spike = Aggregator::default();
+        for k in 0..5 {
+            fill(&mut flat, &c, k, 20, 10, now);
+            fill(&mut spike, &c, k, if k == 4 { 200 } else { 20 }, 10, now);
+        }
+        assert!(flat.views(&c, now).anomalies.is_empty(), "{:?}", flat.views(&c, now).anomalies);
+        let an = spike.views(&c, now).anomalies;
+        assert!(an.iter().any(|x| x["metric"] == "request_rate" && x["scope"] == "global"), "{an:?}");
+        assert!(an.iter().any(|x| x["scope"] == "country:DE"), "{an:?}");
+        // A noisy but normal series has none.
+        let mut noisy = Aggregator::default();
+        for (k, n) in [20, 24, 18, 22, 21].iter().enumerate() {
+            fill(&mut noisy, &c, k, *n, 10, now);
+        }
+        assert!(noisy.views(&c, now).anomalies.iter().all(|x| x["metric"] != "request_rate"));
+    }
+
+    #[test]
+    fn correlations_region_threat_and_pearson() {
+        let c = cfg();
+        let now = T0 + 5.0 * SLIDE_MS + 1.0;
+        let mut a = Aggregator::default();
+        for k in 0..5 {
+            // Riskier slides also have more requests: positive correlation.
+            fill(&mut a, &c, k, 10 + 5 * k, (10 + 15 * k) as u8, now);
+        }
+        for i in 0..5 {
+            let mut s = sample(now - 1000.0, &format!("192.0.2.{i}"));
+            s.country = Some("XX".into());
+            s.threat = 90;
+            a.ingest_sample(&c, &s, now);
+        }
+        let corr = a.views(&c, now).correlations;
+        assert!(corr.iter().any(|x| x["kind"] == "region_threat" && x["key"] == "country:XX"), "{corr:?}");
+        assert!(!corr.iter().any(|x| x["kind"] == "region_threat" && x["key"] == "country:DE"));
+        let r =
+            corr.iter().find(|x| x["kind"] == "pearson" && x["a"] == "request_rate" && x["b"] == "mean_risk").unwrap();
+        assert!(r["r"].as_f64().unwrap() > 0.9, "{r}");
+        assert!(corr.iter().any(|x| x["kind"] == "time_of_day_peak"));
+    }
+
+    #[test]
+    fn late_and_doubled_ticks_change_nothing() {
+        let c = cfg();
+        let mut a = Aggregator::default();
+        for k in 0..3 {
+            fill(&mut a, &c, k, 5, 10, T0 + k as f64 * SLIDE_MS + 2000.0);
+        }
+        // A tick at the end of slide 0, then again (doubled): one rollup.
+        let t1 = T0 + SLIDE_MS + 5.0;
+        let first = a.take_rollups(&c, t1);
+        assert_eq!(first.iter().map(|p| p.start).collect::<Vec<_>>(), vec![(T0 / 1000.0) as i64]);
+        assert_eq!(first[0].requests, 5);
+        assert!(a.take_rollups(&c, t1).is_empty(), "doubled tick");
+        let views_before = a.views(&c, t1);
+        assert_eq!(a.views(&c, t1), views_before, "views are pure");
+        // The next tick comes two slides late: it rolls up both missed slides, once.
+        let late = a.take_rollups(&c, T0 + 3.0 * SLIDE_MS + 30_000.0);
+        assert_eq!(late.len(), 2);
+        assert!(late.iter().all(|p| p.requests == 5));
+        // A sample for a slide already rolled up is refused, not double-counted.
+        assert!(!a.ingest_sample(&c, &sample(T0 + 1000.0, "late"), T0 + 3.0 * SLIDE_MS + 31_000.0));
+        // State survives a restart (serialize and load).
+        let text = serde_json::to_string(&a).unwrap();
+        let b: Aggregator = serde_json::from_str(&text).unwrap();
+        assert_eq!(b, a);
+    }
+
+    #[test]
+    fn bounded_memory_and_eviction() {
+        let c = cfg();
+        let mut a = Aggregator::default();
+        let now = T0 + 1000.0;
+        for i in 0..10_000 {
+            let mut s = sample(now, &format!("s{i}"));
+            s.country = Some(format!("{}{}", (b'A' + (i % 26) as u8) as char, (b'A' + ((i / 26) % 26) as u8) as char));
+            s.probe = Some(format!("/probe/{i}"));
+            s.risk = 99;
+            a.ingest_sample(&c, &s, now);
+        }
+        let slide = a.slides.values().next().unwrap();
+        assert!(slide.countries.len() <= MAX_KEYS && slide.probes.len() <= MAX_KEYS);
+        assert!(slide.countries.values().all(|k| k.high_risk.members.len() <= MAX_MEMBERS));
+        assert!((slide.point().unique_ips - 10_000.0).abs() < 500.0);
+        a.evict(&c, now + 10.0 * SLIDE_MS);
+        assert!(a.slides.is_empty());
+    }
+
+    #[test]
+    fn shards_merge_on_read() {
+        let c = cfg();
+        let now = T0 + 1000.0;
+        let (mut x, mut y) = (Aggregator::default(), Aggregator::default());
+        for i in 0..2 {
+            let mut s = sample(now, &format!("x{i}"));
+            s.probe = Some("/.env".into());
+            x.ingest_sample(&c, &s, now);
+        }
+        let mut s = sample(now, "y0");
+        s.probe = Some("/.env".into());
+        y.ingest_sample(&c, &s, now);
+        assert!(x.views(&c, now).patterns.is_empty() && y.views(&c, now).patterns.is_empty());
+        let merged = merge_windows(&[x.slides.values().cloned().collect(), y.slides.values().cloned().collect()]);
+        let refs: Vec<&Slide> = merged.iter().collect();
+        assert_eq!(kinds(&patterns(&c, &refs)), vec!["scanning_campaign:/.env".to_string()]);
+        assert_eq!(merged[0].requests, 3);
+    }
+
+    #[test]
+    fn metric_names_resolve() {
+        let mut s = Slide::new(0);
+        let mut x = sample(0.0, "a");
+        x.consult = Consult::Ok;
+        x.consult_ms = Some(3.0);
+        s.add_sample(&x);
+        s.gauges = Gauges {
+            alarm_lag_ms: Some(3.0),
+            kv_write_latency_ms: Some(4.0),
+            tick_duration_ms: Some(5.0),
+            stream_clients: Some(2.0),
+        };
+        let p = s.point();
+        for name in METRIC_NAMES {
+            assert!(p.metric(name).is_some(), "{name}");
+        }
+        assert_eq!(p.metric("nope"), None);
+    }
+}
