@@ -7,6 +7,8 @@
 use serde_json::Value;
 use url::Url;
 
+use crate::intel::alerting::{default_rules, parse_rules, Rule};
+use crate::intel::analytics::AnalyticsConfig;
 use crate::intel::facts::country_code;
 use crate::intel::profile::ProfileRules;
 use crate::intel::score::Weights;
@@ -90,6 +92,15 @@ pub struct Config {
     pub stream_ticket_ttl_ms: f64,
     /// `MAX_EVENT_BATCH` (default 500): events per `POST /api/events`.
     pub max_event_batch: usize,
+    /// `ANALYTICS_SLIDE_SECONDS` (60), `ANALYTICS_WINDOW_SECONDS` (300),
+    /// `MIN_PATTERN_SUPPORT` (3), `TREND_SENSITIVITY` (0.2), `ANOMALY_THRESHOLD` (2.0).
+    pub analytics: AnalyticsConfig,
+    /// `HUB_SHARDS` (default 1): analytics hubs, keyed by subject hash, merged on read.
+    pub hub_shards: u32,
+    /// `ALERT_RULES` (JSON array; default: the four rules of SPEC 7).
+    pub alert_rules: Vec<Rule>,
+    /// `METRICS_TTL_DAYS` (default 7): how long KV rollups are kept.
+    pub metrics_ttl_s: u64,
     /// `VISITOR_COOKIE` (default unset): name of the site's own session cookie
     /// whose (hashed) value identifies a visitor for impossible travel.
     pub visitor_cookie: Option<String>,
@@ -123,6 +134,10 @@ impl Default for Config {
             profile_ttl_ms: 30.0 * 86_400_000.0,
             max_event_batch: 500,
             max_stream_clients: 10_000,
+            analytics: AnalyticsConfig::default(),
+            hub_shards: 1,
+            alert_rules: default_rules(60.0),
+            metrics_ttl_s: 7 * 86_400,
             stream_ticket_ttl_ms: 60_000.0,
             visitor_cookie: None,
             set_visitor_cookie: false,
@@ -281,6 +296,49 @@ impl Config {
         }
         if let Some(n) = num("MAX_EVENT_BATCH", 1, 10_000)? {
             c.max_event_batch = n as usize;
+        }
+        if let Some(n) = num("ANALYTICS_SLIDE_SECONDS", 1, 3600)? {
+            c.analytics.slide_s = n as i64;
+        }
+        if let Some(n) = num("ANALYTICS_WINDOW_SECONDS", 1, 86_400)? {
+            c.analytics.window_s = n as i64;
+        }
+        if c.analytics.window_s < c.analytics.slide_s || c.analytics.window_s / c.analytics.slide_s > 120 {
+            return Err(err(
+                "ANALYTICS_WINDOW_SECONDS",
+                format!("must hold 1 to 120 slides of ANALYTICS_SLIDE_SECONDS ({} s)", c.analytics.slide_s),
+            ));
+        }
+        if let Some(n) = num("MIN_PATTERN_SUPPORT", 1, 10_000)? {
+            c.analytics.min_support = n as usize;
+        }
+        let fraction = |var: &'static str, max: f64| -> Result<Option<f64>, ConfigError> {
+            match get(var) {
+                None => Ok(None),
+                Some(v) => v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && *x > 0.0 && *x <= max)
+                    .map(Some)
+                    .ok_or_else(|| err(var, format!("`{v}` is not a number above 0 and at most {max}"))),
+            }
+        };
+        if let Some(x) = fraction("TREND_SENSITIVITY", 100.0)? {
+            c.analytics.trend_sensitivity = x;
+        }
+        if let Some(x) = fraction("ANOMALY_THRESHOLD", 100.0)? {
+            c.analytics.anomaly_threshold = x;
+        }
+        if let Some(n) = num("HUB_SHARDS", 1, 64)? {
+            c.hub_shards = n as u32;
+        }
+        c.alert_rules = match get("ALERT_RULES") {
+            Some(v) => parse_rules(&v).map_err(|e| err("ALERT_RULES", e))?,
+            None => default_rules(c.analytics.slide_s as f64),
+        };
+        c.analytics.grace_ms = 2.0 * f64::from(c.flush_interval_ms) + 500.0;
+        if let Some(n) = num("METRICS_TTL_DAYS", 1, 365)? {
+            c.metrics_ttl_s = n * 86_400;
         }
         if let Some(v) = get("VISITOR_COOKIE") {
             let ok = v.len() <= 64 && v.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch));
@@ -464,6 +522,10 @@ mod tests {
             ("PROFILE_TTL_DAYS", "0"),
             ("VISITOR_COOKIE", "a b"),
             ("SET_VISITOR_COOKIE", "true"),
+            ("ANALYTICS_WINDOW_SECONDS", "30"),
+            ("TREND_SENSITIVITY", "-1"),
+            ("HUB_SHARDS", "0"),
+            ("ALERT_RULES", "[{}]"),
         ];
         for (var, value) in cases {
             let e = parse(&[(var, value)]).unwrap_err();

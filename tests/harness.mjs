@@ -43,7 +43,7 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault 
   const origin = originUrl ? null : await startOrigin({ port: 0 });
   const mf = new Miniflare({
     // Shared options: where storage persists across restarts (default: memory).
-    ...(persistTo ? { durableObjectsPersist: persistTo } : {}),
+    ...(persistTo ? { durableObjectsPersist: persistTo, kvPersist: persistTo } : {}),
     workers: [
       {
         name: "edge",
@@ -56,6 +56,7 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault 
         ],
         compatibilityDate: COMPATIBILITY_DATE,
         bindings: { ORIGIN_URL: originUrl ?? origin.url, ADMIN_TOKEN, ...vars },
+        kvNamespaces: ["METRICS"],
         assets: { directory: "www", binding: "ASSETS", routerConfig: { has_user_worker: true, invoke_user_worker_ahead_of_assets: true } },
         durableObjects: {
           PROFILES: profileFault

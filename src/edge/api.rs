@@ -21,8 +21,10 @@ use crate::objects::hub::{self, HubOp};
 use crate::objects::sockets::{BEARER_HEADER, STREAM_HEADER};
 use crate::platform::call_object;
 
+use super::analytics_api;
 use super::consult::{forget, BINDING};
 use super::extract::header;
+use super::record;
 use super::respond;
 
 /// Bodies over this get 413 (SPEC 5).
@@ -34,29 +36,28 @@ pub fn owns(config: &Config, path: &str) -> bool {
     path == p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/'))
 }
 
-pub async fn route(req: &Request, env: &Env, config: &Config) -> Response {
-    match route_inner(req, env, config).await {
+pub async fn route(req: &Request, env: &Env, ctx: &worker::Context, config: &Config) -> Response {
+    match route_inner(req, env, ctx, config).await {
         Ok(res) => res,
         Err(e) => respond::error(&e),
     }
 }
 
-async fn route_inner(req: &Request, env: &Env, config: &Config) -> Result<Response, ApiError> {
+async fn route_inner(req: &Request, env: &Env, ctx: &worker::Context, config: &Config) -> Result<Response, ApiError> {
     let path = super::extract::path(req);
     let rest = path.get(config.intel_prefix.len()..).unwrap_or("");
     let method = req.method();
     if rest == "/health/intelligence" {
         return match method.as_str() {
-            "GET" | "HEAD" => Ok(respond::json(
-                200,
-                &json!({
-                    "status": "ok",
-                    "service": "edgeintel",
-                    "version": env!("CARGO_PKG_VERSION"),
-                    "timestamp": iso(now_ms()),
-                }),
-            )),
+            "GET" | "HEAD" => Ok(liveness(env, config).await),
             _ => Err(ApiError::method_not_allowed("GET, HEAD")),
+        };
+    }
+    if rest == "/metrics" {
+        authorize(req, config)?;
+        return match analytics_api::route(env, config, "metrics", "", record::queued()).await {
+            Some(r) => r,
+            None => Err(ApiError::not_found("metrics")),
         };
     }
     let stream = match rest {
@@ -84,8 +85,15 @@ async fn route_inner(req: &Request, env: &Env, config: &Config) -> Result<Respon
         }
         if api == "events" {
             return match method.as_str() {
-                "POST" => post_events(req, env, config).await,
+                "POST" => post_events(req, env, ctx, config).await,
                 _ => Err(ApiError::method_not_allowed("POST")),
+            };
+        }
+        let query = url::Url::parse(&req.url()).ok().and_then(|u| u.query().map(String::from)).unwrap_or_default();
+        if let Some(result) = analytics_api::route(env, config, api, &query, record::queued()).await {
+            return match method.as_str() {
+                "GET" | "HEAD" => result,
+                _ => Err(ApiError::method_not_allowed("GET")),
             };
         }
     }
@@ -244,7 +252,37 @@ async fn delete_profile(env: &Env, config: &Config, raw: &str) -> Result<Respons
     }
 }
 
-async fn post_events(req: &Request, env: &Env, config: &Config) -> Result<Response, ApiError> {
+/// Liveness with counts only (no data about any IP). The counts come from
+/// the analytics hubs; if they do not answer, liveness still answers, with
+/// `"analytics": "unavailable"`.
+async fn liveness(env: &Env, config: &Config) -> Response {
+    let counts = match analytics_api::merged(env, config).await {
+        Ok(m) => {
+            let requests: u64 = m.agg.slides.values().map(|s| s.requests).sum();
+            let events: u64 = m.agg.slides.values().map(|s| s.events).sum();
+            json!({
+                "requestsInWindow": requests,
+                "eventsInWindow": events,
+                "requestsTotal": m.agg.totals.requests,
+                "streamClients": m.shards.first().map_or(0, |s| s.stream_clients),
+                "windowSeconds": config.analytics.window_s,
+            })
+        }
+        Err(_) => json!("unavailable"),
+    };
+    respond::json(
+        200,
+        &json!({
+            "status": "ok",
+            "service": "edgeintel",
+            "version": env!("CARGO_PKG_VERSION"),
+            "analytics": counts,
+            "timestamp": iso(now_ms()),
+        }),
+    )
+}
+
+async fn post_events(req: &Request, env: &Env, ctx: &worker::Context, config: &Config) -> Result<Response, ApiError> {
     let content_type = header(req, "content-type").unwrap_or_default().to_ascii_lowercase();
     if !content_type.starts_with("application/json") {
         return Err(ApiError::new(415, "unsupported_media_type", "send the events as application/json"));
@@ -320,6 +358,7 @@ async fn post_events(req: &Request, env: &Env, config: &Config) -> Result<Respon
         }
     }
     rejected.sort_by_key(|r| r.get("index").and_then(Value::as_u64).unwrap_or(0));
+    record::rejected_events(ctx, env, config, rejected.len() as u64);
     Ok(respond::json(202, &json!({"accepted": accepted, "rejected": rejected, "timestamp": iso(now)})))
 }
 

@@ -42,16 +42,28 @@ pub fn forget(config: &Config, subject: &str) {
     with_cache(config, |c| c.remove(subject));
 }
 
-/// Fast mode: the cached verdict, or the object's within the budget.
-/// `Err` means degraded (timeout or failure).
+/// Why a verdict is missing: the budget ran out, or the object failed.
+pub struct Degraded {
+    pub timed_out: bool,
+    pub why: String,
+}
+
+impl From<ObjectError> for Degraded {
+    fn from(e: ObjectError) -> Self {
+        Degraded { timed_out: false, why: e.0 }
+    }
+}
+
+/// Fast mode: the cached verdict (`true`: from the cache), or the object's
+/// within the budget.
 pub async fn fast(
     env: &Env,
     ctx: &Context,
     config: &Config,
     subject: &SubjectKey,
-) -> Result<ProfileVerdict, ObjectError> {
+) -> Result<(ProfileVerdict, bool), Degraded> {
     if let Some(v) = with_cache(config, |c| c.get(subject.as_str(), now_ms())) {
-        return Ok(v);
+        return Ok((v, true));
     }
     let ask = {
         let env = env.clone();
@@ -64,7 +76,7 @@ pub async fn fast(
         Either::Left((answer, _)) => {
             let v = verdict_of(answer)?;
             remember(config, subject.as_str(), v.clone());
-            Ok(v)
+            Ok((v, false))
         }
         Either::Right(((), pending)) => {
             // Let the answer land in the cache for the next request.
@@ -75,7 +87,7 @@ pub async fn fast(
                     remember(&cfg, &key, v);
                 }
             });
-            Err(ObjectError(format!("no verdict within {} ms", config.consult_timeout_ms)))
+            Err(Degraded { timed_out: true, why: format!("no verdict within {} ms", config.consult_timeout_ms) })
         }
     }
 }
@@ -87,13 +99,15 @@ pub async fn consistent(
     subject: &SubjectKey,
     ip: &str,
     obs: Observation,
-) -> Result<ProfileVerdict, ObjectError> {
+) -> Result<ProfileVerdict, Degraded> {
     let op = ProfileOp::Observe { subject: subject.as_str().to_string(), ip: ip.to_string(), observations: vec![obs] };
     let ask = async { call_object(env, BINDING, subject.as_str(), &op).await }.boxed_local();
     let limit = Delay::from(Duration::from_millis(u64::from(config.consistent_timeout_ms)));
     let outcome = match select(ask, limit).await {
-        Either::Left((answer, _)) => verdict_of(answer),
-        Either::Right(_) => Err(ObjectError(format!("no verdict within {} ms", config.consistent_timeout_ms))),
+        Either::Left((answer, _)) => verdict_of(answer).map_err(Degraded::from),
+        Either::Right(_) => {
+            Err(Degraded { timed_out: true, why: format!("no verdict within {} ms", config.consistent_timeout_ms) })
+        }
     };
     let v = outcome?;
     remember(config, subject.as_str(), v.clone());

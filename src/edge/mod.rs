@@ -8,6 +8,7 @@
 //! `X-Risk-Level: unknown` and `X-Intel-Status: degraded`. Nothing here may
 //! panic (a panic resets the wasm instance and every co-located object).
 
+mod analytics_api;
 mod api;
 mod consult;
 mod extract;
@@ -25,6 +26,7 @@ use worker::{Context, Delay, Env};
 
 use crate::clock::now_ms;
 use crate::config::{Config, Enforce, RiskMode};
+use crate::intel::analytics::{shard_of, Consult, Sample};
 use crate::intel::events::Location;
 use crate::intel::facts::CfFacts;
 use crate::intel::headers::{self, HeaderInput, IntelStatus};
@@ -45,7 +47,7 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
     };
     let path = extract::path(&req);
     if api::owns(&config, &path) {
-        return api::route(&req, &env, &config).await;
+        return api::route(&req, &env, &ctx, &config).await;
     }
     let started = now_ms();
 
@@ -65,14 +67,16 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
         signals: found.iter().map(|s| s.reason).collect(),
     };
     // 3. Consult the profile (and the visitor's travel) within the mode's budget.
-    let (profile, status, travel) = match &subject {
-        None => (ProfileVerdict::unknown_subject(), IntelStatus::Ok, None),
+    let (profile, status, travel, consulted) = match &subject {
+        None => (ProfileVerdict::unknown_subject(), IntelStatus::Ok, None, Consult::Cached),
         Some(s) => {
             let sighting =
                 visitor.as_ref().and_then(|v| sighting_of(&cf, &found, s, started).map(|x| (v.key.clone(), x)));
             consult_all(&env, &ctx, &config, s, &obs, sighting).await
         }
     };
+    // Time only advances across I/O in Workers, so this is the consult's I/O wait.
+    let consult_ms = now_ms() - started;
     // 4. Score: the request's own signals plus what the profile remembers.
     found.extend(profile.signals.iter().cloned());
     if travel.is_some() {
@@ -97,8 +101,26 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
     let result = forward::send(&req, &config, &ours).await;
     // 7. Record, after the response, in ctx.wait_until.
     let origin_status = result.as_ref().map(|r| r.status()).unwrap_or(502);
+    let latency_ms = now_ms() - sent;
     if let Some(s) = &subject {
-        record_outcome(&ctx, &env, &config, s, &mut obs, origin_status, now_ms() - sent);
+        let sample = Sample {
+            at: started,
+            subject: s.as_str().to_string(),
+            country: cf.country.clone(),
+            asn: cf.asn,
+            risk: verdict.score,
+            threat: profile.threat,
+            status: origin_status,
+            latency_ms,
+            consult: consulted,
+            consult_ms: (consulted != Consult::Cached).then_some(consult_ms),
+            probe: found
+                .iter()
+                .any(|x| x.reason == Reason::PathScan && obs.signals.contains(&Reason::PathScan))
+                .then(|| obs.path.split('?').next().unwrap_or("").chars().take(128).collect()),
+        };
+        record::sample(&ctx, &env, &config, shard_of(s.as_str(), config.hub_shards), sample);
+        record_outcome(&ctx, &env, &config, s, &mut obs, origin_status, latency_ms);
     }
     let response = match result {
         Ok(res) => res,
@@ -119,11 +141,13 @@ async fn consult_all(
     subject: &SubjectKey,
     obs: &Observation,
     sighting: Option<(String, Sighting)>,
-) -> (ProfileVerdict, IntelStatus, Option<TravelFinding>) {
+) -> (ProfileVerdict, IntelStatus, Option<TravelFinding>, Consult) {
     let profile = async {
         match config.risk_mode {
             RiskMode::Fast => consult::fast(env, ctx, config, subject).await,
-            RiskMode::Consistent => consult::consistent(env, config, subject, subject.as_str(), obs.clone()).await,
+            RiskMode::Consistent => {
+                consult::consistent(env, config, subject, subject.as_str(), obs.clone()).await.map(|v| (v, false))
+            }
         }
     };
     let travel = async {
@@ -158,10 +182,11 @@ async fn consult_all(
     };
     let (profile, travel) = join(profile, travel).await;
     match profile {
-        Ok(v) => (v, IntelStatus::Ok, travel),
+        Ok((v, cached)) => (v, IntelStatus::Ok, travel, if cached { Consult::Cached } else { Consult::Ok }),
         Err(e) => {
-            worker::console_warn!("edgeintel: profile degraded: {}", e.0);
-            (ProfileVerdict::unknown_subject(), IntelStatus::Degraded, travel)
+            worker::console_warn!("edgeintel: profile degraded: {}", e.why);
+            let outcome = if e.timed_out { Consult::Timeout } else { Consult::Error };
+            (ProfileVerdict::unknown_subject(), IntelStatus::Degraded, travel, outcome)
         }
     }
 }
@@ -179,7 +204,7 @@ fn record_outcome(
         RiskMode::Fast => {
             obs.status = Some(status);
             obs.latency_ms = Some(latency_ms);
-            record::record(ctx, env, config, subject, subject.as_str(), obs.clone());
+            record::observation(ctx, env, config, subject, subject.as_str(), obs.clone());
         }
         // The observation itself was recorded before forwarding.
         RiskMode::Consistent => ctx.wait_until(record::status(

@@ -16,6 +16,27 @@ use super::protocol::Update;
 use super::sketch::{Histogram, Hll};
 use super::stats::{mean_std, pearson, slope, z_score};
 
+/// The hub shard a subject's analytics go to (stable across isolates).
+pub fn shard_of(subject: &str, shards: u32) -> u32 {
+    use sha2::{Digest, Sha256};
+    if shards <= 1 {
+        return 0;
+    }
+    let d = Sha256::digest(subject.as_bytes());
+    let mut first = [0u8; 4];
+    first.copy_from_slice(d.get(..4).unwrap_or(&[0; 4]));
+    u32::from_le_bytes(first) % shards
+}
+
+/// The object name of hub shard `i`: shard 0 is also the global stream hub.
+pub fn hub_name(i: u32) -> String {
+    if i == 0 {
+        "global".to_string()
+    } else {
+        format!("shard-{i}")
+    }
+}
+
 /// `HIGH_RISK_AT`: a request scoring at least this is high risk (the `high` band).
 pub const HIGH_RISK_AT: u8 = 75;
 /// Keys kept per map and members per set in one slide (memory bound).
@@ -34,11 +55,21 @@ pub struct AnalyticsConfig {
     pub trend_sensitivity: f64,
     /// `ANOMALY_THRESHOLD` (2.0) standard deviations.
     pub anomaly_threshold: f64,
+    /// How long after its end a slide stays open for late reports (the
+    /// isolates flush samples every `FLUSH_INTERVAL_MS`): 2 x that + 500 ms.
+    pub grace_ms: f64,
 }
 
 impl Default for AnalyticsConfig {
     fn default() -> Self {
-        AnalyticsConfig { slide_s: 60, window_s: 300, min_support: 3, trend_sensitivity: 0.2, anomaly_threshold: 2.0 }
+        AnalyticsConfig {
+            slide_s: 60,
+            window_s: 300,
+            min_support: 3,
+            trend_sensitivity: 0.2,
+            anomaly_threshold: 2.0,
+            grace_ms: 2500.0,
+        }
     }
 }
 
@@ -498,22 +529,38 @@ impl Aggregator {
         let newest = Aggregator::slide_start(cfg, now_ms);
         self.slides
             .values()
-            .filter(|s| {
-                s.start > newest - cfg.window_s && (!closed_only || s.start + cfg.slide_s <= (now_ms / 1000.0) as i64)
-            })
+            .filter(|s| s.start > newest - cfg.window_s && (!closed_only || Aggregator::closed(cfg, s.start, now_ms)))
             .collect()
+    }
+
+    /// A slide is closed once its end plus the grace period has passed.
+    pub fn closed(cfg: &AnalyticsConfig, start: i64, now_ms: f64) -> bool {
+        ((start + cfg.slide_s) as f64) * 1000.0 + cfg.grace_ms <= now_ms
     }
 
     /// The slides closed since the last tick, to roll up, in order; marks
     /// them rolled. Calling it again at the same time returns nothing.
+    /// A slide without traffic is rolled up too (zero requests is a
+    /// measurement, and alert rules need it to resolve), but never more
+    /// than a window's worth.
     pub fn take_rollups(&mut self, cfg: &AnalyticsConfig, now_ms: f64) -> Vec<SlidePoint> {
-        let now_s = (now_ms / 1000.0) as i64;
-        let due: Vec<SlidePoint> = self
-            .slides
-            .values()
-            .filter(|s| s.start > self.last_rolled && s.start + cfg.slide_s <= now_s)
-            .map(Slide::point)
-            .collect();
+        let slide = cfg.slide_s.max(1);
+        let newest_closed = Aggregator::slide_start(cfg, now_ms - cfg.grace_ms) - slide;
+        let oldest_in_window = Aggregator::slide_start(cfg, now_ms) - cfg.window_s + slide;
+        let first = if self.last_rolled > 0 {
+            (self.last_rolled + slide).max(oldest_in_window)
+        } else {
+            match self.slides.keys().next() {
+                Some(k) => (*k).max(oldest_in_window),
+                None => return Vec::new(),
+            }
+        };
+        let mut due = Vec::new();
+        let mut start = first;
+        while start <= newest_closed && Aggregator::closed(cfg, start, now_ms) {
+            due.push(self.slides.get(&start).map_or_else(|| Slide::new(start).point(), Slide::point));
+            start += slide;
+        }
         if let Some(last) = due.last() {
             self.last_rolled = last.start;
         }
@@ -525,7 +572,7 @@ impl Aggregator {
         let all = self.window(cfg, now_ms, false);
         let closed = self.window(cfg, now_ms, true);
         Views {
-            patterns: patterns(cfg, &all),
+            patterns: patterns(cfg, &all, now_ms),
             trends: trends(cfg, &closed),
             anomalies: anomalies(cfg, &closed),
             correlations: correlations(&all, &closed, &self.hours),
@@ -571,7 +618,7 @@ fn pattern(kind: &str, key: &str, members: &Members, min: usize, description: St
 }
 
 /// SPEC 6 patterns over the window (open slide included, so they show fast).
-pub fn patterns(cfg: &AnalyticsConfig, slides: &[&Slide]) -> Vec<Value> {
+pub fn patterns(cfg: &AnalyticsConfig, slides: &[&Slide], now_ms: f64) -> Vec<Value> {
     let min = cfg.min_support.max(1);
     let mut out = Vec::new();
     let mut travel = Members::default();
@@ -598,12 +645,16 @@ pub fn patterns(cfg: &AnalyticsConfig, slides: &[&Slide]) -> Vec<Value> {
         let d = format!("{} visitors' IPs made impossible-travel hops in the window", travel.len());
         out.push(pattern("impossible_travel_cluster", "impossible_travel", &travel, min, d));
     }
-    let newest_threats = slides.last().map(|s| (s.high_threat_events, s.high_threat.clone()));
-    if let Some((n, members)) = newest_threats {
-        if n as usize >= min {
-            let d = format!("{n} high-threat events (threat >= 75) in the current slide");
-            out.push(pattern("threat_spike", "threat_detected", &members, min, d));
-        }
+    // A spike is recent: the open slide and the newest closed one.
+    let (mut n, mut members) = (0u64, Members::default());
+    let recent = Aggregator::slide_start(cfg, now_ms) - cfg.slide_s;
+    for s in slides.iter().filter(|s| s.start >= recent) {
+        n += s.high_threat_events;
+        members.union(&s.high_threat);
+    }
+    if n as usize >= min {
+        let d = format!("{n} high-threat events (threat >= 75) in the last two slides");
+        out.push(pattern("threat_spike", "threat_detected", &members, min, d));
     }
     for (path, m) in &probes {
         if m.len() >= min {
@@ -829,6 +880,12 @@ mod tests {
             a.ingest_event(&c, &travel, now);
         }
         let got = kinds(&a.views(&c, now).patterns);
+        // The spike is recent only: two slides later it is gone, the campaign is not.
+        let later = kinds(&a.views(&c, now + 2.0 * SLIDE_MS).patterns);
+        assert!(
+            !later.iter().any(|k| k.starts_with("threat_spike"))
+                && later.iter().any(|k| k.starts_with("scanning_campaign"))
+        );
         for want in [
             "impossible_travel_cluster:impossible_travel",
             "threat_spike:threat_detected",
@@ -869,7 +926,7 @@ mod tests {
     #[test]
     fn trend_directions() {
         let c = cfg();
-        let now = T0 + 5.0 * SLIDE_MS + 1.0; // slides 0..4 closed
+        let now = T0 + 5.0 * SLIDE_MS + 3000.0; // slides 0..4 closed
         let mut up = Aggregator::default();
         let mut down = Aggregator::default();
         let mut flat = Aggregator::default();
@@ -887,7 +944,7 @@ mod tests {
     #[test]
     fn anomalies_and_none_on_a_flat_series() {
         let c = cfg();
-        let now = T0 + 5.0 * SLIDE_MS + 1.0;
+        let now = T0 + 5.0 * SLIDE_MS + 3000.0;
         let mut flat = Aggregator::default();
         let mut spike = Aggregator::default();
         for k in 0..5 {
@@ -909,7 +966,7 @@ mod tests {
     #[test]
     fn correlations_region_threat_and_pearson() {
         let c = cfg();
-        let now = T0 + 5.0 * SLIDE_MS + 1.0;
+        let now = T0 + 5.0 * SLIDE_MS + 3000.0;
         let mut a = Aggregator::default();
         for k in 0..5 {
             // Riskier slides also have more requests: positive correlation.
@@ -938,7 +995,7 @@ mod tests {
             fill(&mut a, &c, k, 5, 10, T0 + k as f64 * SLIDE_MS + 2000.0);
         }
         // A tick at the end of slide 0, then again (doubled): one rollup.
-        let t1 = T0 + SLIDE_MS + 5.0;
+        let t1 = T0 + SLIDE_MS + 3000.0;
         let first = a.take_rollups(&c, t1);
         assert_eq!(first.iter().map(|p| p.start).collect::<Vec<_>>(), vec![(T0 / 1000.0) as i64]);
         assert_eq!(first[0].requests, 5);
@@ -949,6 +1006,11 @@ mod tests {
         let late = a.take_rollups(&c, T0 + 3.0 * SLIDE_MS + 30_000.0);
         assert_eq!(late.len(), 2);
         assert!(late.iter().all(|p| p.requests == 5));
+        // A quiet slide is rolled up with zero requests; a long silence at most a window.
+        let quiet = a.take_rollups(&c, T0 + 4.0 * SLIDE_MS + 3000.0);
+        assert_eq!(quiet.iter().map(|p| p.requests).collect::<Vec<_>>(), vec![0]);
+        let after_silence = a.take_rollups(&c, T0 + 100.0 * SLIDE_MS + 3000.0);
+        assert_eq!(after_silence.len() as i64, c.window_s / c.slide_s - 1, "the closed slides of one window");
         // A sample for a slide already rolled up is refused, not double-counted.
         assert!(!a.ingest_sample(&c, &sample(T0 + 1000.0, "late"), T0 + 3.0 * SLIDE_MS + 31_000.0));
         // State survives a restart (serialize and load).
@@ -993,8 +1055,21 @@ mod tests {
         assert!(x.views(&c, now).patterns.is_empty() && y.views(&c, now).patterns.is_empty());
         let merged = merge_windows(&[x.slides.values().cloned().collect(), y.slides.values().cloned().collect()]);
         let refs: Vec<&Slide> = merged.iter().collect();
-        assert_eq!(kinds(&patterns(&c, &refs)), vec!["scanning_campaign:/.env".to_string()]);
+        assert_eq!(kinds(&patterns(&c, &refs, now)), vec!["scanning_campaign:/.env".to_string()]);
         assert_eq!(merged[0].requests, 3);
+    }
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        assert_eq!(shard_of("203.0.113.7", 1), 0);
+        assert_eq!(shard_of("203.0.113.7", 4), shard_of("203.0.113.7", 4));
+        let mut seen = [0u32; 4];
+        for i in 0..400 {
+            seen[shard_of(&format!("198.51.{}.{}", i / 256, i % 256), 4) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 60), "{seen:?}");
+        assert_eq!(hub_name(0), "global");
+        assert_eq!(hub_name(3), "shard-3");
     }
 
     #[test]

@@ -1,43 +1,117 @@
-//! `HubObject` (one, named `global`): the global fan-out for the intelligence
-//! and performance streams, and the issuer of single-use stream tickets.
-//! Profile objects publish their events here; the hub sends each to the
-//! sockets whose subscription matches. (The analytics issue adds the
-//! windowed aggregates and the alarm to this object.)
+//! `HubObject`: the analytics hub (one per shard, `HUB_SHARDS`; shard 0 is
+//! named `global`) and, on `global`, the fan-out of the intelligence and
+//! performance streams and the issuer of single-use stream tickets.
 //!
-//! What survives hibernation: the sockets and their attachments (filters);
-//! tickets live in SQLite storage. `new` only registers the ping auto-response.
+//! - `Report`: batched request samples from the isolates (one call per
+//!   isolate per flush, never per request), ingested into per-slide buckets.
+//! - `Publish`: profile events, fanned out to stream subscribers and counted.
+//! - The alarm ticks every `ANALYTICS_SLIDE_SECONDS`: it re-arms first (so it
+//!   always does), rolls up the slides closed since the last tick into KV,
+//!   evaluates alert rules, pushes insights, metrics and alert transitions to
+//!   the streams. A late, doubled or post-restart tick neither double-counts
+//!   nor loses a slide (`Aggregator::take_rollups`).
+//!
+//! Storage (SQLite): `slides` (one row per slide in the window), `meta`
+//! (aggregator scalars, alert rule states, KV write log, next tick),
+//! `tickets`. Memory caches the loaded state; `new` only registers the ping
+//! auto-response, so a hibernated or evicted hub loses nothing.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 use worker::{
-    durable_object, DurableObject, Env, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
+    durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State, WebSocket,
+    WebSocketIncomingMessage,
 };
 
 use crate::clock::now_ms;
-use crate::intel::protocol::{AlertNotice, Update};
+use crate::config::Config;
+use crate::intel::alerting::{self, RuleState, Transition};
+use crate::intel::analytics::{Aggregator, Gauges, Sample, Slide, SlidePoint, METRIC_NAMES};
+use crate::intel::protocol::{AlertNotice, MessageType, ServerMessage, Update};
 use crate::platform::{self, reply};
 
-use super::sockets::{self, BEARER_HEADER, STREAM_HEADER};
+use super::sockets::{self, iso, BEARER_HEADER, STREAM_HEADER};
 
 pub const BINDING: &str = "HUB";
 pub const NAME: &str = "global";
+pub const KV_BINDING: &str = "METRICS";
 /// Socket tags: one per stream the hub serves.
 pub const INTEL_TAG: &str = "intel";
 pub const PERF_TAG: &str = "perf";
+/// Recent KV writes kept for inspection (the one-write-per-key-per-second check).
+const KV_LOG: usize = 200;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum HubOp {
+    Report {
+        #[serde(default)]
+        samples: Vec<Sample>,
+        #[serde(default)]
+        rejected: u64,
+    },
     Publish {
         #[serde(default)]
         updates: Vec<Update>,
         #[serde(default)]
         alerts: Vec<AlertNotice>,
     },
+    /// The raw window and state, for the read API (merged across shards).
+    Window,
     IssueTicket,
     ConsumeTicket {
         ticket: String,
     },
+}
+
+/// What the read API gets from one shard.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowState {
+    pub slides: Vec<Slide>,
+    pub hours: Vec<u64>,
+    pub totals: crate::intel::analytics::Totals,
+    pub rules: Vec<RuleState>,
+    pub stream_clients: usize,
+    pub intel_clients: usize,
+    pub last_tick: Option<f64>,
+    pub next_tick: Option<f64>,
+    pub kv_writes: Vec<KvWrite>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KvWrite {
+    pub key: String,
+    pub at: f64,
+}
+
+/// The hub's non-slide state, persisted as one meta row.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Meta {
+    #[serde(default)]
+    hours: Vec<u64>,
+    #[serde(default)]
+    last_rolled: i64,
+    #[serde(default)]
+    totals: crate::intel::analytics::Totals,
+    #[serde(default)]
+    rules: Vec<RuleState>,
+    #[serde(default)]
+    pattern_keys: Vec<String>,
+    #[serde(default)]
+    next_tick: Option<f64>,
+    #[serde(default)]
+    last_tick: Option<f64>,
+    #[serde(default)]
+    kv_writes: Vec<KvWrite>,
+}
+
+#[derive(Deserialize)]
+struct DataRow {
+    data: String,
 }
 
 #[derive(Deserialize)]
@@ -45,16 +119,22 @@ struct ExpiryRow {
     expires: f64,
 }
 
+struct Loaded {
+    agg: Aggregator,
+    meta: Meta,
+}
+
 #[durable_object]
 pub struct HubObject {
     state: State,
     env: Env,
+    loaded: RefCell<Option<Loaded>>,
 }
 
 impl DurableObject for HubObject {
     fn new(state: State, env: Env) -> Self {
         sockets::enable_auto_pong(&state);
-        HubObject { state, env }
+        HubObject { state, env, loaded: RefCell::new(None) }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -75,11 +155,58 @@ impl DurableObject for HubObject {
             Err(e) => return reply(400, &json!({"error": "bad_op", "message": e.to_string()})),
         };
         let sql = self.state.storage().sql();
-        sql.exec("CREATE TABLE IF NOT EXISTS tickets (id TEXT PRIMARY KEY, expires REAL NOT NULL)", None)?;
+        migrate(&sql)?;
         match op {
+            HubOp::Report { samples, rejected } => {
+                let now = now_ms();
+                let accepted = self.with_state(&sql, |l, touched| {
+                    let mut n = 0;
+                    for s in &samples {
+                        if l.agg.ingest_sample(&config.analytics, s, now) {
+                            n += 1;
+                            touched.insert(slide_of(&config, s.at));
+                        }
+                    }
+                    if rejected > 0 {
+                        l.agg.count_rejected(&config.analytics, rejected, now);
+                        touched.insert(slide_of(&config, now));
+                    }
+                    n
+                })?;
+                self.ensure_alarm(&config).await?;
+                reply(200, &json!({"accepted": accepted, "dropped": samples.len() - accepted}))
+            }
             HubOp::Publish { updates, alerts } => {
                 let delivered = sockets::broadcast(&self.state, INTEL_TAG, &updates, &alerts);
+                let now = now_ms();
+                self.with_state(&sql, |l, touched| {
+                    for u in &updates {
+                        if l.agg.ingest_event(&config.analytics, u, now) {
+                            touched.insert(slide_of(&config, u.event.timestamp.min(now)));
+                        }
+                    }
+                })?;
+                self.ensure_alarm(&config).await?;
                 reply(200, &json!({"delivered": delivered}))
+            }
+            HubOp::Window => {
+                let now = now_ms();
+                self.ensure_loaded(&sql)?;
+                let loaded = self.loaded.borrow();
+                let Some(l) = loaded.as_ref() else { return reply(500, &json!({"error": "not_loaded"})) };
+                let window = WindowState {
+                    slides: l.agg.window(&config.analytics, now, false).into_iter().cloned().collect(),
+                    hours: l.agg.hours.clone(),
+                    totals: l.agg.totals.clone(),
+                    rules: l.meta.rules.clone(),
+                    stream_clients: sockets::sockets(&self.state, INTEL_TAG).len()
+                        + sockets::sockets(&self.state, PERF_TAG).len(),
+                    intel_clients: sockets::sockets(&self.state, INTEL_TAG).len(),
+                    last_tick: l.meta.last_tick,
+                    next_tick: l.meta.next_tick,
+                    kv_writes: l.meta.kv_writes.clone(),
+                };
+                reply(200, &window)
             }
             HubOp::IssueTicket => {
                 let now = now_ms();
@@ -93,7 +220,7 @@ impl DurableObject for HubObject {
                     "INSERT INTO tickets (id, expires) VALUES (?, ?)",
                     vec![ticket.clone().into(), expires.into()],
                 )?;
-                reply(200, &json!({"ticket": ticket, "expiresAt": sockets::iso(expires), "expiresIn": ttl / 1000.0}))
+                reply(200, &json!({"ticket": ticket, "expiresAt": iso(expires), "expiresIn": ttl / 1000.0}))
             }
             HubOp::ConsumeTicket { ticket } => {
                 // Read and delete with no await in between: single use even
@@ -106,6 +233,73 @@ impl DurableObject for HubObject {
                 reply(200, &json!({"valid": valid}))
             }
         }
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        let started = now_ms();
+        let config = match platform::config(&self.env) {
+            Ok(c) => c,
+            Err(_) => {
+                // Keep ticking (a fixed deploy resumes); do no work on a bad config.
+                self.state.storage().set_alarm(std::time::Duration::from_secs(60)).await?;
+                return Response::ok("config invalid");
+            }
+        };
+        let sql = self.state.storage().sql();
+        migrate(&sql)?;
+        self.ensure_loaded(&sql)?;
+        // Re-arm first: whatever fails below, the next tick comes.
+        let slide_ms = config.analytics.slide_s as f64 * 1000.0;
+        let grace = config.analytics.grace_ms;
+        let next = (((started - grace) / slide_ms).floor() + 1.0) * slide_ms + grace;
+        self.state.storage().set_alarm(worker::ScheduledTime::new(js_sys::Date::new(&next.into()))).await?;
+        let (lag, rollups) = {
+            let mut loaded = self.loaded.borrow_mut();
+            let Some(l) = loaded.as_mut() else { return Response::ok("not loaded") };
+            let lag = l.meta.next_tick.map(|t| (started - t).max(0.0));
+            l.meta.next_tick = Some(next);
+            l.meta.last_tick = Some(started);
+            (lag, l.agg.take_rollups(&config.analytics, started))
+        };
+        // KV rollups: one key per metric per slide (written once), and `latest`.
+        let kv_started = now_ms();
+        let writes = self.write_rollups(&config, &rollups).await;
+        let kv_ms = (!writes.is_empty()).then(|| now_ms() - kv_started);
+        let now = now_ms();
+        let (transitions, new_patterns, anomalies) = {
+            let mut loaded = self.loaded.borrow_mut();
+            let Some(l) = loaded.as_mut() else { return Response::ok("not loaded") };
+            l.meta.kv_writes.extend(writes);
+            let excess = l.meta.kv_writes.len().saturating_sub(KV_LOG);
+            l.meta.kv_writes.drain(..excess);
+            let views = l.agg.views(&config.analytics, now);
+            let transitions = match rollups.last() {
+                Some(p) => alerting::evaluate(&config.alert_rules, &mut l.meta.rules, |m| p.metric(m), now),
+                None => Vec::new(),
+            };
+            let keys: Vec<String> = views.patterns.iter().map(pattern_key).collect();
+            let new_patterns: Vec<Value> =
+                views.patterns.iter().filter(|p| !l.meta.pattern_keys.contains(&pattern_key(p))).cloned().collect();
+            l.meta.pattern_keys = keys;
+            let newest = rollups.last().map(|p| p.start);
+            let anomalies: Vec<Value> =
+                views.anomalies.into_iter().filter(|a| a.get("slide").and_then(Value::as_i64) == newest).collect();
+            (transitions, new_patterns, anomalies)
+        };
+        self.push(&rollups, &transitions, &new_patterns, &anomalies, now);
+        let clients = sockets::sockets(&self.state, INTEL_TAG).len() + sockets::sockets(&self.state, PERF_TAG).len();
+        let gauges = Gauges {
+            alarm_lag_ms: lag,
+            kv_write_latency_ms: kv_ms,
+            tick_duration_ms: Some(now_ms() - started),
+            stream_clients: Some(clients as f64),
+        };
+        self.with_state(&sql, |l, touched| {
+            l.agg.record_gauges(&config.analytics, gauges, now);
+            touched.insert(slide_of(&config, now));
+            l.agg.evict(&config.analytics, now);
+        })?;
+        Response::ok("tick")
     }
 
     async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
@@ -123,10 +317,179 @@ impl DurableObject for HubObject {
         let _ = ws.close(Some(1011), Some("error"));
         Ok(())
     }
+}
 
-    async fn alarm(&self) -> Result<Response> {
-        // No alarm is set yet (the analytics issue adds the tick); answer any
-        // stray one instead of panicking in the default handler.
-        Response::ok("no alarm work")
+fn slide_of(config: &Config, at_ms: f64) -> i64 {
+    let s = (at_ms / 1000.0).floor() as i64;
+    s - s.rem_euclid(config.analytics.slide_s.max(1))
+}
+
+fn pattern_key(p: &Value) -> String {
+    format!(
+        "{}:{}",
+        p.get("kind").and_then(Value::as_str).unwrap_or(""),
+        p.get("key").and_then(Value::as_str).unwrap_or("")
+    )
+}
+
+fn migrate(sql: &SqlStorage) -> Result<()> {
+    sql.exec(
+        "CREATE TABLE IF NOT EXISTS tickets (id TEXT PRIMARY KEY, expires REAL NOT NULL);
+         CREATE TABLE IF NOT EXISTS slides (start INTEGER PRIMARY KEY, data TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, data TEXT NOT NULL);",
+        None,
+    )?;
+    Ok(())
+}
+
+impl HubObject {
+    fn ensure_loaded(&self, sql: &SqlStorage) -> Result<()> {
+        if self.loaded.borrow().is_some() {
+            return Ok(());
+        }
+        let mut agg = Aggregator::default();
+        for row in sql.exec("SELECT data FROM slides ORDER BY start", None)?.to_array::<DataRow>()? {
+            if let Ok(slide) = serde_json::from_str::<Slide>(&row.data) {
+                agg.slides.insert(slide.start, slide);
+            }
+        }
+        let meta: Meta = sql
+            .exec("SELECT data FROM meta WHERE key = 'hub'", None)?
+            .to_array::<DataRow>()?
+            .first()
+            .and_then(|r| serde_json::from_str(&r.data).ok())
+            .unwrap_or_default();
+        agg.hours = meta.hours.clone();
+        agg.last_rolled = meta.last_rolled;
+        agg.totals = meta.totals.clone();
+        *self.loaded.borrow_mut() = Some(Loaded { agg, meta });
+        Ok(())
+    }
+
+    /// Applies `f` to the loaded state and persists the slides it touched
+    /// and the meta row (no await in between: one atomic write).
+    fn with_state<R>(&self, sql: &SqlStorage, f: impl FnOnce(&mut Loaded, &mut BTreeSet<i64>) -> R) -> Result<R> {
+        self.ensure_loaded(sql)?;
+        let mut loaded = self.loaded.borrow_mut();
+        let Some(l) = loaded.as_mut() else { return Err(worker::Error::RustError("hub state not loaded".into())) };
+        let mut touched = BTreeSet::new();
+        let out = f(l, &mut touched);
+        for start in touched {
+            if let Some(slide) = l.agg.slides.get(&start) {
+                let data = serde_json::to_string(slide).map_err(|e| worker::Error::RustError(e.to_string()))?;
+                sql.exec("INSERT OR REPLACE INTO slides (start, data) VALUES (?, ?)", vec![start.into(), data.into()])?;
+            }
+        }
+        let oldest = l.agg.slides.keys().next().copied().unwrap_or(i64::MAX);
+        sql.exec("DELETE FROM slides WHERE start < ?", vec![oldest.into()])?;
+        l.meta.hours = l.agg.hours.clone();
+        l.meta.last_rolled = l.agg.last_rolled;
+        l.meta.totals = l.agg.totals.clone();
+        let meta = serde_json::to_string(&l.meta).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        sql.exec("INSERT OR REPLACE INTO meta (key, data) VALUES ('hub', ?)", vec![meta.into()])?;
+        Ok(out)
+    }
+
+    /// Arms the tick if no alarm is set (the first report or event starts it).
+    async fn ensure_alarm(&self, config: &Config) -> Result<()> {
+        let storage = self.state.storage();
+        if storage.get_alarm().await?.is_none() {
+            let slide_ms = config.analytics.slide_s as f64 * 1000.0;
+            let grace = config.analytics.grace_ms;
+            let next = (((now_ms() - grace) / slide_ms).floor() + 1.0) * slide_ms + grace;
+            storage.set_alarm(worker::ScheduledTime::new(js_sys::Date::new(&next.into()))).await?;
+            if let Some(l) = self.loaded.borrow_mut().as_mut() {
+                l.meta.next_tick = Some(next);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes each metric of each rollup under `metrics:v1:<name>:<start>`
+    /// (value in the metadata too, so history is one list call) and
+    /// `metrics:v1:latest` at most once per second. Returns what it wrote.
+    async fn write_rollups(&self, config: &Config, rollups: &[SlidePoint]) -> Vec<KvWrite> {
+        let mut writes = Vec::new();
+        let Ok(kv) = self.env.kv(KV_BINDING) else { return writes };
+        let ttl = config.metrics_ttl_s;
+        for p in rollups {
+            for name in METRIC_NAMES {
+                let Some(v) = p.metric(name) else { continue };
+                let key = format!("metrics:v1:{name}:{}", p.start);
+                let mut body = json!({"value": v, "start": p.start});
+                if name == "origin_latency_ms" || name == "consult_latency_ms" {
+                    let l = if name == "origin_latency_ms" { &p.origin_latency } else { &p.consult_latency };
+                    body = json!({"value": v, "start": p.start, "p50": l.p50, "p95": l.p95, "p99": l.p99, "count": l.count});
+                }
+                let put = kv.put(&key, body.to_string()).and_then(|b| b.metadata(json!({"v": v})));
+                match put {
+                    Ok(b) => match b.expiration_ttl(ttl).execute().await {
+                        Ok(()) => writes.push(KvWrite { key, at: now_ms() }),
+                        Err(e) => worker::console_error!("edgeintel: KV write {key} failed: {e}"),
+                    },
+                    Err(e) => worker::console_error!("edgeintel: KV write {key} failed: {e}"),
+                }
+            }
+        }
+        if let Some(last) = rollups.last() {
+            let recent = self
+                .loaded
+                .borrow()
+                .as_ref()
+                .and_then(|l| l.meta.kv_writes.iter().rev().find(|w| w.key == "metrics:v1:latest").map(|w| w.at));
+            // KV allows one write per key per second.
+            if recent.is_none_or(|t| now_ms() - t >= 1000.0) {
+                let body = json!(last).to_string();
+                if let Ok(b) = kv.put("metrics:v1:latest", body) {
+                    if b.expiration_ttl(ttl).execute().await.is_ok() {
+                        writes.push(KvWrite { key: "metrics:v1:latest".into(), at: now_ms() });
+                    }
+                }
+            }
+        }
+        writes
+    }
+
+    /// Pushes this tick's results to the streams: metrics and alert
+    /// transitions to the performance stream, insights to the intelligence stream.
+    fn push(
+        &self,
+        rollups: &[SlidePoint],
+        transitions: &[Transition],
+        patterns: &[Value],
+        anomalies: &[Value],
+        now: f64,
+    ) {
+        let ts = iso(now);
+        let mut perf: Vec<String> = rollups
+            .iter()
+            .map(|p| ServerMessage::new(MessageType::PerformanceMetric, json!(p), &ts).to_text())
+            .collect();
+        perf.extend(transitions.iter().map(|t| ServerMessage::new(MessageType::Alert, json!(t), &ts).to_text()));
+        send_all(&self.state, PERF_TAG, &perf);
+        let mut insights: Vec<String> = patterns
+            .iter()
+            .map(|p| ServerMessage::new(MessageType::Insight, json!({"kind": "pattern", "pattern": p}), &ts).to_text())
+            .collect();
+        insights.extend(anomalies.iter().map(|a| {
+            ServerMessage::new(MessageType::Insight, json!({"kind": "anomaly", "anomaly": a}), &ts).to_text()
+        }));
+        send_all(&self.state, INTEL_TAG, &insights);
+    }
+}
+
+/// Sends every text to every socket of `tag` (insights and metrics are not
+/// filtered by subscriptions: they are about the whole site).
+fn send_all(state: &State, tag: &str, texts: &[String]) {
+    if texts.is_empty() {
+        return;
+    }
+    for ws in sockets::sockets(state, tag) {
+        for t in texts {
+            if ws.send_with_str(t).is_err() {
+                let _ = ws.close(Some(1011), Some("send failed"));
+                break;
+            }
+        }
     }
 }

@@ -1,0 +1,152 @@
+// Windowed analytics on Durable Object alarms (issue: analytics): patterns on
+// the API and the stream, KV rollups read back through the history endpoint,
+// an alert rule that fires and resolves, Prometheus exposition, and KV's
+// one-write-per-key-per-second limit (which the local KV does not enforce).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import parsePrometheus from "parse-prometheus-text-format";
+import { startEdge, BROWSER_HEADERS } from "./harness.mjs";
+
+const RULES = JSON.stringify([
+  { name: "busy_site", metric: "request_count", operator: ">=", threshold: 5, duration: 0, severity: "high", message: "5 or more requests in a slide", cooldown: 0 },
+]);
+
+let edge;
+const testStart = Date.now();
+before(async () => {
+  edge = await startEdge({
+    vars: {
+      RISK_MODE: "consistent",
+      ANALYTICS_SLIDE_SECONDS: "1",
+      ANALYTICS_WINDOW_SECONDS: "20",
+      FLUSH_INTERVAL_MS: "100",
+      ALERT_RULES: RULES,
+    },
+  });
+});
+after(async () => {
+  await edge?.close();
+});
+
+async function eventually(check, { tries = 80, everyMs = 100 } = {}) {
+  for (let i = 0; i < tries; i++) {
+    const v = await check();
+    if (v) return v;
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  return check();
+}
+
+test("a scanning campaign and a threat spike show in patterns, on the stream, and in KV history; a rule fires and resolves", async () => {
+  const intel = edge.stream("/api/intelligence/stream");
+  const perf = edge.stream("/api/performance/stream");
+  await Promise.all([intel.opened, perf.opened]);
+  const scanners = ["203.0.113.51", "203.0.113.52", "203.0.113.53", "203.0.113.54", "203.0.113.55"];
+  await Promise.all(
+    scanners.map(async (ip) => {
+      const res = await edge.send("/.env", { cf: { country: "NL", asn: 14061, colo: "AMS" }, ip, headers: { "User-Agent": "python-requests/2.32.3", Accept: "*/*" } });
+      await res.arrayBuffer();
+    }),
+  );
+  const post = await edge.api("POST", "/api/events", {
+    body: ["198.51.100.61", "198.51.100.62", "198.51.100.63"].map((ip) => ({ ip, eventType: "threat_detected", source: "feed", data: { threatScore: 90 } })),
+  });
+  assert.equal(post.json.accepted, 3);
+
+  // Patterns on the API.
+  const patterns = await eventually(async () => {
+    const r = await edge.api("GET", "/api/analytics/patterns");
+    const kinds = (r.json?.patterns ?? []).map((p) => p.kind);
+    const campaign = r.json?.patterns?.find((p) => p.kind === "scanning_campaign");
+    return campaign?.support === 5 && kinds.includes("threat_spike") ? r.json.patterns : null;
+  });
+  assert.ok(patterns, "patterns appeared");
+  const campaign = patterns.find((p) => p.kind === "scanning_campaign");
+  assert.equal(campaign.key, "/.env");
+  assert.equal(campaign.support, 5);
+  assert.deepEqual([...campaign.ips].sort(), scanners);
+  assert.ok(patterns.some((p) => p.kind === "high_risk_asn" && p.key === "AS14061"), JSON.stringify(patterns));
+
+  // The same as insights on the intelligence stream (pushed by the alarm tick).
+  await intel.until((ms) => ms.some((m) => m.type === "insight" && m.data.pattern?.kind === "scanning_campaign"), 8000);
+  await intel.until((ms) => ms.some((m) => m.type === "insight" && m.data.pattern?.kind === "threat_spike"), 8000);
+
+  // The alert rule (5 or more requests in a slide) fires ...
+  await perf.until((ms) => ms.some((m) => m.type === "alert" && m.data.rule === "busy_site" && m.data.to === "firing"), 8000);
+  // ... and resolves when a quiet slide is rolled up.
+  await perf.until((ms) => ms.some((m) => m.type === "alert" && m.data.rule === "busy_site" && m.data.to === "resolved"), 8000);
+  assert.ok(perf.messages.some((m) => m.type === "performance_metric" && m.data.requests >= 5));
+
+  // The rollups are in KV, read back through the history endpoint.
+  const hist = await eventually(async () => {
+    const r = await edge.api("GET", `/api/performance/metrics/request_count/history?start=${testStart - 2000}&end=${Date.now() + 2000}`);
+    return r.json?.metrics?.some((p) => p.value >= 5) ? r.json : null;
+  });
+  assert.ok(hist, "a rollup with the traffic is in KV");
+  assert.equal(hist.count, hist.metrics.length);
+  assert.ok(hist.metrics.every((p, i, a) => i === 0 || a[i - 1].timestamp < p.timestamp), "ordered, one per slide");
+  const alerts = await edge.api("GET", "/api/performance/alerts");
+  assert.equal(alerts.status, 200);
+  assert.ok(alerts.json.rules.some((r) => r.rule === "busy_site"));
+  intel.close();
+  perf.close();
+});
+
+test("metric endpoints, insights, trends, anomalies, correlations and health answer with measured values", async () => {
+  for (const path of ["/api/analytics/insights", "/api/analytics/trends", "/api/analytics/anomalies", "/api/analytics/correlations"]) {
+    const r = await edge.api("GET", path);
+    assert.equal(r.status, 200, path);
+    assert.ok(r.json.window.slideSeconds === 1, path);
+  }
+  const a = await edge.api("GET", "/api/intelligence/analytics");
+  assert.equal(a.status, 200);
+  assert.ok(a.json.activeProfiles >= 5);
+  assert.ok(Array.isArray(a.json.series.slides) && a.json.series.slides.length > 0);
+  assert.equal(typeof a.json.queueSize, "number");
+  const m = await edge.api("GET", "/api/performance/metrics/origin_latency_ms?timeframe=20000");
+  assert.equal(m.status, 200);
+  assert.ok(m.json.metrics.count >= 5, JSON.stringify(m.json));
+  assert.ok(m.json.metrics.p50 > 0 && m.json.metrics.p99 >= m.json.metrics.p50);
+  assert.equal((await edge.api("GET", "/api/performance/metrics/cpu_usage")).status, 404, "no simulated metrics");
+  assert.equal((await edge.api("GET", "/api/performance/metrics/request_count?timeframe=-5")).status, 400);
+  const h = await edge.api("GET", "/api/performance/health");
+  assert.equal(h.status, 200);
+  assert.ok(["healthy", "degraded"].includes(h.json.health.status));
+  assert.ok(h.json.health.requestsInWindow >= 5);
+  const live = await edge.send("/_intel/health/intelligence", { cf: {} });
+  const liveBody = await live.json();
+  assert.ok(liveBody.analytics.requestsTotal >= 5, JSON.stringify(liveBody));
+  assert.ok(!JSON.stringify(liveBody).includes("203.0.113"), "liveness carries no IP data");
+  assert.equal((await edge.api("GET", "/api/analytics/patterns", { token: null })).status, 401);
+});
+
+test("/metrics is valid Prometheus text", async () => {
+  const r = await edge.api("GET", "/metrics");
+  assert.equal(r.status, 200);
+  assert.match(r.headers.get("content-type"), /text\/plain; version=0.0.4/);
+  const families = parsePrometheus(r.text);
+  const byName = Object.fromEntries(families.map((f) => [f.name, f]));
+  assert.equal(byName.edgeintel_request_count.type, "COUNTER");
+  assert.ok(Number(byName.edgeintel_request_count.metrics[0].value) >= 5);
+  assert.ok(byName.edgeintel_origin_latency_ms.metrics.some((x) => x.labels.quantile === "0.95"));
+  assert.ok(byName.edgeintel_alert_state.metrics.some((x) => x.labels.rule === "busy_site"));
+  assert.equal((await edge.api("GET", "/metrics", { token: null })).status, 401);
+});
+
+test("KV: never more than one write per key per second", async () => {
+  // Let a few more ticks happen, then inspect the hub's own log of KV writes.
+  await new Promise((r) => setTimeout(r, 2500));
+  const a = await edge.api("GET", "/api/intelligence/analytics");
+  const writes = a.json.metrics.kvWrites;
+  assert.ok(writes.length > 10, `only ${writes.length} writes`);
+  const byKey = new Map();
+  for (const w of writes) byKey.set(w.key, [...(byKey.get(w.key) ?? []), w.at]);
+  assert.ok(byKey.get("metrics:v1:latest")?.length >= 2, "latest is rewritten every tick");
+  for (const [key, times] of byKey) {
+    for (let i = 1; i < times.length; i++) {
+      assert.ok(times[i] - times[i - 1] >= 1000, `${key} written twice within ${times[i] - times[i - 1]} ms`);
+    }
+  }
+  const perSlide = [...byKey.keys()].filter((k) => k !== "metrics:v1:latest");
+  assert.ok(perSlide.every((k) => byKey.get(k).length === 1), "each slide's rollup key is written once");
+});
