@@ -10,17 +10,15 @@ use url::Url;
 use crate::intel::alerting::{default_rules, parse_rules, Rule};
 use crate::intel::analytics::AnalyticsConfig;
 use crate::intel::facts::country_code;
+use crate::intel::lists::{Lists, RawLists};
 use crate::intel::profile::ProfileRules;
 use crate::intel::score::Weights;
 use crate::intel::signals::{Reason, SignalConfig};
 use crate::intel::travel::TravelRules;
 
-/// What the Worker does with a risky request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Enforce {
-    /// Monitor only: every request is forwarded with headers (default).
-    Off,
-}
+/// What the Worker does with a risky request (`ENFORCE`): `off` (monitor only,
+/// default), `challenge` or `block`; see `intel::enforce`.
+pub use crate::intel::enforce::Mode as Enforce;
 
 /// How long the request path may wait for the subject's profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +55,19 @@ pub struct Config {
     /// `COUNTRY_RISK` (JSON object country code -> points) and `HOSTING_ASNS`
     /// (JSON array of ASNs, `64496` or `"AS64496"`), for the request signals.
     pub signals: SignalConfig,
+    /// `ALLOW_LIST`, `BLOCK_LIST` (JSON arrays: IPs, CIDRs, `AS64496`,
+    /// `country:XX`); the API's lists (KV) are added to these.
+    pub lists: Lists,
+    /// `CHALLENGE_DIFFICULTY` (default 16 leading zero bits, ~65k hashes).
+    pub challenge_difficulty: u8,
+    /// `CHALLENGE_SIGNING_KEY` (secret; required for `ENFORCE=challenge|block`).
+    pub challenge_key: Option<String>,
+    /// `CLEARANCE_TTL_SECONDS` (default 3600): how long a solved challenge lasts.
+    pub clearance_ttl_s: u32,
+    /// `HEADER_SIGNING_KEY` (secret): sign our headers with `X-Intel-Signature`.
+    pub header_signing_key: Option<String>,
+    /// `IP_HASH_KEY` (secret): store and show only keyed hashes and masked IPs.
+    pub ip_hash_key: Option<String>,
     /// `ADMIN_TOKEN` (secret; unset = the API refuses every call with 503).
     pub admin_token: Option<String>,
     /// `RISK_MODE` (`fast` | `consistent`, default `fast`).
@@ -122,6 +133,12 @@ impl Default for Config {
             weights: Weights::default(),
             signals: SignalConfig::default(),
             admin_token: None,
+            lists: Lists::default(),
+            challenge_difficulty: 16,
+            challenge_key: None,
+            clearance_ttl_s: 3600,
+            header_signing_key: None,
+            ip_hash_key: None,
             risk_mode: RiskMode::Fast,
             consult_timeout_ms: 50,
             consistent_timeout_ms: 5000,
@@ -181,12 +198,8 @@ impl Config {
         if let Some(v) = get("ENFORCE") {
             c.enforce = match v.as_str() {
                 "off" => Enforce::Off,
-                "challenge" | "block" => {
-                    return Err(err(
-                        "ENFORCE",
-                        format!("`{v}` is not available in this version yet; use `off` (monitor only)"),
-                    ))
-                }
+                "challenge" => Enforce::Challenge,
+                "block" => Enforce::Block,
                 _ => return Err(err("ENFORCE", format!("`{v}` is not one of off, challenge, block"))),
             };
         }
@@ -217,6 +230,30 @@ impl Config {
             c.signals.extra_hosting_asns = parse_asn_list("HOSTING_ASNS", &v)?;
         }
         c.admin_token = get("ADMIN_TOKEN");
+        let list = |var: &'static str| -> Result<Vec<String>, ConfigError> {
+            match get(var) {
+                None => Ok(Vec::new()),
+                Some(v) => serde_json::from_str::<Vec<String>>(&v)
+                    .map_err(|e| err(var, format!("not a JSON array of strings: {e}"))),
+            }
+        };
+        let raw = RawLists { allow: list("ALLOW_LIST")?, block: list("BLOCK_LIST")? };
+        c.lists = Lists::parse(&raw).map_err(|e| err("ALLOW_LIST/BLOCK_LIST", e))?;
+        let secret = |var: &'static str| -> Result<Option<String>, ConfigError> {
+            match get(var) {
+                Some(v) if v.len() < 16 => Err(err(var, "must be at least 16 characters (use a random value)")),
+                other => Ok(other),
+            }
+        };
+        c.challenge_key = secret("CHALLENGE_SIGNING_KEY")?;
+        c.header_signing_key = secret("HEADER_SIGNING_KEY")?;
+        c.ip_hash_key = secret("IP_HASH_KEY")?;
+        if c.enforce != Enforce::Off && c.challenge_key.is_none() {
+            return Err(err(
+                "ENFORCE",
+                "challenge and block modes need the secret CHALLENGE_SIGNING_KEY (at least 16 characters): wrangler secret put CHALLENGE_SIGNING_KEY",
+            ));
+        }
         if let Some(v) = get("RISK_MODE") {
             c.risk_mode = match v.as_str() {
                 "fast" => RiskMode::Fast,
@@ -236,6 +273,12 @@ impl Config {
             }
         };
         // Narrowing casts below are within the ranges just checked.
+        if let Some(n) = num("CHALLENGE_DIFFICULTY", 1, 28)? {
+            c.challenge_difficulty = n as u8;
+        }
+        if let Some(n) = num("CLEARANCE_TTL_SECONDS", 1, 30 * 86_400)? {
+            c.clearance_ttl_s = n as u32;
+        }
         if let Some(n) = num("CONSULT_TIMEOUT_MS", 1, 10_000)? {
             c.consult_timeout_ms = n as u32;
         }
@@ -505,6 +548,8 @@ mod tests {
             ("ORIGIN_URL", "https://example.com/base"),
             ("ENFORCE", "block"),
             ("ENFORCE", "loud"),
+            ("IP_HASH_KEY", "short"),
+            ("CHALLENGE_DIFFICULTY", "40"),
             ("BLOCK_AT", "101"),
             ("BLOCK_AT", "-1"),
             ("CHALLENGE_AT", "95"),

@@ -53,6 +53,12 @@ async fn route_inner(req: &Request, env: &Env, ctx: &worker::Context, config: &C
             _ => Err(ApiError::method_not_allowed("GET, HEAD")),
         };
     }
+    if rest == "/challenge/verify" {
+        return match method.as_str() {
+            "POST" => challenge_verify(req, config).await,
+            _ => Err(ApiError::method_not_allowed("POST")),
+        };
+    }
     if rest == "/metrics" {
         authorize(req, config)?;
         return match analytics_api::route(env, config, "metrics", "", record::queued()).await {
@@ -78,9 +84,16 @@ async fn route_inner(req: &Request, env: &Env, ctx: &worker::Context, config: &C
         }
         if let Some(ip) = api.strip_prefix("ip-intelligence/") {
             return match method.as_str() {
-                "GET" => get_profile(env, ip).await,
+                "GET" => get_profile(env, config, ip).await,
                 "DELETE" => delete_profile(env, config, ip).await,
                 _ => Err(ApiError::method_not_allowed("GET, DELETE")),
+            };
+        }
+        if api == "config/lists" {
+            return match method.as_str() {
+                "GET" => get_lists(env, config).await,
+                "PUT" => put_lists(req, env).await,
+                _ => Err(ApiError::method_not_allowed("GET, PUT")),
             };
         }
         if api == "events" {
@@ -224,8 +237,113 @@ fn subject_from_path(raw: &str) -> Result<crate::intel::ip::SubjectKey, ApiError
     })
 }
 
-async fn get_profile(env: &Env, raw: &str) -> Result<Response, ApiError> {
-    let subject = subject_from_path(raw)?;
+/// The storage key for a queried IP (its keyed hash with `IP_HASH_KEY`).
+fn key_from_path(raw: &str, config: &Config) -> Result<crate::intel::ip::Identity, ApiError> {
+    Ok(crate::intel::ip::identify(&subject_from_path(raw)?, config.ip_hash_key.as_deref()))
+}
+
+async fn get_lists(env: &Env, config: &Config) -> Result<Response, ApiError> {
+    let stored = super::lists::stored(env).await.map_err(|e| ApiError::new(503, "kv_unavailable", e))?;
+    Ok(respond::json(
+        200,
+        &json!({"allow": stored.allow, "block": stored.block, "fromVars": {"allowEntries": config.lists.allow.len(), "blockEntries": config.lists.block.len()}, "timestamp": iso(now_ms())}),
+    ))
+}
+
+/// Replaces the stored lists (validated first; nothing is stored on error).
+async fn put_lists(req: &Request, env: &Env) -> Result<Response, ApiError> {
+    let body = read_json_body(req).await?;
+    let raw: crate::intel::lists::RawLists = serde_json::from_value(body).map_err(|e| {
+        ApiError::new(400, "invalid_lists", format!("expected {{\"allow\": [...], \"block\": [...]}}: {e}"))
+    })?;
+    crate::intel::lists::Lists::parse(&raw).map_err(|e| ApiError::new(400, "invalid_lists", e))?;
+    let kv = env.kv(hub::KV_BINDING).map_err(|e| ApiError::new(503, "kv_unavailable", e.to_string()))?;
+    let text = serde_json::to_string(&raw).map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
+    kv.put(super::lists::KV_KEY, text)
+        .map_err(|e| ApiError::new(503, "kv_unavailable", e.to_string()))?
+        .execute()
+        .await
+        .map_err(|e| ApiError::new(503, "kv_unavailable", e.to_string()))?;
+    super::lists::invalidate();
+    Ok(respond::json(200, &json!({"allow": raw.allow, "block": raw.block, "timestamp": iso(now_ms())})))
+}
+
+/// Reads a JSON body (415 unless JSON, 413 over 1 MiB, 400 malformed).
+async fn read_json_body(req: &Request) -> Result<Value, ApiError> {
+    let content_type = header(req, "content-type").unwrap_or_default().to_ascii_lowercase();
+    if !content_type.starts_with("application/json") {
+        return Err(ApiError::new(415, "unsupported_media_type", "send application/json"));
+    }
+    if header(req, "content-length").and_then(|v| v.parse::<usize>().ok()).is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
+    let bytes = read_body(req).await?;
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::new(400, "invalid_utf8", "the body is not UTF-8"))?;
+    serde_json::from_str(text).map_err(|e| ApiError::new(400, "malformed_json", format!("the body is not JSON: {e}")))
+}
+
+/// The client posts a solved proof-of-work; on success it gets the signed
+/// clearance cookie and goes back where it was (a same-site path only).
+async fn challenge_verify(req: &Request, config: &Config) -> Result<Response, ApiError> {
+    let Some(key) = config.challenge_key.as_deref() else {
+        return Err(ApiError::not_found("challenges are not enabled"));
+    };
+    let (ip, _, _) = super::extract::facts(req, config);
+    let Some(ip) = ip else { return Err(ApiError::new(400, "no_client_ip", "no client address")) };
+    let subject = crate::intel::ip::identify(&crate::intel::ip::subject_of(ip), config.ip_hash_key.as_deref()).key;
+    let content_type = header(req, "content-type").unwrap_or_default().to_ascii_lowercase();
+    let bytes = read_body(req).await?;
+    if bytes.len() > 8192 {
+        return Err(too_large());
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let (token, counter, ret, json_client) = if content_type.starts_with("application/json") {
+        let v: Value = serde_json::from_str(&text).map_err(|e| ApiError::new(400, "malformed_json", e.to_string()))?;
+        let get = |k: &str| v.get(k).map(|x| x.as_str().map(String::from).unwrap_or_else(|| x.to_string()));
+        (get("token"), get("counter"), get("return"), true)
+    } else {
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(text.as_bytes()).into_owned().collect();
+        let get = |k: &str| pairs.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
+        (get("token"), get("counter"), get("return"), false)
+    };
+    let (Some(token), Some(counter)) = (token, counter.and_then(|c| c.parse::<u64>().ok())) else {
+        return Err(ApiError::new(400, "bad_request", "send token and counter"));
+    };
+    let now = now_ms();
+    crate::intel::enforce::verify_solution(key, subject.as_str(), &token, counter, now, config.challenge_difficulty)
+        .map_err(|why| ApiError::new(403, "challenge_failed", why))?;
+    let expires = now + f64::from(config.clearance_ttl_s) * 1000.0;
+    let value = crate::intel::enforce::clearance(key, subject.as_str(), expires as u64)
+        .ok_or_else(|| ApiError::new(500, "internal", "could not sign the clearance"))?;
+    let cookie = format!(
+        "{}={value}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
+        crate::intel::enforce::CLEARANCE_COOKIE,
+        config.clearance_ttl_s
+    );
+    let ret =
+        ret.filter(|r| r.starts_with('/') && !r.starts_with("//") && !r.contains('\\')).unwrap_or_else(|| "/".into());
+    let init = web_sys::ResponseInit::new();
+    let headers = web_sys::Headers::new().map_err(|_| ApiError::new(500, "internal", "headers"))?;
+    let _ = headers.set("set-cookie", &cookie);
+    let _ = headers.set("cache-control", "no-store");
+    let body = if json_client {
+        init.set_status(200);
+        let _ = headers.set("content-type", "application/json");
+        Some(json!({"cleared": true, "expiresAt": iso(expires)}).to_string())
+    } else {
+        init.set_status(303);
+        let _ = headers.set("location", &ret);
+        None
+    };
+    init.set_headers(headers.as_ref());
+    Response::new_with_opt_str_and_init(body.as_deref(), &init).map_err(|_| ApiError::new(500, "internal", "response"))
+}
+
+async fn get_profile(env: &Env, config: &Config, raw: &str) -> Result<Response, ApiError> {
+    let subject = key_from_path(raw, config)?.key;
     let (status, body) =
         call_object::<_, Value>(env, BINDING, subject.as_str(), &ProfileOp::Get).await.map_err(unavailable)?;
     match (status, body) {
@@ -235,19 +353,23 @@ async fn get_profile(env: &Env, raw: &str) -> Result<Response, ApiError> {
             }
             Ok(respond::json(200, &v))
         }
-        (404, _) => Err(ApiError::not_found(format!("no profile for {subject}"))),
+        (404, _) => Err(ApiError::not_found(format!(
+            "no profile for {}",
+            percent_encoding::percent_decode_str(raw).decode_utf8_lossy()
+        ))),
         (s, _) => Err(ApiError::new(500, "internal", format!("profile store answered {s}"))),
     }
 }
 
 async fn delete_profile(env: &Env, config: &Config, raw: &str) -> Result<Response, ApiError> {
-    let subject = subject_from_path(raw)?;
+    let id = key_from_path(raw, config)?;
+    let subject = id.key;
     let (status, body) =
         call_object::<_, Value>(env, BINDING, subject.as_str(), &ProfileOp::Delete).await.map_err(unavailable)?;
     forget(config, subject.as_str());
     let deleted = body.as_ref().and_then(|b| b.get("deleted")).and_then(Value::as_bool).unwrap_or(false);
     match status {
-        200 => Ok(respond::json(200, &json!({"deleted": deleted, "ip": subject.as_str(), "timestamp": iso(now_ms())}))),
+        200 => Ok(respond::json(200, &json!({"deleted": deleted, "ip": id.display, "timestamp": iso(now_ms())}))),
         s => Err(ApiError::new(500, "internal", format!("profile store answered {s}"))),
     }
 }
@@ -316,30 +438,35 @@ async fn post_events(req: &Request, env: &Env, ctx: &worker::Context, config: &C
     let now = now_ms();
     let mut rejected = Vec::new();
     // Group by subject, keeping each event's index for per-item errors.
-    let mut groups: Vec<(String, Vec<(usize, IntelEvent)>)> = Vec::new();
+    // (storage key, displayed IP, [(index in the batch, event)])
+    type Group = (String, String, Vec<(usize, IntelEvent)>);
+    let mut groups: Vec<Group> = Vec::new();
     for (index, raw) in items.iter().enumerate() {
         match validate(raw, now) {
-            Ok(v) => {
-                let key = v.subject.as_str().to_string();
-                match groups.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, list)) => list.push((index, v.event)),
-                    None => groups.push((key, vec![(index, v.event)])),
+            Ok(mut v) => {
+                let id = crate::intel::ip::identify(&v.subject, config.ip_hash_key.as_deref());
+                let key = id.key.as_str().to_string();
+                // With IP_HASH_KEY, the stored and published event carries the masked IP only.
+                v.event.ip = id.display.clone();
+                match groups.iter_mut().find(|(k, _, _)| *k == key) {
+                    Some((_, _, list)) => list.push((index, v.event)),
+                    None => groups.push((key, id.display, vec![(index, v.event)])),
                 }
             }
             Err(error) => rejected.push(json!({"index": index, "error": error})),
         }
     }
-    let calls = groups.iter().map(|(subject, list)| {
+    let calls = groups.iter().map(|(subject, display, list)| {
         let op = ProfileOp::Events {
             subject: subject.clone(),
-            ip: subject.clone(),
+            ip: display.clone(),
             events: list.iter().map(|(_, e)| e.clone()).collect(),
         };
         async move { call_object::<_, Value>(env, BINDING, subject, &op).await }
     });
     let results = join_all(calls).await;
     let mut accepted = 0usize;
-    for ((subject, list), result) in groups.iter().zip(results) {
+    for ((subject, _, list), result) in groups.iter().zip(results) {
         match result {
             Ok((200, _)) => {
                 accepted += list.len();

@@ -53,11 +53,15 @@ fn build(req: &Request, config: &Config, ours: &[(&'static str, String)]) -> Res
     if let Some(body) = req.body() {
         init.set_body(body.as_ref());
     }
-    let url = match &config.origin_url {
+    Request::new_with_str_and_init(&target_url(req, config), &init)
+}
+
+/// The URL the origin receives (what the header signature covers).
+pub fn target_url(req: &Request, config: &Config) -> String {
+    match &config.origin_url {
         Some(origin) => format!("{}{}", origin.as_str().trim_end_matches('/'), path_and_query(req)),
         None => req.url(),
-    };
-    Request::new_with_str_and_init(&url, &init)
+    }
 }
 
 /// The origin's response with a `Set-Cookie` added (its own headers are

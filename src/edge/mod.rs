@@ -13,6 +13,7 @@ mod api;
 mod consult;
 mod extract;
 mod forward;
+mod lists;
 mod record;
 mod respond;
 mod visitor;
@@ -25,15 +26,19 @@ use web_sys::{Request, Response};
 use worker::{Context, Delay, Env};
 
 use crate::clock::now_ms;
-use crate::config::{Config, Enforce, RiskMode};
+use crate::config::{Config, RiskMode};
 use crate::intel::analytics::{shard_of, Consult, Sample};
+use crate::intel::enforce::{clearance_valid, decide, Action, DecideInput, CLEARANCE_COOKIE};
 use crate::intel::events::Location;
 use crate::intel::facts::CfFacts;
 use crate::intel::headers::{self, HeaderInput, IntelStatus};
-use crate::intel::ip::{subject_of, SubjectKey};
+use crate::intel::ip::{identify, subject_of, Identity};
+use crate::intel::lists::ListVerdict;
 use crate::intel::profile::{Observation, ProfileVerdict};
 use crate::intel::score::{self, Level};
+use crate::intel::secrets::cookie;
 use crate::intel::signals::{self, Reason, Signal};
+use crate::intel::signature;
 use crate::intel::travel::{Sighting, TravelFinding};
 use crate::platform;
 
@@ -53,10 +58,16 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
 
     // 1. Extract facts (never fails: every field is optional).
     let (ip, cf, request) = extract::facts(&req, &config);
-    // 2. Identify: the subject (profile key) and, if configured, the visitor.
-    let subject = ip.map(subject_of);
-    let visitor = visitor::identify(extract::header(&req, "cookie").as_deref(), &config);
+    // 2. Identify: the subject (profile key, hashed with IP_HASH_KEY) and,
+    //    if configured, the visitor.
+    let identity = ip.map(|ip| identify(&subject_of(ip), config.ip_hash_key.as_deref()));
+    let cookies = extract::header(&req, "cookie");
+    let visitor = visitor::identify(cookies.as_deref(), &config);
     let mut found = signals::request_signals(&cf, &request, &config.signals);
+    let list = lists::effective(&env, &config).await.check(ip, cf.asn, cf.country.as_deref());
+    if list == ListVerdict::Blocked {
+        found.push(Signal { reason: Reason::Blocklisted, points: None });
+    }
     let mut obs = Observation {
         at: started,
         method: request.method.clone(),
@@ -65,14 +76,16 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
         latency_ms: None,
         location: location_of(&cf, started),
         signals: found.iter().map(|s| s.reason).collect(),
+        action: None,
+        visitor: visitor.as_ref().map(|v| v.key.clone()),
     };
     // 3. Consult the profile (and the visitor's travel) within the mode's budget.
-    let (profile, status, travel, consulted) = match &subject {
+    let (profile, status, travel, consulted) = match &identity {
         None => (ProfileVerdict::unknown_subject(), IntelStatus::Ok, None, Consult::Cached),
-        Some(s) => {
+        Some(id) => {
             let sighting =
-                visitor.as_ref().and_then(|v| sighting_of(&cf, &found, s, started).map(|x| (v.key.clone(), x)));
-            consult_all(&env, &ctx, &config, s, &obs, sighting).await
+                visitor.as_ref().and_then(|v| sighting_of(&cf, &found, id, started).map(|x| (v.key.clone(), x)));
+            consult_all(&env, &ctx, &config, id, &obs, sighting).await
         }
     };
     // Time only advances across I/O in Workers, so this is the consult's I/O wait.
@@ -84,25 +97,57 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
     }
     let verdict = score::score(&found, &config.weights);
     let level = if status == IntelStatus::Degraded { Level::Unknown } else { verdict.level };
-    // 5. Decide: monitor only in this version.
-    match config.enforce {
-        Enforce::Off => {}
-    }
-    // 6. Forward, with our headers replacing any the client sent.
-    let ours = headers::render(&HeaderInput {
-        verdict: &verdict,
-        level,
-        threat: profile.threat,
-        reputation: profile.reputation,
-        cf: &cf,
-        status,
+    // 5. Decide.
+    let key = identity.as_ref().map_or("", |id| id.key.as_str());
+    let cleared = match (&config.challenge_key, cookies.as_deref().and_then(|h| cookie(h, CLEARANCE_COOKIE))) {
+        (Some(k), Some(v)) => clearance_valid(k, key, v, started),
+        _ => false,
+    };
+    let action = decide(&DecideInput {
+        mode: config.enforce,
+        score: verdict.score,
+        challenge_at: config.challenge_at,
+        block_at: config.block_at,
+        verified_bot: cf.verified_bot == Some(true),
+        list,
+        cleared,
     });
+    let accept = extract::header(&req, "accept").unwrap_or_default();
     let sent = now_ms();
-    let result = forward::send(&req, &config, &ours).await;
+    let result = match action {
+        Action::Forward => {
+            // 6. Forward, with our headers replacing any the client sent.
+            let mut ours = headers::render(&HeaderInput {
+                verdict: &verdict,
+                level,
+                threat: profile.threat,
+                reputation: profile.reputation,
+                cf: &cf,
+                status,
+            });
+            if let Some(k) = &config.header_signing_key {
+                let url = forward::target_url(&req, &config);
+                let t = (started / 1000.0) as u64;
+                if let Some(sig) = signature::sign(k, &request.method, &url, t, &ours) {
+                    ours.push((signature::SIGNATURE, sig));
+                }
+            }
+            forward::send(&req, &config, &ours).await
+        }
+        Action::Block => {
+            obs.action = Some(Action::Block.as_str().to_string());
+            Ok(respond::blocked(&accept))
+        }
+        Action::Challenge => {
+            obs.action = Some(Action::Challenge.as_str().to_string());
+            Ok(respond::challenge(&accept, &config, key, &request.path, started))
+        }
+    };
     // 7. Record, after the response, in ctx.wait_until.
     let origin_status = result.as_ref().map(|r| r.status()).unwrap_or(502);
     let latency_ms = now_ms() - sent;
-    if let Some(s) = &subject {
+    if let Some(id) = &identity {
+        let s = &id.key;
         let sample = Sample {
             at: started,
             subject: s.as_str().to_string(),
@@ -120,7 +165,7 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
                 .then(|| obs.path.split('?').next().unwrap_or("").chars().take(128).collect()),
         };
         record::sample(&ctx, &env, &config, shard_of(s.as_str(), config.hub_shards), sample);
-        record_outcome(&ctx, &env, &config, s, &mut obs, origin_status, latency_ms);
+        record_outcome(&ctx, &env, &config, id, &mut obs, origin_status, latency_ms);
     }
     let response = match result {
         Ok(res) => res,
@@ -138,15 +183,16 @@ async fn consult_all(
     env: &Env,
     ctx: &Context,
     config: &Config,
-    subject: &SubjectKey,
+    id: &Identity,
     obs: &Observation,
     sighting: Option<(String, Sighting)>,
 ) -> (ProfileVerdict, IntelStatus, Option<TravelFinding>, Consult) {
+    let subject = &id.key;
     let profile = async {
         match config.risk_mode {
             RiskMode::Fast => consult::fast(env, ctx, config, subject).await,
             RiskMode::Consistent => {
-                consult::consistent(env, config, subject, subject.as_str(), obs.clone()).await.map(|v| (v, false))
+                consult::consistent(env, config, subject, &id.display, obs.clone()).await.map(|v| (v, false))
             }
         }
     };
@@ -195,22 +241,23 @@ fn record_outcome(
     ctx: &Context,
     env: &Env,
     config: &Config,
-    subject: &SubjectKey,
+    id: &Identity,
     obs: &mut Observation,
     status: u16,
     latency_ms: f64,
 ) {
+    let subject = &id.key;
     match config.risk_mode {
         RiskMode::Fast => {
             obs.status = Some(status);
             obs.latency_ms = Some(latency_ms);
-            record::observation(ctx, env, config, subject, subject.as_str(), obs.clone());
+            record::observation(ctx, env, config, subject, &id.display, obs.clone());
         }
         // The observation itself was recorded before forwarding.
         RiskMode::Consistent => ctx.wait_until(record::status(
             env.clone(),
             subject.as_str().to_string(),
-            subject.as_str().to_string(),
+            id.display.clone(),
             obs.at,
             status,
         )),
@@ -230,13 +277,13 @@ fn location_of(cf: &CfFacts, at: f64) -> Location {
     }
 }
 
-fn sighting_of(cf: &CfFacts, found: &[Signal], subject: &SubjectKey, at: f64) -> Option<Sighting> {
+fn sighting_of(cf: &CfFacts, found: &[Signal], id: &Identity, at: f64) -> Option<Sighting> {
     let (latitude, longitude) = cf.coordinates()?;
     Some(Sighting {
         at,
         latitude,
         longitude,
-        ip: subject.as_str().to_string(),
+        ip: id.display.clone(),
         country: cf.country.clone(),
         city: cf.city.clone(),
         hosting: found.iter().any(|s| s.reason == Reason::HostingAsn),

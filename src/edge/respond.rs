@@ -5,7 +5,7 @@
 use serde::Serialize;
 use web_sys::{Response, ResponseInit};
 
-use crate::config::ConfigError;
+use crate::config::{Config, ConfigError};
 use crate::error::ApiError;
 
 use super::forward::OriginError;
@@ -30,6 +30,78 @@ pub fn config_error(e: &ConfigError) -> Response {
 pub fn origin_unreachable(e: &OriginError) -> Response {
     worker::console_error!("edgeintel: origin unreachable: {}", e.0);
     with_body(502, "text/plain; charset=utf-8", "502 Bad Gateway: the origin server could not be reached.\n")
+}
+
+fn wants_html(accept: &str) -> bool {
+    accept.contains("text/html")
+}
+
+fn reference_id() -> String {
+    let mut raw = [0u8; 6];
+    let _ = getrandom::fill(&mut raw);
+    hex::encode(raw)
+}
+
+/// 403 for a blocked request: a reference id for support, never the reasons.
+pub fn blocked(accept: &str) -> Response {
+    let id = reference_id();
+    if wants_html(accept) {
+        let page = format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>Access denied</title>\
+             <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:15vh auto;padding:0 1rem;color:#222}}code{{background:#eee;padding:.1rem .3rem}}</style></head>\
+             <body><h1>Access denied</h1><p>This request was blocked by the site's security policy.</p>\
+             <p>If you think this is a mistake, contact the site and quote reference <code>{id}</code>.</p></body></html>"
+        );
+        with_body(403, "text/html; charset=utf-8", &page)
+    } else {
+        let body = serde_json::json!({"error": "blocked", "message": "blocked by the site's security policy", "reference": id});
+        with_body(403, "application/json; charset=utf-8", &body.to_string())
+    }
+}
+
+/// 403 with the self-hosted proof-of-work challenge: an HTML page whose
+/// script solves it and posts the answer, or JSON for API clients.
+pub fn challenge(accept: &str, config: &Config, subject: &str, return_to: &str, now_ms: f64) -> Response {
+    let mut nonce = [0u8; 12];
+    let _ = getrandom::fill(&mut nonce);
+    let key = config.challenge_key.as_deref().unwrap_or_default();
+    let d = config.challenge_difficulty;
+    let Some(token) = crate::intel::enforce::issue_token(key, subject, &hex::encode(nonce), now_ms as u64, d) else {
+        return blocked(accept);
+    };
+    let verify = format!("{}/challenge/verify", config.intel_prefix);
+    let ret = if return_to.starts_with('/') && !return_to.starts_with("//") { return_to } else { "/" };
+    if !wants_html(accept) {
+        let body = serde_json::json!({
+            "error": "challenge_required",
+            "message": "solve the proof-of-work: find counter such that SHA-256(token + \":\" + counter) has `difficulty` leading zero bits, then POST {token, counter} to `verify`",
+            "challenge": {"token": token, "difficulty": d, "verify": verify},
+        });
+        return with_body(403, "application/json; charset=utf-8", &body.to_string());
+    }
+    let ret_json = serde_json::to_string(ret).unwrap_or_else(|_| "\"/\"".into()).replace('<', "\\u003c");
+    let page = format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>Checking your browser</title>
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:15vh auto;padding:0 1rem;color:#222}}progress{{width:100%}}</style></head>
+<body><h1>One moment…</h1><p>Your browser is doing a short calculation to show it is not an automated client. This takes a second or two.</p>
+<progress id="p"></progress><noscript><p>This check needs JavaScript.</p></noscript>
+<script>
+const token = "{token}", difficulty = {d}, verify = "{verify}", ret = {ret_json};
+function zeros(b) {{ let n = 0; for (const x of b) {{ if (x === 0) {{ n += 8; continue; }} return n + Math.clz32(x) - 24; }} return n; }}
+(async () => {{
+  const enc = new TextEncoder();
+  for (let c = 0; ; c++) {{
+    const d = new Uint8Array(await crypto.subtle.digest("SHA-256", enc.encode(token + ":" + c)));
+    if (zeros(d) >= difficulty) {{
+      const f = document.createElement("form"); f.method = "POST"; f.action = verify;
+      for (const [k, v] of [["token", token], ["counter", String(c)], ["return", ret]]) {{ const i = document.createElement("input"); i.type = "hidden"; i.name = k; i.value = v; f.appendChild(i); }}
+      document.body.appendChild(f); f.submit(); return;
+    }}
+  }}
+}})();
+</script></body></html>"#
+    );
+    with_body(403, "text/html; charset=utf-8", &page)
 }
 
 fn with_body(status: u16, content_type: &str, body: &str) -> Response {

@@ -49,6 +49,37 @@ pub fn subject_of(ip: IpAddr) -> SubjectKey {
     }
 }
 
+/// How a subject is stored and shown. Without `IP_HASH_KEY` the key is the
+/// subject itself and it is shown as is. With it, the key is
+/// `h:` + HMAC-SHA256(key, subject) (truncated to 128 bits) and only a masked
+/// form is shown (`203.0.113.x`, `2001:db8:1:2::/64`): no raw IP is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub key: SubjectKey,
+    pub display: String,
+}
+
+pub fn identify(subject: &SubjectKey, hash_key: Option<&str>) -> Identity {
+    use hmac::{Hmac, KeyInit, Mac};
+    let Some(k) = hash_key else {
+        return Identity { key: subject.clone(), display: subject.0.clone() };
+    };
+    let hashed = Hmac::<sha2::Sha256>::new_from_slice(k.as_bytes()).ok().map(|mut m| {
+        m.update(subject.0.as_bytes());
+        let tag = m.finalize().into_bytes();
+        format!("h:{}", hex::encode(tag.get(..16).unwrap_or_default()))
+    });
+    Identity { key: SubjectKey(hashed.unwrap_or_else(|| "h:unavailable".to_string())), display: mask(subject) }
+}
+
+/// `203.0.113.7` -> `203.0.113.x`; a v6 subject is already its /64.
+pub fn mask(subject: &SubjectKey) -> String {
+    match subject.0.rsplit_once('.') {
+        Some((net, _)) if !subject.0.contains(':') => format!("{net}.x"),
+        _ => subject.0.clone(),
+    }
+}
+
 /// Parses what an API caller names: an address (`203.0.113.7`, `2001:db8::1`)
 /// or a subject key (`2001:db8:1:2::/64`), into the subject key.
 pub fn parse_subject(raw: &str) -> Option<SubjectKey> {
@@ -86,6 +117,21 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(parse_subject(raw).as_ref().map(SubjectKey::as_str), want, "{raw:?}");
         }
+    }
+
+    #[test]
+    fn hashed_identity_hides_the_ip() {
+        let s = parse_subject("203.0.113.7").unwrap();
+        let plain = identify(&s, None);
+        assert_eq!((plain.key.as_str(), plain.display.as_str()), ("203.0.113.7", "203.0.113.7"));
+        let h = identify(&s, Some("k-0123456789abcdef"));
+        assert!(h.key.as_str().starts_with("h:") && h.key.as_str().len() == 34);
+        assert!(!h.key.as_str().contains("203.0.113"));
+        assert_eq!(h.display, "203.0.113.x");
+        assert_eq!(h.key, identify(&s, Some("k-0123456789abcdef")).key, "stable");
+        assert_ne!(h.key, identify(&s, Some("another-key-012345")).key, "keyed");
+        let v6 = identify(&parse_subject("2001:db8:1:2::9").unwrap(), Some("k-0123456789abcdef"));
+        assert_eq!(v6.display, "2001:db8:1:2::/64");
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub const MAX_LOCATIONS: usize = 100;
 pub const MAX_ALERTS: usize = 50;
 const MAX_PATTERNS: usize = 20;
 const MAX_DISTINCT: usize = 50;
+const MAX_VISITORS: usize = 20;
 const MINUTE: f64 = 60_000.0;
 const HOUR: f64 = 60.0 * MINUTE;
 const DAY: f64 = 24.0 * HOUR;
@@ -93,6 +94,12 @@ pub struct Observation {
     /// Request-only reasons the edge found.
     #[serde(default)]
     pub signals: Vec<Reason>,
+    /// `challenge` or `block` when the edge did not forward the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The visitor key (a hash), so erasing the subject can erase its visitors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visitor: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,6 +178,12 @@ pub struct Profile {
     pub geo_jump_at: Option<f64>,
     pub travel: Option<TravelFinding>,
     pub reasons: Vec<Reason>,
+    /// Visitor keys seen from this subject (bounded), for erasure.
+    #[serde(default)]
+    pub visitors: Vec<String>,
+    /// Requests the edge challenged or blocked.
+    #[serde(default)]
+    pub enforced: u64,
     #[serde(skip)]
     pub history: VecDeque<Location>,
     #[serde(skip)]
@@ -229,6 +242,8 @@ impl Profile {
             geo_jump_at: None,
             travel: None,
             reasons: Vec::new(),
+            visitors: Vec::new(),
+            enforced: 0,
             history: VecDeque::new(),
             alerts: VecDeque::new(),
         }
@@ -299,6 +314,14 @@ impl Profile {
             self.count_status(status, now, rules, &mut ch, &mut detections);
         }
         self.observe_location(&obs.location, now, rules, &mut ch, &mut anomalies);
+        if let Some(v) = &obs.visitor {
+            remember(&mut self.visitors, v.clone(), MAX_VISITORS);
+        }
+        if let Some(action) = &obs.action {
+            // The verdict is recorded as an event (without the reasons' details).
+            self.enforced = self.enforced.saturating_add(1);
+            anomalies.push(format!("enforced:{action}"));
+        }
         self.confidence = 100.0 * (1.0 - (-(self.request_count as f64) / 20.0).exp());
         self.behavioral_profile.activity_frequency = self.counters.hour.estimate(now, HOUR);
         for d in &detections {
@@ -590,6 +613,7 @@ impl Profile {
             o.remove("threat");
             o.remove("reputation");
             o.remove("counters");
+            o.remove("visitors");
             o.insert("threatScore".into(), json!(self.threat_at(now, rules).round()));
             o.insert("reputationScore".into(), json!(self.reputation_at(now, rules).round()));
             o.insert("lastSeen".into(), json!(self.behavioral_profile.last_activity));
@@ -656,6 +680,8 @@ mod tests {
             latency_ms: Some(12.0),
             location: berlin(at),
             signals: vec![],
+            action: None,
+            visitor: None,
         }
     }
 

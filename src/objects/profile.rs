@@ -134,6 +134,20 @@ impl DurableObject for ProfileObject {
             ProfileOp::Delete => {
                 self.ensure_loaded()?;
                 let existed = self.cached.borrow().as_ref().is_some_and(Option::is_some);
+                // Erasure covers the visitors seen from this subject too.
+                let visitors: Vec<String> = self
+                    .cached
+                    .borrow()
+                    .as_ref()
+                    .and_then(|p| p.as_ref())
+                    .map(|p| p.visitors.clone())
+                    .unwrap_or_default();
+                for v in visitors {
+                    let op = crate::intel::wire::VisitorOp::Delete;
+                    if let Err(e) = call_object::<_, serde_json::Value>(&self.env, "VISITORS", &v, &op).await {
+                        worker::console_error!("edgeintel: visitor erasure failed: {}", e.0);
+                    }
+                }
                 self.erase().await?;
                 reply(200, &json!({"deleted": existed}))
             }

@@ -1,0 +1,270 @@
+//! Decide (SPEC 1, phase 5) and the self-hosted proof-of-work challenge.
+//!
+//! Modes: `off` (monitor: always forward), `challenge` (score >= `CHALLENGE_AT`
+//! gets the challenge), `block` (score >= `BLOCK_AT` is blocked, from
+//! `CHALLENGE_AT` challenged). The allow list always forwards, the block list
+//! always blocks (when enforcing). Verified bots are never challenged or
+//! blocked on score alone. A valid clearance cookie passes a challenge.
+//!
+//! The challenge: the worker issues a signed token bound to the subject; the
+//! browser finds a counter such that SHA-256(`token:counter`) starts with
+//! `difficulty` zero bits; the worker verifies the signature, age and work and
+//! sets a signed, expiring clearance cookie bound to the subject. No
+//! third-party service is involved.
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+
+use super::lists::ListVerdict;
+
+type HmacSha256 = Hmac<Sha256>;
+
+pub const CLEARANCE_COOKIE: &str = "ei_clear";
+/// A challenge token is valid this long after it was issued.
+pub const TOKEN_TTL_MS: f64 = 5.0 * 60_000.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Off,
+    Challenge,
+    Block,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Forward,
+    Challenge,
+    Block,
+}
+
+impl Action {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Forward => "forward",
+            Action::Challenge => "challenge",
+            Action::Block => "block",
+        }
+    }
+}
+
+pub struct DecideInput {
+    pub mode: Mode,
+    pub score: u8,
+    pub challenge_at: u8,
+    pub block_at: u8,
+    pub verified_bot: bool,
+    pub list: ListVerdict,
+    pub cleared: bool,
+}
+
+pub fn decide(i: &DecideInput) -> Action {
+    if i.mode == Mode::Off || i.list == ListVerdict::Allowed {
+        return Action::Forward;
+    }
+    if i.list == ListVerdict::Blocked {
+        return Action::Block;
+    }
+    if i.verified_bot {
+        return Action::Forward;
+    }
+    let by_score = match i.mode {
+        Mode::Block if i.score >= i.block_at => Action::Block,
+        Mode::Block | Mode::Challenge if i.score >= i.challenge_at => Action::Challenge,
+        _ => Action::Forward,
+    };
+    if by_score == Action::Challenge && i.cleared {
+        Action::Forward
+    } else {
+        by_score
+    }
+}
+
+fn mac(key: &str, parts: &[&str]) -> Option<HmacSha256> {
+    let mut m = HmacSha256::new_from_slice(key.as_bytes()).ok()?;
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            m.update(b"|");
+        }
+        m.update(p.as_bytes());
+    }
+    Some(m)
+}
+
+/// `nonce.issued.difficulty.sig` (all hex / decimal, URL- and cookie-safe).
+pub fn issue_token(key: &str, subject: &str, nonce_hex: &str, issued_ms: u64, difficulty: u8) -> Option<String> {
+    let (i, d) = (issued_ms.to_string(), difficulty.to_string());
+    let sig = mac(key, &["challenge", subject, nonce_hex, &i, &d])?.finalize().into_bytes();
+    Some(format!("{nonce_hex}.{i}.{d}.{}", hex::encode(sig)))
+}
+
+/// Leading zero bits of a digest.
+pub fn leading_zero_bits(digest: &[u8]) -> u32 {
+    let mut n = 0;
+    for b in digest {
+        if *b == 0 {
+            n += 8;
+        } else {
+            n += b.leading_zeros();
+            break;
+        }
+    }
+    n
+}
+
+/// The work: SHA-256(`token:counter`) has at least `difficulty` leading zero bits.
+pub fn work_ok(token: &str, counter: u64, difficulty: u8) -> bool {
+    let digest = Sha256::digest(format!("{token}:{counter}").as_bytes());
+    leading_zero_bits(&digest) >= u32::from(difficulty)
+}
+
+/// Finds a counter (test helper, and what the page's script does).
+pub fn solve(token: &str, difficulty: u8) -> u64 {
+    (0..u64::MAX).find(|c| work_ok(token, *c, difficulty)).unwrap_or(0)
+}
+
+/// Checks a solved challenge for `subject` at `now`.
+pub fn verify_solution(
+    key: &str,
+    subject: &str,
+    token: &str,
+    counter: u64,
+    now_ms: f64,
+    min_difficulty: u8,
+) -> Result<(), &'static str> {
+    let mut parts = token.split('.');
+    let (Some(nonce), Some(issued), Some(diff), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("malformed token");
+    };
+    let sig = hex::decode(sig).map_err(|_| "malformed token")?;
+    mac(key, &["challenge", subject, nonce, issued, diff])
+        .ok_or("bad key")?
+        .verify_slice(&sig)
+        .map_err(|_| "token not issued to this client")?;
+    let issued_ms: f64 = issued.parse().map_err(|_| "malformed token")?;
+    if !(now_ms - issued_ms >= -5_000.0 && now_ms - issued_ms <= TOKEN_TTL_MS) {
+        return Err("token expired");
+    }
+    let difficulty: u8 = diff.parse().map_err(|_| "malformed token")?;
+    if difficulty < min_difficulty {
+        return Err("token too easy");
+    }
+    if !work_ok(token, counter, difficulty) {
+        return Err("work not done");
+    }
+    Ok(())
+}
+
+/// The clearance cookie value: `<expires ms>.<sig>` bound to the subject.
+pub fn clearance(key: &str, subject: &str, expires_ms: u64) -> Option<String> {
+    let e = expires_ms.to_string();
+    let sig = mac(key, &["clearance", subject, &e])?.finalize().into_bytes();
+    Some(format!("{e}.{}", hex::encode(sig)))
+}
+
+/// Whether a clearance cookie value is genuine, for this subject, unexpired.
+pub fn clearance_valid(key: &str, subject: &str, value: &str, now_ms: f64) -> bool {
+    let Some((e, sig)) = value.split_once('.') else { return false };
+    let (Ok(sig), Ok(expires)) = (hex::decode(sig), e.parse::<f64>()) else { return false };
+    let Some(m) = mac(key, &["clearance", subject, e]) else { return false };
+    m.verify_slice(&sig).is_ok() && expires > now_ms
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn input(mode: Mode, score: u8) -> DecideInput {
+        DecideInput {
+            mode,
+            score,
+            challenge_at: 75,
+            block_at: 90,
+            verified_bot: false,
+            list: ListVerdict::Neither,
+            cleared: false,
+        }
+    }
+
+    #[test]
+    fn modes_at_below_and_above_thresholds() {
+        let table = [
+            (Mode::Off, 100, Action::Forward),
+            (Mode::Challenge, 74, Action::Forward),
+            (Mode::Challenge, 75, Action::Challenge),
+            (Mode::Challenge, 100, Action::Challenge),
+            (Mode::Block, 74, Action::Forward),
+            (Mode::Block, 75, Action::Challenge),
+            (Mode::Block, 89, Action::Challenge),
+            (Mode::Block, 90, Action::Block),
+            (Mode::Block, 100, Action::Block),
+        ];
+        for (mode, score, want) in table {
+            assert_eq!(decide(&input(mode, score)), want, "{mode:?} {score}");
+        }
+    }
+
+    #[test]
+    fn lists_bots_and_clearance() {
+        let mut i = input(Mode::Block, 100);
+        i.list = ListVerdict::Allowed;
+        assert_eq!(decide(&i), Action::Forward, "allow beats everything");
+        let mut i = input(Mode::Challenge, 0);
+        i.list = ListVerdict::Blocked;
+        assert_eq!(decide(&i), Action::Block);
+        let mut i = input(Mode::Off, 100);
+        i.list = ListVerdict::Blocked;
+        assert_eq!(decide(&i), Action::Forward, "monitor mode never acts");
+        let mut i = input(Mode::Block, 100);
+        i.verified_bot = true;
+        assert_eq!(decide(&i), Action::Forward, "verified bots not blocked on score");
+        i.list = ListVerdict::Blocked;
+        assert_eq!(decide(&i), Action::Block, "but the block list still applies");
+        let mut i = input(Mode::Block, 80);
+        i.cleared = true;
+        assert_eq!(decide(&i), Action::Forward, "clearance passes a challenge");
+        i.score = 95;
+        assert_eq!(decide(&i), Action::Block, "not a block");
+    }
+
+    #[test]
+    fn proof_of_work_round_trip() {
+        let key = "challenge-key-0123456789";
+        let now = 1_780_000_000_000.0;
+        let token = issue_token(key, "203.0.113.7", "a1b2c3", now as u64, 8).unwrap();
+        let counter = solve(&token, 8);
+        assert!(verify_solution(key, "203.0.113.7", &token, counter, now + 1000.0, 8).is_ok());
+        assert_eq!(
+            verify_solution(key, "203.0.113.8", &token, counter, now, 8),
+            Err("token not issued to this client")
+        );
+        assert_eq!(
+            verify_solution(key, "203.0.113.7", &token, counter, now + TOKEN_TTL_MS + 1.0, 8),
+            Err("token expired")
+        );
+        assert_eq!(verify_solution(key, "203.0.113.7", &token, counter, now, 12), Err("token too easy"));
+        let wrong = (0..).find(|c| !work_ok(&token, *c, 8)).unwrap();
+        assert_eq!(verify_solution(key, "203.0.113.7", &token, wrong, now, 8), Err("work not done"));
+        let forged = token.replacen(".8.", ".1.", 1);
+        assert!(verify_solution(key, "203.0.113.7", &forged, counter, now, 1).is_err());
+        for bad in ["", "a.b", "a.b.c.d.e", "x.1.8.zz"] {
+            assert!(verify_solution(key, "203.0.113.7", bad, 0, now, 1).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn clearance_cookie() {
+        let key = "challenge-key-0123456789";
+        let v = clearance(key, "203.0.113.7", 2_000).unwrap();
+        assert!(clearance_valid(key, "203.0.113.7", &v, 1_999.0));
+        assert!(!clearance_valid(key, "203.0.113.7", &v, 2_000.0), "expired");
+        assert!(!clearance_valid(key, "203.0.113.8", &v, 1_000.0), "bound to the subject");
+        assert!(!clearance_valid("other-key-0123456789", "203.0.113.7", &v, 1_000.0), "forged");
+        assert!(!clearance_valid(key, "203.0.113.7", &v.replacen("2000", "9000", 1), 1_000.0), "tampered expiry");
+        assert!(!clearance_valid(key, "203.0.113.7", "garbage", 0.0));
+        assert_eq!(leading_zero_bits(&[0, 0, 0x10]), 19);
+        assert_eq!(leading_zero_bits(&[0xff]), 0);
+    }
+}
