@@ -68,6 +68,9 @@ pub struct Config {
     pub header_signing_key: Option<String>,
     /// `IP_HASH_KEY` (secret): store and show only keyed hashes and masked IPs.
     pub ip_hash_key: Option<String>,
+    /// `FAIL_MODE` (`open`, default | `closed`): when the profile cannot be
+    /// consulted, forward degraded (open) or answer 503 (closed).
+    pub fail_closed: bool,
     /// `ADMIN_TOKEN` (secret; unset = the API refuses every call with 503).
     pub admin_token: Option<String>,
     /// `RISK_MODE` (`fast` | `consistent`, default `fast`).
@@ -133,6 +136,7 @@ impl Default for Config {
             weights: Weights::default(),
             signals: SignalConfig::default(),
             admin_token: None,
+            fail_closed: false,
             lists: Lists::default(),
             challenge_difficulty: 16,
             challenge_key: None,
@@ -230,6 +234,13 @@ impl Config {
             c.signals.extra_hosting_asns = parse_asn_list("HOSTING_ASNS", &v)?;
         }
         c.admin_token = get("ADMIN_TOKEN");
+        if let Some(v) = get("FAIL_MODE") {
+            c.fail_closed = match v.as_str() {
+                "open" => false,
+                "closed" => true,
+                _ => return Err(err("FAIL_MODE", format!("`{v}` is not open or closed"))),
+            };
+        }
         let list = |var: &'static str| -> Result<Vec<String>, ConfigError> {
             match get(var) {
                 None => Ok(Vec::new()),

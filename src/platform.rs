@@ -38,6 +38,22 @@ fn var(env: &Env, name: &str) -> Option<String> {
     env.var(name).ok().map(|v| v.to_string()).or_else(|| env.secret(name).ok().map(|v| v.to_string()))
 }
 
+thread_local! {
+    /// Durable Object calls made by this isolate (reported by the analytics
+    /// API as `isolate.objectCalls`, used by the benchmarks).
+    static OBJECT_CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static REQUESTS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+pub fn count_request() {
+    REQUESTS.with(|c| c.set(c.get() + 1));
+}
+
+/// (client requests, object calls) seen by this isolate since it started.
+pub fn isolate_counts() -> (u64, u64) {
+    (REQUESTS.with(|c| c.get()), OBJECT_CALLS.with(|c| c.get()))
+}
+
 /// Why an object call failed (logged and counted, never shown to clients).
 #[derive(Debug)]
 pub struct ObjectError(pub String);
@@ -56,6 +72,7 @@ pub async fn call_object<Op: Serialize, T: DeserializeOwned>(
     name: &str,
     op: &Op,
 ) -> Result<(u16, Option<T>), ObjectError> {
+    OBJECT_CALLS.with(|c| c.set(c.get() + 1));
     let stub = env.durable_object(binding)?.get_by_name(name)?;
     let body = serde_json::to_string(op).map_err(|e| ObjectError(e.to_string()))?;
     let mut init = RequestInit::new();

@@ -240,6 +240,20 @@ test("a profile survives a restart of the runtime with persisted storage", async
   }
 });
 
+test("FAIL_MODE=closed answers 503 instead of forwarding degraded", async () => {
+  const edge = await startEdge({ profileFault: "throw", vars: { FAIL_MODE: "closed" } });
+  try {
+    const before = edge.origin.requests.length;
+    const res = await edge.send("/", { cf: BERLIN, ip: "198.51.100.6", headers: BROWSER_HEADERS });
+    assert.equal(res.status, 503);
+    assert.equal(res.headers.get("retry-after"), "5");
+    await res.arrayBuffer();
+    assert.equal(edge.origin.requests.length, before, "not forwarded");
+  } finally {
+    await edge.close();
+  }
+});
+
 for (const fault of ["slow", "throw"]) {
   for (const mode of ["fast", "consistent"]) {
     test(`consult budget holds when the profile object is ${fault === "slow" ? "slow" : "failing"} (${mode} mode)`, async () => {

@@ -150,6 +150,10 @@ async fn route_known(
                 "subscriptions": {"streamClients": m.stream_clients(), "intelligence": m.shards.first().map_or(0, |s| s.intel_clients)},
                 "series": {"slideSeconds": config.analytics.slide_s, "windowSeconds": config.analytics.window_s, "slides": points},
                 "hubShards": config.hub_shards,
+                "isolate": {
+                    "requests": crate::platform::isolate_counts().0,
+                    "objectCalls": crate::platform::isolate_counts().1,
+                },
                 "timestamp": ts,
             })
         }

@@ -89,6 +89,12 @@ async fn route_inner(req: &Request, env: &Env, ctx: &worker::Context, config: &C
                 _ => Err(ApiError::method_not_allowed("GET, DELETE")),
             };
         }
+        if api == "openapi.json" {
+            return match method.as_str() {
+                "GET" => Ok(openapi()),
+                _ => Err(ApiError::method_not_allowed("GET")),
+            };
+        }
         if api == "config/lists" {
             return match method.as_str() {
                 "GET" => get_lists(env, config).await,
@@ -240,6 +246,12 @@ fn subject_from_path(raw: &str) -> Result<crate::intel::ip::SubjectKey, ApiError
 /// The storage key for a queried IP (its keyed hash with `IP_HASH_KEY`).
 fn key_from_path(raw: &str, config: &Config) -> Result<crate::intel::ip::Identity, ApiError> {
     Ok(crate::intel::ip::identify(&subject_from_path(raw)?, config.ip_hash_key.as_deref()))
+}
+
+/// The OpenAPI 3.1 document of this API (kept true by the contract test).
+fn openapi() -> Response {
+    let doc: Value = serde_json::from_str(include_str!("../openapi.json")).unwrap_or(Value::Null);
+    respond::json(200, &doc)
 }
 
 async fn get_lists(env: &Env, config: &Config) -> Result<Response, ApiError> {

@@ -55,6 +55,7 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
         return api::route(&req, &env, &ctx, &config).await;
     }
     let started = now_ms();
+    platform::count_request();
 
     // 1. Extract facts (never fails: every field is optional).
     let (ip, cf, request) = extract::facts(&req, &config);
@@ -97,6 +98,10 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
     }
     let verdict = score::score(&found, &config.weights);
     let level = if status == IntelStatus::Degraded { Level::Unknown } else { verdict.level };
+    if status == IntelStatus::Degraded && config.fail_closed {
+        // FAIL_MODE=closed: the operator prefers no answer to an unscored one.
+        return respond::unavailable();
+    }
     // 5. Decide.
     let key = identity.as_ref().map_or("", |id| id.key.as_str());
     let cleared = match (&config.challenge_key, cookies.as_deref().and_then(|h| cookie(h, CLEARANCE_COOKIE))) {

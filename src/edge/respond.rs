@@ -26,6 +26,13 @@ pub fn config_error(e: &ConfigError) -> Response {
     error(&ApiError::new(500, "config_invalid", format!("edgeintel configuration error: {e}")))
 }
 
+/// FAIL_MODE=closed and the profile store failed: 503, retry soon.
+pub fn unavailable() -> Response {
+    let r = with_body(503, "text/plain; charset=utf-8", "503 Service Unavailable: please retry in a moment.\n");
+    let _ = r.headers().set("retry-after", "5");
+    r
+}
+
 /// The origin could not be reached: a short 502, the cause only in the log.
 pub fn origin_unreachable(e: &OriginError) -> Response {
     worker::console_error!("edgeintel: origin unreachable: {}", e.0);

@@ -1,0 +1,405 @@
+// `npm run bench` (after the native `cargo bench`): measures edgeintel in the
+// local runtime (Miniflare/workerd) side by side with a pass-through worker,
+// and writes bench-results.json and the runtime tables of BENCHMARKS.md.
+// Every number is measured in this run; ratios compare runs made minutes apart
+// on the same machine.
+import { Miniflare } from "miniflare";
+import { readFileSync, writeFileSync, readdirSync, existsSync } from "node:fs";
+import { gzipSync } from "node:zlib";
+import { cpus, totalmem } from "node:os";
+import { execSync } from "node:child_process";
+import { startOrigin } from "./origin.mjs";
+import { CITIES, cfFor, asciiJson, rng } from "./simulate.mjs";
+
+const QUICK = process.argv.includes("--quick");
+const ADMIN = "bench-admin-token-0123456789";
+const results = { machine: machine(), startedAt: new Date().toISOString(), quick: QUICK };
+const log = (...a) => console.log("[bench]", ...a);
+
+function machine() {
+  return {
+    cpu: cpus()[0]?.model ?? "unknown",
+    cores: cpus().length,
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+    miniflare: JSON.parse(readFileSync("node_modules/miniflare/package.json", "utf8")).version,
+  };
+}
+
+const PASS_THROUGH = `export default {
+  async fetch(request, env) {
+    const u = new URL(request.url);
+    return fetch(env.ORIGIN_URL + u.pathname + u.search, request);
+  },
+};`;
+
+async function startRuntime(kind, origin, vars = {}) {
+  const common = { compatibilityDate: "2026-07-01", modules: true };
+  const worker =
+    kind === "passthrough"
+      ? { name: "w", script: PASS_THROUGH, bindings: { ORIGIN_URL: origin.url }, ...common }
+      : {
+          name: "w",
+          scriptPath: "build/index.js",
+          modulesRoot: ".",
+          modulesRules: [
+            { type: "ESModule", include: ["**/*.js"] },
+            { type: "CompiledWasm", include: ["**/*.wasm"] },
+          ],
+          bindings: { ORIGIN_URL: origin.url, ADMIN_TOKEN: ADMIN, ...vars },
+          durableObjects: {
+            PROFILES: { className: "ProfileObject", useSQLite: true },
+            VISITORS: { className: "VisitorObject", useSQLite: true },
+            HUB: { className: "HubObject", useSQLite: true },
+          },
+          kvNamespaces: ["METRICS"],
+          ...common,
+        };
+  const mf = new Miniflare({ workers: [worker] });
+  const url = await mf.ready;
+  return { mf, url };
+}
+
+/** The workerd processes this Node process started, and their CPU time (s). */
+function workerdCpu() {
+  let total = 0;
+  const tick = 100; // USER_HZ on Linux
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const ppid = Number(fields[1]);
+      if (comm.startsWith("workerd") && isDescendant(ppid)) total += (Number(fields[11]) + Number(fields[12])) / tick;
+    } catch {}
+  }
+  return total;
+}
+function isDescendant(pid) {
+  for (let p = pid, i = 0; p > 1 && i < 20; i++) {
+    if (p === process.pid) return true;
+    try {
+      const s = readFileSync(`/proc/${p}/stat`, "utf8");
+      p = Number(s.slice(s.lastIndexOf(")") + 2).split(" ")[1]);
+    } catch {
+      return false;
+    }
+  }
+  return false;
+}
+function workerdRssMiB() {
+  let kb = 0;
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (comm.startsWith("workerd") && isDescendant(ppid)) {
+        const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+        kb += Number(m?.[1] ?? 0);
+      }
+    } catch {}
+  }
+  return kb / 1024;
+}
+
+/** The standard mix: 1,000 IPs with Zipf-like shares, a few scanners, a Tor client. */
+function standardMix(n, seed = 7, distinct = 1000) {
+  const r = rng(seed);
+  const weights = Array.from({ length: distinct }, (_, i) => 1 / (i + 1));
+  const total = weights.reduce((a, b) => a + b, 0);
+  const cum = [];
+  weights.reduce((acc, w, i) => (cum[i] = acc + w / total), 0);
+  const pages = ["/", "/products", "/products/42", "/cart", "/about", "/blog/post"];
+  const probes = ["/.env", "/.git/config", "/wp-login.php", "/xmlrpc.php"];
+  const out = [];
+  for (let k = 0; k < n; k++) {
+    const x = r();
+    let i = cum.findIndex((c) => c >= x);
+    if (i < 0) i = distinct - 1;
+    out.push(requestFor(i, r, pages, probes, distinct));
+  }
+  return out;
+}
+function requestFor(i, r, pages, probes, distinct) {
+  // RFC 2544's benchmarking range for the mix; distinct IPv6 /64s (RFC 3849) beyond it.
+  const ip = i < 65_536 ? `198.18.${(i >> 8) & 255}.${i & 255}` : `2001:db8:${(i >> 16).toString(16)}:${(i & 0xffff).toString(16)}::1`;
+  const place = CITIES[i % CITIES.length];
+  const browser = { "User-Agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/131.0 Safari/537.36", Accept: "text/html", "Accept-Language": "en" };
+  if (i % 200 === 7) return { ip, path: probes[Math.floor(r() * probes.length)], headers: { "User-Agent": "python-requests/2.32.3" }, cf: { ...cfFor(place), asn: 14061 } };
+  if (i === Math.min(distinct - 1, 999)) return { ip, path: "/", headers: browser, cf: { clientAcceptEncoding: "", country: "T1" } };
+  return { ip, path: pages[Math.floor(r() * pages.length)], headers: browser, cf: cfFor(place) };
+}
+function everyRequestNewIp(n) {
+  const r = rng(11);
+  return Array.from({ length: n }, (_, k) => requestFor(100_000 + k, r, ["/", "/products"], ["/.env"], 1_000_000_000));
+}
+
+function send(base, q) {
+  const headers = { ...q.headers, "CF-Connecting-IP": q.ip, "MF-CF-Blob": asciiJson(q.cf) };
+  return fetch(base + q.path, { headers }).then(async (res) => {
+    await res.arrayBuffer();
+    return res.status;
+  });
+}
+
+/** Sends `reqs` at a fixed rate (open loop); latencies in ms. */
+async function atRate(base, reqs, rate) {
+  const lat = [];
+  let errors = 0;
+  const t0 = performance.now();
+  const pending = [];
+  for (let k = 0; k < reqs.length; k++) {
+    const due = t0 + (k * 1000) / rate;
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((res) => setTimeout(res, wait));
+    const s = performance.now();
+    pending.push(
+      send(base, reqs[k]).then(
+        (st) => {
+          lat.push(performance.now() - s);
+          if (st >= 500) errors++;
+        },
+        () => errors++,
+      ),
+    );
+  }
+  await Promise.all(pending);
+  const seconds = (performance.now() - t0) / 1000;
+  return { lat, errors, seconds, achievedRps: reqs.length / seconds };
+}
+
+/** As fast as possible with `concurrency` requests in flight. */
+async function flatOut(base, reqs, concurrency) {
+  let next = 0;
+  let errors = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < reqs.length) {
+        const q = reqs[next++];
+        try {
+          if ((await send(base, q)) >= 500) errors++;
+        } catch {
+          errors++;
+        }
+      }
+    }),
+  );
+  const seconds = (performance.now() - t0) / 1000;
+  return { rps: reqs.length / seconds, seconds, errors };
+}
+
+function pct(xs, p) {
+  if (!xs.length) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+}
+const r2 = (x) => (x === null || x === undefined ? null : Math.round(x * 100) / 100);
+
+async function api(base, path, init = {}) {
+  const res = await fetch(base + "_intel" + path, { ...init, headers: { Authorization: `Bearer ${ADMIN}`, "Content-Type": "application/json", ...(init.headers ?? {}) } });
+  const text = await res.text();
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+async function bundle() {
+  const wasm = readFileSync("build/index_bg.wasm");
+  const compile = [];
+  for (let i = 0; i < 5; i++) {
+    const t = performance.now();
+    await WebAssembly.compile(wasm);
+    compile.push(performance.now() - t);
+  }
+  const origin = await startOrigin({ port: 0 });
+  const cold = [];
+  for (let i = 0; i < 3; i++) {
+    const t = performance.now();
+    const rt = await startRuntime("edgeintel", origin);
+    const res = await fetch(rt.url + "_intel/health/intelligence");
+    await res.arrayBuffer();
+    cold.push(performance.now() - t);
+    await rt.mf.dispose();
+  }
+  await origin.close();
+  results.bundle = {
+    wasmBytes: wasm.length,
+    wasmGzipBytes: gzipSync(wasm, { level: 9 }).length,
+    jsBytes: readFileSync("build/index.js").length,
+    wasmCompileMsMedian: r2(pct(compile, 50)),
+    runtimeColdStartToFirstResponseMsMedian: r2(pct(cold, 50)),
+  };
+  log("bundle", results.bundle);
+}
+
+async function latencyRuns() {
+  const origin = await startOrigin({ port: 0 });
+  results.latency = [];
+  const plans = QUICK ? [[100, 1000]] : [[100, 3000], [400, 8000]];
+  for (const [rate, n] of plans) {
+    const mix = standardMix(n);
+    const row = { rate, requests: n };
+    for (const kind of ["passthrough", "fast", "consistent"]) {
+      const rt = await startRuntime(kind === "passthrough" ? "passthrough" : "edgeintel", origin, kind === "consistent" ? { RISK_MODE: "consistent" } : {});
+      await flatOut(rt.url, standardMix(300, 99), 8); // warm-up
+      const before = kind === "passthrough" ? null : (await api(rt.url, "/api/intelligence/analytics")).isolate;
+      const cpu0 = workerdCpu();
+      const run = await atRate(rt.url, mix, rate);
+      await new Promise((res) => setTimeout(res, 2500)); // let batches flush, then count
+      const cpu = workerdCpu() - cpu0;
+      const after = kind === "passthrough" ? null : (await api(rt.url, "/api/intelligence/analytics")).isolate;
+      row[kind] = {
+        p50: r2(pct(run.lat, 50)),
+        p95: r2(pct(run.lat, 95)),
+        p99: r2(pct(run.lat, 99)),
+        achievedRps: r2(run.achievedRps),
+        errors: run.errors,
+        cpuMsPerRequest: r2((cpu * 1000) / n),
+        objectCallsPer1000: after ? r2(((after.objectCalls - before.objectCalls) * 1000) / (after.requests - before.requests)) : 0,
+      };
+      await rt.mf.dispose();
+      log(`rate ${rate}/s ${kind}`, row[kind]);
+    }
+    for (const kind of ["fast", "consistent"]) {
+      row[kind].ratio = {
+        p50: r2(row[kind].p50 / row.passthrough.p50),
+        p95: r2(row[kind].p95 / row.passthrough.p95),
+        p99: r2(row[kind].p99 / row.passthrough.p99),
+        cpu: r2(row[kind].cpuMsPerRequest / row.passthrough.cpuMsPerRequest),
+      };
+    }
+    results.latency.push(row);
+  }
+  // Worst case: every request from a new IP (fast mode).
+  const n = QUICK ? 1000 : 3000;
+  const worst = everyRequestNewIp(n);
+  const out = {};
+  for (const kind of ["passthrough", "fast"]) {
+    const rt = await startRuntime(kind === "passthrough" ? "passthrough" : "edgeintel", origin);
+    await flatOut(rt.url, standardMix(200, 5), 8); // warm-up (other subjects)
+    const before = kind === "passthrough" ? null : (await api(rt.url, "/api/intelligence/analytics")).isolate;
+    const cpu0 = workerdCpu();
+    const run = await atRate(rt.url, worst, 100);
+    await new Promise((res) => setTimeout(res, 2500));
+    const cpu = workerdCpu() - cpu0;
+    const after = kind === "passthrough" ? null : (await api(rt.url, "/api/intelligence/analytics")).isolate;
+    out[kind] = {
+      p50: r2(pct(run.lat, 50)),
+      p99: r2(pct(run.lat, 99)),
+      cpuMsPerRequest: r2((cpu * 1000) / n),
+      objectCallsPer1000: after ? r2(((after.objectCalls - before.objectCalls) * 1000) / (after.requests - before.requests)) : 0,
+      errors: run.errors,
+    };
+    await rt.mf.dispose();
+  }
+  out.ratio = { p50: r2(out.fast.p50 / out.passthrough.p50), p99: r2(out.fast.p99 / out.passthrough.p99), cpu: r2(out.fast.cpuMsPerRequest / out.passthrough.cpuMsPerRequest) };
+  results.worstCaseNewIpEveryRequest = { rate: 100, requests: n, ...out };
+  log("worst case", results.worstCaseNewIpEveryRequest);
+  await origin.close();
+}
+
+async function profileThroughput() {
+  const origin = await startOrigin({ port: 0 });
+  const rt = await startRuntime("edgeintel", origin);
+  const n = QUICK ? 2000 : 6000;
+  const place = CITIES[0];
+  const reqs = Array.from({ length: n }, () => ({ ip: "203.0.113.99", path: "/products", headers: { "User-Agent": "Mozilla/5.0 Chrome/131.0", Accept: "text/html", "Accept-Language": "en" }, cf: cfFor(place) }));
+  const run = await flatOut(rt.url, reqs, 32);
+  let stored = 0;
+  for (let i = 0; i < 40 && stored < n; i++) {
+    await new Promise((res) => setTimeout(res, 250));
+    stored = (await api(rt.url, "/api/ip-intelligence/203.0.113.99")).profile?.requestCount ?? 0;
+  }
+  results.profileObject = { sent: n, stored, lost: n - stored, observationsPerSecond: r2(run.rps), errors: run.errors };
+  log("one profile object", results.profileObject);
+  await rt.mf.dispose();
+  await origin.close();
+}
+
+async function fanOut() {
+  const origin = await startOrigin({ port: 0 });
+  const rt = await startRuntime("edgeintel", origin);
+  results.fanOut = [];
+  for (const k of QUICK ? [1, 100] : [1, 100, 1000]) {
+    const url = new URL("_intel/api/intelligence/stream", rt.url);
+    url.protocol = "ws:";
+    const sockets = await Promise.all(
+      Array.from({ length: k }, () => new Promise((resolve, reject) => {
+        const ws = new WebSocket(url, ["bearer", ADMIN]);
+        ws.onopen = () => resolve(ws);
+        ws.onerror = () => reject(new Error("socket failed"));
+      })),
+    );
+    const lat = [];
+    const events = k >= 1000 ? 10 : 20;
+    for (let e = 0; e < events; e++) {
+      const ip = `192.0.2.${e}`;
+      const got = sockets.map((ws) => new Promise((resolve) => {
+        const on = (m) => {
+          const msg = JSON.parse(m.data);
+          if (msg.type === "intelligence_update" && msg.data.event.ip === ip) {
+            ws.removeEventListener("message", on);
+            resolve(performance.now());
+          }
+        };
+        ws.addEventListener("message", on);
+      }));
+      const t = performance.now();
+      await api(rt.url, "/api/events", { method: "POST", body: JSON.stringify([{ ip, eventType: "threat_detected", data: { threatScore: 50 } }]) });
+      for (const at of await Promise.all(got)) lat.push(at - t);
+    }
+    results.fanOut.push({ subscribers: k, events, deliveries: lat.length, p50: r2(pct(lat, 50)), p99: r2(pct(lat, 99)) });
+    log(`fan-out to ${k}`, results.fanOut.at(-1));
+    for (const ws of sockets) ws.close();
+  }
+  await rt.mf.dispose();
+  await origin.close();
+}
+
+async function memory() {
+  const origin = await startOrigin({ port: 0 });
+  const rt = await startRuntime("edgeintel", origin);
+  await flatOut(rt.url, everyRequestNewIp(500), 16);
+  const before = workerdRssMiB();
+  const n = QUICK ? 20_000 : 100_000;
+  const run = await flatOut(rt.url, everyRequestNewIp(n), 48);
+  await new Promise((res) => setTimeout(res, 3000));
+  const after = workerdRssMiB();
+  results.memory = { distinctIps: n, workerdRssMiBBefore: r2(before), workerdRssMiBAfter: r2(after), rps: r2(run.rps), errors: run.errors, verdictCacheBound: 10000 };
+  log("memory", results.memory);
+  await rt.mf.dispose();
+  await origin.close();
+}
+
+const steps = { bundle, latencyRuns, profileThroughput, fanOut, memory };
+const t0 = Date.now();
+for (const [name, fn] of Object.entries(steps)) {
+  const t = Date.now();
+  await fn();
+  log(`${name} took ${Math.round((Date.now() - t) / 1000)} s`);
+}
+results.runtimeSeconds = Math.round((Date.now() - t0) / 1000);
+if (existsSync("target/criterion")) results.native = nativeResults();
+writeFileSync("bench-results.json", JSON.stringify(results, null, 2) + "\n");
+log("wrote bench-results.json");
+
+function nativeResults() {
+  const out = {};
+  const walk = (dir) => {
+    for (const name of readdirSync(dir, { withFileTypes: true })) {
+      const p = `${dir}/${name.name}`;
+      if (name.isDirectory()) walk(p);
+      else if (name.name === "estimates.json" && p.includes("/new/")) {
+        const est = JSON.parse(readFileSync(p, "utf8"));
+        const bench = JSON.parse(readFileSync(p.replace("estimates.json", "benchmark.json"), "utf8"));
+        out[bench.full_id] = { meanNs: Math.round(est.mean.point_estimate), medianNs: Math.round(est.median.point_estimate) };
+      }
+    }
+  };
+  walk("target/criterion");
+  return out;
+}
