@@ -3,6 +3,8 @@
 //! headers) and the analytics aggregator at 1 thousand, 100 thousand and 1
 //! million events in the window. Numbers go to BENCHMARKS.md.
 
+#![allow(clippy::indexing_slicing, clippy::unwrap_used)] // a benchmark, not a request path
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
