@@ -64,9 +64,9 @@ fn sample(i: u64, now: f64) -> Sample {
         asn: Some(3320 + (i % 40) as u32),
         risk: (i % 100) as u8,
         threat: (i % 90) as u8,
-        status: if i % 50 == 0 { 404 } else { 200 },
+        status: if i.is_multiple_of(50) { 404 } else { 200 },
         latency_ms: 5.0 + (i % 200) as f64,
-        probe: (i % 97 == 0).then(|| "/.env".to_string()),
+        probe: i.is_multiple_of(97).then(|| "/.env".to_string()),
         ..Sample::default()
     }
 }
