@@ -56,7 +56,9 @@ async function startRuntime(kind, origin, vars = {}) {
           ...common,
         };
   const mf = new Miniflare({ workers: [worker] });
-  const url = await mf.ready;
+  const ready = await mf.ready;
+  // "http://127.0.0.1:port/" -> base + "/path" must not become "//path".
+  const url = ready.href.replace(/\/$/, "");
   return { mf, url };
 }
 
@@ -198,7 +200,7 @@ function pct(xs, p) {
 const r2 = (x) => (x === null || x === undefined ? null : Math.round(x * 100) / 100);
 
 async function api(base, path, init = {}) {
-  const res = await fetch(base + "_intel" + path, { ...init, headers: { Authorization: `Bearer ${ADMIN}`, "Content-Type": "application/json", ...(init.headers ?? {}) } });
+  const res = await fetch(base + "/_intel" + path, { ...init, headers: { Authorization: `Bearer ${ADMIN}`, "Content-Type": "application/json", ...(init.headers ?? {}) } });
   const text = await res.text();
   try {
     return JSON.parse(text);
@@ -220,7 +222,7 @@ async function bundle() {
   for (let i = 0; i < 3; i++) {
     const t = performance.now();
     const rt = await startRuntime("edgeintel", origin);
-    const res = await fetch(rt.url + "_intel/health/intelligence");
+    const res = await fetch(rt.url + "/_intel/health/intelligence");
     await res.arrayBuffer();
     cold.push(performance.now() - t);
     await rt.mf.dispose();
@@ -325,7 +327,7 @@ async function fanOut() {
   const rt = await startRuntime("edgeintel", origin);
   results.fanOut = [];
   for (const k of QUICK ? [1, 100] : [1, 100, 1000]) {
-    const url = new URL("_intel/api/intelligence/stream", rt.url);
+    const url = new URL("/_intel/api/intelligence/stream", rt.url);
     url.protocol = "ws:";
     const sockets = await Promise.all(
       Array.from({ length: k }, () => new Promise((resolve, reject) => {

@@ -12,4 +12,6 @@ export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
 # Drop the name section (function names, ~50 KB gzipped): it only helps read
 # stack traces, and Workers bill start-up and memory on the module's size.
 node_modules/.bin/wasm-opt build/index_bg.wasm --strip-debug -o build/index_bg.wasm
+# The dashboard (www/ -> www/dist), served by the Worker from the ASSETS binding.
+node_modules/.bin/node scripts/build-www.mjs
 ls -l build/index.js build/index_bg.wasm | awk '{print "[build] " $5 " bytes  " $9}'

@@ -22,7 +22,11 @@ export async function startOrigin({ port = 0, host = "127.0.0.1", log = null } =
         const h = req.headers;
         log(`${req.method} ${req.url} -> score=${h["x-risk-score"] ?? "-"} level=${h["x-risk-level"] ?? "-"} reasons=${h["x-risk-reasons"] || "-"}`);
       }
-      const path = new URL(req.url, "http://origin").pathname;
+      // A request line like "//" is not a valid relative URL: keep it as is.
+      let path = req.url ?? "/";
+      try {
+        path = new URL(req.url, "http://origin").pathname;
+      } catch {}
       const status = path.match(/^\/status\/(\d{3})$/);
       const slow = path.match(/^\/slow\/(\d+)$/);
       if (slow) await new Promise((r) => setTimeout(r, Math.min(Number(slow[1]), 30000)));

@@ -22,5 +22,8 @@ cargo test --quiet
 step "wasm release build"
 bash scripts/build.sh
 
-step "integration tests (Miniflare, node --test)"
+step "browser for the dashboard test (Debian chromium)"
+bash scripts/setup-browser.sh
+
+step "integration and browser tests (Miniflare, node --test)"
 node --test --test-concurrency=1 "tests/*.test.mjs"
