@@ -6,15 +6,22 @@ import http from "node:http";
 import { pathToFileURL } from "node:url";
 
 const OURS = /^(x-risk-|x-geo-|x-intel|x-threat-score$|x-reputation-score$)/;
+const LEVELS = new Set(["low", "medium", "high", "critical", "unknown"]);
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
+/**
+ * Starts the origin. `log(line)`, when given, gets one line per request.
+ * Returns { url, port, requests, close }; `requests` gets { method, url, headers, body }.
+ */
 export async function startOrigin({ port = 0, host = "127.0.0.1", log = null } = {}) {
   const requests = [];
   const sockets = new Set();
+  const timers = new Set();
   const server = http.createServer((req, res) => {
     const chunks = [];
     req.on("data", (c) => chunks.push(c));
-    req.on("end", async () => {
+    req.on("error", () => {});
+    req.on("end", () => {
       const body = Buffer.concat(chunks).toString("utf8");
       const record = { method: req.method, url: req.url, headers: { ...req.headers }, body };
       requests.push(record);
@@ -27,21 +34,14 @@ export async function startOrigin({ port = 0, host = "127.0.0.1", log = null } =
       try {
         path = new URL(req.url, "http://origin").pathname;
       } catch {}
-      const status = path.match(/^\/status\/(\d{3})$/);
       const slow = path.match(/^\/slow\/(\d+)$/);
-      if (slow) await new Promise((r) => setTimeout(r, Math.min(Number(slow[1]), 30000)));
-      const code = status ? Number(status[1]) : 200;
-      const json = { ok: true, method: req.method, url: req.url, headers: record.headers };
-      if (path === "/echo") json.body = body;
-      const wantsHtml = (req.headers.accept ?? "").includes("text/html") && path !== "/echo";
-      if (code >= 300 && code < 400) res.setHeader("location", "/");
-      if (wantsHtml && !status) {
-        res.writeHead(code, { "content-type": "text/html; charset=utf-8" });
-        res.end(page(req, record.headers));
-      } else {
-        res.writeHead(code >= 200 && code <= 599 ? code : 200, { "content-type": "application/json" });
-        res.end(JSON.stringify(json));
-      }
+      if (!slow) return respond(req, res, path, record);
+      // Tracked so that close() does not leave the process waiting up to 30 s.
+      const t = setTimeout(() => {
+        timers.delete(t);
+        respond(req, res, path, record);
+      }, Math.min(Number(slow[1]), 30000));
+      timers.add(t);
     });
   });
   server.on("connection", (s) => {
@@ -50,45 +50,93 @@ export async function startOrigin({ port = 0, host = "127.0.0.1", log = null } =
   });
   await new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen(port, host, resolve);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
   });
   const actual = server.address().port;
+  let closing;
   return {
-    url: `http://${host}:${actual}`,
+    url: `http://${host.includes(":") ? `[${host}]` : host}:${actual}`,
     port: actual,
     requests,
     close: () =>
-      new Promise((resolve) => {
-        for (const s of sockets) s.destroy();
+      (closing ??= new Promise((resolve) => {
+        for (const t of timers) clearTimeout(t);
+        timers.clear();
         server.close(() => resolve());
-      }),
+        for (const s of sockets) s.destroy();
+      })),
   };
+}
+
+function respond(req, res, path, record) {
+  if (res.destroyed || res.writableEnded) return;
+  const json = { ok: true, method: req.method, url: req.url, headers: record.headers };
+  const status = path.match(/^\/status\/(\d+)$/);
+  if (status) {
+    const code = Number(status[1]);
+    if (code < 200 || code > 599) return send(res, 400, { ok: false, error: "status must be 200..599", url: req.url });
+    // Redirects need somewhere to go; 204/304 bodies are dropped by Node itself.
+    if (code >= 300 && code < 400) res.setHeader("location", "/");
+    return send(res, code, { ...json, ok: code < 400, status: code });
+  }
+  if (path === "/echo") return send(res, 200, { ...json, body: record.body });
+  if ((req.headers.accept ?? "").includes("text/html")) {
+    res.writeHead(200, { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" });
+    return res.end(page(req, record.headers));
+  }
+  send(res, 200, json);
+}
+
+function send(res, code, value) {
+  res.writeHead(code, { "content-type": "application/json", "cache-control": "no-store" });
+  res.end(JSON.stringify(value));
 }
 
 function page(req, headers) {
   const rows = Object.entries(headers)
     .filter(([k]) => OURS.test(k))
+    .sort(([a], [b]) => a.localeCompare(b))
     .map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v)}</td></tr>`)
-    .join("");
-  const level = esc(headers["x-risk-level"] ?? "none");
-  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Demo origin</title>
+    .join("\n");
+  const level = headers["x-risk-level"] ?? "none";
+  const cls = LEVELS.has(level) ? level : "none";
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Demo origin</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{font:15px/1.5 system-ui,sans-serif;margin:2rem;max-width:60rem;color:#1b1f24}
-table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.3rem .6rem;border-bottom:1px solid #ddd;font-family:ui-monospace,monospace}
-.level{display:inline-block;padding:.1rem .6rem;border-radius:1rem;color:#fff;background:#6b7280}
-.low{background:#15803d}.medium{background:#b45309}.high{background:#c2410c}.critical{background:#b91c1c}</style></head>
-<body><h1>Demo origin</h1><p>${esc(req.method)} <code>${esc(req.url)}</code> arrived through edgeintel with risk level
-<span class="level ${level}">${level}</span>.</p><h2>Headers edgeintel added</h2>
-<table>${rows || "<tr><td>none: this request did not come through edgeintel</td></tr>"}</table></body></html>`;
+<style>
+body{font:15px/1.5 system-ui,sans-serif;margin:2rem auto;padding:0 1rem;max-width:60rem;color:#1b1f24;background:#fafafa}
+h1{margin-bottom:.2rem}code{font-family:ui-monospace,monospace;background:#eef0f3;padding:.05rem .3rem;border-radius:.25rem;word-break:break-all}
+table{border-collapse:collapse;width:100%;background:#fff}th,td{text-align:left;vertical-align:top;padding:.35rem .6rem;border-bottom:1px solid #e3e5e8;font-family:ui-monospace,monospace;font-size:14px}
+th{white-space:nowrap;color:#4b5563;font-weight:600}td{word-break:break-all}
+.level{display:inline-block;padding:.05rem .7rem;border-radius:1rem;color:#fff;background:#6b7280;font-weight:600}
+.low{background:#15803d}.medium{background:#b45309}.high{background:#c2410c}.critical{background:#b91c1c}.unknown{background:#4b5563}
+</style></head>
+<body><h1>Demo origin</h1>
+<p><code>${esc(req.method)} ${esc(req.url)}</code> arrived with risk level <span class="level ${cls}">${esc(level)}</span></p>
+<h2>Headers edgeintel added</h2>
+<table>
+${rows || "<tr><td>none: this request did not come through edgeintel</td></tr>"}
+</table></body></html>`;
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
   const args = process.argv.slice(2);
   const opt = (name, dflt) => {
     const i = args.indexOf(`--${name}`);
-    return i >= 0 ? args[i + 1] : dflt;
+    return i >= 0 && args[i + 1] !== undefined ? args[i + 1] : dflt;
   };
   const quiet = args.includes("--quiet");
-  const o = await startOrigin({ port: Number(opt("port", 8788)), host: opt("host", "127.0.0.1"), log: quiet ? null : console.log });
-  console.log(`demo origin listening on ${o.url}`);
+  try {
+    const o = await startOrigin({ port: Number(opt("port", 8788)), host: opt("host", "127.0.0.1"), log: quiet ? null : console.log });
+    console.log(`demo origin listening on ${o.url}`);
+    const stop = () => o.close().then(() => process.exit(0));
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+  } catch (e) {
+    console.error(`demo origin: ${e.code === "EADDRINUSE" ? `port ${opt("port", 8788)} is in use` : e.message}`);
+    process.exit(1);
+  }
 }

@@ -85,7 +85,7 @@ pub struct Config {
     pub flush_interval_ms: u32,
     /// `FLUSH_MAX_BATCH` (default 64): a batch this full is sent at once.
     pub flush_max_batch: usize,
-    /// `CACHE_TTL_MS` (default 5000) and `CACHE_MAX_ENTRIES` (default 10000):
+    /// `CACHE_TTL_MS` (default 30000) and `CACHE_MAX_ENTRIES` (default 10000):
     /// the in-isolate verdict cache (bounded LRU).
     pub cache_ttl_ms: u32,
     pub cache_max_entries: usize,
@@ -148,7 +148,7 @@ impl Default for Config {
             consistent_timeout_ms: 5000,
             flush_interval_ms: 1000,
             flush_max_batch: 64,
-            cache_ttl_ms: 5000,
+            cache_ttl_ms: 30_000,
             cache_max_entries: 10_000,
             rules: ProfileRules::default(),
             travel: TravelRules { max_kmh: 900.0, min_km: 500.0, memory_ms: 3_600_000.0 },

@@ -474,15 +474,20 @@ async fn post_events(req: &Request, env: &Env, ctx: &worker::Context, config: &C
             ip: display.clone(),
             events: list.iter().map(|(_, e)| e.clone()).collect(),
         };
-        async move { call_object::<_, Value>(env, BINDING, subject, &op).await }
+        async move { call_object::<_, crate::intel::wire::ObserveReply>(env, BINDING, subject, &op).await }
     });
     let results = join_all(calls).await;
     let mut accepted = 0usize;
+    let (mut updates, mut alerts) = (Vec::new(), Vec::new());
     for ((subject, _, list), result) in groups.iter().zip(results) {
         match result {
-            Ok((200, _)) => {
+            Ok((200, reply)) => {
                 accepted += list.len();
                 forget(config, subject);
+                if let Some(r) = reply {
+                    updates.extend(r.updates);
+                    alerts.extend(r.alerts);
+                }
             }
             other => {
                 let why = match other {
@@ -494,6 +499,14 @@ async fn post_events(req: &Request, env: &Env, ctx: &worker::Context, config: &C
                     rejected.push(json!({"index": index, "error": "storage_unavailable: not stored, retry"}));
                 }
             }
+        }
+    }
+    // One fan-out call for the whole batch, awaited so subscribers see the
+    // events before the 202 (the events are stored either way).
+    if !updates.is_empty() || !alerts.is_empty() {
+        let op = HubOp::Publish { updates, alerts };
+        if let Err(e) = call_object::<_, Value>(env, hub::BINDING, hub::NAME, &op).await {
+            worker::console_error!("edgeintel: events stored but not published: {}", e.0);
         }
     }
     rejected.sort_by_key(|r| r.get("index").and_then(Value::as_u64).unwrap_or(0));

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::intel::cache::TtlLru;
 use crate::intel::ip::SubjectKey;
 use crate::intel::profile::{Observation, ProfileVerdict};
-use crate::intel::wire::ProfileOp;
+use crate::intel::wire::{ObserveReply, ProfileOp};
 use crate::platform::{call_object, ObjectError};
 
 pub const BINDING: &str = "PROFILES";
@@ -104,7 +104,17 @@ pub async fn consistent(
     let ask = async { call_object(env, BINDING, subject.as_str(), &op).await }.boxed_local();
     let limit = Delay::from(Duration::from_millis(u64::from(config.consistent_timeout_ms)));
     let outcome = match select(ask, limit).await {
-        Either::Left((answer, _)) => verdict_of(answer).map_err(Degraded::from),
+        Either::Left((answer, _)) => match answer {
+            Ok((200, Some(reply))) => {
+                let reply: ObserveReply = reply;
+                // Consistent mode trades cost for exactness: its events reach
+                // the stream before the response, in request order.
+                super::record::publish_now(env, reply.updates, reply.alerts).await;
+                Ok(reply.verdict)
+            }
+            Ok((status, _)) => Err(Degraded { timed_out: false, why: format!("unexpected answer {status}") }),
+            Err(e) => Err(Degraded::from(e)),
+        },
         Either::Right(_) => {
             Err(Degraded { timed_out: true, why: format!("no verdict within {} ms", config.consistent_timeout_ms) })
         }

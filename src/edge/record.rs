@@ -23,8 +23,9 @@ use worker::{Context, Delay, Env};
 use crate::config::Config;
 use crate::intel::analytics::{hub_name, Sample};
 use crate::intel::ip::SubjectKey;
-use crate::intel::profile::{Observation, ProfileVerdict};
-use crate::intel::wire::ProfileOp;
+use crate::intel::profile::Observation;
+use crate::intel::protocol::{AlertNotice, Update};
+use crate::intel::wire::{ObserveReply, ProfileOp};
 use crate::objects::hub::{self, HubOp};
 use crate::platform::call_object;
 
@@ -41,15 +42,21 @@ enum Target {
 
 enum Items {
     Observations { ip: String, list: Vec<Observation> },
-    Samples { list: Vec<Sample>, rejected: u64 },
+    Samples { list: Vec<Sample>, rejected: u64, updates: Vec<Update>, alerts: Vec<AlertNotice> },
 }
 
 impl Items {
     fn len(&self) -> usize {
         match self {
             Items::Observations { list, .. } => list.len(),
-            Items::Samples { list, rejected } => list.len() + usize::from(*rejected > 0),
+            Items::Samples { list, rejected, updates, alerts } => {
+                list.len() + usize::from(*rejected > 0) + updates.len() + alerts.len()
+            }
         }
+    }
+
+    fn samples() -> Items {
+        Items::Samples { list: Vec::new(), rejected: 0, updates: Vec::new(), alerts: Vec::new() }
     }
 }
 
@@ -87,7 +94,13 @@ pub fn sample(ctx: &Context, env: &Env, config: &Config, shard: u32, s: Sample) 
             list.push(s);
             None
         }
-        _ => Some(Items::Samples { list: vec![s], rejected: 0 }),
+        _ => {
+            let mut items = Items::samples();
+            if let Items::Samples { list, .. } = &mut items {
+                list.push(s);
+            }
+            Some(items)
+        }
     });
 }
 
@@ -101,8 +114,46 @@ pub fn rejected_events(ctx: &Context, env: &Env, config: &Config, n: u64) {
             *rejected += n;
             None
         }
-        _ => Some(Items::Samples { list: Vec::new(), rejected: n }),
+        _ => {
+            let mut items = Items::samples();
+            if let Items::Samples { rejected, .. } = &mut items {
+                *rejected = n;
+            }
+            Some(items)
+        }
     });
+}
+
+/// Sends profile events to the global hub now (consistent mode, the status
+/// follow-up): one call, in order.
+pub async fn publish_now(env: &Env, updates: Vec<Update>, alerts: Vec<AlertNotice>) {
+    if updates.is_empty() && alerts.is_empty() {
+        return;
+    }
+    let op = HubOp::Publish { updates, alerts };
+    if let Err(e) = call_object::<_, serde_json::Value>(env, hub::BINDING, &hub_name(0), &op).await {
+        worker::console_error!("edgeintel: events not published: {}", e.0);
+    }
+}
+
+/// Adds profile events to this isolate's open global-hub batch, if there is
+/// one (there usually is: the same requests added their samples); otherwise
+/// they go to the hub at once.
+async fn forward_published(env: &Env, mut updates: Vec<Update>, mut alerts: Vec<AlertNotice>) {
+    if updates.is_empty() && alerts.is_empty() {
+        return;
+    }
+    let appended = PENDING.with(|p| match p.borrow_mut().get_mut(&Target::Hub(0)) {
+        Some(Batch { items: Items::Samples { updates: u, alerts: a, .. }, .. }) => {
+            u.append(&mut updates);
+            a.append(&mut alerts);
+            true
+        }
+        _ => false,
+    });
+    if !appended {
+        publish_now(env, updates, alerts).await;
+    }
 }
 
 /// Adds to the target's open batch (`add` returns a new batch's items when
@@ -168,17 +219,23 @@ async fn flush(env: &Env, config: &Config, target: &Target, items: Items) {
         let outcome = match (target, &items) {
             (Target::Profile(key), Items::Observations { ip, list }) => {
                 let op = ProfileOp::Observe { subject: key.clone(), ip: ip.clone(), observations: list.clone() };
-                match call_object::<_, ProfileVerdict>(env, BINDING, key, &op).await {
-                    Ok((200, Some(v))) => {
-                        remember(config, key, v);
+                match call_object::<_, ObserveReply>(env, BINDING, key, &op).await {
+                    Ok((200, Some(r))) => {
+                        remember(config, key, r.verdict);
+                        forward_published(env, r.updates, r.alerts).await;
                         Ok(())
                     }
                     Ok((status, _)) => Err(format!("answered {status}")),
                     Err(e) => Err(e.0),
                 }
             }
-            (Target::Hub(shard), Items::Samples { list, rejected }) => {
-                let op = HubOp::Report { samples: list.clone(), rejected: *rejected };
+            (Target::Hub(shard), Items::Samples { list, rejected, updates, alerts }) => {
+                let op = HubOp::Report {
+                    samples: list.clone(),
+                    rejected: *rejected,
+                    updates: updates.clone(),
+                    alerts: alerts.clone(),
+                };
                 match call_object::<_, serde_json::Value>(env, hub::BINDING, &hub_name(*shard), &op).await {
                     Ok((200, _)) => Ok(()),
                     Ok((status, _)) => Err(format!("answered {status}")),
@@ -198,7 +255,9 @@ async fn flush(env: &Env, config: &Config, target: &Target, items: Items) {
 /// (consistent mode).
 pub async fn status(env: Env, subject: String, ip: String, at: f64, status: u16) {
     let op = ProfileOp::Status { subject: subject.clone(), ip, at, status };
-    if let Err(e) = call_object::<_, ProfileVerdict>(&env, BINDING, &subject, &op).await {
-        worker::console_error!("edgeintel: status record failed: {}", e.0);
+    match call_object::<_, ObserveReply>(&env, BINDING, &subject, &op).await {
+        Ok((_, Some(r))) => publish_now(&env, r.updates, r.alerts).await,
+        Ok(_) => {}
+        Err(e) => worker::console_error!("edgeintel: status record failed: {}", e.0),
     }
 }

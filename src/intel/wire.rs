@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::events::IntelEvent;
-use super::profile::Observation;
+use super::profile::{Observation, ProfileVerdict};
+use super::protocol::{AlertNotice, Update};
 use super::travel::{Sighting, TravelFinding};
 
 /// A request to a subject's profile object.
@@ -26,6 +27,21 @@ pub enum ProfileOp {
     Get,
     /// Erase everything stored for the subject.
     Delete,
+}
+
+/// A profile object's answer to `Observe`, `Status` and `Events`: the verdict
+/// (flattened, so a reader that wants only the verdict parses it as one) and
+/// what the update published. The request path forwards the published events
+/// to the global hub inside its own batched report, so a profile object never
+/// calls the hub per batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObserveReply {
+    #[serde(flatten)]
+    pub verdict: ProfileVerdict,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub updates: Vec<Update>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<AlertNotice>,
 }
 
 /// A request to a visitor's object.
@@ -68,5 +84,13 @@ mod tests {
             assert_eq!(serde_json::from_str::<ProfileOp>(&text).unwrap(), op, "{text}");
         }
         assert!(serde_json::from_str::<ProfileOp>(r#"{"op":"explode"}"#).is_err());
+        let reply = ObserveReply { verdict: ProfileVerdict::unknown_subject(), updates: vec![], alerts: vec![] };
+        let text = serde_json::to_string(&reply).unwrap();
+        assert_eq!(
+            serde_json::from_str::<ProfileVerdict>(&text).unwrap(),
+            reply.verdict,
+            "readable as a plain verdict"
+        );
+        assert_eq!(serde_json::from_str::<ObserveReply>(&text).unwrap(), reply);
     }
 }

@@ -52,6 +52,11 @@ pub enum HubOp {
         samples: Vec<Sample>,
         #[serde(default)]
         rejected: u64,
+        /// Profile events the isolate collected from its profile flushes.
+        #[serde(default)]
+        updates: Vec<Update>,
+        #[serde(default)]
+        alerts: Vec<AlertNotice>,
     },
     Publish {
         #[serde(default)]
@@ -157,7 +162,8 @@ impl DurableObject for HubObject {
         let sql = self.state.storage().sql();
         migrate(&sql)?;
         match op {
-            HubOp::Report { samples, rejected } => {
+            HubOp::Report { samples, rejected, updates, alerts } => {
+                sockets::broadcast(&self.state, INTEL_TAG, &updates, &alerts);
                 let now = now_ms();
                 let accepted = self.with_state(&sql, |l, touched| {
                     let mut n = 0;
@@ -170,6 +176,11 @@ impl DurableObject for HubObject {
                     if rejected > 0 {
                         l.agg.count_rejected(&config.analytics, rejected, now);
                         touched.insert(slide_of(&config, now));
+                    }
+                    for u in &updates {
+                        if l.agg.ingest_event(&config.analytics, u, now) {
+                            touched.insert(slide_of(&config, u.event.timestamp.min(now)));
+                        }
                     }
                     n
                 })?;

@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::intel::events::IntelEvent;
 use crate::intel::profile::{Changes, Profile, ProfileVerdict};
 use crate::intel::protocol::{AlertNotice, Update};
-use crate::intel::wire::ProfileOp;
+use crate::intel::wire::{ObserveReply, ProfileOp};
 use crate::platform::{self, call_object, reply};
 
 use super::hub::{self, HubOp};
@@ -76,14 +76,12 @@ impl DurableObject for ProfileObject {
                     all
                 })?;
                 self.arm_alarm(&config).await?;
-                self.publish(published).await;
-                reply(200, &verdict)
+                reply(200, &self.answer(verdict, published))
             }
             ProfileOp::Status { subject, ip, at, status } => {
                 let (verdict, published) =
                     self.update(&config, now, &subject, &ip, |p| p.record_status(status, at, &config.rules))?;
-                self.publish(published).await;
-                reply(200, &verdict)
+                reply(200, &self.answer(verdict, published))
             }
             ProfileOp::Events { subject, ip, events } => {
                 let (verdict, published) = self.update(&config, now, &subject, &ip, |p| {
@@ -96,8 +94,7 @@ impl DurableObject for ProfileObject {
                     all
                 })?;
                 self.arm_alarm(&config).await?;
-                self.publish(published).await;
-                reply(200, &json!({"applied": events.len(), "verdict": verdict}))
+                reply(200, &self.answer(verdict, published))
             }
             ProfileOp::Travel { subject, ip, finding } => {
                 let (verdict, published) =
@@ -239,9 +236,17 @@ impl ProfileObject {
         Ok((verdict, published))
     }
 
+    /// Sends what an update published to this subject's own sockets and
+    /// returns it with the verdict, for the caller to forward to the hub in
+    /// its batched report (one hub call per isolate flush, not per batch).
+    fn answer(&self, verdict: ProfileVerdict, p: Published) -> ObserveReply {
+        sockets::broadcast(&self.state, SUBJECT_TAG, &p.updates, &p.alerts);
+        ObserveReply { verdict, updates: p.updates, alerts: p.alerts }
+    }
+
     /// Sends new events and alerts to this subject's own sockets and to the
-    /// hub (global stream), in order: the batch waits for the hub, within a
-    /// budget, so a later batch cannot overtake it.
+    /// hub directly (only for travel findings, which arrive from a visitor
+    /// object and have no request path to carry them), within a budget.
     async fn publish(&self, p: Published) {
         if p.updates.is_empty() && p.alerts.is_empty() {
             return;
