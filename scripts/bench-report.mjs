@@ -37,7 +37,7 @@ if (f1000) p(`| 1,000 subscribers: p99 delivery < 100 ms | ${n(f1000.p99)} ms | 
 const tick1m = find("analytics/tick views with 1000000");
 if (tick1m) p(`| analytics tick < 10 ms with 1 million events in the window | ${n(tick1m.medianNs / 1e6, 3)} ms natively | ${ok(tick1m.medianNs < 10e6)} |`);
 p();
-p("## Added latency and cost (standard mix: 1,000 IPs, Zipf-like shares, scanners, a Tor client)");
+p("## Added latency and cost (standard mix: 1,000 IPs with Zipf-like shares browsing in page views of a page and 4 assets, scanners, a Tor client)");
 p();
 p("| rate | worker | p50 ms | p95 ms | p99 ms | achieved req/s | CPU ms/request (all workerd processes) | DO requests / 1,000 | errors |");
 p("|---|---|---|---|---|---|---|---|---|");

@@ -105,21 +105,31 @@ function workerdRssMiB() {
   return kb / 1024;
 }
 
-/** The standard mix: 1,000 IPs with Zipf-like shares, a few scanners, a Tor client. */
-function standardMix(n, seed = 7, distinct = 1000) {
+/**
+ * The standard mix: 1,000 IPs with Zipf-like shares, browsing in page views
+ * (a page and 4 of its assets, back to back, as browsers do), a few scanners
+ * probing paths, a Tor client. `sessions: false` draws every request's IP
+ * independently instead (no page views: the worst interleaving for coalescing).
+ */
+function standardMix(n, seed = 7, distinct = 1000, sessions = true) {
   const r = rng(seed);
   const weights = Array.from({ length: distinct }, (_, i) => 1 / (i + 1));
   const total = weights.reduce((a, b) => a + b, 0);
   const cum = [];
   weights.reduce((acc, w, i) => (cum[i] = acc + w / total), 0);
   const pages = ["/", "/products", "/products/42", "/cart", "/about", "/blog/post"];
+  const assets = ["/static/app.js", "/static/app.css", "/static/logo.svg", "/api/cart"];
   const probes = ["/.env", "/.git/config", "/wp-login.php", "/xmlrpc.php"];
   const out = [];
-  for (let k = 0; k < n; k++) {
+  while (out.length < n) {
     const x = r();
     let i = cum.findIndex((c) => c >= x);
     if (i < 0) i = distinct - 1;
-    out.push(requestFor(i, r, pages, probes, distinct));
+    const first = requestFor(i, r, pages, probes, distinct);
+    out.push(first);
+    if (sessions && !first.path.startsWith("/.") && !first.path.endsWith(".php")) {
+      for (const a of assets) if (out.length < n) out.push({ ...first, path: a });
+    }
   }
   return out;
 }
@@ -241,7 +251,7 @@ async function bundle() {
 async function latencyRuns() {
   const origin = await startOrigin({ port: 0 });
   results.latency = [];
-  const plans = QUICK ? [[100, 1000]] : [[100, 3000], [400, 8000]];
+  const plans = QUICK ? [[100, 1000]] : [[100, 6000], [400, 20000]];
   for (const [rate, n] of plans) {
     const mix = standardMix(n);
     const row = { rate, requests: n };

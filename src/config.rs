@@ -64,6 +64,11 @@ pub struct Config {
     pub challenge_key: Option<String>,
     /// `CLEARANCE_TTL_SECONDS` (default 3600): how long a solved challenge lasts.
     pub clearance_ttl_s: u32,
+    /// `TURNSTILE_SITE_KEY` (var) and `TURNSTILE_SECRET` (secret): use
+    /// Cloudflare Turnstile for challenges instead of the proof-of-work;
+    /// `TURNSTILE_VERIFY_URL` overrides the siteverify endpoint (tests).
+    pub turnstile: Option<(String, String)>,
+    pub turnstile_verify_url: String,
     /// `HEADER_SIGNING_KEY` (secret): sign our headers with `X-Intel-Signature`.
     pub header_signing_key: Option<String>,
     /// `IP_HASH_KEY` (secret): store and show only keyed hashes and masked IPs.
@@ -142,6 +147,8 @@ impl Default for Config {
             challenge_key: None,
             clearance_ttl_s: 3600,
             header_signing_key: None,
+            turnstile: None,
+            turnstile_verify_url: "https://challenges.cloudflare.com/turnstile/v0/siteverify".to_string(),
             ip_hash_key: None,
             risk_mode: RiskMode::Fast,
             consult_timeout_ms: 50,
@@ -258,6 +265,14 @@ impl Config {
         };
         c.challenge_key = secret("CHALLENGE_SIGNING_KEY")?;
         c.header_signing_key = secret("HEADER_SIGNING_KEY")?;
+        c.turnstile = match (get("TURNSTILE_SITE_KEY"), get("TURNSTILE_SECRET")) {
+            (Some(site), Some(secret)) => Some((site, secret)),
+            (None, None) => None,
+            _ => return Err(err("TURNSTILE_SITE_KEY", "set both TURNSTILE_SITE_KEY and the secret TURNSTILE_SECRET, or neither")),
+        };
+        if let Some(v) = get("TURNSTILE_VERIFY_URL") {
+            c.turnstile_verify_url = parse_origin_or_url("TURNSTILE_VERIFY_URL", &v)?;
+        }
         c.ip_hash_key = secret("IP_HASH_KEY")?;
         if c.enforce != Enforce::Off && c.challenge_key.is_none() {
             return Err(err(
@@ -448,6 +463,14 @@ fn parse_origin(v: &str) -> Result<Url, ConfigError> {
         ));
     }
     Ok(u)
+}
+
+fn parse_origin_or_url(var: &'static str, v: &str) -> Result<String, ConfigError> {
+    let u = Url::parse(v).map_err(|e| err(var, format!("`{v}` is not a URL: {e}")))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(err(var, "must be an http(s) URL"));
+    }
+    Ok(u.to_string())
 }
 
 fn parse_points(var: &'static str, v: &str) -> Result<u8, ConfigError> {

@@ -8,6 +8,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startEdge, intelHeaders, BROWSER_HEADERS } from "./harness.mjs";
+import { startOrigin } from "../scripts/origin.mjs";
 import { verify as verifyNode } from "../examples/node/verify.mjs";
 
 const KEY = "challenge-key-for-tests-0123456789";
@@ -129,6 +130,42 @@ test("a client that solves the proof-of-work gets through and keeps its clearanc
     assert.equal((await status(edge, "/checkout", { ...tor, headers: { ...JSON_ACCEPT, Cookie: cookie } })).status, 403, "expired");
   } finally {
     await edge.close();
+  }
+});
+
+test("with Turnstile configured, challenges use it: siteverify's answer decides", async () => {
+  const origin = await startOrigin({ port: 0 });
+  const edge = await startEdge({
+    originUrl: origin.url,
+    vars: {
+      ENFORCE: "challenge", CHALLENGE_AT: "40", CHALLENGE_SIGNING_KEY: KEY,
+      TURNSTILE_SITE_KEY: "1x00000000000000000000AA", TURNSTILE_SECRET: "turnstile-secret-0123456789",
+      TURNSTILE_VERIFY_URL: `${origin.url}/turnstile/siteverify`,
+    },
+  });
+  try {
+    const tor = { cf: { country: "T1" }, ip: "198.51.100.55" };
+    const page = await status(edge, "/account", { ...tor, headers: BROWSER_HEADERS });
+    assert.equal(page.status, 403);
+    assert.match(page.body, /data-sitekey="1x00000000000000000000AA"/);
+    assert.doesNotMatch(page.body, /crypto\.subtle/, "no proof-of-work when Turnstile is configured");
+    const post = (response) =>
+      edge.send("/_intel/challenge/verify", { ...tor, method: "POST", headers: { "Content-Type": "application/x-www-form-urlencoded" }, body: `cf-turnstile-response=${response}&return=%2Faccount` });
+    const bad = await post("bad");
+    assert.equal(bad.status, 403);
+    await bad.arrayBuffer();
+    const good = await post("good");
+    assert.equal(good.status, 303);
+    const cookie = good.headers.get("set-cookie").split(";")[0];
+    await good.arrayBuffer();
+    const sent = origin.requests.filter((r) => r.url === "/turnstile/siteverify");
+    assert.equal(sent.length, 2);
+    assert.match(sent[1].body, /secret=turnstile-secret-0123456789/);
+    assert.doesNotMatch(sent[1].body, /198\.51\.100\.55/, "the client IP is not sent");
+    assert.equal((await status(edge, "/account", { ...tor, headers: { ...BROWSER_HEADERS, Cookie: cookie } })).status, 200);
+  } finally {
+    await edge.close();
+    await origin.close();
   }
 });
 

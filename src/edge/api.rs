@@ -312,21 +312,28 @@ async fn challenge_verify(req: &Request, config: &Config) -> Result<Response, Ap
         return Err(too_large());
     }
     let text = String::from_utf8_lossy(&bytes);
-    let (token, counter, ret, json_client) = if content_type.starts_with("application/json") {
+    let (token, counter, ret, turnstile_response, json_client) = if content_type.starts_with("application/json") {
         let v: Value = serde_json::from_str(&text).map_err(|e| ApiError::new(400, "malformed_json", e.to_string()))?;
         let get = |k: &str| v.get(k).map(|x| x.as_str().map(String::from).unwrap_or_else(|| x.to_string()));
-        (get("token"), get("counter"), get("return"), true)
+        (get("token"), get("counter"), get("return"), get("cf-turnstile-response"), true)
     } else {
         let pairs: Vec<(String, String)> = url::form_urlencoded::parse(text.as_bytes()).into_owned().collect();
         let get = |k: &str| pairs.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
-        (get("token"), get("counter"), get("return"), false)
-    };
-    let (Some(token), Some(counter)) = (token, counter.and_then(|c| c.parse::<u64>().ok())) else {
-        return Err(ApiError::new(400, "bad_request", "send token and counter"));
+        (get("token"), get("counter"), get("return"), get("cf-turnstile-response"), false)
     };
     let now = now_ms();
-    crate::intel::enforce::verify_solution(key, subject.as_str(), &token, counter, now, config.challenge_difficulty)
-        .map_err(|why| ApiError::new(403, "challenge_failed", why))?;
+    if let Some((_, secret)) = &config.turnstile {
+        let Some(response) = turnstile_response else {
+            return Err(ApiError::new(400, "bad_request", "send cf-turnstile-response"));
+        };
+        turnstile_verify(config, secret, &response).await?;
+    } else {
+        let (Some(token), Some(counter)) = (token, counter.and_then(|c| c.parse::<u64>().ok())) else {
+            return Err(ApiError::new(400, "bad_request", "send token and counter"));
+        };
+        crate::intel::enforce::verify_solution(key, subject.as_str(), &token, counter, now, config.challenge_difficulty)
+            .map_err(|why| ApiError::new(403, "challenge_failed", why))?;
+    }
     let expires = now + f64::from(config.clearance_ttl_s) * 1000.0;
     let value = crate::intel::enforce::clearance(key, subject.as_str(), expires as u64)
         .ok_or_else(|| ApiError::new(500, "internal", "could not sign the clearance"))?;
@@ -352,6 +359,28 @@ async fn challenge_verify(req: &Request, config: &Config) -> Result<Response, Ap
     };
     init.set_headers(headers.as_ref());
     Response::new_with_opt_str_and_init(body.as_deref(), &init).map_err(|_| ApiError::new(500, "internal", "response"))
+}
+
+/// Asks Turnstile's siteverify whether the widget's response is genuine.
+/// (The client IP is optional for siteverify and not sent: no IP leaves the account.)
+async fn turnstile_verify(config: &Config, secret: &str, response: &str) -> Result<(), ApiError> {
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("secret", secret)
+        .append_pair("response", response)
+        .finish();
+    let headers = worker::Headers::new();
+    let _ = headers.set("content-type", "application/x-www-form-urlencoded");
+    let mut init = worker::RequestInit::new();
+    init.with_method(worker::Method::Post).with_headers(headers).with_body(Some(wasm_bindgen::JsValue::from_str(&body)));
+    let failed = |why: &str| ApiError::new(503, "challenge_unavailable", format!("Turnstile verification failed: {why}"));
+    let req = worker::Request::new_with_init(&config.turnstile_verify_url, &init).map_err(|_| failed("request"))?;
+    let mut res = worker::Fetch::Request(req).send().await.map_err(|_| failed("unreachable"))?;
+    let answer: Value = res.json().await.map_err(|_| failed("bad answer"))?;
+    if answer.get("success").and_then(Value::as_bool) == Some(true) {
+        Ok(())
+    } else {
+        Err(ApiError::new(403, "challenge_failed", "Turnstile did not accept the response"))
+    }
 }
 
 async fn get_profile(env: &Env, config: &Config, raw: &str) -> Result<Response, ApiError> {

@@ -69,6 +69,9 @@ pub fn blocked(accept: &str) -> Response {
 /// 403 with the self-hosted proof-of-work challenge: an HTML page whose
 /// script solves it and posts the answer, or JSON for API clients.
 pub fn challenge(accept: &str, config: &Config, subject: &str, return_to: &str, now_ms: f64) -> Response {
+    if let Some((site_key, _)) = &config.turnstile {
+        return turnstile(accept, config, site_key, return_to);
+    }
     let mut nonce = [0u8; 12];
     let _ = getrandom::fill(&mut nonce);
     let key = config.challenge_key.as_deref().unwrap_or_default();
@@ -107,6 +110,34 @@ function zeros(b) {{ let n = 0; for (const x of b) {{ if (x === 0) {{ n += 8; co
   }}
 }})();
 </script></body></html>"#
+    );
+    with_body(403, "text/html; charset=utf-8", &page)
+}
+
+/// The Turnstile variant of the challenge (when configured): Cloudflare's
+/// widget, whose token the worker checks with siteverify.
+fn turnstile(accept: &str, config: &Config, site_key: &str, return_to: &str) -> Response {
+    let verify = format!("{}/challenge/verify", config.intel_prefix);
+    let ret = if return_to.starts_with('/') && !return_to.starts_with("//") { return_to } else { "/" };
+    if !wants_html(accept) {
+        let body = serde_json::json!({
+            "error": "challenge_required",
+            "message": "solve the Turnstile challenge, then POST cf-turnstile-response to `verify`",
+            "challenge": {"type": "turnstile", "siteKey": site_key, "verify": verify},
+        });
+        return with_body(403, "application/json; charset=utf-8", &body.to_string());
+    }
+    let esc = |s: &str| s.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;");
+    let page = format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>Checking your browser</title>
+<script src="https://challenges.cloudflare.com/turnstile/v0/api.js" async defer></script></head>
+<body style="font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:15vh auto;padding:0 1rem">
+<h1>One moment…</h1><form method="POST" action="{verify}"><input type="hidden" name="return" value="{ret}">
+<div class="cf-turnstile" data-sitekey="{site_key}" data-callback="edgeintelDone"></div><noscript><p>This check needs JavaScript.</p></noscript></form>
+<script>function edgeintelDone() {{ document.forms[0].submit(); }}</script></body></html>"#,
+        verify = esc(&verify),
+        ret = esc(ret),
+        site_key = esc(site_key),
     );
     with_body(403, "text/html; charset=utf-8", &page)
 }
