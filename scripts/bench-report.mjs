@@ -3,7 +3,9 @@
 import { readFileSync, writeFileSync } from "node:fs";
 
 const r = JSON.parse(readFileSync("bench-results.json", "utf8"));
-const n = (x, d = 2) => (x === null || x === undefined ? "n/a" : Number(x).toFixed(d).replace(/\.?0+$/, ""));
+// Fixed decimals with trailing zeros after the point trimmed ("100", "2.5").
+const n = (x, d = 2) =>
+  x === null || x === undefined ? "n/a" : Number(x).toFixed(d).replace(/(\.\d*?)0+$/, "$1").replace(/\.$/, "");
 const ok = (cond) => (cond ? "met" : "**missed**");
 const us = (ns) => (ns === undefined ? "n/a" : `${n(ns / 1000, 2)} µs`);
 const native = r.native ?? {};
@@ -86,7 +88,7 @@ if (r.fanOut) {
 if (r.memory) {
   p("## Memory");
   p();
-  p(`${r.memory.distinctIps} requests, each from a new IP, at ${n(r.memory.rps, 0)} req/s: resident memory of the workerd processes ${n(r.memory.workerdRssMiBBefore, 1)} MiB before, ${n(r.memory.workerdRssMiBAfter, 1)} MiB after (the process also holds the Durable Objects' SQLite pages). The in-isolate verdict cache is bounded at ${r.memory.verdictCacheBound} entries (a native test inserts 100,000 and checks the bound).`);
+  p(`${r.memory.distinctIps} requests, each from a new IP, at ${n(r.memory.rps, 0)} req/s: resident memory of the workerd processes ${n(r.memory.workerdRssMiBBefore, 1)} MiB before, ${n(r.memory.workerdRssMiBAfter, 1)} MiB after. This is not the isolate's memory: locally one workerd process also hosts every Durable Object, and each new IP created a ProfileObject with its own SQLite database (on Cloudflare those live elsewhere and are evicted when idle). The local runtime does not report a single isolate's heap, so the isolate bound is shown natively instead: the verdict cache holds at most ${r.memory.verdictCacheBound} entries (a native test inserts 100,000 and checks the bound), and pending batches hold at most one flush interval.`);
   p();
 }
 p(`Runtime part of the run: ${r.runtimeSeconds} s.`);

@@ -1,7 +1,7 @@
 // Demo and recording origin: stands in for the website behind edgeintel.
 // Shows (HTML) or echoes (JSON) the edgeintel headers it received, records
 // every request for the tests, and has helper paths: /status/<code>,
-// /slow/<ms>, /echo.
+// /slow/<ms>, /echo, and /turnstile/siteverify (a stand-in for tests).
 import http from "node:http";
 import { pathToFileURL } from "node:url";
 
@@ -83,6 +83,11 @@ function respond(req, res, path, record) {
     return send(res, code, { ...json, ok: code < 400, status: code });
   }
   if (path === "/echo") return send(res, 200, { ...json, body: record.body });
+  if (path === "/turnstile/siteverify") {
+    // Stands in for Turnstile's siteverify in tests: the response "good" passes.
+    const ok = new URLSearchParams(record.body).get("response") === "good";
+    return send(res, 200, { success: ok, "error-codes": ok ? [] : ["invalid-input-response"] });
+  }
   if ((req.headers.accept ?? "").includes("text/html")) {
     res.writeHead(200, { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" });
     return res.end(page(req, record.headers));

@@ -268,7 +268,12 @@ impl Config {
         c.turnstile = match (get("TURNSTILE_SITE_KEY"), get("TURNSTILE_SECRET")) {
             (Some(site), Some(secret)) => Some((site, secret)),
             (None, None) => None,
-            _ => return Err(err("TURNSTILE_SITE_KEY", "set both TURNSTILE_SITE_KEY and the secret TURNSTILE_SECRET, or neither")),
+            _ => {
+                return Err(err(
+                    "TURNSTILE_SITE_KEY",
+                    "set both TURNSTILE_SITE_KEY and the secret TURNSTILE_SECRET, or neither",
+                ))
+            }
         };
         if let Some(v) = get("TURNSTILE_VERIFY_URL") {
             c.turnstile_verify_url = parse_origin_or_url("TURNSTILE_VERIFY_URL", &v)?;

@@ -1,7 +1,10 @@
 // The dashboard in a real browser (Debian Chromium driven by playwright-core):
 // a wrong token is refused, the right one opens the live page, traffic shows up
-// in the feed and on the map, charts are drawn, a profile lookup shows its
-// location history; no console errors and no request leaves the machine.
+// in the feed and on the map (points, a geo jump and an impossible-travel arc),
+// charts are drawn, the feed filter works in the page and as a `subscribe`,
+// a dropped stream reconnects with a new ticket, a profile lookup shows its
+// scores, reasons and location history; no console errors and no request
+// leaves the machine. Screenshots go to tests/artifacts/.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
@@ -9,11 +12,20 @@ import { chromium } from "playwright-core";
 import { startEdge, BROWSER_HEADERS, ADMIN_TOKEN } from "./harness.mjs";
 import { CITIES, cfFor } from "../scripts/simulate.mjs";
 
+const city = (name) => CITIES.find((c) => c.city === name);
 let edge;
 let browser;
 before(async () => {
   mkdirSync("tests/artifacts", { recursive: true });
-  edge = await startEdge({ vars: { RISK_MODE: "consistent", ANALYTICS_SLIDE_SECONDS: "2", ANALYTICS_WINDOW_SECONDS: "60", FLUSH_INTERVAL_MS: "200" } });
+  edge = await startEdge({
+    vars: {
+      RISK_MODE: "consistent",
+      VISITOR_COOKIE: "session",
+      ANALYTICS_SLIDE_SECONDS: "2",
+      ANALYTICS_WINDOW_SECONDS: "60",
+      FLUSH_INTERVAL_MS: "200",
+    },
+  });
   browser = await chromium.launch({
     executablePath: "/usr/bin/chromium",
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync"],
@@ -24,84 +36,195 @@ after(async () => {
   await edge?.close();
 });
 
+async function drain(p) {
+  const r = await p;
+  await r.arrayBuffer();
+  return r;
+}
+
 async function traffic() {
   const sends = [];
   CITIES.slice(0, 12).forEach((place, i) => {
-    sends.push(edge.send("/products", { cf: cfFor(place), ip: `198.51.100.${150 + i}`, headers: BROWSER_HEADERS }));
+    sends.push(drain(edge.send("/products", { cf: cfFor(place), ip: `198.51.100.${150 + i}`, headers: BROWSER_HEADERS })));
   });
-  sends.push(edge.send("/", { cf: { country: "T1" }, ip: "192.0.2.66", headers: BROWSER_HEADERS }));
-  for (let i = 0; i < 4; i++) sends.push(edge.send("/.env", { cf: { ...cfFor(CITIES[0]), asn: 14061 }, ip: "203.0.113.150", headers: { "User-Agent": "python-requests/2.32.3" } }));
-  // One visitor seen in two places: a geo jump arc on the map.
-  sends.push(edge.send("/", { cf: cfFor(CITIES[2]), ip: "198.51.100.199", headers: BROWSER_HEADERS }));
-  for (const r of await Promise.all(sends)) await r.arrayBuffer();
-  const r = await edge.send("/cart", { cf: cfFor(CITIES[19]), ip: "198.51.100.199", headers: BROWSER_HEADERS });
-  await r.arrayBuffer();
+  // A Tor client and a scanner on a hosting network probing /.env.
+  sends.push(drain(edge.send("/", { cf: { country: "T1" }, ip: "192.0.2.66", headers: BROWSER_HEADERS })));
+  for (let i = 0; i < 4; i++) sends.push(drain(edge.send("/.env", { cf: { ...cfFor(CITIES[0]), asn: 14061 }, ip: "203.0.113.150", headers: { "User-Agent": "python-requests/2.32.3" } })));
+  // One IP seen in London, then in Sydney: a geo jump arc on the map.
+  sends.push(drain(edge.send("/", { cf: cfFor(city("London")), ip: "198.51.100.199", headers: BROWSER_HEADERS })));
+  // One visitor (session cookie) in London, then seconds later in Sydney on
+  // another IP: impossible travel, alerted in the Sydney IP's profile.
+  sends.push(drain(edge.send("/", { cf: cfFor(city("London")), ip: "198.51.100.20", headers: { ...BROWSER_HEADERS, Cookie: "session=visitor-1" } })));
+  await Promise.all(sends);
+  await drain(edge.send("/cart", { cf: cfFor(city("Sydney")), ip: "198.51.100.199", headers: BROWSER_HEADERS }));
+  await drain(edge.send("/cart", { cf: cfFor(city("Sydney")), ip: "203.0.113.40", headers: { ...BROWSER_HEADERS, Cookie: "session=visitor-1" } }));
 }
 
-test("log in, watch live traffic on the feed, map and charts, look up a profile", async () => {
+test("log in, watch live traffic on the feed, map and charts, filter, reconnect, look up a profile", async () => {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   const consoleErrors = [];
   const foreign = [];
+  const tickets = [];
   page.on("console", (m) => m.type() === "error" && consoleErrors.push(m.text()));
   page.on("pageerror", (e) => consoleErrors.push(String(e)));
   const host = new URL(edge.url).host;
   page.on("request", (req) => {
     const u = new URL(req.url());
     if (u.host !== host && u.protocol !== "data:") foreign.push(req.url());
+    if (u.pathname.endsWith("/api/stream-ticket")) tickets.push(req.method());
+  });
+  // The intelligence stream passes through a route that records what the page
+  // sends (subscriptions) and lets the test drop the socket like a deploy would.
+  const intelSockets = [];
+  const sent = [];
+  await page.routeWebSocket(/\/api\/intelligence\/stream/, (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((m) => {
+      sent.push(String(m));
+      server.send(m);
+    });
+    intelSockets.push(ws);
   });
   await page.goto(new URL("_intel/", edge.url).href);
+  assert.equal(await page.evaluate(() => document.activeElement?.id), "token", "the token field has focus");
 
   // A wrong token is refused with a visible error; the wrong attempt's 401 is expected.
   await page.fill("#token", "not-the-token");
   await page.press("#token", "Enter");
   await page.waitForSelector("#login-error:not([hidden])");
   assert.match(await page.textContent("#login-error"), /not accepted/);
+  assert.equal(await page.isVisible("#app"), false);
   const wrongAttemptErrors = consoleErrors.length;
 
   await page.fill("#token", ADMIN_TOKEN);
   await page.click("#login-form button");
   await page.waitForSelector("#app:not([hidden])");
+  assert.equal(await page.isVisible("#login"), false);
   await page.waitForSelector('#conn-intel[data-state="live"]');
   await page.waitForSelector('#conn-perf[data-state="live"]');
+  assert.equal(await page.evaluate(() => sessionStorage.getItem("edgeintel-token")), ADMIN_TOKEN);
 
   await traffic();
-  await page.waitForFunction(() => document.querySelectorAll("#feed li").length >= 10, null, { timeout: 15000 });
+  await page.waitForFunction(() => document.querySelectorAll("#feed li:not(.empty)").length >= 12, null, { timeout: 15000 });
+  await page.waitForFunction(() => /impossible travel/.test(document.getElementById("feed").textContent), null, { timeout: 15000 });
   const feedText = await page.textContent("#feed");
   assert.match(feedText, /location update/);
   assert.match(feedText, /threat detected/);
-  await page.waitForFunction(() => Number(document.getElementById("map").dataset.points) >= 10, null, { timeout: 10000 });
-  await page.waitForFunction(() => Number(document.getElementById("map").dataset.arcs) >= 1, null, { timeout: 10000 });
+  assert.match(feedText, /203\.0\.113\.150/, "the scanner");
+  assert.match(feedText, /192\.0\.2\.66/, "the Tor client");
+  await page.waitForFunction(() => Number(document.getElementById("map").dataset.points) >= 12, null, { timeout: 10000 });
+  await page.waitForFunction(() => Number(document.getElementById("map").dataset.arcs) >= 2, null, { timeout: 10000 });
+  // The impossible-travel alert's coordinates come from the profile: a red arc.
+  await page.waitForFunction(() => Number(document.getElementById("map").dataset.travel) >= 1, null, { timeout: 10000 });
   // Charts drawn with data once the analytics window has slides.
   await page.waitForFunction(() => document.querySelectorAll(".chart canvas").length === 4, null, { timeout: 10000 });
-  await page.waitForFunction(() => Number(document.getElementById("k-requests").textContent.replace(/\D/g, "")) >= 15, null, { timeout: 20000 });
+  await page.waitForFunction(() => Number(document.getElementById("k-requests").textContent.replace(/\D/g, "")) >= 20, null, { timeout: 20000 });
+  await page.waitForFunction(() => document.querySelectorAll('.chart[data-has-data="true"]').length === 4, null, { timeout: 10000 });
+  await page.waitForFunction(() => !/no data yet/.test(document.getElementById("alerts").textContent), null, { timeout: 10000 });
 
-  // Profile lookup with location history (London then Sydney).
-  await page.fill("#lookup-ip", "198.51.100.199");
-  await page.press("#lookup-ip", "Enter");
-  await page.waitForFunction(() => {
-    const t = document.querySelector("#profile .history")?.textContent ?? "";
-    return /London/.test(t) && /Sydney/.test(t);
-  }, null, { timeout: 10000 });
-  assert.ok((await page.locator("#profile .history tbody tr").count()) >= 2, "two places in the history");
+  // Profile lookup with location history (London then Sydney), from the keyboard.
+  await page.focus("#lookup-ip");
+  await page.keyboard.type("198.51.100.199");
+  await page.keyboard.press("Enter");
+  await page.waitForSelector(".history tbody tr:nth-child(2)");
+  const history = await page.textContent(".history");
+  assert.match(history, /London/);
+  assert.match(history, /Sydney/);
+  assert.match(await page.textContent("#profile"), /geo jump/, "history reasons with their points");
   await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: "tests/artifacts/dashboard-1280x800.png", fullPage: false });
+
+  // The traveller's profile: the alert and the travel description.
+  await page.fill("#lookup-ip", "203.0.113.40");
+  await page.press("#lookup-ip", "Enter");
+  await page.waitForFunction(() => /203\.0\.113\.40/.test(document.querySelector(".profile .subject")?.textContent ?? ""));
+  const profile = await page.textContent("#profile");
+  assert.match(profile, /impossible travel/);
+  assert.match(profile, /London, GB \(198\.51\.100\.20\) to Sydney, AU/);
+  // Unknown and invalid addresses say so.
+  const before404 = consoleErrors.length;
+  await page.fill("#lookup-ip", "198.51.100.254");
+  await page.press("#lookup-ip", "Enter");
+  await page.waitForFunction(() => /No profile/.test(document.getElementById("profile").textContent));
+  // The browser logs the expected 404 of that lookup; nothing else.
+  assert.ok(consoleErrors.slice(before404).every((e) => /404/.test(e)), consoleErrors.slice(before404).join("\n"));
+  consoleErrors.splice(before404);
+  await page.fill("#lookup-ip", "not-an-ip");
+  await page.press("#lookup-ip", "Enter");
+  await page.waitForFunction(() => /not an IP address/.test(document.getElementById("profile").textContent));
+  await page.fill("#lookup-ip", "198.51.100.199");
+  await page.press("#lookup-ip", "Enter");
+  await page.waitForSelector(".history tbody tr:nth-child(2)");
   await page.screenshot({ path: "tests/artifacts/dashboard-full.png", fullPage: true });
 
-  // Keyboard: the filter form is reachable and applies with Enter.
+  // Keyboard filter: applied in the page and sent to the server as a subscription.
   await page.focus("#f-country");
-  await page.keyboard.type("GB");
+  await page.keyboard.type("gb");
   await page.keyboard.press("Enter");
-  await page.waitForFunction(() => [...document.querySelectorAll("#feed li")].length > 0);
+  await page.waitForFunction(() => /GB/.test(document.getElementById("filter-text").textContent));
+  await page.waitForFunction(() => document.querySelectorAll("#feed li:not(.empty)").length > 0);
+  const countries = await page.$$eval("#feed li:not(.empty)", (lis) => [...new Set(lis.map((li) => li.dataset.country))]);
+  assert.deepEqual(countries, ["GB"]);
+  const subscribe = sent.map((s) => JSON.parse(s)).filter((m) => m.type === "subscribe").pop();
+  assert.deepEqual(subscribe?.filter?.countries, ["GB"]);
+  await page.click("#f-clear");
+  await page.waitForFunction(() => document.getElementById("f-clear").hidden);
+  assert.equal(JSON.parse(sent[sent.length - 1]).type, "unsubscribe");
+
+  // A dropped stream (a deploy) reconnects with a new single-use ticket.
+  const ticketsBefore = tickets.length;
+  await intelSockets[intelSockets.length - 1].close({ code: 1012, reason: "restart" });
+  await page.waitForSelector('#conn-intel[data-state="reconnecting"]');
+  assert.match(await page.textContent("#conn-intel"), /reconnecting in \d+ s/);
+  await page.waitForSelector('#conn-intel[data-state="live"]', { timeout: 15000 });
+  assert.equal(tickets.length, ticketsBefore + 1, "one new ticket for the new socket");
+  assert.equal(intelSockets.length, 2);
+  // The new socket carries events.
+  const before = await page.$$eval("#feed li:not(.empty)", (l) => l.length);
+  await drain(edge.send("/", { cf: cfFor(city("Tokyo")), ip: "198.51.100.240", headers: BROWSER_HEADERS }));
+  await page.waitForFunction((n) => document.querySelectorAll("#feed li:not(.empty)").length > n, before, { timeout: 10000 });
 
   // Phone width.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: "tests/artifacts/dashboard-390x844.png", fullPage: false });
+  await page.screenshot({ path: "tests/artifacts/dashboard-390-full.png", fullPage: true });
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 1, `no horizontal scrolling at phone width (${overflow} px)`);
+
+  // The token survives a reload of the tab (session storage).
+  await page.reload();
+  await page.waitForSelector("#app:not([hidden])");
+  await page.waitForSelector('#conn-intel[data-state="live"]');
 
   const unexpected = consoleErrors.slice(wrongAttemptErrors).concat(consoleErrors.slice(0, wrongAttemptErrors).filter((e) => !/401/.test(e)));
   assert.deepEqual(unexpected, [], "no console errors");
   assert.deepEqual(foreign, [], "no request leaves the local runtime");
+  await page.close();
+});
+
+test("without the analytics endpoints (404) the page signs in, streams, and says 'no data yet' instead of numbers", async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  const pageErrors = [];
+  page.on("pageerror", (e) => pageErrors.push(String(e)));
+  page.on("console", (m) => m.type() === "error" && !/status of 404/.test(m.text()) && pageErrors.push(m.text()));
+  await page.route(/\/api\/(intelligence\/analytics|analytics\/|performance\/(health|alerts|metrics))/, (route) =>
+    route.fulfill({ status: 404, contentType: "application/json", body: '{"error":"not_found","message":"no route"}' }),
+  );
+  await page.goto(new URL("_intel/", edge.url).href);
+  await page.fill("#token", ADMIN_TOKEN);
+  await page.press("#token", "Enter");
+  await page.waitForSelector("#app:not([hidden])");
+  await page.waitForSelector('#conn-intel[data-state="live"]');
+  await page.waitForSelector("#analytics-note:not([hidden])");
+  assert.match(await page.textContent("#analytics-note"), /no data yet/);
+  assert.match(await page.textContent("#insights"), /no data yet/);
+  assert.match(await page.textContent("#alerts"), /no data yet/);
+  for (const id of ["k-requests", "k-risk", "k-unique", "k-high", "k-p95", "k-lag", "k-health"]) assert.equal(await page.textContent(`#${id}`), "–", id);
+  assert.equal(await page.locator('.chart[data-has-data="true"]').count(), 0);
+  // The live feed does not depend on analytics.
+  await drain(edge.send("/", { cf: cfFor(city("Seoul")), ip: "198.51.100.241", headers: BROWSER_HEADERS }));
+  await page.waitForFunction(() => /Seoul/.test(document.getElementById("feed").textContent), null, { timeout: 10000 });
+  assert.deepEqual(pageErrors, []);
   await page.close();
 });

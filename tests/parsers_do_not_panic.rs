@@ -28,12 +28,24 @@ impl Rng {
 }
 
 const SEEDS: &[&str] = &[
-    "203.0.113.7", "2001:db8:1:2::5", "203.0.113.0/24", "2001:db8::/32", "AS64496", "country:DE", "::ffff:1.2.3.4",
+    "203.0.113.7",
+    "2001:db8:1:2::5",
+    "203.0.113.0/24",
+    "2001:db8::/32",
+    "AS64496",
+    "country:DE",
+    "::ffff:1.2.3.4",
     r#"{"country":"DE","latitude":"52.5","longitude":"13.4","asn":3320,"botManagement":{"score":5}}"#,
     r#"{"ip":"203.0.113.7","eventType":"threat_detected","data":{"threatScore":95}}"#,
     r#"{"type":"subscribe","eventTypes":["threat_detected"],"filter":{"minSeverity":"high","countries":["DE"],"ip":"1.2.3.4"}}"#,
-    r#"{"type":"ping"}"#, "a=1; ei_vid=00ff.abcd; session=x", "Bearer abc", "/.env", "/a/%2e%2e/%252e/b",
-    "t=1,v1=00", "00ff11.1780000000000.16.abcd", "1780000000000.deadbeef",
+    r#"{"type":"ping"}"#,
+    "a=1; ei_vid=00ff.abcd; session=x",
+    "Bearer abc",
+    "/.env",
+    "/a/%2e%2e/%252e/b",
+    "t=1,v1=00",
+    "00ff11.1780000000000.16.abcd",
+    "1780000000000.deadbeef",
 ];
 const ALPHABET: &[u8] = b"0123456789abcdefABCDEF:./%-_,;= {}[]\\\"\\\\ntrue false null \x00\xff\xc3\xa9-1e309NaN";
 
@@ -66,7 +78,12 @@ fn mutate(r: &mut Rng, s: &str) -> String {
 
 fn inputs(seed: u64, n: usize) -> Vec<String> {
     let mut r = Rng(seed);
-    (0..n).map(|_| mutate(&mut r, SEEDS[r.below(SEEDS.len())])).collect()
+    (0..n)
+        .map(|_| {
+            let seed = SEEDS[r.below(SEEDS.len())];
+            mutate(&mut r, seed)
+        })
+        .collect()
 }
 
 #[test]
@@ -89,8 +106,8 @@ fn parsers_never_panic_on_mutated_input() {
             let _ = validate(&v, now);
         }
         let _ = Config::from_vars(|k| match k {
-            "RISK_WEIGHTS" | "COUNTRY_RISK" | "HOSTING_ASNS" | "ALLOW_LIST" | "ALERT_RULES" | "BLOCK_AT" | "ORIGIN_URL"
-            | "INTEL_PREFIX" | "PROFILE_TTL_DAYS" => Some(text.clone()),
+            "RISK_WEIGHTS" | "COUNTRY_RISK" | "HOSTING_ASNS" | "ALLOW_LIST" | "ALERT_RULES" | "BLOCK_AT"
+            | "ORIGIN_URL" | "INTEL_PREFIX" | "PROFILE_TTL_DAYS" => Some(text.clone()),
             _ => None,
         });
         tried += 1;
@@ -102,17 +119,49 @@ fn parsers_never_panic_on_mutated_input() {
 #[test]
 fn cf_parser_survives_every_json_shape_per_field() {
     let values = [
-        "null", "true", "0", "-1", "1e308", "-0.0", "\"\"", "\"x\"", "\"52.5\"", "\"NaN\"", "[]", "[1,2]", "{}", "{\"a\":1}",
-        "\"\\u0000\"", "\"é\"", "18446744073709551616",
+        "null",
+        "true",
+        "0",
+        "-1",
+        "1e308",
+        "-0.0",
+        "\"\"",
+        "\"x\"",
+        "\"52.5\"",
+        "\"NaN\"",
+        "[]",
+        "[1,2]",
+        "{}",
+        "{\"a\":1}",
+        "\"\\u0000\"",
+        "\"é\"",
+        "18446744073709551616",
     ];
     let fields = [
-        "country", "city", "region", "regionCode", "continent", "postalCode", "timezone", "latitude", "longitude", "asn",
-        "asOrganization", "colo", "httpProtocol", "tlsVersion", "isEUCountry", "botManagement",
+        "country",
+        "city",
+        "region",
+        "regionCode",
+        "continent",
+        "postalCode",
+        "timezone",
+        "latitude",
+        "longitude",
+        "asn",
+        "asOrganization",
+        "colo",
+        "httpProtocol",
+        "tlsVersion",
+        "isEUCountry",
+        "botManagement",
     ];
     let mut n = 0;
     for f in fields {
         for v in values {
-            let cf: serde_json::Value = serde_json::from_str(&format!("{{\"{f}\":{v},\"botManagement\":{{\"score\":{v},\"verifiedBot\":{v}}}}}")).unwrap();
+            let cf: serde_json::Value = serde_json::from_str(&format!(
+                "{{\"{f}\":{v},\"botManagement\":{{\"score\":{v},\"verifiedBot\":{v}}}}}"
+            ))
+            .unwrap();
             let facts = CfFacts::from_json(&cf);
             if let Some(lat) = facts.latitude {
                 assert!((-90.0..=90.0).contains(&lat));

@@ -331,8 +331,15 @@ async fn challenge_verify(req: &Request, config: &Config) -> Result<Response, Ap
         let (Some(token), Some(counter)) = (token, counter.and_then(|c| c.parse::<u64>().ok())) else {
             return Err(ApiError::new(400, "bad_request", "send token and counter"));
         };
-        crate::intel::enforce::verify_solution(key, subject.as_str(), &token, counter, now, config.challenge_difficulty)
-            .map_err(|why| ApiError::new(403, "challenge_failed", why))?;
+        crate::intel::enforce::verify_solution(
+            key,
+            subject.as_str(),
+            &token,
+            counter,
+            now,
+            config.challenge_difficulty,
+        )
+        .map_err(|why| ApiError::new(403, "challenge_failed", why))?;
     }
     let expires = now + f64::from(config.clearance_ttl_s) * 1000.0;
     let value = crate::intel::enforce::clearance(key, subject.as_str(), expires as u64)
@@ -371,8 +378,11 @@ async fn turnstile_verify(config: &Config, secret: &str, response: &str) -> Resu
     let headers = worker::Headers::new();
     let _ = headers.set("content-type", "application/x-www-form-urlencoded");
     let mut init = worker::RequestInit::new();
-    init.with_method(worker::Method::Post).with_headers(headers).with_body(Some(wasm_bindgen::JsValue::from_str(&body)));
-    let failed = |why: &str| ApiError::new(503, "challenge_unavailable", format!("Turnstile verification failed: {why}"));
+    init.with_method(worker::Method::Post)
+        .with_headers(headers)
+        .with_body(Some(wasm_bindgen::JsValue::from_str(&body)));
+    let failed =
+        |why: &str| ApiError::new(503, "challenge_unavailable", format!("Turnstile verification failed: {why}"));
     let req = worker::Request::new_with_init(&config.turnstile_verify_url, &init).map_err(|_| failed("request"))?;
     let mut res = worker::Fetch::Request(req).send().await.map_err(|_| failed("unreachable"))?;
     let answer: Value = res.json().await.map_err(|_| failed("bad answer"))?;

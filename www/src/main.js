@@ -20,7 +20,13 @@ const COLORS = { low: "#22c55e", medium: "#eab308", high: "#f97316", critical: "
 const levelOfScore = (t) => (t >= 90 ? "critical" : t >= 75 ? "high" : t >= 40 ? "medium" : "low");
 const maxLevel = (...ls) => LEVELS[Math.max(...ls.map((l) => SEV[l] ?? 0))];
 const isNum = (v) => typeof v === "number" && Number.isFinite(v);
-const timeOf = (t) => new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+const timeOf = (t) => new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+const dateTimeOf = (t) =>
+  new Date(t).toLocaleString([], { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+const isoOf = (t) => {
+  const d = new Date(t);
+  return Number.isNaN(d.getTime()) ? "" : d.toISOString();
+};
 const place = (city, cc) => [city, cc].filter(Boolean).join(", ");
 
 // ---------- login ----------
@@ -164,15 +170,16 @@ function sendFilter() {
 function applyFilter() {
   const country = $("f-country").value.trim().toUpperCase();
   if (country && !/^[A-Z0-9]{2}$/.test(country)) {
-    $("filter-status").textContent = "A country is a two-letter code, like DE.";
+    $("filter-text").textContent = "A country is a two-letter code, like DE.";
     $("filter-status").dataset.state = "error";
     $("f-country").focus();
     return;
   }
   filter = { type: $("f-type").value, sev: $("f-sev").value, country };
   const parts = [filter.type && human(filter.type), filter.sev && `${filter.sev}+`, filter.country].filter(Boolean);
-  $("filter-status").textContent = parts.length ? `Showing ${parts.join(" · ")} (also sent to the server as a subscription).` : "";
+  $("filter-text").textContent = parts.length ? `Showing ${parts.join(" · ")} (also sent to the server as a subscription).` : "All events.";
   $("filter-status").dataset.state = "";
+  $("f-clear").hidden = !parts.length;
   sendFilter();
   renderFeed();
 }
@@ -186,6 +193,7 @@ $("f-clear").addEventListener("click", () => {
   $("f-sev").value = "";
   $("f-country").value = "";
   applyFilter();
+  $("f-type").focus();
 });
 
 function feedItem(m) {
@@ -197,14 +205,16 @@ function feedItem(m) {
     if (g) bits.push(place(g.city, g.countryCode) || "unknown place");
     if (isNum(d.threatScore)) bits.push(`threat ${Math.round(d.threatScore)}`);
     if (isNum(d.reputationScore)) bits.push(`reputation ${Math.round(d.reputationScore)}`);
-    if (d.behavioralFlags?.length) bits.push(d.behavioralFlags.map(human).join(", "));
-    if (d.metadata?.description) bits.push(d.metadata.description);
+    const desc = typeof d.metadata?.description === "string" ? d.metadata.description : "";
+    const flags = (d.behavioralFlags ?? []).map(human).filter((f) => !desc.startsWith(f));
+    if (flags.length) bits.push(flags.join(", "));
+    if (desc) bits.push(desc);
     if (ev.source && ev.source !== "edgeintel") bits.push(`via ${ev.source}`);
     return { kind: ev.eventType, sev: ev.priority ?? "low", country: m.data.country, ip: ev.ip, at: ev.timestamp ?? m.timestamp, text: bits.join(" · ") || (m.data.country ?? "") };
   }
   if (m.type === "alert" && m.data?.alert) {
     const a = m.data.alert;
-    return { kind: "alert", sev: a.severity ?? "high", country: m.data.country, ip: m.data.ip, at: a.timestamp ?? m.timestamp, text: `${human(a.type)}: ${a.description ?? ""}` };
+    return { kind: "alert", sev: a.severity ?? "high", country: m.data.country, ip: m.data.ip, at: a.timestamp ?? m.timestamp, text: a.description?.startsWith(human(a.type)) ? a.description : `${human(a.type)}: ${a.description ?? ""}` };
   }
   if (m.type === "insight") {
     const x = m.data?.pattern ?? m.data?.anomaly ?? m.data?.trend ?? m.data ?? {};
@@ -220,15 +230,15 @@ function passes(it) {
   if (filter.country && it.country !== filter.country) return false;
   return true;
 }
-const canLookUp = (ip) => ip && !ip.startsWith("h:") && !/[x*]/i.test(ip.replace(/^[0-9a-f:.]*::?/i, "").replace(/\/64$/, "").slice(0, 0)) && !ip.includes("…");
+// Masked IPs (`203.0.113.x`, with IP_HASH_KEY) and hashes cannot be looked up.
+const canLookUp = (ip) => typeof ip === "string" && /^[0-9a-f:.]+(\/64)?$/i.test(ip);
 function renderFeed() {
   const shown = feed.filter(passes).slice(0, 200);
   $("feed").innerHTML = shown
     .map(
       (it) =>
-        `<li class="sev-${esc(it.sev)}"><time datetime="${esc(new Date(it.at).toISOString?.() ?? "")}">${esc(timeOf(it.at))}</time>` +
-        `<span class="kind k-${esc(it.kind)}">${esc(human(it.kind))}</span>` +
-        `<span class="sevtag">${esc(it.sev)}</span>` +
+        `<li class="sev-${esc(it.sev)}" data-country="${esc(it.country ?? "")}"><time datetime="${esc(isoOf(it.at))}">${esc(timeOf(it.at))}</time>` +
+        `<span class="kind k-${esc(it.kind)}">${esc(human(it.kind))} <span class="sevtag">${esc(it.sev)}</span></span>` +
         (it.ip ? (canLookUp(it.ip) ? `<button type="button" class="ip" data-ip="${esc(it.ip)}" title="Look up ${esc(it.ip)}">${esc(it.ip)}</button>` : `<span class="ip">${esc(it.ip)}</span>`) : `<span></span>`) +
         `<span class="text">${esc(it.text)}</span></li>`,
     )
@@ -369,6 +379,8 @@ function drawMap() {
   ctx.lineWidth = 1;
   ctx.stroke();
   const now = Date.now();
+  // Marks and labels keep their on-screen size when the map is shown small.
+  const k = Math.min(2.4, Math.max(1, W / (canvas.clientWidth || W)));
   for (const [ip, p] of points) if (now - p.at > POINT_TTL) points.delete(ip);
   for (let i = 1; i < highlight.length; i++) {
     ctx.beginPath();
@@ -383,7 +395,7 @@ function drawMap() {
     ctx.beginPath();
     path(lineOf(a.from, a.to));
     ctx.strokeStyle = a.kind === "travel" ? "#f43f5e" : "rgba(167,139,250,0.8)";
-    ctx.lineWidth = a.kind === "travel" ? 2.2 : 1.2;
+    ctx.lineWidth = (a.kind === "travel" ? 2.2 : 1.2) * Math.sqrt(k);
     ctx.stroke();
     const end = projection(a.to);
     if (end) {
@@ -398,10 +410,10 @@ function drawMap() {
     const xy = projection([p.lon, p.lat]);
     if (!xy) continue;
     const age = Math.min(1, (now - p.at) / POINT_TTL);
-    const r = 3.5 + SEV[p.level];
+    const r = (3.5 + SEV[p.level]) * Math.sqrt(k);
     ctx.globalAlpha = 1 - age * 0.6;
     ctx.beginPath();
-    ctx.arc(xy[0], xy[1], r + 3, 0, 2 * Math.PI);
+    ctx.arc(xy[0], xy[1], r + 3 * Math.sqrt(k), 0, 2 * Math.PI);
     ctx.fillStyle = COLORS[p.level] + "33";
     ctx.fill();
     ctx.beginPath();
@@ -414,14 +426,18 @@ function drawMap() {
     const xy = projection([h.longitude, h.latitude]);
     if (!xy) return;
     ctx.beginPath();
-    ctx.arc(xy[0], xy[1], 7, 0, 2 * Math.PI);
+    ctx.arc(xy[0], xy[1], 7 * Math.sqrt(k), 0, 2 * Math.PI);
     ctx.strokeStyle = "#f8fafc";
-    ctx.lineWidth = 2;
+    ctx.lineWidth = 2 * Math.sqrt(k);
     ctx.stroke();
     if (i === highlight.length - 1) {
-      ctx.font = "600 12px system-ui, sans-serif";
+      ctx.font = `600 ${Math.round(12 * k)}px system-ui, sans-serif`;
       ctx.fillStyle = "#f8fafc";
-      ctx.fillText(h.city || h.countryCode || "", xy[0] + 10, xy[1] - 8);
+      const label = h.city || h.countryCode || "";
+      const right = xy[0] + 10 * k + ctx.measureText(label).width < W;
+      ctx.textAlign = right ? "left" : "right";
+      ctx.fillText(label, xy[0] + (right ? 10 : -10) * k, xy[1] - 8 * k);
+      ctx.textAlign = "left";
     }
   });
   const travel = arcs.filter((a) => a.kind === "travel").length;
@@ -483,10 +499,10 @@ function chart(id, label, color, { fmt = (v) => String(v), top = 1 } = {}) {
       y: { range: (u, min, max) => [0, Math.max(top, (max ?? 0) * 1.15)] },
     },
     axes: [
-      { stroke: "#94a3b8", grid: { stroke: "rgba(148,163,184,0.1)" }, ticks: { show: false }, values: (u, vs) => vs.map((t) => new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" })), space: 70, font: "11px system-ui, sans-serif" },
+      { stroke: "#94a3b8", grid: { stroke: "rgba(148,163,184,0.1)" }, ticks: { show: false }, values: (u, vs) => vs.map((t) => timeOf(t * 1000)), space: 70, font: "11px system-ui, sans-serif" },
       { stroke: "#94a3b8", grid: { stroke: "rgba(148,163,184,0.1)" }, ticks: { show: false }, values: (u, vs) => vs.map(fmt), size: 44, font: "11px system-ui, sans-serif" },
     ],
-    series: [{}, { label, stroke: color, width: 2, fill: color + "26", points: { show: false }, spanGaps: false }],
+    series: [{}, { label, stroke: color, width: 2, fill: color + "26", points: { size: 5 }, spanGaps: false }],
   };
   charts[id] = new uPlot(opts, [[], []], el);
 }
@@ -503,6 +519,7 @@ window.addEventListener("resize", () => {
   requestAnimationFrame(() => {
     resizeQueued = false;
     for (const [id, c] of Object.entries(charts)) c.setSize({ width: $(id).clientWidth || 300, height: CHART_H });
+    drawMap();
   });
 });
 
@@ -610,11 +627,14 @@ function renderInsights(p, t, an, c) {
   for (const x of an?.anomalies ?? [])
     items.push(`<li class="sev-medium"><span class="tag">anomaly</span><b>${esc(human(x.metric))}</b> ${esc(x.scope ?? "")}: ${isNum(x.value) ? x.value.toFixed(2) : "–"} vs mean ${isNum(x.mean) ? x.mean.toFixed(2) : "–"} <span class="muted">(z=${isNum(x.z) ? x.z.toFixed(1) : "–"})</span></li>`);
   for (const x of (t?.trends ?? []).filter((x) => x.direction && x.direction !== "flat"))
-    items.push(`<li class="trend-${esc(x.direction)}"><span class="tag">trend</span><b>${esc(human(x.metric))}</b> ${x.direction === "up" ? "▲ up" : "▼ down"}${isNum(x.changeRate) ? ` ${(x.changeRate * 100).toFixed(0)}% over the window` : ""}</li>`);
+    items.push(`<li class="trend-${esc(x.direction)}"><span class="tag">trend</span><b>${esc(human(x.metric))}</b> ${x.direction === "up" ? "▲ up" : "▼ down"}${isNum(x.changeRate) ? ` ${Math.abs(x.changeRate * 100).toFixed(0)}% over the window` : ""}</li>`);
   for (const x of c?.correlations ?? []) {
-    const text = x.description ?? [x.a ?? x.metricA ?? x.left, x.b ?? x.metricB ?? x.right].filter(Boolean).map(human).join(" ↔ ");
-    const r = x.r ?? x.coefficient ?? x.correlation;
-    items.push(`<li><span class="tag">correlation</span>${esc(text || JSON.stringify(x))}${isNum(r) ? ` <span class="muted">(r=${r.toFixed(2)})</span>` : ""}</li>`);
+    let text;
+    if (x.kind === "region_threat") text = `<b>${esc(x.key)}</b> mean threat ${isNum(x.meanThreat) ? x.meanThreat.toFixed(0) : "–"} <span class="muted">over ${num(x.samples)} requests</span>`;
+    else if (x.kind === "time_of_day_peak") text = `<b>peak hour ${esc(String(x.hourUtc).padStart(2, "0"))}:00 UTC</b> ${num(x.requests)} requests <span class="muted">vs ${isNum(x.mean) ? x.mean.toFixed(1) : "–"} per hour on average</span>`;
+    else if (x.kind === "pearson") text = `<b>${esc(human(x.a))} ↔ ${esc(human(x.b))}</b> r=${isNum(x.r) ? x.r.toFixed(2) : "–"} <span class="muted">over ${num(x.points)} slides</span>`;
+    else text = esc(x.description ?? JSON.stringify(x));
+    items.push(`<li><span class="tag">correlation</span>${text}</li>`);
   }
   $("insights").innerHTML = items.join("") || `<li class="empty">nothing unusual in the window</li>`;
 }
@@ -653,6 +673,11 @@ async function lookup(ip) {
     out.innerHTML = `<p class="error">Enter an IP address.</p>`;
     return;
   }
+  // Obvious typos are caught here; the API validates for real (400 invalid_ip).
+  if (!/^(\d{1,3}\.){3}\d{1,3}$/.test(ip) && !/^[0-9a-f:.]*:[0-9a-f:.]*(\/64)?$/i.test(ip)) {
+    out.innerHTML = `<p class="error">${esc(ip)} is not an IP address or IPv6 /64.</p>`;
+    return;
+  }
   out.innerHTML = `<p class="muted">Looking up ${esc(ip)}…</p>`;
   out.setAttribute("aria-busy", "true");
   const r = await api(`ip-intelligence/${encodeURIComponent(ip)}`).catch(() => null);
@@ -689,7 +714,7 @@ async function lookup(ip) {
       <div><span class="label">Confidence</span><span class="value">${isNum(p.confidence) ? Math.round(p.confidence) : "–"}%</span></div>
     </div>
     <dl class="facts">
-      <dt>First / last seen</dt><dd>${esc(p.firstSeen ? new Date(p.firstSeen).toLocaleString() : "–")} · ${esc(p.lastSeen ? timeOf(p.lastSeen) : "–")}</dd>
+      <dt>First / last seen</dt><dd>${esc(p.firstSeen ? dateTimeOf(p.firstSeen) : "–")} · ${esc(p.lastSeen ? timeOf(p.lastSeen) : "–")}</dd>
       <dt>Now at</dt><dd>${esc(p.currentLocation ? `${place(p.currentLocation.city, p.currentLocation.countryCode)}${p.currentLocation.asn ? ` · AS${p.currentLocation.asn}` : ""}` : "unknown")}</dd>
       <dt>Requests min / hour / day</dt><dd>${esc(num(m.requestsLastMinute))} / ${esc(num(m.requestsLastHour))} / ${esc(num(m.requestsLastDay))}</dd>
       <dt>In the last ${esc(num(m.windowSeconds))} s</dt><dd>${esc(num(m.probesInWindow))} probes · 401/403 ${esc(num(statuses["401_403"]))} · 404 ${esc(num(statuses["404"]))} · 429 ${esc(num(statuses["429"]))} · 5xx ${esc(num(statuses["5xx"]))}</dd>
@@ -704,7 +729,7 @@ async function lookup(ip) {
     <ul class="list">${(p.alerts ?? []).slice(-10).reverse().map((a) => `<li class="sev-${esc(a.severity)}"><span class="tag">${esc(a.severity)}</span><b>${esc(human(a.type))}</b> ${esc(a.description)} <span class="muted">· ${esc(a.timestamp ? timeOf(a.timestamp) : "")}</span></li>`).join("") || `<li class="empty">none</li>`}</ul>
     <h3>Location history <span class="muted">(newest first; dashed on the map)</span></h3>
     <div class="table-wrap"><table class="history"><thead><tr><th scope="col">When</th><th scope="col">Place</th><th scope="col">Network</th></tr></thead><tbody>
-    ${(p.locationHistory ?? []).slice(-20).reverse().map((l) => `<tr><td>${esc(new Date(l.timestamp).toLocaleString())}</td><td>${esc(place(l.city, l.countryCode) || "–")}${l.region ? ` <span class="muted">${esc(l.region)}</span>` : ""}</td><td>${l.asn ? `AS${esc(l.asn)}` : ""}${l.colo ? ` <span class="muted">${esc(l.colo)}</span>` : ""}</td></tr>`).join("") || `<tr><td colspan="3" class="empty">no place recorded</td></tr>`}
+    ${(p.locationHistory ?? []).slice(-20).reverse().map((l) => `<tr><td>${esc(dateTimeOf(l.timestamp))}</td><td>${esc(place(l.city, l.countryCode) || "–")}${l.region ? ` <span class="muted">${esc(l.region)}</span>` : ""}</td><td>${l.asn ? `AS${esc(l.asn)}` : ""}${l.colo ? ` <span class="muted">${esc(l.colo)}</span>` : ""}</td></tr>`).join("") || `<tr><td colspan="3" class="empty">no place recorded</td></tr>`}
     </tbody></table></div>`;
 }
 $("lookup-form").addEventListener("submit", (e) => {
@@ -716,6 +741,8 @@ $("lookup-form").addEventListener("submit", (e) => {
 function start() {
   if (started) return;
   started = true;
+  $("conn-intel").hidden = false;
+  $("conn-perf").hidden = false;
   chart("c-requests", "requests", "#38bdf8", { top: 5 });
   chart("c-risk", "mean risk", "#eab308", { fmt: (v) => v.toFixed(0), top: 10 });
   chart("c-unique", "unique IPs", "#a78bfa", { top: 5 });
