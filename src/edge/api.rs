@@ -456,21 +456,7 @@ async fn liveness(env: &Env, config: &Config) -> Response {
 }
 
 async fn post_events(req: &Request, env: &Env, ctx: &worker::Context, config: &Config) -> Result<Response, ApiError> {
-    let content_type = header(req, "content-type").unwrap_or_default().to_ascii_lowercase();
-    if !content_type.starts_with("application/json") {
-        return Err(ApiError::new(415, "unsupported_media_type", "send the events as application/json"));
-    }
-    let declared = header(req, "content-length").and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Err(too_large());
-    }
-    let bytes = read_body(req).await?;
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(too_large());
-    }
-    let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::new(400, "invalid_utf8", "the body is not UTF-8"))?;
-    let body: Value = serde_json::from_str(text)
-        .map_err(|e| ApiError::new(400, "malformed_json", format!("the body is not JSON: {e}")))?;
+    let body = read_json_body(req).await?;
     let items = match &body {
         Value::Array(items) => items.as_slice(),
         Value::Object(o) => match o.get("events") {

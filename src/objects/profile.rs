@@ -157,12 +157,12 @@ impl DurableObject for ProfileObject {
     }
 
     async fn websocket_close(&self, ws: WebSocket, _code: usize, _reason: String, _was_clean: bool) -> Result<()> {
-        let _ = ws.close(Some(1000), Some("closed"));
+        sockets::on_close(&ws);
         Ok(())
     }
 
     async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
-        let _ = ws.close(Some(1011), Some("error"));
+        sockets::on_error(&ws);
         Ok(())
     }
 

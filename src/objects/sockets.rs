@@ -138,3 +138,13 @@ pub fn broadcast(state: &State, tag: &str, updates: &[Update], alerts: &[AlertNo
     }
     delivered
 }
+
+/// A client closed: complete the closing handshake; the runtime then forgets the socket.
+pub fn on_close(ws: &WebSocket) {
+    let _ = ws.close(Some(1000), Some("closed"));
+}
+
+/// A socket errored: close it so it is pruned.
+pub fn on_error(ws: &WebSocket) {
+    let _ = ws.close(Some(1011), Some("error"));
+}
