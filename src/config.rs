@@ -85,6 +85,9 @@ pub struct Config {
     /// `CONSISTENT_TIMEOUT_MS` (default 5000): even consistent mode stops
     /// waiting for a stuck object after this, and goes on degraded.
     pub consistent_timeout_ms: u32,
+    /// `ORIGIN_TIMEOUT_MS` (default 30000): how long to wait for the origin's
+    /// response headers before answering 504 (the body then streams freely).
+    pub origin_timeout_ms: u32,
     /// `FLUSH_INTERVAL_MS` (default 1000): how long observations of one subject
     /// are coalesced in the isolate before they go to its object as a batch.
     pub flush_interval_ms: u32,
@@ -153,6 +156,7 @@ impl Default for Config {
             risk_mode: RiskMode::Fast,
             consult_timeout_ms: 50,
             consistent_timeout_ms: 5000,
+            origin_timeout_ms: 30_000,
             flush_interval_ms: 1000,
             flush_max_batch: 64,
             cache_ttl_ms: 30_000,
@@ -315,6 +319,9 @@ impl Config {
         }
         if let Some(n) = num("CONSISTENT_TIMEOUT_MS", 1, 60_000)? {
             c.consistent_timeout_ms = n as u32;
+        }
+        if let Some(n) = num("ORIGIN_TIMEOUT_MS", 100, 600_000)? {
+            c.origin_timeout_ms = n as u32;
         }
         if let Some(n) = num("FLUSH_INTERVAL_MS", 10, 60_000)? {
             c.flush_interval_ms = n as u32;

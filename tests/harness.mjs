@@ -33,39 +33,69 @@ export class ThrowingProfile {
 }
 export default { fetch() { return new Response("faults"); } };`;
 
+// A KV namespace that fails on demand: wrapped around a real one (INNER), it
+// throws from every call while INNER holds the key "__fault". Tests switch it
+// with mf.getKVNamespace("INNER", "kvfault"). The Worker reaches KV through
+// the same get/put/list/delete calls either way.
+const KV_FAULT_MODULE = `
+export default function ({ INNER }) {
+  const gate = async () => {
+    if ((await INNER.get("__fault")) !== null) throw new Error("injected KV fault");
+  };
+  return {
+    async get(...a) { await gate(); return INNER.get(...a); },
+    async getWithMetadata(...a) { await gate(); return INNER.getWithMetadata(...a); },
+    async put(...a) { await gate(); return INNER.put(...a); },
+    async list(...a) { await gate(); return INNER.list(...a); },
+    async delete(...a) { await gate(); return INNER.delete(...a); },
+  };
+}`;
+
 export const ADMIN_TOKEN = "test-admin-token-0123456789";
 
 /**
  * Starts the origin (unless `originUrl` is given) and the Worker with `vars`.
  * `profileFault`: "slow" | "throw" binds PROFILES to a faulty object.
+ * `kvFault`: METRICS is a KV that fails while `setKvDown(true)`.
+ * `hubAlarmFaults`: {before, after} makes the hub's alarm throw (see tests/fault-entry.mjs).
+ * `port`: a fixed port (a restarted runtime comes back at the same address).
  */
-export async function startEdge({ vars = {}, originUrl, persistTo, profileFault } = {}) {
+export async function startEdge({ vars = {}, originUrl, persistTo, profileFault, kvFault, hubAlarmFaults, port } = {}) {
   const origin = originUrl ? null : await startOrigin({ port: 0 });
   const mf = new Miniflare({
     // Shared options: where storage persists across restarts (default: memory).
     ...(persistTo ? { durableObjectsPersist: persistTo, kvPersist: persistTo } : {}),
+    ...(port ? { port } : {}),
     workers: [
       {
         name: "edge",
         modules: true,
-        scriptPath: "build/index.js",
+        scriptPath: hubAlarmFaults ? "tests/fault-entry.mjs" : "build/index.js",
         modulesRoot: ".",
         modulesRules: [
           { type: "ESModule", include: ["**/*.js"] },
           { type: "CompiledWasm", include: ["**/*.wasm"] },
         ],
         compatibilityDate: COMPATIBILITY_DATE,
-        bindings: { ORIGIN_URL: originUrl ?? origin.url, ADMIN_TOKEN, ...vars },
-        kvNamespaces: ["METRICS"],
+        bindings: {
+          ORIGIN_URL: originUrl ?? origin.url,
+          ADMIN_TOKEN,
+          ...(hubAlarmFaults ? { HUB_ALARM_FAULTS: JSON.stringify(hubAlarmFaults) } : {}),
+          ...vars,
+        },
+        ...(kvFault ? { wrappedBindings: { METRICS: { scriptName: "kvfault" } } } : { kvNamespaces: ["METRICS"] }),
         assets: { directory: "www", binding: "ASSETS", routerConfig: { has_user_worker: true, invoke_user_worker_ahead_of_assets: true } },
         durableObjects: {
           PROFILES: profileFault
             ? { className: profileFault === "slow" ? "SlowProfile" : "ThrowingProfile", scriptName: "faults" }
             : { className: "ProfileObject", useSQLite: true },
           VISITORS: { className: "VisitorObject", useSQLite: true },
-          HUB: { className: "HubObject", useSQLite: true },
+          HUB: { className: hubAlarmFaults ? "FaultyHub" : "HubObject", useSQLite: true },
         },
       },
+      ...(kvFault
+        ? [{ name: "kvfault", modules: true, script: KV_FAULT_MODULE, kvNamespaces: { INNER: "metrics-store" } }]
+        : []),
       { name: "faults", modules: true, script: FAULTS_WORKER, compatibilityDate: COMPATIBILITY_DATE },
       {
         name: "nocf",
@@ -123,7 +153,21 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault 
     return new StreamClient(ws);
   }
 
-  return { mf, origin, send, api, stream, close, url: httpUrl };
+  /** With `kvFault`: makes every KV call fail (true) or work again (false). */
+  async function setKvDown(down) {
+    const inner = await mf.getKVNamespace("INNER", "kvfault");
+    if (down) await inner.put("__fault", "1");
+    else await inner.delete("__fault");
+  }
+
+  /** With `hubAlarmFaults`: how many alarms ran and how many faults were injected. */
+  async function hubFaults() {
+    const ns = await mf.getDurableObjectNamespace("HUB", "edge");
+    const res = await ns.get(ns.idFromName("global")).fetch("http://hub/__faults");
+    return res.json();
+  }
+
+  return { mf, origin, send, api, stream, close, setKvDown, hubFaults, url: httpUrl };
 }
 
 /** JSON with non-ASCII escaped, so it survives as an HTTP header value. */

@@ -114,6 +114,11 @@ fn parsers_never_panic_on_mutated_input() {
     }
     println!("parsers: {tried} mutated inputs, 0 panics");
     assert_eq!(tried, 40_000);
+    // For the summary at the end of `npm test` (scripts/test-summary.mjs).
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts/counts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("parsers.json"), format!("{{\"suite\":\"parsers\",\"cases\":{tried},\"panics\":0}}\n"))
+        .unwrap();
 }
 
 #[test]

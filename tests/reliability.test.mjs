@@ -4,6 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startEdge, intelHeaders, BROWSER_HEADERS, ADMIN_TOKEN } from "./harness.mjs";
+import { recordCounts } from "./counts.mjs";
 
 const BERLIN = { country: "DE", city: "Berlin", latitude: "52.52437", longitude: "13.41053", asn: 3320, colo: "FRA" };
 let edge;
@@ -13,7 +14,7 @@ before(async () => {
 });
 after(async () => {
   await edge?.close();
-  console.log(`reliability: ${counts.cases} bad-input cases tried, ${counts.requests ?? 0} load requests sent, lost ${counts.lost ?? "n/a"}`);
+  recordCounts("reliability", { badInputCases: counts.cases, requests: counts.requests ?? 0, lost: counts.lost ?? null });
 });
 
 async function stillWorks() {

@@ -2,9 +2,13 @@
 //! namespace, add ours, send it to the origin and hand back its response
 //! object untouched (status, headers, body stream, redirects as they are).
 
+use std::time::Duration;
+
+use futures::future::{select, Either};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Headers, Request, RequestInit, RequestRedirect, Response};
+use web_sys::{AbortController, Headers, Request, RequestInit, RequestRedirect, Response};
+use worker::Delay;
 
 use crate::config::Config;
 use crate::intel::headers::is_reserved;
@@ -19,18 +23,53 @@ extern "C" {
     fn global_fetch(req: &Request) -> Result<js_sys::Promise, JsValue>;
 }
 
-/// Why the origin could not be reached (logged, never sent to the client).
-pub struct OriginError(pub String);
-
-pub async fn send(req: &Request, config: &Config, ours: &[(&'static str, String)]) -> Result<Response, OriginError> {
-    let out =
-        build(req, config, ours).map_err(|e| OriginError(format!("could not build the origin request: {e:?}")))?;
-    let promise = global_fetch(&out).map_err(|e| OriginError(format!("{e:?}")))?;
-    let res = JsFuture::from(promise).await.map_err(|e| OriginError(describe(&e)))?;
-    res.dyn_into::<Response>().map_err(|_| OriginError("fetch did not return a Response".to_string()))
+/// Why the origin gave no response (logged, never sent to the client).
+pub enum OriginError {
+    /// Refused, reset, DNS, TLS: the client gets a 502.
+    Unreachable(String),
+    /// No response headers within `ORIGIN_TIMEOUT_MS`: the client gets a 504.
+    TimedOut(u32),
 }
 
-fn build(req: &Request, config: &Config, ours: &[(&'static str, String)]) -> Result<Request, JsValue> {
+impl OriginError {
+    /// The status the client is answered with (and the one recorded).
+    pub fn status(&self) -> u16 {
+        match self {
+            OriginError::Unreachable(_) => 502,
+            OriginError::TimedOut(_) => 504,
+        }
+    }
+}
+
+/// Sends the request to the origin. The timeout covers the wait for the
+/// response headers only: once they arrive, the body streams to the client
+/// for as long as it takes (large downloads are not cut off).
+pub async fn send(req: &Request, config: &Config, ours: &[(&'static str, String)]) -> Result<Response, OriginError> {
+    let unreachable = OriginError::Unreachable;
+    let controller = AbortController::new().map_err(|e| unreachable(format!("no AbortController: {e:?}")))?;
+    let out = build(req, config, ours, &controller)
+        .map_err(|e| unreachable(format!("could not build the origin request: {e:?}")))?;
+    let promise = global_fetch(&out).map_err(|e| unreachable(format!("{e:?}")))?;
+    let limit = Delay::from(Duration::from_millis(u64::from(config.origin_timeout_ms)));
+    match select(JsFuture::from(promise), limit).await {
+        Either::Left((Ok(res), _)) => {
+            res.dyn_into::<Response>().map_err(|_| unreachable("fetch did not return a Response".to_string()))
+        }
+        Either::Left((Err(e), _)) => Err(unreachable(describe(&e))),
+        Either::Right(_) => {
+            // Stop the origin connection too, not only our wait for it.
+            controller.abort();
+            Err(OriginError::TimedOut(config.origin_timeout_ms))
+        }
+    }
+}
+
+fn build(
+    req: &Request,
+    config: &Config,
+    ours: &[(&'static str, String)],
+    controller: &AbortController,
+) -> Result<Request, JsValue> {
     let headers = Headers::new()?;
     let entries = js_sys::try_iter(req.headers().as_ref())?.into_iter().flatten();
     for entry in entries {
@@ -50,6 +89,7 @@ fn build(req: &Request, config: &Config, ours: &[(&'static str, String)]) -> Res
     init.set_headers(headers.as_ref());
     // The client sees the origin's redirects; the Worker does not follow them.
     init.set_redirect(RequestRedirect::Manual);
+    init.set_signal(Some(&controller.signal()));
     if let Some(body) = req.body() {
         init.set_body(body.as_ref());
     }

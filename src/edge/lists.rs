@@ -15,6 +15,8 @@ use crate::objects::hub::KV_BINDING;
 
 pub const KV_KEY: &str = "config:v1:lists";
 const LISTS_CACHE_MS: f64 = 10_000.0;
+/// After a failed KV read, try again this soon (not on every request).
+const LISTS_RETRY_MS: f64 = 1_000.0;
 
 thread_local! {
     static CACHE: RefCell<Option<(f64, Rc<Lists>)>> = const { RefCell::new(None) };
@@ -29,22 +31,32 @@ pub async fn stored(env: &Env) -> Result<RawLists, String> {
     }
 }
 
-/// Vars plus stored lists. A KV failure falls back to the vars alone (fail
-/// open, logged) rather than failing the request.
+/// Vars plus stored lists. When KV fails, the isolate keeps the lists it
+/// last read (a stored block must not lapse because KV hiccuped) and retries
+/// within a second; an isolate that never read them uses the vars alone
+/// (logged) rather than failing the request.
 pub async fn effective(env: &Env, config: &Config) -> Rc<Lists> {
     let now = now_ms();
-    if let Some(l) =
-        CACHE.with(|c| c.borrow().as_ref().filter(|(at, _)| now - at < LISTS_CACHE_MS).map(|(_, l)| l.clone()))
-    {
-        return l;
+    let cached = CACHE.with(|c| c.borrow().clone());
+    if let Some((at, l)) = &cached {
+        if now - at < LISTS_CACHE_MS {
+            return l.clone();
+        }
     }
-    let mut lists = config.lists.clone();
-    match stored(env).await.and_then(|raw| Lists::parse(&raw)) {
-        Ok(extra) => lists.extend(&extra),
-        Err(e) => worker::console_error!("edgeintel: stored lists unavailable, using vars only: {e}"),
-    }
-    let lists = Rc::new(lists);
-    CACHE.with(|c| *c.borrow_mut() = Some((now, lists.clone())));
+    let (at, lists) = match stored(env).await.and_then(|raw| Lists::parse(&raw)) {
+        Ok(extra) => {
+            let mut lists = config.lists.clone();
+            lists.extend(&extra);
+            (now, Rc::new(lists))
+        }
+        Err(e) => {
+            let kept = cached.map(|(_, l)| l);
+            let what = if kept.is_some() { "keeping the last lists read" } else { "using vars only" };
+            worker::console_error!("edgeintel: stored lists unavailable, {what}: {e}");
+            (now - LISTS_CACHE_MS + LISTS_RETRY_MS, kept.unwrap_or_else(|| Rc::new(config.lists.clone())))
+        }
+    };
+    CACHE.with(|c| *c.borrow_mut() = Some((at, lists.clone())));
     lists
 }
 

@@ -149,7 +149,7 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
         }
     };
     // 7. Record, after the response, in ctx.wait_until.
-    let origin_status = result.as_ref().map(|r| r.status()).unwrap_or(502);
+    let origin_status = result.as_ref().map_or_else(|e| e.status(), |r| r.status());
     let latency_ms = now_ms() - sent;
     if let Some(id) = &identity {
         let s = &id.key;
@@ -174,7 +174,7 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
     }
     let response = match result {
         Ok(res) => res,
-        Err(e) => return respond::origin_unreachable(&e),
+        Err(e) => return respond::origin_failed(&e),
     };
     match visitor.and_then(|v| v.set_cookie) {
         Some(cookie) => forward::with_cookie(response, &cookie),

@@ -16,7 +16,13 @@ pub fn json<T: Serialize>(status: u16, body: &T) -> Response {
 }
 
 pub fn error(e: &ApiError) -> Response {
-    with_body(e.status, "application/json; charset=utf-8", &e.body())
+    let r = with_body(e.status, "application/json; charset=utf-8", &e.body());
+    // RFC 9110: a 405 carries `Allow` with the methods the resource has
+    // (`ApiError::method_not_allowed` puts them in its message).
+    if let Some(allowed) = e.message.strip_prefix("allowed: ").filter(|_| e.status == 405) {
+        let _ = r.headers().set("allow", allowed);
+    }
+    r
 }
 
 /// Every request gets this while the configuration is invalid: the operator
@@ -33,10 +39,23 @@ pub fn unavailable() -> Response {
     r
 }
 
-/// The origin could not be reached: a short 502, the cause only in the log.
-pub fn origin_unreachable(e: &OriginError) -> Response {
-    worker::console_error!("edgeintel: origin unreachable: {}", e.0);
-    with_body(502, "text/plain; charset=utf-8", "502 Bad Gateway: the origin server could not be reached.\n")
+/// The origin gave no response: a short 502 (unreachable) or 504 (no
+/// response within `ORIGIN_TIMEOUT_MS`), the cause only in the log.
+pub fn origin_failed(e: &OriginError) -> Response {
+    match e {
+        OriginError::Unreachable(why) => {
+            worker::console_error!("edgeintel: origin unreachable: {}", why);
+            with_body(502, "text/plain; charset=utf-8", "502 Bad Gateway: the origin server could not be reached.\n")
+        }
+        OriginError::TimedOut(ms) => {
+            worker::console_error!("edgeintel: origin sent no response within {} ms", ms);
+            with_body(
+                504,
+                "text/plain; charset=utf-8",
+                "504 Gateway Timeout: the origin server did not answer in time.\n",
+            )
+        }
+    }
 }
 
 fn wants_html(accept: &str) -> bool {

@@ -43,6 +43,13 @@ pub const INTEL_TAG: &str = "intel";
 pub const PERF_TAG: &str = "perf";
 /// Recent KV writes kept for inspection (the one-write-per-key-per-second check).
 const KV_LOG: usize = 200;
+/// Rollups whose KV write failed wait for the next tick (KV down for a while
+/// loses nothing); at most this many are kept, the oldest dropped and counted.
+const KV_PENDING_MAX: usize = 5_000;
+/// Puts per tick (a Worker invocation has a subrequest limit), and the
+/// failures in a row after which a tick stops trying (KV is down).
+const KV_PUTS_PER_TICK: usize = 400;
+const KV_FAILURES_IN_A_ROW: usize = 3;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -85,6 +92,21 @@ pub struct WindowState {
     pub last_tick: Option<f64>,
     pub next_tick: Option<f64>,
     pub kv_writes: Vec<KvWrite>,
+    /// Rollup writes waiting for KV to answer again, and failures so far.
+    #[serde(default)]
+    pub kv_pending: usize,
+    #[serde(default)]
+    pub kv_failures: u64,
+    #[serde(default)]
+    pub kv_dropped: u64,
+}
+
+/// One rollup write, kept until KV has taken it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PendingPut {
+    key: String,
+    body: String,
+    v: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -112,6 +134,12 @@ struct Meta {
     last_tick: Option<f64>,
     #[serde(default)]
     kv_writes: Vec<KvWrite>,
+    #[serde(default)]
+    kv_pending: Vec<PendingPut>,
+    #[serde(default)]
+    kv_failures: u64,
+    #[serde(default)]
+    kv_dropped: u64,
 }
 
 #[derive(Deserialize)]
@@ -216,6 +244,9 @@ impl DurableObject for HubObject {
                     last_tick: l.meta.last_tick,
                     next_tick: l.meta.next_tick,
                     kv_writes: l.meta.kv_writes.clone(),
+                    kv_pending: l.meta.kv_pending.len(),
+                    kv_failures: l.meta.kv_failures,
+                    kv_dropped: l.meta.kv_dropped,
                 };
                 reply(200, &window)
             }
@@ -264,25 +295,35 @@ impl DurableObject for HubObject {
         let grace = config.analytics.grace_ms;
         let next = (((started - grace) / slide_ms).floor() + 1.0) * slide_ms + grace;
         self.state.storage().set_alarm(worker::ScheduledTime::new(js_sys::Date::new(&next.into()))).await?;
-        let (lag, rollups) = {
+        let (lag, rollups, pending) = {
             let mut loaded = self.loaded.borrow_mut();
             let Some(l) = loaded.as_mut() else { return Response::ok("not loaded") };
             let lag = l.meta.next_tick.map(|t| (started - t).max(0.0));
             l.meta.next_tick = Some(next);
             l.meta.last_tick = Some(started);
-            (lag, l.agg.take_rollups(&config.analytics, started))
+            let rollups = l.agg.take_rollups(&config.analytics, started);
+            (lag, rollups, std::mem::take(&mut l.meta.kv_pending))
         };
-        // KV rollups: one key per metric per slide (written once), and `latest`.
+        // KV rollups: one key per metric per slide (written once), and `latest`;
+        // what KV refuses now is kept and retried on the next tick.
         let kv_started = now_ms();
-        let writes = self.write_rollups(&config, &rollups).await;
-        let kv_ms = (!writes.is_empty()).then(|| now_ms() - kv_started);
+        let mut todo = pending;
+        todo.extend(rollup_puts(&rollups));
+        let kv = self.write_rollups(&config, todo, rollups.last()).await;
+        let kv_ms = (!kv.written.is_empty()).then(|| now_ms() - kv_started);
         let now = now_ms();
         let (transitions, new_patterns, anomalies) = {
             let mut loaded = self.loaded.borrow_mut();
             let Some(l) = loaded.as_mut() else { return Response::ok("not loaded") };
-            l.meta.kv_writes.extend(writes);
+            l.meta.kv_writes.extend(kv.written);
             let excess = l.meta.kv_writes.len().saturating_sub(KV_LOG);
             l.meta.kv_writes.drain(..excess);
+            l.meta.kv_failures += kv.failures;
+            let mut pending = kv.pending;
+            let dropped = pending.len().saturating_sub(KV_PENDING_MAX);
+            pending.drain(..dropped);
+            l.meta.kv_dropped += dropped as u64;
+            l.meta.kv_pending = pending;
             let views = l.agg.views(&config.analytics, now);
             let transitions = match rollups.last() {
                 Some(p) => alerting::evaluate(&config.alert_rules, &mut l.meta.rules, |m| p.metric(m), now),
@@ -415,49 +456,66 @@ impl HubObject {
         Ok(())
     }
 
-    /// Writes each metric of each rollup under `metrics:v1:<name>:<start>`
-    /// (value in the metadata too, so history is one list call) and
-    /// `metrics:v1:latest` at most once per second. Returns what it wrote.
-    async fn write_rollups(&self, config: &Config, rollups: &[SlidePoint]) -> Vec<KvWrite> {
-        let mut writes = Vec::new();
-        let Ok(kv) = self.env.kv(KV_BINDING) else { return writes };
+    /// Writes the rollup puts (each metric of each slide under
+    /// `metrics:v1:<name>:<start>`, the value in the metadata too, so history
+    /// is one list call) and `metrics:v1:latest` at most once per second.
+    /// Stops early when KV keeps failing; what is not written comes back as
+    /// `pending`, in order.
+    async fn write_rollups(&self, config: &Config, todo: Vec<PendingPut>, last: Option<&SlidePoint>) -> KvOutcome {
+        let mut out = KvOutcome::default();
+        let kv = match self.env.kv(KV_BINDING) {
+            Ok(kv) => kv,
+            Err(e) => {
+                worker::console_error!("edgeintel: KV binding {KV_BINDING} unavailable: {e}");
+                out.failures = 1;
+                out.pending = todo;
+                return out;
+            }
+        };
         let ttl = config.metrics_ttl_s;
-        for p in rollups {
-            for name in METRIC_NAMES {
-                let Some(v) = p.metric(name) else { continue };
-                let key = format!("metrics:v1:{name}:{}", p.start);
-                let mut body = json!({"value": v, "start": p.start});
-                if name == "origin_latency_ms" || name == "consult_latency_ms" {
-                    let l = if name == "origin_latency_ms" { &p.origin_latency } else { &p.consult_latency };
-                    body = json!({"value": v, "start": p.start, "p50": l.p50, "p95": l.p95, "p99": l.p99, "count": l.count});
+        let mut in_a_row = 0;
+        let mut attempts = 0;
+        for put in todo {
+            if in_a_row >= KV_FAILURES_IN_A_ROW || attempts >= KV_PUTS_PER_TICK {
+                out.pending.push(put);
+                continue;
+            }
+            attempts += 1;
+            let result = match kv.put(&put.key, put.body.as_str()).and_then(|b| b.metadata(json!({"v": put.v}))) {
+                Ok(b) => b.expiration_ttl(ttl).execute().await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    in_a_row = 0;
+                    out.written.push(KvWrite { key: put.key, at: now_ms() });
                 }
-                let put = kv.put(&key, body.to_string()).and_then(|b| b.metadata(json!({"v": v})));
-                match put {
-                    Ok(b) => match b.expiration_ttl(ttl).execute().await {
-                        Ok(()) => writes.push(KvWrite { key, at: now_ms() }),
-                        Err(e) => worker::console_error!("edgeintel: KV write {key} failed: {e}"),
-                    },
-                    Err(e) => worker::console_error!("edgeintel: KV write {key} failed: {e}"),
+                Err(e) => {
+                    worker::console_error!("edgeintel: KV write {} failed (kept for the next tick): {e}", put.key);
+                    in_a_row += 1;
+                    out.failures += 1;
+                    out.pending.push(put);
                 }
             }
         }
-        if let Some(last) = rollups.last() {
+        if let (Some(last), true) = (last, in_a_row < KV_FAILURES_IN_A_ROW) {
             let recent = self
                 .loaded
                 .borrow()
                 .as_ref()
                 .and_then(|l| l.meta.kv_writes.iter().rev().find(|w| w.key == "metrics:v1:latest").map(|w| w.at));
-            // KV allows one write per key per second.
+            // KV allows one write per key per second. `latest` is overwritten
+            // by the next tick anyway, so a failure here is not kept.
             if recent.is_none_or(|t| now_ms() - t >= 1000.0) {
                 let body = json!(last).to_string();
                 if let Ok(b) = kv.put("metrics:v1:latest", body) {
                     if b.expiration_ttl(ttl).execute().await.is_ok() {
-                        writes.push(KvWrite { key: "metrics:v1:latest".into(), at: now_ms() });
+                        out.written.push(KvWrite { key: "metrics:v1:latest".into(), at: now_ms() });
                     }
                 }
             }
         }
-        writes
+        out
     }
 
     /// Pushes this tick's results to the streams: metrics and alert
@@ -490,6 +548,32 @@ impl HubObject {
 
 /// Sends every text to every socket of `tag` (insights and metrics are not
 /// filtered by subscriptions: they are about the whole site).
+/// What one tick's KV writes came to.
+#[derive(Default)]
+struct KvOutcome {
+    written: Vec<KvWrite>,
+    pending: Vec<PendingPut>,
+    failures: u64,
+}
+
+/// The KV puts for closed slides: one per metric per slide.
+fn rollup_puts(rollups: &[SlidePoint]) -> Vec<PendingPut> {
+    let mut puts = Vec::new();
+    for p in rollups {
+        for name in METRIC_NAMES {
+            let Some(v) = p.metric(name) else { continue };
+            let body = if name == "origin_latency_ms" || name == "consult_latency_ms" {
+                let l = if name == "origin_latency_ms" { &p.origin_latency } else { &p.consult_latency };
+                json!({"value": v, "start": p.start, "p50": l.p50, "p95": l.p95, "p99": l.p99, "count": l.count})
+            } else {
+                json!({"value": v, "start": p.start})
+            };
+            puts.push(PendingPut { key: format!("metrics:v1:{name}:{}", p.start), body: body.to_string(), v });
+        }
+    }
+    puts
+}
+
 fn send_all(state: &State, tag: &str, texts: &[String]) {
     if texts.is_empty() {
         return;

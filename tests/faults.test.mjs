@@ -1,0 +1,164 @@
+// Faults (issue: reliability, item 3), injected with the platform's own
+// machinery rather than mocks: an origin that hangs or answers 5xx, a KV
+// namespace that fails on demand (a wrapped binding around a real one), and a
+// hub whose alarm throws (a Durable Object class wrapping the real one, see
+// tests/fault-entry.mjs). Profile-object faults (slow, throwing; fail open and
+// FAIL_MODE=closed) are in profiles.test.mjs; an unreachable origin in
+// request_path.test.mjs.
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { startEdge, BROWSER_HEADERS } from "./harness.mjs";
+import { recordCounts } from "./counts.mjs";
+
+const BERLIN = { country: "DE", city: "Berlin", latitude: "52.52437", longitude: "13.41053", asn: 3320, colo: "FRA" };
+const counts = { faultsInjected: 0, requests: 0 };
+after(() => recordCounts("faults", counts));
+
+async function eventually(check, { tries = 150, everyMs = 100 } = {}) {
+  for (let i = 0; i < tries; i++) {
+    const v = await check();
+    if (v) return v;
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  return check();
+}
+
+async function get(edge, path, ip, cf = BERLIN) {
+  counts.requests++;
+  const res = await edge.send(path, { cf, ip, headers: BROWSER_HEADERS });
+  return { status: res.status, text: await res.text() };
+}
+
+/** Sum of one metric's rollups in KV, read through the history endpoint. */
+async function historySum(edge, metric, since) {
+  const r = await edge.api("GET", `/api/performance/metrics/${metric}/history?start=${since}&end=${Date.now() + 5000}`);
+  if (r.status !== 200) return { status: r.status, sum: null, points: 0 };
+  return { status: 200, sum: r.json.metrics.reduce((a, p) => a + p.value, 0), points: r.json.metrics.length };
+}
+
+test("origin hanging past ORIGIN_TIMEOUT_MS gets a quick 504; 5xx pass through; both recorded; the next request works", async () => {
+  const edge = await startEdge({ vars: { RISK_MODE: "consistent", ORIGIN_TIMEOUT_MS: "400" } });
+  try {
+    const ip = "198.51.100.140";
+    const started = Date.now();
+    const hung = await get(edge, "/slow/5000", ip);
+    const elapsed = Date.now() - started;
+    counts.faultsInjected++;
+    assert.equal(hung.status, 504);
+    assert.match(hung.text, /did not answer in time/);
+    assert.ok(hung.text.length < 200, "short body, no details");
+    assert.ok(elapsed < 2500, `answered after ${elapsed} ms, not after the origin's 5 s`);
+
+    const failing = await get(edge, "/status/503", ip);
+    counts.faultsInjected++;
+    assert.equal(failing.status, 503, "the origin's own 5xx goes back unchanged");
+
+    const ok = await get(edge, "/products", ip);
+    assert.equal(ok.status, 200, "the next request works");
+
+    const profile = await eventually(async () => {
+      const r = await edge.api("GET", `/api/ip-intelligence/${ip}`);
+      return r.json?.profile?.requestCount === 3 ? r.json : null;
+    });
+    assert.ok(profile, "all three requests recorded");
+    assert.equal(profile.metrics.originStatusInWindow["5xx"], 2, "the 504 and the 503 both count as server errors");
+  } finally {
+    await edge.close();
+  }
+});
+
+test("KV failing: requests and ticks go on, list writes get a clear 503, rollups wait and reach KV when it is back; stored lists stay in force", async () => {
+  const edge = await startEdge({
+    kvFault: true,
+    vars: { ENFORCE: "block", CHALLENGE_SIGNING_KEY: "faults-test-signing-key-0123", RISK_MODE: "consistent", ANALYTICS_SLIDE_SECONDS: "1", ANALYTICS_WINDOW_SECONDS: "60", FLUSH_INTERVAL_MS: "100" },
+  });
+  const since = Date.now() - 2000;
+  try {
+    // A stored block list while KV works, seen by this isolate.
+    const put = await edge.api("PUT", "/api/config/lists", { body: { allow: [], block: ["203.0.113.66"] } });
+    assert.equal(put.status, 200, put.text);
+    assert.equal((await get(edge, "/", "203.0.113.66")).status, 403, "blocked by the stored list");
+
+    await edge.setKvDown(true);
+    counts.faultsInjected++;
+    const refused = await edge.api("PUT", "/api/config/lists", { body: { allow: ["203.0.113.66"], block: [] } });
+    assert.equal(refused.status, 503);
+    assert.equal(refused.json.error, "kv_unavailable");
+    assert.equal((await edge.api("GET", "/api/config/lists")).status, 503);
+    assert.equal((await historySum(edge, "request_count", since)).status, 503, "history says KV is unavailable");
+
+    // Traffic while KV is down: every request answered.
+    const sent = 12;
+    for (let i = 0; i < sent; i++) assert.equal((await get(edge, "/products", `198.51.100.${150 + i}`)).status, 200);
+    // The list cache (10 s) expires while KV is down: the stored block must not lapse.
+    await new Promise((r) => setTimeout(r, 10_500));
+    assert.equal((await get(edge, "/", "203.0.113.66")).status, 403, "the last lists read stay in force while KV is down");
+
+    // Ticks go on and keep what KV refused.
+    const down = await eventually(async () => {
+      const r = await edge.api("GET", "/api/intelligence/analytics");
+      const m = r.json?.metrics;
+      return m?.kvPending > 0 && m.kvFailures > 0 ? m : null;
+    });
+    assert.ok(down, "rollups are kept while KV fails");
+    const tickWhileDown = Date.parse(down.lastTick);
+    const later = await eventually(async () => {
+      const r = await edge.api("GET", "/api/intelligence/analytics");
+      return Date.parse(r.json?.metrics?.lastTick) > tickWhileDown ? r.json.metrics : null;
+    });
+    assert.ok(later, "the alarm keeps ticking while KV fails");
+    const prom = await edge.api("GET", "/metrics");
+    assert.equal(prom.status, 200, "/metrics does not need KV");
+
+    // KV is back: the kept rollups are written; nothing was dropped.
+    await edge.setKvDown(false);
+    const back = await eventually(async () => {
+      const r = await edge.api("GET", "/api/intelligence/analytics");
+      return r.json?.metrics?.kvPending === 0 ? r.json.metrics : null;
+    });
+    assert.ok(back, "the backlog drained");
+    assert.equal(back.kvDropped, 0);
+    // Every request of the test is in the rollups: 2 blocked + 12 + 1 blocked.
+    const hist = await eventually(async () => {
+      const h = await historySum(edge, "request_count", since);
+      return h.sum === sent + 2 ? h : null;
+    });
+    assert.ok(hist, `rollups in KV sum to every request (got ${JSON.stringify(await historySum(edge, "request_count", since))})`);
+    assert.equal((await edge.api("GET", "/api/config/lists")).status, 200);
+  } finally {
+    await edge.close();
+  }
+});
+
+test("the hub's alarm throwing (before and after its work) is retried by the runtime and re-armed; nothing counted twice or lost", async () => {
+  const edge = await startEdge({
+    hubAlarmFaults: { before: 2, after: 2 },
+    vars: { RISK_MODE: "consistent", ANALYTICS_SLIDE_SECONDS: "1", ANALYTICS_WINDOW_SECONDS: "60", FLUSH_INTERVAL_MS: "100" },
+  });
+  const since = Date.now() - 2000;
+  try {
+    const sent = 20;
+    for (let i = 0; i < sent; i++) {
+      assert.equal((await get(edge, "/products", `198.51.100.${170 + (i % 5)}`)).status, 200);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // Every planned fault happens, and the tick keeps running after them.
+    const faults = await eventually(async () => {
+      const f = await edge.hubFaults();
+      return f.thrownBefore === 2 && f.thrownAfter === 2 && f.alarmCalls >= 7 ? f : null;
+    }, { tries: 400 });
+    assert.ok(faults, `faults injected and ticks resumed: ${JSON.stringify(await edge.hubFaults())}`);
+    counts.faultsInjected += faults.thrownBefore + faults.thrownAfter;
+    const a = await edge.api("GET", "/api/intelligence/analytics");
+    assert.ok(Date.now() - Date.parse(a.json.metrics.lastTick) < 5000, "the alarm is armed and ticking");
+    // Exactly the requests sent: a retried tick neither doubles nor drops a slide.
+    assert.equal(a.json.metrics.totals.requests, sent);
+    const hist = await eventually(async () => {
+      const h = await historySum(edge, "request_count", since);
+      return h.sum === sent ? h : null;
+    });
+    assert.ok(hist, `rollups sum to ${sent}: ${JSON.stringify(await historySum(edge, "request_count", since))}`);
+  } finally {
+    await edge.close();
+  }
+});
