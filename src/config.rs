@@ -91,6 +91,12 @@ pub struct Config {
     /// `FLUSH_INTERVAL_MS` (default 1000): how long observations of one subject
     /// are coalesced in the isolate before they go to its object as a batch.
     pub flush_interval_ms: u32,
+    /// `FLUSH_CALM_MS` (default 10000): how long a subject's batch of only
+    /// calm observations (low verdict, no signal, status below 400) may wait,
+    /// so that later page views join it. Not above 25000 (a request's
+    /// `waitUntil` lasts 30 s after its response); at or below
+    /// `FLUSH_INTERVAL_MS`, every batch uses the short interval.
+    pub flush_calm_ms: u32,
     /// `FLUSH_MAX_BATCH` (default 64): a batch this full is sent at once.
     pub flush_max_batch: usize,
     /// `CACHE_TTL_MS` (default 30000) and `CACHE_MAX_ENTRIES` (default 10000):
@@ -158,6 +164,7 @@ impl Default for Config {
             consistent_timeout_ms: 5000,
             origin_timeout_ms: 30_000,
             flush_interval_ms: 1000,
+            flush_calm_ms: 10_000,
             flush_max_batch: 64,
             cache_ttl_ms: 30_000,
             cache_max_entries: 10_000,
@@ -325,6 +332,9 @@ impl Config {
         }
         if let Some(n) = num("FLUSH_INTERVAL_MS", 10, 60_000)? {
             c.flush_interval_ms = n as u32;
+        }
+        if let Some(n) = num("FLUSH_CALM_MS", 10, 25_000)? {
+            c.flush_calm_ms = n as u32;
         }
         if let Some(n) = num("FLUSH_MAX_BATCH", 1, 1000)? {
             c.flush_max_batch = n as usize;

@@ -43,6 +43,8 @@ thread_local! {
     /// API as `isolate.objectCalls`, used by the benchmarks).
     static OBJECT_CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     static REQUESTS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Object calls per binding (PROFILES, VISITORS, HUB), for the cost benchmark.
+    static CALLS_BY_BINDING: std::cell::RefCell<Vec<(String, u64)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 pub fn count_request() {
@@ -52,6 +54,22 @@ pub fn count_request() {
 /// (client requests, object calls) seen by this isolate since it started.
 pub fn isolate_counts() -> (u64, u64) {
     (REQUESTS.with(|c| c.get()), OBJECT_CALLS.with(|c| c.get()))
+}
+
+/// Object calls per binding seen by this isolate since it started.
+pub fn calls_by_binding() -> Vec<(String, u64)> {
+    CALLS_BY_BINDING.with(|c| c.borrow().clone())
+}
+
+fn count_call(binding: &str) {
+    OBJECT_CALLS.with(|c| c.set(c.get() + 1));
+    CALLS_BY_BINDING.with(|c| {
+        let mut c = c.borrow_mut();
+        match c.iter_mut().find(|(b, _)| b == binding) {
+            Some((_, n)) => *n += 1,
+            None => c.push((binding.to_string(), 1)),
+        }
+    });
 }
 
 /// Why an object call failed (logged and counted, never shown to clients).
@@ -72,7 +90,7 @@ pub async fn call_object<Op: Serialize, T: DeserializeOwned>(
     name: &str,
     op: &Op,
 ) -> Result<(u16, Option<T>), ObjectError> {
-    OBJECT_CALLS.with(|c| c.set(c.get() + 1));
+    count_call(binding);
     let stub = env.durable_object(binding)?.get_by_name(name)?;
     let body = serde_json::to_string(op).map_err(|e| ObjectError(e.to_string()))?;
     let mut init = RequestInit::new();

@@ -80,6 +80,8 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
         bindings: {
           ORIGIN_URL: originUrl ?? origin.url,
           ADMIN_TOKEN,
+          // Suites wait for profiles in seconds; the calm interval has its own test.
+          FLUSH_CALM_MS: "1000",
           ...(hubAlarmFaults ? { HUB_ALARM_FAULTS: JSON.stringify(hubAlarmFaults) } : {}),
           ...vars,
         },

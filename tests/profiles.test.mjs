@@ -101,6 +101,45 @@ test("fast mode: coalesced observations reach the profile and later verdicts", a
   }
 });
 
+test("calm observations wait FLUSH_CALM_MS so later page views join the batch; a signal brings the flush forward", async () => {
+  const edge = await startEdge({ vars: { FLUSH_INTERVAL_MS: "200", FLUSH_CALM_MS: "3000" } });
+  const profileCalls = async () => (await edge.api("GET", "/api/intelligence/analytics")).json.isolate.objectCallsByBinding.PROFILES ?? 0;
+  try {
+    const base = await profileCalls();
+    const pageView = async (ip) => {
+      for (const path of ["/products", "/static/app.js", "/static/app.css", "/static/logo.svg", "/api/cart"]) {
+        await seen(edge, path, { cf: BERLIN, ip, headers: BROWSER_HEADERS });
+      }
+    };
+    const calm = "198.51.100.90";
+    await pageView(calm);
+    await new Promise((r) => setTimeout(r, 1000));
+    await pageView(calm);
+    await new Promise((r) => setTimeout(r, 500));
+    // 1.5 s after the first request: only the consult so far, nothing flushed.
+    assert.equal((await profileCalls()) - base, 1, "one consult, no flush yet");
+    // After the calm interval: one flush carried both page views.
+    await new Promise((r) => setTimeout(r, 2000));
+    assert.equal((await profileCalls()) - base, 2, "consult + one flush for 10 requests");
+    const { json } = await edge.api("GET", "/api/ip-intelligence/198.51.100.90");
+    assert.equal(json.profile.requestCount, 10, "nothing lost");
+
+    // A probe path is not calm: its batch goes within FLUSH_INTERVAL_MS.
+    const busy = "198.51.100.91";
+    await seen(edge, "/products", { cf: BERLIN, ip: busy, headers: BROWSER_HEADERS });
+    await seen(edge, "/.env", { cf: BERLIN, ip: busy, headers: BROWSER_HEADERS });
+    const started = Date.now();
+    const flushed = await eventually(async () => {
+      const r = await edge.api("GET", `/api/ip-intelligence/${busy}`);
+      return r.json?.profile?.requestCount === 2 ? r.json : null;
+    }, { tries: 40, everyMs: 50 });
+    assert.ok(flushed, "the signal's batch was flushed");
+    assert.ok(Date.now() - started < 1500, `flushed after ${Date.now() - started} ms, not after the calm 3 s`);
+  } finally {
+    await edge.close();
+  }
+});
+
 test("a POSTed threat_detected of 95 makes the next request critical", async () => {
   const edge = await startEdge({ vars: { RISK_MODE: "consistent" } });
   try {

@@ -156,6 +156,7 @@ async fn route_known(
                 "isolate": {
                     "requests": crate::platform::isolate_counts().0,
                     "objectCalls": crate::platform::isolate_counts().1,
+                    "objectCallsByBinding": crate::platform::calls_by_binding().into_iter().map(|(k, v)| (k, Value::from(v))).collect::<serde_json::Map<String, Value>>(),
                 },
                 "timestamp": ts,
             })

@@ -170,7 +170,8 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
                 .then(|| obs.path.split('?').next().unwrap_or("").chars().take(128).collect()),
         };
         record::sample(&ctx, &env, &config, shard_of(s.as_str(), config.hub_shards), sample);
-        record_outcome(&ctx, &env, &config, id, &mut obs, origin_status, latency_ms);
+        obs.latency_ms = Some(latency_ms);
+        record_outcome(&ctx, &env, &config, id, &mut obs, origin_status, level == Level::Low);
     }
     let response = match result {
         Ok(res) => res,
@@ -249,14 +250,13 @@ fn record_outcome(
     id: &Identity,
     obs: &mut Observation,
     status: u16,
-    latency_ms: f64,
+    verdict_low: bool,
 ) {
     let subject = &id.key;
     match config.risk_mode {
         RiskMode::Fast => {
             obs.status = Some(status);
-            obs.latency_ms = Some(latency_ms);
-            record::observation(ctx, env, config, subject, &id.display, obs.clone());
+            record::observation(ctx, env, config, subject, &id.display, obs.clone(), verdict_low);
         }
         // The observation itself was recorded before forwarding.
         RiskMode::Consistent => ctx.wait_until(record::status(

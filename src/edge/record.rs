@@ -6,7 +6,11 @@
 //!
 //! A batch is flushed `FLUSH_INTERVAL_MS` after it opened, or at once when it
 //! is full. One object call per batch instead of per request (measured: ~3x
-//! the throughput, issue #3).
+//! the throughput, issue #3). A subject's batch that holds only calm
+//! observations (a low verdict, no request signal, a 1xx-3xx status, nothing
+//! enforced) waits up to `FLUSH_CALM_MS` instead, so a visitor's next page
+//! views join it (Durable Object requests are billed); the first observation
+//! that is not calm brings the flush forward to `FLUSH_INTERVAL_MS`.
 //!
 //! Who keeps the isolate alive until a batch is stored: the request that
 //! opened the batch holds its timer and flush in `ctx.wait_until`; the request
@@ -63,6 +67,8 @@ impl Items {
 struct Batch {
     id: u64,
     items: Items,
+    /// The batch waits the short interval (not calm, or a hub batch).
+    urgent: bool,
 }
 
 thread_local! {
@@ -75,10 +81,25 @@ pub fn queued() -> usize {
     PENDING.with(|p| p.borrow().values().map(|b| b.items.len()).sum())
 }
 
+/// Whether an observation can wait the calm interval: nothing about it needs
+/// the profile soon.
+pub fn is_calm(obs: &Observation, verdict_low: bool) -> bool {
+    verdict_low && obs.signals.is_empty() && obs.action.is_none() && obs.status.is_none_or(|s| s < 400)
+}
+
 /// Records one request's observation for the subject's profile.
-pub fn observation(ctx: &Context, env: &Env, config: &Config, subject: &SubjectKey, ip: &str, obs: Observation) {
+pub fn observation(
+    ctx: &Context,
+    env: &Env,
+    config: &Config,
+    subject: &SubjectKey,
+    ip: &str,
+    obs: Observation,
+    verdict_low: bool,
+) {
     let max = config.flush_max_batch;
-    enqueue(ctx, env, config, Target::Profile(subject.as_str().to_string()), max, |items| match items {
+    let urgent = !is_calm(&obs, verdict_low) || config.flush_calm_ms <= config.flush_interval_ms;
+    enqueue(ctx, env, config, Target::Profile(subject.as_str().to_string()), max, urgent, |items| match items {
         Some(Items::Observations { list, .. }) => {
             list.push(obs);
             None
@@ -89,7 +110,7 @@ pub fn observation(ctx: &Context, env: &Env, config: &Config, subject: &SubjectK
 
 /// Records one request's analytics sample for its hub shard.
 pub fn sample(ctx: &Context, env: &Env, config: &Config, shard: u32, s: Sample) {
-    enqueue(ctx, env, config, Target::Hub(shard), HUB_BATCH, |items| match items {
+    enqueue(ctx, env, config, Target::Hub(shard), HUB_BATCH, true, |items| match items {
         Some(Items::Samples { list, .. }) => {
             list.push(s);
             None
@@ -109,7 +130,7 @@ pub fn rejected_events(ctx: &Context, env: &Env, config: &Config, n: u64) {
     if n == 0 {
         return;
     }
-    enqueue(ctx, env, config, Target::Hub(0), HUB_BATCH, |items| match items {
+    enqueue(ctx, env, config, Target::Hub(0), HUB_BATCH, true, |items| match items {
         Some(Items::Samples { rejected, .. }) => {
             *rejected += n;
             None
@@ -157,21 +178,27 @@ async fn forward_published(env: &Env, mut updates: Vec<Update>, mut alerts: Vec<
 }
 
 /// Adds to the target's open batch (`add` returns a new batch's items when
-/// there is none), opening its timer or flushing it when full.
+/// there is none), opening its timer, bringing the timer forward when the
+/// batch turns urgent, or flushing it when full.
 fn enqueue(
     ctx: &Context,
     env: &Env,
     config: &Config,
     target: Target,
     max: usize,
+    urgent: bool,
     add: impl FnOnce(Option<&mut Items>) -> Option<Items>,
 ) {
-    let (opened, full) = PENDING.with(|pending| {
+    let (timer, full) = PENDING.with(|pending| {
         let mut pending = pending.borrow_mut();
-        let mut opened = None;
+        let mut timer = None;
         match pending.get_mut(&target) {
             Some(b) => {
                 let _ = add(Some(&mut b.items));
+                if urgent && !b.urgent {
+                    b.urgent = true;
+                    timer = Some((b.id, config.flush_interval_ms));
+                }
             }
             None => {
                 if let Some(items) = add(None) {
@@ -180,23 +207,27 @@ fn enqueue(
                         n.set(id);
                         id
                     });
-                    pending.insert(target.clone(), Batch { id, items });
-                    opened = Some(id);
+                    pending.insert(target.clone(), Batch { id, items, urgent });
+                    let wait = if urgent { config.flush_interval_ms } else { config.flush_calm_ms };
+                    timer = Some((id, wait));
                 }
             }
         }
         let is_full = pending.get(&target).is_some_and(|b| b.items.len() >= max);
         let full = if is_full { pending.remove(&target) } else { None };
-        (opened, full)
+        (timer, full)
     });
     if let Some(batch) = full {
         let (env, config) = (env.clone(), config.clone());
         ctx.wait_until(async move { flush(&env, &config, &target, batch.items).await });
-    } else if let Some(id) = opened {
+    } else if let Some((id, wait_ms)) = timer {
+        // This request's context keeps the isolate alive for its own timer
+        // (a calm batch's timer, then possibly an urgent one: whichever fires
+        // first flushes, the other finds the batch gone).
         let (env, config) = (env.clone(), config.clone());
         ctx.wait_until(async move {
-            Delay::from(Duration::from_millis(u64::from(config.flush_interval_ms))).await;
-            // Flush it unless it was already flushed as full.
+            Delay::from(Duration::from_millis(u64::from(wait_ms))).await;
+            // Flush it unless it was already flushed (full, or by the other timer).
             let batch = PENDING.with(|p| {
                 let mut p = p.borrow_mut();
                 if p.get(&target).is_some_and(|b| b.id == id) {
