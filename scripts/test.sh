@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/node_modules/.bin:$PATH"   # Node 22 and the local tools first
 step() { printf '\n=== %s\n' "$*"; }
+STARTED=$(date +%s)   # the summary at the end shows only this run's counts
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -25,5 +26,10 @@ bash scripts/build.sh
 step "browser for the dashboard test (Debian chromium)"
 bash scripts/setup-browser.sh
 
+step "schemathesis for the API contract test (Python venv)"
+bash scripts/setup-python.sh
+
 step "integration and browser tests (Miniflare, node --test)"
 node --test --test-concurrency=1 "tests/*.test.mjs"
+
+node scripts/test-summary.mjs "$STARTED"

@@ -61,6 +61,9 @@ async fn route_inner(req: &Request, env: &Env, ctx: &worker::Context, config: &C
     }
     if rest == "/metrics" {
         authorize(req, config)?;
+        if !matches!(method.as_str(), "GET" | "HEAD") {
+            return Err(ApiError::method_not_allowed("GET, HEAD"));
+        }
         return match analytics_api::route(env, config, "metrics", "", record::queued()).await {
             Some(r) => r,
             None => Err(ApiError::not_found("metrics")),
@@ -112,7 +115,7 @@ async fn route_inner(req: &Request, env: &Env, ctx: &worker::Context, config: &C
         if let Some(result) = analytics_api::route(env, config, api, &query, record::queued()).await {
             return match method.as_str() {
                 "GET" | "HEAD" => result,
-                _ => Err(ApiError::method_not_allowed("GET")),
+                _ => Err(ApiError::method_not_allowed("GET, HEAD")),
             };
         }
     }
@@ -265,9 +268,14 @@ async fn get_lists(env: &Env, config: &Config) -> Result<Response, ApiError> {
 /// Replaces the stored lists (validated first; nothing is stored on error).
 async fn put_lists(req: &Request, env: &Env) -> Result<Response, ApiError> {
     let body = read_json_body(req).await?;
-    let raw: crate::intel::lists::RawLists = serde_json::from_value(body).map_err(|e| {
+    let invalid = |e: String| {
         ApiError::new(400, "invalid_lists", format!("expected {{\"allow\": [...], \"block\": [...]}}: {e}"))
-    })?;
+    };
+    // An object only: serde would also read the struct from an array (`[allow, block]`).
+    if !body.is_object() {
+        return Err(invalid("the body is not a JSON object".into()));
+    }
+    let raw: crate::intel::lists::RawLists = serde_json::from_value(body).map_err(|e| invalid(e.to_string()))?;
     crate::intel::lists::Lists::parse(&raw).map_err(|e| ApiError::new(400, "invalid_lists", e))?;
     let kv = env.kv(hub::KV_BINDING).map_err(|e| ApiError::new(503, "kv_unavailable", e.to_string()))?;
     let text = serde_json::to_string(&raw).map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
@@ -315,7 +323,10 @@ async fn challenge_verify(req: &Request, config: &Config) -> Result<Response, Ap
     let (token, counter, ret, turnstile_response, json_client) = if content_type.starts_with("application/json") {
         let v: Value = serde_json::from_str(&text).map_err(|e| ApiError::new(400, "malformed_json", e.to_string()))?;
         let get = |k: &str| v.get(k).map(|x| x.as_str().map(String::from).unwrap_or_else(|| x.to_string()));
-        (get("token"), get("counter"), get("return"), get("cf-turnstile-response"), true)
+        // A number counter may come as `12.0` (in JSON, the integer 12; and -0.0 is 0).
+        let whole = |x: &Value| x.as_f64().filter(|c| c.fract() == 0.0 && (0.0..=9_007_199_254_740_991.0).contains(c));
+        let counter = v.get("counter").and_then(whole).map(|c| format!("{:.0}", c.abs())).or_else(|| get("counter"));
+        (get("token"), counter, get("return"), get("cf-turnstile-response"), true)
     } else {
         let pairs: Vec<(String, String)> = url::form_urlencoded::parse(text.as_bytes()).into_owned().collect();
         let get = |k: &str| pairs.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
