@@ -160,6 +160,29 @@ test("200 concurrent subscribers each receive the same event exactly once", asyn
   for (const c of clients) c.close();
 });
 
+test("the hub's kept subscriber list follows clients that come, go and change filters", async () => {
+  const a = edge.stream("/api/intelligence/stream");
+  const b = edge.stream("/api/intelligence/stream");
+  await Promise.all([a.opened, b.opened]);
+  await postEvents([{ ip: "198.51.100.150", eventType: "threat_detected", data: { threatScore: 60 } }]);
+  await Promise.all([a, b].map((c) => c.until(() => c.updates("198.51.100.150").length === 1)));
+  // b leaves, c arrives, a narrows its filter: the next event must follow all three changes.
+  b.close();
+  await b.closedPromise;
+  const c = edge.stream("/api/intelligence/stream");
+  await c.opened;
+  a.send({ type: "subscribe", filter: { ip: "198.51.100.152" } });
+  await a.until((ms) => ms.some((m) => m.type === "event" && m.data.subscribed));
+  await postEvents([{ ip: "198.51.100.151", eventType: "threat_detected", data: { threatScore: 61 } }]);
+  await postEvents([{ ip: "198.51.100.152", eventType: "threat_detected", data: { threatScore: 62 } }]);
+  await c.until(() => c.updates("198.51.100.152").length === 1);
+  await a.until(() => a.updates("198.51.100.152").length === 1);
+  assert.equal(c.updates("198.51.100.151").length, 1, "the new client gets events");
+  assert.equal(a.updates("198.51.100.151").length, 0, "the narrowed filter applies at once");
+  a.close();
+  c.close();
+});
+
 test("the performance stream accepts authenticated clients and answers ping", async () => {
   const ws = edge.stream("/api/performance/stream");
   await ws.opened;

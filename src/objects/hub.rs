@@ -162,12 +162,14 @@ pub struct HubObject {
     state: State,
     env: Env,
     loaded: RefCell<Option<Loaded>>,
+    /// The intelligence stream's sockets and filters, kept between events.
+    subscribers: sockets::Subscribers,
 }
 
 impl DurableObject for HubObject {
     fn new(state: State, env: Env) -> Self {
         sockets::enable_auto_pong(&state);
-        HubObject { state, env, loaded: RefCell::new(None) }
+        HubObject { state, env, loaded: RefCell::new(None), subscribers: sockets::Subscribers::default() }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -181,7 +183,7 @@ impl DurableObject for HubObject {
                 _ => INTEL_TAG,
             };
             let bearer = req.headers().get(BEARER_HEADER)?.is_some();
-            return sockets::accept(&self.state, tag, config.max_stream_clients, bearer);
+            return sockets::accept(&self.state, tag, &self.subscribers, config.max_stream_clients, bearer);
         }
         let op: HubOp = match req.json().await {
             Ok(op) => op,
@@ -191,7 +193,7 @@ impl DurableObject for HubObject {
         migrate(&sql)?;
         match op {
             HubOp::Report { samples, rejected, updates, alerts } => {
-                sockets::broadcast(&self.state, INTEL_TAG, &updates, &alerts);
+                sockets::broadcast(&self.state, INTEL_TAG, &self.subscribers, &updates, &alerts);
                 let now = now_ms();
                 let accepted = self.with_state(&sql, |l, touched| {
                     let mut n = 0;
@@ -216,7 +218,7 @@ impl DurableObject for HubObject {
                 reply(200, &json!({"accepted": accepted, "dropped": samples.len() - accepted}))
             }
             HubOp::Publish { updates, alerts } => {
-                let delivered = sockets::broadcast(&self.state, INTEL_TAG, &updates, &alerts);
+                let delivered = sockets::broadcast(&self.state, INTEL_TAG, &self.subscribers, &updates, &alerts);
                 let now = now_ms();
                 self.with_state(&sql, |l, touched| {
                     for u in &updates {
@@ -355,17 +357,17 @@ impl DurableObject for HubObject {
     }
 
     async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
-        sockets::on_message(&ws, message);
+        sockets::on_message(&ws, &self.subscribers, message);
         Ok(())
     }
 
     async fn websocket_close(&self, ws: WebSocket, _code: usize, _reason: String, _was_clean: bool) -> Result<()> {
-        sockets::on_close(&ws);
+        sockets::on_close(&ws, &self.subscribers);
         Ok(())
     }
 
     async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
-        sockets::on_error(&ws);
+        sockets::on_error(&ws, &self.subscribers);
         Ok(())
     }
 }

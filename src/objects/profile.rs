@@ -42,12 +42,20 @@ pub struct ProfileObject {
     /// `None`: not loaded yet; `Some(None)`: loaded, no profile stored.
     cached: RefCell<Option<Option<Profile>>>,
     alarm_armed: Cell<bool>,
+    /// The subject stream's sockets and filters, kept between events.
+    subscribers: sockets::Subscribers,
 }
 
 impl DurableObject for ProfileObject {
     fn new(state: State, env: Env) -> Self {
         sockets::enable_auto_pong(&state);
-        ProfileObject { state, env, cached: RefCell::new(None), alarm_armed: Cell::new(false) }
+        ProfileObject {
+            state,
+            env,
+            cached: RefCell::new(None),
+            alarm_armed: Cell::new(false),
+            subscribers: sockets::Subscribers::default(),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -57,7 +65,7 @@ impl DurableObject for ProfileObject {
         };
         if req.headers().get("upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
             let bearer = req.headers().get(BEARER_HEADER)?.is_some();
-            return sockets::accept(&self.state, SUBJECT_TAG, config.max_stream_clients, bearer);
+            return sockets::accept(&self.state, SUBJECT_TAG, &self.subscribers, config.max_stream_clients, bearer);
         }
         let op: ProfileOp = match req.json().await {
             Ok(op) => op,
@@ -152,17 +160,17 @@ impl DurableObject for ProfileObject {
     }
 
     async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
-        sockets::on_message(&ws, message);
+        sockets::on_message(&ws, &self.subscribers, message);
         Ok(())
     }
 
     async fn websocket_close(&self, ws: WebSocket, _code: usize, _reason: String, _was_clean: bool) -> Result<()> {
-        sockets::on_close(&ws);
+        sockets::on_close(&ws, &self.subscribers);
         Ok(())
     }
 
     async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
-        sockets::on_error(&ws);
+        sockets::on_error(&ws, &self.subscribers);
         Ok(())
     }
 
@@ -240,7 +248,7 @@ impl ProfileObject {
     /// returns it with the verdict, for the caller to forward to the hub in
     /// its batched report (one hub call per isolate flush, not per batch).
     fn answer(&self, verdict: ProfileVerdict, p: Published) -> ObserveReply {
-        sockets::broadcast(&self.state, SUBJECT_TAG, &p.updates, &p.alerts);
+        sockets::broadcast(&self.state, SUBJECT_TAG, &self.subscribers, &p.updates, &p.alerts);
         ObserveReply { verdict, updates: p.updates, alerts: p.alerts }
     }
 
@@ -251,7 +259,7 @@ impl ProfileObject {
         if p.updates.is_empty() && p.alerts.is_empty() {
             return;
         }
-        sockets::broadcast(&self.state, SUBJECT_TAG, &p.updates, &p.alerts);
+        sockets::broadcast(&self.state, SUBJECT_TAG, &self.subscribers, &p.updates, &p.alerts);
         let op = HubOp::Publish { updates: p.updates, alerts: p.alerts };
         let send =
             async { call_object::<_, serde_json::Value>(&self.env, hub::BINDING, hub::NAME, &op).await }.boxed_local();

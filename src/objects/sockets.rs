@@ -7,14 +7,16 @@
 //! workers-rs' `State` helpers for these calls unwrap (and would panic); the
 //! raw `DurableObjectState` methods return errors instead, so they are used here.
 
+use std::cell::RefCell;
+
 use serde_json::json;
 use worker::worker_sys::WebSocketRequestResponsePair;
 use worker::{Response, State, WebSocket, WebSocketIncomingMessage, WebSocketPair};
 
 use crate::clock::now_ms;
 use crate::intel::protocol::{
-    count_message, parse_client, AlertNotice, ClientMessage, MessageType, ServerMessage, SocketState, Update,
-    CLOSE_POLICY, FLOOD_MAX_MESSAGES, FLOOD_WINDOW_MS, PING, PONG,
+    count_message, parse_client, AlertNotice, ClientMessage, MessageType, ServerMessage, SocketState, Subscription,
+    Update, CLOSE_POLICY, FLOOD_MAX_MESSAGES, FLOOD_WINDOW_MS, PING, PONG,
 };
 use crate::platform::reply;
 
@@ -40,7 +42,14 @@ pub fn sockets(state: &State, tag: &str) -> Vec<WebSocket> {
 
 /// Accepts a WebSocket upgrade into this object under `tag`, or refuses it
 /// with 503 when `max_clients` sockets are already open.
-pub fn accept(state: &State, tag: &str, max_clients: usize, bearer: bool) -> worker::Result<Response> {
+pub fn accept(
+    state: &State,
+    tag: &str,
+    subscribers: &Subscribers,
+    max_clients: usize,
+    bearer: bool,
+) -> worker::Result<Response> {
+    subscribers.invalidate();
     let open = state.as_raw().get_websockets().map(|v| v.len()).unwrap_or(0);
     if open >= max_clients {
         return reply(
@@ -67,7 +76,8 @@ pub fn accept(state: &State, tag: &str, max_clients: usize, bearer: bool) -> wor
 
 /// Handles one client message: subscribe/unsubscribe update the attachment,
 /// anything invalid gets an `error` message, a flood closes with 1008.
-pub fn on_message(ws: &WebSocket, message: WebSocketIncomingMessage) {
+pub fn on_message(ws: &WebSocket, subscribers: &Subscribers, message: WebSocketIncomingMessage) {
+    subscribers.invalidate();
     let now = now_ms();
     let mut st: SocketState = ws.deserialize_attachment().ok().flatten().unwrap_or_default();
     if count_message(&mut st, now) {
@@ -104,10 +114,45 @@ pub fn on_message(ws: &WebSocket, message: WebSocketIncomingMessage) {
     }
 }
 
+/// The sockets of one tag with their subscriptions, read from the
+/// attachments once and kept in the object's memory until a socket comes,
+/// goes or sends a message (which may change its subscription). Reading 1,000
+/// attachments per event would cost more than sending the event. Memory only:
+/// after hibernation the object starts empty and reads them again.
+#[derive(Default)]
+pub struct Subscribers(RefCell<Option<Vec<(WebSocket, Subscription)>>>);
+
+impl Subscribers {
+    /// Forget the kept list (call on accept, message, close and error).
+    pub fn invalidate(&self) {
+        *self.0.borrow_mut() = None;
+    }
+
+    fn load(&self, state: &State, tag: &str) {
+        if self.0.borrow().is_some() {
+            return;
+        }
+        let list = sockets(state, tag)
+            .into_iter()
+            .map(|ws| {
+                let sub = ws.deserialize_attachment::<SocketState>().ok().flatten().unwrap_or_default().subscription;
+                (ws, sub)
+            })
+            .collect();
+        *self.0.borrow_mut() = Some(list);
+    }
+}
+
 /// Sends each update and alert to the sockets of `tag` whose filter matches.
 /// A socket that cannot be sent to is closed (the runtime then drops it).
 /// Returns the number of messages delivered.
-pub fn broadcast(state: &State, tag: &str, updates: &[Update], alerts: &[AlertNotice]) -> usize {
+pub fn broadcast(
+    state: &State,
+    tag: &str,
+    subscribers: &Subscribers,
+    updates: &[Update],
+    alerts: &[AlertNotice],
+) -> usize {
     if updates.is_empty() && alerts.is_empty() {
         return 0;
     }
@@ -116,35 +161,44 @@ pub fn broadcast(state: &State, tag: &str, updates: &[Update], alerts: &[AlertNo
         updates.iter().map(|u| ServerMessage::new(MessageType::IntelligenceUpdate, json!(u), &ts).to_text()).collect();
     let alert_texts: Vec<String> =
         alerts.iter().map(|a| ServerMessage::new(MessageType::Alert, json!(a), &ts).to_text()).collect();
+    subscribers.load(state, tag);
     let mut delivered = 0;
-    for ws in sockets(state, tag) {
-        let sub = ws.deserialize_attachment::<SocketState>().ok().flatten().unwrap_or_default().subscription;
-        let mut alive = true;
-        for (u, text) in updates.iter().zip(&update_texts) {
-            if alive && sub.matches_update(u) {
-                alive = ws.send_with_str(text).is_ok();
-                delivered += usize::from(alive);
+    let mut any_dead = false;
+    if let Some(list) = subscribers.0.borrow().as_ref() {
+        for (ws, sub) in list {
+            let mut alive = true;
+            for (u, text) in updates.iter().zip(&update_texts) {
+                if alive && sub.matches_update(u) {
+                    alive = ws.send_with_str(text).is_ok();
+                    delivered += usize::from(alive);
+                }
+            }
+            for (a, text) in alerts.iter().zip(&alert_texts) {
+                if alive && sub.matches_alert(a) {
+                    alive = ws.send_with_str(text).is_ok();
+                    delivered += usize::from(alive);
+                }
+            }
+            if !alive {
+                let _ = ws.close(Some(1011), Some("send failed"));
+                any_dead = true;
             }
         }
-        for (a, text) in alerts.iter().zip(&alert_texts) {
-            if alive && sub.matches_alert(a) {
-                alive = ws.send_with_str(text).is_ok();
-                delivered += usize::from(alive);
-            }
-        }
-        if !alive {
-            let _ = ws.close(Some(1011), Some("send failed"));
-        }
+    }
+    if any_dead {
+        subscribers.invalidate();
     }
     delivered
 }
 
 /// A client closed: complete the closing handshake; the runtime then forgets the socket.
-pub fn on_close(ws: &WebSocket) {
+pub fn on_close(ws: &WebSocket, subscribers: &Subscribers) {
+    subscribers.invalidate();
     let _ = ws.close(Some(1000), Some("closed"));
 }
 
 /// A socket errored: close it so it is pruned.
-pub fn on_error(ws: &WebSocket) {
+pub fn on_error(ws: &WebSocket, subscribers: &Subscribers) {
+    subscribers.invalidate();
     let _ = ws.close(Some(1011), Some("error"));
 }
