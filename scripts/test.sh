@@ -20,6 +20,9 @@ cargo clippy --target wasm32-unknown-unknown --quiet -- -D warnings
 step "cargo test (native core)"
 cargo test --quiet
 
+step "fuzzing, briefly (cargo fuzz; npm run fuzz runs longer)"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-4}"
+
 step "wasm release build"
 bash scripts/build.sh
 

@@ -49,6 +49,13 @@ impl Entry {
                 .filter(|l| *l <= max)
                 .ok_or_else(|| format!("`{s}`: prefix length must be 0-{max}"))?,
         };
+        // The request path reads a v4-mapped client (::ffff:198.51.100.7) as
+        // v4 (`ip::parse_client_ip`), so a v4-mapped entry is a v4 one too.
+        if let (IpAddr::V6(v6), Some(v4_len)) = (ip, len.checked_sub(96)) {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return Ok(Entry::Net(IpAddr::V4(v4), v4_len));
+            }
+        }
         Ok(Entry::Net(ip, len))
     }
 

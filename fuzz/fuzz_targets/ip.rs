@@ -1,0 +1,42 @@
+//! Client addresses (`CF-Connecting-IP`, `X-Real-IP`) and API subjects
+//! (`/api/ip/{subject}`): `parse_client_ip` and `parse_subject` never panic,
+//! a parsed address prints back to itself, and a subject key parses back to
+//! the same key (keys are compared as strings in storage).
+#![no_main]
+
+use std::net::IpAddr;
+
+use edgeintel::intel::ip::{identify, mask, parse_client_ip, parse_subject, subject_of};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+
+    let ip = parse_client_ip(text);
+    if text.trim().parse::<IpAddr>().is_ok() {
+        assert!(ip.is_some(), "{text:?} is an address std accepts");
+    }
+    if let Some(ip) = ip {
+        if let IpAddr::V6(v6) = ip {
+            assert!(v6.to_ipv4_mapped().is_none(), "a v4-mapped address must come back as v4: {ip}");
+        }
+        assert_eq!(parse_client_ip(&ip.to_string()), Some(ip), "{ip} does not print back to itself");
+        assert_eq!(parse_subject(text), Some(subject_of(ip)), "{text:?}: address and subject disagree");
+    }
+
+    if let Some(key) = parse_subject(text) {
+        let s = key.as_str();
+        assert_eq!(parse_subject(s).as_ref(), Some(&key), "subject {s:?} does not round-trip");
+        if s.contains(':') {
+            let prefix = s.strip_suffix("/64").unwrap_or_else(|| panic!("v6 subject {s:?} without /64"));
+            let v6: std::net::Ipv6Addr = prefix.parse().unwrap_or_else(|_| panic!("v6 subject {s:?}"));
+            assert_eq!(u128::from(v6) & u128::from(u64::MAX), 0, "{s:?} is not a /64 prefix");
+            assert_eq!(mask(&key), s, "a v6 subject is shown as is");
+        } else {
+            assert!(s.parse::<std::net::Ipv4Addr>().is_ok(), "v4 subject {s:?}");
+            assert!(mask(&key).ends_with(".x") && !mask(&key).contains(s), "masked {s:?}");
+        }
+        let id = identify(&key, Some("fuzz-hash-key-0123456789"));
+        assert!(id.key.as_str().starts_with("h:") && id.key.as_str().len() == 34, "hashed key {:?}", id.key);
+    }
+});
