@@ -33,6 +33,11 @@ const PASS_THROUGH = `export default {
   },
 };`;
 
+// For experiments: `BENCH_VARS='{"FLUSH_CALM_MS":"1000"}'` sets edgeintel's
+// vars in every run, `BENCH_ONLY=profileThroughput,fanOut` runs only those steps.
+const EXTRA_VARS = JSON.parse(process.env.BENCH_VARS || "{}");
+const ONLY = (process.env.BENCH_ONLY || "").split(",").filter(Boolean);
+
 async function startRuntime(kind, origin, vars = {}) {
   const common = { compatibilityDate: "2026-07-01", modules: true };
   const worker =
@@ -46,7 +51,7 @@ async function startRuntime(kind, origin, vars = {}) {
             { type: "ESModule", include: ["**/*.js"] },
             { type: "CompiledWasm", include: ["**/*.wasm"] },
           ],
-          bindings: { ORIGIN_URL: origin.url, ADMIN_TOKEN: ADMIN, ...vars },
+          bindings: { ORIGIN_URL: origin.url, ADMIN_TOKEN: ADMIN, ...EXTRA_VARS, ...vars },
           durableObjects: {
             PROFILES: { className: "ProfileObject", useSQLite: true },
             VISITORS: { className: "VisitorObject", useSQLite: true },
@@ -408,6 +413,7 @@ async function memory() {
 const steps = { bundle, latencyRuns, profileThroughput, fanOut, memory };
 const t0 = Date.now();
 for (const [name, fn] of Object.entries(steps)) {
+  if (ONLY.length && !ONLY.includes(name)) continue;
   const t = Date.now();
   await fn();
   log(`${name} took ${Math.round((Date.now() - t) / 1000)} s`);
