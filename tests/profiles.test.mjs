@@ -1,12 +1,17 @@
 // Per-IP profiles in Durable Objects (issue: profiles): history signals,
 // events, impossible travel, the API, persistence and the consult budget,
 // all against the built Worker in the local runtime.
-import { test } from "node:test";
+import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startEdge, intelHeaders, BROWSER_HEADERS, ADMIN_TOKEN } from "./harness.mjs";
+import { recordCounts } from "./counts.mjs";
+
+// Profile-object faults injected below (slow and throwing objects), for the summary.
+const profileFaults = { faultsInjected: 0 };
+after(() => recordCounts("profile-faults", profileFaults));
 
 const LONDON = { country: "GB", city: "London", latitude: "51.50853", longitude: "-0.12574", asn: 2856, colo: "LHR" };
 const SYDNEY = { country: "AU", city: "Sydney", latitude: "-33.86785", longitude: "151.20732", asn: 1221, colo: "SYD" };
@@ -281,6 +286,7 @@ test("a profile survives a restart of the runtime with persisted storage", async
 
 test("FAIL_MODE=closed answers 503 instead of forwarding degraded", async () => {
   const edge = await startEdge({ profileFault: "throw", vars: { FAIL_MODE: "closed" } });
+  profileFaults.faultsInjected++;
   try {
     const before = edge.origin.requests.length;
     const res = await edge.send("/", { cf: BERLIN, ip: "198.51.100.6", headers: BROWSER_HEADERS });
@@ -297,6 +303,7 @@ for (const fault of ["slow", "throw"]) {
   for (const mode of ["fast", "consistent"]) {
     test(`consult budget holds when the profile object is ${fault === "slow" ? "slow" : "failing"} (${mode} mode)`, async () => {
       const edge = await startEdge({ profileFault: fault, vars: { RISK_MODE: mode, CONSISTENT_TIMEOUT_MS: "500" } });
+      profileFaults.faultsInjected++;
       try {
         const started = Date.now();
         const res = await edge.send("/", { cf: { country: "T1" }, ip: "198.51.100.5", headers: BROWSER_HEADERS });
@@ -309,6 +316,14 @@ for (const fault of ["slow", "throw"]) {
         assert.equal(h["x-risk-reasons"], "tor_exit", "request-only signals still apply");
         // The object hangs for 3 s; the request must not wait for it.
         assert.ok(elapsed < 2500, `took ${elapsed} ms`);
+        // Fail-open is counted: the degraded counter (analytics totals and /metrics).
+        const counted = await eventually(async () => {
+          const r = await edge.api("GET", "/api/intelligence/analytics");
+          return r.json?.metrics?.totals?.degraded >= 1 ? r.json.metrics.totals.degraded : null;
+        });
+        assert.equal(counted, 1, "one degraded request counted");
+        const prom = await edge.api("GET", "/metrics");
+        assert.match(prom.text, /^edgeintel_degraded_count(\{[^}]*\})? 1$/m);
       } finally {
         await edge.close();
       }
