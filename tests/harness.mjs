@@ -62,7 +62,19 @@ export const ADMIN_TOKEN = "test-admin-token-0123456789";
  */
 export async function startEdge({ vars = {}, originUrl, persistTo, profileFault, kvFault, hubAlarmFaults, port } = {}) {
   const origin = originUrl ? null : await startOrigin({ port: 0 });
+  // Everything the runtime prints (the Worker's console, workerd's own
+  // errors) is kept for assertions such as "no panic in the log", and still
+  // shown as before.
+  const runtimeLog = [];
   const mf = new Miniflare({
+    handleRuntimeStdio(stdout, stderr) {
+      for (const [stream, sink] of [[stdout, process.stdout], [stderr, process.stderr]]) {
+        stream.on("data", (chunk) => {
+          runtimeLog.push(chunk.toString());
+          sink.write(chunk);
+        });
+      }
+    },
     // Shared options: where storage persists across restarts (default: memory).
     ...(persistTo ? { durableObjectsPersist: persistTo, kvPersist: persistTo } : {}),
     ...(port ? { port } : {}),
@@ -169,7 +181,7 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
     return res.json();
   }
 
-  return { mf, origin, send, api, stream, close, setKvDown, hubFaults, url: httpUrl };
+  return { mf, origin, send, api, stream, close, setKvDown, hubFaults, runtimeLog, url: httpUrl };
 }
 
 /** JSON with non-ASCII escaped, so it survives as an HTTP header value. */

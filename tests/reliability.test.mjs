@@ -132,4 +132,7 @@ test("load without loss: 20,000 requests from 1,000 IPs, every one counted, no 5
   counts.requests = total;
   counts.lost = total - sum;
   assert.equal(sum, total, "lost: 0");
+  // No panic in the runtime's log (a panic would also reset the wasm instance).
+  const log = edge.runtimeLog.join("");
+  assert.doesNotMatch(log, /panicked|RuntimeError|Reinitializing Wasm|unreachable executed/i);
 });
