@@ -5,7 +5,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import parsePrometheus from "parse-prometheus-text-format";
-import { startEdge, BROWSER_HEADERS } from "./harness.mjs";
+import { startEdge, BROWSER_HEADERS, eventually as poll } from "./harness.mjs";
 
 const RULES = JSON.stringify([
   { name: "busy_site", metric: "request_count", operator: ">=", threshold: 5, duration: 0, severity: "high", message: "5 or more requests in a slide", cooldown: 0 },
@@ -28,14 +28,7 @@ after(async () => {
   await edge?.close();
 });
 
-async function eventually(check, { tries = 80, everyMs = 100 } = {}) {
-  for (let i = 0; i < tries; i++) {
-    const v = await check();
-    if (v) return v;
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-  return check();
-}
+const eventually = (check, opts) => poll(check, { tries: 80, ...opts });
 
 test("a scanning campaign and a threat spike show in patterns, on the stream, and in KV history; a rule fires and resolves", async () => {
   const intel = edge.stream("/api/intelligence/stream");

@@ -7,21 +7,14 @@
 // request_path.test.mjs.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { startEdge, BROWSER_HEADERS } from "./harness.mjs";
+import { startEdge, BROWSER_HEADERS, eventually as poll } from "./harness.mjs";
 import { recordCounts } from "./counts.mjs";
 
 const BERLIN = { country: "DE", city: "Berlin", latitude: "52.52437", longitude: "13.41053", asn: 3320, colo: "FRA" };
 const counts = { faultsInjected: 0, requests: 0 };
 after(() => recordCounts("faults", counts));
 
-async function eventually(check, { tries = 150, everyMs = 100 } = {}) {
-  for (let i = 0; i < tries; i++) {
-    const v = await check();
-    if (v) return v;
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-  return check();
-}
+const eventually = (check, opts) => poll(check, { tries: 150, ...opts });
 
 async function get(edge, path, ip, cf = BERLIN) {
   counts.requests++;

@@ -184,6 +184,16 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
   return { mf, origin, send, api, stream, close, setKvDown, hubFaults, runtimeLog, url: httpUrl };
 }
 
+/** Polls `check` (bounded: `tries` times, `everyMs` apart) until it returns a truthy value. */
+export async function eventually(check, { tries = 50, everyMs = 100 } = {}) {
+  for (let i = 0; i < tries; i++) {
+    const v = await check();
+    if (v) return v;
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  return check();
+}
+
 /** JSON with non-ASCII escaped, so it survives as an HTTP header value. */
 export function asciiJson(v) {
   return JSON.stringify(v).replace(/[\u007f-\uffff]/g, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));

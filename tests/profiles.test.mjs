@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startEdge, intelHeaders, BROWSER_HEADERS, ADMIN_TOKEN } from "./harness.mjs";
+import { startEdge, intelHeaders, BROWSER_HEADERS, ADMIN_TOKEN, eventually as poll } from "./harness.mjs";
 import { recordCounts } from "./counts.mjs";
 
 // Profile-object faults injected below (slow and throwing objects), for the summary.
@@ -25,15 +25,7 @@ async function seen(edge, path, opts) {
   return intelHeaders(edge.origin.requests.at(-1));
 }
 
-/** Polls `check` (bounded) until it returns a truthy value. */
-async function eventually(check, { tries = 50, everyMs = 100 } = {}) {
-  for (let i = 0; i < tries; i++) {
-    const v = await check();
-    if (v) return v;
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-  return check();
-}
+const eventually = (check, opts) => poll(check, { tries: 50, ...opts });
 
 test("impossible travel: London then Sydney for one visitor flags later requests and alerts", async () => {
   const edge = await startEdge({ vars: { RISK_MODE: "consistent", VISITOR_COOKIE: "session" } });

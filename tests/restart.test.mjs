@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import net from "node:net";
-import { startEdge, BROWSER_HEADERS } from "./harness.mjs";
+import { startEdge, BROWSER_HEADERS, eventually as poll } from "./harness.mjs";
 import { startOrigin } from "../scripts/origin.mjs";
 import { recordCounts } from "./counts.mjs";
 
@@ -48,14 +48,7 @@ function freePort() {
   });
 }
 
-async function eventually(check, { tries = 100, everyMs = 100 } = {}) {
-  for (let i = 0; i < tries; i++) {
-    const v = await check();
-    if (v) return v;
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-  return check();
-}
+const eventually = (check, opts) => poll(check, { tries: 100, ...opts });
 
 test("stop the runtime mid-traffic and mid-stream, start it on the same state: nothing answered is lost, everything resumes", async () => {
   const dir = mkdtempSync(join(tmpdir(), "edgeintel-restart-"));
