@@ -23,6 +23,10 @@ await build({
 });
 await build({ ...common, entryPoints: { app: join(www, "src/app.css") } });
 copyFileSync(join(root, "node_modules/world-atlas/countries-110m.json"), join(dist, "countries-110m.json"));
+// The API's OpenAPI document, served only by the authenticated
+// /_intel/api/openapi.json route (the dashboard route never serves /api/).
+mkdirSync(join(www, "api"), { recursive: true });
+copyFileSync(join(root, "src/openapi.json"), join(www, "api/openapi.json"));
 
 // Guard: nothing the page loads may come from another host.
 const external = /(?:src|href)\s*=\s*["']?(?:https?:)?\/\/|url\(\s*["']?(?:https?:)?\/\/|@import\s+["']?(?:https?:)?\/\//i;

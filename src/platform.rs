@@ -8,7 +8,7 @@ use std::rc::Rc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use wasm_bindgen::JsValue;
-use worker::{Env, Method, Request, RequestInit, Response};
+use worker::{Env, Request, Response};
 
 use crate::config::{Config, ConfigError};
 
@@ -93,9 +93,7 @@ pub async fn call_object<Op: Serialize, T: DeserializeOwned>(
     count_call(binding);
     let stub = env.durable_object(binding)?.get_by_name(name)?;
     let body = serde_json::to_string(op).map_err(|e| ObjectError(e.to_string()))?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(JsValue::from_str(&body)));
-    let req = Request::new_with_init("https://object/op", &init)?;
+    let req = new_request("https://object/op", "POST", &[], Some(&body))?;
     let mut res = stub.fetch_with_request(req).await?;
     let status = res.status_code();
     if status >= 500 {
@@ -104,6 +102,33 @@ pub async fn call_object<Op: Serialize, T: DeserializeOwned>(
     }
     let parsed = if status == 204 { None } else { res.json::<T>().await.ok() };
     Ok((status, parsed))
+}
+
+/// A Request built with the runtime's own constructor: workers-rs'
+/// `RequestInit` always carries a `cf` options struct whose serializer (image
+/// resizing and more) adds ~10 KB to the wasm, and no internal request of ours
+/// needs it.
+pub fn new_request(url: &str, method: &str, headers: &[(&str, &str)], body: Option<&str>) -> worker::Result<Request> {
+    let h = web_sys::Headers::new()?;
+    for (name, value) in headers {
+        h.set(name, value)?;
+    }
+    let init = web_sys::RequestInit::new();
+    init.set_method(method);
+    init.set_headers(h.as_ref());
+    if let Some(b) = body {
+        init.set_body(&JsValue::from_str(b));
+    }
+    Ok(Request::from(web_sys::Request::new_with_str_and_init(url, &init)?))
+}
+
+/// Reads an object's JSON operation. The body is read as text and parsed by
+/// serde_json: workers-rs' `Request::json` goes through a JS object and
+/// serde-wasm-bindgen, one JS call per field, and compiles a second
+/// deserializer for every message type into the wasm.
+pub async fn read_op<T: DeserializeOwned>(req: &mut Request) -> worker::Result<T> {
+    let text = req.text().await?;
+    serde_json::from_str(&text).map_err(|e| worker::Error::RustError(e.to_string()))
 }
 
 /// An object's JSON reply.

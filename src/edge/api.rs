@@ -94,7 +94,7 @@ async fn route_inner(req: &Request, env: &Env, ctx: &worker::Context, config: &C
         }
         if api == "openapi.json" {
             return match method.as_str() {
-                "GET" => Ok(openapi()),
+                "GET" => openapi(env).await,
                 _ => Err(ApiError::method_not_allowed("GET")),
             };
         }
@@ -146,13 +146,20 @@ async fn dashboard(env: &Env, config: &Config, rest: &str) -> Result<Response, A
     let assets =
         env.assets("ASSETS").map_err(|_| ApiError::not_found("the dashboard is not deployed (no ASSETS binding)"))?;
     let res = assets
-        .fetch(format!("https://assets.local{file}"), None)
+        .fetch_request(asset_request(&format!("https://assets.local{file}"))?)
         .await
         .map_err(|e| ApiError::new(500, "internal", format!("assets: {e}")))?;
     if res.status_code() == 404 {
         return Err(ApiError::not_found(format!("no route or file for {}{rest}", config.intel_prefix)));
     }
     Ok(res.into())
+}
+
+/// A GET for the `ASSETS` binding (built without workers-rs' `RequestInit`:
+/// see platform::new_request).
+fn asset_request(url: &str) -> Result<worker::Request, ApiError> {
+    crate::platform::new_request(url, "GET", &[], None)
+        .map_err(|e| ApiError::new(500, "internal", format!("assets: {e}")))
 }
 
 fn admin_token(config: &Config) -> Result<&str, ApiError> {
@@ -222,15 +229,11 @@ async fn open_stream(req: &Request, env: &Env, config: &Config, tag: &'static st
         None => (hub::BINDING, hub::NAME.to_string()),
     };
     let internal = || ApiError::new(500, "internal", "could not build the upgrade request");
-    let headers = worker::Headers::new();
-    headers.set("upgrade", "websocket").map_err(|_| internal())?;
-    headers.set(STREAM_HEADER, tag).map_err(|_| internal())?;
+    let mut headers = vec![("upgrade", "websocket"), (STREAM_HEADER, tag)];
     if bearer_form {
-        headers.set(BEARER_HEADER, "1").map_err(|_| internal())?;
+        headers.push((BEARER_HEADER, "1"));
     }
-    let mut init = worker::RequestInit::new();
-    init.with_headers(headers);
-    let inner = worker::Request::new_with_init("https://object/stream", &init).map_err(|_| internal())?;
+    let inner = crate::platform::new_request("https://object/stream", "GET", &headers, None).map_err(|_| internal())?;
     let object_error = |e: worker::Error| unavailable(crate::platform::ObjectError(e.to_string()));
     let stub = env.durable_object(binding).and_then(|ns| ns.get_by_name(&name)).map_err(object_error)?;
     let res = stub.fetch_with_request(inner).await.map_err(object_error)?;
@@ -252,9 +255,21 @@ fn key_from_path(raw: &str, config: &Config) -> Result<crate::intel::ip::Identit
 }
 
 /// The OpenAPI 3.1 document of this API (kept true by the contract test).
-fn openapi() -> Response {
-    let doc: Value = serde_json::from_str(include_str!("../openapi.json")).unwrap_or(Value::Null);
-    respond::json(200, &doc)
+/// The build copies src/openapi.json to www/api/openapi.json; it is read from
+/// the `ASSETS` binding rather than compiled in (36 KB of wasm otherwise), and
+/// only through this authenticated route: the dashboard route never serves
+/// paths under `/api/`.
+async fn openapi(env: &Env) -> Result<Response, ApiError> {
+    let assets = env.assets("ASSETS").map_err(|_| ApiError::not_found("no ASSETS binding"))?;
+    let mut res = assets
+        .fetch_request(asset_request("https://assets.local/api/openapi.json")?)
+        .await
+        .map_err(|e| ApiError::new(500, "internal", format!("assets: {e}")))?;
+    if res.status_code() != 200 {
+        return Err(ApiError::new(500, "internal", "the OpenAPI document is missing from the build"));
+    }
+    let text = res.text().await.map_err(|e| ApiError::new(500, "internal", format!("assets: {e}")))?;
+    Ok(respond::json_text(200, &text))
 }
 
 async fn get_lists(env: &Env, config: &Config) -> Result<Response, ApiError> {
@@ -386,16 +401,17 @@ async fn turnstile_verify(config: &Config, secret: &str, response: &str) -> Resu
         .append_pair("secret", secret)
         .append_pair("response", response)
         .finish();
-    let headers = worker::Headers::new();
-    let _ = headers.set("content-type", "application/x-www-form-urlencoded");
-    let mut init = worker::RequestInit::new();
-    init.with_method(worker::Method::Post)
-        .with_headers(headers)
-        .with_body(Some(wasm_bindgen::JsValue::from_str(&body)));
     let failed =
         |why: &str| ApiError::new(503, "challenge_unavailable", format!("Turnstile verification failed: {why}"));
-    let req = worker::Request::new_with_init(&config.turnstile_verify_url, &init).map_err(|_| failed("request"))?;
-    let mut res = worker::Fetch::Request(req).send().await.map_err(|_| failed("unreachable"))?;
+    let req = crate::platform::new_request(
+        &config.turnstile_verify_url,
+        "POST",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        Some(&body),
+    )
+    .map_err(|_| failed("request"))?;
+    let res = super::forward::subrequest(req.inner()).await.map_err(|_| failed("unreachable"))?;
+    let mut res = worker::Response::from(res);
     let answer: Value = res.json().await.map_err(|_| failed("bad answer"))?;
     if answer.get("success").and_then(Value::as_bool) == Some(true) {
         Ok(())

@@ -37,7 +37,13 @@ fn cf_json(req: &Request) -> Value {
     if raw.is_undefined() || raw.is_null() {
         return Value::Null;
     }
-    serde_wasm_bindgen::from_value(raw).unwrap_or(Value::Null)
+    // One JSON.stringify in the runtime and one serde_json parse, rather than
+    // serde-wasm-bindgen's JS call per field (and its own code in the wasm).
+    js_sys::JSON::stringify(&raw)
+        .ok()
+        .and_then(|s| s.as_string())
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(Value::Null)
 }
 
 pub fn header(req: &Request, name: &str) -> Option<String> {

@@ -23,6 +23,13 @@ extern "C" {
     fn global_fetch(req: &Request) -> Result<js_sys::Promise, JsValue>;
 }
 
+/// Sends `req` with the runtime's global `fetch` (no `cf` options) and waits
+/// for its response; for the Worker's own subrequests (Turnstile).
+pub(crate) async fn subrequest(req: &Request) -> Result<Response, JsValue> {
+    let promise = global_fetch(req)?;
+    JsFuture::from(promise).await?.dyn_into::<Response>()
+}
+
 /// Why the origin gave no response (logged, never sent to the client).
 pub enum OriginError {
     /// Refused, reset, DNS, TLS: the client gets a 502.

@@ -15,6 +15,11 @@ pub fn json<T: Serialize>(status: u16, body: &T) -> Response {
     with_body(status, "application/json; charset=utf-8", &text)
 }
 
+/// A JSON document that is already text.
+pub fn json_text(status: u16, text: &str) -> Response {
+    with_body(status, "application/json; charset=utf-8", text)
+}
+
 pub fn error(e: &ApiError) -> Response {
     let r = with_body(e.status, "application/json; charset=utf-8", &e.body());
     // RFC 9110: a 405 carries `Allow` with the methods the resource has

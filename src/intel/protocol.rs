@@ -133,21 +133,26 @@ pub enum ClientMessage {
     Ping,
 }
 
+/// The client message as sent: one flat object whose `type` says what it is.
+/// Parsed as a plain struct, not a serde internally-tagged enum: that form
+/// buffers every message through serde's generic `Content` tree, which costs
+/// ~100 KB of wasm for no behaviour we need.
 #[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-enum RawClient {
-    Subscribe {
-        #[serde(default, rename = "eventTypes")]
-        event_types: Option<Vec<EventType>>,
-        #[serde(default)]
-        filter: Option<RawFilter>,
-    },
-    Unsubscribe {
-        #[serde(default, rename = "eventTypes")]
-        _event_types: Option<Value>,
-        #[serde(default, rename = "filter")]
-        _filter: Option<Value>,
-    },
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    #[serde(rename = "type")]
+    kind: RawKind,
+    #[serde(default, rename = "eventTypes")]
+    event_types: Option<Value>,
+    #[serde(default)]
+    filter: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawKind {
+    Subscribe,
+    Unsubscribe,
     Ping,
 }
 
@@ -169,11 +174,22 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, String> {
     }
     let raw: RawClient = serde_json::from_str(text)
         .map_err(|e| format!("expected {{\"type\":\"subscribe\"|\"unsubscribe\"|\"ping\", ...}}: {e}"))?;
-    Ok(match raw {
-        RawClient::Ping => ClientMessage::Ping,
-        RawClient::Unsubscribe { .. } => ClientMessage::Unsubscribe,
-        RawClient::Subscribe { event_types, filter } => {
-            let f = filter.unwrap_or(RawFilter { min_severity: None, countries: None, ip: None });
+    Ok(match raw.kind {
+        RawKind::Ping if raw.event_types.is_some() || raw.filter.is_some() => {
+            return Err("`ping` takes no other fields".to_string())
+        }
+        RawKind::Ping => ClientMessage::Ping,
+        // Unsubscribe ignores any filter it is sent (back to everything).
+        RawKind::Unsubscribe => ClientMessage::Unsubscribe,
+        RawKind::Subscribe => {
+            let event_types: Option<Vec<EventType>> = match raw.event_types {
+                Some(v) => serde_json::from_value(v).map_err(|e| format!("`eventTypes`: {e}"))?,
+                None => None,
+            };
+            let f: RawFilter = match raw.filter {
+                Some(v) => serde_json::from_value(v).map_err(|e| format!("`filter`: {e}"))?,
+                None => RawFilter { min_severity: None, countries: None, ip: None },
+            };
             let countries = match f.countries {
                 Some(cs) => Some(
                     cs.iter()

@@ -52,7 +52,7 @@ const KV_PUTS_PER_TICK: usize = 400;
 const KV_FAILURES_IN_A_ROW: usize = 3;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")] // externally tagged: see intel/wire.rs
 pub enum HubOp {
     Report {
         #[serde(default)]
@@ -185,7 +185,7 @@ impl DurableObject for HubObject {
             let bearer = req.headers().get(BEARER_HEADER)?.is_some();
             return sockets::accept(&self.state, tag, &self.subscribers, config.max_stream_clients, bearer);
         }
-        let op: HubOp = match req.json().await {
+        let op: HubOp = match platform::read_op(&mut req).await {
             Ok(op) => op,
             Err(e) => return reply(400, &json!({"error": "bad_op", "message": e.to_string()})),
         };

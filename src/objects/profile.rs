@@ -67,7 +67,7 @@ impl DurableObject for ProfileObject {
             let bearer = req.headers().get(BEARER_HEADER)?.is_some();
             return sockets::accept(&self.state, SUBJECT_TAG, &self.subscribers, config.max_stream_clients, bearer);
         }
-        let op: ProfileOp = match req.json().await {
+        let op: ProfileOp = match platform::read_op(&mut req).await {
             Ok(op) => op,
             Err(e) => return reply(400, &json!({"error": "bad_op", "message": e.to_string()})),
         };

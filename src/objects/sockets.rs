@@ -11,7 +11,7 @@ use std::cell::RefCell;
 
 use serde_json::json;
 use worker::worker_sys::WebSocketRequestResponsePair;
-use worker::{Response, State, WebSocket, WebSocketIncomingMessage, WebSocketPair};
+use worker::{Response, Result, State, WebSocket, WebSocketIncomingMessage, WebSocketPair};
 
 use crate::clock::now_ms;
 use crate::intel::protocol::{
@@ -63,7 +63,7 @@ pub fn accept(
         .as_raw()
         .accept_websocket_with_tags(pair.server.as_ref(), tags)
         .map_err(|e| worker::Error::RustError(format!("accept failed: {e:?}")))?;
-    pair.server.serialize_attachment(SocketState::default())?;
+    save_state(&pair.server, &SocketState::default())?;
     let res = Response::from_websocket(pair.client)?;
     if bearer {
         // Browsers drop a socket whose subprotocol was offered but not echoed.
@@ -79,7 +79,7 @@ pub fn accept(
 pub fn on_message(ws: &WebSocket, subscribers: &Subscribers, message: WebSocketIncomingMessage) {
     subscribers.invalidate();
     let now = now_ms();
-    let mut st: SocketState = ws.deserialize_attachment().ok().flatten().unwrap_or_default();
+    let mut st = load_state(ws);
     if count_message(&mut st, now) {
         let reason = format!("flooding: more than {FLOOD_MAX_MESSAGES} messages in {} s", FLOOD_WINDOW_MS / 1000.0);
         let _ = ws.close(Some(CLOSE_POLICY), Some(reason));
@@ -108,7 +108,7 @@ pub fn on_message(ws: &WebSocket, subscribers: &Subscribers, message: WebSocketI
             Err(e) => Some(ServerMessage::error("bad_message", &e, &iso(now))),
         },
     };
-    let _ = ws.serialize_attachment(&st);
+    let _ = save_state(ws, &st);
     if let Some(m) = reply {
         let _ = ws.send_with_str(m.to_text());
     }
@@ -135,7 +135,7 @@ impl Subscribers {
         let list = sockets(state, tag)
             .into_iter()
             .map(|ws| {
-                let sub = ws.deserialize_attachment::<SocketState>().ok().flatten().unwrap_or_default().subscription;
+                let sub = load_state(&ws).subscription;
                 (ws, sub)
             })
             .collect();
@@ -201,4 +201,21 @@ pub fn on_close(ws: &WebSocket, subscribers: &Subscribers) {
 pub fn on_error(ws: &WebSocket, subscribers: &Subscribers) {
     subscribers.invalidate();
     let _ = ws.close(Some(1011), Some("error"));
+}
+
+/// A socket's state is kept in its attachment as JSON text: a plain string
+/// crosses into the runtime as one value, where a struct would go through
+/// serde-wasm-bindgen (a JS call per field and a second deserializer per type
+/// in the wasm). A missing or unreadable attachment is the default state.
+fn load_state(ws: &WebSocket) -> SocketState {
+    ws.deserialize_attachment::<String>()
+        .ok()
+        .flatten()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default()
+}
+
+fn save_state(ws: &WebSocket, st: &SocketState) -> Result<()> {
+    let text = serde_json::to_string(st).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    ws.serialize_attachment(text)
 }

@@ -31,17 +31,17 @@ impl DurableObject for VisitorObject {
             Ok(c) => c,
             Err(e) => return reply(500, &json!({"error": "config_invalid", "message": e.to_string()})),
         };
-        let op: VisitorOp = match req.json().await {
+        let op: VisitorOp = match platform::read_op(&mut req).await {
             Ok(op) => op,
             Err(e) => return reply(400, &json!({"error": "bad_op", "message": e.to_string()})),
         };
         let storage = self.state.storage();
         match op {
             VisitorOp::Sight { sighting, subject } => {
-                let mut state: VisitorState = storage.get(KEY).await?.unwrap_or_default();
+                let mut state = load(&storage).await?.unwrap_or_default();
                 let ip = sighting.ip.clone();
                 let new_finding = state.observe(sighting, &config.travel);
-                storage.put(KEY, &state).await?;
+                save(&storage, &state).await?;
                 if storage.get_alarm().await?.is_none() {
                     storage.set_alarm(std::time::Duration::from_millis(config.profile_ttl_ms as u64)).await?;
                 }
@@ -67,7 +67,7 @@ impl DurableObject for VisitorObject {
         // without one, otherwise look again when it could next expire.
         let storage = self.state.storage();
         let config = platform::config(&self.env).ok();
-        let state: Option<VisitorState> = storage.get(KEY).await?;
+        let state = load(&storage).await?;
         let last = state.and_then(|s| s.last.map(|l| l.at));
         let ttl_ms = config.map_or(30.0 * 86_400_000.0, |c| c.profile_ttl_ms);
         match last {
@@ -79,4 +79,16 @@ impl DurableObject for VisitorObject {
         }
         Response::ok("ok")
     }
+}
+
+/// The state is stored as JSON text (see objects/sockets.rs for why not as a
+/// structured value). Text that does not parse is a fresh visitor.
+async fn load(storage: &worker::Storage) -> Result<Option<VisitorState>> {
+    let text: Option<String> = storage.get(KEY).await?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
+async fn save(storage: &worker::Storage, state: &VisitorState) -> Result<()> {
+    let text = serde_json::to_string(state).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    storage.put(KEY, text).await
 }
