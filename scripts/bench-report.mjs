@@ -113,6 +113,15 @@ if (r.memory) {
   p("## Memory");
   p();
   p(`${r.memory.distinctIps} requests, each from a new IP, at ${n(r.memory.rps, 0)} req/s: resident memory of the workerd processes ${n(r.memory.workerdRssMiBBefore, 1)} MiB before, ${n(r.memory.workerdRssMiBAfter, 1)} MiB after. This is not the isolate's memory: locally one workerd process also hosts every Durable Object, and each new IP created a ProfileObject with its own SQLite database (on Cloudflare those live elsewhere and are evicted when idle). The local runtime does not report a single isolate's heap, so the isolate bound is shown natively instead: the verdict cache holds at most ${r.memory.verdictCacheBound} entries (a native test inserts 100,000 and checks the bound), and pending batches hold at most one flush interval.`);
+  const nm = r.nativeMemory;
+  if (nm) {
+    p();
+    p(`The verdict cache natively (benches/memory.rs, a counting allocator, default bound ${nm.bound}), live heap bytes as distinct IPs pass through: ${nm.checkpoints.map((c) => `${c.distinctIps.toLocaleString("en-US")} IPs ${(c.liveHeapBytes / 2 ** 20).toFixed(2)} MiB (${c.entries} entries)`).join("; ")}. ${(() => {
+      const atBound = nm.checkpoints.find((c) => c.distinctIps === nm.bound);
+      const last = nm.checkpoints.at(-1);
+      return atBound ? `${last.distinctIps.toLocaleString("en-US")} IPs take ${n(last.liveHeapBytes / atBound.liveHeapBytes)}x the bytes of ${atBound.distinctIps.toLocaleString("en-US")} (the entries stay at the bound).` : "";
+    })()}`);
+  }
   p();
 }
 p(`Runtime part of the run: ${r.runtimeSeconds} s.`);

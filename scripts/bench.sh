@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/node_modules/.bin:$PATH"
 cargo bench --bench core -- --noplot 2>&1 | tee target/bench-native.txt | grep -E "^(core_path|cf parse|analytics/|analytics state)|time:"
+cargo bench --bench memory 2>&1 | grep -E "^memory:"
 node scripts/bench.mjs "$@"
 node scripts/bench-report.mjs

@@ -83,25 +83,37 @@ impl From<worker::Error> for ObjectError {
 }
 
 /// Sends `op` as JSON to the object named `name` of binding `binding` and
-/// returns its status and JSON answer.
+/// returns its status and JSON answer. Only the (de)serialization is generic;
+/// the call itself is one function, not one async state machine per type pair
+/// in the wasm.
 pub async fn call_object<Op: Serialize, T: DeserializeOwned>(
     env: &Env,
     binding: &str,
     name: &str,
     op: &Op,
 ) -> Result<(u16, Option<T>), ObjectError> {
+    let body = serde_json::to_string(op).map_err(|e| ObjectError(e.to_string()))?;
+    let (status, text) = call_object_text(env, binding, name, &body).await?;
+    Ok((status, text.and_then(|t| serde_json::from_str(&t).ok())))
+}
+
+async fn call_object_text(
+    env: &Env,
+    binding: &str,
+    name: &str,
+    body: &str,
+) -> Result<(u16, Option<String>), ObjectError> {
     count_call(binding);
     let stub = env.durable_object(binding)?.get_by_name(name)?;
-    let body = serde_json::to_string(op).map_err(|e| ObjectError(e.to_string()))?;
-    let req = new_request("https://object/op", "POST", &[], Some(&body))?;
+    let req = new_request("https://object/op", "POST", &[], Some(body))?;
     let mut res = stub.fetch_with_request(req).await?;
     let status = res.status_code();
     if status >= 500 {
         let text = res.text().await.unwrap_or_default();
         return Err(ObjectError(format!("object answered {status}: {text}")));
     }
-    let parsed = if status == 204 { None } else { res.json::<T>().await.ok() };
-    Ok((status, parsed))
+    let text = if status == 204 { None } else { res.text().await.ok() };
+    Ok((status, text))
 }
 
 /// A Request built with the runtime's own constructor: workers-rs'
@@ -133,5 +145,12 @@ pub async fn read_op<T: DeserializeOwned>(req: &mut Request) -> worker::Result<T
 
 /// An object's JSON reply.
 pub fn reply<T: Serialize>(status: u16, body: &T) -> worker::Result<Response> {
-    Ok(Response::from_json(body)?.with_status(status))
+    let text = serde_json::to_string(body).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    reply_text(status, text)
+}
+
+fn reply_text(status: u16, text: String) -> worker::Result<Response> {
+    let headers = worker::Headers::new();
+    headers.set("content-type", "application/json")?;
+    Ok(Response::ok(text)?.with_headers(headers).with_status(status))
 }
