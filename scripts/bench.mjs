@@ -308,6 +308,11 @@ async function latencyRuns() {
     }
     results.latency.push(row);
   }
+  await origin.close();
+}
+
+async function worstCase() {
+  const origin = await startOrigin({ port: 0 });
   // Worst case: every request from a new IP (fast mode).
   const n = QUICK ? 1000 : 3000;
   const worst = everyRequestNewIp(n);
@@ -453,7 +458,7 @@ async function memory() {
   await origin.close();
 }
 
-const steps = { bundle, latencyRuns, profileThroughput, fanOut, memory };
+const steps = { bundle, latencyRuns, worstCase, profileThroughput, fanOut, memory };
 const t0 = Date.now();
 for (const [name, fn] of Object.entries(steps)) {
   if (ONLY.length && !ONLY.includes(name)) continue;

@@ -13,7 +13,10 @@ export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
 # more than worker-build's own), and drop the name section (function names,
 # ~50 KB gzipped): it only helps read stack traces, and Workers bill start-up
 # and memory on the module's size.
-node_modules/.bin/wasm-opt build/index_bg.wasm -Oz --strip-debug \
+# KEEP_NAMES=1 keeps the names (for scripts/profile-cpu.mjs).
+STRIP="--strip-debug"
+[ "${KEEP_NAMES:-}" = "1" ] && STRIP="-g"   # -g: wasm-opt keeps the name section
+node_modules/.bin/wasm-opt build/index_bg.wasm -Oz $STRIP \
   --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-mutable-globals --enable-reference-types --enable-multivalue \
   -o build/index_bg.wasm
