@@ -83,6 +83,8 @@ p();
 p("The ingest rows are one whole run of N events: per-event cost is the median divided by N.");
 const ing = ["1000", "100000", "1000000"].map((k) => [k, find(`analytics/ingest ${k} events`)]).filter(([, v]) => v);
 if (ing.length) p("Per event: " + ing.map(([k, v]) => `${k}: ${n(v.medianNs / Number(k), 0)} ns`).join(", ") + ".");
+if (r.analyticsStateBytes) p("The window's state (the hub's `Aggregator`), serialized: " + Object.entries(r.analyticsStateBytes).map(([k, v]) => `${Number(k).toLocaleString("en-US")} events ${v.toLocaleString("en-US")} bytes`).join(", ") + ": it grows with the distinct countries, ASNs and probe paths, each capped per slide (docs/SCALING.md), not with the number of events.");
+p("In the runtime the tick cannot time itself: workerd advances `Date.now()` and `performance.now()` only across I/O (a Spectre mitigation), so the same code is timed natively here.");
 p();
 if (r.bundle) {
   p("## Bundle and start-up");

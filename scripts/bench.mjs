@@ -470,6 +470,11 @@ for (const [name, fn] of Object.entries(steps)) {
 }
 results.runtimeSeconds = Math.round((Date.now() - t0) / 1000);
 if (existsSync("target/criterion")) results.native = nativeResults();
+// The analytics state's serialized size (benches/core.rs prints it; bench.sh keeps the output).
+if (existsSync("target/bench-native.txt")) {
+  const sizes = [...readFileSync("target/bench-native.txt", "utf8").matchAll(/analytics state with (\d+) events in the window: (\d+) bytes serialized/g)];
+  if (sizes.length) results.analyticsStateBytes = Object.fromEntries(sizes.map((m) => [m[1], Number(m[2])]));
+}
 // benches/memory.rs (run by scripts/bench.sh before this script).
 if (existsSync("target/bench-memory.json")) results.nativeMemory = JSON.parse(readFileSync("target/bench-memory.json", "utf8"));
 writeFileSync("bench-results.json", JSON.stringify(results, null, 2) + "\n");
