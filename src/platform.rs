@@ -134,6 +134,19 @@ pub fn new_request(url: &str, method: &str, headers: &[(&str, &str)], body: Opti
     Ok(Request::from(web_sys::Request::new_with_str_and_init(url, &init)?))
 }
 
+/// A value from Durable Object storage or a socket attachment, taken as it
+/// is. This version writes state as JSON text; versions before 2026-11-27
+/// wrote structured values, which `json_text` turns into the same text, so
+/// state written before an upgrade is still read.
+#[derive(serde::Deserialize)]
+pub struct StoredValue(#[serde(with = "serde_wasm_bindgen::preserve")] pub JsValue);
+
+impl StoredValue {
+    pub fn json_text(&self) -> Option<String> {
+        self.0.as_string().or_else(|| js_sys::JSON::stringify(&self.0).ok().and_then(|s| s.as_string()))
+    }
+}
+
 /// Reads an object's JSON operation. The body is read as text and parsed by
 /// serde_json: workers-rs' `Request::json` goes through a JS object and
 /// serde-wasm-bindgen, one JS call per field, and compiles a second

@@ -162,4 +162,13 @@ test("the OpenAPI 3.1 document lists every route the tests call", async () => {
     assert.ok(r.json.paths[path], `${path} documented`);
   }
   assert.equal((await edge.api("GET", "/api/openapi.json", { token: null })).status, 401);
+  // The document is a static file in the build (www/api/); the dashboard route,
+  // which needs no token, must not serve it under any other spelling, nor any
+  // file of www/ beyond the page and its bundle.
+  for (const path of ["/api%2Fopenapi.json", "//api/openapi.json", "/%61pi/openapi.json", "/Api/openapi.json", "/src/main.js", "/dist/%2e%2e/api/openapi.json"]) {
+    const leak = await edge.api("GET", path, { token: null });
+    assert.ok([401, 404].includes(leak.status), `${path}: ${leak.status}`);
+    assert.ok(!leak.text.includes('"openapi"'), `${path} served the document`);
+  }
+  assert.equal((await edge.api("GET", "/dist/app.js", { token: null })).status, 200, "the bundle is still served");
 });

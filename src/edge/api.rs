@@ -139,9 +139,13 @@ async fn dashboard(env: &Env, config: &Config, rest: &str) -> Result<Response, A
         return Response::new_with_opt_str_and_init(None, &init)
             .map_err(|_| ApiError::new(500, "internal", "redirect"));
     }
+    // Only the page and its bundle: `/`, `/index.html` and `/dist/<name>` with a
+    // plain file name. Anything else in www/ (the sources, and api/openapi.json,
+    // which only the authenticated route serves) is not reachable here, whatever
+    // its spelling (`%2F`, `//`, `%61pi`).
     let file = if rest == "/" { "/index.html" } else { rest };
-    if file.contains("..") {
-        return Err(ApiError::not_found("no such file"));
+    if !dashboard_file(file) {
+        return Err(ApiError::not_found(format!("no route or file for {}{rest}", config.intel_prefix)));
     }
     let assets =
         env.assets("ASSETS").map_err(|_| ApiError::not_found("the dashboard is not deployed (no ASSETS binding)"))?;
@@ -153,6 +157,16 @@ async fn dashboard(env: &Env, config: &Config, rest: &str) -> Result<Response, A
         return Err(ApiError::not_found(format!("no route or file for {}{rest}", config.intel_prefix)));
     }
     Ok(res.into())
+}
+
+/// The files the dashboard route serves (see `dashboard`).
+fn dashboard_file(file: &str) -> bool {
+    let plain = |name: &str| {
+        !name.is_empty()
+            && !name.starts_with('.')
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    };
+    file == "/index.html" || file.strip_prefix("/dist/").is_some_and(plain)
 }
 
 /// A GET for the `ASSETS` binding (built without workers-rs' `RequestInit`:

@@ -206,11 +206,13 @@ pub fn on_error(ws: &WebSocket, subscribers: &Subscribers) {
 /// A socket's state is kept in its attachment as JSON text: a plain string
 /// crosses into the runtime as one value, where a struct would go through
 /// serde-wasm-bindgen (a JS call per field and a second deserializer per type
-/// in the wasm). A missing or unreadable attachment is the default state.
+/// in the wasm). A structured attachment from an earlier version is read too
+/// (platform::StoredValue); a missing or unreadable one is the default state.
 fn load_state(ws: &WebSocket) -> SocketState {
-    ws.deserialize_attachment::<String>()
+    ws.deserialize_attachment::<crate::platform::StoredValue>()
         .ok()
         .flatten()
+        .and_then(|v| v.json_text())
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_default()
 }

@@ -82,10 +82,11 @@ impl DurableObject for VisitorObject {
 }
 
 /// The state is stored as JSON text (see objects/sockets.rs for why not as a
-/// structured value). Text that does not parse is a fresh visitor.
+/// structured value); a structured value from an earlier version is read too
+/// (platform::StoredValue). Anything that does not parse is a fresh visitor.
 async fn load(storage: &worker::Storage) -> Result<Option<VisitorState>> {
-    let text: Option<String> = storage.get(KEY).await?;
-    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    let stored: Option<platform::StoredValue> = storage.get(KEY).await?;
+    Ok(stored.and_then(|v| v.json_text()).and_then(|t| serde_json::from_str(&t).ok()))
 }
 
 async fn save(storage: &worker::Storage, state: &VisitorState) -> Result<()> {
