@@ -9,6 +9,7 @@ import { gzipSync } from "node:zlib";
 import { cpus, totalmem } from "node:os";
 import { execSync } from "node:child_process";
 import { startOrigin } from "./origin.mjs";
+import { COMPATIBILITY, edgeWorker } from "./edge-worker.mjs";
 import { CITIES, cfFor, asciiJson, rng } from "./simulate.mjs";
 
 const QUICK = process.argv.includes("--quick");
@@ -39,27 +40,10 @@ const EXTRA_VARS = JSON.parse(process.env.BENCH_VARS || "{}");
 const ONLY = (process.env.BENCH_ONLY || "").split(",").filter(Boolean);
 
 async function startRuntime(kind, origin, vars = {}) {
-  const common = { compatibilityDate: "2026-07-01", modules: true };
   const worker =
     kind === "passthrough"
-      ? { name: "w", script: PASS_THROUGH, bindings: { ORIGIN_URL: origin.url }, ...common }
-      : {
-          name: "w",
-          scriptPath: "build/index.js",
-          modulesRoot: ".",
-          modulesRules: [
-            { type: "ESModule", include: ["**/*.js"] },
-            { type: "CompiledWasm", include: ["**/*.wasm"] },
-          ],
-          bindings: { ORIGIN_URL: origin.url, ADMIN_TOKEN: ADMIN, ...EXTRA_VARS, ...vars },
-          durableObjects: {
-            PROFILES: { className: "ProfileObject", useSQLite: true },
-            VISITORS: { className: "VisitorObject", useSQLite: true },
-            HUB: { className: "HubObject", useSQLite: true },
-          },
-          kvNamespaces: ["METRICS"],
-          ...common,
-        };
+      ? { name: "w", script: PASS_THROUGH, bindings: { ORIGIN_URL: origin.url }, ...COMPATIBILITY }
+      : edgeWorker({ ORIGIN_URL: origin.url, ADMIN_TOKEN: ADMIN, ...EXTRA_VARS, ...vars });
   const mf = new Miniflare({ workers: [worker] });
   const ready = await mf.ready;
   // "http://127.0.0.1:port/" -> base + "/path" must not become "//path".

@@ -10,6 +10,7 @@
 // afterwards restores the stripped module.)
 import { Miniflare } from "miniflare";
 import { startOrigin } from "./origin.mjs";
+import { edgeWorker } from "./edge-worker.mjs";
 import { CITIES, cfFor, asciiJson } from "./simulate.mjs";
 
 const N = Number(process.argv[2] ?? 4000);
@@ -17,26 +18,7 @@ const PORT = 9339;
 const origin = await startOrigin({ port: 0 });
 const mf = new Miniflare({
   inspectorPort: PORT,
-  workers: [
-    {
-      name: "w",
-      scriptPath: "build/index.js",
-      modulesRoot: ".",
-      modulesRules: [
-        { type: "ESModule", include: ["**/*.js"] },
-        { type: "CompiledWasm", include: ["**/*.wasm"] },
-      ],
-      bindings: { ORIGIN_URL: origin.url, ADMIN_TOKEN: "profile-admin-token-0123456789" },
-      durableObjects: {
-        PROFILES: { className: "ProfileObject", useSQLite: true },
-        VISITORS: { className: "VisitorObject", useSQLite: true },
-        HUB: { className: "HubObject", useSQLite: true },
-      },
-      kvNamespaces: ["METRICS"],
-      compatibilityDate: "2026-07-01",
-      modules: true,
-    },
-  ],
+  workers: [edgeWorker({ ORIGIN_URL: origin.url, ADMIN_TOKEN: "profile-admin-token-0123456789" })],
 });
 const base = (await mf.ready).href.replace(/\/$/, "");
 const headers = { "User-Agent": "Mozilla/5.0 Chrome/131.0", Accept: "text/html", "Accept-Language": "en", "CF-Connecting-IP": "203.0.113.5", "MF-CF-Blob": asciiJson(cfFor(CITIES[0])) };
