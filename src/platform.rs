@@ -142,9 +142,16 @@ pub fn new_request(url: &str, method: &str, headers: &[(&str, &str)], body: Opti
 pub struct StoredValue(#[serde(with = "serde_wasm_bindgen::preserve")] pub JsValue);
 
 impl StoredValue {
-    pub fn json_text(&self) -> Option<String> {
-        self.0.as_string().or_else(|| js_sys::JSON::stringify(&self.0).ok().and_then(|s| s.as_string()))
+    /// The value parsed as `T`; `None` when it does not parse.
+    pub fn parse<T: DeserializeOwned>(&self) -> Option<T> {
+        let text = self.0.as_string().or_else(|| js_sys::JSON::stringify(&self.0).ok().and_then(|s| s.as_string()))?;
+        serde_json::from_str(&text).ok()
     }
+}
+
+/// `value` as JSON text, for storage, attachments and replies.
+pub fn to_json<T: Serialize + ?Sized>(value: &T) -> worker::Result<String> {
+    serde_json::to_string(value).map_err(|e| worker::Error::RustError(e.to_string()))
 }
 
 /// Reads an object's JSON operation. The body is read as text and parsed by
@@ -158,8 +165,7 @@ pub async fn read_op<T: DeserializeOwned>(req: &mut Request) -> worker::Result<T
 
 /// An object's JSON reply.
 pub fn reply<T: Serialize>(status: u16, body: &T) -> worker::Result<Response> {
-    let text = serde_json::to_string(body).map_err(|e| worker::Error::RustError(e.to_string()))?;
-    reply_text(status, text)
+    reply_text(status, to_json(body)?)
 }
 
 fn reply_text(status: u16, text: String) -> worker::Result<Response> {

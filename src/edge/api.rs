@@ -147,12 +147,7 @@ async fn dashboard(env: &Env, config: &Config, rest: &str) -> Result<Response, A
     if !dashboard_file(file) {
         return Err(ApiError::not_found(format!("no route or file for {}{rest}", config.intel_prefix)));
     }
-    let assets =
-        env.assets("ASSETS").map_err(|_| ApiError::not_found("the dashboard is not deployed (no ASSETS binding)"))?;
-    let res = assets
-        .fetch_request(asset_request(&format!("https://assets.local{file}"))?)
-        .await
-        .map_err(|e| ApiError::new(500, "internal", format!("assets: {e}")))?;
+    let res = fetch_asset(env, file).await?;
     if res.status_code() == 404 {
         return Err(ApiError::not_found(format!("no route or file for {}{rest}", config.intel_prefix)));
     }
@@ -169,11 +164,14 @@ fn dashboard_file(file: &str) -> bool {
     file == "/index.html" || file.strip_prefix("/dist/").is_some_and(plain)
 }
 
-/// A GET for the `ASSETS` binding (built without workers-rs' `RequestInit`:
-/// see platform::new_request).
-fn asset_request(url: &str) -> Result<worker::Request, ApiError> {
-    crate::platform::new_request(url, "GET", &[], None)
-        .map_err(|e| ApiError::new(500, "internal", format!("assets: {e}")))
+/// GETs `path` from the `ASSETS` binding (the request is built without
+/// workers-rs' `RequestInit`: see platform::new_request).
+async fn fetch_asset(env: &Env, path: &str) -> Result<worker::Response, ApiError> {
+    let failed = |e: worker::Error| ApiError::new(500, "internal", format!("assets: {e}"));
+    let assets =
+        env.assets("ASSETS").map_err(|_| ApiError::not_found("the dashboard is not deployed (no ASSETS binding)"))?;
+    let req = crate::platform::new_request(&format!("https://assets.local{path}"), "GET", &[], None).map_err(failed)?;
+    assets.fetch_request(req).await.map_err(failed)
 }
 
 fn admin_token(config: &Config) -> Result<&str, ApiError> {
@@ -274,11 +272,7 @@ fn key_from_path(raw: &str, config: &Config) -> Result<crate::intel::ip::Identit
 /// only through this authenticated route: the dashboard route never serves
 /// paths under `/api/`.
 async fn openapi(env: &Env) -> Result<Response, ApiError> {
-    let assets = env.assets("ASSETS").map_err(|_| ApiError::not_found("no ASSETS binding"))?;
-    let mut res = assets
-        .fetch_request(asset_request("https://assets.local/api/openapi.json")?)
-        .await
-        .map_err(|e| ApiError::new(500, "internal", format!("assets: {e}")))?;
+    let mut res = fetch_asset(env, "/api/openapi.json").await?;
     if res.status_code() != 200 {
         return Err(ApiError::new(500, "internal", "the OpenAPI document is missing from the build"));
     }

@@ -429,7 +429,7 @@ impl HubObject {
         let out = f(l, &mut touched);
         for start in touched {
             if let Some(slide) = l.agg.slides.get(&start) {
-                let data = serde_json::to_string(slide).map_err(|e| worker::Error::RustError(e.to_string()))?;
+                let data = platform::to_json(slide)?;
                 sql.exec("INSERT OR REPLACE INTO slides (start, data) VALUES (?, ?)", vec![start.into(), data.into()])?;
             }
         }
@@ -438,7 +438,7 @@ impl HubObject {
         l.meta.hours = l.agg.hours.clone();
         l.meta.last_rolled = l.agg.last_rolled;
         l.meta.totals = l.agg.totals.clone();
-        let meta = serde_json::to_string(&l.meta).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        let meta = platform::to_json(&l.meta)?;
         sql.exec("INSERT OR REPLACE INTO meta (key, data) VALUES ('hub', ?)", vec![meta.into()])?;
         Ok(out)
     }

@@ -212,12 +212,10 @@ fn load_state(ws: &WebSocket) -> SocketState {
     ws.deserialize_attachment::<crate::platform::StoredValue>()
         .ok()
         .flatten()
-        .and_then(|v| v.json_text())
-        .and_then(|text| serde_json::from_str(&text).ok())
+        .and_then(|v| v.parse())
         .unwrap_or_default()
 }
 
 fn save_state(ws: &WebSocket, st: &SocketState) -> Result<()> {
-    let text = serde_json::to_string(st).map_err(|e| worker::Error::RustError(e.to_string()))?;
-    ws.serialize_attachment(text)
+    ws.serialize_attachment(crate::platform::to_json(st)?)
 }

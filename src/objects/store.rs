@@ -75,7 +75,7 @@ fn rows_of<T: for<'de> Deserialize<'de>>(sql: &SqlStorage, q: &str) -> worker::R
 /// histories to their caps. All statements run without an `await` between
 /// them, so the runtime commits them as one atomic write.
 pub fn save(sql: &SqlStorage, p: &Profile, changes: &Changes) -> worker::Result<()> {
-    let data = serde_json::to_string(p).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let data = crate::platform::to_json(p)?;
     sql.exec(
         "INSERT OR REPLACE INTO profile (id, data, updated_at) VALUES (1, ?, ?)",
         vec![data.into(), p.last_updated.into()],

@@ -86,10 +86,9 @@ impl DurableObject for VisitorObject {
 /// (platform::StoredValue). Anything that does not parse is a fresh visitor.
 async fn load(storage: &worker::Storage) -> Result<Option<VisitorState>> {
     let stored: Option<platform::StoredValue> = storage.get(KEY).await?;
-    Ok(stored.and_then(|v| v.json_text()).and_then(|t| serde_json::from_str(&t).ok()))
+    Ok(stored.and_then(|v| v.parse()))
 }
 
 async fn save(storage: &worker::Storage, state: &VisitorState) -> Result<()> {
-    let text = serde_json::to_string(state).map_err(|e| worker::Error::RustError(e.to_string()))?;
-    storage.put(KEY, text).await
+    storage.put(KEY, platform::to_json(state)?).await
 }
