@@ -5,6 +5,7 @@
 // on the same machine.
 import { Miniflare } from "miniflare";
 import { readFileSync, writeFileSync, readdirSync, existsSync } from "node:fs";
+import { measureDeploy } from "./deploy-size.mjs";
 import { gzipSync } from "node:zlib";
 import { cpus, totalmem } from "node:os";
 import { execSync } from "node:child_process";
@@ -14,7 +15,21 @@ import { CITIES, cfFor, asciiJson, rng } from "./simulate.mjs";
 
 const QUICK = process.argv.includes("--quick");
 const ADMIN = "bench-admin-token-0123456789";
-const results = { machine: machine(), startedAt: new Date().toISOString(), quick: QUICK };
+// `BENCH_ONLY=bundle BENCH_KEEP=1` re-measures only the named steps and keeps
+// every other number of bench-results.json; `measured` records when and at
+// which commit each step ran, and BENCHMARKS.md says so where they differ.
+const KEEP = process.env.BENCH_KEEP === "1" && existsSync("bench-results.json");
+const results = KEEP
+  ? JSON.parse(readFileSync("bench-results.json", "utf8"))
+  : { machine: machine(), startedAt: new Date().toISOString(), quick: QUICK };
+results.measured ??= {};
+function commit() {
+  try {
+    return execSync("git rev-parse --short HEAD", { encoding: "utf8" }).trim();
+  } catch {
+    return "unknown";
+  }
+}
 const log = (...a) => console.log("[bench]", ...a);
 
 function machine() {
@@ -234,6 +249,15 @@ async function bundle() {
     wasmCompileMsMedian: r2(pct(compile, 50)),
     runtimeColdStartToFirstResponseMsMedian: r2(pct(cold, 50)),
   };
+  // What a deploy uploads (wrangler deploy --dry-run, offline), against the Workers limit.
+  const d = await measureDeploy();
+  results.bundle.deploy = {
+    wranglerUploadKiB: d.wranglerUploadKiB,
+    wranglerGzipKiB: d.wranglerGzipKiB,
+    files: d.files,
+    limitFreeBytes: d.limitFreeBytes,
+    limitPaidBytes: d.limitPaidBytes,
+  };
   log("bundle", results.bundle);
 }
 
@@ -448,19 +472,21 @@ for (const [name, fn] of Object.entries(steps)) {
   if (ONLY.length && !ONLY.includes(name)) continue;
   const t = Date.now();
   await fn();
+  results.measured[name] = { at: new Date().toISOString(), commit: commit() };
   log(`${name} took ${Math.round((Date.now() - t) / 1000)} s`);
   // Written after every step, so an interrupted run keeps what it measured.
   writeFileSync("bench-results.json", JSON.stringify(results, null, 2) + "\n");
 }
-results.runtimeSeconds = Math.round((Date.now() - t0) / 1000);
-if (existsSync("target/criterion")) results.native = nativeResults();
+// A partial re-measurement (BENCH_KEEP) keeps the full run's totals and native numbers.
+if (!KEEP) results.runtimeSeconds = Math.round((Date.now() - t0) / 1000);
+if (!KEEP && existsSync("target/criterion")) results.native = nativeResults();
 // The analytics state's serialized size (benches/core.rs prints it; bench.sh keeps the output).
-if (existsSync("target/bench-native.txt")) {
+if (!KEEP && existsSync("target/bench-native.txt")) {
   const sizes = [...readFileSync("target/bench-native.txt", "utf8").matchAll(/analytics state with (\d+) events in the window: (\d+) bytes serialized/g)];
   if (sizes.length) results.analyticsStateBytes = Object.fromEntries(sizes.map((m) => [m[1], Number(m[2])]));
 }
 // benches/memory.rs (run by scripts/bench.sh before this script).
-if (existsSync("target/bench-memory.json")) results.nativeMemory = JSON.parse(readFileSync("target/bench-memory.json", "utf8"));
+if (!KEEP && existsSync("target/bench-memory.json")) results.nativeMemory = JSON.parse(readFileSync("target/bench-memory.json", "utf8"));
 writeFileSync("bench-results.json", JSON.stringify(results, null, 2) + "\n");
 log("wrote bench-results.json");
 

@@ -28,11 +28,10 @@ CARGO_FUZZ_VERSION=0.13.2
 export RUSTC_BOOTSTRAP=1
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 
-# 1. cargo-fuzz, pinned.
-if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $CARGO_FUZZ_VERSION"; then
-  say "installing cargo-fuzz $CARGO_FUZZ_VERSION (a minute or two, once per machine)"
-  cargo install --locked --quiet "cargo-fuzz@$CARGO_FUZZ_VERSION"
-fi
+# 1. cargo-fuzz, pinned (--locked first, then the same version unlocked: scripts/cargo-tool.sh).
+# shellcheck source=scripts/cargo-tool.sh
+. scripts/cargo-tool.sh
+install_cargo_tool cargo-fuzz "$CARGO_FUZZ_VERSION" "cargo-fuzz $CARGO_FUZZ_VERSION" cargo fuzz --version
 
 # 2. Build every target once: release with debug assertions and overflow checks.
 # AddressSanitizer links and runs on stable with RUSTC_BOOTSTRAP=1 (checked on

@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '[setup] %s\n' "$*"; }
-CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+# shellcheck source=scripts/cargo-tool.sh
+. scripts/cargo-tool.sh   # install_cargo_tool: --locked first, then the same version unlocked
+SETUP_STARTED=$(date +%s)
 
 # 1. The wasm32 target.
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
@@ -16,19 +18,15 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
 fi
 
 # 2. worker-build, pinned with the worker crate (Cargo.toml pins worker =0.8.7).
+# (`worker-build --version` prints the bare version.)
 WORKER_BUILD_VERSION=0.8.7
-if ! "$CARGO_BIN/worker-build" --version 2>/dev/null | grep -q "$WORKER_BUILD_VERSION"; then
-  say "installing worker-build $WORKER_BUILD_VERSION (a few minutes, once per machine)"
-  cargo install --locked --quiet "worker-build@$WORKER_BUILD_VERSION"
-fi
+install_cargo_tool worker-build "$WORKER_BUILD_VERSION" "$WORKER_BUILD_VERSION" "$CARGO_BIN/worker-build" --version
 
-# 3. wasm-bindgen CLI: must equal the library version in Cargo.lock exactly.
+# 3. wasm-bindgen CLI: must equal the library version in Cargo.lock exactly
+# ("schema version ... must exactly match" otherwise, at build time).
 WB_VERSION=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock)
 if [ -z "$WB_VERSION" ]; then echo "[setup] cannot read the wasm-bindgen version from Cargo.lock" >&2; exit 1; fi
-if ! "$CARGO_BIN/wasm-bindgen" --version 2>/dev/null | grep -q " $WB_VERSION\$"; then
-  say "installing wasm-bindgen-cli $WB_VERSION (a few minutes, once per machine)"
-  cargo install --locked --quiet "wasm-bindgen-cli@$WB_VERSION"
-fi
+install_cargo_tool wasm-bindgen-cli "$WB_VERSION" "wasm-bindgen $WB_VERSION" "$CARGO_BIN/wasm-bindgen" --version
 
 # 4. npm dev dependencies, from the lock file, when missing or stale.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ] \
@@ -36,4 +34,4 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   say "installing npm dependencies (npm ci)"
   npm ci --no-audit --no-fund --loglevel=error
 fi
-say "ready: $(node_modules/.bin/node --version), worker-build $WORKER_BUILD_VERSION, wasm-bindgen $WB_VERSION"
+say "ready in $(($(date +%s) - SETUP_STARTED)) s: $(node_modules/.bin/node --version), worker-build $WORKER_BUILD_VERSION, wasm-bindgen $WB_VERSION"
