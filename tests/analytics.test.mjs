@@ -116,7 +116,10 @@ test("metric endpoints, insights, trends, anomalies, correlations and health ans
   assert.ok(h.json.health.requestsInWindow >= 5);
   const live = await edge.send("/_intel/health/intelligence", { cf: {} });
   const liveBody = await live.json();
-  assert.ok(liveBody.analytics.requestsTotal >= 5, JSON.stringify(liveBody));
+  assert.equal(liveBody.status, "ok");
+  // Liveness answers from the isolate alone: the window's numbers are in the
+  // authenticated health above (tests/streams.test.mjs counts its object calls: none).
+  assert.equal(liveBody.analytics, undefined, JSON.stringify(liveBody));
   assert.ok(!JSON.stringify(liveBody).includes("203.0.113"), "liveness carries no IP data");
   assert.equal((await edge.api("GET", "/api/analytics/patterns", { token: null })).status, 401);
 });

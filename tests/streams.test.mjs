@@ -49,7 +49,7 @@ test("tickets: single use, expiring, required; unauthenticated upgrades get 401"
   assert.equal(noTicket.status, 401, "tickets need the token");
   const t = await edge.api("POST", "/api/stream-ticket");
   assert.equal(t.status, 201);
-  assert.match(t.json.ticket, /^[0-9a-f]{48}$/);
+  assert.match(t.json.ticket, /^\d{13}\.[0-9a-f]{32}\.[0-9a-f]{64}$/, "expires.nonce.signature");
   const ok = edge.stream("/api/intelligence/stream", { ticket: t.json.ticket });
   await ok.opened;
   assert.equal(await upgradeStatus(`/api/intelligence/stream?ticket=${t.json.ticket}`), 401, "a used ticket is refused");
@@ -58,8 +58,52 @@ test("tickets: single use, expiring, required; unauthenticated upgrades get 401"
   await new Promise((r) => setTimeout(r, 1500)); // STREAM_TICKET_TTL_SECONDS=1 here
   assert.equal(await upgradeStatus(`/api/intelligence/stream?ticket=${late.json.ticket}`), 401, "an expired ticket is refused");
   assert.equal(await upgradeStatus("/api/intelligence/stream", { Authorization: `Bearer ${ADMIN_TOKEN}` }), 101);
+  // A ticket opens one socket anywhere: spent on a subject's stream, it is
+  // refused on the hub's, and the other way round.
+  const ipTicket = (await edge.api("POST", "/api/stream-ticket")).json.ticket;
+  assert.equal(await upgradeStatus(`/api/intelligence/stream?ip=198.51.100.9&ticket=${ipTicket}`), 101);
+  assert.equal(await upgradeStatus(`/api/intelligence/stream?ip=198.51.100.9&ticket=${ipTicket}`), 401);
+  assert.equal(await upgradeStatus(`/api/intelligence/stream?ticket=${ipTicket}`), 401);
   const plain = await edge.api("GET", "/api/intelligence/stream");
   assert.equal(plain.status, 426, "not an upgrade");
+});
+
+test("unauthenticated upgrades cost no object request: garbage, forged and tampered tickets are refused in the isolate", async () => {
+  const calls = async () => {
+    const r = await edge.api("GET", "/api/intelligence/analytics");
+    return r.json.isolate.objectCalls;
+  };
+  // What reading the counter costs by itself (the analytics read asks the hub).
+  const a = await calls();
+  const b = await calls();
+  const readCost = b - a;
+  const real = (await edge.api("POST", "/api/stream-ticket")).json.ticket;
+  const [expires, nonce, sig] = real.split(".");
+  const flip = (hex) => hex.slice(0, -1) + (hex.endsWith("0") ? "1" : "0");
+  const hostile = [
+    "made-up",
+    "",
+    "x".repeat(5000),
+    `${Number(expires) + 3600_000}.${nonce}.${sig}`, // expiry extended
+    `${expires}.${flip(nonce)}.${sig}`, // another nonce
+    `${expires}.${nonce}.${flip(sig)}`, // tampered signature
+    `${expires}.${nonce}.${sig}.extra`,
+    "1.00000000000000000000000000000000.00",
+  ];
+  const c0 = await calls();
+  for (const t of hostile) {
+    assert.equal(await upgradeStatus(`/api/intelligence/stream?ticket=${encodeURIComponent(t)}`), 401, t.slice(0, 40));
+    assert.equal(await upgradeStatus(`/api/intelligence/stream?ip=198.51.100.9&ticket=${encodeURIComponent(t)}`), 401);
+  }
+  for (let i = 0; i < 10; i++) {
+    const live = await edge.send("/_intel/health/intelligence", { cf: {} });
+    assert.equal(live.status, 200);
+    await live.arrayBuffer();
+  }
+  const c1 = await calls();
+  assert.equal(c1 - c0, readCost, `${hostile.length * 2} refused upgrades and 10 liveness calls made ${c1 - c0 - readCost} object calls`);
+  // The real ticket still works afterwards (nothing above spent it).
+  assert.equal(await upgradeStatus(`/api/intelligence/stream?ticket=${real}`), 101);
 });
 
 test("a subscriber receives the events caused by traffic, in order", async () => {

@@ -18,7 +18,7 @@ use crate::intel::ip::parse_subject;
 use crate::intel::secrets::{bearer, token_matches};
 use crate::intel::wire::ProfileOp;
 use crate::objects::hub::{self, HubOp};
-use crate::objects::sockets::{BEARER_HEADER, STREAM_HEADER};
+use crate::objects::sockets::{BEARER_HEADER, STREAM_HEADER, TICKET_EXPIRES_HEADER, TICKET_NONCE_HEADER};
 use crate::platform::call_object;
 
 use super::analytics_api;
@@ -49,7 +49,7 @@ async fn route_inner(req: &Request, env: &Env, ctx: &worker::Context, config: &C
     let method = req.method();
     if rest == "/health/intelligence" {
         return match method.as_str() {
-            "GET" | "HEAD" => Ok(liveness(env, config).await),
+            "GET" | "HEAD" => Ok(liveness()),
             _ => Err(ApiError::method_not_allowed("GET, HEAD")),
         };
     }
@@ -81,7 +81,7 @@ async fn route_inner(req: &Request, env: &Env, ctx: &worker::Context, config: &C
         authorize(req, config)?;
         if api == "stream-ticket" {
             return match method.as_str() {
-                "POST" => issue_ticket(env).await,
+                "POST" => issue_ticket(config),
                 _ => Err(ApiError::method_not_allowed("POST")),
             };
         }
@@ -197,11 +197,17 @@ fn authorize(req: &Request, config: &Config) -> Result<(), ApiError> {
     }
 }
 
-async fn issue_ticket(env: &Env) -> Result<Response, ApiError> {
-    match call_object::<_, Value>(env, hub::BINDING, hub::NAME, &HubOp::IssueTicket).await.map_err(unavailable)? {
-        (200, Some(body)) => Ok(respond::json(201, &body)),
-        (s, _) => Err(ApiError::new(500, "internal", format!("hub answered {s}"))),
-    }
+/// A signed single-use stream ticket (`intel::ticket`): made in the isolate,
+/// no object involved.
+fn issue_ticket(config: &Config) -> Result<Response, ApiError> {
+    let token = admin_token(config)?;
+    let mut nonce = [0u8; crate::intel::ticket::NONCE_BYTES];
+    getrandom::fill(&mut nonce).map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
+    let ttl = config.stream_ticket_ttl_ms;
+    let expires = now_ms() + ttl;
+    let ticket = crate::intel::ticket::issue(token, &nonce, expires as u64)
+        .ok_or_else(|| ApiError::new(500, "internal", "could not sign the ticket"))?;
+    Ok(respond::json(201, &json!({"ticket": ticket, "expiresAt": iso(expires), "expiresIn": ttl / 1000.0})))
 }
 
 /// A WebSocket upgrade for a stream. Browsers cannot set headers on a
@@ -223,10 +229,17 @@ async fn open_stream(req: &Request, env: &Env, config: &Config, tag: &'static st
     let protocols = header(req, "sec-websocket-protocol").unwrap_or_default();
     let offered: Vec<&str> = protocols.split(',').map(str::trim).collect();
     let bearer_form = offered.first() == Some(&"bearer");
-    let authorized = if let Some(ticket) = param("ticket") {
-        let op = HubOp::ConsumeTicket { ticket };
-        let (_, body) = call_object::<_, Value>(env, hub::BINDING, hub::NAME, &op).await.map_err(unavailable)?;
-        body.as_ref().and_then(|b| b.get("valid")).and_then(Value::as_bool).unwrap_or(false)
+    // A ticket is checked here, in the isolate, with no storage: garbage and
+    // forgeries never cost an object request. It is spent where the socket lands.
+    let ticket = match param("ticket") {
+        Some(t) => Some(
+            crate::intel::ticket::verify(expected, &t, now_ms() as u64, config.stream_ticket_ttl_ms as u64)
+                .map_err(|_| unauthorized())?,
+        ),
+        None => None,
+    };
+    let authorized = if ticket.is_some() {
+        true
     } else if bearer_form {
         offered.get(1).is_some_and(|t| token_matches(t, expected))
     } else {
@@ -244,6 +257,23 @@ async fn open_stream(req: &Request, env: &Env, config: &Config, tag: &'static st
     let mut headers = vec![("upgrade", "websocket"), (STREAM_HEADER, tag)];
     if bearer_form {
         headers.push((BEARER_HEADER, "1"));
+    }
+    let expires;
+    if let Some(t) = &ticket {
+        expires = t.expires_ms.to_string();
+        if binding == hub::BINDING {
+            // The hub spends it in the same call that accepts the socket.
+            headers.push((TICKET_NONCE_HEADER, t.nonce.as_str()));
+            headers.push((TICKET_EXPIRES_HEADER, expires.as_str()));
+        } else {
+            // A subject's stream lands in its profile object; tickets are
+            // spent in one place, the hub, so each opens one socket anywhere.
+            let op = HubOp::SpendTicket { nonce: t.nonce.clone(), expires: t.expires_ms as f64 };
+            let (_, body) = call_object::<_, Value>(env, hub::BINDING, hub::NAME, &op).await.map_err(unavailable)?;
+            if !body.as_ref().and_then(|b| b.get("valid")).and_then(Value::as_bool).unwrap_or(false) {
+                return Err(unauthorized());
+            }
+        }
     }
     let inner = crate::platform::new_request("https://object/stream", "GET", &headers, None).map_err(|_| internal())?;
     let object_error = |e: worker::Error| unavailable(crate::platform::ObjectError(e.to_string()));
@@ -463,28 +493,17 @@ async fn delete_profile(env: &Env, config: &Config, raw: &str) -> Result<Respons
 /// Liveness with counts only (no data about any IP). The counts come from
 /// the analytics hubs; if they do not answer, liveness still answers, with
 /// `"analytics": "unavailable"`.
-async fn liveness(env: &Env, config: &Config) -> Response {
-    let counts = match analytics_api::merged(env, config).await {
-        Ok(m) => {
-            let requests: u64 = m.agg.slides.values().map(|s| s.requests).sum();
-            let events: u64 = m.agg.slides.values().map(|s| s.events).sum();
-            json!({
-                "requestsInWindow": requests,
-                "eventsInWindow": events,
-                "requestsTotal": m.agg.totals.requests,
-                "streamClients": m.shards.first().map_or(0, |s| s.stream_clients),
-                "windowSeconds": config.analytics.window_s,
-            })
-        }
-        Err(_) => json!("unavailable"),
-    };
+/// Liveness: answers from the isolate alone. Anyone may call it, so it
+/// touches no Durable Object and no KV (the window's numbers are in the
+/// authenticated `GET /api/performance/health`), and it says nothing about
+/// any IP.
+fn liveness() -> Response {
     respond::json(
         200,
         &json!({
             "status": "ok",
             "service": "edgeintel",
             "version": env!("CARGO_PKG_VERSION"),
-            "analytics": counts,
             "timestamp": iso(now_ms()),
         }),
     )

@@ -22,6 +22,7 @@ pub mod signals;
 pub mod signature;
 pub mod sketch;
 pub mod stats;
+pub mod ticket;
 pub mod travel;
 pub mod window;
 pub mod wire;

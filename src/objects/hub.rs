@@ -1,6 +1,7 @@
 //! `HubObject`: the analytics hub (one per shard, `HUB_SHARDS`; shard 0 is
 //! named `global`) and, on `global`, the fan-out of the intelligence and
-//! performance streams and the issuer of single-use stream tickets.
+//! performance streams and the place where stream tickets are spent (the
+//! edge issues and verifies them without storage: `intel::ticket`).
 //!
 //! - `Report`: batched request samples from the isolates (one call per
 //!   isolate per flush, never per request), ingested into per-slide buckets.
@@ -13,7 +14,7 @@
 //!
 //! Storage (SQLite): `slides` (one row per slide in the window), `meta`
 //! (aggregator scalars, alert rule states, KV write log, next tick),
-//! `tickets`. Memory caches the loaded state; `new` only registers the ping
+//! `spent_tickets` (nonces of used tickets until they expire). Memory caches the loaded state; `new` only registers the ping
 //! auto-response, so a hibernated or evicted hub loses nothing.
 
 use std::cell::RefCell;
@@ -33,7 +34,7 @@ use crate::intel::analytics::{Aggregator, Gauges, Sample, Slide, SlidePoint, MET
 use crate::intel::protocol::{AlertNotice, MessageType, ServerMessage, Update};
 use crate::platform::{self, reply};
 
-use super::sockets::{self, iso, BEARER_HEADER, STREAM_HEADER};
+use super::sockets::{self, iso, BEARER_HEADER, STREAM_HEADER, TICKET_EXPIRES_HEADER, TICKET_NONCE_HEADER};
 
 pub const BINDING: &str = "HUB";
 pub const NAME: &str = "global";
@@ -73,10 +74,10 @@ pub enum HubOp {
     },
     /// The raw window and state, for the read API (merged across shards).
     Window,
-    IssueTicket,
-    ConsumeTicket {
-        ticket: String,
-    },
+    /// Spends a verified stream ticket's nonce (`intel::ticket`): `{"valid":
+    /// true}` the first time, false after. For `?ip=` streams, whose socket
+    /// lands in a profile object; the hub's own streams spend theirs inline.
+    SpendTicket { nonce: String, expires: f64 },
 }
 
 /// What the read API gets from one shard.
@@ -183,6 +184,19 @@ impl DurableObject for HubObject {
                 _ => INTEL_TAG,
             };
             let bearer = req.headers().get(BEARER_HEADER)?.is_some();
+            // A ticket the edge verified is spent here, where the socket lands.
+            if let Some(nonce) = req.headers().get(TICKET_NONCE_HEADER)? {
+                let expires =
+                    req.headers().get(TICKET_EXPIRES_HEADER)?.and_then(|e| e.parse::<f64>().ok()).unwrap_or(0.0);
+                let sql = self.state.storage().sql();
+                migrate(&sql)?;
+                if !spend_ticket(&sql, &nonce, expires, now_ms())? {
+                    return reply(
+                        401,
+                        &json!({"error": "unauthorized", "message": "this stream ticket was already used"}),
+                    );
+                }
+            }
             return sockets::accept(&self.state, tag, &self.subscribers, config.max_stream_clients, bearer);
         }
         let op: HubOp = match platform::read_op(&mut req).await {
@@ -252,28 +266,8 @@ impl DurableObject for HubObject {
                 };
                 reply(200, &window)
             }
-            HubOp::IssueTicket => {
-                let now = now_ms();
-                sql.exec("DELETE FROM tickets WHERE expires < ?", vec![now.into()])?;
-                let mut raw = [0u8; 24];
-                getrandom::fill(&mut raw).map_err(|e| worker::Error::RustError(e.to_string()))?;
-                let ticket = hex::encode(raw);
-                let ttl = config.stream_ticket_ttl_ms;
-                let expires = now + ttl;
-                sql.exec(
-                    "INSERT INTO tickets (id, expires) VALUES (?, ?)",
-                    vec![ticket.clone().into(), expires.into()],
-                )?;
-                reply(200, &json!({"ticket": ticket, "expiresAt": iso(expires), "expiresIn": ttl / 1000.0}))
-            }
-            HubOp::ConsumeTicket { ticket } => {
-                // Read and delete with no await in between: single use even
-                // under concurrent upgrades.
-                let rows = sql
-                    .exec("SELECT expires FROM tickets WHERE id = ?", vec![ticket.clone().into()])?
-                    .to_array::<ExpiryRow>()?;
-                sql.exec("DELETE FROM tickets WHERE id = ?", vec![ticket.into()])?;
-                let valid = rows.first().is_some_and(|r| r.expires >= now_ms());
+            HubOp::SpendTicket { nonce, expires } => {
+                let valid = spend_ticket(&sql, &nonce, expires, now_ms())?;
                 reply(200, &json!({"valid": valid}))
             }
         }
@@ -385,9 +379,27 @@ fn pattern_key(p: &Value) -> String {
     )
 }
 
+/// Records a stream ticket's nonce as spent; false when it already was.
+/// Read and write with no await in between: single use even under
+/// concurrent upgrades. Spent nonces are kept until their ticket expires
+/// (a ticket past its expiry is refused by the edge anyway).
+fn spend_ticket(sql: &SqlStorage, nonce: &str, expires: f64, now: f64) -> Result<bool> {
+    sql.exec("DELETE FROM spent_tickets WHERE expires < ?", vec![now.into()])?;
+    let seen =
+        sql.exec("SELECT expires FROM spent_tickets WHERE id = ?", vec![nonce.into()])?.to_array::<ExpiryRow>()?;
+    if seen.iter().any(|r| r.expires >= now) {
+        return Ok(false);
+    }
+    sql.exec("INSERT OR REPLACE INTO spent_tickets (id, expires) VALUES (?, ?)", vec![nonce.into(), expires.into()])?;
+    Ok(true)
+}
+
 fn migrate(sql: &SqlStorage) -> Result<()> {
+    // `tickets` held the stored tickets of versions before 2026-12-02
+    // (tickets are signed now: intel::ticket).
     sql.exec(
-        "CREATE TABLE IF NOT EXISTS tickets (id TEXT PRIMARY KEY, expires REAL NOT NULL);
+        "DROP TABLE IF EXISTS tickets;
+         CREATE TABLE IF NOT EXISTS spent_tickets (id TEXT PRIMARY KEY, expires REAL NOT NULL);
          CREATE TABLE IF NOT EXISTS slides (start INTEGER PRIMARY KEY, data TEXT NOT NULL);
          CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, data TEXT NOT NULL);",
         None,
