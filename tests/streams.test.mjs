@@ -191,6 +191,50 @@ test("per-subject stream (?ip=) carries only that subject's events", async () =>
   mine.close();
 });
 
+test("with IP_HASH_KEY: ?ip= streams and ip filters still receive their subject's events, showing only masked IPs", async () => {
+  const hashed = await startEdge({ vars: { RISK_MODE: "consistent", IP_HASH_KEY: "stream-hash-key-0123456789" } });
+  try {
+    const ip = "198.51.100.150";
+    const neighbour = "198.51.100.151";
+    const v6 = "2001:db8:77:88::5";
+    const mine = hashed.stream("/api/intelligence/stream", { query: `ip=${ip}` });
+    const filtered = hashed.stream("/api/intelligence/stream");
+    const byV6 = hashed.stream("/api/intelligence/stream");
+    await Promise.all([mine.opened, filtered.opened, byV6.opened]);
+    filtered.ws.send(JSON.stringify({ type: "subscribe", filter: { ip } }));
+    byV6.ws.send(JSON.stringify({ type: "subscribe", filter: { ip: v6 } }));
+    await filtered.until((ms) => ms.some((m) => m.data?.subscribed));
+    await byV6.until((ms) => ms.some((m) => m.data?.subscribed));
+    const subscribed = filtered.messages.find((m) => m.data?.subscribed);
+    assert.ok(!JSON.stringify(subscribed).includes(ip), `the kept filter shows no raw IP: ${JSON.stringify(subscribed)}`);
+    for (const who of [neighbour, ip, v6]) {
+      const res = await hashed.send("/", { cf: PLACES[0], ip: who, headers: BROWSER_HEADERS });
+      await res.arrayBuffer();
+    }
+    await mine.until((ms) => ms.some((m) => m.type === "intelligence_update"));
+    await filtered.until((ms) => ms.some((m) => m.type === "intelligence_update"));
+    await byV6.until((ms) => ms.some((m) => m.type === "intelligence_update"));
+    // Let the neighbour's events arrive too, if they were going to.
+    await new Promise((r) => setTimeout(r, 300));
+    for (const c of [mine, filtered]) {
+      const shown = c.messages.filter((m) => m.type === "intelligence_update").map((m) => m.data.event.ip);
+      assert.ok(shown.length >= 1 && shown.every((x) => x === "198.51.100.x"), JSON.stringify(shown));
+    }
+    // The neighbour shows as the same masked IP, so only the hashed key tells
+    // them apart: the filtered hub stream gets exactly what the subject's own stream gets.
+    const count = (c) => c.messages.filter((m) => m.type === "intelligence_update").length;
+    assert.equal(count(filtered), count(mine), "the neighbour's events reached neither");
+    const v6shown = byV6.messages.filter((m) => m.type === "intelligence_update").map((m) => m.data.event.ip);
+    assert.deepEqual([...new Set(v6shown)], ["2001:db8:77::/48"], "an IPv6 subject is shown by its /48");
+    for (const c of [mine, filtered, byV6]) {
+      assert.ok(!JSON.stringify(c.messages).includes(ip) && !JSON.stringify(c.messages).includes("2001:db8:77:88"));
+      c.close();
+    }
+  } finally {
+    await hashed.close();
+  }
+});
+
 test("200 concurrent subscribers each receive the same event exactly once", async () => {
   const clients = Array.from({ length: 200 }, () => edge.stream("/api/intelligence/stream"));
   await Promise.all(clients.map((c) => c.opened));

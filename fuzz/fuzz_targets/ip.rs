@@ -31,7 +31,13 @@ fuzz_target!(|data: &[u8]| {
             let prefix = s.strip_suffix("/64").unwrap_or_else(|| panic!("v6 subject {s:?} without /64"));
             let v6: std::net::Ipv6Addr = prefix.parse().unwrap_or_else(|_| panic!("v6 subject {s:?}"));
             assert_eq!(u128::from(v6) & u128::from(u64::MAX), 0, "{s:?} is not a /64 prefix");
-            assert_eq!(mask(&key), s, "a v6 subject is shown as is");
+            let masked = mask(&key);
+            let m: std::net::Ipv6Addr = masked
+                .strip_suffix("/48")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("{s:?} masked as {masked:?}, not a /48"));
+            assert_eq!(u128::from(m) & ((1u128 << 80) - 1), 0, "{masked:?} keeps more than 48 bits");
+            assert_eq!(u128::from(m), u128::from(v6) & !((1u128 << 80) - 1), "{masked:?} is not {s:?}'s /48");
         } else {
             assert!(s.parse::<std::net::Ipv4Addr>().is_ok(), "v4 subject {s:?}");
             assert!(mask(&key).ends_with(".x") && !mask(&key).contains(s), "masked {s:?}");

@@ -249,7 +249,9 @@ async fn open_stream(req: &Request, env: &Env, config: &Config, tag: &'static st
         return Err(unauthorized());
     }
     let (binding, name) = match param("ip") {
-        Some(ip) if tag == hub::INTEL_TAG => (BINDING, subject_from_path(&ip)?.as_str().to_string()),
+        // The object is named by the subject's storage key, as every other
+        // call names it (hashed with IP_HASH_KEY).
+        Some(ip) if tag == hub::INTEL_TAG => (BINDING, key_from_path(&ip, config)?.key.as_str().to_string()),
         Some(_) => return Err(ApiError::new(400, "bad_request", "`ip` narrows only the intelligence stream")),
         None => (hub::BINDING, hub::NAME.to_string()),
     };

@@ -851,6 +851,7 @@ mod tests {
             country: Some("DE".into()),
             threat_score: score as u8,
             reputation_score: 50,
+            subject: ip.into(),
         }
     }
 

@@ -72,11 +72,22 @@ pub fn identify(subject: &SubjectKey, hash_key: Option<&str>) -> Identity {
     Identity { key: SubjectKey(hashed.unwrap_or_else(|| "h:unavailable".to_string())), display: mask(subject) }
 }
 
-/// `203.0.113.7` -> `203.0.113.x`; a v6 subject is already its /64.
+/// `203.0.113.7` -> `203.0.113.x`; `2001:db8:1:2::/64` -> `2001:db8:1::/48`.
+/// A /64 is one household's or one host's line, an identifier in itself; a
+/// /48 is a site or a provider's block, as coarse as a v4 /24.
 pub fn mask(subject: &SubjectKey) -> String {
+    if let Some(prefix) = subject.0.strip_suffix("/64") {
+        return match prefix.parse::<Ipv6Addr>() {
+            Ok(v6) => {
+                let [a, b, c, ..] = v6.segments();
+                format!("{}/48", Ipv6Addr::new(a, b, c, 0, 0, 0, 0, 0))
+            }
+            Err(_) => "::/48".to_string(),
+        };
+    }
     match subject.0.rsplit_once('.') {
         Some((net, _)) if !subject.0.contains(':') => format!("{net}.x"),
-        _ => subject.0.clone(),
+        _ => "masked".to_string(),
     }
 }
 
@@ -131,7 +142,11 @@ mod tests {
         assert_eq!(h.key, identify(&s, Some("k-0123456789abcdef")).key, "stable");
         assert_ne!(h.key, identify(&s, Some("another-key-012345")).key, "keyed");
         let v6 = identify(&parse_subject("2001:db8:1:2::9").unwrap(), Some("k-0123456789abcdef"));
-        assert_eq!(v6.display, "2001:db8:1:2::/64");
+        assert_eq!(v6.display, "2001:db8:1::/48", "a /64 is a household: shown as its /48");
+        let plain_v6 = identify(&parse_subject("2001:db8:1:2::9").unwrap(), None);
+        assert_eq!(plain_v6.display, "2001:db8:1:2::/64", "without IP_HASH_KEY the subject is shown as is");
+        assert_eq!(mask(&parse_subject("2001:db8:ffff:abcd::1").unwrap()), "2001:db8:ffff::/48");
+        assert_eq!(mask(&parse_subject("::1").unwrap()), "::/48");
     }
 
     #[test]

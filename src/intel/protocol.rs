@@ -17,6 +17,10 @@ pub const PING: &str = r#"{"type":"ping"}"#;
 pub const PONG: &str = r#"{"type":"pong"}"#;
 /// Client messages larger than this get an `error` (and count as flooding).
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4096;
+/// Most countries one filter may name. Every event is compared with every
+/// socket's filter, so the lists a client can make the object keep and walk
+/// are bounded (event types are deduplicated: there are four).
+pub const MAX_FILTER_COUNTRIES: usize = 50;
 /// More client messages than this within `FLOOD_WINDOW_MS` closes the socket 1008.
 pub const FLOOD_MAX_MESSAGES: u32 = 30;
 pub const FLOOD_WINDOW_MS: f64 = 10_000.0;
@@ -69,6 +73,10 @@ pub struct Update {
     pub country: Option<String>,
     pub threat_score: u8,
     pub reputation_score: u8,
+    /// The subject's storage key (its keyed hash with `IP_HASH_KEY`): what an
+    /// `ip` filter is compared with, since `event.ip` may be masked.
+    #[serde(default)]
+    pub subject: String,
 }
 
 /// A profile alert, published as an `alert` message.
@@ -79,6 +87,9 @@ pub struct AlertNotice {
     #[serde(default)]
     pub country: Option<String>,
     pub alert: super::profile::Alert,
+    /// The subject's storage key, as in `Update`.
+    #[serde(default)]
+    pub subject: String,
 }
 
 /// A client's filter. Empty fields match everything.
@@ -91,18 +102,31 @@ pub struct Subscription {
     pub min_severity: Option<Priority>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub countries: Option<Vec<String>>,
+    /// The subject's storage key (see `keyed`), never a raw IP once keyed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
 }
 
 impl Subscription {
+    /// The filter as the object keeps and compares it: the `ip` subject
+    /// replaced by its storage key (`ip::identify`), so that with
+    /// `IP_HASH_KEY` it matches the hashed subjects events carry and no raw
+    /// IP is kept in the socket's attachment.
+    pub fn keyed(mut self, hash_key: Option<&str>) -> Subscription {
+        self.ip = self
+            .ip
+            .and_then(|raw| super::ip::parse_subject(&raw))
+            .map(|subject| super::ip::identify(&subject, hash_key).key.as_str().to_string());
+        self
+    }
+
     pub fn matches_update(&self, u: &Update) -> bool {
         self.event_types.as_ref().is_none_or(|t| t.contains(&u.event.event_type))
-            && self.matches(u.event.priority, u.country.as_deref(), &u.event.ip)
+            && self.matches(u.event.priority, u.country.as_deref(), &u.subject)
     }
 
     pub fn matches_alert(&self, a: &AlertNotice) -> bool {
-        self.matches(a.alert.severity, a.country.as_deref(), &a.ip)
+        self.matches(a.alert.severity, a.country.as_deref(), &a.subject)
     }
 
     fn matches(&self, severity: Priority, country: Option<&str>, ip: &str) -> bool {
@@ -182,20 +206,38 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, String> {
         // Unsubscribe ignores any filter it is sent (back to everything).
         RawKind::Unsubscribe => ClientMessage::Unsubscribe,
         RawKind::Subscribe => {
-            let event_types: Option<Vec<EventType>> = match raw.event_types {
+            let mut event_types: Option<Vec<EventType>> = match raw.event_types {
                 Some(v) => serde_json::from_value(v).map_err(|e| format!("`eventTypes`: {e}"))?,
                 None => None,
             };
+            if let Some(types) = event_types.as_mut() {
+                let mut seen = Vec::with_capacity(types.len().min(8));
+                types.retain(|t| {
+                    if seen.contains(t) {
+                        false
+                    } else {
+                        seen.push(*t);
+                        true
+                    }
+                });
+            }
             let f: RawFilter = match raw.filter {
                 Some(v) => serde_json::from_value(v).map_err(|e| format!("`filter`: {e}"))?,
                 None => RawFilter { min_severity: None, countries: None, ip: None },
             };
             let countries = match f.countries {
-                Some(cs) => Some(
-                    cs.iter()
+                Some(cs) if cs.len() > MAX_FILTER_COUNTRIES => {
+                    return Err(format!("`countries`: at most {MAX_FILTER_COUNTRIES} countries per filter"))
+                }
+                Some(cs) => {
+                    let mut codes = cs
+                        .iter()
                         .map(|c| super::facts::country_code(c).ok_or_else(|| format!("`{c}` is not a country code")))
-                        .collect::<Result<Vec<_>, _>>()?,
-                ),
+                        .collect::<Result<Vec<_>, _>>()?;
+                    codes.sort();
+                    codes.dedup();
+                    Some(codes)
+                }
                 None => None,
             };
             let ip = match f.ip {
@@ -243,6 +285,7 @@ mod tests {
             country: country.map(String::from),
             threat_score: 0,
             reputation_score: 50,
+            subject: ip.into(),
         }
     }
 
@@ -335,6 +378,51 @@ mod tests {
         }
         let nowhere = update(EventType::ThreatDetected, Priority::High, None, "203.0.113.7");
         assert!(!Subscription { countries: Some(vec!["DE".into()]), ..Default::default() }.matches_update(&nowhere));
+    }
+
+    #[test]
+    fn filter_lists_are_bounded() {
+        let countries: Vec<String> = (0..=MAX_FILTER_COUNTRIES)
+            .map(|i| format!("\"{}{}\"", (b'A' + (i / 26) as u8) as char, (b'A' + (i % 26) as u8) as char))
+            .collect();
+        let too_many = format!(r#"{{"type":"subscribe","filter":{{"countries":[{}]}}}}"#, countries.join(","));
+        assert!(parse_client(&too_many).unwrap_err().contains("at most 50"), "51 countries");
+        let fifty = format!(r#"{{"type":"subscribe","filter":{{"countries":[{}]}}}}"#, countries[..50].join(","));
+        let ClientMessage::Subscribe(s) = parse_client(&fifty).unwrap() else { panic!() };
+        assert_eq!(s.countries.unwrap().len(), 50);
+        let repeated =
+            format!(r#"{{"type":"subscribe","eventTypes":[{}]}}"#, vec!["\"threat_detected\""; 200].join(","));
+        let ClientMessage::Subscribe(s) = parse_client(&repeated).unwrap() else { panic!() };
+        assert_eq!(s.event_types, Some(vec![EventType::ThreatDetected]), "deduplicated");
+        let dup = r#"{"type":"subscribe","filter":{"countries":["de","DE","fr"]}}"#;
+        let ClientMessage::Subscribe(s) = parse_client(dup).unwrap() else { panic!() };
+        assert_eq!(s.countries, Some(vec!["DE".to_string(), "FR".to_string()]));
+    }
+
+    #[test]
+    fn an_ip_filter_is_kept_as_the_subject_key() {
+        let ClientMessage::Subscribe(s) =
+            parse_client(r#"{"type":"subscribe","filter":{"ip":"203.0.113.7"}}"#).unwrap()
+        else {
+            panic!()
+        };
+        let plain = s.clone().keyed(None);
+        assert_eq!(plain.ip.as_deref(), Some("203.0.113.7"));
+        let hashed = s.keyed(Some("k-0123456789abcdef"));
+        let key = crate::intel::ip::identify(
+            &crate::intel::ip::parse_subject("203.0.113.7").unwrap(),
+            Some("k-0123456789abcdef"),
+        )
+        .key;
+        assert_eq!(hashed.ip.as_deref(), Some(key.as_str()));
+        assert!(!serde_json::to_string(&hashed).unwrap().contains("203.0.113"), "no raw IP in the attachment");
+        // An event of that subject shows the masked IP and carries the key: it matches.
+        let mut u = update(EventType::ThreatDetected, Priority::High, None, "203.0.113.x");
+        u.subject = key.as_str().to_string();
+        assert!(hashed.matches_update(&u));
+        let mut other = u.clone();
+        other.subject = "h:00000000000000000000000000000000".into();
+        assert!(!hashed.matches_update(&other), "another subject in the same /24 does not match");
     }
 
     #[test]

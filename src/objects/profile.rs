@@ -160,7 +160,13 @@ impl DurableObject for ProfileObject {
     }
 
     async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
-        sockets::on_message(&ws, &self.subscribers, message);
+        // The `ip` filter is kept as the subject's storage key (IP_HASH_KEY).
+        match platform::config(&self.env) {
+            Ok(config) => sockets::on_message(&ws, &self.subscribers, config.ip_hash_key.as_deref(), message),
+            Err(_) => {
+                let _ = ws.close(Some(1011), Some("configuration invalid"));
+            }
+        }
         Ok(())
     }
 
@@ -232,13 +238,19 @@ impl ProfileObject {
             country: country.clone(),
             threat_score: verdict.threat,
             reputation_score: verdict.reputation,
+            subject: subject.to_string(),
         };
         let published = Published {
             updates: changes.events.into_iter().map(update).collect(),
             alerts: changes
                 .new_alerts
                 .into_iter()
-                .map(|alert| AlertNotice { ip: profile.ip.clone(), country: country.clone(), alert })
+                .map(|alert| AlertNotice {
+                    ip: profile.ip.clone(),
+                    country: country.clone(),
+                    alert,
+                    subject: subject.to_string(),
+                })
                 .collect(),
         };
         Ok((verdict, published))

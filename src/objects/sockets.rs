@@ -79,7 +79,12 @@ pub fn accept(
 
 /// Handles one client message: subscribe/unsubscribe update the attachment,
 /// anything invalid gets an `error` message, a flood closes with 1008.
-pub fn on_message(ws: &WebSocket, subscribers: &Subscribers, message: WebSocketIncomingMessage) {
+pub fn on_message(
+    ws: &WebSocket,
+    subscribers: &Subscribers,
+    hash_key: Option<&str>,
+    message: WebSocketIncomingMessage,
+) {
     subscribers.invalidate();
     let now = now_ms();
     let mut st = load_state(ws);
@@ -96,7 +101,7 @@ pub fn on_message(ws: &WebSocket, subscribers: &Subscribers, message: WebSocketI
         )),
         WebSocketIncomingMessage::String(text) => match parse_client(&text) {
             Ok(ClientMessage::Subscribe(sub)) => {
-                st.subscription = sub;
+                st.subscription = sub.keyed(hash_key);
                 Some(ServerMessage::new(MessageType::Event, json!({"subscribed": st.subscription}), &iso(now)))
             }
             Ok(ClientMessage::Unsubscribe) => {
@@ -111,7 +116,12 @@ pub fn on_message(ws: &WebSocket, subscribers: &Subscribers, message: WebSocketI
             Err(e) => Some(ServerMessage::error("bad_message", &e, &iso(now))),
         },
     };
-    let _ = save_state(ws, &st);
+    // The attachment carries the flood counter: a socket whose state cannot
+    // be saved would never be counted again, so it is closed instead.
+    if save_state(ws, &st).is_err() {
+        let _ = ws.close(Some(1011), Some("could not save the socket's state"));
+        return;
+    }
     if let Some(m) = reply {
         let _ = ws.send_with_str(m.to_text());
     }
