@@ -164,10 +164,9 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
             latency_ms,
             consult: consulted,
             consult_ms: (consulted != Consult::Cached).then_some(consult_ms),
-            probe: found
-                .iter()
-                .any(|x| x.reason == Reason::PathScan && obs.signals.contains(&Reason::PathScan))
-                .then(|| obs.path.split('?').next().unwrap_or("").chars().take(128).collect()),
+            // Keyed by the rule, not the path: a scanner's endless variants
+            // of one path are one analytics key.
+            probe: signals::probe_rule(&request.path).map(String::from),
         };
         record::sample(&ctx, &env, &config, shard_of(s.as_str(), config.hub_shards), sample);
         obs.latency_ms = Some(latency_ms);
