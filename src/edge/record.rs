@@ -282,10 +282,10 @@ async fn flush(env: &Env, config: &Config, target: &Target, items: Items) {
     }
 }
 
-/// Sends the origin's status for a request recorded before forwarding
-/// (consistent mode).
-pub async fn status(env: Env, subject: String, ip: String, at: f64, status: u16) {
-    let op = ProfileOp::Status { subject: subject.clone(), ip, at, status };
+/// Sends the outcome of a request recorded before deciding (consistent
+/// mode): the origin's status, or the edge's enforcement `action`.
+pub async fn status(env: Env, subject: String, ip: String, at: f64, status: u16, action: Option<String>) {
+    let op = ProfileOp::Status { subject: subject.clone(), ip, at, status, action };
     match call_object::<_, ObserveReply>(&env, BINDING, &subject, &op).await {
         Ok((_, Some(r))) => publish_now(&env, r.updates, r.alerts).await,
         Ok(_) => {}

@@ -113,10 +113,15 @@ pub struct Sample {
     /// The profile's threat score at the time.
     #[serde(rename = "h", default)]
     pub threat: u8,
+    /// The status the client got (the origin's, or the edge's own when `enforced`).
     #[serde(rename = "o")]
     pub status: u16,
-    #[serde(rename = "l")]
-    pub latency_ms: f64,
+    /// The origin's latency; `None` when the request never reached it.
+    #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// The edge challenged or blocked the request itself.
+    #[serde(rename = "e", default, skip_serializing_if = "std::ops::Not::not")]
+    pub enforced: bool,
     #[serde(rename = "k", default)]
     pub consult: Consult,
     #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
@@ -254,6 +259,9 @@ pub struct Slide {
     pub travel: Members,
     pub travel_events: u64,
     pub gauges: Gauges,
+    /// Requests the edge challenged or blocked itself.
+    #[serde(default)]
+    pub enforced: u64,
     /// Bytes of keys and members held, and how many were dropped.
     #[serde(default)]
     pub budget: Budget,
@@ -296,11 +304,16 @@ impl Slide {
         self.risk_sum += u64::from(s.risk);
         let high = s.risk >= HIGH_RISK_AT;
         self.high_risk += u64::from(high);
-        self.server_errors += u64::from(s.status >= 500);
+        // Origin statuses only for requests the origin answered.
+        let origin = !s.enforced;
+        self.server_errors += u64::from(origin && s.status >= 500);
+        self.enforced += u64::from(s.enforced);
         self.degraded += u64::from(matches!(s.consult, Consult::Timeout | Consult::Error));
         self.do_errors += u64::from(s.consult == Consult::Error);
         self.unique.insert(&s.subject);
-        self.latency.record(s.latency_ms);
+        if let Some(ms) = s.latency_ms {
+            self.latency.record(ms);
+        }
         if let Some(ms) = s.consult_ms {
             self.consult_latency.record(ms);
         }
@@ -324,7 +337,7 @@ impl Slide {
         if let Some(m) = s.probe.as_ref().and_then(|p| entry_within(&mut self.probes, p, p.len(), budget)) {
             m.insert_within(&s.subject, budget);
         }
-        if matches!(s.status, 401 | 403) {
+        if origin && matches!(s.status, 401 | 403) {
             self.auth_failures.insert_within(&s.subject, budget);
         }
     }
@@ -350,6 +363,7 @@ impl Slide {
         self.risk_sum += o.risk_sum;
         self.high_risk += o.high_risk;
         self.server_errors += o.server_errors;
+        self.enforced += o.enforced;
         self.degraded += o.degraded;
         self.do_errors += o.do_errors;
         self.events += o.events;
@@ -530,6 +544,9 @@ pub struct Totals {
     pub do_errors: u64,
     pub server_errors: u64,
     pub high_risk: u64,
+    /// Requests the edge challenged or blocked itself.
+    #[serde(default)]
+    pub enforced: u64,
 }
 
 impl Aggregator {
@@ -564,7 +581,8 @@ impl Aggregator {
         let t = &mut self.totals;
         t.requests += 1;
         t.high_risk += u64::from(s.risk >= HIGH_RISK_AT);
-        t.server_errors += u64::from(s.status >= 500);
+        t.server_errors += u64::from(!s.enforced && s.status >= 500);
+        t.enforced += u64::from(s.enforced);
         t.degraded += u64::from(matches!(s.consult, Consult::Timeout | Consult::Error));
         t.do_errors += u64::from(s.consult == Consult::Error);
         true
@@ -902,7 +920,7 @@ mod tests {
             asn: Some(3320),
             risk: 10,
             status: 200,
-            latency_ms: 20.0,
+            latency_ms: Some(20.0),
             ..Sample::default()
         }
     }
@@ -1111,6 +1129,28 @@ mod tests {
         assert!((slide.point().unique_ips - 10_000.0).abs() < 500.0);
         a.evict(&c, now + 10.0 * SLIDE_MS);
         assert!(a.slides.is_empty());
+    }
+
+    #[test]
+    fn enforced_samples_are_not_origin_answers() {
+        let c = cfg();
+        let mut a = Aggregator::default();
+        let now = T0 + 1000.0;
+        for i in 0..20 {
+            let mut s = sample(now, &format!("198.51.100.{i}"));
+            s.status = 403;
+            s.latency_ms = None;
+            s.enforced = true;
+            a.ingest_sample(&c, &s, now);
+        }
+        let slide = a.slides.values().next().unwrap();
+        assert!(slide.auth_failures.is_empty(), "no credential stuffing from our own challenges");
+        assert_eq!(slide.latency.count, 0, "no origin latency for requests that never reached it");
+        assert_eq!((slide.enforced, a.totals.enforced, slide.requests), (20, 20, 20));
+        assert_eq!(slide.point().origin_latency.avg, None);
+        // A report from an older isolate (latency a plain number, no `e`) still parses.
+        let old: Sample = serde_json::from_str(r#"{"t":1,"s":"x","r":0,"o":200,"l":12.5}"#).unwrap();
+        assert_eq!((old.latency_ms, old.enforced), (Some(12.5), false));
     }
 
     #[test]

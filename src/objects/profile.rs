@@ -86,9 +86,11 @@ impl DurableObject for ProfileObject {
                 self.arm_alarm(&config).await?;
                 reply(200, &self.answer(verdict, published))
             }
-            ProfileOp::Status { subject, ip, at, status } => {
-                let (verdict, published) =
-                    self.update(&config, now, &subject, &ip, |p| p.record_status(status, at, &config.rules))?;
+            ProfileOp::Status { subject, ip, at, status, action } => {
+                let (verdict, published) = self.update(&config, now, &subject, &ip, |p| match &action {
+                    Some(a) => p.record_enforcement(a, at, &config.rules),
+                    None => p.record_status(status, at, &config.rules),
+                })?;
                 reply(200, &self.answer(verdict, published))
             }
             ProfileOp::Events { subject, ip, events } => {
