@@ -158,3 +158,33 @@ test("the hub's alarm throwing (before and after its work) is retried by the run
     await edge.close();
   }
 });
+
+test("consistent mode with a slow hub: the request answers within the consistent budget; its events still reach the hub", async () => {
+  // The hub takes 4 s per call; CONSISTENT_TIMEOUT_MS is 1 s. Before the hub
+  // publish left the request path, every consistent request whose profile
+  // update produced events (the first one always does: location_update)
+  // waited the full 4 s.
+  const edge = await startEdge({ vars: { RISK_MODE: "consistent", CONSISTENT_TIMEOUT_MS: "1000" }, hubSlowMs: 4000 });
+  try {
+    const ip = "198.51.100.145";
+    for (let i = 0; i < 3; i++) {
+      const started = Date.now();
+      const r = await get(edge, `/page/${i}`, ip);
+      const elapsed = Date.now() - started;
+      counts.faultsInjected++;
+      assert.equal(r.status, 200);
+      assert.ok(elapsed < 1000, `request ${i + 1} took ${elapsed} ms with a 4 s hub`);
+    }
+    const seen = edge.origin.requests.filter((q) => q.url.startsWith("/page/"));
+    assert.equal(seen.length, 3);
+    assert.ok(seen.every((q) => q.headers["x-intel-status"] !== "degraded"), "the profile answered in time");
+    // The published events are not lost: the hub counts them once it answers.
+    const counted = await eventually(async () => {
+      const a = await edge.api("GET", "/api/intelligence/analytics");
+      return a.status === 200 && a.json.metrics.totals.events >= 1;
+    });
+    assert.ok(counted, "the location_update reached the hub");
+  } finally {
+    await edge.close();
+  }
+});

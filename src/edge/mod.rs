@@ -201,7 +201,7 @@ async fn consult_all(
         match config.risk_mode {
             RiskMode::Fast => consult::fast(env, ctx, config, subject).await,
             RiskMode::Consistent => {
-                consult::consistent(env, config, subject, &id.display, obs.clone()).await.map(|v| (v, false))
+                consult::consistent(env, ctx, config, subject, &id.display, obs.clone()).await.map(|v| (v, false))
             }
         }
     };
