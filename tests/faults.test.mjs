@@ -188,3 +188,32 @@ test("consistent mode with a slow hub: the request answers within the consistent
     await edge.close();
   }
 });
+
+test("profile object throwing: requests go on, and every lost observation is counted in the analytics and /metrics", async () => {
+  const edge = await startEdge({ vars: { FLUSH_INTERVAL_MS: "100", CACHE_TTL_MS: "0" }, profileFault: "throw" });
+  try {
+    const ip = "198.51.100.146";
+    for (let i = 0; i < 5; i++) {
+      const r = await get(edge, `/lost/${i}`, ip);
+      counts.faultsInjected++;
+      assert.equal(r.status, 200, "fail open: forwarded");
+    }
+    // The five observations' flush fails twice; the loss rides on a later
+    // hub report (each later request carries it), so keep a trickle going.
+    // Those later requests' observations are lost too: at least 5 in all.
+    let dropped = 0;
+    const ok = await eventually(async () => {
+      await get(edge, "/trickle", "198.51.100.147");
+      const a = await edge.api("GET", "/api/intelligence/analytics");
+      dropped = a.json?.metrics?.totals?.observations_dropped ?? 0;
+      return dropped >= 5;
+    }, { tries: 60, everyMs: 200 });
+    assert.ok(ok, `observations_dropped is ${dropped}`);
+    const prom = await edge.api("GET", "/metrics");
+    const line = prom.text.split("\n").find((l) => l.startsWith("edgeintel_observations_dropped "));
+    assert.ok(line && Number(line.split(" ")[1]) >= 5, line);
+    assert.match(prom.text, /# TYPE edgeintel_observations_dropped counter/);
+  } finally {
+    await edge.close();
+  }
+});

@@ -247,6 +247,9 @@ pub struct Slide {
     pub do_errors: u64,
     pub events: u64,
     pub events_rejected: u64,
+    /// Observations and samples the isolates lost (reported with their next batch).
+    #[serde(default)]
+    pub observations_dropped: u64,
     pub unique: Hll,
     pub latency: Histogram,
     pub consult_latency: Histogram,
@@ -368,6 +371,7 @@ impl Slide {
         self.do_errors += o.do_errors;
         self.events += o.events;
         self.events_rejected += o.events_rejected;
+        self.observations_dropped += o.observations_dropped;
         self.unique.merge(&o.unique);
         self.latency.merge(&o.latency);
         self.consult_latency.merge(&o.consult_latency);
@@ -415,6 +419,7 @@ impl Slide {
             do_errors: self.do_errors,
             events: self.events,
             events_rejected: self.events_rejected,
+            observations_dropped: self.observations_dropped,
             origin_latency: LatencySummary::of(&self.latency),
             consult_latency: LatencySummary::of(&self.consult_latency),
             gauges: self.gauges.clone(),
@@ -463,13 +468,15 @@ pub struct SlidePoint {
     pub do_errors: u64,
     pub events: u64,
     pub events_rejected: u64,
+    #[serde(default)]
+    pub observations_dropped: u64,
     pub origin_latency: LatencySummary,
     pub consult_latency: LatencySummary,
     pub gauges: Gauges,
 }
 
 /// The metric names of SPEC 7 (API `:name`, Prometheus `edgeintel_<name>`).
-pub const METRIC_NAMES: [&str; 14] = [
+pub const METRIC_NAMES: [&str; 15] = [
     "request_count",
     "origin_latency_ms",
     "consult_latency_ms",
@@ -478,6 +485,7 @@ pub const METRIC_NAMES: [&str; 14] = [
     "error_rate",
     "events_processed",
     "events_rejected",
+    "observations_dropped",
     "active_profiles",
     "stream_clients",
     "alarm_lag_ms",
@@ -501,6 +509,7 @@ impl SlidePoint {
             "error_rate" => self.error_rate,
             "events_processed" => self.events as f64,
             "events_rejected" => self.events_rejected as f64,
+            "observations_dropped" => self.observations_dropped as f64,
             "active_profiles" => self.unique_ips,
             "stream_clients" => self.gauges.stream_clients?,
             "alarm_lag_ms" => self.gauges.alarm_lag_ms?,
@@ -547,6 +556,9 @@ pub struct Totals {
     /// Requests the edge challenged or blocked itself.
     #[serde(default)]
     pub enforced: u64,
+    /// Observations and samples the isolates lost.
+    #[serde(default)]
+    pub observations_dropped: u64,
 }
 
 impl Aggregator {
@@ -601,6 +613,14 @@ impl Aggregator {
             slide.events_rejected += n;
         }
         self.totals.events_rejected += n;
+    }
+
+    /// Counts observations and samples an isolate reported lost.
+    pub fn count_dropped(&mut self, cfg: &AnalyticsConfig, n: u64, now_ms: f64) {
+        if let Some(slide) = self.slide_mut(cfg, now_ms, now_ms) {
+            slide.observations_dropped += n;
+        }
+        self.totals.observations_dropped += n;
     }
 
     /// Records the hub's own measurements into the current slide.
@@ -1129,6 +1149,22 @@ mod tests {
         assert!((slide.point().unique_ips - 10_000.0).abs() < 500.0);
         a.evict(&c, now + 10.0 * SLIDE_MS);
         assert!(a.slides.is_empty());
+    }
+
+    #[test]
+    fn reported_losses_are_counted_per_slide_and_in_totals() {
+        let c = cfg();
+        let mut a = Aggregator::default();
+        let now = T0 + 1000.0;
+        a.count_dropped(&c, 5, now);
+        a.count_dropped(&c, 2, now);
+        let p = a.slides.values().next().unwrap().point();
+        assert_eq!((p.observations_dropped, a.totals.observations_dropped), (7, 7));
+        assert_eq!(p.metric("observations_dropped"), Some(7.0));
+        // A window persisted before the field existed still loads (zero).
+        let mut v = serde_json::to_value(&a).unwrap();
+        v["totals"].as_object_mut().unwrap().remove("observations_dropped");
+        assert_eq!(serde_json::from_value::<Aggregator>(v).unwrap().totals.observations_dropped, 0);
     }
 
     #[test]
