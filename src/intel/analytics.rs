@@ -420,6 +420,7 @@ impl Slide {
             events: self.events,
             events_rejected: self.events_rejected,
             observations_dropped: self.observations_dropped,
+            keys_dropped: self.budget.dropped,
             origin_latency: LatencySummary::of(&self.latency),
             consult_latency: LatencySummary::of(&self.consult_latency),
             gauges: self.gauges.clone(),
@@ -470,6 +471,9 @@ pub struct SlidePoint {
     pub events_rejected: u64,
     #[serde(default)]
     pub observations_dropped: u64,
+    /// Keys and members the slide did not keep (`Budget::dropped`).
+    #[serde(default)]
+    pub keys_dropped: u64,
     pub origin_latency: LatencySummary,
     pub consult_latency: LatencySummary,
     pub gauges: Gauges,
@@ -1241,6 +1245,7 @@ mod tests {
         assert!(size <= MAX_SLIDE_BYTES + fixed, "{size} bytes > {} + {fixed}", MAX_SLIDE_BYTES);
         assert!(slide.budget.bytes <= MAX_SLIDE_BYTES as u64);
         assert!(slide.budget.dropped > 0, "what did not fit is counted");
+        assert_eq!(slide.point().keys_dropped, slide.budget.dropped, "and shown with the slide's numbers");
         assert_eq!(slide.requests, 20_000, "counts are not bounded, only stored strings");
         assert!(slide.auth_failures.len() >= 20_000 - 1, "support counts survive: {}", slide.auth_failures.len());
         assert!(slide.probes.keys().all(|k| k.len() <= MAX_KEY_BYTES));
