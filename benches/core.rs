@@ -65,7 +65,7 @@ fn sample(i: u64, now: f64) -> Sample {
         risk: (i % 100) as u8,
         threat: (i % 90) as u8,
         status: if i.is_multiple_of(50) { 404 } else { 200 },
-        latency_ms: 5.0 + (i % 200) as f64,
+        latency_ms: Some(5.0 + (i % 200) as f64),
         probe: i.is_multiple_of(97).then(|| "/.env".to_string()),
         ..Sample::default()
     }

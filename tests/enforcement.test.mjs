@@ -7,7 +7,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startEdge, intelHeaders, BROWSER_HEADERS } from "./harness.mjs";
+import { startEdge, intelHeaders, eventually, BROWSER_HEADERS } from "./harness.mjs";
 import { startOrigin } from "../scripts/origin.mjs";
 import { verify as verifyNode } from "../examples/node/verify.mjs";
 
@@ -130,6 +130,42 @@ test("a client that solves the proof-of-work gets through and keeps its clearanc
     assert.equal((await status(edge, "/checkout", { ...tor, headers: { ...JSON_ACCEPT, Cookie: cookie } })).status, 403, "expired");
   } finally {
     await edge.close();
+  }
+});
+
+test("a browser challenged 12 times is still challenged, not blocked: the edge's own 403s are enforcement, not auth failures", async () => {
+  // Tor alone scores 45: a challenge at 40, a block at 65. Before enforcement
+  // was recorded as enforcement, ten challenge pages counted as the origin's
+  // 403s (auth_failures +30, threat +20) and the browser ended up blocked.
+  for (const mode of ["fast", "consistent"]) {
+    const edge = await startEdge({
+      vars: { RISK_MODE: mode, ENFORCE: "block", CHALLENGE_AT: "40", BLOCK_AT: "65", CHALLENGE_SIGNING_KEY: KEY, FLUSH_INTERVAL_MS: "100", CACHE_TTL_MS: "0" },
+    });
+    try {
+      const ip = "198.51.100.57";
+      const tor = { cf: { country: "T1" }, ip };
+      for (let i = 0; i < 12; i++) {
+        const r = await status(edge, "/checkout", { ...tor, headers: JSON_ACCEPT });
+        assert.equal(r.status, 403, `${mode}: request ${i + 1}`);
+        assert.equal(JSON.parse(r.body).error, "challenge_required", `${mode}: request ${i + 1}`);
+      }
+      const profile = await eventually(async () => {
+        const { json } = await edge.api("GET", `/api/ip-intelligence/${ip}`);
+        return json?.metrics?.enforcedInWindow >= 12 ? json : null;
+      });
+      assert.ok(profile, `${mode}: the profile recorded the challenges`);
+      const after = await status(edge, "/checkout", { ...tor, headers: JSON_ACCEPT });
+      assert.equal(JSON.parse(after.body).error, "challenge_required", `${mode}: still at challenge, not block`);
+      assert.equal(profile.profile.enforced, 12);
+      assert.equal(profile.metrics.originStatusInWindow["401_403"], 0, `${mode}: no origin 401/403 counted`);
+      const reasons = profile.metrics.historyRisk.contributions.map((c) => c.reason);
+      assert.ok(!reasons.includes("auth_failures"), `${mode}: ${JSON.stringify(reasons)}`);
+      assert.equal(profile.profile.threatScore, 0, `${mode}: threat untouched`);
+      assert.equal(profile.profile.reputationScore, 50, `${mode}: reputation untouched`);
+      assert.equal(edge.origin.requests.length, 0, "nothing reached the origin");
+    } finally {
+      await edge.close();
+    }
   }
 });
 

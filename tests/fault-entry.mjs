@@ -3,7 +3,9 @@
 // the real HubObject and makes its alarm throw as `HUB_ALARM_FAULTS` says:
 // {"before": n} throws on the first n alarms before any work (the runtime
 // must retry), {"after": n} throws on the first n after the tick did its work
-// (the retry must not count anything twice). Never part of a deployment.
+// (the retry must not count anything twice). With `HUB_SLOW_MS`, every call
+// to the hub waits that long before the real hub sees it (a slow hub).
+// Never part of a deployment.
 import * as edge from "../build/index.js";
 
 export * from "../build/index.js";
@@ -15,9 +17,11 @@ export class FaultyHub {
   constructor(state, env) {
     this.inner = new edge.HubObject(state, env);
     this.plan = JSON.parse(env.HUB_ALARM_FAULTS || "{}");
+    this.slowMs = Number(env.HUB_SLOW_MS || 0);
   }
-  fetch(request) {
+  async fetch(request) {
     if (new URL(request.url).pathname === "/__faults") return Response.json(injected);
+    if (this.slowMs > 0) await new Promise((r) => setTimeout(r, this.slowMs));
     return this.inner.fetch(request);
   }
   async alarm(info) {

@@ -158,3 +158,62 @@ test("the hub's alarm throwing (before and after its work) is retried by the run
     await edge.close();
   }
 });
+
+test("consistent mode with a slow hub: the request answers within the consistent budget; its events still reach the hub", async () => {
+  // The hub takes 4 s per call; CONSISTENT_TIMEOUT_MS is 1 s. Before the hub
+  // publish left the request path, every consistent request whose profile
+  // update produced events (the first one always does: location_update)
+  // waited the full 4 s.
+  const edge = await startEdge({ vars: { RISK_MODE: "consistent", CONSISTENT_TIMEOUT_MS: "1000" }, hubSlowMs: 4000 });
+  try {
+    const ip = "198.51.100.145";
+    for (let i = 0; i < 3; i++) {
+      const started = Date.now();
+      const r = await get(edge, `/page/${i}`, ip);
+      const elapsed = Date.now() - started;
+      counts.faultsInjected++;
+      assert.equal(r.status, 200);
+      assert.ok(elapsed < 1000, `request ${i + 1} took ${elapsed} ms with a 4 s hub`);
+    }
+    const seen = edge.origin.requests.filter((q) => q.url.startsWith("/page/"));
+    assert.equal(seen.length, 3);
+    assert.ok(seen.every((q) => q.headers["x-intel-status"] !== "degraded"), "the profile answered in time");
+    // The published events are not lost: the hub counts them once it answers.
+    const counted = await eventually(async () => {
+      const a = await edge.api("GET", "/api/intelligence/analytics");
+      return a.status === 200 && a.json.metrics.totals.events >= 1;
+    });
+    assert.ok(counted, "the location_update reached the hub");
+  } finally {
+    await edge.close();
+  }
+});
+
+test("profile object throwing: requests go on, and every lost observation is counted in the analytics and /metrics", async () => {
+  const edge = await startEdge({ vars: { FLUSH_INTERVAL_MS: "100", CACHE_TTL_MS: "0" }, profileFault: "throw" });
+  try {
+    const ip = "198.51.100.146";
+    for (let i = 0; i < 5; i++) {
+      const r = await get(edge, `/lost/${i}`, ip);
+      counts.faultsInjected++;
+      assert.equal(r.status, 200, "fail open: forwarded");
+    }
+    // The five observations' flush fails twice; the loss rides on a later
+    // hub report (each later request carries it), so keep a trickle going.
+    // Those later requests' observations are lost too: at least 5 in all.
+    let dropped = 0;
+    const ok = await eventually(async () => {
+      await get(edge, "/trickle", "198.51.100.147");
+      const a = await edge.api("GET", "/api/intelligence/analytics");
+      dropped = a.json?.metrics?.totals?.observations_dropped ?? 0;
+      return dropped >= 5;
+    }, { tries: 60, everyMs: 200 });
+    assert.ok(ok, `observations_dropped is ${dropped}`);
+    const prom = await edge.api("GET", "/metrics");
+    const line = prom.text.split("\n").find((l) => l.startsWith("edgeintel_observations_dropped "));
+    assert.ok(line && Number(line.split(" ")[1]) >= 5, line);
+    assert.match(prom.text, /# TYPE edgeintel_observations_dropped counter/);
+  } finally {
+    await edge.close();
+  }
+});

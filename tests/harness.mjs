@@ -58,9 +58,11 @@ export const ADMIN_TOKEN = "test-admin-token-0123456789";
  * `profileFault`: "slow" | "throw" binds PROFILES to a faulty object.
  * `kvFault`: METRICS is a KV that fails while `setKvDown(true)`.
  * `hubAlarmFaults`: {before, after} makes the hub's alarm throw (see tests/fault-entry.mjs).
+ * `hubSlowMs`: every call to a hub object waits this long first (tests/fault-entry.mjs).
  * `port`: a fixed port (a restarted runtime comes back at the same address).
  */
-export async function startEdge({ vars = {}, originUrl, persistTo, profileFault, kvFault, hubAlarmFaults, port } = {}) {
+export async function startEdge({ vars = {}, originUrl, persistTo, profileFault, kvFault, hubAlarmFaults, hubSlowMs, port } = {}) {
+  const faultyHub = Boolean(hubAlarmFaults || hubSlowMs);
   const origin = originUrl ? null : await startOrigin({ port: 0 });
   // Everything the runtime prints (the Worker's console, workerd's own
   // errors) is kept for assertions such as "no panic in the log", and still
@@ -82,7 +84,7 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
       {
         name: "edge",
         modules: true,
-        scriptPath: hubAlarmFaults ? "tests/fault-entry.mjs" : "build/index.js",
+        scriptPath: faultyHub ? "tests/fault-entry.mjs" : "build/index.js",
         modulesRoot: ".",
         modulesRules: [
           { type: "ESModule", include: ["**/*.js"] },
@@ -95,6 +97,7 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
           // Suites wait for profiles in seconds; the calm interval has its own test.
           FLUSH_CALM_MS: "1000",
           ...(hubAlarmFaults ? { HUB_ALARM_FAULTS: JSON.stringify(hubAlarmFaults) } : {}),
+          ...(hubSlowMs ? { HUB_SLOW_MS: String(hubSlowMs) } : {}),
           ...vars,
         },
         ...(kvFault ? { wrappedBindings: { METRICS: { scriptName: "kvfault" } } } : { kvNamespaces: ["METRICS"] }),
@@ -104,7 +107,7 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
             ? { className: profileFault === "slow" ? "SlowProfile" : "ThrowingProfile", scriptName: "faults" }
             : { className: "ProfileObject", useSQLite: true },
           VISITORS: { className: "VisitorObject", useSQLite: true },
-          HUB: { className: hubAlarmFaults ? "FaultyHub" : "HubObject", useSQLite: true },
+          HUB: { className: faultyHub ? "FaultyHub" : "HubObject", useSQLite: true },
         },
       },
       ...(kvFault

@@ -3,7 +3,7 @@
 // all against the built Worker in the local runtime.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startEdge, intelHeaders, BROWSER_HEADERS, ADMIN_TOKEN, eventually as poll } from "./harness.mjs";
@@ -46,7 +46,9 @@ test("impossible travel: London then Sydney for one visitor flags later requests
     assert.equal(status, 200);
     const alert = json.profile.alerts.find((a) => a.type === "impossible_travel");
     assert.ok(alert, JSON.stringify(json.profile.alerts));
-    assert.match(alert.description, /London, GB \(198\.51\.100\.20\) to Sydney, AU \(203\.0\.113\.40\), 16\d\d\d km/);
+    // Seconds apart: a distance "within a second" or with its time, never a speed over no time.
+    assert.match(alert.description, /London, GB \(198\.51\.100\.20\) to Sydney, AU \(203\.0\.113\.40\), 16,\d\d\d km (within a second|in \d+ s \([\d,]+ km\/h\))$/);
+    assert.doesNotMatch(alert.description, / in 0 s/);
     // The cookie value itself is never stored or shown.
     assert.ok(!JSON.stringify(json).includes("visitor-abc-123"));
   } finally {
@@ -338,3 +340,36 @@ test("retention: the object's alarm deletes a profile after PROFILE_TTL_DAYS wit
     await edge.close();
   }
 });
+
+test("GET of a never-seen subject stores nothing (no schema-only object left without an alarm)", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "edgeintel-get-"));
+  try {
+    const edge = await startEdge({ persistTo: dir, vars: { FLUSH_INTERVAL_MS: "100" } });
+    const ns = await edge.mf.getDurableObjectNamespace("PROFILES", "edge");
+    const [never, seenIp] = ["198.51.100.95", "198.51.100.96"];
+    const ids = { [never]: ns.idFromName(never).toString(), [seenIp]: ns.idFromName(seenIp).toString() };
+    try {
+      const r = await edge.api("GET", `/api/ip-intelligence/${never}`);
+      assert.equal(r.status, 404);
+      // Control: a subject that made a request has stored state.
+      await seen(edge, "/", { cf: BERLIN, ip: seenIp, headers: BROWSER_HEADERS });
+      assert.ok(await eventually(async () => (await edge.api("GET", `/api/ip-intelligence/${seenIp}`)).status === 200));
+      assert.equal((await edge.api("GET", `/api/ip-intelligence/${never}`)).status, 404, "still not found");
+    } finally {
+      await edge.close();
+    }
+    const files = filesUnder(dir);
+    const stored = (ip) => files.filter((f) => f.includes(ids[ip])).map((f) => readFileSync(f).toString("latin1")).join("");
+    assert.match(stored(seenIp), /schema_version/, "the control subject's object has its schema and rows");
+    assert.doesNotMatch(stored(never), /schema_version|CREATE TABLE/, "the never-seen subject's object stores nothing");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+function filesUnder(dir) {
+  return readdirSync(dir).flatMap((name) => {
+    const p = join(dir, name);
+    return statSync(p).isDirectory() ? filesUnder(p) : [p];
+  });
+}

@@ -72,6 +72,8 @@ pub async fn merged(env: &Env, config: &Config) -> Result<Merged, ApiError> {
         t.do_errors += w.totals.do_errors;
         t.server_errors += w.totals.server_errors;
         t.high_risk += w.totals.high_risk;
+        t.enforced += w.totals.enforced;
+        t.observations_dropped += w.totals.observations_dropped;
     }
     Ok(Merged { agg, shards })
 }
@@ -357,6 +359,13 @@ fn prometheus(m: &Merged, config: &Config, now: f64) -> Response {
     metric("degraded_count", "counter", "Requests forwarded degraded (profile timeout or error).", c(t.degraded));
     metric("do_errors", "counter", "Profile consults that failed with an error.", c(t.do_errors));
     metric("origin_errors", "counter", "Origin answers of 5xx (including unreachable: 502).", c(t.server_errors));
+    metric("enforced_count", "counter", "Requests the edge challenged or blocked itself.", c(t.enforced));
+    metric(
+        "observations_dropped",
+        "counter",
+        "Observations and samples lost: a profile or hub flush failed twice.",
+        c(t.observations_dropped),
+    );
     let mut lat = Histogram::default();
     let mut consult = Histogram::default();
     for s in m.agg.slides.values() {

@@ -95,6 +95,7 @@ pub async fn fast(
 /// Consistent mode: record this observation and return the verdict after it.
 pub async fn consistent(
     env: &Env,
+    ctx: &Context,
     config: &Config,
     subject: &SubjectKey,
     ip: &str,
@@ -107,9 +108,11 @@ pub async fn consistent(
         Either::Left((answer, _)) => match answer {
             Ok((200, Some(reply))) => {
                 let reply: ObserveReply = reply;
-                // Consistent mode trades cost for exactness: its events reach
-                // the stream before the response, in request order.
-                super::record::publish_now(env, reply.updates, reply.alerts).await;
+                // No request waits on analytics: the events go to the hub
+                // after the response (a slow hub once held every consistent
+                // request for as long as it took, past the budget).
+                let (env, updates, alerts) = (env.clone(), reply.updates, reply.alerts);
+                ctx.wait_until(async move { super::record::publish_now(&env, updates, alerts).await });
                 Ok(reply.verdict)
             }
             Ok((status, _)) => Err(Degraded { timed_out: false, why: format!("unexpected answer {status}") }),

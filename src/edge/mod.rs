@@ -148,9 +148,12 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
             Ok(respond::challenge(&accept, &config, key, &request.path, started))
         }
     };
-    // 7. Record, after the response, in ctx.wait_until.
-    let origin_status = result.as_ref().map_or_else(|e| e.status(), |r| r.status());
-    let latency_ms = now_ms() - sent;
+    // 7. Record, after the response, in ctx.wait_until. A block or challenge
+    // is the edge's own answer: recorded as enforcement, never as an origin
+    // status or latency.
+    let status_sent = result.as_ref().map_or_else(|e| e.status(), |r| r.status());
+    let forwarded = action == Action::Forward;
+    let latency_ms = forwarded.then(|| now_ms() - sent);
     if let Some(id) = &identity {
         let s = &id.key;
         let sample = Sample {
@@ -160,18 +163,18 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
             asn: cf.asn,
             risk: verdict.score,
             threat: profile.threat,
-            status: origin_status,
+            status: status_sent,
             latency_ms,
+            enforced: !forwarded,
             consult: consulted,
             consult_ms: (consulted != Consult::Cached).then_some(consult_ms),
-            probe: found
-                .iter()
-                .any(|x| x.reason == Reason::PathScan && obs.signals.contains(&Reason::PathScan))
-                .then(|| obs.path.split('?').next().unwrap_or("").chars().take(128).collect()),
+            // Keyed by the rule, not the path: a scanner's endless variants
+            // of one path are one analytics key.
+            probe: signals::probe_rule(&request.path).map(String::from),
         };
         record::sample(&ctx, &env, &config, shard_of(s.as_str(), config.hub_shards), sample);
-        obs.latency_ms = Some(latency_ms);
-        record_outcome(&ctx, &env, &config, id, &mut obs, origin_status, level == Level::Low);
+        obs.latency_ms = latency_ms;
+        record_outcome(&ctx, &env, &config, id, &mut obs, status_sent, level == Level::Low);
     }
     let response = match result {
         Ok(res) => res,
@@ -198,7 +201,7 @@ async fn consult_all(
         match config.risk_mode {
             RiskMode::Fast => consult::fast(env, ctx, config, subject).await,
             RiskMode::Consistent => {
-                consult::consistent(env, config, subject, &id.display, obs.clone()).await.map(|v| (v, false))
+                consult::consistent(env, ctx, config, subject, &id.display, obs.clone()).await.map(|v| (v, false))
             }
         }
     };
@@ -255,7 +258,8 @@ fn record_outcome(
     let subject = &id.key;
     match config.risk_mode {
         RiskMode::Fast => {
-            obs.status = Some(status);
+            // Only an origin answer is a status; an enforced one has its action.
+            obs.status = obs.action.is_none().then_some(status);
             record::observation(ctx, env, config, subject, &id.display, obs.clone(), verdict_low);
         }
         // The observation itself was recorded before forwarding.
@@ -265,6 +269,7 @@ fn record_outcome(
             id.display.clone(),
             obs.at,
             status,
+            obs.action.clone(),
         )),
     }
 }

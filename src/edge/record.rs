@@ -19,13 +19,13 @@
 //! which is why later joiners add nothing of their own.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::time::Duration;
 
 use worker::{Context, Delay, Env};
 
 use crate::config::Config;
 use crate::intel::analytics::{hub_name, Sample};
+use crate::intel::batches::{BatchItems, Batches, Enqueued};
 use crate::intel::ip::SubjectKey;
 use crate::intel::profile::Observation;
 use crate::intel::protocol::{AlertNotice, Update};
@@ -37,6 +37,12 @@ use super::consult::{remember, BINDING};
 
 /// Samples per hub report at most (a report is ~100 bytes per sample).
 const HUB_BATCH: usize = 500;
+/// Open batches (subjects and hub shards) an isolate keeps at most, and
+/// observations and samples in all of them: past either, the batch is
+/// flushed at once instead of waiting (memory bound: at most ~10,000 items of
+/// a few hundred bytes each).
+const MAX_OPEN_BATCHES: usize = 2_000;
+const MAX_QUEUED_ITEMS: usize = 10_000;
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum Target {
@@ -45,40 +51,53 @@ enum Target {
 }
 
 enum Items {
-    Observations { ip: String, list: Vec<Observation> },
-    Samples { list: Vec<Sample>, rejected: u64, updates: Vec<Update>, alerts: Vec<AlertNotice> },
+    Observations {
+        ip: String,
+        list: Vec<Observation>,
+    },
+    Samples {
+        list: Vec<Sample>,
+        rejected: u64,
+        /// Observations and samples this isolate lost (reported, then counted by the hub).
+        dropped: u64,
+        updates: Vec<Update>,
+        alerts: Vec<AlertNotice>,
+    },
 }
 
-impl Items {
-    fn len(&self) -> usize {
+impl BatchItems for Items {
+    fn count(&self) -> usize {
         match self {
             Items::Observations { list, .. } => list.len(),
-            Items::Samples { list, rejected, updates, alerts } => {
-                list.len() + usize::from(*rejected > 0) + updates.len() + alerts.len()
+            Items::Samples { list, rejected, dropped, updates, alerts } => {
+                list.len() + usize::from(*rejected > 0) + usize::from(*dropped > 0) + updates.len() + alerts.len()
             }
         }
     }
+}
 
+impl Items {
     fn samples() -> Items {
-        Items::Samples { list: Vec::new(), rejected: 0, updates: Vec::new(), alerts: Vec::new() }
+        Items::Samples { list: Vec::new(), rejected: 0, dropped: 0, updates: Vec::new(), alerts: Vec::new() }
     }
 }
 
-struct Batch {
-    id: u64,
-    items: Items,
-    /// The batch waits the short interval (not calm, or a hub batch).
-    urgent: bool,
-}
-
 thread_local! {
-    static PENDING: RefCell<HashMap<Target, Batch>> = RefCell::new(HashMap::new());
-    static NEXT_ID: Cell<u64> = const { Cell::new(0) };
+    static PENDING: RefCell<Batches<Target, Items>> =
+        RefCell::new(Batches::new(MAX_OPEN_BATCHES, MAX_QUEUED_ITEMS));
+    /// Observations and samples lost (a flush failed twice) and not yet
+    /// handed to a hub report.
+    static DROPPED: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Observations and samples waiting in this isolate (the analytics API's `queueSize`).
 pub fn queued() -> usize {
-    PENDING.with(|p| p.borrow().values().map(|b| b.items.len()).sum())
+    PENDING.with(|p| p.borrow().queued())
+}
+
+/// Counts `n` observations or samples that are lost; the next hub report carries the count.
+fn count_dropped(n: u64) {
+    DROPPED.with(|d| d.set(d.get().saturating_add(n)));
 }
 
 /// Whether an observation can wait the calm interval: nothing about it needs
@@ -108,17 +127,22 @@ pub fn observation(
     });
 }
 
-/// Records one request's analytics sample for its hub shard.
+/// Records one request's analytics sample for its hub shard, with the count
+/// of anything this isolate lost since its last report (any shard will do:
+/// totals are summed over shards).
 pub fn sample(ctx: &Context, env: &Env, config: &Config, shard: u32, s: Sample) {
+    let lost = DROPPED.with(|d| d.replace(0));
     enqueue(ctx, env, config, Target::Hub(shard), HUB_BATCH, true, |items| match items {
-        Some(Items::Samples { list, .. }) => {
+        Some(Items::Samples { list, dropped, .. }) => {
             list.push(s);
+            *dropped = dropped.saturating_add(lost);
             None
         }
         _ => {
             let mut items = Items::samples();
-            if let Items::Samples { list, .. } = &mut items {
+            if let Items::Samples { list, dropped, .. } = &mut items {
                 list.push(s);
+                *dropped = lost;
             }
             Some(items)
         }
@@ -164,13 +188,18 @@ async fn forward_published(env: &Env, mut updates: Vec<Update>, mut alerts: Vec<
     if updates.is_empty() && alerts.is_empty() {
         return;
     }
-    let appended = PENDING.with(|p| match p.borrow_mut().get_mut(&Target::Hub(0)) {
-        Some(Batch { items: Items::Samples { updates: u, alerts: a, .. }, .. }) => {
-            u.append(&mut updates);
-            a.append(&mut alerts);
-            true
-        }
-        _ => false,
+    let appended = PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        let appended = match p.get_mut(&Target::Hub(0)) {
+            Some(Items::Samples { updates: u, alerts: a, .. }) => {
+                u.append(&mut updates);
+                a.append(&mut alerts);
+                true
+            }
+            _ => false,
+        };
+        p.recount();
+        appended
     });
     if !appended {
         publish_now(env, updates, alerts).await;
@@ -179,7 +208,8 @@ async fn forward_published(env: &Env, mut updates: Vec<Update>, mut alerts: Vec<
 
 /// Adds to the target's open batch (`add` returns a new batch's items when
 /// there is none), opening its timer, bringing the timer forward when the
-/// batch turns urgent, or flushing it when full.
+/// batch turns urgent, or flushing it at once when it is full or the
+/// isolate's bounds are reached.
 fn enqueue(
     ctx: &Context,
     env: &Env,
@@ -189,62 +219,33 @@ fn enqueue(
     urgent: bool,
     add: impl FnOnce(Option<&mut Items>) -> Option<Items>,
 ) {
-    let (timer, full) = PENDING.with(|pending| {
-        let mut pending = pending.borrow_mut();
-        let mut timer = None;
-        match pending.get_mut(&target) {
-            Some(b) => {
-                let _ = add(Some(&mut b.items));
-                if urgent && !b.urgent {
-                    b.urgent = true;
-                    timer = Some((b.id, config.flush_interval_ms));
-                }
-            }
-            None => {
-                if let Some(items) = add(None) {
-                    let id = NEXT_ID.with(|n| {
-                        let id = n.get().wrapping_add(1);
-                        n.set(id);
-                        id
-                    });
-                    pending.insert(target.clone(), Batch { id, items, urgent });
-                    let wait = if urgent { config.flush_interval_ms } else { config.flush_calm_ms };
-                    timer = Some((id, wait));
-                }
-            }
+    let outcome = PENDING.with(|p| p.borrow_mut().enqueue(target.clone(), max, urgent, add));
+    match outcome {
+        Enqueued::Waiting => {}
+        Enqueued::Flush(items) => {
+            let (env, config) = (env.clone(), config.clone());
+            ctx.wait_until(async move { flush(&env, &config, &target, items).await });
         }
-        let is_full = pending.get(&target).is_some_and(|b| b.items.len() >= max);
-        let full = if is_full { pending.remove(&target) } else { None };
-        (timer, full)
-    });
-    if let Some(batch) = full {
-        let (env, config) = (env.clone(), config.clone());
-        ctx.wait_until(async move { flush(&env, &config, &target, batch.items).await });
-    } else if let Some((id, wait_ms)) = timer {
-        // This request's context keeps the isolate alive for its own timer
-        // (a calm batch's timer, then possibly an urgent one: whichever fires
-        // first flushes, the other finds the batch gone).
-        let (env, config) = (env.clone(), config.clone());
-        ctx.wait_until(async move {
-            Delay::from(Duration::from_millis(u64::from(wait_ms))).await;
-            // Flush it unless it was already flushed (full, or by the other timer).
-            let batch = PENDING.with(|p| {
-                let mut p = p.borrow_mut();
-                if p.get(&target).is_some_and(|b| b.id == id) {
-                    p.remove(&target)
-                } else {
-                    None
+        Enqueued::Timer { id, urgent } => {
+            // This request's context keeps the isolate alive for its own timer
+            // (a calm batch's timer, then possibly an urgent one: whichever fires
+            // first flushes, the other finds the batch gone).
+            let wait_ms = if urgent { config.flush_interval_ms } else { config.flush_calm_ms };
+            let (env, config) = (env.clone(), config.clone());
+            ctx.wait_until(async move {
+                Delay::from(Duration::from_millis(u64::from(wait_ms))).await;
+                // Flush it unless it was already flushed (full, or by the other timer).
+                let batch = PENDING.with(|p| p.borrow_mut().take_if(&target, id));
+                if let Some(items) = batch {
+                    flush(&env, &config, &target, items).await;
                 }
             });
-            if let Some(batch) = batch {
-                flush(&env, &config, &target, batch.items).await;
-            }
-        });
+        }
     }
 }
 
 async fn flush(env: &Env, config: &Config, target: &Target, items: Items) {
-    let n = items.len();
+    let n = items.count();
     // One retry: an object can be briefly unavailable while it moves.
     for attempt in 1..=2 {
         let outcome = match (target, &items) {
@@ -260,10 +261,11 @@ async fn flush(env: &Env, config: &Config, target: &Target, items: Items) {
                     Err(e) => Err(e.0),
                 }
             }
-            (Target::Hub(shard), Items::Samples { list, rejected, updates, alerts }) => {
+            (Target::Hub(shard), Items::Samples { list, rejected, dropped, updates, alerts }) => {
                 let op = HubOp::Report {
                     samples: list.clone(),
                     rejected: *rejected,
+                    dropped: *dropped,
                     updates: updates.clone(),
                     alerts: alerts.clone(),
                 };
@@ -280,15 +282,24 @@ async fn flush(env: &Env, config: &Config, target: &Target, items: Items) {
             Err(why) => worker::console_error!("edgeintel: flush of {n} items failed (attempt {attempt}): {why}"),
         }
     }
+    // Lost: counted, so the loss shows in the analytics and /metrics. A hub
+    // report's own loss count goes back to be reported again.
+    count_dropped(match &items {
+        Items::Observations { list, .. } => list.len() as u64,
+        Items::Samples { list, dropped, .. } => (list.len() as u64).saturating_add(*dropped),
+    });
 }
 
-/// Sends the origin's status for a request recorded before forwarding
-/// (consistent mode).
-pub async fn status(env: Env, subject: String, ip: String, at: f64, status: u16) {
-    let op = ProfileOp::Status { subject: subject.clone(), ip, at, status };
+/// Sends the outcome of a request recorded before deciding (consistent
+/// mode): the origin's status, or the edge's enforcement `action`.
+pub async fn status(env: Env, subject: String, ip: String, at: f64, status: u16, action: Option<String>) {
+    let op = ProfileOp::Status { subject: subject.clone(), ip, at, status, action };
     match call_object::<_, ObserveReply>(&env, BINDING, &subject, &op).await {
         Ok((_, Some(r))) => publish_now(&env, r.updates, r.alerts).await,
         Ok(_) => {}
-        Err(e) => worker::console_error!("edgeintel: status record failed: {}", e.0),
+        Err(e) => {
+            worker::console_error!("edgeintel: status record failed: {}", e.0);
+            count_dropped(1);
+        }
     }
 }

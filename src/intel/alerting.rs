@@ -80,6 +80,14 @@ pub fn default_rules(slide_s: f64) -> Vec<Rule> {
             "more than 1% of requests degraded (profile store slow or failing)",
         ),
         rule(
+            "observations_lost",
+            "observations_dropped",
+            0.0,
+            0.0,
+            Priority::High,
+            "observations or samples were lost in the newest slide (a profile or hub flush failed twice)",
+        ),
+        rule(
             "alarm_lag",
             "alarm_lag_ms",
             2.0 * slide_s * 1000.0,
@@ -268,6 +276,18 @@ mod tests {
         ] {
             assert!(parse_rules(bad).is_err(), "{bad}");
         }
-        assert_eq!(default_rules(60.0).len(), 4);
+        assert_eq!(default_rules(60.0).len(), 5);
+    }
+
+    #[test]
+    fn a_lost_observation_fires_the_default_rule() {
+        let rules = default_rules(60.0);
+        let mut states = Vec::new();
+        let slide = |dropped: f64| move |m: &str| (m == "observations_dropped").then_some(dropped);
+        let lost =
+            |t: &[Transition]| t.iter().filter(|t| t.rule == "observations_lost").map(|t| t.to).collect::<Vec<_>>();
+        assert!(lost(&evaluate(&rules, &mut states, slide(0.0), 0.0)).is_empty());
+        assert_eq!(lost(&evaluate(&rules, &mut states, slide(3.0), 60_000.0)), [State::Firing]);
+        assert_eq!(lost(&evaluate(&rules, &mut states, slide(0.0), 120_000.0)), [State::Resolved]);
     }
 }

@@ -42,6 +42,18 @@ pub const HIGH_RISK_AT: u8 = 75;
 /// Keys kept per map and members per set in one slide (memory bound).
 const MAX_KEYS: usize = 256;
 const MAX_MEMBERS: usize = 64;
+/// The bytes of keys and members one slide may hold, each charged with an
+/// allowance for its JSON framing. The open slide is rewritten on every
+/// report, so key counts alone do not bound the work: long or unique keys
+/// would. What does not fit is counted in the slide's `budget.dropped`.
+pub const MAX_SLIDE_BYTES: usize = 64 * 1024;
+/// Longest key or member kept. Legitimate ones are far shorter: subject keys
+/// at most 34 bytes (`h:` + 32 hex), probe rule names 21, countries 2.
+pub const MAX_KEY_BYTES: usize = 64;
+/// Charged per new map entry beyond its key (the entry's JSON: field names
+/// and numbers of a `KeyAgg`), and per member (quotes and comma).
+const ENTRY_COST: usize = 128;
+const MEMBER_COST: usize = 3;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnalyticsConfig {
@@ -101,15 +113,20 @@ pub struct Sample {
     /// The profile's threat score at the time.
     #[serde(rename = "h", default)]
     pub threat: u8,
+    /// The status the client got (the origin's, or the edge's own when `enforced`).
     #[serde(rename = "o")]
     pub status: u16,
-    #[serde(rename = "l")]
-    pub latency_ms: f64,
+    /// The origin's latency; `None` when the request never reached it.
+    #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// The edge challenged or blocked the request itself.
+    #[serde(rename = "e", default, skip_serializing_if = "std::ops::Not::not")]
+    pub enforced: bool,
     #[serde(rename = "k", default)]
     pub consult: Consult,
     #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
     pub consult_ms: Option<f64>,
-    /// The probe path, when the request was one.
+    /// The probe rule the request matched (`signals::probe_rule`), when it was one.
     #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<String>,
 }
@@ -123,12 +140,50 @@ pub struct Members {
     pub overflow: u64,
 }
 
+/// What a slide's keys and members have used of `MAX_SLIDE_BYTES`, and how
+/// many were not kept (too long, over `MAX_KEYS`, or over the byte bound).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    #[serde(rename = "b", default)]
+    pub bytes: u64,
+    #[serde(rename = "d", default)]
+    pub dropped: u64,
+}
+
+impl Budget {
+    /// Charges a key or member of `len` bytes plus `framing`; false (and
+    /// counted as dropped) when it is too long or does not fit.
+    fn take(&mut self, len: usize, framing: usize) -> bool {
+        let cost = (len + framing) as u64;
+        if len > MAX_KEY_BYTES || self.bytes + cost > MAX_SLIDE_BYTES as u64 {
+            self.dropped += 1;
+            return false;
+        }
+        self.bytes += cost;
+        true
+    }
+}
+
 impl Members {
+    /// Adds a member (unbounded bytes: only for views merged on read).
     fn insert(&mut self, m: &str) {
         if self.members.iter().any(|x| x == m) {
             return;
         }
         if self.members.len() < MAX_MEMBERS {
+            self.members.push(m.to_string());
+        } else {
+            self.overflow += 1;
+        }
+    }
+
+    /// Adds a member to a stored slide, within its byte budget. A member
+    /// that does not fit still counts (in `overflow`), so support stays right.
+    fn insert_within(&mut self, m: &str, budget: &mut Budget) {
+        if self.members.iter().any(|x| x == m) {
+            return;
+        }
+        if self.members.len() < MAX_MEMBERS && budget.take(m.len(), MEMBER_COST) {
             self.members.push(m.to_string());
         } else {
             self.overflow += 1;
@@ -192,6 +247,9 @@ pub struct Slide {
     pub do_errors: u64,
     pub events: u64,
     pub events_rejected: u64,
+    /// Observations and samples the isolates lost (reported with their next batch).
+    #[serde(default)]
+    pub observations_dropped: u64,
     pub unique: Hll,
     pub latency: Histogram,
     pub consult_latency: Histogram,
@@ -204,11 +262,37 @@ pub struct Slide {
     pub travel: Members,
     pub travel_events: u64,
     pub gauges: Gauges,
+    /// Requests the edge challenged or blocked itself.
+    #[serde(default)]
+    pub enforced: u64,
+    /// Bytes of keys and members held, and how many were dropped.
+    #[serde(default)]
+    pub budget: Budget,
 }
 
 fn agg_for<'a, K: Ord + Clone>(map: &'a mut BTreeMap<K, KeyAgg>, key: &K) -> Option<&'a mut KeyAgg> {
     if !map.contains_key(key) && map.len() >= MAX_KEYS {
         return None;
+    }
+    Some(map.entry(key.clone()).or_default())
+}
+
+/// The entry of `key` in a stored slide's map, created if it is within
+/// `MAX_KEYS` and the byte budget (otherwise counted as dropped).
+fn entry_within<'a, K: Ord + Clone, V: Default>(
+    map: &'a mut BTreeMap<K, V>,
+    key: &K,
+    key_len: usize,
+    budget: &mut Budget,
+) -> Option<&'a mut V> {
+    if !map.contains_key(key) {
+        if map.len() >= MAX_KEYS {
+            budget.dropped += 1;
+            return None;
+        }
+        if !budget.take(key_len, ENTRY_COST) {
+            return None;
+        }
     }
     Some(map.entry(key.clone()).or_default())
 }
@@ -223,37 +307,41 @@ impl Slide {
         self.risk_sum += u64::from(s.risk);
         let high = s.risk >= HIGH_RISK_AT;
         self.high_risk += u64::from(high);
-        self.server_errors += u64::from(s.status >= 500);
+        // Origin statuses only for requests the origin answered.
+        let origin = !s.enforced;
+        self.server_errors += u64::from(origin && s.status >= 500);
+        self.enforced += u64::from(s.enforced);
         self.degraded += u64::from(matches!(s.consult, Consult::Timeout | Consult::Error));
         self.do_errors += u64::from(s.consult == Consult::Error);
         self.unique.insert(&s.subject);
-        self.latency.record(s.latency_ms);
+        if let Some(ms) = s.latency_ms {
+            self.latency.record(ms);
+        }
         if let Some(ms) = s.consult_ms {
             self.consult_latency.record(ms);
         }
-        if let Some(c) = s.country.as_ref().and_then(|c| agg_for(&mut self.countries, c)) {
+        let budget = &mut self.budget;
+        if let Some(c) = s.country.as_ref().and_then(|c| entry_within(&mut self.countries, c, c.len(), budget)) {
             c.requests += 1;
             c.risk_sum += u64::from(s.risk);
             c.threat_sum += u64::from(s.threat);
             if high {
-                c.high_risk.insert(&s.subject);
+                c.high_risk.insert_within(&s.subject, budget);
             }
         }
-        if let Some(a) = s.asn.and_then(|a| agg_for(&mut self.asns, &a)) {
+        if let Some(a) = s.asn.and_then(|a| entry_within(&mut self.asns, &a, 10, budget)) {
             a.requests += 1;
             a.risk_sum += u64::from(s.risk);
             a.threat_sum += u64::from(s.threat);
             if high {
-                a.high_risk.insert(&s.subject);
+                a.high_risk.insert_within(&s.subject, budget);
             }
         }
-        if let Some(p) = &s.probe {
-            if self.probes.contains_key(p) || self.probes.len() < MAX_KEYS {
-                self.probes.entry(p.clone()).or_default().insert(&s.subject);
-            }
+        if let Some(m) = s.probe.as_ref().and_then(|p| entry_within(&mut self.probes, p, p.len(), budget)) {
+            m.insert_within(&s.subject, budget);
         }
-        if matches!(s.status, 401 | 403) {
-            self.auth_failures.insert(&s.subject);
+        if origin && matches!(s.status, 401 | 403) {
+            self.auth_failures.insert_within(&s.subject, budget);
         }
     }
 
@@ -262,13 +350,13 @@ impl Slide {
         let ev = &u.event;
         if ev.event_type == EventType::ThreatDetected && ev.data.threat_score.is_some_and(|t| t >= 75.0) {
             self.high_threat_events += 1;
-            self.high_threat.insert(&ev.ip);
+            self.high_threat.insert_within(&ev.ip, &mut self.budget);
         }
         if ev.event_type == EventType::BehaviorAnomaly
             && ev.data.behavioral_flags.iter().any(|f| f == "impossible_travel")
         {
             self.travel_events += 1;
-            self.travel.insert(&ev.ip);
+            self.travel.insert_within(&ev.ip, &mut self.budget);
         }
     }
 
@@ -278,10 +366,12 @@ impl Slide {
         self.risk_sum += o.risk_sum;
         self.high_risk += o.high_risk;
         self.server_errors += o.server_errors;
+        self.enforced += o.enforced;
         self.degraded += o.degraded;
         self.do_errors += o.do_errors;
         self.events += o.events;
         self.events_rejected += o.events_rejected;
+        self.observations_dropped += o.observations_dropped;
         self.unique.merge(&o.unique);
         self.latency.merge(&o.latency);
         self.consult_latency.merge(&o.consult_latency);
@@ -303,6 +393,8 @@ impl Slide {
         self.high_threat_events += o.high_threat_events;
         self.travel.union(&o.travel);
         self.travel_events += o.travel_events;
+        self.budget.bytes += o.budget.bytes;
+        self.budget.dropped += o.budget.dropped;
     }
 
     fn ratio(a: u64, b: u64) -> f64 {
@@ -327,6 +419,8 @@ impl Slide {
             do_errors: self.do_errors,
             events: self.events,
             events_rejected: self.events_rejected,
+            observations_dropped: self.observations_dropped,
+            keys_dropped: self.budget.dropped,
             origin_latency: LatencySummary::of(&self.latency),
             consult_latency: LatencySummary::of(&self.consult_latency),
             gauges: self.gauges.clone(),
@@ -375,13 +469,18 @@ pub struct SlidePoint {
     pub do_errors: u64,
     pub events: u64,
     pub events_rejected: u64,
+    #[serde(default)]
+    pub observations_dropped: u64,
+    /// Keys and members the slide did not keep (`Budget::dropped`).
+    #[serde(default)]
+    pub keys_dropped: u64,
     pub origin_latency: LatencySummary,
     pub consult_latency: LatencySummary,
     pub gauges: Gauges,
 }
 
 /// The metric names of SPEC 7 (API `:name`, Prometheus `edgeintel_<name>`).
-pub const METRIC_NAMES: [&str; 14] = [
+pub const METRIC_NAMES: [&str; 15] = [
     "request_count",
     "origin_latency_ms",
     "consult_latency_ms",
@@ -390,6 +489,7 @@ pub const METRIC_NAMES: [&str; 14] = [
     "error_rate",
     "events_processed",
     "events_rejected",
+    "observations_dropped",
     "active_profiles",
     "stream_clients",
     "alarm_lag_ms",
@@ -413,6 +513,7 @@ impl SlidePoint {
             "error_rate" => self.error_rate,
             "events_processed" => self.events as f64,
             "events_rejected" => self.events_rejected as f64,
+            "observations_dropped" => self.observations_dropped as f64,
             "active_profiles" => self.unique_ips,
             "stream_clients" => self.gauges.stream_clients?,
             "alarm_lag_ms" => self.gauges.alarm_lag_ms?,
@@ -456,6 +557,12 @@ pub struct Totals {
     pub do_errors: u64,
     pub server_errors: u64,
     pub high_risk: u64,
+    /// Requests the edge challenged or blocked itself.
+    #[serde(default)]
+    pub enforced: u64,
+    /// Observations and samples the isolates lost.
+    #[serde(default)]
+    pub observations_dropped: u64,
 }
 
 impl Aggregator {
@@ -490,7 +597,8 @@ impl Aggregator {
         let t = &mut self.totals;
         t.requests += 1;
         t.high_risk += u64::from(s.risk >= HIGH_RISK_AT);
-        t.server_errors += u64::from(s.status >= 500);
+        t.server_errors += u64::from(!s.enforced && s.status >= 500);
+        t.enforced += u64::from(s.enforced);
         t.degraded += u64::from(matches!(s.consult, Consult::Timeout | Consult::Error));
         t.do_errors += u64::from(s.consult == Consult::Error);
         true
@@ -509,6 +617,14 @@ impl Aggregator {
             slide.events_rejected += n;
         }
         self.totals.events_rejected += n;
+    }
+
+    /// Counts observations and samples an isolate reported lost.
+    pub fn count_dropped(&mut self, cfg: &AnalyticsConfig, n: u64, now_ms: f64) {
+        if let Some(slide) = self.slide_mut(cfg, now_ms, now_ms) {
+            slide.observations_dropped += n;
+        }
+        self.totals.observations_dropped += n;
     }
 
     /// Records the hub's own measurements into the current slide.
@@ -828,7 +944,7 @@ mod tests {
             asn: Some(3320),
             risk: 10,
             status: 200,
-            latency_ms: 20.0,
+            latency_ms: Some(20.0),
             ..Sample::default()
         }
     }
@@ -1038,6 +1154,106 @@ mod tests {
         assert!((slide.point().unique_ips - 10_000.0).abs() < 500.0);
         a.evict(&c, now + 10.0 * SLIDE_MS);
         assert!(a.slides.is_empty());
+    }
+
+    #[test]
+    fn reported_losses_are_counted_per_slide_and_in_totals() {
+        let c = cfg();
+        let mut a = Aggregator::default();
+        let now = T0 + 1000.0;
+        a.count_dropped(&c, 5, now);
+        a.count_dropped(&c, 2, now);
+        let p = a.slides.values().next().unwrap().point();
+        assert_eq!((p.observations_dropped, a.totals.observations_dropped), (7, 7));
+        assert_eq!(p.metric("observations_dropped"), Some(7.0));
+        // A window persisted before the field existed still loads (zero).
+        let mut v = serde_json::to_value(&a).unwrap();
+        v["totals"].as_object_mut().unwrap().remove("observations_dropped");
+        assert_eq!(serde_json::from_value::<Aggregator>(v).unwrap().totals.observations_dropped, 0);
+    }
+
+    #[test]
+    fn enforced_samples_are_not_origin_answers() {
+        let c = cfg();
+        let mut a = Aggregator::default();
+        let now = T0 + 1000.0;
+        for i in 0..20 {
+            let mut s = sample(now, &format!("198.51.100.{i}"));
+            s.status = 403;
+            s.latency_ms = None;
+            s.enforced = true;
+            a.ingest_sample(&c, &s, now);
+        }
+        let slide = a.slides.values().next().unwrap();
+        assert!(slide.auth_failures.is_empty(), "no credential stuffing from our own challenges");
+        assert_eq!(slide.latency.count, 0, "no origin latency for requests that never reached it");
+        assert_eq!((slide.enforced, a.totals.enforced, slide.requests), (20, 20, 20));
+        assert_eq!(slide.point().origin_latency.avg, None);
+        // A report from an older isolate (latency a plain number, no `e`) still parses.
+        let old: Sample = serde_json::from_str(r#"{"t":1,"s":"x","r":0,"o":200,"l":12.5}"#).unwrap();
+        assert_eq!((old.latency_ms, old.enforced), (Some(12.5), false));
+    }
+
+    #[test]
+    fn ten_thousand_env_variants_are_one_probe_key() {
+        let c = cfg();
+        let mut a = Aggregator::default();
+        let now = T0 + 1000.0;
+        for i in 0..10_000 {
+            let mut s = sample(now, &format!("203.0.{}.{}", i / 256, i % 256));
+            s.probe = crate::intel::signals::probe_rule(&format!("/.env/{i}")).map(String::from);
+            a.ingest_sample(&c, &s, now);
+        }
+        let slide = a.slides.values().next().unwrap();
+        assert_eq!(slide.probes.keys().collect::<Vec<_>>(), vec!["/.env"]);
+        assert_eq!(slide.probes["/.env"].len(), 10_000, "every prober still counts");
+    }
+
+    #[test]
+    fn a_slide_fed_adversarial_keys_stays_under_its_byte_bound() {
+        let c = cfg();
+        let mut a = Aggregator::default();
+        let now = T0 + 1000.0;
+        for i in 0..20_000u32 {
+            // Unique subjects as long as a hashed key, unique countries, ASNs,
+            // probe keys (raw paths, as an older isolate sends them), long
+            // event IPs: every set and map is fed something new.
+            let mut s = sample(now, &format!("h:{i:032x}"));
+            s.country = Some(format!("{}{}", (b'A' + (i % 26) as u8) as char, (b'A' + ((i / 26) % 26) as u8) as char));
+            s.asn = Some(i);
+            s.probe = Some(format!("/.env/{i}/{}", "x".repeat((i % 200) as usize)));
+            s.risk = 99;
+            s.status = 401;
+            a.ingest_sample(&c, &s, now);
+            let mut e = threat_event(&format!("h:{i:032x}{}", "y".repeat((i % 3) as usize * 40)), now, 90.0);
+            a.ingest_event(&c, &e, now);
+            e.event.event_type = EventType::BehaviorAnomaly;
+            e.event.data.behavioral_flags = vec!["impossible_travel".into()];
+            a.ingest_event(&c, &e, now);
+        }
+        let slide = a.slides.values().next().unwrap();
+        let size = serde_json::to_string(slide).unwrap().len();
+        // The rest of a slide does not grow with keys: the HLL (2 KiB hex),
+        // two histograms (at most 251 buckets each) and counters (512 bytes
+        // of slack for their digits).
+        let keyless = Slide {
+            unique: slide.unique.clone(),
+            latency: slide.latency.clone(),
+            consult_latency: slide.consult_latency.clone(),
+            ..Slide::new(slide.start)
+        };
+        let fixed = serde_json::to_string(&keyless).unwrap().len() + 512;
+        assert!(size <= MAX_SLIDE_BYTES + fixed, "{size} bytes > {} + {fixed}", MAX_SLIDE_BYTES);
+        assert!(slide.budget.bytes <= MAX_SLIDE_BYTES as u64);
+        assert!(slide.budget.dropped > 0, "what did not fit is counted");
+        assert_eq!(slide.point().keys_dropped, slide.budget.dropped, "and shown with the slide's numbers");
+        assert_eq!(slide.requests, 20_000, "counts are not bounded, only stored strings");
+        assert!(slide.auth_failures.len() >= 20_000 - 1, "support counts survive: {}", slide.auth_failures.len());
+        assert!(slide.probes.keys().all(|k| k.len() <= MAX_KEY_BYTES));
+        // State written before this field existed still loads.
+        let mut v = serde_json::to_value(slide).unwrap();
+        v.as_object_mut().unwrap().remove("budget");
+        assert_eq!(serde_json::from_value::<Slide>(v).unwrap().budget, Budget::default());
     }
 
     #[test]

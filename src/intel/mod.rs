@@ -6,6 +6,7 @@
 pub mod alerting;
 pub mod analytics;
 pub mod asn;
+pub mod batches;
 pub mod cache;
 pub mod enforce;
 pub mod events;

@@ -85,16 +85,19 @@ pub struct Observation {
     pub at: f64,
     pub method: String,
     pub path: String,
-    /// The origin's status; `None` until known (consistent mode records first).
+    /// The origin's status; `None` until known (consistent mode records
+    /// first) and for requests the edge answered itself (`action`).
     #[serde(default)]
     pub status: Option<u16>,
+    /// The origin's latency; `None` when the request never reached it.
     #[serde(default)]
     pub latency_ms: Option<f64>,
     pub location: Location,
     /// Request-only reasons the edge found.
     #[serde(default)]
     pub signals: Vec<Reason>,
-    /// `challenge` or `block` when the edge did not forward the request.
+    /// `challenge` or `block` when the edge answered the request itself
+    /// (enforcement: never counted as an origin status).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
     /// The visitor key (a hash), so erasing the subject can erase its visitors.
@@ -152,6 +155,9 @@ pub struct Counters {
     pub rate_limited: SlidingCount,
     pub server_errors: SlidingCount,
     pub probes: SlidingCount,
+    /// Requests the edge challenged or blocked (in the burst window).
+    #[serde(default)]
+    pub enforced: SlidingCount,
 }
 
 /// The profile's scalar state (one row). Location history and alerts live
@@ -310,17 +316,21 @@ impl Profile {
             self.bump_threat(now, PROBE_THREAT, rules);
             self.lower_reputation(now, PROBE_REPUTATION, rules);
         }
-        if let Some(status) = obs.status {
-            self.count_status(status, now, rules, &mut ch, &mut detections);
+        match &obs.action {
+            // The edge's own answer (a challenge page or a block is a 403) is
+            // enforcement, not the origin's: counting it as an auth failure
+            // would push a challenged browser toward a block. A status sent
+            // with an action (observations of older isolates) is ignored.
+            Some(action) => anomalies.push(self.count_enforcement(action, now, rules)),
+            None => {
+                if let Some(status) = obs.status {
+                    self.count_status(status, now, rules, &mut ch, &mut detections);
+                }
+            }
         }
         self.observe_location(&obs.location, now, rules, &mut ch, &mut anomalies);
         if let Some(v) = &obs.visitor {
             remember(&mut self.visitors, v.clone(), MAX_VISITORS);
-        }
-        if let Some(action) = &obs.action {
-            // The verdict is recorded as an event (without the reasons' details).
-            self.enforced = self.enforced.saturating_add(1);
-            anomalies.push(format!("enforced:{action}"));
         }
         self.confidence = 100.0 * (1.0 - (-(self.request_count as f64) / 20.0).exp());
         self.behavioral_profile.activity_frequency = self.counters.hour.estimate(now, HOUR);
@@ -418,6 +428,25 @@ impl Profile {
             ..EventData::default()
         };
         ch.events.push(self.event(now, EventType::ThreatDetected, priority_of(after.max(before)), data));
+        ch
+    }
+
+    /// Counts one challenged or blocked request; returns the event flag
+    /// (`enforced:<action>`; the verdict's reasons are not included).
+    fn count_enforcement(&mut self, action: &str, now: f64, rules: &ProfileRules) -> String {
+        self.enforced = self.enforced.saturating_add(1);
+        self.counters.enforced.add(now, rules.burst_window_ms, 1);
+        format!("enforced:{action}")
+    }
+
+    /// Records that the edge challenged or blocked a request observed
+    /// earlier (consistent mode records before deciding).
+    pub fn record_enforcement(&mut self, action: &str, now: f64, rules: &ProfileRules) -> Changes {
+        let mut ch = Changes::default();
+        self.last_updated = self.last_updated.max(now);
+        let flag = self.count_enforcement(action, now, rules);
+        let data = EventData { behavioral_flags: vec![flag], ..EventData::default() };
+        ch.events.push(self.event(now, EventType::BehaviorAnomaly, Priority::Medium, data));
         ch
     }
 
@@ -600,6 +629,7 @@ impl Profile {
                 "5xx": c.server_errors.estimate(now, w).round(),
             },
             "probesInWindow": c.probes.estimate(now, w).round(),
+            "enforcedInWindow": c.enforced.estimate(now, w).round(),
             "distinctCountries": self.countries.len(),
             "distinctAsns": self.asns.len(),
         })
@@ -784,6 +814,52 @@ mod tests {
         assert!(!codes(&p, o.at + r.signal_memory_ms + 1.0).contains(&"geo_jump"));
         assert_eq!(p.history.len(), 2);
         assert_eq!(p.countries, ["DE", "JP"]);
+    }
+
+    #[test]
+    fn challenges_are_enforcement_not_auth_failures() {
+        let r = rules();
+        let mut p = Profile::new("s", "s", T0);
+        let mut ch = Changes::default();
+        for i in 0..20 {
+            let mut o = obs(T0 + f64::from(i) * SEC, "/checkout");
+            // As the request path records it: the edge answered, no origin status or latency.
+            o.status = None;
+            o.latency_ms = None;
+            o.action = Some("challenge".into());
+            merge_changes(&mut ch, p.observe(&o, &r));
+            // Older isolates also sent the challenge page's 403: still enforcement.
+            let mut old = obs(T0 + f64::from(i) * SEC + 500.0, "/checkout");
+            old.status = Some(403);
+            old.action = Some("challenge".into());
+            merge_changes(&mut ch, p.observe(&old, &r));
+        }
+        let now = T0 + 20.0 * SEC;
+        assert_eq!(p.counters.auth_failures.estimate(now, r.burst_window_ms), 0.0);
+        assert!(!codes(&p, now).contains(&"auth_failures"));
+        assert_eq!(p.threat_at(now, &r), 0.0, "threat untouched");
+        assert_eq!(p.reputation_at(now, &r), NEUTRAL, "reputation untouched");
+        assert!(ch.new_alerts.is_empty(), "{:?}", ch.new_alerts);
+        assert!(!ch.events.iter().any(|e| e.event_type == EventType::ThreatDetected));
+        assert_eq!(p.enforced, 40);
+        assert_eq!(p.metrics(now, &r)["enforcedInWindow"], 40.0);
+        assert_eq!(p.metrics(now, &r)["originStatusInWindow"]["401_403"], 0.0);
+        assert!(ch.events.iter().any(|e| e.data.behavioral_flags == ["enforced:challenge"]));
+        // Consistent mode's follow-up for an enforced request.
+        let c = p.record_enforcement("block", now, &r);
+        assert_eq!(c.events[0].data.behavioral_flags, ["enforced:block"]);
+        assert_eq!(p.counters.auth_failures.estimate(now, r.burst_window_ms), 0.0);
+        assert_eq!(p.enforced, 41);
+        // A profile stored before the enforcement counter existed still loads.
+        let mut v = serde_json::to_value(&p).unwrap();
+        v["counters"].as_object_mut().unwrap().remove("enforced");
+        let back: Profile = serde_json::from_value(v).unwrap();
+        assert_eq!(back.counters.enforced, SlidingCount::default());
+    }
+
+    fn merge_changes(into: &mut Changes, c: Changes) {
+        into.new_alerts.extend(c.new_alerts);
+        into.events.extend(c.events);
     }
 
     #[test]

@@ -261,16 +261,28 @@ const PROBE_PATHS: &[&str] = &[
     "/cmd.php",
 ];
 
-/// True for paths only scanners ask for. The path is percent-decoded first
-/// (twice, so `%252e` tricks do not hide traversal) and compared in lower case.
+/// True for paths only scanners ask for (see `probe_rule`).
 pub fn is_probe_path(raw_path: &str) -> bool {
+    probe_rule(raw_path).is_some()
+}
+
+/// The probe rule a path matches: the `PROBE_PATHS` entry, `/etc/passwd` or
+/// `traversal`. Analytics key probes by this name, never by the raw path:
+/// a scanner can make endless variants of a path (`/.env/1`, `/.env/2`, ...)
+/// but only as many keys as there are rules. The path is percent-decoded
+/// first (twice, so `%252e` tricks do not hide traversal) and compared in
+/// lower case.
+pub fn probe_rule(raw_path: &str) -> Option<&'static str> {
     let path = raw_path.split(['?', '#']).next().unwrap_or("");
     let once = percent_decode_lossy(path);
     let decoded = percent_decode_lossy(&once).to_ascii_lowercase().replace('\\', "/");
-    if decoded.contains("../") || decoded.ends_with("/..") || decoded.contains("/etc/passwd") {
-        return true;
+    if decoded.contains("/etc/passwd") {
+        return Some("/etc/passwd");
     }
-    PROBE_PATHS.iter().any(|p| {
+    if decoded.contains("../") || decoded.ends_with("/..") {
+        return Some("traversal");
+    }
+    PROBE_PATHS.iter().copied().find(|p| {
         if p.ends_with('/') {
             decoded.starts_with(p) || decoded.contains(p)
         } else {
@@ -392,5 +404,26 @@ mod tests {
         for p in no {
             assert!(!is_probe_path(p), "{p} should not be a probe");
         }
+    }
+
+    #[test]
+    fn probes_are_keyed_by_the_rule_not_the_path() {
+        let table = [
+            ("/.env", "/.env"),
+            ("/.env/1", "/.env"),
+            ("/app/.ENV", "/.env"),
+            ("/.git/config", "/.git/"),
+            ("/blog/wp-login.php?x=1", "/wp-login.php"),
+            ("/cgi-bin/../../etc/passwd", "/etc/passwd"),
+            ("/a/%252e%252e/%252e%252e/b", "traversal"),
+        ];
+        for (path, rule) in table {
+            assert_eq!(probe_rule(path), Some(rule), "{path}");
+        }
+        assert_eq!(probe_rule("/products/42"), None);
+        // Endless variants of one probe are one key.
+        let keys: std::collections::BTreeSet<&str> =
+            (0..10_000).filter_map(|i| probe_rule(&format!("/.env/{i}"))).collect();
+        assert_eq!(keys.into_iter().collect::<Vec<_>>(), vec!["/.env"]);
     }
 }

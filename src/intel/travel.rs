@@ -48,7 +48,8 @@ pub struct TravelFinding {
     pub to: Sighting,
     pub km: f64,
     pub minutes: f64,
-    /// `None` when both sightings have the same timestamp.
+    /// `None` when the hop took less than a second: a speed over (nearly)
+    /// no time says nothing.
     pub kmh: Option<f64>,
     pub description: String,
 }
@@ -100,21 +101,22 @@ pub fn check(a: &Sighting, b: &Sighting, rules: &TravelRules) -> Option<TravelFi
         return None;
     }
     let minutes = (b.at - a.at).abs() / 60_000.0;
-    let kmh = (minutes > 0.0).then(|| km / (minutes / 60.0));
-    if kmh.is_some_and(|v| v <= rules.max_kmh) {
+    let seconds = minutes * 60.0;
+    if seconds > 0.0 && km / (minutes / 60.0) <= rules.max_kmh {
         return None;
     }
+    // Under a second (also: the same timestamp) the speed is meaningless
+    // (one hop read "341777905 km/h"): say "within a second" instead.
+    let kmh = (seconds >= 1.0).then(|| km / (minutes / 60.0));
     let (from, to) = if a.at <= b.at { (a, b) } else { (b, a) };
-    let elapsed = if minutes >= 1.0 { format!("{minutes:.0} min") } else { format!("{:.0} s", minutes * 60.0) };
-    let mut description = format!(
-        "impossible travel: {} ({}) to {} ({}), {:.0} km in {elapsed}{}",
-        from.place(),
-        from.ip,
-        to.place(),
-        to.ip,
-        km,
-        kmh.map(|v| format!(" ({v:.0} km/h)")).unwrap_or_default()
-    );
+    let distance = format!("{} km", thousands(km));
+    let how = match kmh {
+        None => format!("{distance} within a second"),
+        Some(v) if minutes >= 1.0 => format!("{distance} in {minutes:.0} min ({} km/h)", thousands(v)),
+        Some(v) => format!("{distance} in {seconds:.0} s ({} km/h)", thousands(v)),
+    };
+    let mut description =
+        format!("impossible travel: {} ({}) to {} ({}), {how}", from.place(), from.ip, to.place(), to.ip);
     let context: Vec<&str> =
         [(to.tor || from.tor, "a Tor exit"), (to.hosting || from.hosting, "a hosting/VPN network")]
             .into_iter()
@@ -124,6 +126,19 @@ pub fn check(a: &Sighting, b: &Sighting, rules: &TravelRules) -> Option<TravelFi
         description.push_str(&format!("; the hop involves {} (likely a proxy, not a flight)", context.join(" and ")));
     }
     Some(TravelFinding { at: a.at.max(b.at), from: from.clone(), to: to.clone(), km, minutes, kmh, description })
+}
+
+/// A whole number with thousands separators: 16994.4 -> "16,994".
+fn thousands(x: f64) -> String {
+    let digits = format!("{:.0}", x.max(0.0));
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -182,5 +197,28 @@ mod tests {
         assert!(v.active_finding(T0 + 41.0 * MIN, &RULES).is_some());
         assert!(v.active_finding(T0 + 40.0 * MIN + RULES.memory_ms + 1.0, &RULES).is_none());
         assert_eq!(v.last.as_ref().unwrap().city.as_deref(), Some("Sydney"));
+    }
+
+    #[test]
+    fn a_hop_within_a_second_has_no_speed() {
+        let london = at("London", 51.5074, -0.1278, T0);
+        for dt in [0.0, 400.0, 999.0] {
+            let f = check(&london, &at("Sydney", -33.8688, 151.2093, T0 + dt), &RULES).unwrap();
+            assert!(f.description.ends_with("16,994 km within a second"), "{}", f.description);
+            assert!(!f.description.contains("km/h") && !f.description.contains(" 0 s"), "{}", f.description);
+            assert_eq!(f.kmh, None);
+        }
+        let f = check(&london, &at("Sydney", -33.8688, 151.2093, T0 + 40.0 * MIN), &RULES).unwrap();
+        assert!(
+            f.description.contains("16,994 km in 40 min (25,49") && f.description.ends_with(" km/h)"),
+            "{}",
+            f.description
+        );
+        let f = check(&london, &at("Sydney", -33.8688, 151.2093, T0 + 30_000.0), &RULES).unwrap();
+        assert!(f.description.contains("16,994 km in 30 s ("), "{}", f.description);
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+        assert_eq!(thousands(341_777_905.0), "341,777,905");
     }
 }

@@ -17,8 +17,17 @@ use super::travel::{Sighting, TravelFinding};
 pub enum ProfileOp {
     /// A batch of coalesced observations; answers the `ProfileVerdict` after them.
     Observe { subject: String, ip: String, observations: Vec<Observation> },
-    /// The origin's status for a request observed earlier (consistent mode).
-    Status { subject: String, ip: String, at: f64, status: u16 },
+    /// The outcome of a request observed earlier (consistent mode): the
+    /// origin's status, or, with `action`, the edge's own answer (then the
+    /// status is the edge's and is not counted as the origin's).
+    Status {
+        subject: String,
+        ip: String,
+        at: f64,
+        status: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action: Option<String>,
+    },
     /// The current verdict, without recording anything.
     Verdict,
     /// Validated events pushed through the API.
@@ -73,7 +82,14 @@ mod tests {
                 ip: "1.2.3.4".into(),
                 observations: vec![Observation::default()],
             },
-            ProfileOp::Status { subject: "s".into(), ip: "1.2.3.4".into(), at: 5.0, status: 401 },
+            ProfileOp::Status { subject: "s".into(), ip: "1.2.3.4".into(), at: 5.0, status: 401, action: None },
+            ProfileOp::Status {
+                subject: "s".into(),
+                ip: "1.2.3.4".into(),
+                at: 5.0,
+                status: 403,
+                action: Some("challenge".into()),
+            },
             ProfileOp::Verdict,
             ProfileOp::Events { subject: "s".into(), ip: "1.2.3.4".into(), events: vec![] },
             ProfileOp::Get,

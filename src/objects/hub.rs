@@ -60,6 +60,9 @@ pub enum HubOp {
         samples: Vec<Sample>,
         #[serde(default)]
         rejected: u64,
+        /// Observations and samples the isolate lost (flushes that failed twice).
+        #[serde(default)]
+        dropped: u64,
         /// Profile events the isolate collected from its profile flushes.
         #[serde(default)]
         updates: Vec<Update>,
@@ -206,7 +209,7 @@ impl DurableObject for HubObject {
         let sql = self.state.storage().sql();
         migrate(&sql)?;
         match op {
-            HubOp::Report { samples, rejected, updates, alerts } => {
+            HubOp::Report { samples, rejected, dropped, updates, alerts } => {
                 sockets::broadcast(&self.state, INTEL_TAG, &self.subscribers, &updates, &alerts);
                 let now = now_ms();
                 let accepted = self.with_state(&sql, |l, touched| {
@@ -219,6 +222,10 @@ impl DurableObject for HubObject {
                     }
                     if rejected > 0 {
                         l.agg.count_rejected(&config.analytics, rejected, now);
+                        touched.insert(slide_of(&config, now));
+                    }
+                    if dropped > 0 {
+                        l.agg.count_dropped(&config.analytics, dropped, now);
                         touched.insert(slide_of(&config, now));
                     }
                     for u in &updates {

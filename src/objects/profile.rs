@@ -72,8 +72,9 @@ impl DurableObject for ProfileObject {
             Err(e) => return reply(400, &json!({"error": "bad_op", "message": e.to_string()})),
         };
         let now = now_ms();
-        let sql = self.state.storage().sql();
-        store::migrate(&sql)?;
+        // No migration here: only a write creates the schema (`update`), so
+        // reading a never-seen subject (`Get`, `Verdict`) leaves nothing
+        // stored, and no object without an alarm to delete it.
         match op {
             ProfileOp::Observe { subject, ip, observations } => {
                 let (verdict, published) = self.update(&config, now, &subject, &ip, |p| {
@@ -86,9 +87,13 @@ impl DurableObject for ProfileObject {
                 self.arm_alarm(&config).await?;
                 reply(200, &self.answer(verdict, published))
             }
-            ProfileOp::Status { subject, ip, at, status } => {
-                let (verdict, published) =
-                    self.update(&config, now, &subject, &ip, |p| p.record_status(status, at, &config.rules))?;
+            ProfileOp::Status { subject, ip, at, status, action } => {
+                let (verdict, published) = self.update(&config, now, &subject, &ip, |p| match &action {
+                    Some(a) => p.record_enforcement(a, at, &config.rules),
+                    None => p.record_status(status, at, &config.rules),
+                })?;
+                // Every write arms the retention alarm (a status can create the profile).
+                self.arm_alarm(&config).await?;
                 reply(200, &self.answer(verdict, published))
             }
             ProfileOp::Events { subject, ip, events } => {
@@ -227,10 +232,12 @@ impl ProfileObject {
         f: impl FnOnce(&mut Profile) -> Changes,
     ) -> Result<(ProfileVerdict, Published)> {
         self.ensure_loaded()?;
+        let sql = self.state.storage().sql();
+        store::migrate(&sql)?;
         let mut slot = self.cached.borrow_mut();
         let profile = slot.get_or_insert(None).get_or_insert_with(|| Profile::new(subject, ip, now));
         let changes = f(profile);
-        store::save(&self.state.storage().sql(), profile, &changes)?;
+        store::save(&sql, profile, &changes)?;
         let verdict = profile.verdict(now, &config.rules, &config.weights);
         let country = profile.current_location.as_ref().and_then(|l| l.country_code.clone());
         let update = |event: IntelEvent| Update {

@@ -55,8 +55,15 @@ pub fn migrate(sql: &SqlStorage) -> worker::Result<()> {
     }
 }
 
-/// The stored profile with its history and alerts, or `None`.
+/// The stored profile with its history and alerts, or `None` (also when
+/// nothing was ever stored: reading creates no schema).
 pub fn load(sql: &SqlStorage) -> worker::Result<Option<Profile>> {
+    let tables = sql
+        .exec("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'profile'", None)?
+        .to_array::<serde_json::Value>()?;
+    if tables.is_empty() {
+        return Ok(None);
+    }
     let rows = sql.exec("SELECT data FROM profile WHERE id = 1", None)?.to_array::<DataRow>()?;
     let Some(row) = rows.first() else {
         return Ok(None);
