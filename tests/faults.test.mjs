@@ -89,6 +89,15 @@ test("KV failing: requests and ticks go on, list writes get a clear 503, rollups
     // The list cache (10 s) expires while KV is down: the stored block must not lapse.
     await new Promise((r) => setTimeout(r, 10_500));
     assert.equal((await get(edge, "/", "203.0.113.66")).status, 403, "the last lists read stay in force while KV is down");
+    // ... and a request served with that kept copy is marked and counted degraded.
+    const seenBefore = edge.origin.requests.length;
+    assert.equal((await get(edge, "/products", "198.51.100.170")).status, 200);
+    assert.equal(edge.origin.requests[seenBefore]?.headers["x-intel-status"], "degraded", "stale lists are marked");
+    const degraded = await eventually(async () => {
+      const r = await edge.api("GET", "/api/intelligence/analytics");
+      return r.json?.metrics?.totals?.degraded >= 2 ? r.json.metrics.totals.degraded : null;
+    });
+    assert.ok(degraded, "requests served with stale lists are counted degraded");
 
     // Ticks go on and keep what KV refused.
     const down = await eventually(async () => {
@@ -114,13 +123,43 @@ test("KV failing: requests and ticks go on, list writes get a clear 503, rollups
     });
     assert.ok(back, "the backlog drained");
     assert.equal(back.kvDropped, 0);
-    // Every request of the test is in the rollups: 2 blocked + 12 + 1 blocked.
+    // Every request of the test is in the rollups: 2 blocked + 12 + 1 + 1 blocked.
     const hist = await eventually(async () => {
       const h = await historySum(edge, "request_count", since);
-      return h.sum === sent + 2 ? h : null;
+      return h.sum === sent + 3 ? h : null;
     });
     assert.ok(hist, `rollups in KV sum to every request (got ${JSON.stringify(await historySum(edge, "request_count", since))})`);
     assert.equal((await edge.api("GET", "/api/config/lists")).status, 200);
+  } finally {
+    await edge.close();
+  }
+});
+
+test("KV slow: the lists read waits at most CONSULT_TIMEOUT_MS; the request is marked degraded and the late answer still refreshes the lists", async () => {
+  const edge = await startEdge({ kvFault: true, vars: { ENFORCE: "block", CHALLENGE_SIGNING_KEY: "faults-test-signing-key-0123", CONSULT_TIMEOUT_MS: "50" } });
+  try {
+    const put = await edge.api("PUT", "/api/config/lists", { body: { allow: [], block: ["203.0.113.67"] } });
+    assert.equal(put.status, 200, put.text);
+    // The PUT dropped this isolate's cache: the next request reads KV, now slow.
+    await edge.setKvSlow(3000);
+    counts.faultsInjected++;
+    const t0 = Date.now();
+    const first = await get(edge, "/products", "198.51.100.180");
+    const took = Date.now() - t0;
+    assert.equal(first.status, 200);
+    assert.ok(took < 1500, `the request waited ${took} ms on a 3 s KV read`);
+    assert.equal(edge.origin.requests.at(-1).headers["x-intel-status"], "degraded");
+    // The read that missed the budget still lands (in waitUntil). KV stays
+    // slow: only that late answer can give these requests fresh lists
+    // without waiting (another read would miss the budget again).
+    await new Promise((r) => setTimeout(r, 3500));
+    const t1 = Date.now();
+    assert.equal((await get(edge, "/", "203.0.113.67")).status, 403, "the stored block list arrived from the late read");
+    const fresh = await get(edge, "/products", "198.51.100.181");
+    assert.ok(Date.now() - t1 < 1500, "no request waited on the slow KV");
+    assert.equal(fresh.status, 200);
+    assert.equal(edge.origin.requests.at(-1).headers["x-intel-status"], "ok", "fresh lists again: not degraded");
+    await edge.setKvSlow(0);
   } finally {
     await edge.close();
   }

@@ -41,6 +41,8 @@ const KV_FAULT_MODULE = `
 export default function ({ INNER }) {
   const gate = async () => {
     if ((await INNER.get("__fault")) !== null) throw new Error("injected KV fault");
+    const slow = await INNER.get("__slow");
+    if (slow !== null) await new Promise((r) => setTimeout(r, Number(slow)));
   };
   return {
     async get(...a) { await gate(); return INNER.get(...a); },
@@ -170,6 +172,13 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
     return new StreamClient(ws);
   }
 
+  /** With `kvFault`: makes every KV call take `ms` longer (0: back to normal). */
+  async function setKvSlow(ms) {
+    const inner = await mf.getKVNamespace("INNER", "kvfault");
+    if (ms > 0) await inner.put("__slow", String(ms));
+    else await inner.delete("__slow");
+  }
+
   /** With `kvFault`: makes every KV call fail (true) or work again (false). */
   async function setKvDown(down) {
     const inner = await mf.getKVNamespace("INNER", "kvfault");
@@ -184,7 +193,7 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
     return res.json();
   }
 
-  return { mf, origin, send, api, stream, close, setKvDown, hubFaults, runtimeLog, url: httpUrl };
+  return { mf, origin, send, api, stream, close, setKvDown, setKvSlow, hubFaults, runtimeLog, url: httpUrl };
 }
 
 /** Polls `check` (bounded: `tries` times, `everyMs` apart) until it returns a truthy value. */

@@ -288,6 +288,16 @@ test("FAIL_MODE=closed answers 503 instead of forwarding degraded", async () => 
     assert.equal(res.headers.get("retry-after"), "5");
     await res.arrayBuffer();
     assert.equal(edge.origin.requests.length, before, "not forwarded");
+    // Counted: degraded (so the degraded-share alert can fire) and fail-closed, not an origin 5xx.
+    const totals = await eventually(async () => {
+      const r = await edge.api("GET", "/api/intelligence/analytics");
+      const t = r.json?.metrics?.totals;
+      return t?.fail_closed >= 1 ? t : null;
+    });
+    assert.ok(totals, "the fail-closed answer reached the analytics");
+    assert.deepEqual([totals.fail_closed, totals.degraded, totals.server_errors], [1, 1, 0]);
+    const prom = await edge.api("GET", "/metrics");
+    assert.match(prom.text, /^edgeintel_fail_closed_count(\{[^}]*\})? 1$/m);
   } finally {
     await edge.close();
   }

@@ -73,6 +73,7 @@ pub async fn merged(env: &Env, config: &Config) -> Result<Merged, ApiError> {
         t.server_errors += w.totals.server_errors;
         t.high_risk += w.totals.high_risk;
         t.enforced += w.totals.enforced;
+        t.fail_closed += w.totals.fail_closed;
         t.observations_dropped += w.totals.observations_dropped;
     }
     Ok(Merged { agg, shards })
@@ -360,6 +361,12 @@ fn prometheus(m: &Merged, config: &Config, now: f64) -> Response {
     metric("do_errors", "counter", "Profile consults that failed with an error.", c(t.do_errors));
     metric("origin_errors", "counter", "Origin answers of 5xx (including unreachable: 502).", c(t.server_errors));
     metric("enforced_count", "counter", "Requests the edge challenged or blocked itself.", c(t.enforced));
+    metric(
+        "fail_closed_count",
+        "counter",
+        "Requests FAIL_MODE=closed answered with 503 instead of forwarding them degraded.",
+        c(t.fail_closed),
+    );
     metric(
         "observations_dropped",
         "counter",

@@ -65,7 +65,8 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
     let cookies = extract::header(&req, "cookie");
     let visitor = visitor::identify(cookies.as_deref(), &config);
     let mut found = signals::request_signals(&cf, &request, &config.signals);
-    let list = lists::effective(&env, &config).await.check(ip, cf.asn, cf.country.as_deref());
+    let lists_now = lists::effective(&env, &ctx, &config).await;
+    let list = lists_now.lists.check(ip, cf.asn, cf.country.as_deref());
     if list == ListVerdict::Blocked {
         found.push(Signal { reason: Reason::Blocklisted, points: None });
     }
@@ -97,9 +98,30 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
         found.push(Signal { reason: Reason::ImpossibleTravel, points: None });
     }
     let verdict = score::score(&found, &config.weights);
+    // Without the profile the level is unknown; stale lists (KV failed or was
+    // late) leave the score as it is but still mark the request degraded.
     let level = if status == IntelStatus::Degraded { Level::Unknown } else { verdict.level };
+    let status = if lists_now.fresh { status } else { IntelStatus::Degraded };
     if status == IntelStatus::Degraded && config.fail_closed {
-        // FAIL_MODE=closed: the operator prefers no answer to an unscored one.
+        // FAIL_MODE=closed: the operator prefers no answer to an unscored
+        // one. Counted (degraded and fail-closed), so the degraded-share alert sees it.
+        if let Some(id) = &identity {
+            let sample = Sample {
+                at: started,
+                subject: id.key.as_str().to_string(),
+                country: cf.country.clone(),
+                asn: cf.asn,
+                risk: verdict.score,
+                threat: profile.threat,
+                status: 503,
+                lists_stale: !lists_now.fresh,
+                fail_closed: true,
+                consult: consulted,
+                consult_ms: (consulted != Consult::Cached).then_some(consult_ms),
+                ..Sample::default()
+            };
+            record::sample(&ctx, &env, &config, shard_of(id.key.as_str(), config.hub_shards), sample);
+        }
         return respond::unavailable();
     }
     // 5. Decide.
@@ -166,6 +188,8 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
             status: status_sent,
             latency_ms,
             enforced: !forwarded,
+            lists_stale: !lists_now.fresh,
+            fail_closed: false,
             consult: consulted,
             consult_ms: (consulted != Consult::Cached).then_some(consult_ms),
             // Keyed by the rule, not the path: a scanner's endless variants

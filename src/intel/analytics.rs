@@ -122,6 +122,13 @@ pub struct Sample {
     /// The edge challenged or blocked the request itself.
     #[serde(rename = "e", default, skip_serializing_if = "std::ops::Not::not")]
     pub enforced: bool,
+    /// The request was served with a kept copy of the allow/block lists
+    /// because KV failed or missed its budget.
+    #[serde(rename = "d", default, skip_serializing_if = "std::ops::Not::not")]
+    pub lists_stale: bool,
+    /// `FAIL_MODE=closed` answered 503 instead of forwarding a degraded request.
+    #[serde(rename = "x", default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail_closed: bool,
     #[serde(rename = "k", default)]
     pub consult: Consult,
     #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
@@ -129,6 +136,20 @@ pub struct Sample {
     /// The probe rule the request matched (`signals::probe_rule`), when it was one.
     #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<String>,
+}
+
+impl Sample {
+    /// Served without everything it should have been scored with: the profile
+    /// (timeout or error) or fresh allow/block lists.
+    pub fn degraded(&self) -> bool {
+        matches!(self.consult, Consult::Timeout | Consult::Error) || self.lists_stale
+    }
+
+    /// The origin answered it (not blocked, challenged or refused fail-closed
+    /// by the edge itself): only these count as origin statuses.
+    pub fn reached_origin(&self) -> bool {
+        !self.enforced && !self.fail_closed
+    }
 }
 
 /// A bounded set of members (subjects), with a count of what did not fit.
@@ -265,6 +286,9 @@ pub struct Slide {
     /// Requests the edge challenged or blocked itself.
     #[serde(default)]
     pub enforced: u64,
+    /// Requests `FAIL_MODE=closed` answered with 503.
+    #[serde(default)]
+    pub fail_closed: u64,
     /// Bytes of keys and members held, and how many were dropped.
     #[serde(default)]
     pub budget: Budget,
@@ -308,10 +332,10 @@ impl Slide {
         let high = s.risk >= HIGH_RISK_AT;
         self.high_risk += u64::from(high);
         // Origin statuses only for requests the origin answered.
-        let origin = !s.enforced;
-        self.server_errors += u64::from(origin && s.status >= 500);
+        self.server_errors += u64::from(s.reached_origin() && s.status >= 500);
         self.enforced += u64::from(s.enforced);
-        self.degraded += u64::from(matches!(s.consult, Consult::Timeout | Consult::Error));
+        self.fail_closed += u64::from(s.fail_closed);
+        self.degraded += u64::from(s.degraded());
         self.do_errors += u64::from(s.consult == Consult::Error);
         self.unique.insert(&s.subject);
         if let Some(ms) = s.latency_ms {
@@ -340,7 +364,7 @@ impl Slide {
         if let Some(m) = s.probe.as_ref().and_then(|p| entry_within(&mut self.probes, p, p.len(), budget)) {
             m.insert_within(&s.subject, budget);
         }
-        if origin && matches!(s.status, 401 | 403) {
+        if s.reached_origin() && matches!(s.status, 401 | 403) {
             self.auth_failures.insert_within(&s.subject, budget);
         }
     }
@@ -367,6 +391,7 @@ impl Slide {
         self.high_risk += o.high_risk;
         self.server_errors += o.server_errors;
         self.enforced += o.enforced;
+        self.fail_closed += o.fail_closed;
         self.degraded += o.degraded;
         self.do_errors += o.do_errors;
         self.events += o.events;
@@ -563,6 +588,9 @@ pub struct Totals {
     /// Observations and samples the isolates lost.
     #[serde(default)]
     pub observations_dropped: u64,
+    /// Requests `FAIL_MODE=closed` answered with 503.
+    #[serde(default)]
+    pub fail_closed: u64,
 }
 
 impl Aggregator {
@@ -597,9 +625,10 @@ impl Aggregator {
         let t = &mut self.totals;
         t.requests += 1;
         t.high_risk += u64::from(s.risk >= HIGH_RISK_AT);
-        t.server_errors += u64::from(!s.enforced && s.status >= 500);
+        t.server_errors += u64::from(s.reached_origin() && s.status >= 500);
         t.enforced += u64::from(s.enforced);
-        t.degraded += u64::from(matches!(s.consult, Consult::Timeout | Consult::Error));
+        t.fail_closed += u64::from(s.fail_closed);
+        t.degraded += u64::from(s.degraded());
         t.do_errors += u64::from(s.consult == Consult::Error);
         true
     }
@@ -1170,6 +1199,30 @@ mod tests {
         let mut v = serde_json::to_value(&a).unwrap();
         v["totals"].as_object_mut().unwrap().remove("observations_dropped");
         assert_eq!(serde_json::from_value::<Aggregator>(v).unwrap().totals.observations_dropped, 0);
+    }
+
+    #[test]
+    fn stale_lists_and_fail_closed_answers_are_counted() {
+        let cfg = AnalyticsConfig::default();
+        let mut a = Aggregator::default();
+        let base = Sample { at: 1_000_000.0, subject: "s".into(), status: 200, ..Sample::default() };
+        let stale = Sample { lists_stale: true, ..base.clone() };
+        let closed = Sample { fail_closed: true, status: 503, consult: Consult::Timeout, ..base.clone() };
+        for s in [&base, &stale, &closed] {
+            assert!(a.ingest_sample(&cfg, s, 1_000_000.0));
+        }
+        let t = &a.totals;
+        assert_eq!(
+            (t.requests, t.degraded, t.fail_closed, t.server_errors),
+            (3, 2, 1, 0),
+            "a 503 the edge answered is no origin error"
+        );
+        let slide = a.slides.values().next().unwrap();
+        assert_eq!((slide.degraded, slide.fail_closed, slide.server_errors), (2, 1, 0));
+        let back: Sample = serde_json::from_str(&serde_json::to_string(&stale).unwrap()).unwrap();
+        assert!(back.lists_stale && !back.fail_closed);
+        let old: Sample = serde_json::from_str(r#"{"t":1,"s":"x","r":0,"o":200}"#).unwrap();
+        assert!(!old.degraded() && old.reached_origin());
     }
 
     #[test]
