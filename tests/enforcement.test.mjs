@@ -120,6 +120,10 @@ test("a client that solves the proof-of-work gets through and keeps its clearanc
     const cookie = setCookie.split(";")[0];
     const through = await status(edge, "/checkout", { ...tor, headers: { ...BROWSER_HEADERS, Cookie: cookie } });
     assert.equal(through.status, 200, "cleared");
+    // A browser with ~6 KB of consent and analytics cookies, ours last, is still cleared.
+    const crowded = Array.from({ length: 60 }, (_, i) => `_ga_${i}=GS1.1.${"7".repeat(90)}`).join("; ") + `; ${cookie}`;
+    assert.ok(crowded.length > 6000);
+    assert.equal((await status(edge, "/checkout", { ...tor, headers: { ...BROWSER_HEADERS, Cookie: crowded } })).status, 200, "cleared with a long Cookie header");
     const elsewhere = await status(edge, "/checkout", { cf: tor.cf, ip: "198.51.100.52", headers: { ...JSON_ACCEPT, Cookie: cookie } });
     assert.equal(elsewhere.status, 403, "clearance bound to the subject");
     const forged = cookie.replace(/\.[0-9a-f]{4}/, ".0000");

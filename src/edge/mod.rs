@@ -62,7 +62,7 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
     // 2. Identify: the subject (profile key, hashed with IP_HASH_KEY) and,
     //    if configured, the visitor.
     let identity = ip.map(|ip| identify(&subject_of(ip), config.ip_hash_key.as_deref()));
-    let cookies = extract::header(&req, "cookie");
+    let cookies = extract::cookie_header(&req);
     let visitor = visitor::identify(cookies.as_deref(), &config);
     let mut found = signals::request_signals(&cf, &request, &config.signals);
     let list = lists::effective(&env, &config).await.check(ip, cf.asn, cf.country.as_deref());
