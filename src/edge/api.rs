@@ -360,7 +360,7 @@ async fn challenge_verify(req: &Request, config: &Config) -> Result<Response, Ap
         let Some(response) = turnstile_response else {
             return Err(ApiError::new(400, "bad_request", "send cf-turnstile-response"));
         };
-        turnstile_verify(config, secret, &response).await?;
+        turnstile_verify(config, secret, &response, &ip.to_string(), &req.url()).await?;
     } else {
         let (Some(token), Some(counter)) = (token, counter.and_then(|c| c.parse::<u64>().ok())) else {
             return Err(ApiError::new(400, "bad_request", "send token and counter"));
@@ -383,8 +383,9 @@ async fn challenge_verify(req: &Request, config: &Config) -> Result<Response, Ap
         crate::intel::enforce::CLEARANCE_COOKIE,
         config.clearance_ttl_s
     );
-    let ret =
-        ret.filter(|r| r.starts_with('/') && !r.starts_with("//") && !r.contains('\\')).unwrap_or_else(|| "/".into());
+    // Only a path on this origin, as the browser will parse it (see intel::redirect).
+    let url = req.url();
+    let ret = ret.and_then(|r| crate::intel::redirect::same_origin_return(&url, &r)).unwrap_or_else(|| "/".into());
     let init = web_sys::ResponseInit::new();
     let headers = web_sys::Headers::new().map_err(|_| ApiError::new(500, "internal", "headers"))?;
     let _ = headers.set("set-cookie", &cookie);
@@ -402,12 +403,22 @@ async fn challenge_verify(req: &Request, config: &Config) -> Result<Response, Ap
     Response::new_with_opt_str_and_init(body.as_deref(), &init).map_err(|_| ApiError::new(500, "internal", "response"))
 }
 
-/// Asks Turnstile's siteverify whether the widget's response is genuine.
-/// (The client IP is optional for siteverify and not sent: no IP leaves the account.)
-async fn turnstile_verify(config: &Config, secret: &str, response: &str) -> Result<(), ApiError> {
+/// Asks Turnstile's siteverify whether the widget's response is genuine and
+/// was solved on this site. The client IP goes with it (`remoteip`), so
+/// Turnstile can refuse a token solved from another address: with Turnstile
+/// configured, the challenged client's IP is the one IP that leaves the
+/// account, to Cloudflare's own siteverify.
+async fn turnstile_verify(
+    config: &Config,
+    secret: &str,
+    response: &str,
+    client_ip: &str,
+    request_url: &str,
+) -> Result<(), ApiError> {
     let body: String = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("secret", secret)
         .append_pair("response", response)
+        .append_pair("remoteip", client_ip)
         .finish();
     let failed =
         |why: &str| ApiError::new(503, "challenge_unavailable", format!("Turnstile verification failed: {why}"));
@@ -421,11 +432,8 @@ async fn turnstile_verify(config: &Config, secret: &str, response: &str) -> Resu
     let res = super::forward::subrequest(req.inner()).await.map_err(|_| failed("unreachable"))?;
     let mut res = worker::Response::from(res);
     let answer: Value = res.json().await.map_err(|_| failed("bad answer"))?;
-    if answer.get("success").and_then(Value::as_bool) == Some(true) {
-        Ok(())
-    } else {
-        Err(ApiError::new(403, "challenge_failed", "Turnstile did not accept the response"))
-    }
+    let host = crate::intel::redirect::host_of(request_url).unwrap_or_default();
+    crate::intel::redirect::turnstile_accepts(&answer, &host).map_err(|why| ApiError::new(403, "challenge_failed", why))
 }
 
 async fn get_profile(env: &Env, config: &Config, raw: &str) -> Result<Response, ApiError> {

@@ -16,6 +16,7 @@ pub mod ip;
 pub mod lists;
 pub mod profile;
 pub mod protocol;
+pub mod redirect;
 pub mod score;
 pub mod secrets;
 pub mod signals;
