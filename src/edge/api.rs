@@ -5,8 +5,6 @@
 
 use futures::future::join_all;
 use serde_json::{json, Value};
-use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, Response};
 use worker::Env;
 
@@ -22,13 +20,17 @@ use crate::objects::sockets::{BEARER_HEADER, STREAM_HEADER};
 use crate::platform::call_object;
 
 use super::analytics_api;
+use super::body::read_limited;
 use super::consult::{forget, BINDING};
 use super::extract::header;
 use super::record;
 use super::respond;
 
-/// Bodies over this get 413 (SPEC 5).
+/// API bodies over this get 413 (SPEC 5).
 const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// A challenge answer is a token, a counter and a return path (or a Turnstile
+/// response, ~2 KB): anything over 8 KiB from an unauthenticated client is refused.
+const CHALLENGE_MAX_BODY_BYTES: usize = 8 * 1024;
 
 /// True when `path` is the prefix itself or below it.
 pub fn owns(config: &Config, path: &str) -> bool {
@@ -317,13 +319,7 @@ async fn read_json_body(req: &Request) -> Result<Value, ApiError> {
     if !content_type.starts_with("application/json") {
         return Err(ApiError::new(415, "unsupported_media_type", "send application/json"));
     }
-    if header(req, "content-length").and_then(|v| v.parse::<usize>().ok()).is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Err(too_large());
-    }
-    let bytes = read_body(req).await?;
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(too_large());
-    }
+    let bytes = read_limited(req, MAX_BODY_BYTES).await?;
     let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::new(400, "invalid_utf8", "the body is not UTF-8"))?;
     serde_json::from_str(text).map_err(|e| ApiError::new(400, "malformed_json", format!("the body is not JSON: {e}")))
 }
@@ -338,10 +334,7 @@ async fn challenge_verify(req: &Request, config: &Config) -> Result<Response, Ap
     let Some(ip) = ip else { return Err(ApiError::new(400, "no_client_ip", "no client address")) };
     let subject = crate::intel::ip::identify(&crate::intel::ip::subject_of(ip), config.ip_hash_key.as_deref()).key;
     let content_type = header(req, "content-type").unwrap_or_default().to_ascii_lowercase();
-    let bytes = read_body(req).await?;
-    if bytes.len() > 8192 {
-        return Err(too_large());
-    }
+    let bytes = read_limited(req, CHALLENGE_MAX_BODY_BYTES).await?;
     let text = String::from_utf8_lossy(&bytes);
     let (token, counter, ret, turnstile_response, json_client) = if content_type.starts_with("application/json") {
         let v: Value = serde_json::from_str(&text).map_err(|e| ApiError::new(400, "malformed_json", e.to_string()))?;
@@ -580,21 +573,6 @@ async fn post_events(req: &Request, env: &Env, ctx: &worker::Context, config: &C
     rejected.sort_by_key(|r| r.get("index").and_then(Value::as_u64).unwrap_or(0));
     record::rejected_events(ctx, env, config, rejected.len() as u64);
     Ok(respond::json(202, &json!({"accepted": accepted, "rejected": rejected, "timestamp": iso(now)})))
-}
-
-async fn read_body(req: &Request) -> Result<Vec<u8>, ApiError> {
-    let promise =
-        req.array_buffer().map_err(|_| ApiError::new(400, "unreadable_body", "the body could not be read"))?;
-    let buf = JsFuture::from(promise)
-        .await
-        .map_err(|_| ApiError::new(400, "unreadable_body", "the body could not be read"))?;
-    let buf: js_sys::ArrayBuffer =
-        buf.dyn_into().map_err(|_| ApiError::new(400, "unreadable_body", "the body could not be read"))?;
-    Ok(js_sys::Uint8Array::new(&buf).to_vec())
-}
-
-fn too_large() -> ApiError {
-    ApiError::new(413, "payload_too_large", format!("bodies are limited to {MAX_BODY_BYTES} bytes"))
 }
 
 fn unavailable(e: crate::platform::ObjectError) -> ApiError {

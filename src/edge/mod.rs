@@ -10,6 +10,7 @@
 
 mod analytics_api;
 mod api;
+mod body;
 mod consult;
 mod extract;
 mod forward;
