@@ -1,15 +1,20 @@
-// What an unauthenticated client can make the Worker spend (issue 15): body
-// limits on every body read. Against the built Worker in the local runtime.
+// What an unauthenticated client can make the Worker spend or do (issue 15):
+// body limits on every body read, guessing the admin token, block-listed
+// clients under the prefix. Against the
+// built Worker in the local runtime.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startEdge, asciiJson, ADMIN_TOKEN, BASE } from "./harness.mjs";
+import { startEdge, asciiJson, eventually, ADMIN_TOKEN, BASE } from "./harness.mjs";
 
 const KEY = "challenge-key-for-tests-0123456789";
 const CF = { country: "DE", asn: 3320, colo: "FRA" };
+const BLOCKED_IP = "198.51.100.99";
 
 let edge;
 before(async () => {
-  edge = await startEdge({ vars: { ENFORCE: "challenge", CHALLENGE_AT: "40", CHALLENGE_SIGNING_KEY: KEY, CHALLENGE_DIFFICULTY: "1" } });
+  edge = await startEdge({
+    vars: { ENFORCE: "challenge", CHALLENGE_AT: "40", CHALLENGE_SIGNING_KEY: KEY, CHALLENGE_DIFFICULTY: "1", BLOCK_LIST: JSON.stringify([BLOCKED_IP]) },
+  });
 });
 after(async () => {
   await edge?.close();
@@ -129,4 +134,59 @@ test("API bodies: declared and chunked bodies over MAX_BODY_BYTES get 413; one a
   const ok = await edge.mf.dispatchFetch(BASE + "/_intel/api/events", { method: "POST", headers: h, body: atLimit });
   assert.equal(ok.status, 202, await ok.clone().text());
   assert.equal((await ok.json()).accepted, 0);
+});
+
+/** An API call from `ip` with `token`. */
+async function apiFrom(ip, path, token, { method = "GET" } = {}) {
+  const res = await edge.send(`/_intel${path}`, { cf: CF, ip, method, headers: { Authorization: `Bearer ${token}`, Accept: "application/json" } });
+  const text = await res.text();
+  let json;
+  try { json = JSON.parse(text); } catch { json = undefined; }
+  return { status: res.status, json, headers: res.headers };
+}
+
+test("admin token guessing: the 11th failure within a minute gets 429 with Retry-After; other clients are unaffected; the profile shows auth_failures", async () => {
+  const guesser = "203.0.113.40";
+  for (let i = 1; i <= 10; i++) {
+    const r = await apiFrom(guesser, "/api/config/lists", `wrong-token-guess-${i}`);
+    assert.equal(r.status, 401, `guess ${i}`);
+    assert.equal(r.headers.get("retry-after"), null);
+  }
+  const eleventh = await apiFrom(guesser, "/api/config/lists", "wrong-token-guess-11");
+  assert.equal(eleventh.status, 429);
+  assert.equal(eleventh.json.error, "too_many_failed_authentications");
+  const wait = Number(eleventh.headers.get("retry-after"));
+  assert.ok(Number.isInteger(wait) && wait >= 1 && wait <= 60, `Retry-After ${eleventh.headers.get("retry-after")}`);
+  // While locked, even the right token is not checked (a guess then learns nothing),
+  // on every authenticated route, streams included.
+  assert.equal((await apiFrom(guesser, "/api/config/lists", ADMIN_TOKEN)).status, 429);
+  assert.equal((await apiFrom(guesser, "/metrics", ADMIN_TOKEN)).status, 429);
+  const ws = await edge.send("/_intel/api/intelligence/stream?ticket=guess", { cf: CF, ip: guesser, headers: { Upgrade: "websocket" } });
+  assert.equal(ws.status, 429);
+  await ws.arrayBuffer();
+  // A good token from another client still works.
+  const admin = await apiFrom("203.0.113.41", "/api/config/lists", ADMIN_TOKEN);
+  assert.equal(admin.status, 200);
+  // Each failure was recorded in the guesser's profile as the 401 it is: the auth_failures signal.
+  const profile = await eventually(async () => {
+    const r = await apiFrom("203.0.113.41", `/api/ip-intelligence/${guesser}`, ADMIN_TOKEN);
+    return r.status === 200 && r.json.metrics.originStatusInWindow["401_403"] >= 10 ? r.json : null;
+  });
+  assert.ok(profile, "the guesser's profile counts its failed authentications");
+  assert.ok(profile.profile.alerts.some((a) => a.type === "auth_failures"), JSON.stringify(profile.profile.alerts));
+  assert.match(JSON.stringify(profile.metrics.historyRisk), /auth_failures/);
+  // The 429s themselves are not recorded (the limiter costs the profile nothing more).
+  assert.equal(profile.metrics.originStatusInWindow["401_403"], 10);
+});
+
+test("a block-listed client gets 403 on every route under the prefix, the right token included", async () => {
+  const lists = await apiFrom(BLOCKED_IP, "/api/config/lists", ADMIN_TOKEN);
+  assert.equal(lists.status, 403);
+  assert.equal(lists.json.error, "blocked");
+  for (let i = 0; i < 3; i++) assert.equal((await apiFrom(BLOCKED_IP, "/api/config/lists", `guess-${i}`)).status, 403);
+  const verify = await post("/_intel/challenge/verify", "token=x&counter=1", { ip: BLOCKED_IP, headers: { "Content-Type": "application/x-www-form-urlencoded", Accept: "application/json" } });
+  assert.equal(verify.status, 403);
+  assert.equal((await verify.json()).error, "blocked");
+  // Another client is served as before.
+  assert.equal((await apiFrom("203.0.113.42", "/api/config/lists", ADMIN_TOKEN)).status, 200);
 });

@@ -3,6 +3,8 @@
 //! without the admin token, and it carries no data about any IP. Without an
 //! `ADMIN_TOKEN` configured the API refuses every call rather than run open.
 
+use std::cell::RefCell;
+
 use futures::future::join_all;
 use serde_json::{json, Value};
 use web_sys::{Request, Response};
@@ -11,8 +13,11 @@ use worker::Env;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::intel::auth_guard::{AuthGuard, MAX_FAILURES_PER_WINDOW};
 use crate::intel::events::{validate, IntelEvent};
-use crate::intel::ip::parse_subject;
+use crate::intel::ip::{identify, parse_subject, subject_of};
+use crate::intel::lists::ListVerdict;
+use crate::intel::profile::Observation;
 use crate::intel::secrets::{bearer, token_matches};
 use crate::intel::wire::ProfileOp;
 use crate::objects::hub::{self, HubOp};
@@ -38,14 +43,58 @@ pub fn owns(config: &Config, path: &str) -> bool {
     path == p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/'))
 }
 
+thread_local! {
+    /// Failed authentications per subject in this isolate (bounded: see intel::auth_guard).
+    static AUTH_GUARD: RefCell<AuthGuard> = RefCell::new(AuthGuard::default());
+}
+
 pub async fn route(req: &Request, env: &Env, ctx: &worker::Context, config: &Config) -> Response {
-    match route_inner(req, env, ctx, config).await {
+    let (ip, cf, request) = super::extract::facts(req, config);
+    let identity = ip.map(|ip| identify(&subject_of(ip), config.ip_hash_key.as_deref()));
+    // A block-listed client gets nothing under the prefix, whatever ENFORCE
+    // says: no token guessing, no challenge answers (the allow list still wins).
+    if super::lists::effective(env, config).await.check(ip, cf.asn, cf.country.as_deref()) == ListVerdict::Blocked {
+        return respond::blocked(&header(req, "accept").unwrap_or_default());
+    }
+    // Failed authentications are limited per subject. A request without a
+    // client address (never on Cloudflare, which always sets
+    // CF-Connecting-IP; only local tools calling the runtime directly) has no
+    // subject to count against, so it is not limited.
+    let caller = identity.as_ref().map(|id| id.key.as_str());
+    match route_inner(req, env, ctx, config, caller).await {
         Ok(res) => res,
-        Err(e) => respond::error(&e),
+        Err(e) => {
+            if let (401, Some(id)) = (e.status, &identity) {
+                let now = now_ms();
+                AUTH_GUARD.with(|g| g.borrow_mut().failed(id.key.as_str(), now));
+                // The profile counts it as the 401 it is (its `auth_failures`
+                // signal), through the batched observation path: no object
+                // call of its own per failure.
+                let obs = Observation {
+                    at: now,
+                    method: request.method.clone(),
+                    path: request.path.chars().take(super::MAX_STORED_PATH).collect(),
+                    status: Some(401),
+                    latency_ms: None,
+                    location: super::location_of(&cf, now),
+                    signals: Vec::new(),
+                    action: None,
+                    visitor: None,
+                };
+                record::observation(ctx, env, config, &id.key, &id.display, obs, false);
+            }
+            respond::error(&e)
+        }
     }
 }
 
-async fn route_inner(req: &Request, env: &Env, ctx: &worker::Context, config: &Config) -> Result<Response, ApiError> {
+async fn route_inner(
+    req: &Request,
+    env: &Env,
+    ctx: &worker::Context,
+    config: &Config,
+    caller: Option<&str>,
+) -> Result<Response, ApiError> {
     let path = super::extract::path(req);
     let rest = path.get(config.intel_prefix.len()..).unwrap_or("");
     let method = req.method();
@@ -62,7 +111,7 @@ async fn route_inner(req: &Request, env: &Env, ctx: &worker::Context, config: &C
         };
     }
     if rest == "/metrics" {
-        authorize(req, config)?;
+        authorize(req, config, caller)?;
         if !matches!(method.as_str(), "GET" | "HEAD") {
             return Err(ApiError::method_not_allowed("GET, HEAD"));
         }
@@ -77,10 +126,10 @@ async fn route_inner(req: &Request, env: &Env, ctx: &worker::Context, config: &C
         _ => None,
     };
     if let Some(tag) = stream {
-        return open_stream(req, env, config, tag).await;
+        return open_stream(req, env, config, tag, caller).await;
     }
     if let Some(api) = rest.strip_prefix("/api/") {
-        authorize(req, config)?;
+        authorize(req, config, caller)?;
         if api == "stream-ticket" {
             return match method.as_str() {
                 "POST" => issue_ticket(env).await,
@@ -190,8 +239,29 @@ fn unauthorized() -> ApiError {
     ApiError::new(401, "unauthorized", "a valid `Authorization: Bearer <ADMIN_TOKEN>` header is required")
 }
 
-fn authorize(req: &Request, config: &Config) -> Result<(), ApiError> {
+/// 429 while `caller` has failed authentication too often (checked before
+/// the token, so a guess made then learns nothing).
+fn not_locked(caller: Option<&str>) -> Result<(), ApiError> {
+    let Some(caller) = caller else { return Ok(()) };
+    match AUTH_GUARD.with(|g| g.borrow_mut().locked_for(caller, now_ms())) {
+        None => Ok(()),
+        Some(seconds) => {
+            let mut e = ApiError::new(
+                429,
+                "too_many_failed_authentications",
+                format!(
+                    "more than {MAX_FAILURES_PER_WINDOW} failed authentications within a minute; retry in {seconds} s"
+                ),
+            );
+            e.retry_after_s = Some(seconds);
+            Err(e)
+        }
+    }
+}
+
+fn authorize(req: &Request, config: &Config, caller: Option<&str>) -> Result<(), ApiError> {
     let expected = admin_token(config)?;
+    not_locked(caller)?;
     let presented = header(req, "authorization");
     match presented.as_deref().and_then(bearer) {
         Some(t) if token_matches(t, expected) => Ok(()),
@@ -211,7 +281,13 @@ async fn issue_ticket(env: &Env) -> Result<Response, ApiError> {
 /// or `Sec-WebSocket-Protocol: bearer, <token>`. Every check happens before
 /// any socket opens; the socket itself is accepted by the object that serves
 /// the stream (the hub, or the subject's profile object for `?ip=`).
-async fn open_stream(req: &Request, env: &Env, config: &Config, tag: &'static str) -> Result<Response, ApiError> {
+async fn open_stream(
+    req: &Request,
+    env: &Env,
+    config: &Config,
+    tag: &'static str,
+    caller: Option<&str>,
+) -> Result<Response, ApiError> {
     if req.method() != "GET" {
         return Err(ApiError::method_not_allowed("GET"));
     }
@@ -220,6 +296,7 @@ async fn open_stream(req: &Request, env: &Env, config: &Config, tag: &'static st
         return Err(ApiError::new(426, "upgrade_required", "this is a WebSocket endpoint: send Upgrade: websocket"));
     }
     let expected = admin_token(config)?;
+    not_locked(caller)?;
     let url = url::Url::parse(&req.url()).map_err(|_| ApiError::new(400, "bad_url", "unparsable URL"))?;
     let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
     let protocols = header(req, "sec-websocket-protocol").unwrap_or_default();

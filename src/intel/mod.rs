@@ -6,6 +6,7 @@
 pub mod alerting;
 pub mod analytics;
 pub mod asn;
+pub mod auth_guard;
 pub mod cache;
 pub mod enforce;
 pub mod events;
