@@ -1,6 +1,6 @@
 // What an unauthenticated client can make the Worker spend or do (issue 15):
 // body limits on every body read, guessing the admin token, block-listed
-// clients under the prefix. Against the
+// clients under the prefix, the dashboard's security headers. Against the
 // built Worker in the local runtime.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -189,4 +189,22 @@ test("a block-listed client gets 403 on every route under the prefix, the right 
   assert.equal((await verify.json()).error, "blocked");
   // Another client is served as before.
   assert.equal((await apiFrom("203.0.113.42", "/api/config/lists", ADMIN_TOKEN)).status, 200);
+});
+
+test("the dashboard's files carry a Content-Security-Policy without inline script, nosniff and no-referrer", async () => {
+  for (const path of ["/_intel/", "/_intel/index.html", "/_intel/dist/app.js", "/_intel/dist/app.css"]) {
+    const res = await edge.send(path, { cf: CF, headers: { Accept: "text/html" } });
+    assert.equal(res.status, 200, path);
+    await res.arrayBuffer();
+    const csp = res.headers.get("content-security-policy") ?? "";
+    assert.match(csp, /(^|; )script-src 'self'(;|$)/, `${path}: ${csp}`);
+    assert.match(csp, /(^|; )frame-ancestors 'none'(;|$)/, path);
+    assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/, path);
+    assert.equal(res.headers.get("x-content-type-options"), "nosniff", path);
+    assert.equal(res.headers.get("referrer-policy"), "no-referrer", path);
+  }
+  // The page itself has no inline script or style for the policy to break.
+  const html = await (await edge.send("/_intel/", { cf: CF })).text();
+  assert.doesNotMatch(html, /<script(?![^>]*\bsrc=)[^>]*>/, "no inline <script>");
+  assert.doesNotMatch(html, /<style|\sstyle=|\son[a-z]+=/i, "no inline style or handler");
 });

@@ -202,8 +202,33 @@ async fn dashboard(env: &Env, config: &Config, rest: &str) -> Result<Response, A
     if res.status_code() == 404 {
         return Err(ApiError::not_found(format!("no route or file for {}{rest}", config.intel_prefix)));
     }
-    Ok(res.into())
+    // The asset's headers may be immutable: copy them into a new response.
+    let res: Response = res.into();
+    let headers =
+        web_sys::Headers::new_with_headers(&res.headers()).map_err(|_| ApiError::new(500, "internal", "headers"))?;
+    for (name, value) in DASHBOARD_HEADERS {
+        let _ = headers.set(name, value);
+    }
+    let init = web_sys::ResponseInit::new();
+    init.set_status(res.status());
+    init.set_headers(headers.as_ref());
+    Response::new_with_opt_readable_stream_and_init(res.body().as_ref(), &init)
+        .map_err(|_| ApiError::new(500, "internal", "dashboard response"))
 }
+
+/// Security headers of the dashboard's files. The page shows every profile
+/// once the token is entered, so: only its own scripts and styles (no inline
+/// script or style attribute: an injected string cannot run), its own API and
+/// streams, no framing (clickjacking), no MIME sniffing, no Referer.
+const DASHBOARD_HEADERS: [(&str, &str); 3] = [
+    (
+        "content-security-policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
+         object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+];
 
 /// The files the dashboard route serves (see `dashboard`).
 fn dashboard_file(file: &str) -> bool {
