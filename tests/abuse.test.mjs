@@ -4,6 +4,7 @@
 // built Worker in the local runtime.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import http from "node:http";
 import { startEdge, asciiJson, eventually, ADMIN_TOKEN, BASE } from "./harness.mjs";
 
 const KEY = "challenge-key-for-tests-0123456789";
@@ -21,18 +22,21 @@ after(async () => {
 });
 
 /**
- * A body sent as a stream with no Content-Length (chunked): `chunks` pieces of
- * `size` bytes, then, with `hang`, a stream that stays open until the test ends it.
+ * A body sent as a stream with no Content-Length (chunked): one chunk per
+ * entry of `sizes`, then, with `hang`, a stream that stays open until the test
+ * ends it. The tests send one byte past the limit and then nothing more: a
+ * client still writing when the server answers and closes the connection gets
+ * ECONNRESET on its write before it reads the answer (an HTTP/1.1 race of the
+ * test client, not of the Worker).
  */
-function streamed(chunks, size, { hang = false } = {}) {
+function streamed(sizes, { hang = false } = {}) {
   let sent = 0;
   let end;
   const ended = new Promise((r) => (end = r));
   const body = new ReadableStream({
     async pull(controller) {
-      if (sent < chunks) {
-        sent++;
-        controller.enqueue(new Uint8Array(size).fill(0x20));
+      if (sent < sizes.length) {
+        controller.enqueue(new Uint8Array(sizes[sent++]).fill(0x20));
         return;
       }
       if (hang) await ended;
@@ -50,6 +54,38 @@ function post(path, body, { headers = {}, ip = "198.51.100.70" } = {}) {
   return edge.mf.dispatchFetch(BASE + path, { method: "POST", headers: h, body, duplex: "half", redirect: "manual" });
 }
 
+/**
+ * Sends only the head of a request that declares `length` body bytes and
+ * never sends them: the answer can only come before the body is read.
+ * Resolves with { status, body } or rejects after 10 s.
+ */
+function declaredOnly(path, length, headers = {}, method = "POST") {
+  return new Promise((resolve, reject) => {
+    const req = http.request(new URL(path, edge.url), {
+      method,
+      headers: { "CF-Connecting-IP": "198.51.100.73", "Content-Length": String(length), ...headers },
+    });
+    const timer = setTimeout(() => {
+      req.destroy();
+      reject(new Error(`${path}: no answer before the declared body was sent`));
+    }, 10_000);
+    req.on("response", (res) => {
+      let body = "";
+      res.on("data", (d) => (body += d));
+      res.on("end", () => {
+        clearTimeout(timer);
+        req.destroy();
+        resolve({ status: res.statusCode, body });
+      });
+    });
+    req.on("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    req.flushHeaders();
+  });
+}
+
 async function challengeToken(ip) {
   const res = await edge.send("/", { cf: { country: "T1" }, ip, headers: { Accept: "application/json" } });
   assert.equal(res.status, 403);
@@ -57,14 +93,19 @@ async function challengeToken(ip) {
 }
 
 test("challenge verify: a declared-oversize body gets 413 before it is read", async () => {
-  const res = await post("/_intel/challenge/verify", "x".repeat(8 * 1024 + 1), { headers: { "Content-Type": "application/x-www-form-urlencoded" } });
+  // 100 MB declared, not one byte sent.
+  const res = await declaredOnly("/_intel/challenge/verify", 100_000_000, { "Content-Type": "application/x-www-form-urlencoded" });
   assert.equal(res.status, 413);
-  assert.equal((await res.json()).error, "payload_too_large");
+  assert.equal(JSON.parse(res.body).error, "payload_too_large");
+  // One byte over the limit, sent: refused as well.
+  const sent = await post("/_intel/challenge/verify", "x".repeat(8 * 1024 + 1), { headers: { "Content-Type": "application/x-www-form-urlencoded" } });
+  assert.equal(sent.status, 413);
+  assert.equal((await sent.json()).error, "payload_too_large");
 });
 
 test("challenge verify: a chunked body over 8 KiB gets 413 without waiting for the rest", async () => {
-  // 12 KiB sent, then the stream stays open: the answer must not wait for its end.
-  const s = streamed(12, 1024, { hang: true });
+  // 8 KiB + 1 byte sent, then the stream stays open: the answer must not wait for its end.
+  const s = streamed([...Array(8).fill(1024), 1], { hang: true });
   const res = await Promise.race([
     post("/_intel/challenge/verify", s.body, { headers: { "Content-Type": "application/x-www-form-urlencoded" } }),
     new Promise((_, reject) => setTimeout(() => reject(new Error("no answer while the body was still open")), 10_000)),
@@ -116,10 +157,10 @@ test("API bodies: declared and chunked bodies over MAX_BODY_BYTES get 413; one a
       h.set("CF-Connecting-IP", "198.51.100.72");
       return edge.mf.dispatchFetch(BASE + path, { method, headers: h, body, duplex: "half" });
     };
-    const declared = await send("[" + " ".repeat(limit) + "]");
+    const declared = await declaredOnly(path, 100_000_000, auth, method);
     assert.equal(declared.status, 413, path);
-    assert.equal((await declared.json()).error, "payload_too_large");
-    const s = streamed(20, 64 * 1024, { hang: true });
+    assert.equal(JSON.parse(declared.body).error, "payload_too_large");
+    const s = streamed([...Array(16).fill(64 * 1024), 1], { hang: true });
     const chunked = await Promise.race([
       send(s.body),
       new Promise((_, reject) => setTimeout(() => reject(new Error(`${path}: no answer while the body was still open`)), 10_000)),
@@ -164,6 +205,16 @@ test("admin token guessing: the 11th failure within a minute gets 429 with Retry
   const ws = await edge.send("/_intel/api/intelligence/stream?ticket=guess", { cf: CF, ip: guesser, headers: { Upgrade: "websocket" } });
   assert.equal(ws.status, 429);
   await ws.arrayBuffer();
+  // A request with no credential at all is not a guess: a plain 401, never counted or refused.
+  const bare = await edge.send("/_intel/api/config/lists", { cf: CF, ip: guesser, headers: { Accept: "application/json" } });
+  assert.equal(bare.status, 401);
+  await bare.arrayBuffer();
+  for (let i = 0; i < 12; i++) {
+    const r = await edge.send("/_intel/api/config/lists", { cf: CF, ip: "203.0.113.43", headers: { Accept: "application/json" } });
+    assert.equal(r.status, 401);
+    await r.arrayBuffer();
+  }
+  assert.equal((await apiFrom("203.0.113.43", "/api/config/lists", "wrong-token-after-bare-requests")).status, 401);
   // A good token from another client still works.
   const admin = await apiFrom("203.0.113.41", "/api/config/lists", ADMIN_TOKEN);
   assert.equal(admin.status, 200);

@@ -56,15 +56,17 @@ pub async fn route(req: &Request, env: &Env, ctx: &worker::Context, config: &Con
     if super::lists::effective(env, config).await.check(ip, cf.asn, cf.country.as_deref()) == ListVerdict::Blocked {
         return respond::blocked(&header(req, "accept").unwrap_or_default());
     }
-    // Failed authentications are limited per subject. A request without a
+    // Failed authentications are limited per subject. Only a request that
+    // presents a credential is a guess: one without any gets its 401 and is
+    // neither counted nor refused (it learns nothing). A request without a
     // client address (never on Cloudflare, which always sets
     // CF-Connecting-IP; only local tools calling the runtime directly) has no
     // subject to count against, so it is not limited.
-    let caller = identity.as_ref().map(|id| id.key.as_str());
+    let caller = identity.as_ref().filter(|_| presents_credentials(req)).map(|id| id.key.as_str());
     match route_inner(req, env, ctx, config, caller).await {
         Ok(res) => res,
         Err(e) => {
-            if let (401, Some(id)) = (e.status, &identity) {
+            if let (401, Some(id), Some(_)) = (e.status, &identity, caller) {
                 let now = now_ms();
                 AUTH_GUARD.with(|g| g.borrow_mut().failed(id.key.as_str(), now));
                 // The profile counts it as the 401 it is (its `auth_failures`
@@ -262,6 +264,16 @@ fn admin_token(config: &Config) -> Result<&str, ApiError> {
 
 fn unauthorized() -> ApiError {
     ApiError::new(401, "unauthorized", "a valid `Authorization: Bearer <ADMIN_TOKEN>` header is required")
+}
+
+/// Whether the request offers any credential: an `Authorization` header, a
+/// stream `ticket` or a WebSocket subprotocol (the `bearer, <token>` form).
+fn presents_credentials(req: &Request) -> bool {
+    let headers = req.headers();
+    let has = |name: &str| headers.has(name).unwrap_or(false);
+    has("authorization")
+        || has("sec-websocket-protocol")
+        || url::Url::parse(&req.url()).is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "ticket"))
 }
 
 /// 429 while `caller` has failed authentication too often (checked before
