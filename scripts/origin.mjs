@@ -92,9 +92,13 @@ function respond(req, res, path, record) {
   }
   if (path === "/echo") return send(res, 200, { ...json, body: record.body });
   if (path === "/turnstile/siteverify") {
-    // Stands in for Turnstile's siteverify in tests: the response "good" passes.
-    const ok = new URLSearchParams(record.body).get("response") === "good";
-    return send(res, 200, { success: ok, "error-codes": ok ? [] : ["invalid-input-response"] });
+    // Stands in for Turnstile's siteverify in tests: the response "good" passes,
+    // solved on the host named by the "host" parameter of the test's response
+    // ("good" alone: edge.test, the test harness's host), like the real one's `hostname`.
+    const response = new URLSearchParams(record.body).get("response") ?? "";
+    const [verdict, host = "edge.test"] = response.split("@");
+    const ok = verdict === "good";
+    return send(res, 200, ok ? { success: true, hostname: host, "error-codes": [] } : { success: false, "error-codes": ["invalid-input-response"] });
   }
   if ((req.headers.accept ?? "").includes("text/html")) {
     res.writeHead(200, { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" });

@@ -76,7 +76,7 @@ pub struct Config {
     /// `FAIL_MODE` (`open`, default | `closed`): when the profile cannot be
     /// consulted, forward degraded (open) or answer 503 (closed).
     pub fail_closed: bool,
-    /// `ADMIN_TOKEN` (secret; unset = the API refuses every call with 503).
+    /// `ADMIN_TOKEN` (secret, at least 16 characters; unset = the API refuses every call with 503).
     pub admin_token: Option<String>,
     /// `RISK_MODE` (`fast` | `consistent`, default `fast`).
     pub risk_mode: RiskMode,
@@ -251,7 +251,6 @@ impl Config {
         if let Some(v) = get("HOSTING_ASNS") {
             c.signals.extra_hosting_asns = parse_asn_list("HOSTING_ASNS", &v)?;
         }
-        c.admin_token = get("ADMIN_TOKEN");
         if let Some(v) = get("FAIL_MODE") {
             c.fail_closed = match v.as_str() {
                 "open" => false,
@@ -274,6 +273,9 @@ impl Config {
                 other => Ok(other),
             }
         };
+        // The admin token guards every profile: as long as the other secrets,
+        // so that guessing it (also limited per client: intel::auth_guard) is hopeless.
+        c.admin_token = secret("ADMIN_TOKEN")?;
         c.challenge_key = secret("CHALLENGE_SIGNING_KEY")?;
         c.header_signing_key = secret("HEADER_SIGNING_KEY")?;
         c.turnstile = match (get("TURNSTILE_SITE_KEY"), get("TURNSTILE_SECRET")) {
@@ -610,6 +612,22 @@ mod tests {
     }
 
     #[test]
+    fn admin_token_needs_16_characters() {
+        let e = parse(&[("ADMIN_TOKEN", "hunter2")]).unwrap_err();
+        assert_eq!(e.var, "ADMIN_TOKEN");
+        assert!(e.to_string().contains("at least 16 characters"), "{e}");
+        assert_eq!(
+            parse(&[("ADMIN_TOKEN", "0123456789abcdef")]).unwrap().admin_token.as_deref(),
+            Some("0123456789abcdef")
+        );
+        // The tokens the test harness, the benchmarks and `npm start` use qualify.
+        for t in ["test-admin-token-0123456789", "bench-admin-token-0123456789", "profile-admin-token-0123456789"] {
+            assert!(parse(&[("ADMIN_TOKEN", t)]).is_ok(), "{t}");
+        }
+        assert_eq!(parse(&[("ADMIN_TOKEN", "")]).unwrap().admin_token, None, "empty is unset: the API answers 503");
+    }
+
+    #[test]
     fn international_hosts_are_written_in_punycode() {
         let e = parse(&[("ORIGIN_URL", "https://bücher.example")]).unwrap_err().to_string();
         assert!(e.contains("ORIGIN_URL") && e.contains("punycode"), "{e}");
@@ -633,6 +651,7 @@ mod tests {
             ("ENFORCE", "block"),
             ("ENFORCE", "loud"),
             ("IP_HASH_KEY", "short"),
+            ("ADMIN_TOKEN", "fifteen-chars-x"),
             ("CHALLENGE_DIFFICULTY", "40"),
             ("BLOCK_AT", "101"),
             ("BLOCK_AT", "-1"),

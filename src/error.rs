@@ -12,11 +12,14 @@ pub struct ApiError {
     pub error: &'static str,
     /// Human-readable explanation.
     pub message: String,
+    /// Seconds for a `Retry-After` header (429 answers).
+    #[serde(skip)]
+    pub retry_after_s: Option<u32>,
 }
 
 impl ApiError {
     pub fn new(status: u16, error: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, error, message: message.into() }
+        ApiError { status, error, message: message.into(), retry_after_s: None }
     }
 
     pub fn not_found(message: impl Into<String>) -> ApiError {

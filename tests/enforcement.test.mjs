@@ -117,9 +117,25 @@ test("a client that solves the proof-of-work gets through and keeps its clearanc
     const setCookie = form.headers.get("set-cookie");
     assert.match(setCookie, /^ei_clear=\d+\.[0-9a-f]{64}; Path=\/; Max-Age=2; HttpOnly; Secure; SameSite=Lax$/);
     await form.arrayBuffer();
+    // `return` values a browser would resolve to another host send it to "/" instead
+    // (tab, newline and CR are removed by URL parsers; `\` reads as `/`).
+    const hostile = ["/\t/evil.example", "/\n/evil.example", "/\r/evil.example", "//evil.example", "/\\evil.example",
+      "https://evil.example/", "javascript:alert(1)", "/.//evil.example"];
+    for (const ret of hostile) {
+      const t = JSON.parse((await status(edge, "/checkout", { ...tor, headers: JSON_ACCEPT })).body).challenge.token;
+      const r = await edge.send(verify, { ...tor, method: "POST", headers: { "Content-Type": "application/x-www-form-urlencoded" }, body: new URLSearchParams({ token: t, counter: String(solve(t, difficulty)), return: ret }).toString() });
+      assert.equal(r.status, 303, JSON.stringify(ret));
+      assert.equal(r.headers.get("location"), "/", JSON.stringify(ret));
+      assert.equal(new URL(r.headers.get("location"), "https://edge.test/").host, "edge.test");
+      await r.arrayBuffer();
+    }
     const cookie = setCookie.split(";")[0];
     const through = await status(edge, "/checkout", { ...tor, headers: { ...BROWSER_HEADERS, Cookie: cookie } });
     assert.equal(through.status, 200, "cleared");
+    // A browser with ~6 KB of consent and analytics cookies, ours last, is still cleared.
+    const crowded = Array.from({ length: 60 }, (_, i) => `_ga_${i}=GS1.1.${"7".repeat(90)}`).join("; ") + `; ${cookie}`;
+    assert.ok(crowded.length > 6000);
+    assert.equal((await status(edge, "/checkout", { ...tor, headers: { ...BROWSER_HEADERS, Cookie: crowded } })).status, 200, "cleared with a long Cookie header");
     const elsewhere = await status(edge, "/checkout", { cf: tor.cf, ip: "198.51.100.52", headers: { ...JSON_ACCEPT, Cookie: cookie } });
     assert.equal(elsewhere.status, 403, "clearance bound to the subject");
     const forged = cookie.replace(/\.[0-9a-f]{4}/, ".0000");
@@ -185,19 +201,30 @@ test("with Turnstile configured, challenges use it: siteverify's answer decides"
     assert.equal(page.status, 403);
     assert.match(page.body, /data-sitekey="1x00000000000000000000AA"/);
     assert.doesNotMatch(page.body, /crypto\.subtle/, "no proof-of-work when Turnstile is configured");
-    const post = (response) =>
-      edge.send("/_intel/challenge/verify", { ...tor, method: "POST", headers: { "Content-Type": "application/x-www-form-urlencoded" }, body: `cf-turnstile-response=${response}&return=%2Faccount` });
+    const post = (response, ret = "%2Faccount%3Ftab%3D2") =>
+      edge.send("/_intel/challenge/verify", { ...tor, method: "POST", headers: { "Content-Type": "application/x-www-form-urlencoded" }, body: `cf-turnstile-response=${response}&return=${ret}` });
     const bad = await post("bad");
     assert.equal(bad.status, 403);
     await bad.arrayBuffer();
+    // A genuine token solved on another site (siteverify's `hostname`) is refused.
+    const elsewhere = await post("good@evil.example");
+    assert.equal(elsewhere.status, 403);
+    assert.equal((await elsewhere.json()).error, "challenge_failed");
+    assert.equal((await status(edge, "/account", { ...tor, headers: { ...BROWSER_HEADERS, Cookie: elsewhere.headers.get("set-cookie") ?? "" } })).status, 403);
+    // The same `return` filter as the proof-of-work: a tab-split `//` goes to "/".
+    const sneaky = await post("good", "%2F%09%2Fevil.example");
+    assert.equal(sneaky.status, 303);
+    assert.equal(sneaky.headers.get("location"), "/");
+    await sneaky.arrayBuffer();
     const good = await post("good");
     assert.equal(good.status, 303);
+    assert.equal(good.headers.get("location"), "/account?tab=2");
     const cookie = good.headers.get("set-cookie").split(";")[0];
     await good.arrayBuffer();
     const sent = origin.requests.filter((r) => r.url === "/turnstile/siteverify");
-    assert.equal(sent.length, 2);
-    assert.match(sent[1].body, /secret=turnstile-secret-0123456789/);
-    assert.doesNotMatch(sent[1].body, /198\.51\.100\.55/, "the client IP is not sent");
+    assert.equal(sent.length, 4);
+    assert.match(sent[3].body, /secret=turnstile-secret-0123456789/);
+    assert.equal(new URLSearchParams(sent[3].body).get("remoteip"), "198.51.100.55", "the client IP goes to siteverify");
     assert.equal((await status(edge, "/account", { ...tor, headers: { ...BROWSER_HEADERS, Cookie: cookie } })).status, 200);
   } finally {
     await edge.close();

@@ -211,11 +211,14 @@ export function asciiJson(v) {
   return JSON.stringify(v).replace(/[\u007f-\uffff]/g, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
 }
 
-/** The headers in edgeintel's namespace that a recorded request carried. */
+/**
+ * The headers in edgeintel's namespace that a recorded request carried,
+ * underscore spellings included (CGI/WSGI/Rack origins read `x_risk_score` as ours).
+ */
 export function intelHeaders(recorded) {
   const out = {};
   for (const [name, value] of Object.entries(recorded.headers)) {
-    if (/^(x-risk-|x-geo-|x-intel|x-threat-score$|x-reputation-score$)/.test(name)) out[name] = value;
+    if (/^(x-risk-|x-geo-|x-intel|x-threat-score$|x-reputation-score$)/.test(name.replaceAll("_", "-"))) out[name] = value;
   }
   return out;
 }

@@ -98,6 +98,9 @@ const CASES = [
       ...BROWSER_HEADERS, "X-Risk-Score": "0", "x-risk-level": "low", "x-geo-country": "US", "X-Intel": "score=0",
       "X-Intel-Status": "ok", "X-Threat-Score": "0", "x-reputation-score": "100", "X-Geo-City": "Nowhere",
       "X-Intel-Signature": "t=1,v1=00", "X-Risk-Anything": "1",
+      // Underscore spellings, which CGI/WSGI/Rack origins read as the same variables.
+      "X_Risk_Score": "0", "X_Geo_City": "Nowhere", "X_Intel_Signature": "t=1,v1=00", "x_intel": "score=0",
+      "X_Threat_Score": "0", "X_Reputation_Score": "100", "X-Risk_Level": "low",
     },
     want: expected(45, "medium", ["tor_exit"], { "x-geo-country": "T1" }),
   },

@@ -3,18 +3,21 @@
 //! without the admin token, and it carries no data about any IP. Without an
 //! `ADMIN_TOKEN` configured the API refuses every call rather than run open.
 
+use std::cell::RefCell;
+
 use futures::future::join_all;
 use serde_json::{json, Value};
-use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, Response};
 use worker::Env;
 
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::intel::auth_guard::{AuthGuard, MAX_FAILURES_PER_WINDOW};
 use crate::intel::events::{validate, IntelEvent};
-use crate::intel::ip::parse_subject;
+use crate::intel::ip::{identify, parse_subject, subject_of};
+use crate::intel::lists::ListVerdict;
+use crate::intel::profile::Observation;
 use crate::intel::secrets::{bearer, token_matches};
 use crate::intel::wire::ProfileOp;
 use crate::objects::hub::{self, HubOp};
@@ -22,13 +25,17 @@ use crate::objects::sockets::{BEARER_HEADER, STREAM_HEADER, TICKET_EXPIRES_HEADE
 use crate::platform::call_object;
 
 use super::analytics_api;
+use super::body::read_limited;
 use super::consult::{forget, BINDING};
 use super::extract::header;
 use super::record;
 use super::respond;
 
-/// Bodies over this get 413 (SPEC 5).
+/// API bodies over this get 413 (SPEC 5).
 const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// A challenge answer is a token, a counter and a return path (or a Turnstile
+/// response, ~2 KB): anything over 8 KiB from an unauthenticated client is refused.
+const CHALLENGE_MAX_BODY_BYTES: usize = 8 * 1024;
 
 /// True when `path` is the prefix itself or below it.
 pub fn owns(config: &Config, path: &str) -> bool {
@@ -36,23 +43,73 @@ pub fn owns(config: &Config, path: &str) -> bool {
     path == p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/'))
 }
 
+thread_local! {
+    /// Failed authentications per subject in this isolate (bounded: see intel::auth_guard).
+    static AUTH_GUARD: RefCell<AuthGuard> = RefCell::new(AuthGuard::default());
+}
+
 pub async fn route(req: &Request, env: &Env, ctx: &worker::Context, config: &Config) -> Response {
-    match route_inner(req, env, ctx, config).await {
+    // Liveness first: it answers from the isolate alone (no KV, no object),
+    // carries no data, and so needs neither the lists nor the limiter.
+    if super::extract::path(req).get(config.intel_prefix.len()..) == Some("/health/intelligence") {
+        return match req.method().as_str() {
+            "GET" | "HEAD" => liveness(),
+            _ => respond::error(&ApiError::method_not_allowed("GET, HEAD")),
+        };
+    }
+    let (ip, cf, request) = super::extract::facts(req, config);
+    let identity = ip.map(|ip| identify(&subject_of(ip), config.ip_hash_key.as_deref()));
+    // A block-listed client gets nothing under the prefix, whatever ENFORCE
+    // says: no token guessing, no challenge answers (the allow list still wins).
+    let lists = super::lists::effective(env, ctx, config).await;
+    if lists.lists.check(ip, cf.asn, cf.country.as_deref()) == ListVerdict::Blocked {
+        return respond::blocked(&header(req, "accept").unwrap_or_default());
+    }
+    // Failed authentications are limited per subject. Only a request that
+    // presents a credential is a guess: one without any gets its 401 and is
+    // neither counted nor refused (it learns nothing). A request without a
+    // client address (never on Cloudflare, which always sets
+    // CF-Connecting-IP; only local tools calling the runtime directly) has no
+    // subject to count against, so it is not limited.
+    let caller = identity.as_ref().filter(|_| presents_credentials(req)).map(|id| id.key.as_str());
+    match route_inner(req, env, ctx, config, caller).await {
         Ok(res) => res,
-        Err(e) => respond::error(&e),
+        Err(e) => {
+            if let (401, Some(id), Some(_)) = (e.status, &identity, caller) {
+                let now = now_ms();
+                AUTH_GUARD.with(|g| g.borrow_mut().failed(id.key.as_str(), now));
+                // The profile counts it as the auth failure it is (its
+                // `auth_failures` signal; not an origin status), through the
+                // batched observation path: no object call of its own.
+                let obs = Observation {
+                    at: now,
+                    method: request.method.clone(),
+                    path: request.path.chars().take(super::MAX_STORED_PATH).collect(),
+                    status: None,
+                    latency_ms: None,
+                    location: super::location_of(&cf, now),
+                    signals: Vec::new(),
+                    action: None,
+                    visitor: None,
+                    admin_auth_failed: true,
+                };
+                record::observation(ctx, env, config, &id.key, &id.display, obs, false);
+            }
+            respond::error(&e)
+        }
     }
 }
 
-async fn route_inner(req: &Request, env: &Env, ctx: &worker::Context, config: &Config) -> Result<Response, ApiError> {
+async fn route_inner(
+    req: &Request,
+    env: &Env,
+    ctx: &worker::Context,
+    config: &Config,
+    caller: Option<&str>,
+) -> Result<Response, ApiError> {
     let path = super::extract::path(req);
     let rest = path.get(config.intel_prefix.len()..).unwrap_or("");
     let method = req.method();
-    if rest == "/health/intelligence" {
-        return match method.as_str() {
-            "GET" | "HEAD" => Ok(liveness()),
-            _ => Err(ApiError::method_not_allowed("GET, HEAD")),
-        };
-    }
     if rest == "/challenge/verify" {
         return match method.as_str() {
             "POST" => challenge_verify(req, config).await,
@@ -60,7 +117,7 @@ async fn route_inner(req: &Request, env: &Env, ctx: &worker::Context, config: &C
         };
     }
     if rest == "/metrics" {
-        authorize(req, config)?;
+        authorize(req, config, caller)?;
         if !matches!(method.as_str(), "GET" | "HEAD") {
             return Err(ApiError::method_not_allowed("GET, HEAD"));
         }
@@ -75,10 +132,10 @@ async fn route_inner(req: &Request, env: &Env, ctx: &worker::Context, config: &C
         _ => None,
     };
     if let Some(tag) = stream {
-        return open_stream(req, env, config, tag).await;
+        return open_stream(req, env, config, tag, caller).await;
     }
     if let Some(api) = rest.strip_prefix("/api/") {
-        authorize(req, config)?;
+        authorize(req, config, caller)?;
         if api == "stream-ticket" {
             return match method.as_str() {
                 "POST" => issue_ticket(config),
@@ -151,8 +208,33 @@ async fn dashboard(env: &Env, config: &Config, rest: &str) -> Result<Response, A
     if res.status_code() == 404 {
         return Err(ApiError::not_found(format!("no route or file for {}{rest}", config.intel_prefix)));
     }
-    Ok(res.into())
+    // The asset's headers may be immutable: copy them into a new response.
+    let res: Response = res.into();
+    let headers =
+        web_sys::Headers::new_with_headers(&res.headers()).map_err(|_| ApiError::new(500, "internal", "headers"))?;
+    for (name, value) in DASHBOARD_HEADERS {
+        let _ = headers.set(name, value);
+    }
+    let init = web_sys::ResponseInit::new();
+    init.set_status(res.status());
+    init.set_headers(headers.as_ref());
+    Response::new_with_opt_readable_stream_and_init(res.body().as_ref(), &init)
+        .map_err(|_| ApiError::new(500, "internal", "dashboard response"))
 }
+
+/// Security headers of the dashboard's files. The page shows every profile
+/// once the token is entered, so: only its own scripts and styles (no inline
+/// script or style attribute: an injected string cannot run), its own API and
+/// streams, no framing (clickjacking), no MIME sniffing, no Referer.
+const DASHBOARD_HEADERS: [(&str, &str); 3] = [
+    (
+        "content-security-policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
+         object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+];
 
 /// The files the dashboard route serves (see `dashboard`).
 fn dashboard_file(file: &str) -> bool {
@@ -188,8 +270,39 @@ fn unauthorized() -> ApiError {
     ApiError::new(401, "unauthorized", "a valid `Authorization: Bearer <ADMIN_TOKEN>` header is required")
 }
 
-fn authorize(req: &Request, config: &Config) -> Result<(), ApiError> {
+/// Whether the request offers any credential: an `Authorization` header, a
+/// stream `ticket` or a WebSocket subprotocol (the `bearer, <token>` form).
+fn presents_credentials(req: &Request) -> bool {
+    let headers = req.headers();
+    let has = |name: &str| headers.has(name).unwrap_or(false);
+    has("authorization")
+        || has("sec-websocket-protocol")
+        || url::Url::parse(&req.url()).is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "ticket"))
+}
+
+/// 429 while `caller` has failed authentication too often (checked before
+/// the token, so a guess made then learns nothing).
+fn not_locked(caller: Option<&str>) -> Result<(), ApiError> {
+    let Some(caller) = caller else { return Ok(()) };
+    match AUTH_GUARD.with(|g| g.borrow_mut().locked_for(caller, now_ms())) {
+        None => Ok(()),
+        Some(seconds) => {
+            let mut e = ApiError::new(
+                429,
+                "too_many_failed_authentications",
+                format!(
+                    "more than {MAX_FAILURES_PER_WINDOW} failed authentications within a minute; retry in {seconds} s"
+                ),
+            );
+            e.retry_after_s = Some(seconds);
+            Err(e)
+        }
+    }
+}
+
+fn authorize(req: &Request, config: &Config, caller: Option<&str>) -> Result<(), ApiError> {
     let expected = admin_token(config)?;
+    not_locked(caller)?;
     let presented = header(req, "authorization");
     match presented.as_deref().and_then(bearer) {
         Some(t) if token_matches(t, expected) => Ok(()),
@@ -215,7 +328,13 @@ fn issue_ticket(config: &Config) -> Result<Response, ApiError> {
 /// or `Sec-WebSocket-Protocol: bearer, <token>`. Every check happens before
 /// any socket opens; the socket itself is accepted by the object that serves
 /// the stream (the hub, or the subject's profile object for `?ip=`).
-async fn open_stream(req: &Request, env: &Env, config: &Config, tag: &'static str) -> Result<Response, ApiError> {
+async fn open_stream(
+    req: &Request,
+    env: &Env,
+    config: &Config,
+    tag: &'static str,
+    caller: Option<&str>,
+) -> Result<Response, ApiError> {
     if req.method() != "GET" {
         return Err(ApiError::method_not_allowed("GET"));
     }
@@ -224,6 +343,7 @@ async fn open_stream(req: &Request, env: &Env, config: &Config, tag: &'static st
         return Err(ApiError::new(426, "upgrade_required", "this is a WebSocket endpoint: send Upgrade: websocket"));
     }
     let expected = admin_token(config)?;
+    not_locked(caller)?;
     let url = url::Url::parse(&req.url()).map_err(|_| ApiError::new(400, "bad_url", "unparsable URL"))?;
     let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
     let protocols = header(req, "sec-websocket-protocol").unwrap_or_default();
@@ -349,13 +469,7 @@ async fn read_json_body(req: &Request) -> Result<Value, ApiError> {
     if !content_type.starts_with("application/json") {
         return Err(ApiError::new(415, "unsupported_media_type", "send application/json"));
     }
-    if header(req, "content-length").and_then(|v| v.parse::<usize>().ok()).is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Err(too_large());
-    }
-    let bytes = read_body(req).await?;
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(too_large());
-    }
+    let bytes = read_limited(req, MAX_BODY_BYTES).await?;
     let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::new(400, "invalid_utf8", "the body is not UTF-8"))?;
     serde_json::from_str(text).map_err(|e| ApiError::new(400, "malformed_json", format!("the body is not JSON: {e}")))
 }
@@ -370,10 +484,7 @@ async fn challenge_verify(req: &Request, config: &Config) -> Result<Response, Ap
     let Some(ip) = ip else { return Err(ApiError::new(400, "no_client_ip", "no client address")) };
     let subject = crate::intel::ip::identify(&crate::intel::ip::subject_of(ip), config.ip_hash_key.as_deref()).key;
     let content_type = header(req, "content-type").unwrap_or_default().to_ascii_lowercase();
-    let bytes = read_body(req).await?;
-    if bytes.len() > 8192 {
-        return Err(too_large());
-    }
+    let bytes = read_limited(req, CHALLENGE_MAX_BODY_BYTES).await?;
     let text = String::from_utf8_lossy(&bytes);
     let (token, counter, ret, turnstile_response, json_client) = if content_type.starts_with("application/json") {
         let v: Value = serde_json::from_str(&text).map_err(|e| ApiError::new(400, "malformed_json", e.to_string()))?;
@@ -392,7 +503,7 @@ async fn challenge_verify(req: &Request, config: &Config) -> Result<Response, Ap
         let Some(response) = turnstile_response else {
             return Err(ApiError::new(400, "bad_request", "send cf-turnstile-response"));
         };
-        turnstile_verify(config, secret, &response).await?;
+        turnstile_verify(config, secret, &response, &ip.to_string(), &req.url()).await?;
     } else {
         let (Some(token), Some(counter)) = (token, counter.and_then(|c| c.parse::<u64>().ok())) else {
             return Err(ApiError::new(400, "bad_request", "send token and counter"));
@@ -415,8 +526,9 @@ async fn challenge_verify(req: &Request, config: &Config) -> Result<Response, Ap
         crate::intel::enforce::CLEARANCE_COOKIE,
         config.clearance_ttl_s
     );
-    let ret =
-        ret.filter(|r| r.starts_with('/') && !r.starts_with("//") && !r.contains('\\')).unwrap_or_else(|| "/".into());
+    // Only a path on this origin, as the browser will parse it (see intel::redirect).
+    let url = req.url();
+    let ret = ret.and_then(|r| crate::intel::redirect::same_origin_return(&url, &r)).unwrap_or_else(|| "/".into());
     let init = web_sys::ResponseInit::new();
     let headers = web_sys::Headers::new().map_err(|_| ApiError::new(500, "internal", "headers"))?;
     let _ = headers.set("set-cookie", &cookie);
@@ -434,12 +546,22 @@ async fn challenge_verify(req: &Request, config: &Config) -> Result<Response, Ap
     Response::new_with_opt_str_and_init(body.as_deref(), &init).map_err(|_| ApiError::new(500, "internal", "response"))
 }
 
-/// Asks Turnstile's siteverify whether the widget's response is genuine.
-/// (The client IP is optional for siteverify and not sent: no IP leaves the account.)
-async fn turnstile_verify(config: &Config, secret: &str, response: &str) -> Result<(), ApiError> {
+/// Asks Turnstile's siteverify whether the widget's response is genuine and
+/// was solved on this site. The client IP goes with it (`remoteip`), so
+/// Turnstile can refuse a token solved from another address: with Turnstile
+/// configured, the challenged client's IP is the one IP that leaves the
+/// account, to Cloudflare's own siteverify.
+async fn turnstile_verify(
+    config: &Config,
+    secret: &str,
+    response: &str,
+    client_ip: &str,
+    request_url: &str,
+) -> Result<(), ApiError> {
     let body: String = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("secret", secret)
         .append_pair("response", response)
+        .append_pair("remoteip", client_ip)
         .finish();
     let failed =
         |why: &str| ApiError::new(503, "challenge_unavailable", format!("Turnstile verification failed: {why}"));
@@ -453,11 +575,8 @@ async fn turnstile_verify(config: &Config, secret: &str, response: &str) -> Resu
     let res = super::forward::subrequest(req.inner()).await.map_err(|_| failed("unreachable"))?;
     let mut res = worker::Response::from(res);
     let answer: Value = res.json().await.map_err(|_| failed("bad answer"))?;
-    if answer.get("success").and_then(Value::as_bool) == Some(true) {
-        Ok(())
-    } else {
-        Err(ApiError::new(403, "challenge_failed", "Turnstile did not accept the response"))
-    }
+    let host = crate::intel::redirect::host_of(request_url).unwrap_or_default();
+    crate::intel::redirect::turnstile_accepts(&answer, &host).map_err(|why| ApiError::new(403, "challenge_failed", why))
 }
 
 async fn get_profile(env: &Env, config: &Config, raw: &str) -> Result<Response, ApiError> {
@@ -593,21 +712,6 @@ async fn post_events(req: &Request, env: &Env, ctx: &worker::Context, config: &C
     rejected.sort_by_key(|r| r.get("index").and_then(Value::as_u64).unwrap_or(0));
     record::rejected_events(ctx, env, config, rejected.len() as u64);
     Ok(respond::json(202, &json!({"accepted": accepted, "rejected": rejected, "timestamp": iso(now)})))
-}
-
-async fn read_body(req: &Request) -> Result<Vec<u8>, ApiError> {
-    let promise =
-        req.array_buffer().map_err(|_| ApiError::new(400, "unreadable_body", "the body could not be read"))?;
-    let buf = JsFuture::from(promise)
-        .await
-        .map_err(|_| ApiError::new(400, "unreadable_body", "the body could not be read"))?;
-    let buf: js_sys::ArrayBuffer =
-        buf.dyn_into().map_err(|_| ApiError::new(400, "unreadable_body", "the body could not be read"))?;
-    Ok(js_sys::Uint8Array::new(&buf).to_vec())
-}
-
-fn too_large() -> ApiError {
-    ApiError::new(413, "payload_too_large", format!("bodies are limited to {MAX_BODY_BYTES} bytes"))
 }
 
 fn unavailable(e: crate::platform::ObjectError) -> ApiError {

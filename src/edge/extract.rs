@@ -47,7 +47,18 @@ fn cf_json(req: &Request) -> Value {
 }
 
 pub fn header(req: &Request, name: &str) -> Option<String> {
-    req.headers().get(name).ok().flatten().filter(|v| v.len() <= MAX_HEADER_CHARS)
+    header_up_to(req, name, MAX_HEADER_CHARS)
+}
+
+/// The `Cookie` header, up to the platform's header size: browsers' cookie
+/// headers often exceed `MAX_HEADER_CHARS`, and ours may come last. Only our
+/// own cookies' values are bounded (`secrets::cookie`).
+pub fn cookie_header(req: &Request) -> Option<String> {
+    header_up_to(req, "cookie", crate::intel::secrets::MAX_COOKIE_HEADER_BYTES)
+}
+
+fn header_up_to(req: &Request, name: &str, max: usize) -> Option<String> {
+    req.headers().get(name).ok().flatten().filter(|v| v.len() <= max)
 }
 
 fn parsed_url(req: &Request) -> Option<web_sys::Url> {

@@ -10,6 +10,7 @@
 
 mod analytics_api;
 mod api;
+mod body;
 mod consult;
 mod extract;
 mod forward;
@@ -62,7 +63,7 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
     // 2. Identify: the subject (profile key, hashed with IP_HASH_KEY) and,
     //    if configured, the visitor.
     let identity = ip.map(|ip| identify(&subject_of(ip), config.ip_hash_key.as_deref()));
-    let cookies = extract::header(&req, "cookie");
+    let cookies = extract::cookie_header(&req);
     let visitor = visitor::identify(cookies.as_deref(), &config);
     let mut found = signals::request_signals(&cf, &request, &config.signals);
     let lists_now = lists::effective(&env, &ctx, &config).await;
@@ -80,6 +81,7 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
         signals: found.iter().map(|s| s.reason).collect(),
         action: None,
         visitor: visitor.as_ref().map(|v| v.key.clone()),
+        admin_auth_failed: false,
     };
     // 3. Consult the profile (and the visitor's travel) within the mode's budget.
     let (profile, status, travel, consulted) = match &identity {

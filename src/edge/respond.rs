@@ -27,6 +27,9 @@ pub fn error(e: &ApiError) -> Response {
     if let Some(allowed) = e.message.strip_prefix("allowed: ").filter(|_| e.status == 405) {
         let _ = r.headers().set("allow", allowed);
     }
+    if let Some(s) = e.retry_after_s {
+        let _ = r.headers().set("retry-after", &s.to_string());
+    }
     r
 }
 

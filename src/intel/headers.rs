@@ -25,9 +25,12 @@ pub const INTEL_STATUS: &str = "X-Intel-Status";
 pub const INTEL: &str = "X-Intel";
 
 /// True for a header name in our namespace: a client-sent copy must never
-/// reach the origin, or a client could vouch for itself. Case-insensitive.
+/// reach the origin, or a client could vouch for itself. Case-insensitive,
+/// and `_` counts as `-`: CGI, WSGI and Rack origins map `X_Risk_Score` and
+/// `X-Risk-Score` to the same variable (`HTTP_X_RISK_SCORE`), so a client's
+/// underscore spelling could otherwise stand in for ours.
 pub fn is_reserved(name: &str) -> bool {
-    let n = name.trim().to_ascii_lowercase();
+    let n = name.trim().to_ascii_lowercase().replace('_', "-");
     n.starts_with("x-risk-")
         || n.starts_with("x-geo-")
         || n.starts_with("x-intel-")
@@ -160,10 +163,31 @@ mod tests {
             "X-Intel-Signature",
             "x-threat-score",
             "X-Reputation-Score",
+            // Underscore spellings: CGI/WSGI/Rack origins read them as ours.
+            "X_Risk_Score",
+            "x_geo_city",
+            "X_Intel_Signature",
+            "X_Intel",
+            "X-Risk_Level",
+            "X_THREAT_SCORE",
+            "x_reputation_score",
         ] {
             assert!(is_reserved(n), "{n}");
         }
-        for n in ["X-Risky", "x-intelligence", "X-Geography", "Host", "User-Agent", "x-threat", "CF-Connecting-IP"] {
+        for n in [
+            "X_Risky",
+            "x_intelligence",
+            "X_Geography",
+            "X_Forwarded_For",
+            "x_threat",
+            "X-Risky",
+            "x-intelligence",
+            "X-Geography",
+            "Host",
+            "User-Agent",
+            "x-threat",
+            "CF-Connecting-IP",
+        ] {
             assert!(!is_reserved(n), "{n}");
         }
     }

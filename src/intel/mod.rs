@@ -6,6 +6,7 @@
 pub mod alerting;
 pub mod analytics;
 pub mod asn;
+pub mod auth_guard;
 pub mod batches;
 pub mod cache;
 pub mod enforce;
@@ -17,6 +18,7 @@ pub mod ip;
 pub mod lists;
 pub mod profile;
 pub mod protocol;
+pub mod redirect;
 pub mod score;
 pub mod secrets;
 pub mod signals;

@@ -103,6 +103,10 @@ pub struct Observation {
     /// The visitor key (a hash), so erasing the subject can erase its visitors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visitor: Option<String>,
+    /// A wrong admin credential sent to edgeintel's own API: an auth failure
+    /// (the `auth_failures` signal), but not an origin answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin_auth_failed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,6 +162,9 @@ pub struct Counters {
     /// Requests the edge challenged or blocked (in the burst window).
     #[serde(default)]
     pub enforced: SlidingCount,
+    /// Wrong admin credentials (also counted in `auth_failures`, the signal).
+    #[serde(default)]
+    pub admin_auth_failures: SlidingCount,
 }
 
 /// The profile's scalar state (one row). Location history and alerts live
@@ -322,6 +329,12 @@ impl Profile {
             // would push a challenged browser toward a block. A status sent
             // with an action (observations of older isolates) is ignored.
             Some(action) => anomalies.push(self.count_enforcement(action, now, rules)),
+            // A guess at the admin token is an auth failure like the origin's
+            // 401/403 (the same signal), shown apart from origin statuses.
+            None if obs.admin_auth_failed => {
+                self.counters.admin_auth_failures.add(now, rules.burst_window_ms, 1);
+                self.count_status(401, now, rules, &mut ch, &mut detections);
+            }
             None => {
                 if let Some(status) = obs.status {
                     self.count_status(status, now, rules, &mut ch, &mut detections);
@@ -623,13 +636,14 @@ impl Profile {
             "reputationScore": self.reputation_at(now, rules).round(),
             "windowSeconds": w / 1000.0,
             "originStatusInWindow": {
-                "401_403": c.auth_failures.estimate(now, w).round(),
+                "401_403": (c.auth_failures.estimate(now, w) - c.admin_auth_failures.estimate(now, w)).max(0.0).round(),
                 "404": c.not_found.estimate(now, w).round(),
                 "429": c.rate_limited.estimate(now, w).round(),
                 "5xx": c.server_errors.estimate(now, w).round(),
             },
             "probesInWindow": c.probes.estimate(now, w).round(),
             "enforcedInWindow": c.enforced.estimate(now, w).round(),
+            "adminAuthFailuresInWindow": c.admin_auth_failures.estimate(now, w).round(),
             "distinctCountries": self.countries.len(),
             "distinctAsns": self.asns.len(),
         })
@@ -712,6 +726,7 @@ mod tests {
             signals: vec![],
             action: None,
             visitor: None,
+            admin_auth_failed: false,
         }
     }
 
@@ -814,6 +829,33 @@ mod tests {
         assert!(!codes(&p, o.at + r.signal_memory_ms + 1.0).contains(&"geo_jump"));
         assert_eq!(p.history.len(), 2);
         assert_eq!(p.countries, ["DE", "JP"]);
+    }
+
+    #[test]
+    fn admin_token_guesses_are_auth_failures_but_not_origin_statuses() {
+        let r = rules();
+        let mut p = Profile::new("s", "s", T0);
+        let mut alerts = Vec::new();
+        for i in 0..10 {
+            let mut o = obs(T0 + f64::from(i) * SEC, "/_intel/api/analytics/patterns");
+            o.status = None;
+            o.latency_ms = None;
+            o.admin_auth_failed = true;
+            alerts.extend(p.observe(&o, &r).new_alerts);
+        }
+        let now = T0 + 10.0 * SEC;
+        assert!(codes(&p, now).contains(&"auth_failures"), "ten guesses are the auth_failures signal");
+        assert!(alerts.iter().any(|a| a.kind == "auth_failures"));
+        assert!(p.threat_at(now, &r) > 0.0);
+        let m = p.metrics(now, &r);
+        assert_eq!(m["originStatusInWindow"]["401_403"], 0.0, "the origin answered none of them");
+        assert_eq!(m["adminAuthFailuresInWindow"], 10.0);
+        // Observations stored or sent before the field existed still parse.
+        let old: Observation = serde_json::from_value(serde_json::json!({
+            "at": T0, "method": "GET", "path": "/", "location": serde_json::to_value(berlin(T0)).unwrap()
+        }))
+        .unwrap();
+        assert!(!old.admin_auth_failed);
     }
 
     #[test]

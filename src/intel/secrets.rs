@@ -56,9 +56,33 @@ pub fn verify_visitor_cookie<'a>(key: &str, value: &'a str) -> Option<&'a str> {
     Some(id)
 }
 
-/// The value of cookie `name` in a `Cookie` header.
+/// The longest `Cookie` header read. Cloudflare accepts request headers up to
+/// 32 KiB in total, so no real request carries a longer one; browsers with
+/// consent and analytics cookies routinely send several KB, and a shorter cap
+/// would make them lose their clearance and visitor cookies (they would loop
+/// through challenges and get a new visitor on every request).
+pub const MAX_COOKIE_HEADER_BYTES: usize = 32 * 1024;
+
+/// The longest value accepted for one of our cookies (`ei_clear`, `ei_vid`,
+/// the configured visitor cookie). Browsers store at most 4,096 bytes per
+/// cookie (RFC 6265 section 6.1 is the minimum they all implement as the cap),
+/// so a longer value was not set by a browser; ours are under 200 bytes.
+pub const MAX_OWN_COOKIE_VALUE_BYTES: usize = 4096;
+
+/// The value of cookie `name` in a `Cookie` header, or `None` when the header
+/// is over `MAX_COOKIE_HEADER_BYTES` or the value over
+/// `MAX_OWN_COOKIE_VALUE_BYTES`. Other cookies' values are not limited: only
+/// the one asked for (always one of ours) is bounded.
 pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header.split(';').filter_map(|kv| kv.trim().split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v.trim())
+    if header.len() > MAX_COOKIE_HEADER_BYTES {
+        return None;
+    }
+    header
+        .split(';')
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| v.len() <= MAX_OWN_COOKIE_VALUE_BYTES)
 }
 
 #[cfg(test)]
@@ -91,6 +115,29 @@ mod tests {
         assert_eq!(k1, visitor_key("xyz"));
         assert_ne!(k1, visitor_key("xyz2"));
         assert!(!k1.contains("xyz"));
+    }
+
+    #[test]
+    fn long_cookie_headers() {
+        // A browser with consent and analytics cookies: ~6 KB, ours last.
+        let mut h: String = (0..60).map(|i| format!("_ga_{i}=GS1.1.{}; ", "7".repeat(90))).collect();
+        h.push_str("ei_clear=1780000000000.abcdef");
+        assert!(h.len() > 6000, "{}", h.len());
+        assert_eq!(cookie(&h, "ei_clear"), Some("1780000000000.abcdef"));
+        // Up to the platform's header size.
+        let mut big = "x=".to_string() + &"y".repeat(MAX_COOKIE_HEADER_BYTES - 40);
+        big.push_str("; ei_vid=00ff.11");
+        assert!(big.len() <= MAX_COOKIE_HEADER_BYTES);
+        assert_eq!(cookie(&big, "ei_vid"), Some("00ff.11"));
+        // Past it: no real request carries such a header.
+        let over = "x=".to_string() + &"y".repeat(MAX_COOKIE_HEADER_BYTES) + "; ei_vid=00ff.11";
+        assert_eq!(cookie(&over, "ei_vid"), None);
+        // An own cookie's value is bounded; another cookie's long value is not our concern.
+        let value = "a".repeat(MAX_OWN_COOKIE_VALUE_BYTES);
+        assert_eq!(cookie(&format!("ei_clear={value}"), "ei_clear"), Some(value.as_str()));
+        let long = "a".repeat(MAX_OWN_COOKIE_VALUE_BYTES + 1);
+        assert_eq!(cookie(&format!("ei_clear={long}; b=1"), "ei_clear"), None, "oversized own value refused");
+        assert_eq!(cookie(&format!("other={long}; ei_clear=1.2"), "ei_clear"), Some("1.2"));
     }
 
     #[test]

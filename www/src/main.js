@@ -724,13 +724,16 @@ async function lookup(ip) {
       ${p.travel?.description ? `<dt>Travel</dt><dd class="travel">${esc(p.travel.description)}</dd>` : ""}
     </dl>
     <h3>Reasons from history</h3>
-    <ul class="bars">${contributions.map((c) => `<li><span class="reason">${esc(human(c.reason))}</span><span class="bar"><i style="width:${Math.round(((c.points ?? 0) / maxPts) * 100)}%"></i></span><span class="pts">+${esc(c.points)}</span></li>`).join("") || `<li class="empty">none</li>`}</ul>
+    <ul class="bars">${contributions.map((c) => `<li><span class="reason">${esc(human(c.reason))}</span><span class="bar"><i data-width="${Math.round(((c.points ?? 0) / maxPts) * 100)}"></i></span><span class="pts">+${esc(c.points)}</span></li>`).join("") || `<li class="empty">none</li>`}</ul>
     <h3>Alerts</h3>
     <ul class="list">${(p.alerts ?? []).slice(-10).reverse().map((a) => `<li class="sev-${esc(a.severity)}"><span class="tag">${esc(a.severity)}</span><b>${esc(human(a.type))}</b> ${esc(a.description)} <span class="muted">· ${esc(a.timestamp ? timeOf(a.timestamp) : "")}</span></li>`).join("") || `<li class="empty">none</li>`}</ul>
     <h3>Location history <span class="muted">(newest first; dashed on the map)</span></h3>
     <div class="table-wrap"><table class="history"><thead><tr><th scope="col">When</th><th scope="col">Place</th><th scope="col">Network</th></tr></thead><tbody>
     ${(p.locationHistory ?? []).slice(-20).reverse().map((l) => `<tr><td>${esc(dateTimeOf(l.timestamp))}</td><td>${esc(place(l.city, l.countryCode) || "–")}${l.region ? ` <span class="muted">${esc(l.region)}</span>` : ""}</td><td>${l.asn ? `AS${esc(l.asn)}` : ""}${l.colo ? ` <span class="muted">${esc(l.colo)}</span>` : ""}</td></tr>`).join("") || `<tr><td colspan="3" class="empty">no place recorded</td></tr>`}
     </tbody></table></div>`;
+  // Bar widths through the CSSOM: the page's Content-Security-Policy allows no
+  // inline style attributes.
+  for (const bar of out.querySelectorAll("i[data-width]")) bar.style.width = `${Number(bar.dataset.width)}%`;
 }
 $("lookup-form").addEventListener("submit", (e) => {
   e.preventDefault();
