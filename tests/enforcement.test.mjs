@@ -341,7 +341,7 @@ test("with IP_HASH_KEY, no raw IP is stored anywhere (Durable Objects, KV); look
       assert.equal(p.status, 200, "lookups hash the queried IP");
       assert.equal(p.json.profile.ip, "198.51.100.x", "masked");
       const v6 = await edge.api("GET", `/api/ip-intelligence/${encodeURIComponent(ips[2])}`);
-      assert.equal(v6.json.profile.ip, "2001:db8:77:1::/64");
+      assert.equal(v6.json.profile.ip, "2001:db8:77::/48", "a v6 subject is shown by its /48: the /64 is one household");
       // Let the analytics tick write KV rollups.
       await new Promise((r) => setTimeout(r, 2500));
     } finally {
@@ -349,8 +349,8 @@ test("with IP_HASH_KEY, no raw IP is stored anywhere (Durable Objects, KV); look
     }
     const files = filesUnder(dir);
     assert.ok(files.some((f) => f.endsWith(".sqlite")), "durable object storage was persisted");
-    // (The v6 /64 itself is the masked form the spec shows; the full address must not appear.)
-    const raw = ["198.51.100.81", "203.0.113.82", "2001:db8:77:1::5"];
+    // Neither the v6 address nor its /64 (a household's line) may appear: only the /48.
+    const raw = ["198.51.100.81", "203.0.113.82", "2001:db8:77:1::5", "2001:db8:77:1:"];
     for (const f of files) {
       const text = readFileSync(f).toString("latin1");
       for (const ip of raw) assert.ok(!text.includes(ip), `${ip} found in ${f}`);

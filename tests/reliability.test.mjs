@@ -81,6 +81,53 @@ test("bad input to the API gets a clear error and loses nothing", async () => {
   assert.equal(p.json.profile.threatScore, 60, "the valid event was kept");
 });
 
+test("hostile requests to the site and to the endpoints anyone can reach get a clear answer and break nothing", async () => {
+  // Each case: a request, the status it must get, and then a valid request
+  // that must still work (no panic reset the instance). Client addresses are
+  // spread so the failed-authentication limit (tests/abuse.test.mjs) stays out of the way.
+  let n = 0;
+  const from = () => `198.18.200.${++n}`;
+  const site = (path, init = {}) => edge.send(path, { cf: BERLIN, ip: from(), headers: BROWSER_HEADERS, ...init });
+  const nested = "[".repeat(5000) + "]".repeat(5000);
+  const cases = [
+    ["an 8 KB path", () => site("/" + "a".repeat(8 * 1024)), 200],
+    ["a NUL in the path", () => site("/%00/x"), 200],
+    ["broken percent-encoding in the path", () => site("/%zz%/%"), 200],
+    ["a 16 KB User-Agent", () => site("/", { headers: { ...BROWSER_HEADERS, "User-Agent": "x".repeat(16 * 1024) } }), 200],
+    ["a 30 KB Cookie header with a garbage clearance last", () => site("/", { headers: { ...BROWSER_HEADERS, Cookie: "a=" + "b".repeat(30 * 1024) + "; ei_clear=garbage.garbage" } }), 200],
+    ["an 8 KB clearance cookie", () => site("/", { headers: { ...BROWSER_HEADERS, Cookie: "ei_clear=" + "9".repeat(8 * 1024) } }), 200],
+    ["a Cookie header of only separators", () => site("/", { headers: { ...BROWSER_HEADERS, Cookie: ";;;==;=;" } }), 200],
+    ["cf fields of the wrong types", () => site("/", { cf: { country: 7, city: ["x"], latitude: "north", longitude: {}, asn: "AS-what", colo: null, botManagement: "yes" } }), 200],
+    ["a cf object with 500 unknown fields", () => site("/", { cf: Object.fromEntries(Array.from({ length: 500 }, (_, i) => [`f${i}`, "x".repeat(20)])) }), 200],
+    ["a client address that is not an address", () => site("/", { ip: "not-an-ip" }), 200],
+    ["a client address with a port", () => site("/", { ip: "203.0.113.9:443" }), 200],
+    ["a list of client addresses", () => site("/", { ip: "203.0.113.9, 10.0.0.1" }), 200],
+    ["an unusual method", () => site("/", { method: "PROPFIND" }), 200],
+    ["our headers spoofed, underscores and all", () => site("/", { headers: { ...BROWSER_HEADERS, "X-Risk-Score": "0", X_Risk_Level: "low", "X-Intel-Signature": "t=1,v1=00" } }), 200],
+    ["liveness with a body", () => edge.send("/_intel/health/intelligence", { method: "POST", body: "x".repeat(1000), ip: from() }), 405],
+    ["a challenge answer while challenges are off", () => edge.send("/_intel/challenge/verify", { method: "POST", body: "token=a&counter=1", ip: from(), headers: { "Content-Type": "application/x-www-form-urlencoded" } }), 404],
+    ["a dot-dot path under the prefix", () => edge.send("/_intel/%2e%2e/%2e%2e/etc/passwd", { ip: from() }), 404],
+    ["an encoded slash into the API", () => edge.send("/_intel/api%2Fevents", { ip: from() }), 404],
+    ["a 10 KB bearer token", () => edge.send("/_intel/api/analytics/patterns", { ip: from(), headers: { Authorization: "Bearer " + "t".repeat(10 * 1024) } }), 401],
+    ["a Basic credential", () => edge.send("/_intel/api/analytics/patterns", { ip: from(), headers: { Authorization: "Basic YWRtaW46YWRtaW4=" } }), 401],
+    ["a stream upgrade with a garbage ticket", () => edge.send("/_intel/api/intelligence/stream?ticket=%00%ff", { ip: from(), headers: { Upgrade: "websocket" } }), 401],
+    ["a stream upgrade with a garbage subprotocol", () => edge.send("/_intel/api/performance/stream", { ip: from(), headers: { Upgrade: "websocket", "Sec-WebSocket-Protocol": "bearer, ###" } }), 401],
+    ["JSON nested 5,000 deep", () => raw("/api/events", { body: nested, headers: { "Content-Type": "application/json" } }), 400],
+    ["a UTF-16 body declared as JSON", () => raw("/api/events", { body: new Uint8Array([0xff, 0xfe, 0x5b, 0x00, 0x5d, 0x00]), headers: { "Content-Type": "application/json; charset=utf-16" } }), 400],
+    ["a timeframe past f64", () => raw("/api/performance/metrics/request_count?timeframe=1e400", { method: "GET" }), 400],
+    ["a negative history start", () => raw("/api/performance/metrics/request_count/history?start=-1", { method: "GET" }), 400],
+  ];
+  for (const [name, send, status] of cases) {
+    const r = await send();
+    const text = typeof r.text === "function" ? await r.text() : r.text;
+    assert.equal(r.status, status, `${name}: ${String(text).slice(0, 200)}`);
+    counts.cases++;
+    await stillWorks();
+  }
+  const log = edge.runtimeLog.join("");
+  assert.doesNotMatch(log, /panicked|RuntimeError|Reinitializing Wasm|unreachable executed/i);
+});
+
 test("header injection and spoofing have no effect", async () => {
   // CR/LF (and non-ASCII) in a cf field we echo: percent-encoded, never a new header.
   const r = await edge.send("/", { cf: { ...BERLIN, city: "Berlin\r\nSet-Cookie: pwned=1", region: "Ünïcode\u0000" }, ip: "198.51.100.241", headers: BROWSER_HEADERS });
