@@ -106,7 +106,8 @@ test("hostile requests to the site and to the endpoints anyone can reach get a c
     ["our headers spoofed, underscores and all", () => site("/", { headers: { ...BROWSER_HEADERS, "X-Risk-Score": "0", X_Risk_Level: "low", "X-Intel-Signature": "t=1,v1=00" } }), 200],
     ["liveness with a body", () => edge.send("/_intel/health/intelligence", { method: "POST", body: "x".repeat(1000), ip: from() }), 405],
     ["a challenge answer while challenges are off", () => edge.send("/_intel/challenge/verify", { method: "POST", body: "token=a&counter=1", ip: from(), headers: { "Content-Type": "application/x-www-form-urlencoded" } }), 404],
-    ["a dot-dot path under the prefix", () => edge.send("/_intel/%2e%2e/%2e%2e/etc/passwd", { ip: from() }), 404],
+    // URL parsing resolves the encoded dot-segments first: this is the site's own /etc/passwd.
+    ["encoded dot-segments out of the prefix", () => edge.send("/_intel/%2e%2e/%2e%2e/etc/passwd", { ip: from() }), 200],
     ["an encoded slash into the API", () => edge.send("/_intel/api%2Fevents", { ip: from() }), 404],
     ["a 10 KB bearer token", () => edge.send("/_intel/api/analytics/patterns", { ip: from(), headers: { Authorization: "Bearer " + "t".repeat(10 * 1024) } }), 401],
     ["a Basic credential", () => edge.send("/_intel/api/analytics/patterns", { ip: from(), headers: { Authorization: "Basic YWRtaW46YWRtaW4=" } }), 401],
