@@ -297,6 +297,13 @@ test("signed headers: the Node and Python verifiers accept real output and rejec
     const tampered = { ...args, headers: { ...got.headers, "x-risk-score": String(Number(got.headers["x-risk-score"]) + 1) } };
     assert.equal(verifyNode(tampered), false);
     assert.equal(python(tampered), "invalid");
+    // The client address is covered: a signed verdict replayed for another client fails.
+    assert.equal(got.headers["x-intel-client-ip"], "198.51.100.70");
+    const otherClient = { ...args, headers: { ...got.headers, "x-intel-client-ip": "203.0.113.99" } };
+    assert.equal(verifyNode(otherClient), false, "node: another client address");
+    assert.equal(python(otherClient), "invalid", "python: another client address");
+    const { "x-intel-client-ip": _dropped, ...withoutClient } = got.headers;
+    assert.equal(verifyNode({ ...args, headers: withoutClient }), false, "node: the client address removed");
     const otherUrl = { ...args, url: url.replace("blue", "red") };
     assert.equal(verifyNode(otherUrl), false);
     const t = Number(/t=(\d+)/.exec(got.headers["x-intel-signature"])[1]);

@@ -5,7 +5,7 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 // The headers edgeintel signs, in the order it sets them.
 const ORDER = ["x-risk-score", "x-risk-level", "x-risk-reasons", "x-threat-score", "x-reputation-score",
   "x-geo-country", "x-geo-city", "x-geo-region", "x-geo-lat", "x-geo-lon", "x-geo-asn", "x-geo-colo",
-  "x-intel-status", "x-intel"];
+  "x-intel-status", "x-intel", "x-intel-client-ip"];
 
 /** true when `headers` (lower-case names) carry a valid, fresh signature for method + url. */
 export function verify({ method, url, headers, key, maxAgeSeconds = 300, now = Date.now() }) {

@@ -11,7 +11,7 @@ import time
 # The headers edgeintel signs, in the order it sets them.
 ORDER = ["x-risk-score", "x-risk-level", "x-risk-reasons", "x-threat-score", "x-reputation-score",
          "x-geo-country", "x-geo-city", "x-geo-region", "x-geo-lat", "x-geo-lon", "x-geo-asn", "x-geo-colo",
-         "x-intel-status", "x-intel"]
+         "x-intel-status", "x-intel", "x-intel-client-ip"]
 _SIG = re.compile(r"^t=(\d+),v1=([0-9a-f]{64})$")
 
 

@@ -155,6 +155,10 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
                 status,
             });
             if let Some(k) = &config.header_signing_key {
+                // The address the verdict is about, signed with it (see intel::signature).
+                if let Some(ip) = ip {
+                    ours.push((signature::CLIENT_IP, ip.to_string()));
+                }
                 let url = forward::target_url(&req, &config);
                 let t = (started / 1000.0) as u64;
                 if let Some(sig) = signature::sign(k, &request.method, &url, t, &ours) {

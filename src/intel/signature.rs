@@ -6,13 +6,20 @@
 //! ```
 //!
 //! with every header edgeintel set, in the order it sets them (the contract
-//! order of `headers::render`), names in lower case. Origins verify it with
-//! the examples in `examples/` and reject stale timestamps.
+//! order of `headers::render`, then `X-Intel-Client-IP`), names in lower
+//! case. The client address is covered because the signing edge adds it as a
+//! header of its own: the platform sets `CF-Connecting-IP` on the origin
+//! request itself (locally it does not arrive at all), so it cannot be signed
+//! as sent. A signed verdict therefore cannot be replayed for another client.
+//! The body is not covered. Origins verify it with the examples in
+//! `examples/` and reject stale timestamps.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 pub const SIGNATURE: &str = "X-Intel-Signature";
+/// The client address edgeintel scored, sent (and signed) with a signature.
+pub const CLIENT_IP: &str = "X-Intel-Client-IP";
 
 pub fn canonical(method: &str, url: &str, t: u64, headers: &[(&str, String)]) -> String {
     let mut s = format!("{method}\n{url}\n{t}\n");
