@@ -13,6 +13,7 @@ pub mod enforce;
 pub mod events;
 pub mod facts;
 pub mod geo;
+pub mod insights;
 pub mod headers;
 pub mod ip;
 pub mod lists;
