@@ -145,13 +145,13 @@ test("KV: never more than one write per key per second", async () => {
   assert.ok(writes.length > 10, `only ${writes.length} writes`);
   const byKey = new Map();
   for (const w of writes) byKey.set(w.key, [...(byKey.get(w.key) ?? []), w.at]);
-  assert.ok(byKey.get("metrics:v1:latest")?.length >= 2, "latest is rewritten every tick");
+  assert.ok(byKey.get("metrics:v2:latest:00")?.length >= 2, "latest is rewritten every tick");
   for (const [key, times] of byKey) {
     for (let i = 1; i < times.length; i++) {
       assert.ok(times[i] - times[i - 1] >= 1000, `${key} written twice within ${times[i] - times[i - 1]} ms`);
     }
   }
-  const perSlide = [...byKey.keys()].filter((k) => k !== "metrics:v1:latest");
+  const perSlide = [...byKey.keys()].filter((k) => k !== "metrics:v2:latest:00");
   assert.ok(perSlide.every((k) => byKey.get(k).length === 1), "each slide's rollup key is written once");
 });
 

@@ -17,6 +17,7 @@ pub mod ip;
 pub mod lists;
 pub mod profile;
 pub mod protocol;
+pub mod rollups;
 pub mod score;
 pub mod secrets;
 pub mod signals;
