@@ -328,10 +328,14 @@ async fn history(env: &Env, name: &str, query: &str, now: f64) -> Result<Respons
         cursor = if complete { None } else { page.cursor };
     }
     let h = scan.finish();
+    // Each shard wrote its own key for a slide: merged by the metric's rule;
+    // `shards` says how many were found (KV is eventually consistent).
     let points: Vec<Value> = h
         .points
         .iter()
-        .filter_map(|(at, parts)| parts.first().map(|p| json!({"value": p.v, "timestamp": at})))
+        .filter_map(|(at, parts)| {
+            rollups::merge(name, parts).map(|v| json!({"value": v, "timestamp": at, "shards": parts.len()}))
+        })
         .collect();
     Ok(respond::json(
         200,

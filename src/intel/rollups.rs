@@ -201,6 +201,62 @@ impl HistoryScan {
     }
 }
 
+/// How one slide's values of a metric from several hub shards combine
+/// (issue 15, item 12). Shards partition the subjects (`shard_of`), so counts
+/// of requests, events and distinct subjects add up exactly; a share or a
+/// mean is weighted by what it was measured over (its `n`); a gauge of the
+/// hubs' own work (lag, durations) takes the worst shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    Sum,
+    Weighted,
+    Max,
+}
+
+/// The merge rule of a metric of `analytics::METRIC_NAMES`.
+pub fn merge_rule(name: &str) -> Merge {
+    match name {
+        "error_rate" | "high_risk_share" | "degraded_share" | "mean_risk" | "origin_latency_ms"
+        | "consult_latency_ms" => Merge::Weighted,
+        "alarm_lag_ms" | "kv_write_latency_ms" | "tick_duration_ms" => Merge::Max,
+        // Counts, and `stream_clients` (sockets live on one hub, the others count 0).
+        _ => Merge::Sum,
+    }
+}
+
+/// The weight a slide's value of `name` was measured over (stored next to
+/// the value as `n`): requests for shares, measured latencies for means, 1
+/// otherwise.
+pub fn weight(p: &crate::intel::analytics::SlidePoint, name: &str) -> f64 {
+    match name {
+        "error_rate" | "high_risk_share" | "degraded_share" | "mean_risk" => p.requests as f64,
+        "origin_latency_ms" => p.origin_latency.count as f64,
+        "consult_latency_ms" => p.consult_latency.count as f64,
+        _ => 1.0,
+    }
+}
+
+/// One slide's value of `name` from the parts the shards wrote (`None`: no part).
+/// A weighted metric whose weights are all 0 (no request in any shard) is
+/// the plain mean of its parts (all 0 for shares).
+pub fn merge(name: &str, parts: &[Part]) -> Option<f64> {
+    if parts.is_empty() {
+        return None;
+    }
+    Some(match merge_rule(name) {
+        Merge::Sum => parts.iter().map(|p| p.v).sum(),
+        Merge::Max => parts.iter().map(|p| p.v).fold(f64::NEG_INFINITY, f64::max),
+        Merge::Weighted => {
+            let n: f64 = parts.iter().map(|p| p.n).sum();
+            if n > 0.0 {
+                parts.iter().map(|p| p.v * p.n).sum::<f64>() / n
+            } else {
+                parts.iter().map(|p| p.v).sum::<f64>() / parts.len() as f64
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
@@ -301,6 +357,35 @@ mod tests {
         assert_eq!(h.covered_start_ms, (end_s - 3 * 3600) as f64 * 1000.0);
         assert_eq!(h.points.len(), 3 * 3600);
         assert!(h.points.iter().all(|(at, parts)| *at >= h.covered_start_ms && parts.len() == 4));
+    }
+
+    fn part(shard: u32, v: f64, n: f64) -> Part {
+        Part { shard, v, n }
+    }
+
+    #[test]
+    fn shard_values_merge_by_metric() {
+        use crate::intel::analytics::METRIC_NAMES;
+        // Counts add: 3 + 5 requests, 2 + 4 distinct subjects (disjoint by shard).
+        assert_eq!(merge("request_count", &[part(0, 3.0, 1.0), part(1, 5.0, 1.0)]), Some(8.0));
+        assert_eq!(merge("active_profiles", &[part(0, 2.0, 1.0), part(2, 4.0, 1.0)]), Some(6.0));
+        // Shares by their requests: 1 error in 10 and 3 in 30 is 4 in 40, not 0.1 + 0.1.
+        assert_eq!(merge("error_rate", &[part(0, 0.1, 10.0), part(1, 0.1, 30.0)]), Some(0.1));
+        assert_eq!(merge("error_rate", &[part(0, 0.5, 2.0), part(1, 0.0, 6.0)]), Some(0.125));
+        // Means by their counts: 100 ms over 1 and 200 ms over 3 is 175 ms.
+        assert_eq!(merge("origin_latency_ms", &[part(0, 100.0, 1.0), part(1, 200.0, 3.0)]), Some(175.0));
+        assert_eq!(merge("high_risk_share", &[part(0, 0.0, 0.0), part(1, 0.0, 0.0)]), Some(0.0));
+        // The hubs' own gauges: the worst shard.
+        assert_eq!(merge("alarm_lag_ms", &[part(0, 12.0, 1.0), part(3, 40.0, 1.0)]), Some(40.0));
+        assert_eq!(merge("tick_duration_ms", &[part(0, 5.0, 1.0), part(1, 2.0, 1.0)]), Some(5.0));
+        assert_eq!(merge("request_count", &[]), None);
+        // One shard: its value, whatever the rule.
+        for name in METRIC_NAMES {
+            assert_eq!(merge(name, &[part(0, 7.0, 3.0)]), Some(7.0), "{name}");
+        }
+        let p = crate::intel::analytics::SlidePoint { requests: 40, ..Default::default() };
+        assert_eq!(weight(&p, "error_rate"), 40.0);
+        assert_eq!(weight(&p, "request_count"), 1.0);
     }
 
     #[test]

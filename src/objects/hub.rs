@@ -112,6 +112,13 @@ struct PendingPut {
     key: String,
     body: String,
     v: f64,
+    /// The weight `v` was measured over (`rollups::weight`), for the reader's merge.
+    #[serde(default = "one")]
+    n: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -523,10 +530,11 @@ impl HubObject {
                 continue;
             }
             attempts += 1;
-            let result = match kv.put(&put.key, put.body.as_str()).and_then(|b| b.metadata(json!({"v": put.v}))) {
-                Ok(b) => b.expiration_ttl(ttl).execute().await,
-                Err(e) => Err(e),
-            };
+            let result =
+                match kv.put(&put.key, put.body.as_str()).and_then(|b| b.metadata(json!({"v": put.v, "n": put.n}))) {
+                    Ok(b) => b.expiration_ttl(ttl).execute().await,
+                    Err(e) => Err(e),
+                };
             match result {
                 Ok(()) => {
                     in_a_row = 0;
@@ -611,7 +619,8 @@ fn rollup_puts(rollups: &[SlidePoint], shard: u32) -> Vec<PendingPut> {
             } else {
                 json!({"value": v, "start": p.start})
             };
-            puts.push(PendingPut { key: rollups::slide_key(name, p.start, shard), body: body.to_string(), v });
+            let key = rollups::slide_key(name, p.start, shard);
+            puts.push(PendingPut { key, body: body.to_string(), v, n: rollups::weight(p, name) });
         }
     }
     puts
