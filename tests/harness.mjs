@@ -193,7 +193,14 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
     return res.json();
   }
 
-  return { mf, origin, send, api, stream, close, setKvDown, setKvSlow, hubFaults, runtimeLog, url: httpUrl };
+  /** A hub shard's raw window and state (HubOp::Window), by object name ("global", "shard-1", ...). */
+  async function hubWindow(name) {
+    const ns = await mf.getDurableObjectNamespace("HUB", "edge");
+    const res = await ns.get(ns.idFromName(name)).fetch("http://hub/", { method: "POST", body: JSON.stringify("window") });
+    return res.json();
+  }
+
+  return { mf, origin, send, api, stream, close, setKvDown, setKvSlow, hubFaults, hubWindow, runtimeLog, url: httpUrl };
 }
 
 /** Polls `check` (bounded: `tries` times, `everyMs` apart) until it returns a truthy value. */

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::intel::alerting::State;
 use crate::intel::analytics::{hub_name, merge_windows, Aggregator, LatencySummary, SlidePoint, METRIC_NAMES};
+use crate::intel::rollups::{self, HistoryScan};
 use crate::intel::sketch::{Histogram, Hll};
 use crate::objects::hub::{self, HubOp, WindowState};
 use crate::platform::call_object;
@@ -310,33 +311,42 @@ async fn history(env: &Env, name: &str, query: &str, now: f64) -> Result<Respons
     let start = num("start", now - 3_600_000.0)?;
     let end = num("end", now)?;
     let kv = env.kv(hub::KV_BINDING).map_err(|_| ApiError::new(503, "kv_unavailable", "no METRICS KV binding"))?;
-    let prefix = format!("metrics:v1:{name}:");
-    let mut points = Vec::new();
+    // Newest hour bucket first, each listed to its end, within a fixed budget
+    // of list calls (`intel::rollups`): the cost of a read depends on the
+    // range asked for, never on how much history the TTL keeps.
+    let mut scan = HistoryScan::new(name, start, end);
     let mut cursor: Option<String> = None;
-    for _ in 0..10 {
-        let mut list = kv.list().prefix(prefix.clone()).limit(1000);
+    while let Some(prefix) = scan.prefix() {
+        let mut list = kv.list().prefix(prefix).limit(rollups::LIST_PAGE);
         if let Some(c) = cursor.take() {
             list = list.cursor(c);
         }
         let page = list.execute().await.map_err(|e| ApiError::new(503, "kv_unavailable", e.to_string()))?;
-        for key in &page.keys {
-            let Some(slide_s) = key.name.rsplit(':').next().and_then(|s| s.parse::<f64>().ok()) else { continue };
-            let at = slide_s * 1000.0;
-            let value = key.metadata.as_ref().and_then(|m| m.get("v")).and_then(Value::as_f64);
-            if let (true, Some(v)) = (at >= start && at <= end, value) {
-                points.push(json!({"value": v, "timestamp": at}));
-            }
-        }
-        if page.list_complete {
-            break;
-        }
-        cursor = page.cursor;
+        let meta = |k: &worker::kv::Key, f: &str| k.metadata.as_ref().and_then(|m| m.get(f)).and_then(Value::as_f64);
+        // A page that says more follows but gives no cursor ends the hour.
+        let complete = page.list_complete || page.cursor.is_none();
+        scan.page(page.keys.iter().map(|k| (k.name.as_str(), meta(k, "v"), meta(k, "n"))), complete);
+        cursor = if complete { None } else { page.cursor };
     }
-    points.sort_by(|a, b| {
-        let t = |v: &Value| v.get("timestamp").and_then(Value::as_f64).unwrap_or(0.0);
-        t(a).total_cmp(&t(b))
-    });
-    Ok(respond::json(200, &json!({"metrics": points, "count": points.len(), "timestamp": iso(now)})))
+    let h = scan.finish();
+    // Each shard wrote its own key for a slide: merged by the metric's rule;
+    // `shards` says how many were found (KV is eventually consistent).
+    let points: Vec<Value> = h
+        .points
+        .iter()
+        .filter_map(|(at, parts)| {
+            rollups::merge(name, parts).map(|v| json!({"value": v, "timestamp": at, "shards": parts.len()}))
+        })
+        .collect();
+    Ok(respond::json(
+        200,
+        &json!({
+            "metrics": points,
+            "count": points.len(),
+            "range": {"start": h.covered_start_ms, "end": h.covered_end_ms, "clamped": h.clamped, "listCalls": h.list_calls},
+            "timestamp": iso(now),
+        }),
+    ))
 }
 
 /// Prometheus text exposition (version 0.0.4): monotonic totals as

@@ -30,8 +30,9 @@ use worker::{
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::intel::alerting::{self, RuleState, Transition};
-use crate::intel::analytics::{Aggregator, Gauges, Sample, Slide, SlidePoint, METRIC_NAMES};
+use crate::intel::analytics::{shard_index, Aggregator, Gauges, Sample, Slide, SlidePoint, METRIC_NAMES};
 use crate::intel::protocol::{AlertNotice, MessageType, ServerMessage, Update};
+use crate::intel::rollups;
 use crate::platform::{self, reply};
 
 use super::sockets::{self, iso, BEARER_HEADER, STREAM_HEADER, TICKET_EXPIRES_HEADER, TICKET_NONCE_HEADER};
@@ -111,6 +112,13 @@ struct PendingPut {
     key: String,
     body: String,
     v: f64,
+    /// The weight `v` was measured over (`rollups::weight`), for the reader's merge.
+    #[serde(default = "one")]
+    n: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -310,9 +318,10 @@ impl DurableObject for HubObject {
         // KV rollups: one key per metric per slide (written once), and `latest`;
         // what KV refuses now is kept and retried on the next tick.
         let kv_started = now_ms();
+        let shard = self.shard();
         let mut todo = pending;
-        todo.extend(rollup_puts(&rollups));
-        let kv = self.write_rollups(&config, todo, rollups.last()).await;
+        todo.extend(rollup_puts(&rollups, shard));
+        let kv = self.write_rollups(&config, todo, rollups.last(), shard).await;
         let kv_ms = (!kv.written.is_empty()).then(|| now_ms() - kv_started);
         let now = now_ms();
         let (transitions, new_patterns, anomalies) = {
@@ -483,12 +492,25 @@ impl HubObject {
         Ok(())
     }
 
-    /// Writes the rollup puts (each metric of each slide under
-    /// `metrics:v1:<name>:<start>`, the value in the metadata too, so history
-    /// is one list call) and `metrics:v1:latest` at most once per second.
-    /// Stops early when KV keeps failing; what is not written comes back as
-    /// `pending`, in order.
-    async fn write_rollups(&self, config: &Config, todo: Vec<PendingPut>, last: Option<&SlidePoint>) -> KvOutcome {
+    /// This hub's shard index, from its object name (`hub_name`); the runtime
+    /// passes the name to the object, alarms included. Keys carry it so that
+    /// each KV key is written by one shard only.
+    fn shard(&self) -> u32 {
+        self.state.id().name().as_deref().and_then(shard_index).unwrap_or(0)
+    }
+
+    /// Writes the rollup puts (each metric of each slide under its hour
+    /// bucket, `intel::rollups::slide_key`, the value in the metadata too, so
+    /// a page of a list is a page of points) and this shard's `latest` key at
+    /// most once per second. Stops early when KV keeps failing; what is not
+    /// written comes back as `pending`, in order.
+    async fn write_rollups(
+        &self,
+        config: &Config,
+        todo: Vec<PendingPut>,
+        last: Option<&SlidePoint>,
+        shard: u32,
+    ) -> KvOutcome {
         let mut out = KvOutcome::default();
         let kv = match self.env.kv(KV_BINDING) {
             Ok(kv) => kv,
@@ -508,10 +530,11 @@ impl HubObject {
                 continue;
             }
             attempts += 1;
-            let result = match kv.put(&put.key, put.body.as_str()).and_then(|b| b.metadata(json!({"v": put.v}))) {
-                Ok(b) => b.expiration_ttl(ttl).execute().await,
-                Err(e) => Err(e),
-            };
+            let result =
+                match kv.put(&put.key, put.body.as_str()).and_then(|b| b.metadata(json!({"v": put.v, "n": put.n}))) {
+                    Ok(b) => b.expiration_ttl(ttl).execute().await,
+                    Err(e) => Err(e),
+                };
             match result {
                 Ok(()) => {
                     in_a_row = 0;
@@ -526,18 +549,19 @@ impl HubObject {
             }
         }
         if let (Some(last), true) = (last, in_a_row < KV_FAILURES_IN_A_ROW) {
+            let latest = rollups::latest_key(shard);
             let recent = self
                 .loaded
                 .borrow()
                 .as_ref()
-                .and_then(|l| l.meta.kv_writes.iter().rev().find(|w| w.key == "metrics:v1:latest").map(|w| w.at));
+                .and_then(|l| l.meta.kv_writes.iter().rev().find(|w| w.key == latest).map(|w| w.at));
             // KV allows one write per key per second. `latest` is overwritten
             // by the next tick anyway, so a failure here is not kept.
             if recent.is_none_or(|t| now_ms() - t >= 1000.0) {
                 let body = json!(last).to_string();
-                if let Ok(b) = kv.put("metrics:v1:latest", body) {
+                if let Ok(b) = kv.put(&latest, body) {
                     if b.expiration_ttl(ttl).execute().await.is_ok() {
-                        out.written.push(KvWrite { key: "metrics:v1:latest".into(), at: now_ms() });
+                        out.written.push(KvWrite { key: latest, at: now_ms() });
                     }
                 }
             }
@@ -583,8 +607,8 @@ struct KvOutcome {
     failures: u64,
 }
 
-/// The KV puts for closed slides: one per metric per slide.
-fn rollup_puts(rollups: &[SlidePoint]) -> Vec<PendingPut> {
+/// The KV puts for closed slides: one per metric per slide, under this shard's keys.
+fn rollup_puts(rollups: &[SlidePoint], shard: u32) -> Vec<PendingPut> {
     let mut puts = Vec::new();
     for p in rollups {
         for name in METRIC_NAMES {
@@ -595,7 +619,8 @@ fn rollup_puts(rollups: &[SlidePoint]) -> Vec<PendingPut> {
             } else {
                 json!({"value": v, "start": p.start})
             };
-            puts.push(PendingPut { key: format!("metrics:v1:{name}:{}", p.start), body: body.to_string(), v });
+            let key = rollups::slide_key(name, p.start, shard);
+            puts.push(PendingPut { key, body: body.to_string(), v, n: rollups::weight(p, name) });
         }
     }
     puts
