@@ -71,6 +71,19 @@ test("a scanning campaign and a threat spike show in patterns, on the stream, an
   // The same as insights on the intelligence stream (pushed by the alarm tick).
   await intel.until((ms) => ms.some((m) => m.type === "insight" && m.data.pattern?.kind === "scanning_campaign"), 8000);
   await intel.until((ms) => ms.some((m) => m.type === "insight" && m.data.pattern?.kind === "threat_spike"), 8000);
+  // Correlations are pushed too, when they appear (not at every tick). The
+  // time-of-day peak is the steadiest one (its key is the hour).
+  const correlation = await eventually(async () => {
+    const r = await edge.api("GET", "/api/analytics/correlations");
+    return (r.json?.correlations ?? []).find((c) => c.kind === "time_of_day_peak") ?? null;
+  });
+  assert.ok(correlation, "the window has a time-of-day peak");
+  const same = (m) => m.type === "insight" && m.data.kind === "correlation" && m.data.correlation?.kind === "time_of_day_peak" && m.data.correlation?.hourUtc === correlation.hourUtc;
+  await intel.until((ms) => ms.some(same), 8000);
+  const pushes = () => intel.messages.filter(same).length;
+  const once = pushes();
+  await new Promise((r) => setTimeout(r, 2500)); // two more ticks
+  assert.equal(pushes(), once, "an unchanged correlation is not pushed again at every tick");
 
   // The alert rule (5 or more requests in a slide) fires ...
   await perf.until((ms) => ms.some((m) => m.type === "alert" && m.data.rule === "busy_site" && m.data.to === "firing"), 10000);
@@ -206,6 +219,29 @@ describe("HUB_SHARDS=4", () => {
     for (let i = 1; i < 4; i++) assert.ok((await sharded.hubWindow(`shard-${i}`)).totals.requests > 0, `shard-${i} got traffic`);
     await new Promise((r) => setTimeout(r, 2500));
     await checkKvWrites(sharded, 4);
+  });
+
+  test("insights of every shard reach the stream, which lives on shard 0", async () => {
+    const intel = sharded.stream("/api/intelligence/stream");
+    await intel.opened;
+    // 40 scanners: each shard sees enough of them for a campaign of its own.
+    const ips = Array.from({ length: 40 }, (_, i) => `203.0.113.${100 + i}`);
+    await Promise.all(
+      ips.map(async (ip) => {
+        const res = await sharded.send("/.git/config", { cf: { country: "NL", asn: 14061 }, ip, headers: { "User-Agent": "python-requests/2.32.3", Accept: "*/*" } });
+        await res.arrayBuffer();
+      }),
+    );
+    // Each shard sees its own subjects (disjoint), so four campaigns with
+    // disjoint members can only come from four shards: before shards relayed
+    // to shard 0, only its own campaign reached a socket.
+    const campaigns = () => intel.messages.filter((m) => m.type === "insight" && m.data.pattern?.kind === "scanning_campaign");
+    await intel.until(() => campaigns().length >= 4, 10000);
+    const sets = campaigns().map((m) => m.data.pattern.ips);
+    const all = sets.flat();
+    assert.equal(new Set(all).size, all.length, `four shards' campaigns, no scanner in two: ${JSON.stringify(sets)}`);
+    assert.ok(all.every((ip) => ips.includes(ip)));
+    intel.close();
   });
 });
 

@@ -31,6 +31,7 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::intel::alerting::{self, RuleState, Transition};
 use crate::intel::analytics::{shard_index, Aggregator, Gauges, Sample, Slide, SlidePoint, METRIC_NAMES};
+use crate::intel::insights;
 use crate::intel::protocol::{AlertNotice, MessageType, ServerMessage, Update};
 use crate::intel::rollups;
 use crate::platform::{self, reply};
@@ -78,6 +79,13 @@ pub enum HubOp {
     },
     /// The raw window and state, for the read API (merged across shards).
     Window,
+    /// Stream messages another shard's tick produced, for `global`'s sockets.
+    Relay {
+        #[serde(default)]
+        intel: Vec<String>,
+        #[serde(default)]
+        perf: Vec<String>,
+    },
     /// Spends a verified stream ticket's nonce (`intel::ticket`): `{"valid":
     /// true}` the first time, false after. For `?ip=` streams, whose socket
     /// lands in a profile object; the hub's own streams spend theirs inline.
@@ -140,6 +148,11 @@ struct Meta {
     rules: Vec<RuleState>,
     #[serde(default)]
     pattern_keys: Vec<String>,
+    /// Keys of the trends and correlations pushed last tick (`intel::insights`).
+    #[serde(default)]
+    trend_keys: Vec<String>,
+    #[serde(default)]
+    correlation_keys: Vec<String>,
     #[serde(default)]
     next_tick: Option<f64>,
     #[serde(default)]
@@ -281,6 +294,11 @@ impl DurableObject for HubObject {
                 };
                 reply(200, &window)
             }
+            HubOp::Relay { intel, perf } => {
+                send_all(&self.state, INTEL_TAG, &intel);
+                send_all(&self.state, PERF_TAG, &perf);
+                reply(200, &json!({"relayed": intel.len() + perf.len()}))
+            }
             HubOp::SpendTicket { nonce, expires } => {
                 let valid = spend_ticket(&sql, &nonce, expires, now_ms())?;
                 reply(200, &json!({"valid": valid}))
@@ -324,7 +342,7 @@ impl DurableObject for HubObject {
         let kv = self.write_rollups(&config, todo, rollups.last(), shard).await;
         let kv_ms = (!kv.written.is_empty()).then(|| now_ms() - kv_started);
         let now = now_ms();
-        let (transitions, new_patterns, anomalies) = {
+        let (transitions, news) = {
             let mut loaded = self.loaded.borrow_mut();
             let Some(l) = loaded.as_mut() else { return Response::ok("not loaded") };
             l.meta.kv_writes.extend(kv.written);
@@ -348,9 +366,19 @@ impl DurableObject for HubObject {
             let newest = rollups.last().map(|p| p.start);
             let anomalies: Vec<Value> =
                 views.anomalies.into_iter().filter(|a| a.get("slide").and_then(Value::as_i64) == newest).collect();
-            (transitions, new_patterns, anomalies)
+            // Trends and correlations when what they say changes, not every tick.
+            let (trends, keys) =
+                insights::changed(&l.meta.trend_keys, views.trends.iter().map(|t| (insights::trend_key(t), t)));
+            l.meta.trend_keys = keys;
+            let (correlations, keys) = insights::changed(
+                &l.meta.correlation_keys,
+                views.correlations.iter().map(|c| (Some(insights::correlation_key(c)), c)),
+            );
+            l.meta.correlation_keys = keys;
+            let news = News { patterns: new_patterns, anomalies, trends, correlations };
+            (transitions, news)
         };
-        self.push(&rollups, &transitions, &new_patterns, &anomalies, now);
+        self.push(&rollups, &transitions, &news, now).await;
         let clients = sockets::sockets(&self.state, INTEL_TAG).len() + sockets::sockets(&self.state, PERF_TAG).len();
         let gauges = Gauges {
             alarm_lag_ms: lag,
@@ -570,32 +598,54 @@ impl HubObject {
     }
 
     /// Pushes this tick's results to the streams: metrics and alert
-    /// transitions to the performance stream, insights to the intelligence stream.
-    fn push(
-        &self,
-        rollups: &[SlidePoint],
-        transitions: &[Transition],
-        patterns: &[Value],
-        anomalies: &[Value],
-        now: f64,
-    ) {
+    /// transitions to the performance stream, insights to the intelligence
+    /// stream. The streams live on shard 0 (`global`); another shard relays
+    /// its messages there in one bounded call.
+    async fn push(&self, rollups: &[SlidePoint], transitions: &[Transition], news: &News, now: f64) {
         let ts = iso(now);
         let mut perf: Vec<String> = rollups
             .iter()
             .map(|p| ServerMessage::new(MessageType::PerformanceMetric, json!(p), &ts).to_text())
             .collect();
         perf.extend(transitions.iter().map(|t| ServerMessage::new(MessageType::Alert, json!(t), &ts).to_text()));
-        send_all(&self.state, PERF_TAG, &perf);
-        let mut insights: Vec<String> = patterns
-            .iter()
-            .map(|p| ServerMessage::new(MessageType::Insight, json!({"kind": "pattern", "pattern": p}), &ts).to_text())
-            .collect();
-        insights.extend(anomalies.iter().map(|a| {
-            ServerMessage::new(MessageType::Insight, json!({"kind": "anomaly", "anomaly": a}), &ts).to_text()
-        }));
-        send_all(&self.state, INTEL_TAG, &insights);
+        let insight = |kind: &str, v: &Value| {
+            ServerMessage::new(MessageType::Insight, json!({"kind": kind, kind: v}), &ts).to_text()
+        };
+        let mut intel: Vec<String> = news.patterns.iter().map(|p| insight("pattern", p)).collect();
+        intel.extend(news.anomalies.iter().map(|a| insight("anomaly", a)));
+        intel.extend(news.trends.iter().map(|t| insight("trend", t)));
+        intel.extend(news.correlations.iter().map(|c| insight("correlation", c)));
+        if self.shard() == 0 {
+            send_all(&self.state, PERF_TAG, &perf);
+            send_all(&self.state, INTEL_TAG, &intel);
+            return;
+        }
+        // A shard's metrics are its part of the site: they stay in its KV
+        // keys and the read API merges them; its insights and alert
+        // transitions go to the streams' clients through `global`.
+        let perf: Vec<String> = perf.into_iter().skip(rollups.len()).take(RELAY_MAX).collect();
+        let intel: Vec<String> = intel.into_iter().take(RELAY_MAX).collect();
+        if perf.is_empty() && intel.is_empty() {
+            return;
+        }
+        let op = HubOp::Relay { intel, perf };
+        if let Err(e) = platform::call_object::<_, Value>(&self.env, BINDING, NAME, &op).await {
+            worker::console_error!("edgeintel: shard {} could not relay its insights: {}", self.shard(), e.0);
+        }
     }
 }
+
+/// What a tick found worth telling the intelligence stream.
+struct News {
+    patterns: Vec<Value>,
+    anomalies: Vec<Value>,
+    trends: Vec<Value>,
+    correlations: Vec<Value>,
+}
+
+/// Most messages of each stream a shard relays per tick (a tick's news is a
+/// handful; this bounds a call if a window ever produces many).
+const RELAY_MAX: usize = 200;
 
 /// Sends every text to every socket of `tag` (insights and metrics are not
 /// filtered by subscriptions: they are about the whole site).
