@@ -4,6 +4,7 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startEdge, intelHeaders, BROWSER_HEADERS, ADMIN_TOKEN, eventually as poll } from "./harness.mjs";
@@ -47,7 +48,8 @@ test("impossible travel: London then Sydney for one visitor flags later requests
     const alert = json.profile.alerts.find((a) => a.type === "impossible_travel");
     assert.ok(alert, JSON.stringify(json.profile.alerts));
     // Seconds apart: a distance "within a second" or with its time, never a speed over no time.
-    assert.match(alert.description, /London, GB \(198\.51\.100\.20\) to Sydney, AU \(203\.0\.113\.40\), 16,\d\d\d km (within a second|in \d+ s \([\d,]+ km\/h\))$/);
+    // The London sighting is another subject's: its IP is not stored in this profile.
+    assert.match(alert.description, /London, GB \(another address\) to Sydney, AU \(203\.0\.113\.40\), 16,\d\d\d km (within a second|in \d+ s \([\d,]+ km\/h\))$/);
     assert.doesNotMatch(alert.description, / in 0 s/);
     // The cookie value itself is never stored or shown.
     assert.ok(!JSON.stringify(json).includes("visitor-abc-123"));
@@ -383,3 +385,95 @@ function filesUnder(dir) {
     return statSync(p).isDirectory() ? filesUnder(p) : [p];
   });
 }
+
+/** The name a visitor object gets for a session cookie value (intel::secrets::visitor_key). */
+function visitorKey(cookieValue) {
+  return createHash("sha256").update("edgeintel-visitor:" + cookieValue).digest("hex").slice(0, 32);
+}
+
+/** Every hub shard's window (slides with their member sets). */
+async function hubWindows(edge, shards) {
+  const ns = await edge.mf.getDurableObjectNamespace("HUB", "edge");
+  const out = [];
+  for (let i = 0; i < shards; i++) {
+    const res = await ns.get(ns.idFromName(i === 0 ? "global" : `shard-${i}`)).fetch("http://hub/op", { method: "POST", body: JSON.stringify("window") });
+    out.push(await res.json());
+  }
+  return out;
+}
+
+test("DELETE erases all of a subject's visitors, its hub sets and its IP in other profiles' travel findings", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "edgeintel-erase-"));
+  const subject = "198.51.100.120";
+  const other = "203.0.113.120";
+  const sessions = Array.from({ length: 26 }, (_, i) => `erase-visitor-${i}`);
+  const shards = 3;
+  try {
+    const edge = await startEdge({ persistTo: dir, vars: { VISITOR_COOKIE: "session", FLUSH_INTERVAL_MS: "100", FLUSH_CALM_MS: "100", HUB_SHARDS: String(shards) } });
+    const visitors = await edge.mf.getDurableObjectNamespace("VISITORS", "edge");
+    const ids = sessions.map((s) => visitors.idFromName(visitorKey(s)).toString());
+    const bystanderId = visitors.idFromName(visitorKey("erase-bystander")).toString();
+    try {
+      for (const s of sessions) {
+        await seen(edge, "/", { cf: BERLIN, ip: subject, headers: { ...BROWSER_HEADERS, Cookie: `session=${s}` } });
+      }
+      // A probe (the probes set) and a reported high threat (the high_threat set).
+      await seen(edge, "/.env", { cf: BERLIN, ip: subject, headers: BROWSER_HEADERS });
+      const ev = await edge.api("POST", "/api/events", { body: { events: [{ ip: subject, eventType: "threat_detected", data: { threatScore: 95 } }] } });
+      assert.equal(ev.status, 202);
+      // The last visitor hops to Sydney from another subject: impossible travel, stored in that subject's profile.
+      await seen(edge, "/", { cf: SYDNEY, ip: other, headers: { ...BROWSER_HEADERS, Cookie: `session=${sessions.at(-1)}` } });
+      // A visitor of another subject only, which the erasure must leave alone.
+      await seen(edge, "/", { cf: SYDNEY, ip: other, headers: { ...BROWSER_HEADERS, Cookie: "session=erase-bystander" } });
+      assert.ok(await eventually(async () => (await edge.api("GET", `/api/ip-intelligence/${subject}`)).json?.profile?.requestCount === 27), "the subject's profile");
+      const travelAlert = await eventually(async () => (await edge.api("GET", `/api/ip-intelligence/${other}`)).json?.profile?.alerts?.find((a) => a.type === "impossible_travel"));
+      assert.ok(travelAlert, "the other subject's travel finding");
+      assert.ok(await eventually(async () => {
+        const w = JSON.stringify((await hubWindows(edge, shards)).map((s) => s.slides));
+        return w.includes(`"${subject}"`);
+      }), "the hub's window lists the subject before the DELETE");
+
+      const r = await edge.api("DELETE", `/api/ip-intelligence/${subject}`);
+      assert.deepEqual([r.status, r.json.deleted], [200, true]);
+      assert.equal((await edge.api("GET", `/api/ip-intelligence/${subject}`)).status, 404);
+      // The hub's window: no set of any shard names the subject any more.
+      const after = JSON.stringify((await hubWindows(edge, shards)).map((s) => s.slides));
+      assert.ok(!after.includes(`"${subject}"`), after);
+      // The other profile's finding never held the subject's IP.
+      const otherProfile = JSON.stringify((await edge.api("GET", `/api/ip-intelligence/${other}`)).json);
+      assert.match(otherProfile, /impossible travel/);
+      assert.ok(!otherProfile.includes(subject), otherProfile);
+    } finally {
+      await edge.close();
+    }
+    // None of the subject's 26 visitor objects holds state any more; the bystander's does.
+    const files = filesUnder(dir);
+    const stored = (id) => files.filter((f) => f.includes(id)).map((f) => readFileSync(f).toString("latin1")).join("");
+    assert.match(stored(bystanderId), new RegExp(other.replaceAll(".", "\\.")), "control: a visitor that was not erased keeps its state");
+    const kept = ids.filter((id) => /Berlin|Sydney/.test(stored(id)));
+    assert.deepEqual(kept, [], `${kept.length} of ${ids.length} visitor objects still hold state`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("an observation batch flushed after the DELETE with an older time does not re-create the profile", async () => {
+  const edge = await startEdge({ vars: { FLUSH_INTERVAL_MS: "100", FLUSH_CALM_MS: "3000" } });
+  try {
+    const ip = "198.51.100.121";
+    for (const path of ["/products", "/static/app.js", "/api/cart"]) {
+      await seen(edge, path, { cf: BERLIN, ip, headers: BROWSER_HEADERS });
+    }
+    // The calm batch is still pending in the isolate when the subject is erased.
+    const r = await edge.api("DELETE", `/api/ip-intelligence/${ip}`);
+    assert.equal(r.status, 200);
+    await new Promise((res) => setTimeout(res, 4000));
+    assert.equal((await edge.api("GET", `/api/ip-intelligence/${ip}`)).status, 404, "the late batch was dropped");
+    // A request made after the erasure is a new profile.
+    await seen(edge, "/.env", { cf: BERLIN, ip, headers: BROWSER_HEADERS });
+    const fresh = await eventually(async () => (await edge.api("GET", `/api/ip-intelligence/${ip}`)).json?.profile);
+    assert.equal(fresh?.requestCount, 1);
+  } finally {
+    await edge.close();
+  }
+});

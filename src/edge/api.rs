@@ -604,6 +604,17 @@ async fn delete_profile(env: &Env, config: &Config, raw: &str) -> Result<Respons
     let (status, body) =
         call_object::<_, Value>(env, BINDING, subject.as_str(), &ProfileOp::Delete).await.map_err(unavailable)?;
     forget(config, subject.as_str());
+    // The analytics window's member sets of every hub shard (events reach
+    // any shard, samples the subject's own). A failure answers 503: the
+    // erasure is idempotent, so the caller retries.
+    let at = now_ms();
+    let calls = (0..config.hub_shards.max(1)).map(|i| {
+        let op = HubOp::Forget { subject: subject.as_str().to_string(), at };
+        async move { call_object::<_, Value>(env, hub::BINDING, &crate::intel::analytics::hub_name(i), &op).await }
+    });
+    for outcome in join_all(calls).await {
+        outcome.map_err(unavailable)?;
+    }
     let deleted = body.as_ref().and_then(|b| b.get("deleted")).and_then(Value::as_bool).unwrap_or(false);
     match status {
         200 => Ok(respond::json(200, &json!({"deleted": deleted, "ip": id.display, "timestamp": iso(now_ms())}))),

@@ -219,6 +219,18 @@ impl Members {
         }
     }
 
+    /// Removes a member (an erased subject); true if it was there. The bytes
+    /// it held are given back to the slide's budget.
+    fn remove(&mut self, m: &str, budget: &mut Budget) -> bool {
+        let before = self.members.len();
+        self.members.retain(|x| x != m);
+        let removed = self.members.len() < before;
+        if removed {
+            budget.bytes = budget.bytes.saturating_sub((m.len() + MEMBER_COST) as u64);
+        }
+        removed
+    }
+
     fn union(&mut self, other: &Members) {
         for m in &other.members {
             self.insert(m);
@@ -334,7 +346,9 @@ impl Slide {
         Slide { start, ..Slide::default() }
     }
 
-    fn add_sample(&mut self, s: &Sample) {
+    /// Counts a sample; `forgotten`: its subject was erased after it, so it
+    /// is counted but joins no member set.
+    fn add_sample(&mut self, s: &Sample, forgotten: bool) {
         self.requests += 1;
         self.risk_sum += u64::from(s.risk);
         let high = s.risk >= HIGH_RISK_AT;
@@ -357,7 +371,7 @@ impl Slide {
             c.requests += 1;
             c.risk_sum += u64::from(s.risk);
             c.threat_sum += u64::from(s.threat);
-            if high {
+            if high && !forgotten {
                 c.high_risk.insert_within(&s.subject, budget);
             }
         }
@@ -365,31 +379,62 @@ impl Slide {
             a.requests += 1;
             a.risk_sum += u64::from(s.risk);
             a.threat_sum += u64::from(s.threat);
-            if high {
+            if high && !forgotten {
                 a.high_risk.insert_within(&s.subject, budget);
             }
         }
         if let Some(m) = s.probe.as_ref().and_then(|p| entry_within(&mut self.probes, p, p.len(), budget)) {
-            m.insert_within(&s.subject, budget);
+            if !forgotten {
+                m.insert_within(&s.subject, budget);
+            }
         }
-        if s.reached_origin() && matches!(s.status, 401 | 403) {
+        if s.reached_origin() && matches!(s.status, 401 | 403) && !forgotten {
             self.auth_failures.insert_within(&s.subject, budget);
         }
     }
 
-    fn add_event(&mut self, u: &Update) {
+    fn add_event(&mut self, u: &Update, forgotten: bool) {
         self.events += 1;
         let ev = &u.event;
+        // Members are subject keys, like the samples' (the event's `ip` may be
+        // masked, shared by many subjects): what an erasure removes. Updates
+        // from older isolates carry no key: their `ip`.
+        let member = if u.subject.is_empty() { ev.ip.as_str() } else { u.subject.as_str() };
+        let member = if forgotten { None } else { Some(member) };
         if ev.event_type == EventType::ThreatDetected && ev.data.threat_score.is_some_and(|t| t >= 75.0) {
             self.high_threat_events += 1;
-            self.high_threat.insert_within(&ev.ip, &mut self.budget);
+            if let Some(m) = member {
+                self.high_threat.insert_within(m, &mut self.budget);
+            }
         }
         if ev.event_type == EventType::BehaviorAnomaly
             && ev.data.behavioral_flags.iter().any(|f| f == "impossible_travel")
         {
             self.travel_events += 1;
-            self.travel.insert_within(&ev.ip, &mut self.budget);
+            if let Some(m) = member {
+                self.travel.insert_within(m, &mut self.budget);
+            }
         }
+    }
+
+    /// Removes an erased subject from every member set; true if any held it.
+    /// Counts and the unique estimate (a HyperLogLog) cannot be edited.
+    fn forget(&mut self, subject: &str) -> bool {
+        let b = &mut self.budget;
+        let mut any = false;
+        for a in self.countries.values_mut() {
+            any |= a.high_risk.remove(subject, b);
+        }
+        for a in self.asns.values_mut() {
+            any |= a.high_risk.remove(subject, b);
+        }
+        for m in self.probes.values_mut() {
+            any |= m.remove(subject, b);
+        }
+        any |= self.auth_failures.remove(subject, b);
+        any |= self.high_threat.remove(subject, b);
+        any |= self.travel.remove(subject, b);
+        any
     }
 
     /// Adds another slide of the same start (hub shards merged on read).
@@ -579,7 +624,16 @@ pub struct Aggregator {
     pub last_rolled: i64,
     /// Monotonic totals since the hub started (Prometheus counters).
     pub totals: Totals,
+    /// Erased subjects and when: a sample or event of theirs from before
+    /// that (a batch still pending in an isolate) joins no member set. Kept
+    /// while the erasure time is inside the window; older ones could not be
+    /// ingested anyway.
+    #[serde(default)]
+    pub forgotten: BTreeMap<String, f64>,
 }
+
+/// Erased subjects a hub remembers at most (the oldest go first).
+const MAX_FORGOTTEN: usize = 10_000;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Totals {
@@ -621,8 +675,9 @@ impl Aggregator {
     /// Counts one request. Returns false if it fell outside the window (or
     /// into a slide already rolled up).
     pub fn ingest_sample(&mut self, cfg: &AnalyticsConfig, s: &Sample, now_ms: f64) -> bool {
+        let forgotten = self.forgotten.get(&s.subject).is_some_and(|t| s.at <= *t);
         let Some(slide) = self.slide_mut(cfg, s.at, now_ms) else { return false };
-        slide.add_sample(s);
+        slide.add_sample(s, forgotten);
         if self.hours.len() != 24 {
             self.hours = vec![0; 24];
         }
@@ -643,8 +698,10 @@ impl Aggregator {
 
     pub fn ingest_event(&mut self, cfg: &AnalyticsConfig, u: &Update, now_ms: f64) -> bool {
         let at = u.event.timestamp.min(now_ms);
+        let key = if u.subject.is_empty() { &u.event.ip } else { &u.subject };
+        let forgotten = self.forgotten.get(key).is_some_and(|t| at <= *t);
         let Some(slide) = self.slide_mut(cfg, at, now_ms) else { return false };
-        slide.add_event(u);
+        slide.add_event(u, forgotten);
         self.totals.events += 1;
         true
     }
@@ -671,10 +728,28 @@ impl Aggregator {
         }
     }
 
-    /// Drops slides that left the window.
+    /// Drops slides that left the window, and erasures older than it.
     pub fn evict(&mut self, cfg: &AnalyticsConfig, now_ms: f64) {
         let newest = Aggregator::slide_start(cfg, now_ms);
         self.slides.retain(|start, _| *start > newest - cfg.window_s);
+        let oldest_ms = ((newest - cfg.window_s) as f64) * 1000.0;
+        self.forgotten.retain(|_, at| *at > oldest_ms);
+    }
+
+    /// Erases a subject (its key) from every member set of the window, and
+    /// remembers it so that its samples and events from before `at` still
+    /// on their way join none. Returns the starts of the slides it changed.
+    /// Counts, histograms and the unique estimates keep what they counted.
+    pub fn forget(&mut self, subject: &str, at: f64) -> Vec<i64> {
+        if !self.forgotten.contains_key(subject) && self.forgotten.len() >= MAX_FORGOTTEN {
+            let oldest = self.forgotten.iter().min_by(|a, b| a.1.total_cmp(b.1)).map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.forgotten.remove(&k);
+            }
+        }
+        let t = self.forgotten.entry(subject.to_string()).or_insert(at);
+        *t = t.max(at);
+        self.slides.iter_mut().filter_map(|(start, slide)| slide.forget(subject).then_some(*start)).collect()
     }
 
     /// The window's slides, oldest first; `closed_only` leaves out the open one.
@@ -1361,7 +1436,7 @@ mod tests {
         let mut x = sample(0.0, "a");
         x.consult = Consult::Ok;
         x.consult_ms = Some(3.0);
-        s.add_sample(&x);
+        s.add_sample(&x, false);
         s.gauges = Gauges {
             alarm_lag_ms: Some(3.0),
             kv_write_latency_ms: Some(4.0),
@@ -1373,5 +1448,58 @@ mod tests {
             assert!(p.metric(name).is_some(), "{name}");
         }
         assert_eq!(p.metric("nope"), None);
+    }
+
+    #[test]
+    fn an_erased_subject_leaves_every_member_set_and_late_samples_do_not_bring_it_back() {
+        let c = cfg();
+        let mut a = Aggregator::default();
+        let who = "198.51.100.120";
+        let mut hot = sample(T0, who);
+        hot.risk = 90;
+        hot.probe = Some("/.env".into());
+        a.ingest_sample(&c, &hot, T0);
+        let mut denied = sample(T0 + 1.0, who);
+        denied.status = 401;
+        a.ingest_sample(&c, &denied, T0 + 1.0);
+        a.ingest_sample(&c, &sample(T0 + 2.0, "203.0.113.9"), T0 + 2.0);
+        let mut high = threat_event("198.51.100.x", T0 + 3.0, 95.0);
+        high.subject = who.into();
+        a.ingest_event(&c, &high, T0 + 3.0);
+        let mut travel = high.clone();
+        travel.event.event_type = EventType::BehaviorAnomaly;
+        travel.event.data.behavioral_flags = vec!["impossible_travel".into()];
+        a.ingest_event(&c, &travel, T0 + 3.0);
+        let json = |a: &Aggregator| serde_json::to_string(&a.slides).unwrap();
+        assert!(json(&a).contains(who));
+        // Members are subject keys, not the event's (possibly masked) ip.
+        assert!(!json(&a).contains("198.51.100.x"));
+        let erased_at = T0 + 4.0;
+        let bytes_before = a.slides.values().next().unwrap().budget.bytes;
+        let touched = a.forget(who, erased_at);
+        assert_eq!(touched.len(), 1);
+        assert!(!json(&a).contains(who), "{}", json(&a));
+        // Counts stay (they are not the subject's); the budget gave back its bytes.
+        let slide = a.slides.values().next().unwrap();
+        assert_eq!((slide.requests, slide.high_risk, slide.high_threat_events, slide.travel_events), (3, 1, 1, 1));
+        // Six memberships: country and ASN high risk, the probe, auth failures, high threat, travel.
+        assert_eq!(bytes_before - slide.budget.bytes, 6 * (who.len() + MEMBER_COST) as u64);
+        // A batch from before the erasure arrives late: counted, in no set.
+        let mut late = hot.clone();
+        late.at = T0 + 3.5;
+        assert!(a.ingest_sample(&c, &late, T0 + 5.0));
+        a.ingest_event(&c, &high, T0 + 5.0);
+        assert!(!json(&a).contains(who), "{}", json(&a));
+        assert_eq!(a.slides.values().next().unwrap().requests, 4);
+        // A request after the erasure is a new sighting.
+        let mut fresh = hot.clone();
+        fresh.at = T0 + 6.0;
+        a.ingest_sample(&c, &fresh, T0 + 6.0);
+        assert!(json(&a).contains(who));
+        // The erasure is remembered while it is inside the window, then dropped.
+        a.evict(&c, T0 + 6.0);
+        assert!(a.forgotten.contains_key(who));
+        a.evict(&c, erased_at + (c.window_s as f64 + 2.0 * c.slide_s as f64) * 1000.0);
+        assert!(a.forgotten.is_empty());
     }
 }

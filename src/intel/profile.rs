@@ -20,7 +20,12 @@ pub const MAX_LOCATIONS: usize = 100;
 pub const MAX_ALERTS: usize = 50;
 const MAX_PATTERNS: usize = 20;
 const MAX_DISTINCT: usize = 50;
-const MAX_VISITORS: usize = 20;
+/// Visitor keys kept per profile, the newest first out of the list last: an
+/// erasure erases every one of them (README, Privacy). 32 hex characters
+/// each, so the list adds at most ~7 KB to the profile row; a shared address
+/// (a NAT, an office) with more visitors loses its oldest keys, whose
+/// objects then expire after `PROFILE_TTL_DAYS` instead.
+pub const MAX_VISITORS: usize = 200;
 const MINUTE: f64 = 60_000.0;
 const HOUR: f64 = 60.0 * MINUTE;
 const DAY: f64 = 24.0 * HOUR;
@@ -419,6 +424,9 @@ impl Profile {
         if self.travel.as_ref().is_some_and(|t| t.at == f.at) {
             return ch;
         }
+        // Only this subject's own IP is kept (issue 15, item 9): the other
+        // sighting's subject is not this profile's to store.
+        let f = &f.naming_only(&self.ip);
         let before = self.threat_at(now, rules);
         self.travel = Some(f.clone());
         self.last_updated = self.last_updated.max(now);
@@ -665,6 +673,43 @@ impl Profile {
             o.insert("alerts".into(), json!(self.alerts));
         }
         v
+    }
+}
+
+/// Left in a subject's object after an erasure: observations, statuses,
+/// events and travel findings from before `erased_at` are dropped, so a
+/// batch still pending in another isolate cannot re-create what was erased.
+/// Kept until `until` (then the object's alarm deletes it).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tombstone {
+    pub erased_at: f64,
+    pub until: f64,
+}
+
+/// Safety factor over the longest time an isolate holds a batch.
+const TOMBSTONE_FACTOR: f64 = 3.0;
+/// The shortest a tombstone is kept.
+const TOMBSTONE_MIN_MS: f64 = 60_000.0;
+
+impl Tombstone {
+    /// A batch waits at most `FLUSH_CALM_MS` (or `FLUSH_INTERVAL_MS`) and is
+    /// retried once, and a flush may take a while under load: three times
+    /// the longer of the two, and at least a minute, covers every batch that
+    /// was open at the erasure (with the maxima, 25 s x 3 = 75 s).
+    pub fn new(erased_at: f64, flush_interval_ms: u32, flush_calm_ms: u32) -> Tombstone {
+        let flush = f64::from(flush_interval_ms.max(flush_calm_ms));
+        Tombstone { erased_at, until: erased_at + (flush * TOMBSTONE_FACTOR).max(TOMBSTONE_MIN_MS) }
+    }
+
+    /// Whether something that happened at `at` was erased (dropped). Holds
+    /// after `until` too: only the storage of the tombstone expires.
+    pub fn drops(&self, at: f64) -> bool {
+        at <= self.erased_at
+    }
+
+    pub fn expired(&self, now: f64) -> bool {
+        now >= self.until
     }
 }
 
@@ -1138,5 +1183,61 @@ mod tests {
         assert_eq!(v["reputationScore"], 50.0);
         let back: Profile = serde_json::from_value(serde_json::to_value(&p).unwrap()).unwrap();
         assert_eq!(back.request_count, 1);
+    }
+
+    #[test]
+    fn a_tombstone_drops_what_happened_before_the_erasure_and_expires() {
+        // Defaults (1 s, 10 s): the minute floor.
+        let t = Tombstone::new(T0, 1000, 10_000);
+        assert_eq!(t.until, T0 + 60_000.0);
+        // The largest allowed FLUSH_CALM_MS: three times it.
+        assert_eq!(Tombstone::new(T0, 1000, 25_000).until, T0 + 75_000.0);
+        assert_eq!(Tombstone::new(T0, 30_000, 10).until, T0 + 90_000.0);
+        assert!(t.drops(T0 - 5_000.0) && t.drops(T0), "pending from before the erasure");
+        assert!(!t.drops(T0 + 1.0), "a request after the erasure is a new profile");
+        assert!(!t.expired(T0 + 59_999.0));
+        assert!(t.expired(T0 + 60_000.0));
+        assert!(t.drops(T0 - 1.0) && t.expired(T0 + 1e9), "the rule holds after expiry; only storage goes");
+    }
+
+    #[test]
+    fn a_stored_travel_finding_names_only_this_subject() {
+        let r = rules();
+        let mut p = Profile::new("203.0.113.40", "203.0.113.40", T0);
+        let s = |city: &str, lat, lon, at, ip: &str| crate::intel::travel::Sighting {
+            at,
+            latitude: lat,
+            longitude: lon,
+            ip: ip.into(),
+            country: None,
+            city: Some(city.into()),
+            hosting: false,
+            tor: false,
+        };
+        let f = crate::intel::travel::check(
+            &s("London", 51.5, -0.12, T0, "198.51.100.20"),
+            &s("Sydney", -33.87, 151.2, T0 + 2_400_000.0, "203.0.113.40"),
+            &crate::intel::travel::TravelRules { max_kmh: 900.0, min_km: 500.0, memory_ms: 3_600_000.0 },
+        )
+        .unwrap();
+        let ch = p.apply_travel(&f, T0 + 2_400_000.0, &r);
+        let stored = serde_json::to_string(&(&p, &p.alerts, &ch.events)).unwrap();
+        assert!(!stored.contains("198.51.100.20"), "{stored}");
+        assert!(stored.contains("London (another address) to Sydney (203.0.113.40)"), "{stored}");
+        // The same finding again is still recognised.
+        assert!(p.apply_travel(&f, T0 + 2_400_001.0, &r).new_alerts.is_empty());
+    }
+
+    #[test]
+    fn every_visitor_up_to_the_cap_is_kept_for_erasure() {
+        let r = rules();
+        let mut p = Profile::new("s", "s", T0);
+        for i in 0..(MAX_VISITORS + 5) {
+            let mut o = obs(T0 + i as f64, "/");
+            o.visitor = Some(format!("{i:032x}"));
+            p.observe(&o, &r);
+        }
+        assert_eq!(p.visitors.len(), MAX_VISITORS);
+        assert_eq!(p.visitors.first().map(String::as_str), Some(format!("{:032x}", 5).as_str()), "oldest out first");
     }
 }

@@ -109,6 +109,32 @@ pub fn check(a: &Sighting, b: &Sighting, rules: &TravelRules) -> Option<TravelFi
     // (one hop read "341777905 km/h"): say "within a second" instead.
     let kmh = (seconds >= 1.0).then(|| km / (minutes / 60.0));
     let (from, to) = if a.at <= b.at { (a, b) } else { (b, a) };
+    let description = describe(from, to, km, minutes, kmh);
+    Some(TravelFinding { at: a.at.max(b.at), from: from.clone(), to: to.clone(), km, minutes, kmh, description })
+}
+
+/// Shown instead of another subject's IP in a finding stored for this one.
+pub const OTHER_ADDRESS: &str = "another address";
+
+impl TravelFinding {
+    /// The finding as the profile of the subject shown as `own` stores it:
+    /// any sighting from another subject loses its IP (place and time stay),
+    /// so no profile holds a second subject's address (erasing that subject
+    /// then has nothing to find here), and the description is rebuilt.
+    pub fn naming_only(&self, own: &str) -> TravelFinding {
+        let mut f = self.clone();
+        for s in [&mut f.from, &mut f.to] {
+            if s.ip != own {
+                s.ip = OTHER_ADDRESS.to_string();
+            }
+        }
+        f.description = describe(&f.from, &f.to, f.km, f.minutes, f.kmh);
+        f
+    }
+}
+
+fn describe(from: &Sighting, to: &Sighting, km: f64, minutes: f64, kmh: Option<f64>) -> String {
+    let seconds = minutes * 60.0;
     let distance = format!("{} km", thousands(km));
     let how = match kmh {
         None => format!("{distance} within a second"),
@@ -125,7 +151,7 @@ pub fn check(a: &Sighting, b: &Sighting, rules: &TravelRules) -> Option<TravelFi
     if !context.is_empty() {
         description.push_str(&format!("; the hop involves {} (likely a proxy, not a flight)", context.join(" and ")));
     }
-    Some(TravelFinding { at: a.at.max(b.at), from: from.clone(), to: to.clone(), km, minutes, kmh, description })
+    description
 }
 
 /// A whole number with thousands separators: 16994.4 -> "16,994".
@@ -220,5 +246,31 @@ mod tests {
         assert_eq!(thousands(999.4), "999");
         assert_eq!(thousands(1000.0), "1,000");
         assert_eq!(thousands(341_777_905.0), "341,777,905");
+    }
+
+    #[test]
+    fn a_finding_stored_for_one_subject_does_not_name_the_other() {
+        let mut london = at("London", 51.5074, -0.1278, T0);
+        london.ip = "198.51.100.20".into();
+        let mut sydney = at("Sydney", -33.8688, 151.2093, T0 + 40.0 * MIN);
+        sydney.ip = "203.0.113.40".into();
+        sydney.hosting = true;
+        let f = check(&london, &sydney, &RULES).unwrap();
+        assert!(f.description.contains("198.51.100.20"));
+        let mine = f.naming_only("203.0.113.40");
+        let stored = serde_json::to_string(&mine).unwrap();
+        assert!(!stored.contains("198.51.100.20"), "{stored}");
+        assert!(
+            mine.description.starts_with(
+                "impossible travel: London (another address) to Sydney (203.0.113.40), 16,994 km in 40 min"
+            ),
+            "{}",
+            mine.description
+        );
+        assert!(mine.description.contains("hosting/VPN"));
+        assert_eq!((mine.at, mine.km, mine.kmh), (f.at, f.km, f.kmh));
+        // Out of order: the other subject is the later sighting.
+        let theirs = f.naming_only("198.51.100.20");
+        assert!(!serde_json::to_string(&theirs).unwrap().contains("203.0.113.40"));
     }
 }

@@ -90,6 +90,10 @@ pub enum HubOp {
     /// true}` the first time, false after. For `?ip=` streams, whose socket
     /// lands in a profile object; the hub's own streams spend theirs inline.
     SpendTicket { nonce: String, expires: f64 },
+    /// Erases a subject (its key) from the window's member sets
+    /// (`Aggregator::forget`); sent to every shard by `DELETE
+    /// /api/ip-intelligence/:ip`.
+    Forget { subject: String, at: f64 },
 }
 
 /// What the read API gets from one shard.
@@ -165,6 +169,9 @@ struct Meta {
     kv_failures: u64,
     #[serde(default)]
     kv_dropped: u64,
+    /// `Aggregator::forgotten`.
+    #[serde(default)]
+    forgotten: std::collections::BTreeMap<String, f64>,
 }
 
 #[derive(Deserialize)]
@@ -302,6 +309,15 @@ impl DurableObject for HubObject {
             HubOp::SpendTicket { nonce, expires } => {
                 let valid = spend_ticket(&sql, &nonce, expires, now_ms())?;
                 reply(200, &json!({"valid": valid}))
+            }
+            HubOp::Forget { subject, at } => {
+                let changed = self.with_state(&sql, |l, touched| {
+                    let starts = l.agg.forget(&subject, at);
+                    let n = starts.len();
+                    touched.extend(starts);
+                    n
+                })?;
+                reply(200, &json!({"slidesChanged": changed}))
             }
         }
     }
@@ -477,6 +493,7 @@ impl HubObject {
         agg.hours = meta.hours.clone();
         agg.last_rolled = meta.last_rolled;
         agg.totals = meta.totals.clone();
+        agg.forgotten = meta.forgotten.clone();
         *self.loaded.borrow_mut() = Some(Loaded { agg, meta });
         Ok(())
     }
@@ -500,6 +517,7 @@ impl HubObject {
         l.meta.hours = l.agg.hours.clone();
         l.meta.last_rolled = l.agg.last_rolled;
         l.meta.totals = l.agg.totals.clone();
+        l.meta.forgotten = l.agg.forgotten.clone();
         let meta = platform::to_json(&l.meta)?;
         sql.exec("INSERT OR REPLACE INTO meta (key, data) VALUES ('hub', ?)", vec![meta.into()])?;
         Ok(out)

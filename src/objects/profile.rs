@@ -21,7 +21,7 @@ use worker::{
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::intel::events::IntelEvent;
-use crate::intel::profile::{Changes, Profile, ProfileVerdict};
+use crate::intel::profile::{Changes, Profile, ProfileVerdict, Tombstone};
 use crate::intel::protocol::{AlertNotice, Update};
 use crate::intel::wire::{ObserveReply, ProfileOp};
 use crate::platform::{self, call_object, reply};
@@ -34,6 +34,8 @@ use super::store;
 const SUBJECT_TAG: &str = "subject";
 /// How long a batch waits for the hub to take its events before moving on.
 const PUBLISH_BUDGET_MS: u64 = 1000;
+/// Visitor objects erased at once by an erasure (up to `MAX_VISITORS` in all).
+const VISITOR_ERASE_CHUNK: usize = 50;
 
 #[durable_object]
 pub struct ProfileObject {
@@ -42,6 +44,8 @@ pub struct ProfileObject {
     /// `None`: not loaded yet; `Some(None)`: loaded, no profile stored.
     cached: RefCell<Option<Option<Profile>>>,
     alarm_armed: Cell<bool>,
+    /// `None`: not read yet; `Some(None)`: no tombstone stored.
+    tombstone: Cell<Option<Option<Tombstone>>>,
     /// The subject stream's sockets and filters, kept between events.
     subscribers: sockets::Subscribers,
 }
@@ -54,6 +58,7 @@ impl DurableObject for ProfileObject {
             env,
             cached: RefCell::new(None),
             alarm_armed: Cell::new(false),
+            tombstone: Cell::new(None),
             subscribers: sockets::Subscribers::default(),
         }
     }
@@ -75,8 +80,16 @@ impl DurableObject for ProfileObject {
         // No migration here: only a write creates the schema (`update`), so
         // reading a never-seen subject (`Get`, `Verdict`) leaves nothing
         // stored, and no object without an alarm to delete it.
+        // After an erasure, what happened before it (batches still pending in
+        // other isolates) is dropped rather than re-creating the profile.
+        let tomb = self.tombstone()?;
+        let erased = |at: f64| tomb.is_some_and(|t| t.drops(at));
         match op {
             ProfileOp::Observe { subject, ip, observations } => {
+                let observations: Vec<_> = observations.into_iter().filter(|o| !erased(o.at)).collect();
+                if observations.is_empty() {
+                    return reply(200, &self.dropped(&config, now)?);
+                }
                 let (verdict, published) = self.update(&config, now, &subject, &ip, |p| {
                     let mut all = Changes::default();
                     for o in &observations {
@@ -88,6 +101,9 @@ impl DurableObject for ProfileObject {
                 reply(200, &self.answer(verdict, published))
             }
             ProfileOp::Status { subject, ip, at, status, action } => {
+                if erased(at) {
+                    return reply(200, &self.dropped(&config, now)?);
+                }
                 let (verdict, published) = self.update(&config, now, &subject, &ip, |p| match &action {
                     Some(a) => p.record_enforcement(a, at, &config.rules),
                     None => p.record_status(status, at, &config.rules),
@@ -97,6 +113,10 @@ impl DurableObject for ProfileObject {
                 reply(200, &self.answer(verdict, published))
             }
             ProfileOp::Events { subject, ip, events } => {
+                let events: Vec<_> = events.into_iter().filter(|e| !erased(e.timestamp)).collect();
+                if events.is_empty() {
+                    return reply(200, &self.dropped(&config, now)?);
+                }
                 let (verdict, published) = self.update(&config, now, &subject, &ip, |p| {
                     let mut all = Changes::default();
                     for e in &events {
@@ -110,6 +130,9 @@ impl DurableObject for ProfileObject {
                 reply(200, &self.answer(verdict, published))
             }
             ProfileOp::Travel { subject, ip, finding } => {
+                if erased(finding.at) {
+                    return reply(200, &self.dropped(&config, now)?.verdict);
+                }
                 let (verdict, published) =
                     self.update(&config, now, &subject, &ip, |p| p.apply_travel(&finding, now, &config.rules))?;
                 self.arm_alarm(&config).await?;
@@ -144,7 +167,8 @@ impl DurableObject for ProfileObject {
             ProfileOp::Delete => {
                 self.ensure_loaded()?;
                 let existed = self.cached.borrow().as_ref().is_some_and(Option::is_some);
-                // Erasure covers the visitors seen from this subject too.
+                // Erasure covers every visitor the profile lists (at most
+                // MAX_VISITORS), a chunk at a time.
                 let visitors: Vec<String> = self
                     .cached
                     .borrow()
@@ -152,13 +176,34 @@ impl DurableObject for ProfileObject {
                     .and_then(|p| p.as_ref())
                     .map(|p| p.visitors.clone())
                     .unwrap_or_default();
-                for v in visitors {
-                    let op = crate::intel::wire::VisitorOp::Delete;
-                    if let Err(e) = call_object::<_, serde_json::Value>(&self.env, "VISITORS", &v, &op).await {
-                        worker::console_error!("edgeintel: visitor erasure failed: {}", e.0);
+                let mut failed = 0usize;
+                for chunk in visitors.chunks(VISITOR_ERASE_CHUNK) {
+                    let calls = chunk.iter().map(|v| {
+                        let op = crate::intel::wire::VisitorOp::Delete;
+                        async move { call_object::<_, serde_json::Value>(&self.env, "VISITORS", v, &op).await }
+                    });
+                    for outcome in futures::future::join_all(calls).await {
+                        if let Err(e) = outcome {
+                            worker::console_error!("edgeintel: visitor erasure failed: {}", e.0);
+                            failed += 1;
+                        }
                     }
                 }
+                if failed > 0 {
+                    // Keep the profile (and its list of visitors) so a retry erases the rest.
+                    return reply(
+                        503,
+                        &json!({"error": "erase_incomplete", "message": format!("{failed} visitor records could not be erased; retry")}),
+                    );
+                }
                 self.erase().await?;
+                // The tombstone: a batch still pending in another isolate must
+                // not re-create the subject; the alarm deletes it when it expires.
+                let t = Tombstone::new(now, config.flush_interval_ms, config.flush_calm_ms);
+                store::save_tombstone(&self.state.storage().sql(), &t)?;
+                self.tombstone.set(Some(Some(t)));
+                self.state.storage().set_alarm(Duration::from_millis((t.until - now).max(0.0) as u64)).await?;
+                self.alarm_armed.set(true);
                 reply(200, &json!({"deleted": existed}))
             }
         }
@@ -195,15 +240,28 @@ impl DurableObject for ProfileObject {
             }
         };
         let sql = self.state.storage().sql();
-        store::migrate(&sql)?;
+        let now = now_ms();
+        // An expired tombstone goes; a live one keeps the object until it expires.
+        let mut live = self.tombstone()?;
+        if live.is_some_and(|t| t.expired(now)) {
+            store::clear_tombstone(&sql)?;
+            self.tombstone.set(Some(None));
+            live = None;
+        }
         self.ensure_loaded()?;
         let last = self.cached.borrow().as_ref().and_then(|p| p.as_ref().map(|p| p.last_updated));
         let ttl = config.profile_ttl_ms;
-        match last {
-            Some(t) if now_ms() - t < ttl => {
-                // Active since the alarm was set: look again when it could expire.
-                let at = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(t + ttl));
-                self.state.storage().set_alarm(worker::ScheduledTime::new(at)).await?;
+        let at = |ms: f64| worker::ScheduledTime::new(js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms)));
+        match (last, live) {
+            (Some(t), _) if now - t < ttl => {
+                // Active since the alarm was set: look again when it could
+                // expire (or when the tombstone does, if sooner).
+                let next = live.map_or(t + ttl, |l| l.until.min(t + ttl));
+                self.state.storage().set_alarm(at(next)).await?;
+                self.alarm_armed.set(true);
+            }
+            (None, Some(l)) => {
+                self.state.storage().set_alarm(at(l.until)).await?;
                 self.alarm_armed.set(true);
             }
             _ => self.erase().await?,
@@ -310,8 +368,32 @@ impl ProfileObject {
         storage.delete_alarm().await?;
         storage.delete_all().await?;
         *self.cached.borrow_mut() = Some(None);
+        self.tombstone.set(Some(None));
         self.alarm_armed.set(false);
         Ok(())
+    }
+
+    /// The stored tombstone, read once per object instance.
+    fn tombstone(&self) -> Result<Option<Tombstone>> {
+        if let Some(t) = self.tombstone.get() {
+            return Ok(t);
+        }
+        let t = store::load_tombstone(&self.state.storage().sql())?;
+        self.tombstone.set(Some(t));
+        Ok(t)
+    }
+
+    /// The answer to a write the tombstone dropped entirely: the current
+    /// verdict, nothing published, nothing stored.
+    fn dropped(&self, config: &Config, now: f64) -> Result<ObserveReply> {
+        self.ensure_loaded()?;
+        let verdict = self
+            .cached
+            .borrow()
+            .as_ref()
+            .and_then(|p| p.as_ref().map(|p| p.verdict(now, &config.rules, &config.weights)))
+            .unwrap_or_else(ProfileVerdict::unknown_subject);
+        Ok(ObserveReply { verdict, updates: Vec::new(), alerts: Vec::new() })
     }
 }
 

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use worker::SqlStorage;
 
 use crate::intel::events::Location;
-use crate::intel::profile::{Alert, Changes, Profile, MAX_ALERTS, MAX_LOCATIONS, SCHEMA_VERSION};
+use crate::intel::profile::{Alert, Changes, Profile, Tombstone, MAX_ALERTS, MAX_LOCATIONS, SCHEMA_VERSION};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -107,5 +107,31 @@ pub fn save(sql: &SqlStorage, p: &Profile, changes: &Changes) -> worker::Result<
             vec![(MAX_ALERTS as i64).into()],
         )?;
     }
+    Ok(())
+}
+
+/// The erasure tombstone (`intel::profile::Tombstone`), if one is stored.
+/// Reading creates nothing.
+pub fn load_tombstone(sql: &SqlStorage) -> worker::Result<Option<Tombstone>> {
+    let tables = sql
+        .exec("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'tombstone'", None)?
+        .to_array::<serde_json::Value>()?;
+    if tables.is_empty() {
+        return Ok(None);
+    }
+    let rows = sql.exec("SELECT data FROM tombstone WHERE id = 1", None)?.to_array::<DataRow>()?;
+    Ok(rows.first().and_then(|r| serde_json::from_str(&r.data).ok()))
+}
+
+/// Stores the tombstone: the only row of an erased subject's object.
+pub fn save_tombstone(sql: &SqlStorage, t: &Tombstone) -> worker::Result<()> {
+    sql.exec("CREATE TABLE IF NOT EXISTS tombstone (id INTEGER PRIMARY KEY CHECK (id = 1), data TEXT NOT NULL)", None)?;
+    let data = crate::platform::to_json(t)?;
+    sql.exec("INSERT OR REPLACE INTO tombstone (id, data) VALUES (1, ?)", vec![data.into()])?;
+    Ok(())
+}
+
+pub fn clear_tombstone(sql: &SqlStorage) -> worker::Result<()> {
+    sql.exec("DROP TABLE IF EXISTS tombstone", None)?;
     Ok(())
 }
