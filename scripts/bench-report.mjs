@@ -181,7 +181,7 @@ if (r.nativeMemory) {
 }
 const scaling = [];
 const sp = (s) => scaling.push(s);
-sp(`*Measured* (\`npm run bench\` of ${day}, BENCHMARKS.md):`);
+sp(`*Measured* (\`npm run bench\` of ${day}, on the code of that day, BENCHMARKS.md):`);
 for (const row of r.latency ?? []) sp(`- ${n(row.fast.objectCallsPer1000, 1)} Durable Object requests per 1,000 client requests in the standard mix (${row.requests.toLocaleString("en-US")} requests at ${row.rate} req/s, IPs browsing in page views);`);
 if (r.worstCaseNewIpEveryRequest) sp(`- ${n(r.worstCaseNewIpEveryRequest.fast.objectCallsPer1000, 0)} per 1,000 when every request comes from a new IP;`);
 if (r.profileObject) sp(`- one profile object took ${n(r.profileObject.observationsPerSecond, 0)} observations/s (median of ${r.profileObject.runs?.length ?? 1} runs), ${r.profileObject.lost} lost;`);
@@ -197,7 +197,10 @@ function replaceBlock(file, name, body) {
   if (a < 0 || b < a) throw new Error(`${file} has no ${start} ... ${end} block`);
   put(file, text.slice(0, a + start.length) + "\n" + body.join("\n") + "\n" + text.slice(b));
 }
-replaceBlock("README.md", "headlines", [`Headlines from the run of ${day} (2 cores shared by the load generator, the origin and workerd; targets missed and why are in BENCHMARKS.md):`, "", ...headline]);
+const bundleAgain = r.measured?.bundle && r.measured.bundle.at.slice(0, 16) !== r.startedAt.slice(0, 16)
+  ? ` The wasm and deploy sizes were measured again on ${r.measured.bundle.at.slice(0, 10)} at commit ${r.measured.bundle.commit}; every other number is from that full run, on the code of its day, not re-measured since.`
+  : "";
+replaceBlock("README.md", "headlines", [`Headlines from the run of ${day} (2 cores shared by the load generator, the origin and workerd; targets missed and why are in BENCHMARKS.md).${bundleAgain}`, "", ...headline]);
 replaceBlock("docs/SCALING.md", "measured", scaling);
 if (CHECK && drift.length) {
   console.error(`[bench] these docs differ from what bench-results.json gives: ${drift.join(", ")}; run \`node scripts/bench-report.mjs\` (or \`npm run bench\`) and commit the result`);

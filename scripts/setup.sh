@@ -11,6 +11,13 @@ say() { printf '[setup] %s\n' "$*"; }
 . scripts/cargo-tool.sh   # install_cargo_tool: --locked first, then the same version unlocked
 SETUP_STARTED=$(date +%s)
 
+# 0. Node 20 or newer (npm then installs the pinned Node 22 the tools run on).
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "[setup] Node 20 or newer is needed (found: $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
+
 # 1. The wasm32 target.
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   say "adding the wasm32-unknown-unknown target"

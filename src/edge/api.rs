@@ -622,9 +622,6 @@ async fn delete_profile(env: &Env, config: &Config, raw: &str) -> Result<Respons
     }
 }
 
-/// Liveness with counts only (no data about any IP). The counts come from
-/// the analytics hubs; if they do not answer, liveness still answers, with
-/// `"analytics": "unavailable"`.
 /// Liveness: answers from the isolate alone. Anyone may call it, so it
 /// touches no Durable Object and no KV (the window's numbers are in the
 /// authenticated `GET /api/performance/health`), and it says nothing about

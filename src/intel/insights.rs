@@ -9,9 +9,11 @@
 
 use serde_json::Value;
 
-/// |r| at or above this is called strong; below it moderate (the views only
-/// report correlations past their own threshold).
+/// |r| at or above this is called strong; below it moderate.
 const STRONG_R: f64 = 0.8;
+/// Below this |r| a pair is not news at all: the views report every pair,
+/// and one near zero changes sign from tick to tick.
+const NEWS_R: f64 = 0.5;
 
 /// The key of a trend that is worth a push, or `None` for a flat one.
 pub fn trend_key(t: &Value) -> Option<String> {
@@ -23,14 +25,14 @@ pub fn trend_key(t: &Value) -> Option<String> {
     Some(format!("trend:{metric}:{direction}"))
 }
 
-/// The key of a correlation: its kind, what it is about, and for Pearson
-/// pairs the sign and strength band of r (not r itself, which moves a little
-/// every tick).
-pub fn correlation_key(c: &Value) -> String {
+/// The key of a correlation worth a push: its kind, what it is about, and
+/// for Pearson pairs the sign and strength band of r (not r itself, which
+/// moves a little every tick); `None` for a pair with |r| under `NEWS_R`.
+pub fn correlation_key(c: &Value) -> Option<String> {
     let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    match c.get("kind").and_then(Value::as_str).unwrap_or("") {
+    Some(match c.get("kind").and_then(Value::as_str).unwrap_or("") {
         "pearson" => {
-            let r = c.get("r").and_then(Value::as_f64).unwrap_or(0.0);
+            let r = c.get("r").and_then(Value::as_f64).filter(|r| r.abs() >= NEWS_R)?;
             let sign = if r < 0.0 { "negative" } else { "positive" };
             let band = if r.abs() >= STRONG_R { "strong" } else { "moderate" };
             format!("pearson:{}~{}:{sign}:{band}", s("a"), s("b"))
@@ -39,7 +41,7 @@ pub fn correlation_key(c: &Value) -> String {
             format!("time_of_day_peak:{}", c.get("hourUtc").and_then(Value::as_u64).unwrap_or(0))
         }
         kind => format!("{kind}:{}", s("key")),
-    }
+    })
 }
 
 /// The items whose keys were not among `previous`, and the keys of all of
@@ -97,7 +99,7 @@ mod tests {
     fn a_correlation_is_pushed_when_its_sign_or_band_changes() {
         let c = |r: f64| json!({"kind": "pearson", "a": "request_count", "b": "error_rate", "r": r, "points": 30});
         fn key(v: &Value) -> (Option<String>, &Value) {
-            (Some(correlation_key(v)), v)
+            (correlation_key(v), v)
         }
         let (first, first_keys) = (c(0.85), vec![]);
         let (fresh, keys) = changed(&first_keys, [key(&first)]);
@@ -106,12 +108,16 @@ mod tests {
         assert!(fresh.is_empty(), "same pair, sign and band");
         let (fresh, keys) = changed(&keys, [key(&c(0.6))]);
         assert_eq!(fresh.len(), 1, "strong to moderate");
-        let (fresh, _) = changed(&keys, [key(&c(-0.6))]);
+        let (fresh, keys) = changed(&keys, [key(&c(-0.6))]);
         assert_eq!(fresh.len(), 1, "sign flipped");
+        // Near zero, r flips sign with noise: not news either way.
+        let (fresh, keys) = changed(&keys, [key(&c(0.1))]);
+        let (fresh2, _) = changed(&keys, [key(&c(-0.1))]);
+        assert!(fresh.is_empty() && fresh2.is_empty());
         let region = json!({"kind": "region_threat", "key": "country:DE", "meanThreat": 80.0, "samples": 12});
         let peak = json!({"kind": "time_of_day_peak", "hourUtc": 14, "requests": 900});
-        assert_eq!(correlation_key(&region), "region_threat:country:DE");
-        assert_eq!(correlation_key(&peak), "time_of_day_peak:14");
-        assert_eq!(correlation_key(&json!("garbage")), ":", "no panic on a shape it does not know");
+        assert_eq!(correlation_key(&region).as_deref(), Some("region_threat:country:DE"));
+        assert_eq!(correlation_key(&peak).as_deref(), Some("time_of_day_peak:14"));
+        assert_eq!(correlation_key(&json!("garbage")).as_deref(), Some(":"), "no panic on a shape it does not know");
     }
 }

@@ -52,7 +52,7 @@ pub fn subject_of(ip: IpAddr) -> SubjectKey {
 /// How a subject is stored and shown. Without `IP_HASH_KEY` the key is the
 /// subject itself and it is shown as is. With it, the key is
 /// `h:` + HMAC-SHA256(key, subject) (truncated to 128 bits) and only a masked
-/// form is shown (`203.0.113.x`, `2001:db8:1:2::/64`): no raw IP is stored.
+/// form is shown (`203.0.113.x`, `2001:db8:1::/48`): no raw IP is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub key: SubjectKey,

@@ -388,7 +388,7 @@ impl DurableObject for HubObject {
             l.meta.trend_keys = keys;
             let (correlations, keys) = insights::changed(
                 &l.meta.correlation_keys,
-                views.correlations.iter().map(|c| (Some(insights::correlation_key(c)), c)),
+                views.correlations.iter().map(|c| (insights::correlation_key(c), c)),
             );
             l.meta.correlation_keys = keys;
             let news = News { patterns: new_patterns, anomalies, trends, correlations };
