@@ -89,13 +89,16 @@ test("KV failing: requests and ticks go on, list writes get a clear 503, rollups
     // The list cache (10 s) expires while KV is down: the stored block must not lapse.
     await new Promise((r) => setTimeout(r, 10_500));
     assert.equal((await get(edge, "/", "203.0.113.66")).status, 403, "the last lists read stay in force while KV is down");
-    // ... and a request served with that kept copy is marked and counted degraded.
+    // A copy up to 30 s old is as good as a read (KV takes ~60 s to spread a
+    // change anyway); older than that, a request served with it is marked and
+    // counted degraded.
+    await new Promise((r) => setTimeout(r, 20_000));
     const seenBefore = edge.origin.requests.length;
     assert.equal((await get(edge, "/products", "198.51.100.170")).status, 200);
     assert.equal(edge.origin.requests[seenBefore]?.headers["x-intel-status"], "degraded", "stale lists are marked");
     const degraded = await eventually(async () => {
       const r = await edge.api("GET", "/api/intelligence/analytics");
-      return r.json?.metrics?.totals?.degraded >= 2 ? r.json.metrics.totals.degraded : null;
+      return r.json?.metrics?.totals?.degraded >= 1 ? r.json.metrics.totals.degraded : null;
     });
     assert.ok(degraded, "requests served with stale lists are counted degraded");
 

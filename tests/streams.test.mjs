@@ -2,6 +2,7 @@
 // Objects, with real WebSocket clients against the local runtime.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { createHash, createHmac } from "node:crypto";
 import { startEdge, BROWSER_HEADERS, ADMIN_TOKEN } from "./harness.mjs";
 
 const PLACES = [
@@ -106,6 +107,13 @@ test("unauthenticated upgrades cost no hub request: garbage, forged and tampered
     `${expires}.${nonce}.${flip(sig)}`, // tampered signature
     `${expires}.${nonce}.${sig}.extra`,
     "1.00000000000000000000000000000000.00",
+    // Signed with a key derived from the admin token (as tickets once were): the
+    // key is random now, so knowing or guessing the token makes no ticket.
+    (() => {
+      const key = createHash("sha256").update("edgeintel stream tickets\0").update(ADMIN_TOKEN).digest();
+      const tag = createHmac("sha256", key).update(`${expires}.${flip(nonce)}`).digest("hex");
+      return `${expires}.${flip(nonce)}.${tag}`;
+    })(),
   ];
   const c0 = await calls();
   for (const t of hostile) {

@@ -138,7 +138,7 @@ async fn route_inner(
         authorize(req, config, caller)?;
         if api == "stream-ticket" {
             return match method.as_str() {
-                "POST" => issue_ticket(config),
+                "POST" => issue_ticket(env, config).await,
                 _ => Err(ApiError::method_not_allowed("POST")),
             };
         }
@@ -310,15 +310,38 @@ fn authorize(req: &Request, config: &Config, caller: Option<&str>) -> Result<(),
     }
 }
 
-/// A signed single-use stream ticket (`intel::ticket`): made in the isolate,
-/// no object involved.
-fn issue_ticket(config: &Config) -> Result<Response, ApiError> {
-    let token = admin_token(config)?;
+thread_local! {
+    /// The stream-ticket key, asked of the global hub once per isolate.
+    static TICKET_KEY: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
+
+/// The stream-ticket key (`intel::ticket`): cached in the isolate; the first
+/// use in an isolate asks the global hub, which makes it once at random.
+async fn ticket_key(env: &Env) -> Result<Vec<u8>, ApiError> {
+    if let Some(k) = TICKET_KEY.with(|k| k.borrow().clone()) {
+        return Ok(k);
+    }
+    let (_, body) =
+        call_object::<_, Value>(env, hub::BINDING, hub::NAME, &HubOp::TicketKey).await.map_err(unavailable)?;
+    let key = body
+        .as_ref()
+        .and_then(|b| b.get("key"))
+        .and_then(Value::as_str)
+        .and_then(|k| hex::decode(k).ok())
+        .filter(|k| k.len() == crate::intel::ticket::KEY_BYTES)
+        .ok_or_else(|| ApiError::new(500, "internal", "the hub gave no ticket key"))?;
+    TICKET_KEY.with(|k| *k.borrow_mut() = Some(key.clone()));
+    Ok(key)
+}
+
+/// A signed single-use stream ticket (`intel::ticket`), made in the isolate.
+async fn issue_ticket(env: &Env, config: &Config) -> Result<Response, ApiError> {
+    let key = ticket_key(env).await?;
     let mut nonce = [0u8; crate::intel::ticket::NONCE_BYTES];
     getrandom::fill(&mut nonce).map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
     let ttl = config.stream_ticket_ttl_ms;
     let expires = now_ms() + ttl;
-    let ticket = crate::intel::ticket::issue(token, &nonce, expires as u64)
+    let ticket = crate::intel::ticket::issue(&key, &nonce, expires as u64)
         .ok_or_else(|| ApiError::new(500, "internal", "could not sign the ticket"))?;
     Ok(respond::json(201, &json!({"ticket": ticket, "expiresAt": iso(expires), "expiresIn": ttl / 1000.0})))
 }
@@ -349,13 +372,18 @@ async fn open_stream(
     let protocols = header(req, "sec-websocket-protocol").unwrap_or_default();
     let offered: Vec<&str> = protocols.split(',').map(str::trim).collect();
     let bearer_form = offered.first() == Some(&"bearer");
-    // A ticket is checked here, in the isolate, with no storage: garbage and
-    // forgeries never cost an object request. It is spent where the socket lands.
+    // A ticket is checked here, in the isolate: garbage is refused by its
+    // shape, a forgery by its tag under the cached key (only an isolate's
+    // very first ticket fetches that key from the hub, once). It is spent in the hub.
     let ticket = match param("ticket") {
-        Some(t) => Some(
-            crate::intel::ticket::verify(expected, &t, now_ms() as u64, config.stream_ticket_ttl_ms as u64)
-                .map_err(|_| unauthorized())?,
-        ),
+        Some(t) if !crate::intel::ticket::well_formed(&t) => return Err(unauthorized()),
+        Some(t) => {
+            let key = ticket_key(env).await?;
+            Some(
+                crate::intel::ticket::verify(&key, &t, now_ms() as u64, config.stream_ticket_ttl_ms as u64)
+                    .map_err(|_| unauthorized())?,
+            )
+        }
         None => None,
     };
     let authorized = if ticket.is_some() {
@@ -401,6 +429,11 @@ async fn open_stream(
     let object_error = |e: worker::Error| unavailable(crate::platform::ObjectError(e.to_string()));
     let stub = env.durable_object(binding).and_then(|ns| ns.get_by_name(&name)).map_err(object_error)?;
     let res = stub.fetch_with_request(inner).await.map_err(object_error)?;
+    // A ticket the hub had already seen spent is a failed authentication
+    // like any other (counted by the limiter), not a pass-through answer.
+    if res.status_code() == 401 {
+        return Err(unauthorized());
+    }
     // A 101 with its WebSocket (or the object's refusal) goes back as is.
     Ok(res.into())
 }
@@ -618,6 +651,8 @@ async fn delete_profile(env: &Env, config: &Config, raw: &str) -> Result<Respons
     let deleted = body.as_ref().and_then(|b| b.get("deleted")).and_then(Value::as_bool).unwrap_or(false);
     match status {
         200 => Ok(respond::json(200, &json!({"deleted": deleted, "ip": id.display, "timestamp": iso(now_ms())}))),
+        // A visitor the profile could not erase: 503, retry (the README's promise).
+        503 => Err(ApiError::new(503, "storage_unavailable", "not everything could be erased yet; retry")),
         s => Err(ApiError::new(500, "internal", format!("profile store answered {s}"))),
     }
 }

@@ -19,12 +19,18 @@ use crate::objects::hub::KV_BINDING;
 
 pub const KV_KEY: &str = "config:v1:lists";
 const LISTS_CACHE_MS: f64 = 10_000.0;
+/// A copy read from KV this recently is as good as a new read (KV itself
+/// takes up to ~60 s to carry a change everywhere): serving it while KV is
+/// slow or failing is not degraded. Older than this, it is.
+const LISTS_GOOD_FOR_MS: f64 = 30_000.0;
 /// After a failed KV read, try again this soon (not on every request).
 const LISTS_RETRY_MS: f64 = 1_000.0;
 
+/// (read again after, lists, last successful KV read).
+type Cached = (f64, Rc<Lists>, Option<f64>);
+
 thread_local! {
-    /// (read at, lists, fresh): a stale copy is served as such until the retry.
-    static CACHE: RefCell<Option<(f64, Rc<Lists>, bool)>> = const { RefCell::new(None) };
+    static CACHE: RefCell<Option<Cached>> = const { RefCell::new(None) };
 }
 
 /// The lists stored through the API (empty when none or unreadable).
@@ -46,15 +52,16 @@ pub struct Effective {
 /// Vars plus stored lists. The KV read is bounded by `CONSULT_TIMEOUT_MS`
 /// (no request waits on KV longer than on a profile); when KV fails or is
 /// late, the isolate keeps the lists it last read (a stored block must not
-/// lapse because KV hiccuped), a late answer still refreshes the cache, and
-/// the request is told (`fresh: false`) so it is marked and counted as
-/// degraded. An isolate that never read them uses the vars alone.
+/// lapse because KV hiccuped) and a late answer still refreshes the cache.
+/// A kept copy older than `LISTS_GOOD_FOR_MS` (or none: the vars alone) is
+/// reported (`fresh: false`), so the request is marked and counted degraded.
 pub async fn effective(env: &Env, ctx: &Context, config: &Config) -> Effective {
     let now = now_ms();
     let cached = CACHE.with(|c| c.borrow().clone());
-    if let Some((at, l, fresh)) = &cached {
+    let fresh = |good: Option<f64>| good.is_some_and(|g| now - g <= LISTS_GOOD_FOR_MS);
+    if let Some((at, l, good)) = &cached {
         if now - at < LISTS_CACHE_MS {
-            return Effective { lists: l.clone(), fresh: *fresh };
+            return Effective { lists: l.clone(), fresh: fresh(*good) };
         }
     }
     let read = {
@@ -64,27 +71,31 @@ pub async fn effective(env: &Env, ctx: &Context, config: &Config) -> Effective {
     }
     .boxed_local();
     let budget = Delay::from(Duration::from_millis(u64::from(config.consult_timeout_ms)));
-    let kept = cached.map(|(_, l, _)| l).unwrap_or_else(|| Rc::new(config.lists.clone()));
+    let (kept, good) = match cached {
+        Some((_, l, good)) => (l, good),
+        None => (Rc::new(config.lists.clone()), None),
+    };
     match select(read, budget).await {
         Either::Left((Ok(lists), _)) => {
             let lists = Rc::new(lists);
-            CACHE.with(|c| *c.borrow_mut() = Some((now, lists.clone(), true)));
+            CACHE.with(|c| *c.borrow_mut() = Some((now, lists.clone(), Some(now))));
             Effective { lists, fresh: true }
         }
         Either::Left((Err(e), _)) => {
             worker::console_error!("edgeintel: stored lists unavailable, keeping the last lists read: {e}");
-            keep(now, &kept);
-            Effective { lists: kept, fresh: false }
+            keep(now, &kept, good);
+            Effective { lists: kept, fresh: fresh(good) }
         }
         Either::Right(((), pending)) => {
-            keep(now, &kept);
+            keep(now, &kept, good);
             // Let the late answer refresh the cache for the next requests.
             ctx.wait_until(async move {
                 if let Ok(lists) = pending.await {
-                    CACHE.with(|c| *c.borrow_mut() = Some((now_ms(), Rc::new(lists), true)));
+                    let at = now_ms();
+                    CACHE.with(|c| *c.borrow_mut() = Some((at, Rc::new(lists), Some(at))));
                 }
             });
-            Effective { lists: kept, fresh: false }
+            Effective { lists: kept, fresh: fresh(good) }
         }
     }
 }
@@ -97,9 +108,9 @@ async fn merged(env: &Env, vars: Lists) -> Result<Lists, String> {
     Ok(lists)
 }
 
-/// Keeps `lists` as a stale copy and retries KV within `LISTS_RETRY_MS`.
-fn keep(now: f64, lists: &Rc<Lists>) {
-    CACHE.with(|c| *c.borrow_mut() = Some((now - LISTS_CACHE_MS + LISTS_RETRY_MS, lists.clone(), false)));
+/// Keeps `lists` (last read from KV at `good`) and retries KV within `LISTS_RETRY_MS`.
+fn keep(now: f64, lists: &Rc<Lists>, good: Option<f64>) {
+    CACHE.with(|c| *c.borrow_mut() = Some((now - LISTS_CACHE_MS + LISTS_RETRY_MS, lists.clone(), good)));
 }
 
 /// Drops the cache (after a PUT in this isolate).

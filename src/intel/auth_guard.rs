@@ -6,9 +6,10 @@
 //! The counts live in the isolate, in a bounded LRU map: counting a failure
 //! costs no object call or storage write, so the limiter itself is no
 //! unbounded unauthenticated cost. It is per isolate (an attacker spread over
-//! many Cloudflare locations gets this allowance in each); the subject's
-//! profile records every failure as well (the `auth_failures` signal), which
-//! every isolate sees through the verdict.
+//! many Cloudflare locations gets this allowance in each, and an IPv6 client
+//! gets it per /64 it uses); the subject's profile records every failure as
+//! well (the `auth_failures` signal, raising its threat for site requests),
+//! but the API under the prefix does not consult that verdict.
 
 use std::num::NonZeroUsize;
 

@@ -30,7 +30,10 @@ pub const INTEL: &str = "X-Intel";
 /// `X-Risk-Score` to the same variable (`HTTP_X_RISK_SCORE`), so a client's
 /// underscore spelling could otherwise stand in for ours.
 pub fn is_reserved(name: &str) -> bool {
-    let n = name.trim().to_ascii_lowercase().replace('_', "-");
+    // Any separator counts as `-`: CGI/WSGI/Rack origins map `-` and `_`
+    // (and some frameworks other punctuation) to the same variable.
+    let n: String =
+        name.trim().chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     n.starts_with("x-risk-")
         || n.starts_with("x-geo-")
         || n.starts_with("x-intel-")
@@ -171,6 +174,10 @@ mod tests {
             "X-Risk_Level",
             "X_THREAT_SCORE",
             "x_reputation_score",
+            // Other punctuation some frameworks also fold, and our newest header.
+            "X-Risk.Score",
+            "X.Intel.Client.IP",
+            "x-intel-client-ip",
         ] {
             assert!(is_reserved(n), "{n}");
         }

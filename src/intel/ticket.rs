@@ -4,13 +4,15 @@
 //! admin token for a short-lived ticket (`POST /api/stream-ticket`) and puts
 //! it in the stream URL. The stream endpoint answers unauthenticated
 //! clients, so checking a ticket must cost nothing but CPU in the isolate: a
-//! ticket is `<expires ms>.<nonce>.<HMAC-SHA256 tag>`, keyed by a key derived
-//! from `ADMIN_TOKEN`, which every isolate has. Only a correctly signed,
-//! unexpired ticket reaches a Durable Object, and the object where the socket
-//! lands remembers its nonce until it expires, so it opens one socket only.
+//! ticket is `<expires ms>.<nonce>.<HMAC-SHA256 tag>` under a random 32-byte
+//! key the global hub makes once and every isolate caches. The key is not
+//! derived from `ADMIN_TOKEN`: a ticket seen in a log must not let anyone
+//! test token guesses offline. Only a correctly signed, unexpired ticket
+//! reaches a Durable Object, and the hub remembers its nonce until it
+//! expires, so it opens one socket only.
 
 use hmac::{Hmac, KeyInit, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -26,27 +28,22 @@ pub struct Ticket {
     pub expires_ms: u64,
 }
 
-/// The ticket key: derived from the admin token, so rotating the token
-/// invalidates every outstanding ticket, and separate from it, so a ticket's
-/// tag says nothing about the token.
-fn key(admin_token: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"edgeintel stream tickets\0");
-    h.update(admin_token.as_bytes());
-    h.finalize().into()
-}
+/// Bytes of the ticket key.
+pub const KEY_BYTES: usize = 32;
+/// A verifier's clock may run this far behind the issuer's.
+const CLOCK_SLACK_MS: u64 = 5_000;
 
-fn tag(admin_token: &str, expires_ms: u64, nonce: &str) -> Option<HmacSha256> {
-    let mut m = HmacSha256::new_from_slice(&key(admin_token)).ok()?;
+fn tag(key: &[u8], expires_ms: u64, nonce: &str) -> Option<HmacSha256> {
+    let mut m = HmacSha256::new_from_slice(key).ok()?;
     m.update(format!("{expires_ms}.{nonce}").as_bytes());
     Some(m)
 }
 
 /// A signed ticket for `nonce` (hex of `NONCE_BYTES` random bytes) that
 /// expires at `expires_ms`.
-pub fn issue(admin_token: &str, nonce: &[u8; NONCE_BYTES], expires_ms: u64) -> Option<String> {
+pub fn issue(key: &[u8], nonce: &[u8; NONCE_BYTES], expires_ms: u64) -> Option<String> {
     let nonce = hex::encode(nonce);
-    let t = tag(admin_token, expires_ms, &nonce)?.finalize().into_bytes();
+    let t = tag(key, expires_ms, &nonce)?.finalize().into_bytes();
     Some(format!("{expires_ms}.{nonce}.{}", hex::encode(t)))
 }
 
@@ -60,9 +57,8 @@ pub enum Refused {
     TooFarAhead,
 }
 
-/// Checks a presented ticket: well formed, signed with this token's key, not
-/// expired at `now_ms` and not valid longer than `max_ttl_ms` from now.
-pub fn verify(admin_token: &str, presented: &str, now_ms: u64, max_ttl_ms: u64) -> Result<Ticket, Refused> {
+/// A ticket's fields, when it has the shape `issue` writes.
+fn parse(presented: &str) -> Result<(u64, &str, Vec<u8>), Refused> {
     if presented.len() > MAX_TICKET_LEN {
         return Err(Refused::Malformed);
     }
@@ -78,15 +74,29 @@ pub fn verify(admin_token: &str, presented: &str, now_ms: u64, max_ttl_ms: u64) 
         return Err(Refused::Malformed);
     }
     let sig = hex::decode(sig).map_err(|_| Refused::Malformed)?;
+    if sig.len() != 32 {
+        return Err(Refused::Malformed);
+    }
+    Ok((expires_ms, nonce, sig))
+}
+
+/// Whether `presented` has a ticket's shape: checked before anything else,
+/// so garbage is refused without even the key.
+pub fn well_formed(presented: &str) -> bool {
+    parse(presented).is_ok()
+}
+
+/// Checks a presented ticket: well formed, signed with `key`, not expired at
+/// `now_ms` and not valid longer than `max_ttl_ms` (plus a little clock
+/// slack) from now.
+pub fn verify(key: &[u8], presented: &str, now_ms: u64, max_ttl_ms: u64) -> Result<Ticket, Refused> {
+    let (expires_ms, nonce, sig) = parse(presented)?;
     // The signature first: an attacker learns nothing from the other checks.
-    tag(admin_token, expires_ms, nonce)
-        .ok_or(Refused::Malformed)?
-        .verify_slice(&sig)
-        .map_err(|_| Refused::BadSignature)?;
+    tag(key, expires_ms, nonce).ok_or(Refused::Malformed)?.verify_slice(&sig).map_err(|_| Refused::BadSignature)?;
     if expires_ms <= now_ms {
         return Err(Refused::Expired);
     }
-    if expires_ms - now_ms > max_ttl_ms {
+    if expires_ms - now_ms > max_ttl_ms.saturating_add(CLOCK_SLACK_MS) {
         return Err(Refused::TooFarAhead);
     }
     Ok(Ticket { nonce: nonce.to_string(), expires_ms })
@@ -97,7 +107,7 @@ pub fn verify(admin_token: &str, presented: &str, now_ms: u64, max_ttl_ms: u64) 
 mod tests {
     use super::*;
 
-    const TOKEN: &str = "test-admin-token-0123456789";
+    const TOKEN: &[u8] = &[42; KEY_BYTES];
     const NONCE: [u8; NONCE_BYTES] = [7; NONCE_BYTES];
 
     #[test]
@@ -108,13 +118,18 @@ mod tests {
         assert_eq!(ok.expires_ms, 61_000);
         assert_eq!(verify(TOKEN, &t, 60_999, 60_000), Ok(ok));
         assert_eq!(verify(TOKEN, &t, 61_000, 60_000), Err(Refused::Expired));
-        assert_eq!(verify(TOKEN, &t, 500, 60_000), Err(Refused::TooFarAhead), "more than the TTL ahead");
+        assert_eq!(
+            verify(TOKEN, &t, 500, 50_000),
+            Err(Refused::TooFarAhead),
+            "more than the TTL (and the slack) ahead"
+        );
+        assert!(verify(TOKEN, &t, 500, 60_000).is_ok(), "a verifier 500 ms behind the issuer");
     }
 
     #[test]
     fn another_token_or_a_changed_field_is_refused() {
         let t = issue(TOKEN, &NONCE, 61_000).unwrap();
-        assert_eq!(verify("another-admin-token-000", &t, 1_000, 60_000), Err(Refused::BadSignature));
+        assert_eq!(verify(&[43; KEY_BYTES], &t, 1_000, 60_000), Err(Refused::BadSignature));
         let later = t.replacen("61000", "91000", 1);
         assert_eq!(verify(TOKEN, &later, 1_000, 600_000), Err(Refused::BadSignature), "extended expiry");
         let other_nonce = t.replacen(&hex::encode(NONCE), &hex::encode([8u8; NONCE_BYTES]), 1);
@@ -150,6 +165,8 @@ mod tests {
         let upper = format!("61000.{}.00", hex::encode([0xab_u8; NONCE_BYTES]).to_uppercase());
         assert_eq!(verify(TOKEN, &upper, 0, 60_000), Err(Refused::Malformed));
         assert_eq!(verify(TOKEN, &format!("61000.{nonce}.nothex"), 0, 60_000), Err(Refused::Malformed));
-        assert_eq!(verify(TOKEN, &format!("61000.{nonce}.00"), 0, 60_000), Err(Refused::BadSignature));
+        assert_eq!(verify(TOKEN, &format!("61000.{nonce}.00"), 0, 60_000), Err(Refused::Malformed), "a 1-byte tag");
+        assert_eq!(verify(TOKEN, &format!("61000.{nonce}.{}", "00".repeat(32)), 0, 60_000), Err(Refused::BadSignature));
+        assert!(!well_formed("made-up") && well_formed(&issue(TOKEN, &NONCE, 61_000).unwrap()));
     }
 }

@@ -79,6 +79,9 @@ pub enum HubOp {
     },
     /// The raw window and state, for the read API (merged across shards).
     Window,
+    /// The stream-ticket key (`intel::ticket`): made once, at random, kept
+    /// here; each isolate asks once and caches it.
+    TicketKey,
     /// Stream messages another shard's tick produced, for `global`'s sockets.
     Relay {
         #[serde(default)]
@@ -180,8 +183,13 @@ struct DataRow {
 }
 
 #[derive(Deserialize)]
-struct ExpiryRow {
-    expires: f64,
+struct KeyRow {
+    key: String,
+}
+
+#[derive(Deserialize)]
+struct CountRow {
+    n: f64,
 }
 
 struct Loaded {
@@ -305,6 +313,20 @@ impl DurableObject for HubObject {
                 send_all(&self.state, INTEL_TAG, &intel);
                 send_all(&self.state, PERF_TAG, &perf);
                 reply(200, &json!({"relayed": intel.len() + perf.len()}))
+            }
+            HubOp::TicketKey => {
+                let rows = sql.exec("SELECT key FROM ticket_key WHERE id = 1", None)?.to_array::<KeyRow>()?;
+                let key = match rows.into_iter().next() {
+                    Some(r) => r.key,
+                    None => {
+                        let mut raw = [0u8; crate::intel::ticket::KEY_BYTES];
+                        getrandom::fill(&mut raw).map_err(|e| worker::Error::RustError(e.to_string()))?;
+                        let key = hex::encode(raw);
+                        sql.exec("INSERT INTO ticket_key (id, key) VALUES (1, ?)", vec![key.clone().into()])?;
+                        key
+                    }
+                };
+                reply(200, &json!({"key": key}))
             }
             HubOp::SpendTicket { nonce, expires } => {
                 let valid = spend_ticket(&sql, &nonce, expires, now_ms())?;
@@ -450,10 +472,12 @@ fn pattern_key(p: &Value) -> String {
 /// concurrent upgrades. Spent nonces are kept until their ticket expires
 /// (a ticket past its expiry is refused by the edge anyway).
 fn spend_ticket(sql: &SqlStorage, nonce: &str, expires: f64, now: f64) -> Result<bool> {
-    sql.exec("DELETE FROM spent_tickets WHERE expires < ?", vec![now.into()])?;
+    // Kept a minute past expiry: an edge whose clock runs behind this one
+    // may still accept the ticket for a moment.
+    sql.exec("DELETE FROM spent_tickets WHERE expires < ?", vec![(now - 60_000.0).into()])?;
     let seen =
-        sql.exec("SELECT expires FROM spent_tickets WHERE id = ?", vec![nonce.into()])?.to_array::<ExpiryRow>()?;
-    if seen.iter().any(|r| r.expires >= now) {
+        sql.exec("SELECT COUNT(*) AS n FROM spent_tickets WHERE id = ?", vec![nonce.into()])?.to_array::<CountRow>()?;
+    if seen.iter().any(|r| r.n > 0.0) {
         return Ok(false);
     }
     sql.exec("INSERT OR REPLACE INTO spent_tickets (id, expires) VALUES (?, ?)", vec![nonce.into(), expires.into()])?;
@@ -466,6 +490,7 @@ fn migrate(sql: &SqlStorage) -> Result<()> {
     sql.exec(
         "DROP TABLE IF EXISTS tickets;
          CREATE TABLE IF NOT EXISTS spent_tickets (id TEXT PRIMARY KEY, expires REAL NOT NULL);
+         CREATE TABLE IF NOT EXISTS ticket_key (id INTEGER PRIMARY KEY CHECK (id = 1), key TEXT NOT NULL);
          CREATE TABLE IF NOT EXISTS slides (start INTEGER PRIMARY KEY, data TEXT NOT NULL);
          CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, data TEXT NOT NULL);",
         None,
