@@ -112,7 +112,7 @@ async fn route_inner(
     let method = req.method();
     if rest == "/challenge/verify" {
         return match method.as_str() {
-            "POST" => challenge_verify(req, config).await,
+            "POST" => challenge_verify(req, env, config).await,
             _ => Err(ApiError::method_not_allowed("POST")),
         };
     }
@@ -509,7 +509,7 @@ async fn read_json_body(req: &Request) -> Result<Value, ApiError> {
 
 /// The client posts a solved proof-of-work; on success it gets the signed
 /// clearance cookie and goes back where it was (a same-site path only).
-async fn challenge_verify(req: &Request, config: &Config) -> Result<Response, ApiError> {
+async fn challenge_verify(req: &Request, env: &Env, config: &Config) -> Result<Response, ApiError> {
     let Some(key) = config.challenge_key.as_deref() else {
         return Err(ApiError::not_found("challenges are not enabled"));
     };
@@ -550,6 +550,15 @@ async fn challenge_verify(req: &Request, config: &Config) -> Result<Response, Ap
             config.challenge_difficulty,
         )
         .map_err(|why| ApiError::new(403, "challenge_failed", why))?;
+        // Accepted once: the hub remembers the solved token until it expires.
+        // Only a correct solution (real work by the client) gets this far.
+        let (id, until) = crate::intel::enforce::solution_id(&token)
+            .ok_or_else(|| ApiError::new(403, "challenge_failed", "malformed token"))?;
+        let op = HubOp::SpendTicket { nonce: id, expires: until };
+        let (_, body) = call_object::<_, Value>(env, hub::BINDING, hub::NAME, &op).await.map_err(unavailable)?;
+        if !body.as_ref().and_then(|b| b.get("valid")).and_then(Value::as_bool).unwrap_or(false) {
+            return Err(ApiError::new(403, "challenge_failed", "this solution was already used"));
+        }
     }
     let expires = now + f64::from(config.clearance_ttl_s) * 1000.0;
     let value = crate::intel::enforce::clearance(key, subject.as_str(), expires as u64)

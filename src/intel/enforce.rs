@@ -123,6 +123,15 @@ pub fn solve(token: &str, difficulty: u8) -> u64 {
 }
 
 /// Checks a solved challenge for `subject` at `now`.
+/// The single-use id of a challenge token and when it stops mattering (its
+/// expiry): a solved token is accepted once, so the id is remembered until then.
+pub fn solution_id(token: &str) -> Option<(String, f64)> {
+    let mut parts = token.split('.');
+    let nonce = parts.next().filter(|n| !n.is_empty() && n.len() <= 64)?;
+    let issued: f64 = parts.next()?.parse().ok().filter(|t: &f64| t.is_finite())?;
+    Some((format!("pow:{nonce}"), issued + TOKEN_TTL_MS))
+}
+
 pub fn verify_solution(
     key: &str,
     subject: &str,
@@ -266,5 +275,15 @@ mod tests {
         assert!(!clearance_valid(key, "203.0.113.7", "garbage", 0.0));
         assert_eq!(leading_zero_bits(&[0, 0, 0x10]), 19);
         assert_eq!(leading_zero_bits(&[0xff]), 0);
+    }
+
+    #[test]
+    fn a_solution_has_one_id_until_its_token_expires() {
+        let (id, until) = solution_id("abcd.1780000000000.20.ff").unwrap();
+        assert_eq!(id, "pow:abcd");
+        assert_eq!(until, 1_780_000_000_000.0 + TOKEN_TTL_MS);
+        for bad in ["", ".", "abcd", "abcd.x.20.ff", ".1.2.3"] {
+            assert_eq!(solution_id(bad), None, "{bad:?}");
+        }
     }
 }
