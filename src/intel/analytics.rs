@@ -635,6 +635,16 @@ pub struct Aggregator {
 /// Erased subjects a hub remembers at most (the oldest go first).
 const MAX_FORGOTTEN: usize = 10_000;
 
+/// How an erased subject is remembered: a hash of its key, not the key (which
+/// is the raw IP without `IP_HASH_KEY`): after a DELETE, no hub keeps the IP.
+fn forgotten_key(subject: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"edgeintel erased\0");
+    h.update(subject.as_bytes());
+    hex::encode(h.finalize().get(..16).unwrap_or_default())
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Totals {
     pub requests: u64,
@@ -675,7 +685,8 @@ impl Aggregator {
     /// Counts one request. Returns false if it fell outside the window (or
     /// into a slide already rolled up).
     pub fn ingest_sample(&mut self, cfg: &AnalyticsConfig, s: &Sample, now_ms: f64) -> bool {
-        let forgotten = self.forgotten.get(&s.subject).is_some_and(|t| s.at <= *t);
+        let forgotten =
+            !self.forgotten.is_empty() && self.forgotten.get(&forgotten_key(&s.subject)).is_some_and(|t| s.at <= *t);
         let Some(slide) = self.slide_mut(cfg, s.at, now_ms) else { return false };
         slide.add_sample(s, forgotten);
         if self.hours.len() != 24 {
@@ -699,7 +710,7 @@ impl Aggregator {
     pub fn ingest_event(&mut self, cfg: &AnalyticsConfig, u: &Update, now_ms: f64) -> bool {
         let at = u.event.timestamp.min(now_ms);
         let key = if u.subject.is_empty() { &u.event.ip } else { &u.subject };
-        let forgotten = self.forgotten.get(key).is_some_and(|t| at <= *t);
+        let forgotten = !self.forgotten.is_empty() && self.forgotten.get(&forgotten_key(key)).is_some_and(|t| at <= *t);
         let Some(slide) = self.slide_mut(cfg, at, now_ms) else { return false };
         slide.add_event(u, forgotten);
         self.totals.events += 1;
@@ -741,13 +752,14 @@ impl Aggregator {
     /// on their way join none. Returns the starts of the slides it changed.
     /// Counts, histograms and the unique estimates keep what they counted.
     pub fn forget(&mut self, subject: &str, at: f64) -> Vec<i64> {
-        if !self.forgotten.contains_key(subject) && self.forgotten.len() >= MAX_FORGOTTEN {
+        let remembered = forgotten_key(subject);
+        if !self.forgotten.contains_key(&remembered) && self.forgotten.len() >= MAX_FORGOTTEN {
             let oldest = self.forgotten.iter().min_by(|a, b| a.1.total_cmp(b.1)).map(|(k, _)| k.clone());
             if let Some(k) = oldest {
                 self.forgotten.remove(&k);
             }
         }
-        let t = self.forgotten.entry(subject.to_string()).or_insert(at);
+        let t = self.forgotten.entry(remembered).or_insert(at);
         *t = t.max(at);
         self.slides.iter_mut().filter_map(|(start, slide)| slide.forget(subject).then_some(*start)).collect()
     }
@@ -1498,7 +1510,8 @@ mod tests {
         assert!(json(&a).contains(who));
         // The erasure is remembered while it is inside the window, then dropped.
         a.evict(&c, T0 + 6.0);
-        assert!(a.forgotten.contains_key(who));
+        assert!(a.forgotten.contains_key(&forgotten_key(who)));
+        assert!(!serde_json::to_string(&a.forgotten).unwrap().contains(who), "the erased key itself is not kept");
         a.evict(&c, erased_at + (c.window_s as f64 + 2.0 * c.slide_s as f64) * 1000.0);
         assert!(a.forgotten.is_empty());
     }
