@@ -191,7 +191,10 @@ test("KV: never more than one write per key per second", async () => {
 describe("HUB_SHARDS=4", () => {
   let sharded;
   before(async () => {
-    sharded = await startEdge({ vars: { RISK_MODE: "consistent", ANALYTICS_SLIDE_SECONDS: "1", ANALYTICS_WINDOW_SECONDS: "20", FLUSH_INTERVAL_MS: "100", HUB_SHARDS: "4" } });
+    const rules = JSON.stringify([
+      { name: "site_busy", metric: "request_count", operator: ">=", threshold: 25, duration: 0, severity: "high", message: "25 or more requests in a slide", cooldown: 0 },
+    ]);
+    sharded = await startEdge({ vars: { RISK_MODE: "consistent", ANALYTICS_SLIDE_SECONDS: "2", ANALYTICS_WINDOW_SECONDS: "40", FLUSH_INTERVAL_MS: "100", HUB_SHARDS: "4", ALERT_RULES: rules } });
   });
   after(async () => {
     await sharded?.close();
@@ -221,27 +224,52 @@ describe("HUB_SHARDS=4", () => {
     await checkKvWrites(sharded, 4);
   });
 
-  test("insights of every shard reach the stream, which lives on shard 0", async () => {
+  test("alert rules and insights are about the whole site: shard 0 evaluates them once, over every shard's window", async () => {
     const intel = sharded.stream("/api/intelligence/stream");
-    await intel.opened;
-    // 40 scanners: each shard sees enough of them for a campaign of its own.
-    const ips = Array.from({ length: 40 }, (_, i) => `203.0.113.${100 + i}`);
+    const perf = sharded.stream("/api/performance/stream");
+    await Promise.all([intel.opened, perf.opened]);
+    // 60 requests from 60 subjects at once, spread by hash over 4 shards:
+    // the whole site has 30 or more in one 2-second slide, no shard has 25.
+    const ips = Array.from({ length: 60 }, (_, i) => `203.0.113.${100 + i}`);
+    const sentAt = Date.now();
     await Promise.all(
       ips.map(async (ip) => {
         const res = await sharded.send("/.git/config", { cf: { country: "NL", asn: 14061 }, ip, headers: { "User-Agent": "python-requests/2.32.3", Accept: "*/*" } });
         await res.arrayBuffer();
       }),
     );
-    // Each shard sees its own subjects (disjoint), so four campaigns with
-    // disjoint members can only come from four shards: before shards relayed
-    // to shard 0, only its own campaign reached a socket.
-    const campaigns = () => intel.messages.filter((m) => m.type === "insight" && m.data.pattern?.kind === "scanning_campaign");
-    await intel.until(() => campaigns().length >= 4, 10000);
-    const sets = campaigns().map((m) => m.data.pattern.ips);
-    const all = sets.flat();
-    assert.equal(new Set(all).size, all.length, `four shards' campaigns, no scanner in two: ${JSON.stringify(sets)}`);
-    assert.ok(all.every((ip) => ips.includes(ip)));
+    const firing = () => perf.messages.filter((m) => m.type === "alert" && m.data.rule === "site_busy" && m.data.to === "firing");
+    await perf.until(() => firing().length >= 1, 15000);
+    await perf.until((ms) => ms.some((m) => m.type === "alert" && m.data.rule === "site_busy" && m.data.to === "resolved"), 15000);
+    assert.equal(firing().length, 1, "one firing transition for the site, not one per shard");
+    const busiest = Math.max(...perf.messages.filter((m) => m.type === "performance_metric" && m.data.start * 1000 >= sentAt - 4000).map((m) => m.data.requests));
+    assert.ok(busiest >= 30, `the metrics pushed are the whole site's (busiest slide ${busiest})`);
+    for (let i = 0; i < 4; i++) {
+      const w = await sharded.hubWindow(i === 0 ? "global" : `shard-${i}`);
+      const most = Math.max(0, ...w.slides.map((s) => s.requests));
+      assert.ok(most < 25, `shard ${i} alone never had 25 requests in a slide (${most}): only the merge fires the rule`);
+      if (i > 0) assert.deepEqual(w.rules, [], `shard-${i} keeps no rule states`);
+    }
+    // The read side lists each rule once (not once per shard).
+    const alerts = await sharded.api("GET", "/api/performance/alerts");
+    assert.deepEqual(alerts.json.rules.map((r) => r.rule).sort(), ["site_busy"]);
+    const metrics = parsePrometheus((await sharded.api("GET", "/metrics")).text);
+    const states = metrics.find((m) => m.name === "edgeintel_alert_state").metrics;
+    assert.deepEqual(states.map((x) => x.labels.rule), ["site_busy"], "one alert_state series per rule");
+    // One scanning campaign with the scanners of every shard, pushed once.
+    const campaigns = () => intel.messages.filter((m) => m.type === "insight" && m.data.pattern?.kind === "scanning_campaign" && m.data.pattern.key === "/.git/");
+    await intel.until(() => campaigns().length >= 1, 10000);
+    const patterns = await eventually(async () => {
+      const r = await sharded.api("GET", "/api/analytics/patterns");
+      const c = (r.json?.patterns ?? []).find((p) => p.kind === "scanning_campaign" && p.key === "/.git/");
+      return c?.support === ips.length ? c : null;
+    });
+    assert.ok(patterns, "the campaign counts every scanner of every shard");
+    await new Promise((r) => setTimeout(r, 4500)); // two more ticks
+    assert.equal(campaigns().length, 1, "pushed once, not once per shard");
+    assert.ok(campaigns()[0].data.pattern.ips.every((ip) => ips.includes(ip)));
     intel.close();
+    perf.close();
   });
 });
 

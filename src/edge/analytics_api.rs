@@ -1,5 +1,5 @@
 //! The read side of analytics (SPEC 5 and 6): every endpoint fetches the raw
-//! window of each hub shard, merges them (`merge_windows`) and derives its
+//! window of each hub shard, merges them (`merge_shards`) and derives its
 //! view with the same pure code the hub uses, so `HUB_SHARDS` > 1 changes
 //! nothing for readers. History comes from the KV rollups.
 
@@ -11,8 +11,10 @@ use worker::Env;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::intel::alerting::State;
-use crate::intel::analytics::{hub_name, merge_windows, Aggregator, LatencySummary, SlidePoint, METRIC_NAMES};
+use crate::intel::alerting::{RuleState, State};
+use crate::intel::analytics::{
+    hub_name, merge_shards, Aggregator, LatencySummary, ShardPart, SlidePoint, METRIC_NAMES,
+};
 use crate::intel::rollups::{self, HistoryScan};
 use crate::intel::sketch::{Histogram, Hll};
 use crate::objects::hub::{self, HubOp, WindowState};
@@ -30,6 +32,12 @@ pub struct Merged {
 impl Merged {
     fn points(&self) -> Vec<SlidePoint> {
         self.agg.slides.values().map(|s| s.point()).collect()
+    }
+
+    /// The alert rules' states: shard 0 (`global`) evaluates them for the
+    /// whole site; other shards keep none.
+    fn rules(&self) -> &[RuleState] {
+        self.shards.first().map_or(&[], |s| &s.rules)
     }
 
     fn stream_clients(&self) -> usize {
@@ -58,25 +66,9 @@ pub async fn merged(env: &Env, config: &Config) -> Result<Merged, ApiError> {
             }
         }
     }
-    let slides = merge_windows(&shards.iter().map(|w| w.slides.clone()).collect::<Vec<_>>());
-    let mut agg = Aggregator { slides: slides.into_iter().map(|s| (s.start, s)).collect(), ..Aggregator::default() };
-    agg.hours = vec![0; 24];
-    for w in &shards {
-        for (h, n) in agg.hours.iter_mut().zip(&w.hours) {
-            *h += n;
-        }
-        let t = &mut agg.totals;
-        t.requests += w.totals.requests;
-        t.events += w.totals.events;
-        t.events_rejected += w.totals.events_rejected;
-        t.degraded += w.totals.degraded;
-        t.do_errors += w.totals.do_errors;
-        t.server_errors += w.totals.server_errors;
-        t.high_risk += w.totals.high_risk;
-        t.enforced += w.totals.enforced;
-        t.fail_closed += w.totals.fail_closed;
-        t.observations_dropped += w.totals.observations_dropped;
-    }
+    let parts: Vec<ShardPart> =
+        shards.iter().map(|w| ShardPart { slides: &w.slides, hours: &w.hours, totals: &w.totals }).collect();
+    let agg = merge_shards(&parts);
     Ok(Merged { agg, shards })
 }
 
@@ -199,14 +191,12 @@ async fn route_known(
         "performance/health" => json!({"health": health(&m, config, now), "timestamp": ts}),
         "performance/alerts" => {
             let rules: Vec<Value> = m
-                .shards
+                .rules()
                 .iter()
-                .enumerate()
-                .flat_map(|(i, s)| s.rules.iter().map(move |r| (i, r)))
-                .map(|(shard, r)| {
+                .map(|r| {
                     let rule = config.alert_rules.iter().find(|x| x.name == r.rule);
                     json!({
-                        "rule": r.rule, "state": r.state, "since": iso(r.since), "value": r.value, "shard": shard,
+                        "rule": r.rule, "state": r.state, "since": iso(r.since), "value": r.value,
                         "severity": rule.map(|x| x.severity), "message": rule.map(|x| x.message.clone()),
                         "metric": rule.map(|x| x.metric.clone()), "threshold": rule.map(|x| x.threshold),
                     })
@@ -226,13 +216,7 @@ async fn route_known(
 
 fn health(m: &Merged, config: &Config, now: f64) -> Value {
     let latest = m.latest_closed(config, now);
-    let firing: Vec<&str> = m
-        .shards
-        .iter()
-        .flat_map(|s| s.rules.iter())
-        .filter(|r| r.state == State::Firing)
-        .map(|r| r.rule.as_str())
-        .collect();
+    let firing: Vec<&str> = m.rules().iter().filter(|r| r.state == State::Firing).map(|r| r.rule.as_str()).collect();
     let status = if firing.is_empty() { "healthy" } else { "degraded" };
     let window_requests: u64 = m.agg.slides.values().map(|s| s.requests).sum();
     json!({
@@ -442,9 +426,8 @@ fn prometheus(m: &Merged, config: &Config, now: f64) -> Response {
         g(gauge(|x| x.tick_duration_ms)),
     );
     let states: Vec<(String, f64)> = m
-        .shards
+        .rules()
         .iter()
-        .flat_map(|s| s.rules.iter())
         .map(|r| {
             let v = match r.state {
                 State::Firing => 2.0,

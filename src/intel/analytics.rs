@@ -820,11 +820,54 @@ impl Aggregator {
     }
 }
 
+/// One hub shard's part of the window: what the read API and shard 0's tick
+/// fetch from every shard to see the whole site.
+pub struct ShardPart<'a> {
+    pub slides: &'a [Slide],
+    pub hours: &'a [u64],
+    pub totals: &'a Totals,
+}
+
+/// The whole site's window from every shard's part: slides merged by start
+/// (the first part's gauges kept: put shard 0 first), hours and totals
+/// added. `last_rolled` and `forgotten` are left empty: they are one hub's
+/// bookkeeping, not the site's.
+pub fn merge_shards(parts: &[ShardPart<'_>]) -> Aggregator {
+    let windows: Vec<&[Slide]> = parts.iter().map(|p| p.slides).collect();
+    let mut agg = Aggregator {
+        slides: merge_windows(&windows).into_iter().map(|s| (s.start, s)).collect(),
+        hours: vec![0; 24],
+        ..Aggregator::default()
+    };
+    for p in parts {
+        for (h, n) in agg.hours.iter_mut().zip(p.hours) {
+            *h += n;
+        }
+        agg.totals.add(p.totals);
+    }
+    agg
+}
+
+impl Totals {
+    pub fn add(&mut self, o: &Totals) {
+        self.requests += o.requests;
+        self.events += o.events;
+        self.events_rejected += o.events_rejected;
+        self.degraded += o.degraded;
+        self.do_errors += o.do_errors;
+        self.server_errors += o.server_errors;
+        self.high_risk += o.high_risk;
+        self.enforced += o.enforced;
+        self.fail_closed += o.fail_closed;
+        self.observations_dropped += o.observations_dropped;
+    }
+}
+
 /// Merges the window of several shards into one list of slides by start.
-pub fn merge_windows(windows: &[Vec<Slide>]) -> Vec<Slide> {
+pub fn merge_windows(windows: &[&[Slide]]) -> Vec<Slide> {
     let mut by_start: BTreeMap<i64, Slide> = BTreeMap::new();
     for w in windows {
-        for s in w {
+        for s in w.iter() {
             match by_start.get_mut(&s.start) {
                 Some(acc) => acc.merge(s),
                 None => {
@@ -1418,10 +1461,47 @@ mod tests {
         s.probe = Some("/.env".into());
         y.ingest_sample(&c, &s, now);
         assert!(x.views(&c, now).patterns.is_empty() && y.views(&c, now).patterns.is_empty());
-        let merged = merge_windows(&[x.slides.values().cloned().collect(), y.slides.values().cloned().collect()]);
+        let (xs, ys): (Vec<Slide>, Vec<Slide>) =
+            (x.slides.values().cloned().collect(), y.slides.values().cloned().collect());
+        let merged = merge_windows(&[&xs, &ys]);
         let refs: Vec<&Slide> = merged.iter().collect();
         assert_eq!(kinds(&patterns(&c, &refs, now)), vec!["scanning_campaign:/.env".to_string()]);
         assert_eq!(merged[0].requests, 3);
+    }
+
+    #[test]
+    fn the_site_window_of_shards_rolls_up_what_no_single_shard_saw() {
+        // Shard 0 saw nothing; shards 1 and 2 saw a scanner each: only the
+        // merged window has the campaign, the requests of both, and slides
+        // to roll up (shard 0's tick evaluates this merge, issue 15 item 12).
+        let c = cfg();
+        let now = T0 + 1000.0;
+        let (zero, mut one, mut two) = (Aggregator::default(), Aggregator::default(), Aggregator::default());
+        for (agg, ip) in [(&mut one, "a"), (&mut two, "b")] {
+            for i in 0..2 {
+                let mut s = sample(now, &format!("{ip}{i}"));
+                s.probe = Some("/.env".into());
+                agg.ingest_sample(&c, &s, now);
+            }
+            agg.totals.requests = 2;
+            agg.hours = vec![1; 24];
+        }
+        one.slides.values_mut().for_each(|s| s.gauges.stream_clients = Some(9.0));
+        let parts: Vec<(Vec<Slide>, &Aggregator)> =
+            [&zero, &one, &two].into_iter().map(|a| (a.slides.values().cloned().collect(), a)).collect();
+        let parts: Vec<ShardPart> =
+            parts.iter().map(|(s, a)| ShardPart { slides: s, hours: &a.hours, totals: &a.totals }).collect();
+        let mut site = merge_shards(&parts);
+        assert_eq!(site.totals.requests, 4);
+        assert_eq!(site.hours, vec![2; 24], "hours add up (a shard with none counts zero)");
+        let later = now + (c.slide_s as f64) * 1000.0 + c.grace_ms + 1.0;
+        assert!(zero.clone().take_rollups(&c, later).is_empty(), "shard 0 alone has nothing to roll up");
+        let points = site.take_rollups(&c, later);
+        assert_eq!(points.iter().map(|p| p.requests).sum::<u64>(), 4);
+        assert_eq!(points[0].gauges.stream_clients, Some(9.0), "the first part holding the slide gives its gauges");
+        let campaigns: Vec<String> =
+            kinds(&site.views(&c, later).patterns).into_iter().filter(|k| k.starts_with("scanning")).collect();
+        assert_eq!(campaigns, vec!["scanning_campaign:/.env".to_string()], "one campaign of four scanners");
     }
 
     #[test]

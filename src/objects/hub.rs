@@ -7,10 +7,14 @@
 //!   isolate per flush, never per request), ingested into per-slide buckets.
 //! - `Publish`: profile events, fanned out to stream subscribers and counted.
 //! - The alarm ticks every `ANALYTICS_SLIDE_SECONDS`: it re-arms first (so it
-//!   always does), rolls up the slides closed since the last tick into KV,
-//!   evaluates alert rules, pushes insights, metrics and alert transitions to
-//!   the streams. A late, doubled or post-restart tick neither double-counts
-//!   nor loses a slide (`Aggregator::take_rollups`).
+//!   always does) and rolls up this shard's slides closed since the last tick
+//!   into its own KV keys. Shard 0 then evaluates the alert rules and finds
+//!   the insights on the whole site's window (its own merged with every other
+//!   shard's, fetched with `Window`: `merge_shards`) and pushes them, with
+//!   the site's metrics, to the streams; the other shards wake it (`Wake`),
+//!   as it may have no traffic of its own. A late, doubled or post-restart
+//!   tick neither double-counts nor loses a slide (`Aggregator::take_rollups`,
+//!   `Meta::site_last_rolled`).
 //!
 //! Storage (SQLite): `slides` (one row per slide in the window), `meta`
 //! (aggregator scalars, alert rule states, KV write log, next tick),
@@ -30,7 +34,9 @@ use worker::{
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::intel::alerting::{self, RuleState, Transition};
-use crate::intel::analytics::{shard_index, Aggregator, Gauges, Sample, Slide, SlidePoint, METRIC_NAMES};
+use crate::intel::analytics::{
+    hub_name, merge_shards, shard_index, Aggregator, Gauges, Sample, ShardPart, Slide, SlidePoint, METRIC_NAMES,
+};
 use crate::intel::insights;
 use crate::intel::protocol::{AlertNotice, MessageType, ServerMessage, Update};
 use crate::intel::rollups;
@@ -82,13 +88,10 @@ pub enum HubOp {
     /// The stream-ticket key (`intel::ticket`): made once, at random, kept
     /// here; each isolate asks once and caches it.
     TicketKey,
-    /// Stream messages another shard's tick produced, for `global`'s sockets.
-    Relay {
-        #[serde(default)]
-        intel: Vec<String>,
-        #[serde(default)]
-        perf: Vec<String>,
-    },
+    /// Sent by every other shard on its tick to `global`, which arms its own
+    /// tick if it has none (with several shards, `global` may see no traffic
+    /// of its own, yet it evaluates the whole site: `site_window`).
+    Wake,
     /// Spends a verified stream ticket's nonce (`intel::ticket`): `{"valid":
     /// true}` the first time, false after. For `?ip=` streams, whose socket
     /// lands in a profile object; the hub's own streams spend theirs inline.
@@ -155,6 +158,10 @@ struct Meta {
     rules: Vec<RuleState>,
     #[serde(default)]
     pattern_keys: Vec<String>,
+    /// `Aggregator::last_rolled` of the whole site's window (`site_window`),
+    /// kept by shard 0 when there are several shards.
+    #[serde(default)]
+    site_last_rolled: i64,
     /// Keys of the trends and correlations pushed last tick (`intel::insights`).
     #[serde(default)]
     trend_keys: Vec<String>,
@@ -309,10 +316,10 @@ impl DurableObject for HubObject {
                 };
                 reply(200, &window)
             }
-            HubOp::Relay { intel, perf } => {
-                send_all(&self.state, INTEL_TAG, &intel);
-                send_all(&self.state, PERF_TAG, &perf);
-                reply(200, &json!({"relayed": intel.len() + perf.len()}))
+            HubOp::Wake => {
+                self.ensure_loaded(&sql)?;
+                self.ensure_alarm(&config).await?;
+                reply(200, &json!({"awake": true}))
             }
             HubOp::TicketKey => {
                 let rows = sql.exec("SELECT key FROM ticket_key WHERE id = 1", None)?.to_array::<KeyRow>()?;
@@ -362,14 +369,15 @@ impl DurableObject for HubObject {
         let grace = config.analytics.grace_ms;
         let next = (((started - grace) / slide_ms).floor() + 1.0) * slide_ms + grace;
         self.state.storage().set_alarm(worker::ScheduledTime::new(js_sys::Date::new(&next.into()))).await?;
-        let (lag, rollups, pending) = {
+        let (lag, rollups, pending, rolled_before) = {
             let mut loaded = self.loaded.borrow_mut();
             let Some(l) = loaded.as_mut() else { return Response::ok("not loaded") };
             let lag = l.meta.next_tick.map(|t| (started - t).max(0.0));
             l.meta.next_tick = Some(next);
             l.meta.last_tick = Some(started);
+            let rolled_before = l.agg.last_rolled;
             let rollups = l.agg.take_rollups(&config.analytics, started);
-            (lag, rollups, std::mem::take(&mut l.meta.kv_pending))
+            (lag, rollups, std::mem::take(&mut l.meta.kv_pending), rolled_before)
         };
         // KV rollups: one key per metric per slide (written once), and `latest`;
         // what KV refuses now is kept and retried on the next tick.
@@ -379,8 +387,22 @@ impl DurableObject for HubObject {
         todo.extend(rollup_puts(&rollups, shard));
         let kv = self.write_rollups(&config, todo, rollups.last(), shard).await;
         let kv_ms = (!kv.written.is_empty()).then(|| now_ms() - kv_started);
+        // Alert rules and insights are about the whole site: evaluated by
+        // shard 0 alone, over every shard's window (one call per other shard
+        // per tick). The other shards only roll up their part into KV.
+        let others = match (shard, config.hub_shards) {
+            (0, 1) => Some(Ok(Vec::new())),
+            (0, n) => Some(self.other_windows(n).await),
+            _ => None,
+        };
+        if shard != 0 {
+            let op = HubOp::Wake;
+            if let Err(e) = platform::call_object::<_, Value>(&self.env, BINDING, NAME, &op).await {
+                worker::console_error!("edgeintel: shard {shard} could not wake {NAME}: {}", e.0);
+            }
+        }
         let now = now_ms();
-        let (transitions, news) = {
+        let evaluated = {
             let mut loaded = self.loaded.borrow_mut();
             let Some(l) = loaded.as_mut() else { return Response::ok("not loaded") };
             l.meta.kv_writes.extend(kv.written);
@@ -392,31 +414,46 @@ impl DurableObject for HubObject {
             pending.drain(..dropped);
             l.meta.kv_dropped += dropped as u64;
             l.meta.kv_pending = pending;
-            let views = l.agg.views(&config.analytics, now);
-            let transitions = match rollups.last() {
-                Some(p) => alerting::evaluate(&config.alert_rules, &mut l.meta.rules, |m| p.metric(m), now),
-                None => Vec::new(),
-            };
-            let keys: Vec<String> = views.patterns.iter().map(pattern_key).collect();
-            let new_patterns: Vec<Value> =
-                views.patterns.iter().filter(|p| !l.meta.pattern_keys.contains(&pattern_key(p))).cloned().collect();
-            l.meta.pattern_keys = keys;
-            let newest = rollups.last().map(|p| p.start);
-            let anomalies: Vec<Value> =
-                views.anomalies.into_iter().filter(|a| a.get("slide").and_then(Value::as_i64) == newest).collect();
-            // Trends and correlations when what they say changes, not every tick.
-            let (trends, keys) =
-                insights::changed(&l.meta.trend_keys, views.trends.iter().map(|t| (insights::trend_key(t), t)));
-            l.meta.trend_keys = keys;
-            let (correlations, keys) = insights::changed(
-                &l.meta.correlation_keys,
-                views.correlations.iter().map(|c| (insights::correlation_key(c), c)),
-            );
-            l.meta.correlation_keys = keys;
-            let news = News { patterns: new_patterns, anomalies, trends, correlations };
-            (transitions, news)
+            match others {
+                None => {
+                    // Not shard 0: rule states and insight keys are shard 0's
+                    // (states left by a version that evaluated per shard go).
+                    l.meta.rules.clear();
+                    None
+                }
+                Some(Err(e)) => {
+                    // Nothing evaluated on a part of the site: the slides
+                    // not rolled up yet come with the next tick.
+                    worker::console_error!("edgeintel: alert rules and insights wait for the next tick: {e}");
+                    None
+                }
+                Some(Ok(others)) => {
+                    let site = (!others.is_empty()).then(|| {
+                        let own: Vec<Slide> = l.agg.slides.values().cloned().collect();
+                        let mut parts = vec![ShardPart { slides: &own, hours: &l.agg.hours, totals: &l.agg.totals }];
+                        parts.extend(others.iter().map(|w| ShardPart {
+                            slides: &w.slides,
+                            hours: &w.hours,
+                            totals: &w.totals,
+                        }));
+                        let mut site = merge_shards(&parts);
+                        site.last_rolled =
+                            if l.meta.site_last_rolled > 0 { l.meta.site_last_rolled } else { rolled_before };
+                        let points = site.take_rollups(&config.analytics, started);
+                        l.meta.site_last_rolled = site.last_rolled;
+                        (site, points)
+                    });
+                    let (agg, points) = match &site {
+                        Some((site, points)) => (site, points.clone()),
+                        None => (&l.agg, rollups.clone()),
+                    };
+                    Some(evaluate(&config, agg, points, &mut l.meta, now))
+                }
+            }
         };
-        self.push(&rollups, &transitions, &news, now).await;
+        if let Some((points, transitions, news)) = &evaluated {
+            self.push(points, transitions, news, now);
+        }
         let clients = sockets::sockets(&self.state, INTEL_TAG).len() + sockets::sockets(&self.state, PERF_TAG).len();
         let gauges = Gauges {
             alarm_lag_ms: lag,
@@ -457,6 +494,37 @@ impl DurableObject for HubObject {
 fn slide_of(config: &Config, at_ms: f64) -> i64 {
     let s = (at_ms / 1000.0).floor() as i64;
     s - s.rem_euclid(config.analytics.slide_s.max(1))
+}
+
+/// Alert rules on the newest closed slide and what the window says that it
+/// did not say last tick, from the whole site's window (`agg`) and its
+/// slides closed since the last tick (`points`, pushed as metrics).
+fn evaluate(
+    config: &Config,
+    agg: &Aggregator,
+    points: Vec<SlidePoint>,
+    meta: &mut Meta,
+    now: f64,
+) -> (Vec<SlidePoint>, Vec<Transition>, News) {
+    let views = agg.views(&config.analytics, now);
+    let transitions = match points.last() {
+        Some(p) => alerting::evaluate(&config.alert_rules, &mut meta.rules, |m| p.metric(m), now),
+        None => Vec::new(),
+    };
+    let keys: Vec<String> = views.patterns.iter().map(pattern_key).collect();
+    let patterns: Vec<Value> =
+        views.patterns.iter().filter(|p| !meta.pattern_keys.contains(&pattern_key(p))).cloned().collect();
+    meta.pattern_keys = keys;
+    let newest = points.last().map(|p| p.start);
+    let anomalies: Vec<Value> =
+        views.anomalies.into_iter().filter(|a| a.get("slide").and_then(Value::as_i64) == newest).collect();
+    // Trends and correlations when what they say changes, not every tick.
+    let (trends, keys) = insights::changed(&meta.trend_keys, views.trends.iter().map(|t| (insights::trend_key(t), t)));
+    meta.trend_keys = keys;
+    let (correlations, keys) =
+        insights::changed(&meta.correlation_keys, views.correlations.iter().map(|c| (insights::correlation_key(c), c)));
+    meta.correlation_keys = keys;
+    (points, transitions, News { patterns, anomalies, trends, correlations })
 }
 
 fn pattern_key(p: &Value) -> String {
@@ -640,13 +708,12 @@ impl HubObject {
         out
     }
 
-    /// Pushes this tick's results to the streams: metrics and alert
-    /// transitions to the performance stream, insights to the intelligence
-    /// stream. The streams live on shard 0 (`global`); another shard relays
-    /// its messages there in one bounded call.
-    async fn push(&self, rollups: &[SlidePoint], transitions: &[Transition], news: &News, now: f64) {
+    /// Pushes this tick's results to the streams (which live on shard 0,
+    /// the only shard that evaluates): metrics and alert transitions to the
+    /// performance stream, insights to the intelligence stream.
+    fn push(&self, points: &[SlidePoint], transitions: &[Transition], news: &News, now: f64) {
         let ts = iso(now);
-        let mut perf: Vec<String> = rollups
+        let mut perf: Vec<String> = points
             .iter()
             .map(|p| ServerMessage::new(MessageType::PerformanceMetric, json!(p), &ts).to_text())
             .collect();
@@ -658,23 +725,29 @@ impl HubObject {
         intel.extend(news.anomalies.iter().map(|a| insight("anomaly", a)));
         intel.extend(news.trends.iter().map(|t| insight("trend", t)));
         intel.extend(news.correlations.iter().map(|c| insight("correlation", c)));
-        if self.shard() == 0 {
-            send_all(&self.state, PERF_TAG, &perf);
-            send_all(&self.state, INTEL_TAG, &intel);
-            return;
+        send_all(&self.state, PERF_TAG, &perf);
+        send_all(&self.state, INTEL_TAG, &intel);
+    }
+
+    /// The windows of shards 1..n (for shard 0's evaluation of the whole
+    /// site), fetched in parallel; an error if any shard does not answer.
+    async fn other_windows(&self, n: u32) -> std::result::Result<Vec<WindowState>, String> {
+        let calls =
+            (1..n).map(|i| {
+                let name = hub_name(i);
+                async move {
+                    (platform::call_object::<_, WindowState>(&self.env, BINDING, &name, &HubOp::Window).await, name)
+                }
+            });
+        let mut windows = Vec::new();
+        for (r, name) in futures::future::join_all(calls).await {
+            match r {
+                Ok((200, Some(w))) => windows.push(w),
+                Ok((status, _)) => return Err(format!("{name} answered {status}")),
+                Err(e) => return Err(format!("{name}: {}", e.0)),
+            }
         }
-        // A shard's metrics are its part of the site: they stay in its KV
-        // keys and the read API merges them; its insights and alert
-        // transitions go to the streams' clients through `global`.
-        let perf: Vec<String> = perf.into_iter().skip(rollups.len()).take(RELAY_MAX).collect();
-        let intel: Vec<String> = intel.into_iter().take(RELAY_MAX).collect();
-        if perf.is_empty() && intel.is_empty() {
-            return;
-        }
-        let op = HubOp::Relay { intel, perf };
-        if let Err(e) = platform::call_object::<_, Value>(&self.env, BINDING, NAME, &op).await {
-            worker::console_error!("edgeintel: shard {} could not relay its insights: {}", self.shard(), e.0);
-        }
+        Ok(windows)
     }
 }
 
@@ -685,10 +758,6 @@ struct News {
     trends: Vec<Value>,
     correlations: Vec<Value>,
 }
-
-/// Most messages of each stream a shard relays per tick (a tick's news is a
-/// handful; this bounds a call if a window ever produces many).
-const RELAY_MAX: usize = 200;
 
 /// Sends every text to every socket of `tag` (insights and metrics are not
 /// filtered by subscriptions: they are about the whole site).
