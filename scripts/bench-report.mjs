@@ -156,29 +156,12 @@ function put(file, text) {
 }
 put("BENCHMARKS.md", lines.join("\n") + "\n");
 
-// The measured numbers quoted in the README and docs/SCALING.md, written
-// between their markers from the same results, so no doc can quote a number
-// no recorded run produced.
+// The measured numbers quoted in docs/SCALING.md, written between its
+// markers from the same results, so no doc can quote a number no recorded run
+// produced. (The README quotes none: benchmark numbers live in BENCHMARKS.md.)
 const fan1000 = (r.fanOut ?? []).find((f) => f.subscribers === 1000);
 const tick1M = find("analytics/tick views with 1000000");
-const headline = [];
-const h = (s) => headline.push(`- ${s}`);
 const day = r.startedAt.slice(0, 10);
-if (r.bundle) {
-  h(`wasm **${r.bundle.wasmGzipBytes.toLocaleString("en-US")} bytes** gzipped at level 9 (${n(r.bundle.wasmGzipBytes / 1024, 1)} KiB; target 400 KiB: ${ok(r.bundle.wasmGzipBytes < 400 * 1024).replace(/\*/g, "")}), ${r.bundle.wasmBytes.toLocaleString("en-US")} bytes raw` +
-    (r.bundle.deploy ? `; a deploy uploads ${n(r.bundle.deploy.wranglerGzipKiB, 1)} KiB compressed (${n((r.bundle.deploy.wranglerGzipKiB * 1024 * 100) / r.bundle.deploy.limitFreeBytes, 1)}% of the free plan's 3 MiB)` : "") + ";");
-}
-if (core) h(`core path (cf parse + signals + score + headers): **${us(core.medianNs)}** natively${tick1M ? `; an analytics tick of **${n(tick1M.medianNs / 1e6, 1)} ms** with a million events in the window` : ""};`);
-for (const row of r.latency ?? []) {
-  h(`standard mix (${row.requests.toLocaleString("en-US")} requests, ${row.rate} req/s), fast mode: CPU per request **${n(row.fast.ratio.cpu)}x** the pass-through, p50 ratio ${n(row.fast.ratio.p50)}, p99 ratio ${n(row.fast.ratio.p99)}; **${n(row.fast.objectCallsPer1000, 1)}** Durable Object requests per 1,000 client requests;`);
-}
-if (r.worstCaseNewIpEveryRequest) h(`every request from a new IP (${r.worstCaseNewIpEveryRequest.rate} req/s): ${n(r.worstCaseNewIpEveryRequest.fast.objectCallsPer1000, 0)} Durable Object requests per 1,000;`);
-if (r.profileObject) h(`one profile object: **${n(r.profileObject.observationsPerSecond, 0)}** observations/s (median), ${r.profileObject.lost} lost of ${r.profileObject.sent.toLocaleString("en-US")};`);
-if (fan1000) h(`fan-out to 1,000 subscribers: p50 ${n(fan1000.p50, 0)} ms, p99 **${n(fan1000.p99, 0)} ms**;`);
-if (r.nativeMemory) {
-  const last = r.nativeMemory.checkpoints.at(-1);
-  h(`the verdict cache stays at its bound: ${(last.liveHeapBytes / 2 ** 20).toFixed(1)} MiB at ${last.distinctIps.toLocaleString("en-US")} distinct IPs.`);
-}
 const scaling = [];
 const sp = (s) => scaling.push(s);
 sp(`*Measured* (\`npm run bench\` of ${day}, on the code of that day, BENCHMARKS.md):`);
@@ -197,10 +180,6 @@ function replaceBlock(file, name, body) {
   if (a < 0 || b < a) throw new Error(`${file} has no ${start} ... ${end} block`);
   put(file, text.slice(0, a + start.length) + "\n" + body.join("\n") + "\n" + text.slice(b));
 }
-const bundleAgain = r.measured?.bundle && r.measured.bundle.at.slice(0, 16) !== r.startedAt.slice(0, 16)
-  ? ` The wasm and deploy sizes were measured again on ${r.measured.bundle.at.slice(0, 10)} at commit ${r.measured.bundle.commit}; every other number is from that full run, on the code of its day, not re-measured since.`
-  : "";
-replaceBlock("README.md", "headlines", [`Headlines from the run of ${day} (2 cores shared by the load generator, the origin and workerd; targets missed and why are in BENCHMARKS.md).${bundleAgain}`, "", ...headline]);
 replaceBlock("docs/SCALING.md", "measured", scaling);
 if (CHECK && drift.length) {
   console.error(`[bench] these docs differ from what bench-results.json gives: ${drift.join(", ")}; run \`node scripts/bench-report.mjs\` (or \`npm run bench\`) and commit the result`);

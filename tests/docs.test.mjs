@@ -1,10 +1,11 @@
-// The measured numbers in the docs cannot drift: BENCHMARKS.md, the README's
-// headlines and docs/SCALING.md's measured block must be exactly what
-// scripts/bench-report.mjs writes from bench-results.json.
+// The measured numbers in the docs cannot drift: BENCHMARKS.md and
+// docs/SCALING.md's measured block must be exactly what
+// scripts/bench-report.mjs writes from bench-results.json. The README stays
+// short (at most 200 lines) and its map of docs/ stays complete.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 
 const check = () => {
   try {
@@ -31,21 +32,37 @@ test("the check notices a number edited by hand", () => {
   }
 });
 
-test("the README's verifier snippet is the tested example's code, line for line", () => {
-  const readme = readFileSync("README.md", "utf8");
-  const snippet = /The Node one in \d+ lines:\n\n```js\n([\s\S]*?)```/.exec(readme);
-  assert.ok(snippet, "the README shows the Node verifier");
+test("docs/api.md's verifier snippet is the tested example's code, line for line", () => {
+  const doc = readFileSync("docs/api.md", "utf8");
+  const snippet = /The Node one in \d+ lines:\n\n```js\n([\s\S]*?)```/.exec(doc);
+  assert.ok(snippet, "docs/api.md shows the Node verifier");
   const example = readFileSync("examples/node/verify.mjs", "utf8");
   const lines = snippet[1].split("\n").filter((l) => l.trim() !== "");
   for (const line of lines) assert.ok(example.includes(line), `not in examples/node/verify.mjs: ${line}`);
-  assert.ok(readme.includes(`The Node one in ${lines.length} lines`), `the line count it states (${lines.length})`);
+  assert.ok(doc.includes(`The Node one in ${lines.length} lines`), `the line count it states (${lines.length})`);
 });
 
-test("every source file and script is named in the README's layout", () => {
-  const readme = readFileSync("README.md", "utf8");
-  const layout = /## Layout\n\n```\n([\s\S]*?)```/.exec(readme)?.[1] ?? "";
+test("every source file and script is named in docs/architecture.md's layout", () => {
+  const doc = readFileSync("docs/architecture.md", "utf8");
+  const layout = /## Layout\n\n```\n([\s\S]*?)```/.exec(doc)?.[1] ?? "";
   const names = (dir, ext) => readdirSync(dir).filter((f) => f.endsWith(ext) && f !== "mod.rs").map((f) => f.slice(0, -ext.length));
   for (const n of names("src/intel", ".rs")) assert.match(layout, new RegExp(`\\b${n}\\b`), `src/intel/${n}.rs`);
   for (const n of names("src/edge", ".rs")) assert.match(layout, new RegExp(`\\b${n}\\b`), `src/edge/${n}.rs`);
   for (const f of readdirSync("scripts")) assert.ok(layout.includes(f.replace(/\.(sh|mjs|md)$/, "")), `scripts/${f}`);
+});
+
+test("the README has at most 200 lines", () => {
+  const lines = readFileSync("README.md", "utf8").split("\n");
+  if (lines.at(-1) === "") lines.pop();
+  assert.ok(lines.length <= 200, `README.md has ${lines.length} lines`);
+});
+
+test("the README links every docs/*.md file, and every such link resolves", () => {
+  const readme = readFileSync("README.md", "utf8");
+  const linked = new Set([...readme.matchAll(/\]\((docs\/[^)#\s]+\.md)(#[^)\s]*)?\)/g)].map((m) => m[1]));
+  assert.ok(linked.size > 0, "the README links into docs/");
+  for (const link of linked) assert.ok(existsSync(link), `README.md links ${link}, which does not exist`);
+  for (const f of readdirSync("docs").filter((f) => f.endsWith(".md"))) {
+    assert.ok(linked.has(`docs/${f}`), `docs/${f} is not linked from README.md`);
+  }
 });

@@ -660,7 +660,7 @@ async fn delete_profile(env: &Env, config: &Config, raw: &str) -> Result<Respons
     let deleted = body.as_ref().and_then(|b| b.get("deleted")).and_then(Value::as_bool).unwrap_or(false);
     match status {
         200 => Ok(respond::json(200, &json!({"deleted": deleted, "ip": id.display, "timestamp": iso(now_ms())}))),
-        // A visitor the profile could not erase: 503, retry (the README's promise).
+        // A visitor the profile could not erase: 503, retry (docs/privacy.md's promise).
         503 => Err(ApiError::new(503, "storage_unavailable", "not everything could be erased yet; retry")),
         s => Err(ApiError::new(500, "internal", format!("profile store answered {s}"))),
     }

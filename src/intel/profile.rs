@@ -21,7 +21,7 @@ pub const MAX_ALERTS: usize = 50;
 const MAX_PATTERNS: usize = 20;
 const MAX_DISTINCT: usize = 50;
 /// Visitor keys kept per profile, the newest first out of the list last: an
-/// erasure erases every one of them (README, Privacy). 32 hex characters
+/// erasure erases every one of them (docs/privacy.md). 32 hex characters
 /// each, so the list adds at most ~7 KB to the profile row; a shared address
 /// (a NAT, an office) with more visitors loses its oldest keys, whose
 /// objects then expire after `PROFILE_TTL_DAYS` instead.
