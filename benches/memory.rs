@@ -23,7 +23,7 @@ use edgeintel::intel::signals::{Reason, Signal};
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 fn main() {
-    let config = Config::default();
+    let config = Config::from_vars(|_| None).unwrap(); // the defaults
     let region = Region::new(GLOBAL);
     let mut cache: TtlLru<ProfileVerdict> = TtlLru::new(config.cache_max_entries, f64::from(config.cache_ttl_ms));
     let checkpoints = [1_000usize, 10_000, 20_000, 50_000, 100_000];

@@ -1,6 +1,8 @@
 //! Configuration: the Worker's `[vars]` (and secrets) parsed once into a typed,
 //! validated `Config`. The core never sees `Env`; the glue hands us a lookup
-//! function. An invalid value is an error naming the variable, never a silent
+//! function. Names, defaults, ranges and docs are in the settings table
+//! (`crate::settings`); this module turns those raw values into typed parts
+//! and checks what involves structure or several variables. An invalid value is an error naming the variable, never a silent
 //! default: the Worker then answers every request with that error and
 //! `/health/intelligence` reports it.
 
@@ -15,6 +17,7 @@ use crate::intel::profile::ProfileRules;
 use crate::intel::score::Weights;
 use crate::intel::signals::{Reason, SignalConfig};
 use crate::intel::travel::TravelRules;
+use crate::settings::Raw;
 
 /// What the Worker does with a risky request (`ENFORCE`): `off` (monitor only,
 /// default), `challenge` or `block`; see `intel::enforce`.
@@ -125,7 +128,7 @@ pub struct Config {
     pub analytics: AnalyticsConfig,
     /// `HUB_SHARDS` (default 1): analytics hubs, keyed by subject hash, merged on read.
     pub hub_shards: u32,
-    /// `ALERT_RULES` (JSON array; default: the four rules of SPEC 7).
+    /// `ALERT_RULES` (JSON array; default: the five built-in rules, `default_rules`).
     pub alert_rules: Vec<Rule>,
     /// `METRICS_TTL_DAYS` (default 7): how long KV rollups are kept.
     pub metrics_ttl_s: u64,
@@ -136,53 +139,6 @@ pub struct Config {
     /// `ei_vid` when the request has none; needs the `VISITOR_SIGNING_KEY` secret.
     pub set_visitor_cookie: bool,
     pub visitor_signing_key: Option<String>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            intel_prefix: "/_intel".to_string(),
-            trust_x_real_ip: false,
-            origin_url: None,
-            enforce: Enforce::Off,
-            challenge_at: 75,
-            block_at: 90,
-            weights: Weights::default(),
-            signals: SignalConfig::default(),
-            admin_token: None,
-            fail_closed: false,
-            lists: Lists::default(),
-            challenge_difficulty: 16,
-            challenge_key: None,
-            clearance_ttl_s: 3600,
-            header_signing_key: None,
-            turnstile: None,
-            turnstile_verify_url: "https://challenges.cloudflare.com/turnstile/v0/siteverify".to_string(),
-            ip_hash_key: None,
-            risk_mode: RiskMode::Fast,
-            consult_timeout_ms: 50,
-            consistent_timeout_ms: 5000,
-            origin_timeout_ms: 30_000,
-            flush_interval_ms: 1000,
-            flush_calm_ms: 10_000,
-            flush_max_batch: 64,
-            cache_ttl_ms: 30_000,
-            cache_max_entries: 10_000,
-            rules: ProfileRules::default(),
-            travel: TravelRules { max_kmh: 900.0, min_km: 500.0, memory_ms: 3_600_000.0 },
-            profile_ttl_ms: 30.0 * 86_400_000.0,
-            max_event_batch: 500,
-            max_stream_clients: 10_000,
-            analytics: AnalyticsConfig::default(),
-            hub_shards: 1,
-            alert_rules: default_rules(60.0),
-            metrics_ttl_s: 7 * 86_400,
-            stream_ticket_ttl_ms: 60_000.0,
-            visitor_cookie: None,
-            set_visitor_cookie: false,
-            visitor_signing_key: None,
-        }
-    }
 }
 
 /// A variable with an invalid value.
@@ -203,83 +159,58 @@ fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
-    /// Parses every variable through `get` (which returns `None` for unset).
-    /// Empty strings count as unset, so `KEY = ""` in wrangler.toml means default.
+    /// Parses every variable through `get` (which returns `None` for unset)
+    /// and the settings table (`crate::settings`): an unset or empty variable
+    /// has the table's default, so `KEY = ""` in wrangler.toml means default.
+    /// Variables are checked in a fixed order and the first invalid one is
+    /// the error.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let get = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let mut c = Config::default();
-        if let Some(p) = get("INTEL_PREFIX") {
-            c.intel_prefix = parse_prefix(&p)?;
+        Config::from_raw(&Raw::read(get))
+    }
+
+    fn from_raw(raw: &Raw) -> Result<Config, ConfigError> {
+        let text = |var: &'static str| raw.text(var);
+        let intel_prefix = parse_prefix(text("INTEL_PREFIX")?.unwrap_or_default())?;
+        let trust_x_real_ip = raw.bool("TRUST_X_REAL_IP")?;
+        let origin_url = text("ORIGIN_URL")?.map(parse_origin).transpose()?;
+        let enforce = match raw.choice("ENFORCE")? {
+            "challenge" => Enforce::Challenge,
+            "block" => Enforce::Block,
+            _ => Enforce::Off,
+        };
+        // Narrowing casts below are within the ranges the table checks.
+        let challenge_at = raw.int("CHALLENGE_AT")? as u8;
+        let block_at = raw.int("BLOCK_AT")? as u8;
+        if challenge_at > block_at {
+            return Err(err("CHALLENGE_AT", format!("{challenge_at} is above BLOCK_AT ({block_at})")));
         }
-        if let Some(v) = get("TRUST_X_REAL_IP") {
-            c.trust_x_real_ip = parse_bool("TRUST_X_REAL_IP", &v)?;
+        let mut weights = Weights::default();
+        for (code, points) in parse_points_map("RISK_WEIGHTS", text("RISK_WEIGHTS")?.unwrap_or("{}"))? {
+            let reason =
+                Reason::from_code(&code).ok_or_else(|| err("RISK_WEIGHTS", format!("unknown reason code `{code}`")))?;
+            weights.set(reason, points);
         }
-        if let Some(v) = get("ORIGIN_URL") {
-            c.origin_url = Some(parse_origin(&v)?);
+        let mut signals = SignalConfig::default();
+        for (code, points) in parse_points_map("COUNTRY_RISK", text("COUNTRY_RISK")?.unwrap_or("{}"))? {
+            let cc = country_code(&code)
+                .ok_or_else(|| err("COUNTRY_RISK", format!("`{code}` is not a two-letter country code")))?;
+            signals.country_risk.push((cc, points));
         }
-        if let Some(v) = get("ENFORCE") {
-            c.enforce = match v.as_str() {
-                "off" => Enforce::Off,
-                "challenge" => Enforce::Challenge,
-                "block" => Enforce::Block,
-                _ => return Err(err("ENFORCE", format!("`{v}` is not one of off, challenge, block"))),
-            };
-        }
-        if let Some(v) = get("CHALLENGE_AT") {
-            c.challenge_at = parse_points("CHALLENGE_AT", &v)?;
-        }
-        if let Some(v) = get("BLOCK_AT") {
-            c.block_at = parse_points("BLOCK_AT", &v)?;
-        }
-        if c.challenge_at > c.block_at {
-            return Err(err("CHALLENGE_AT", format!("{} is above BLOCK_AT ({})", c.challenge_at, c.block_at)));
-        }
-        if let Some(v) = get("RISK_WEIGHTS") {
-            for (code, points) in parse_points_map("RISK_WEIGHTS", &v)? {
-                let reason = Reason::from_code(&code)
-                    .ok_or_else(|| err("RISK_WEIGHTS", format!("unknown reason code `{code}`")))?;
-                c.weights.set(reason, points);
-            }
-        }
-        if let Some(v) = get("COUNTRY_RISK") {
-            for (code, points) in parse_points_map("COUNTRY_RISK", &v)? {
-                let cc = country_code(&code)
-                    .ok_or_else(|| err("COUNTRY_RISK", format!("`{code}` is not a two-letter country code")))?;
-                c.signals.country_risk.push((cc, points));
-            }
-        }
-        if let Some(v) = get("HOSTING_ASNS") {
-            c.signals.extra_hosting_asns = parse_asn_list("HOSTING_ASNS", &v)?;
-        }
-        if let Some(v) = get("FAIL_MODE") {
-            c.fail_closed = match v.as_str() {
-                "open" => false,
-                "closed" => true,
-                _ => return Err(err("FAIL_MODE", format!("`{v}` is not open or closed"))),
-            };
-        }
+        signals.extra_hosting_asns = parse_asn_list("HOSTING_ASNS", text("HOSTING_ASNS")?.unwrap_or("[]"))?;
+        let fail_closed = raw.choice("FAIL_MODE")? == "closed";
         let list = |var: &'static str| -> Result<Vec<String>, ConfigError> {
-            match get(var) {
-                None => Ok(Vec::new()),
-                Some(v) => serde_json::from_str::<Vec<String>>(&v)
-                    .map_err(|e| err(var, format!("not a JSON array of strings: {e}"))),
-            }
+            serde_json::from_str::<Vec<String>>(text(var)?.unwrap_or("[]"))
+                .map_err(|e| err(var, format!("not a JSON array of strings: {e}")))
         };
-        let raw = RawLists { allow: list("ALLOW_LIST")?, block: list("BLOCK_LIST")? };
-        c.lists = Lists::parse(&raw).map_err(|e| err("ALLOW_LIST/BLOCK_LIST", e))?;
-        let secret = |var: &'static str| -> Result<Option<String>, ConfigError> {
-            match get(var) {
-                Some(v) if v.len() < 16 => Err(err(var, "must be at least 16 characters (use a random value)")),
-                other => Ok(other),
-            }
-        };
+        let lists = RawLists { allow: list("ALLOW_LIST")?, block: list("BLOCK_LIST")? };
+        let lists = Lists::parse(&lists).map_err(|e| err("ALLOW_LIST/BLOCK_LIST", e))?;
         // The admin token guards every profile: as long as the other secrets,
         // so that guessing it (also limited per client: intel::auth_guard) is hopeless.
-        c.admin_token = secret("ADMIN_TOKEN")?;
-        c.challenge_key = secret("CHALLENGE_SIGNING_KEY")?;
-        c.header_signing_key = secret("HEADER_SIGNING_KEY")?;
-        c.turnstile = match (get("TURNSTILE_SITE_KEY"), get("TURNSTILE_SECRET")) {
-            (Some(site), Some(secret)) => Some((site, secret)),
+        let admin_token = raw.secret("ADMIN_TOKEN")?;
+        let challenge_key = raw.secret("CHALLENGE_SIGNING_KEY")?;
+        let header_signing_key = raw.secret("HEADER_SIGNING_KEY")?;
+        let turnstile = match (text("TURNSTILE_SITE_KEY")?, raw.secret("TURNSTILE_SECRET")?) {
+            (Some(site), Some(secret)) => Some((site.to_string(), secret)),
             (None, None) => None,
             _ => {
                 return Err(err(
@@ -288,171 +219,133 @@ impl Config {
                 ))
             }
         };
-        if let Some(v) = get("TURNSTILE_VERIFY_URL") {
-            c.turnstile_verify_url = parse_origin_or_url("TURNSTILE_VERIFY_URL", &v)?;
-        }
-        c.ip_hash_key = secret("IP_HASH_KEY")?;
-        if c.enforce != Enforce::Off && c.challenge_key.is_none() {
+        let turnstile_verify_url =
+            parse_origin_or_url("TURNSTILE_VERIFY_URL", text("TURNSTILE_VERIFY_URL")?.unwrap_or_default())?;
+        let ip_hash_key = raw.secret("IP_HASH_KEY")?;
+        if enforce != Enforce::Off && challenge_key.is_none() {
             return Err(err(
                 "ENFORCE",
                 "challenge and block modes need the secret CHALLENGE_SIGNING_KEY (at least 16 characters): wrangler secret put CHALLENGE_SIGNING_KEY",
             ));
         }
-        if let Some(v) = get("RISK_MODE") {
-            c.risk_mode = match v.as_str() {
-                "fast" => RiskMode::Fast,
-                "consistent" => RiskMode::Consistent,
-                _ => return Err(err("RISK_MODE", format!("`{v}` is not fast or consistent"))),
-            };
-        }
-        let num = |var: &'static str, min: u64, max: u64| -> Result<Option<u64>, ConfigError> {
-            match get(var) {
-                None => Ok(None),
-                Some(v) => v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| (min..=max).contains(n))
-                    .map(Some)
-                    .ok_or_else(|| err(var, format!("`{v}` is not a whole number from {min} to {max}"))),
-            }
+        let risk_mode = match raw.choice("RISK_MODE")? {
+            "consistent" => RiskMode::Consistent,
+            _ => RiskMode::Fast,
         };
-        // Narrowing casts below are within the ranges just checked.
-        if let Some(n) = num("CHALLENGE_DIFFICULTY", 1, 28)? {
-            c.challenge_difficulty = n as u8;
-        }
-        if let Some(n) = num("CLEARANCE_TTL_SECONDS", 1, 30 * 86_400)? {
-            c.clearance_ttl_s = n as u32;
-        }
-        if let Some(n) = num("CONSULT_TIMEOUT_MS", 1, 10_000)? {
-            c.consult_timeout_ms = n as u32;
-        }
-        if let Some(n) = num("CONSISTENT_TIMEOUT_MS", 1, 60_000)? {
-            c.consistent_timeout_ms = n as u32;
-        }
-        if let Some(n) = num("ORIGIN_TIMEOUT_MS", 100, 600_000)? {
-            c.origin_timeout_ms = n as u32;
-        }
-        if let Some(n) = num("FLUSH_INTERVAL_MS", 10, 60_000)? {
-            c.flush_interval_ms = n as u32;
-        }
-        if let Some(n) = num("FLUSH_CALM_MS", 10, 25_000)? {
-            c.flush_calm_ms = n as u32;
-        }
-        if let Some(n) = num("FLUSH_MAX_BATCH", 1, 1000)? {
-            c.flush_max_batch = n as usize;
-        }
-        if let Some(n) = num("CACHE_TTL_MS", 0, 600_000)? {
-            c.cache_ttl_ms = n as u32;
-        }
-        if let Some(n) = num("CACHE_MAX_ENTRIES", 1, 1_000_000)? {
-            c.cache_max_entries = n as usize;
-        }
-        if let Some(n) = num("VELOCITY_RPM", 1, 1_000_000)? {
-            c.rules.velocity_rpm = n as f64;
-        }
-        if let Some(n) = num("BURST_WINDOW_SECONDS", 10, 86_400)? {
-            c.rules.burst_window_ms = n as f64 * 1000.0;
-        }
-        if let Some(n) = num("AUTH_FAILURE_BURST", 1, 100_000)? {
-            c.rules.auth_failure_burst = n as f64;
-        }
-        if let Some(n) = num("NOT_FOUND_BURST", 1, 100_000)? {
-            c.rules.not_found_burst = n as f64;
-        }
-        if let Some(n) = num("GEO_JUMP_KM", 1, 20_100)? {
-            c.rules.geo_jump_km = n as f64;
-        }
-        if let Some(n) = num("THREAT_HALF_LIFE_MIN", 1, 525_600)? {
-            c.rules.threat_half_life_ms = n as f64 * 60_000.0;
-        }
-        if let Some(n) = num("REPUTATION_HALF_LIFE_MIN", 1, 525_600)? {
-            c.rules.reputation_half_life_ms = n as f64 * 60_000.0;
-        }
-        if let Some(n) = num("TRAVEL_MAX_KMH", 1, 100_000)? {
-            c.travel.max_kmh = n as f64;
-        }
-        if let Some(n) = num("TRAVEL_MIN_KM", 0, 20_100)? {
-            c.travel.min_km = n as f64;
-        }
-        if let Some(v) = get("PROFILE_TTL_DAYS") {
-            let days =
-                v.parse::<f64>().ok().filter(|d| d.is_finite() && *d > 0.0 && *d <= 3650.0).ok_or_else(|| {
-                    err("PROFILE_TTL_DAYS", format!("`{v}` is not a number of days above 0 and at most 3650"))
-                })?;
-            c.profile_ttl_ms = days * 86_400_000.0;
-        }
-        if let Some(n) = num("MAX_STREAM_CLIENTS", 1, 32_768)? {
-            c.max_stream_clients = n as usize;
-        }
-        if let Some(n) = num("STREAM_TICKET_TTL_SECONDS", 1, 3600)? {
-            c.stream_ticket_ttl_ms = n as f64 * 1000.0;
-        }
-        if let Some(n) = num("MAX_EVENT_BATCH", 1, 10_000)? {
-            c.max_event_batch = n as usize;
-        }
-        if let Some(n) = num("ANALYTICS_SLIDE_SECONDS", 1, 3600)? {
-            c.analytics.slide_s = n as i64;
-        }
-        if let Some(n) = num("ANALYTICS_WINDOW_SECONDS", 1, 86_400)? {
-            c.analytics.window_s = n as i64;
-        }
-        if c.analytics.window_s < c.analytics.slide_s || c.analytics.window_s / c.analytics.slide_s > 120 {
+        let challenge_difficulty = raw.int("CHALLENGE_DIFFICULTY")? as u8;
+        let clearance_ttl_s = raw.int("CLEARANCE_TTL_SECONDS")? as u32;
+        let consult_timeout_ms = raw.int("CONSULT_TIMEOUT_MS")? as u32;
+        let consistent_timeout_ms = raw.int("CONSISTENT_TIMEOUT_MS")? as u32;
+        let origin_timeout_ms = raw.int("ORIGIN_TIMEOUT_MS")? as u32;
+        let flush_interval_ms = raw.int("FLUSH_INTERVAL_MS")? as u32;
+        let flush_calm_ms = raw.int("FLUSH_CALM_MS")? as u32;
+        let flush_max_batch = raw.int("FLUSH_MAX_BATCH")? as usize;
+        let cache_ttl_ms = raw.int("CACHE_TTL_MS")? as u32;
+        let cache_max_entries = raw.int("CACHE_MAX_ENTRIES")? as usize;
+        let rules = ProfileRules {
+            velocity_rpm: raw.int("VELOCITY_RPM")? as f64,
+            burst_window_ms: raw.int("BURST_WINDOW_SECONDS")? as f64 * 1000.0,
+            auth_failure_burst: raw.int("AUTH_FAILURE_BURST")? as f64,
+            not_found_burst: raw.int("NOT_FOUND_BURST")? as f64,
+            geo_jump_km: raw.int("GEO_JUMP_KM")? as f64,
+            threat_half_life_ms: raw.int("THREAT_HALF_LIFE_MIN")? as f64 * 60_000.0,
+            reputation_half_life_ms: raw.int("REPUTATION_HALF_LIFE_MIN")? as f64 * 60_000.0,
+            ..ProfileRules::default()
+        };
+        let travel = TravelRules {
+            max_kmh: raw.int("TRAVEL_MAX_KMH")? as f64,
+            min_km: raw.int("TRAVEL_MIN_KM")? as f64,
+            memory_ms: TRAVEL_MEMORY_MS,
+        };
+        let profile_ttl_ms = raw.number("PROFILE_TTL_DAYS")? * 86_400_000.0;
+        let max_stream_clients = raw.int("MAX_STREAM_CLIENTS")? as usize;
+        let stream_ticket_ttl_ms = raw.int("STREAM_TICKET_TTL_SECONDS")? as f64 * 1000.0;
+        let max_event_batch = raw.int("MAX_EVENT_BATCH")? as usize;
+        let slide_s = raw.int("ANALYTICS_SLIDE_SECONDS")? as i64;
+        let window_s = raw.int("ANALYTICS_WINDOW_SECONDS")? as i64;
+        if window_s < slide_s || window_s / slide_s > 120 {
             return Err(err(
                 "ANALYTICS_WINDOW_SECONDS",
-                format!("must hold 1 to 120 slides of ANALYTICS_SLIDE_SECONDS ({} s)", c.analytics.slide_s),
+                format!("must hold 1 to 120 slides of ANALYTICS_SLIDE_SECONDS ({slide_s} s)"),
             ));
         }
-        if let Some(n) = num("MIN_PATTERN_SUPPORT", 1, 10_000)? {
-            c.analytics.min_support = n as usize;
-        }
-        let fraction = |var: &'static str, max: f64| -> Result<Option<f64>, ConfigError> {
-            match get(var) {
-                None => Ok(None),
-                Some(v) => v
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|x| x.is_finite() && *x > 0.0 && *x <= max)
-                    .map(Some)
-                    .ok_or_else(|| err(var, format!("`{v}` is not a number above 0 and at most {max}"))),
-            }
+        let analytics = AnalyticsConfig {
+            slide_s,
+            window_s,
+            min_support: raw.int("MIN_PATTERN_SUPPORT")? as usize,
+            trend_sensitivity: raw.number("TREND_SENSITIVITY")?,
+            anomaly_threshold: raw.number("ANOMALY_THRESHOLD")?,
+            // Samples of a slide may come this late (two flushes and a margin).
+            grace_ms: 2.0 * f64::from(flush_interval_ms) + 500.0,
         };
-        if let Some(x) = fraction("TREND_SENSITIVITY", 100.0)? {
-            c.analytics.trend_sensitivity = x;
-        }
-        if let Some(x) = fraction("ANOMALY_THRESHOLD", 100.0)? {
-            c.analytics.anomaly_threshold = x;
-        }
-        if let Some(n) = num("HUB_SHARDS", 1, 64)? {
-            c.hub_shards = n as u32;
-        }
-        c.alert_rules = match get("ALERT_RULES") {
-            Some(v) => parse_rules(&v).map_err(|e| err("ALERT_RULES", e))?,
-            None => default_rules(c.analytics.slide_s as f64),
+        let hub_shards = raw.int("HUB_SHARDS")? as u32;
+        let alert_rules = match text("ALERT_RULES")? {
+            Some(v) => parse_rules(v).map_err(|e| err("ALERT_RULES", e))?,
+            None => default_rules(slide_s as f64),
         };
-        c.analytics.grace_ms = 2.0 * f64::from(c.flush_interval_ms) + 500.0;
-        if let Some(n) = num("METRICS_TTL_DAYS", 1, 365)? {
-            c.metrics_ttl_s = n * 86_400;
-        }
-        if let Some(v) = get("VISITOR_COOKIE") {
-            let ok = v.len() <= 64 && v.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch));
-            if !ok {
+        let metrics_ttl_s = raw.int("METRICS_TTL_DAYS")? * 86_400;
+        let visitor_cookie = match text("VISITOR_COOKIE")? {
+            Some(v) if v.len() > 64 || !v.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch)) => {
                 return Err(err("VISITOR_COOKIE", format!("`{v}` is not a cookie name")));
             }
-            c.visitor_cookie = Some(v);
-        }
-        if let Some(v) = get("SET_VISITOR_COOKIE") {
-            c.set_visitor_cookie = parse_bool("SET_VISITOR_COOKIE", &v)?;
-        }
-        c.visitor_signing_key = get("VISITOR_SIGNING_KEY");
-        if c.set_visitor_cookie && c.visitor_signing_key.as_deref().is_none_or(|k| k.len() < 16) {
+            v => v.map(str::to_string),
+        };
+        let set_visitor_cookie = raw.bool("SET_VISITOR_COOKIE")?;
+        let visitor_signing_key = raw.secret("VISITOR_SIGNING_KEY")?;
+        if set_visitor_cookie && visitor_signing_key.as_deref().is_none_or(|k| k.len() < 16) {
             return Err(err(
                 "SET_VISITOR_COOKIE",
                 "needs the secret VISITOR_SIGNING_KEY (at least 16 characters): wrangler secret put VISITOR_SIGNING_KEY",
             ));
         }
-        Ok(c)
+        Ok(Config {
+            intel_prefix,
+            trust_x_real_ip,
+            origin_url,
+            enforce,
+            challenge_at,
+            block_at,
+            weights,
+            signals,
+            lists,
+            challenge_difficulty,
+            challenge_key,
+            clearance_ttl_s,
+            turnstile,
+            turnstile_verify_url,
+            header_signing_key,
+            ip_hash_key,
+            fail_closed,
+            admin_token,
+            risk_mode,
+            consult_timeout_ms,
+            consistent_timeout_ms,
+            origin_timeout_ms,
+            flush_interval_ms,
+            flush_calm_ms,
+            flush_max_batch,
+            cache_ttl_ms,
+            cache_max_entries,
+            rules,
+            travel,
+            profile_ttl_ms,
+            max_stream_clients,
+            stream_ticket_ttl_ms,
+            max_event_batch,
+            analytics,
+            hub_shards,
+            alert_rules,
+            metrics_ttl_s,
+            visitor_cookie,
+            set_visitor_cookie,
+            visitor_signing_key,
+        })
     }
 }
+
+/// How long an impossible-travel finding keeps flagging the visitor's
+/// requests (not a setting).
+const TRAVEL_MEMORY_MS: f64 = 3_600_000.0;
 
 fn parse_prefix(p: &str) -> Result<String, ConfigError> {
     let ok = p.starts_with('/')
@@ -464,14 +357,6 @@ fn parse_prefix(p: &str) -> Result<String, ConfigError> {
         Ok(p.to_string())
     } else {
         Err(err("INTEL_PREFIX", format!("`{p}` must look like /_intel (a path starting with /, no trailing /)")))
-    }
-}
-
-fn parse_bool(var: &'static str, v: &str) -> Result<bool, ConfigError> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        _ => Err(err(var, format!("`{v}` is not true or false"))),
     }
 }
 
@@ -514,13 +399,6 @@ fn parse_origin_or_url(var: &'static str, v: &str) -> Result<String, ConfigError
         return Err(err(var, "must be an http(s) URL"));
     }
     Ok(u.to_string())
-}
-
-fn parse_points(var: &'static str, v: &str) -> Result<u8, ConfigError> {
-    v.parse::<u8>()
-        .ok()
-        .filter(|p| *p <= 100)
-        .ok_or_else(|| err(var, format!("`{v}` is not a whole number from 0 to 100")))
 }
 
 fn parse_points_map(var: &'static str, v: &str) -> Result<Vec<(String, u8)>, ConfigError> {
@@ -571,10 +449,59 @@ mod tests {
         Config::from_vars(|k| m.get(k).cloned())
     }
 
+    /// The defaults as they were written in code before the settings table:
+    /// the table must reproduce them exactly.
+    fn expected_defaults() -> Config {
+        Config {
+            intel_prefix: "/_intel".to_string(),
+            trust_x_real_ip: false,
+            origin_url: None,
+            enforce: Enforce::Off,
+            challenge_at: 75,
+            block_at: 90,
+            weights: Weights::default(),
+            signals: SignalConfig::default(),
+            admin_token: None,
+            fail_closed: false,
+            lists: Lists::default(),
+            challenge_difficulty: 16,
+            challenge_key: None,
+            clearance_ttl_s: 3600,
+            header_signing_key: None,
+            turnstile: None,
+            turnstile_verify_url: "https://challenges.cloudflare.com/turnstile/v0/siteverify".to_string(),
+            ip_hash_key: None,
+            risk_mode: RiskMode::Fast,
+            consult_timeout_ms: 50,
+            consistent_timeout_ms: 5000,
+            origin_timeout_ms: 30_000,
+            flush_interval_ms: 1000,
+            flush_calm_ms: 10_000,
+            flush_max_batch: 64,
+            cache_ttl_ms: 30_000,
+            cache_max_entries: 10_000,
+            rules: ProfileRules::default(),
+            travel: TravelRules { max_kmh: 900.0, min_km: 500.0, memory_ms: 3_600_000.0 },
+            profile_ttl_ms: 30.0 * 86_400_000.0,
+            max_event_batch: 500,
+            max_stream_clients: 10_000,
+            analytics: AnalyticsConfig::default(),
+            hub_shards: 1,
+            alert_rules: default_rules(60.0),
+            metrics_ttl_s: 7 * 86_400,
+            stream_ticket_ttl_ms: 60_000.0,
+            visitor_cookie: None,
+            set_visitor_cookie: false,
+            visitor_signing_key: None,
+        }
+    }
+
     #[test]
     fn defaults() {
         let c = parse(&[]).unwrap();
-        assert_eq!(c, Config::default());
+        assert_eq!(c, expected_defaults());
+        assert_eq!(c.rules, ProfileRules::default());
+        assert_eq!(c.analytics, AnalyticsConfig::default());
         assert_eq!(c.intel_prefix, "/_intel");
         assert_eq!(c.weights.get(Reason::TorExit), 45);
         assert!(c.signals.country_risk.is_empty());

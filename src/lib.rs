@@ -1,11 +1,13 @@
 //! edgeintel: real-time IP intelligence at the edge.
 //!
-//! `intel` is the pure core (native tests, no platform imports); `config`
+//! `intel` is the pure core (native tests, no platform imports); `settings`
+//! is the table of variables (names, defaults, ranges, docs); `config`
 //! turns the Worker's variables into a validated `Config`; `edge` is the
 //! Worker glue (request path, API) and only exists in the wasm build.
 
 pub mod config;
 pub mod intel;
+pub mod settings;
 
 #[cfg(target_arch = "wasm32")]
 mod edge;
