@@ -43,6 +43,7 @@ use crate::intel::rollups;
 use crate::platform::{self, reply};
 
 use super::sockets::{self, iso, BEARER_HEADER, STREAM_HEADER, TICKET_EXPIRES_HEADER, TICKET_NONCE_HEADER};
+use super::Entry;
 
 pub const BINDING: &str = "HUB";
 pub const NAME: &str = "global";
@@ -222,7 +223,7 @@ impl DurableObject for HubObject {
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let config = match platform::config(&self.env) {
             Ok(c) => c,
-            Err(e) => return reply(500, &json!({"error": "config_invalid", "message": e.to_string()})),
+            Err(e) => return super::config_invalid(&self.state, Entry::Fetch, &e).await,
         };
         if req.headers().get("upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
             let tag = match req.headers().get(STREAM_HEADER)?.as_deref() {
@@ -355,11 +356,8 @@ impl DurableObject for HubObject {
         let started = now_ms();
         let config = match platform::config(&self.env) {
             Ok(c) => c,
-            Err(_) => {
-                // Keep ticking (a fixed deploy resumes); do no work on a bad config.
-                self.state.storage().set_alarm(std::time::Duration::from_secs(60)).await?;
-                return Response::ok("config invalid");
-            }
+            // Keep ticking (a fixed deploy resumes); do no work on a bad config.
+            Err(e) => return super::config_invalid(&self.state, Entry::Alarm, &e).await,
         };
         let sql = self.state.storage().sql();
         migrate(&sql)?;

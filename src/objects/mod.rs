@@ -8,3 +8,37 @@ pub mod profile;
 pub mod sockets;
 pub mod store;
 pub mod visitor;
+
+use std::time::Duration;
+
+use serde_json::json;
+use worker::{Response, Result, State};
+
+use crate::config::ConfigError;
+use crate::platform::reply;
+
+/// How soon an object's alarm looks again while the configuration is invalid.
+pub const CONFIG_RETRY: Duration = Duration::from_secs(60);
+
+/// Which entry point of an object met an invalid configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Fetch,
+    Alarm,
+}
+
+/// What every object does when the configuration does not parse, the same in
+/// all three: a fetch is answered `500 {"error":"config_invalid",...}` (the
+/// caller reports it as it would any failed object call); an alarm does no
+/// work, never deletes anything (a TTL or a window is not trusted from a bad
+/// deploy), and re-arms in `CONFIG_RETRY`, so a fixed deploy resumes within a
+/// minute.
+pub async fn config_invalid(state: &State, entry: Entry, e: &ConfigError) -> Result<Response> {
+    match entry {
+        Entry::Fetch => reply(500, &json!({"error": "config_invalid", "message": e.to_string()})),
+        Entry::Alarm => {
+            state.storage().set_alarm(CONFIG_RETRY).await?;
+            Response::ok("config invalid")
+        }
+    }
+}

@@ -29,6 +29,7 @@ use crate::platform::{self, call_object, reply};
 use super::hub::{self, HubOp};
 use super::sockets::{self, BEARER_HEADER};
 use super::store;
+use super::Entry;
 
 /// Tag of this subject's own stream sockets (`...stream?ip=`).
 const SUBJECT_TAG: &str = "subject";
@@ -66,7 +67,7 @@ impl DurableObject for ProfileObject {
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let config = match platform::config(&self.env) {
             Ok(c) => c,
-            Err(e) => return reply(500, &json!({"error": "config_invalid", "message": e.to_string()})),
+            Err(e) => return super::config_invalid(&self.state, Entry::Fetch, &e).await,
         };
         if req.headers().get("upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
             let bearer = req.headers().get(BEARER_HEADER)?.is_some();
@@ -234,10 +235,7 @@ impl DurableObject for ProfileObject {
         let config = match platform::config(&self.env) {
             Ok(c) => c,
             // Re-arm and retry later rather than deleting on a bad deploy.
-            Err(_) => {
-                self.state.storage().set_alarm(std::time::Duration::from_secs(3600)).await?;
-                return Response::ok("config invalid; retry later");
-            }
+            Err(e) => return super::config_invalid(&self.state, Entry::Alarm, &e).await,
         };
         let sql = self.state.storage().sql();
         let now = now_ms();

@@ -13,6 +13,8 @@ use crate::intel::travel::VisitorState;
 use crate::intel::wire::{ProfileOp, VisitorAnswer, VisitorOp};
 use crate::platform::{self, call_object, reply};
 
+use super::Entry;
+
 const KEY: &str = "visitor";
 
 #[durable_object]
@@ -29,7 +31,7 @@ impl DurableObject for VisitorObject {
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let config = match platform::config(&self.env) {
             Ok(c) => c,
-            Err(e) => return reply(500, &json!({"error": "config_invalid", "message": e.to_string()})),
+            Err(e) => return super::config_invalid(&self.state, Entry::Fetch, &e).await,
         };
         let op: VisitorOp = match platform::read_op(&mut req).await {
             Ok(op) => op,
@@ -65,11 +67,15 @@ impl DurableObject for VisitorObject {
     async fn alarm(&self) -> Result<Response> {
         // Set at the first sighting: erase the visitor after PROFILE_TTL_DAYS
         // without one, otherwise look again when it could next expire.
+        // A bad deploy deletes nothing: no work, look again soon.
+        let config = match platform::config(&self.env) {
+            Ok(c) => c,
+            Err(e) => return super::config_invalid(&self.state, Entry::Alarm, &e).await,
+        };
         let storage = self.state.storage();
-        let config = platform::config(&self.env).ok();
         let state = load(&storage).await?;
         let last = state.and_then(|s| s.last.map(|l| l.at));
-        let ttl_ms = config.map_or(30.0 * 86_400_000.0, |c| c.profile_ttl_ms);
+        let ttl_ms = config.profile_ttl_ms;
         match last {
             Some(t) if now_ms() - t < ttl_ms => {
                 let at = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(t + ttl_ms));
