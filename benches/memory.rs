@@ -25,7 +25,8 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 fn main() {
     let config = Config::from_vars(|_| None).unwrap(); // the defaults
     let region = Region::new(GLOBAL);
-    let mut cache: TtlLru<ProfileVerdict> = TtlLru::new(config.cache_max_entries, f64::from(config.cache_ttl_ms));
+    let mut cache: TtlLru<ProfileVerdict> =
+        TtlLru::new(config.consult.cache_max_entries, f64::from(config.consult.cache_ttl_ms));
     let checkpoints = [1_000usize, 10_000, 20_000, 50_000, 100_000];
     let mut rows = Vec::new();
     let mut now = 0.0;

@@ -35,109 +35,158 @@ pub enum RiskMode {
     Consistent,
 }
 
-/// The validated configuration. Each field names its variable and default.
+/// The validated configuration, made of parts so that glue can take only
+/// the part it needs. Each field names its variable(s); their defaults,
+/// ranges and docs are in the settings table (`crate::settings`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// `INTEL_PREFIX` (default `/_intel`): reserved path prefix for the API,
-    /// streams and dashboard; never forwarded to the origin.
+    /// `INTEL_PREFIX`: reserved path prefix for the API, streams and
+    /// dashboard; never forwarded to the origin.
     pub intel_prefix: String,
-    /// `TRUST_X_REAL_IP` (default `false`): take the client IP from
-    /// `X-Real-IP` when `CF-Connecting-IP` is absent. Only behind a proxy you run.
+    /// `TRUST_X_REAL_IP`: take the client IP from `X-Real-IP` when
+    /// `CF-Connecting-IP` is absent. Only behind a proxy you run.
     pub trust_x_real_ip: bool,
-    /// `ORIGIN_URL` (default unset: pass-through `fetch` of the request):
-    /// scheme and host (and port) the request is sent to instead; path and
-    /// query are kept.
-    pub origin_url: Option<Url>,
-    /// `ENFORCE` (default `off`).
-    pub enforce: Enforce,
-    /// `CHALLENGE_AT` (default 75) and `BLOCK_AT` (default 90): score thresholds.
-    pub challenge_at: u8,
-    pub block_at: u8,
-    /// `RISK_WEIGHTS` (JSON object reason code -> points 0-100) over the defaults.
+    /// Where requests go (`ORIGIN_URL`, `ORIGIN_TIMEOUT_MS`).
+    pub origin: Origin,
+    /// Consulting the subject's profile and the verdict cache.
+    pub consult: Consult,
+    /// Coalescing observations in the isolate.
+    pub flush: Flush,
+    /// `RISK_WEIGHTS` (reason code -> points 0-100) over the defaults.
     pub weights: Weights,
-    /// `COUNTRY_RISK` (JSON object country code -> points) and `HOSTING_ASNS`
-    /// (JSON array of ASNs, `64496` or `"AS64496"`), for the request signals.
+    /// `COUNTRY_RISK` and `HOSTING_ASNS`, for the request signals.
     pub signals: SignalConfig,
-    /// `ALLOW_LIST`, `BLOCK_LIST` (JSON arrays: IPs, CIDRs, `AS64496`,
-    /// `country:XX`); the API's lists (KV) are added to these.
+    /// `ALLOW_LIST`, `BLOCK_LIST`; the API's lists (KV) are added to these.
     pub lists: Lists,
-    /// `CHALLENGE_DIFFICULTY` (default 16 leading zero bits, ~65k hashes).
-    pub challenge_difficulty: u8,
-    /// `CHALLENGE_SIGNING_KEY` (secret; required for `ENFORCE=challenge|block`).
-    pub challenge_key: Option<String>,
-    /// `CLEARANCE_TTL_SECONDS` (default 3600): how long a solved challenge lasts.
-    pub clearance_ttl_s: u32,
-    /// `TURNSTILE_SITE_KEY` (var) and `TURNSTILE_SECRET` (secret): use
-    /// Cloudflare Turnstile for challenges instead of the proof-of-work;
-    /// `TURNSTILE_VERIFY_URL` overrides the siteverify endpoint (tests).
-    pub turnstile: Option<(String, String)>,
-    pub turnstile_verify_url: String,
-    /// `HEADER_SIGNING_KEY` (secret): sign our headers with `X-Intel-Signature`.
-    pub header_signing_key: Option<String>,
-    /// `IP_HASH_KEY` (secret): store and show only keyed hashes and masked IPs.
-    pub ip_hash_key: Option<String>,
-    /// `FAIL_MODE` (`open`, default | `closed`): when the profile cannot be
-    /// consulted, forward degraded (open) or answer 503 (closed).
-    pub fail_closed: bool,
-    /// `ADMIN_TOKEN` (secret, at least 16 characters; unset = the API refuses every call with 503).
-    pub admin_token: Option<String>,
-    /// `RISK_MODE` (`fast` | `consistent`, default `fast`).
-    pub risk_mode: RiskMode,
-    /// `CONSULT_TIMEOUT_MS` (default 50): the fast-mode budget for a profile lookup.
-    pub consult_timeout_ms: u32,
-    /// `CONSISTENT_TIMEOUT_MS` (default 5000): even consistent mode stops
-    /// waiting for a stuck object after this, and goes on degraded.
+    /// What to do with a risky request, and the challenge.
+    pub enforce: Enforcement,
+    /// Profile rules: `VELOCITY_RPM`, `BURST_WINDOW_SECONDS`,
+    /// `AUTH_FAILURE_BURST`, `NOT_FOUND_BURST`, `GEO_JUMP_KM`,
+    /// `THREAT_HALF_LIFE_MIN`, `REPUTATION_HALF_LIFE_MIN`.
+    pub rules: ProfileRules,
+    /// `TRAVEL_MAX_KMH`, `TRAVEL_MIN_KM`.
+    pub travel: TravelRules,
+    /// `PROFILE_TTL_DAYS` (decimals allowed): a profile or visitor without
+    /// activity this long is deleted by its object's alarm. Kept in ms.
+    pub profile_ttl_ms: f64,
+    /// Identifying a visitor for impossible travel.
+    pub visitor: Visitor,
+    /// `MAX_EVENT_BATCH`: events per `POST /api/events`.
+    pub max_event_batch: usize,
+    /// Stream sockets and tickets.
+    pub streams: Streams,
+    /// `ANALYTICS_SLIDE_SECONDS`, `ANALYTICS_WINDOW_SECONDS`,
+    /// `MIN_PATTERN_SUPPORT`, `TREND_SENSITIVITY`, `ANOMALY_THRESHOLD`.
+    pub analytics: AnalyticsConfig,
+    /// The analytics hubs: shards, alert rules, rollup TTL.
+    pub hub: Hub,
+    /// The secrets (`wrangler secret put`), each at least 16 characters.
+    pub secrets: Secrets,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Origin {
+    /// `ORIGIN_URL` (unset: pass-through `fetch` of the request): scheme and
+    /// host (and port) the request is sent to instead; path and query are kept.
+    pub url: Option<Url>,
+    /// `ORIGIN_TIMEOUT_MS`: how long to wait for the origin's response
+    /// headers before answering 504 (the body then streams freely).
+    pub timeout_ms: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consult {
+    /// `RISK_MODE` (`fast` | `consistent`).
+    pub mode: RiskMode,
+    /// `CONSULT_TIMEOUT_MS`: the fast-mode budget for a profile lookup (and
+    /// the lists' KV read).
+    pub timeout_ms: u32,
+    /// `CONSISTENT_TIMEOUT_MS`: even consistent mode stops waiting for a stuck
+    /// object after this, and goes on degraded.
     pub consistent_timeout_ms: u32,
-    /// `ORIGIN_TIMEOUT_MS` (default 30000): how long to wait for the origin's
-    /// response headers before answering 504 (the body then streams freely).
-    pub origin_timeout_ms: u32,
-    /// `FLUSH_INTERVAL_MS` (default 1000): how long observations of one subject
-    /// are coalesced in the isolate before they go to its object as a batch.
-    pub flush_interval_ms: u32,
-    /// `FLUSH_CALM_MS` (default 10000): how long a subject's batch of only
-    /// calm observations (low verdict, no signal, status below 400) may wait,
-    /// so that later page views join it. Not above 25000 (a request's
-    /// `waitUntil` lasts 30 s after its response); at or below
-    /// `FLUSH_INTERVAL_MS`, every batch uses the short interval.
-    pub flush_calm_ms: u32,
-    /// `FLUSH_MAX_BATCH` (default 64): a batch this full is sent at once.
-    pub flush_max_batch: usize,
-    /// `CACHE_TTL_MS` (default 30000) and `CACHE_MAX_ENTRIES` (default 10000):
-    /// the in-isolate verdict cache (bounded LRU).
+    /// `FAIL_MODE` (`open` | `closed`): when the profile cannot be consulted,
+    /// forward degraded (open) or answer 503 (closed).
+    pub fail_closed: bool,
+    /// `CACHE_TTL_MS` and `CACHE_MAX_ENTRIES`: the in-isolate verdict cache
+    /// (bounded LRU).
     pub cache_ttl_ms: u32,
     pub cache_max_entries: usize,
-    /// Profile rules: `VELOCITY_RPM` (120), `BURST_WINDOW_SECONDS` (300),
-    /// `AUTH_FAILURE_BURST` (10), `NOT_FOUND_BURST` (20), `GEO_JUMP_KM` (500),
-    /// `THREAT_HALF_LIFE_MIN` (360), `REPUTATION_HALF_LIFE_MIN` (1440).
-    pub rules: ProfileRules,
-    /// `TRAVEL_MAX_KMH` (900), `TRAVEL_MIN_KM` (500).
-    pub travel: TravelRules,
-    /// `PROFILE_TTL_DAYS` (default 30; decimals allowed, e.g. `0.5`): a profile
-    /// or visitor without activity this long is deleted by its object's alarm.
-    /// Kept in ms.
-    pub profile_ttl_ms: f64,
-    /// `MAX_STREAM_CLIENTS` (default 10000, at most 32768, the platform's limit
-    /// of hibernated WebSockets per object): sockets per stream object.
-    pub max_stream_clients: usize,
-    /// `STREAM_TICKET_TTL_SECONDS` (default 60): how long a stream ticket is valid.
-    pub stream_ticket_ttl_ms: f64,
-    /// `MAX_EVENT_BATCH` (default 500): events per `POST /api/events`.
-    pub max_event_batch: usize,
-    /// `ANALYTICS_SLIDE_SECONDS` (60), `ANALYTICS_WINDOW_SECONDS` (300),
-    /// `MIN_PATTERN_SUPPORT` (3), `TREND_SENSITIVITY` (0.2), `ANOMALY_THRESHOLD` (2.0).
-    pub analytics: AnalyticsConfig,
-    /// `HUB_SHARDS` (default 1): analytics hubs, keyed by subject hash, merged on read.
-    pub hub_shards: u32,
-    /// `ALERT_RULES` (JSON array; default: the five built-in rules, `default_rules`).
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flush {
+    /// `FLUSH_INTERVAL_MS`: how long observations of one subject are coalesced
+    /// in the isolate before they go to its object as a batch.
+    pub interval_ms: u32,
+    /// `FLUSH_CALM_MS`: how long a subject's batch of only calm observations
+    /// (low verdict, no signal, status below 400) may wait, so that later page
+    /// views join it. Not above 25000 (a request's `waitUntil` lasts 30 s after
+    /// its response); at or below `interval_ms`, every batch uses the short
+    /// interval.
+    pub calm_ms: u32,
+    /// `FLUSH_MAX_BATCH`: a batch this full is sent at once.
+    pub max_batch: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enforcement {
+    /// `ENFORCE` (`off` | `challenge` | `block`).
+    pub mode: Enforce,
+    /// `CHALLENGE_AT` and `BLOCK_AT`: score thresholds (challenge <= block).
+    pub challenge_at: u8,
+    pub block_at: u8,
+    /// `CHALLENGE_DIFFICULTY`: leading zero bits of the proof-of-work.
+    pub difficulty: u8,
+    /// `CLEARANCE_TTL_SECONDS`: how long a solved challenge lasts.
+    pub clearance_ttl_s: u32,
+    /// `TURNSTILE_SITE_KEY` (var) and `TURNSTILE_SECRET` (secret): use
+    /// Cloudflare Turnstile for challenges instead of the proof-of-work.
+    pub turnstile: Option<(String, String)>,
+    /// `TURNSTILE_VERIFY_URL`: the siteverify endpoint (tests override it).
+    pub turnstile_verify_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Visitor {
+    /// `VISITOR_COOKIE`: name of the site's own session cookie whose (hashed)
+    /// value identifies a visitor for impossible travel.
+    pub cookie: Option<String>,
+    /// `SET_VISITOR_COOKIE`: set a signed first-party cookie `ei_vid` when the
+    /// request has none (needs `secrets.visitor_signing_key`).
+    pub set_cookie: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Streams {
+    /// `MAX_STREAM_CLIENTS` (at most 32768, the platform's limit of
+    /// hibernated WebSockets per object): sockets per stream object.
+    pub max_clients: usize,
+    /// `STREAM_TICKET_TTL_SECONDS`: how long a stream ticket is valid, in ms.
+    pub ticket_ttl_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hub {
+    /// `HUB_SHARDS`: analytics hubs, keyed by subject hash, merged on read.
+    pub shards: u32,
+    /// `ALERT_RULES` (JSON array; unset: the five built-in rules, `default_rules`).
     pub alert_rules: Vec<Rule>,
-    /// `METRICS_TTL_DAYS` (default 7): how long KV rollups are kept.
+    /// `METRICS_TTL_DAYS`: how long KV rollups are kept, in seconds.
     pub metrics_ttl_s: u64,
-    /// `VISITOR_COOKIE` (default unset): name of the site's own session cookie
-    /// whose (hashed) value identifies a visitor for impossible travel.
-    pub visitor_cookie: Option<String>,
-    /// `SET_VISITOR_COOKIE` (default false): set a signed first-party cookie
-    /// `ei_vid` when the request has none; needs the `VISITOR_SIGNING_KEY` secret.
-    pub set_visitor_cookie: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Secrets {
+    /// `ADMIN_TOKEN` (unset = the API refuses every call with 503).
+    pub admin_token: Option<String>,
+    /// `CHALLENGE_SIGNING_KEY` (required for `ENFORCE=challenge|block`).
+    pub challenge_key: Option<String>,
+    /// `HEADER_SIGNING_KEY`: sign our headers with `X-Intel-Signature`.
+    pub header_signing_key: Option<String>,
+    /// `IP_HASH_KEY`: store and show only keyed hashes and masked IPs.
+    pub ip_hash_key: Option<String>,
+    /// `VISITOR_SIGNING_KEY`: signs `ei_vid` (at least 16 characters when
+    /// `SET_VISITOR_COOKIE` is on; otherwise unchecked).
     pub visitor_signing_key: Option<String>,
 }
 
@@ -301,44 +350,37 @@ impl Config {
         Ok(Config {
             intel_prefix,
             trust_x_real_ip,
-            origin_url,
-            enforce,
-            challenge_at,
-            block_at,
+            origin: Origin { url: origin_url, timeout_ms: origin_timeout_ms },
+            consult: Consult {
+                mode: risk_mode,
+                timeout_ms: consult_timeout_ms,
+                consistent_timeout_ms,
+                fail_closed,
+                cache_ttl_ms,
+                cache_max_entries,
+            },
+            flush: Flush { interval_ms: flush_interval_ms, calm_ms: flush_calm_ms, max_batch: flush_max_batch },
             weights,
             signals,
             lists,
-            challenge_difficulty,
-            challenge_key,
-            clearance_ttl_s,
-            turnstile,
-            turnstile_verify_url,
-            header_signing_key,
-            ip_hash_key,
-            fail_closed,
-            admin_token,
-            risk_mode,
-            consult_timeout_ms,
-            consistent_timeout_ms,
-            origin_timeout_ms,
-            flush_interval_ms,
-            flush_calm_ms,
-            flush_max_batch,
-            cache_ttl_ms,
-            cache_max_entries,
+            enforce: Enforcement {
+                mode: enforce,
+                challenge_at,
+                block_at,
+                difficulty: challenge_difficulty,
+                clearance_ttl_s,
+                turnstile,
+                turnstile_verify_url,
+            },
             rules,
             travel,
             profile_ttl_ms,
-            max_stream_clients,
-            stream_ticket_ttl_ms,
+            visitor: Visitor { cookie: visitor_cookie, set_cookie: set_visitor_cookie },
             max_event_batch,
+            streams: Streams { max_clients: max_stream_clients, ticket_ttl_ms: stream_ticket_ttl_ms },
             analytics,
-            hub_shards,
-            alert_rules,
-            metrics_ttl_s,
-            visitor_cookie,
-            set_visitor_cookie,
-            visitor_signing_key,
+            hub: Hub { shards: hub_shards, alert_rules, metrics_ttl_s },
+            secrets: Secrets { admin_token, challenge_key, header_signing_key, ip_hash_key, visitor_signing_key },
         })
     }
 }
@@ -455,44 +497,43 @@ mod tests {
         Config {
             intel_prefix: "/_intel".to_string(),
             trust_x_real_ip: false,
-            origin_url: None,
-            enforce: Enforce::Off,
-            challenge_at: 75,
-            block_at: 90,
+            origin: Origin { url: None, timeout_ms: 30_000 },
+            consult: Consult {
+                mode: RiskMode::Fast,
+                timeout_ms: 50,
+                consistent_timeout_ms: 5000,
+                fail_closed: false,
+                cache_ttl_ms: 30_000,
+                cache_max_entries: 10_000,
+            },
+            flush: Flush { interval_ms: 1000, calm_ms: 10_000, max_batch: 64 },
             weights: Weights::default(),
             signals: SignalConfig::default(),
-            admin_token: None,
-            fail_closed: false,
             lists: Lists::default(),
-            challenge_difficulty: 16,
-            challenge_key: None,
-            clearance_ttl_s: 3600,
-            header_signing_key: None,
-            turnstile: None,
-            turnstile_verify_url: "https://challenges.cloudflare.com/turnstile/v0/siteverify".to_string(),
-            ip_hash_key: None,
-            risk_mode: RiskMode::Fast,
-            consult_timeout_ms: 50,
-            consistent_timeout_ms: 5000,
-            origin_timeout_ms: 30_000,
-            flush_interval_ms: 1000,
-            flush_calm_ms: 10_000,
-            flush_max_batch: 64,
-            cache_ttl_ms: 30_000,
-            cache_max_entries: 10_000,
+            enforce: Enforcement {
+                mode: Enforce::Off,
+                challenge_at: 75,
+                block_at: 90,
+                difficulty: 16,
+                clearance_ttl_s: 3600,
+                turnstile: None,
+                turnstile_verify_url: "https://challenges.cloudflare.com/turnstile/v0/siteverify".to_string(),
+            },
             rules: ProfileRules::default(),
             travel: TravelRules { max_kmh: 900.0, min_km: 500.0, memory_ms: 3_600_000.0 },
             profile_ttl_ms: 30.0 * 86_400_000.0,
+            visitor: Visitor { cookie: None, set_cookie: false },
             max_event_batch: 500,
-            max_stream_clients: 10_000,
+            streams: Streams { max_clients: 10_000, ticket_ttl_ms: 60_000.0 },
             analytics: AnalyticsConfig::default(),
-            hub_shards: 1,
-            alert_rules: default_rules(60.0),
-            metrics_ttl_s: 7 * 86_400,
-            stream_ticket_ttl_ms: 60_000.0,
-            visitor_cookie: None,
-            set_visitor_cookie: false,
-            visitor_signing_key: None,
+            hub: Hub { shards: 1, alert_rules: default_rules(60.0), metrics_ttl_s: 7 * 86_400 },
+            secrets: Secrets {
+                admin_token: None,
+                challenge_key: None,
+                header_signing_key: None,
+                ip_hash_key: None,
+                visitor_signing_key: None,
+            },
         }
     }
 
@@ -526,15 +567,15 @@ mod tests {
             ("VISITOR_SIGNING_KEY", "0123456789abcdef0123"),
         ])
         .unwrap();
-        assert_eq!(c.risk_mode, RiskMode::Consistent);
-        assert_eq!(c.consult_timeout_ms, 20);
+        assert_eq!(c.consult.mode, RiskMode::Consistent);
+        assert_eq!(c.consult.timeout_ms, 20);
         assert_eq!(c.rules.threat_half_life_ms, 3_600_000.0);
-        assert_eq!(c.visitor_cookie.as_deref(), Some("session_id"));
-        assert!(c.set_visitor_cookie);
+        assert_eq!(c.visitor.cookie.as_deref(), Some("session_id"));
+        assert!(c.visitor.set_cookie);
         assert_eq!(c.intel_prefix, "/edge-intel");
         assert!(c.trust_x_real_ip);
-        assert_eq!(c.origin_url.unwrap().as_str(), "http://127.0.0.1:8788/");
-        assert_eq!(c.block_at, 95);
+        assert_eq!(c.origin.url.unwrap().as_str(), "http://127.0.0.1:8788/");
+        assert_eq!(c.enforce.block_at, 95);
         assert_eq!(c.weights.get(Reason::TorExit), 60);
         assert_eq!(c.weights.get(Reason::GeoJump), 0);
         assert_eq!(c.signals.country_risk, vec![("XX".to_string(), 30)]);
@@ -547,14 +588,18 @@ mod tests {
         assert_eq!(e.var, "ADMIN_TOKEN");
         assert!(e.to_string().contains("at least 16 characters"), "{e}");
         assert_eq!(
-            parse(&[("ADMIN_TOKEN", "0123456789abcdef")]).unwrap().admin_token.as_deref(),
+            parse(&[("ADMIN_TOKEN", "0123456789abcdef")]).unwrap().secrets.admin_token.as_deref(),
             Some("0123456789abcdef")
         );
         // The tokens the test harness, the benchmarks and `npm start` use qualify.
         for t in ["test-admin-token-0123456789", "bench-admin-token-0123456789", "profile-admin-token-0123456789"] {
             assert!(parse(&[("ADMIN_TOKEN", t)]).is_ok(), "{t}");
         }
-        assert_eq!(parse(&[("ADMIN_TOKEN", "")]).unwrap().admin_token, None, "empty is unset: the API answers 503");
+        assert_eq!(
+            parse(&[("ADMIN_TOKEN", "")]).unwrap().secrets.admin_token,
+            None,
+            "empty is unset: the API answers 503"
+        );
     }
 
     #[test]
@@ -570,7 +615,7 @@ mod tests {
         let e = parse(&[("ORIGIN_URL", "https:/{D%AAi")]).unwrap_err().to_string();
         assert!(e.contains("ORIGIN_URL") && e.contains("percent-encoding"), "{e}");
         let c = parse(&[("ORIGIN_URL", "https://xn--bcher-kva.example")]).unwrap();
-        assert_eq!(c.origin_url.unwrap().host_str(), Some("xn--bcher-kva.example"));
+        assert_eq!(c.origin.url.unwrap().host_str(), Some("xn--bcher-kva.example"));
     }
 
     #[test]

@@ -23,20 +23,25 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    assert!(c.challenge_at <= c.block_at && c.block_at <= 100, "thresholds {} {}", c.challenge_at, c.block_at);
+    assert!(
+        c.enforce.challenge_at <= c.enforce.block_at && c.enforce.block_at <= 100,
+        "thresholds {} {}",
+        c.enforce.challenge_at,
+        c.enforce.block_at
+    );
     let p = &c.intel_prefix;
     assert!(p.len() >= 2 && p.starts_with('/') && !p.ends_with('/') && !p.contains("//"), "prefix {p:?}");
-    if let Some(u) = &c.origin_url {
+    if let Some(u) = &c.origin.url {
         assert!(matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.path() == "/", "origin {u}");
         assert!(u.query().is_none() && u.fragment().is_none(), "origin {u}");
     }
-    if c.enforce != Mode::Off {
-        assert!(c.challenge_key.as_ref().is_some_and(|k| k.len() >= 16), "enforcing without a key");
+    if c.enforce.mode != Mode::Off {
+        assert!(c.secrets.challenge_key.as_ref().is_some_and(|k| k.len() >= 16), "enforcing without a key");
     }
-    if c.set_visitor_cookie {
-        assert!(c.visitor_signing_key.as_ref().is_some_and(|k| k.len() >= 16), "visitor cookie without a key");
+    if c.visitor.set_cookie {
+        assert!(c.secrets.visitor_signing_key.as_ref().is_some_and(|k| k.len() >= 16), "visitor cookie without a key");
     }
-    for k in [&c.challenge_key, &c.header_signing_key, &c.ip_hash_key].into_iter().flatten() {
+    for k in [&c.secrets.challenge_key, &c.secrets.header_signing_key, &c.secrets.ip_hash_key].into_iter().flatten() {
         assert!(k.len() >= 16, "short secret accepted");
     }
     assert!(c.profile_ttl_ms.is_finite() && c.profile_ttl_ms > 0.0, "profile ttl {}", c.profile_ttl_ms);
@@ -45,12 +50,12 @@ fuzz_target!(|data: &[u8]| {
     assert!(a.trend_sensitivity.is_finite() && a.trend_sensitivity > 0.0, "trend {}", a.trend_sensitivity);
     assert!(a.anomaly_threshold.is_finite() && a.anomaly_threshold > 0.0, "anomaly {}", a.anomaly_threshold);
     assert!(c.lists.allow.len() + c.lists.block.len() <= MAX_ENTRIES);
-    for r in &c.alert_rules {
+    for r in &c.hub.alert_rules {
         assert!(!r.name.trim().is_empty() && r.threshold.is_finite(), "alert rule {r:?}");
         assert!(r.duration >= 0.0 && r.cooldown >= 0.0, "alert rule {r:?}");
     }
-    assert!((1..=64).contains(&c.hub_shards) && c.max_stream_clients <= 32_768 && c.max_event_batch >= 1);
-    if let Some(name) = &c.visitor_cookie {
+    assert!((1..=64).contains(&c.hub.shards) && c.streams.max_clients <= 32_768 && c.max_event_batch >= 1);
+    if let Some(name) = &c.visitor.cookie {
         assert!(!name.is_empty() && !name.contains([';', '=', ' ']), "visitor cookie name {name:?}");
     }
 });

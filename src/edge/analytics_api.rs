@@ -51,7 +51,7 @@ impl Merged {
 }
 
 pub async fn merged(env: &Env, config: &Config) -> Result<Merged, ApiError> {
-    let calls = (0..config.hub_shards).map(|i| {
+    let calls = (0..config.hub.shards).map(|i| {
         let name = hub_name(i);
         async move { call_object::<_, WindowState>(env, hub::BINDING, &name, &HubOp::Window).await }
     });
@@ -148,7 +148,7 @@ async fn route_known(
                 "queueSize": queued,
                 "subscriptions": {"streamClients": m.stream_clients(), "intelligence": m.shards.first().map_or(0, |s| s.intel_clients)},
                 "series": {"slideSeconds": config.analytics.slide_s, "windowSeconds": config.analytics.window_s, "slides": points},
-                "hubShards": config.hub_shards,
+                "hubShards": config.hub.shards,
                 "isolate": {
                     "requests": crate::platform::isolate_counts().0,
                     "objectCalls": crate::platform::isolate_counts().1,
@@ -194,7 +194,7 @@ async fn route_known(
                 .rules()
                 .iter()
                 .map(|r| {
-                    let rule = config.alert_rules.iter().find(|x| x.name == r.rule);
+                    let rule = config.hub.alert_rules.iter().find(|x| x.name == r.rule);
                     json!({
                         "rule": r.rule, "state": r.state, "since": iso(r.since), "value": r.value,
                         "severity": rule.map(|x| x.severity), "message": rule.map(|x| x.message.clone()),

@@ -58,7 +58,7 @@ pub async fn route(req: &Request, env: &Env, ctx: &worker::Context, config: &Con
         };
     }
     let (ip, cf, request) = super::extract::facts(req, config);
-    let identity = ip.map(|ip| identify(&subject_of(ip), config.ip_hash_key.as_deref()));
+    let identity = ip.map(|ip| identify(&subject_of(ip), config.secrets.ip_hash_key.as_deref()));
     // A block-listed client gets nothing under the prefix, whatever ENFORCE
     // says: no token guessing, no challenge answers (the allow list still wins).
     let lists = super::lists::effective(env, ctx, config).await;
@@ -257,7 +257,7 @@ async fn fetch_asset(env: &Env, path: &str) -> Result<worker::Response, ApiError
 }
 
 fn admin_token(config: &Config) -> Result<&str, ApiError> {
-    config.admin_token.as_deref().ok_or_else(|| {
+    config.secrets.admin_token.as_deref().ok_or_else(|| {
         ApiError::new(
             503,
             "admin_token_unset",
@@ -339,7 +339,7 @@ async fn issue_ticket(env: &Env, config: &Config) -> Result<Response, ApiError> 
     let key = ticket_key(env).await?;
     let mut nonce = [0u8; crate::intel::ticket::NONCE_BYTES];
     getrandom::fill(&mut nonce).map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
-    let ttl = config.stream_ticket_ttl_ms;
+    let ttl = config.streams.ticket_ttl_ms;
     let expires = now_ms() + ttl;
     let ticket = crate::intel::ticket::issue(&key, &nonce, expires as u64)
         .ok_or_else(|| ApiError::new(500, "internal", "could not sign the ticket"))?;
@@ -380,7 +380,7 @@ async fn open_stream(
         Some(t) => {
             let key = ticket_key(env).await?;
             Some(
-                crate::intel::ticket::verify(&key, &t, now_ms() as u64, config.stream_ticket_ttl_ms as u64)
+                crate::intel::ticket::verify(&key, &t, now_ms() as u64, config.streams.ticket_ttl_ms as u64)
                     .map_err(|_| unauthorized())?,
             )
         }
@@ -448,7 +448,7 @@ fn subject_from_path(raw: &str) -> Result<crate::intel::ip::SubjectKey, ApiError
 
 /// The storage key for a queried IP (its keyed hash with `IP_HASH_KEY`).
 fn key_from_path(raw: &str, config: &Config) -> Result<crate::intel::ip::Identity, ApiError> {
-    Ok(crate::intel::ip::identify(&subject_from_path(raw)?, config.ip_hash_key.as_deref()))
+    Ok(crate::intel::ip::identify(&subject_from_path(raw)?, config.secrets.ip_hash_key.as_deref()))
 }
 
 /// The OpenAPI 3.1 document of this API (kept true by the contract test).
@@ -510,12 +510,13 @@ async fn read_json_body(req: &Request) -> Result<Value, ApiError> {
 /// The client posts a solved proof-of-work; on success it gets the signed
 /// clearance cookie and goes back where it was (a same-site path only).
 async fn challenge_verify(req: &Request, env: &Env, config: &Config) -> Result<Response, ApiError> {
-    let Some(key) = config.challenge_key.as_deref() else {
+    let Some(key) = config.secrets.challenge_key.as_deref() else {
         return Err(ApiError::not_found("challenges are not enabled"));
     };
     let (ip, _, _) = super::extract::facts(req, config);
     let Some(ip) = ip else { return Err(ApiError::new(400, "no_client_ip", "no client address")) };
-    let subject = crate::intel::ip::identify(&crate::intel::ip::subject_of(ip), config.ip_hash_key.as_deref()).key;
+    let subject =
+        crate::intel::ip::identify(&crate::intel::ip::subject_of(ip), config.secrets.ip_hash_key.as_deref()).key;
     let content_type = header(req, "content-type").unwrap_or_default().to_ascii_lowercase();
     let bytes = read_limited(req, CHALLENGE_MAX_BODY_BYTES).await?;
     let text = String::from_utf8_lossy(&bytes);
@@ -532,7 +533,7 @@ async fn challenge_verify(req: &Request, env: &Env, config: &Config) -> Result<R
         (get("token"), get("counter"), get("return"), get("cf-turnstile-response"), false)
     };
     let now = now_ms();
-    if let Some((_, secret)) = &config.turnstile {
+    if let Some((_, secret)) = &config.enforce.turnstile {
         let Some(response) = turnstile_response else {
             return Err(ApiError::new(400, "bad_request", "send cf-turnstile-response"));
         };
@@ -541,15 +542,8 @@ async fn challenge_verify(req: &Request, env: &Env, config: &Config) -> Result<R
         let (Some(token), Some(counter)) = (token, counter.and_then(|c| c.parse::<u64>().ok())) else {
             return Err(ApiError::new(400, "bad_request", "send token and counter"));
         };
-        crate::intel::enforce::verify_solution(
-            key,
-            subject.as_str(),
-            &token,
-            counter,
-            now,
-            config.challenge_difficulty,
-        )
-        .map_err(|why| ApiError::new(403, "challenge_failed", why))?;
+        crate::intel::enforce::verify_solution(key, subject.as_str(), &token, counter, now, config.enforce.difficulty)
+            .map_err(|why| ApiError::new(403, "challenge_failed", why))?;
         // Accepted once: the hub remembers the solved token until it expires.
         // Only a correct solution (real work by the client) gets this far.
         let (id, until) = crate::intel::enforce::solution_id(&token)
@@ -560,13 +554,13 @@ async fn challenge_verify(req: &Request, env: &Env, config: &Config) -> Result<R
             return Err(ApiError::new(403, "challenge_failed", "this solution was already used"));
         }
     }
-    let expires = now + f64::from(config.clearance_ttl_s) * 1000.0;
+    let expires = now + f64::from(config.enforce.clearance_ttl_s) * 1000.0;
     let value = crate::intel::enforce::clearance(key, subject.as_str(), expires as u64)
         .ok_or_else(|| ApiError::new(500, "internal", "could not sign the clearance"))?;
     let cookie = format!(
         "{}={value}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
         crate::intel::enforce::CLEARANCE_COOKIE,
-        config.clearance_ttl_s
+        config.enforce.clearance_ttl_s
     );
     // Only a path on this origin, as the browser will parse it (see intel::redirect).
     let url = req.url();
@@ -608,7 +602,7 @@ async fn turnstile_verify(
     let failed =
         |why: &str| ApiError::new(503, "challenge_unavailable", format!("Turnstile verification failed: {why}"));
     let req = crate::platform::new_request(
-        &config.turnstile_verify_url,
+        &config.enforce.turnstile_verify_url,
         "POST",
         &[("content-type", "application/x-www-form-urlencoded")],
         Some(&body),
@@ -650,7 +644,7 @@ async fn delete_profile(env: &Env, config: &Config, raw: &str) -> Result<Respons
     // any shard, samples the subject's own). A failure answers 503: the
     // erasure is idempotent, so the caller retries.
     let at = now_ms();
-    let calls = (0..config.hub_shards.max(1)).map(|i| {
+    let calls = (0..config.hub.shards.max(1)).map(|i| {
         let op = HubOp::Forget { subject: subject.as_str().to_string(), at };
         async move { call_object::<_, Value>(env, hub::BINDING, &crate::intel::analytics::hub_name(i), &op).await }
     });
@@ -708,7 +702,7 @@ async fn post_events(req: &Request, env: &Env, ctx: &worker::Context, config: &C
     for (index, raw) in items.iter().enumerate() {
         match validate(raw, now) {
             Ok(mut v) => {
-                let id = crate::intel::ip::identify(&v.subject, config.ip_hash_key.as_deref());
+                let id = crate::intel::ip::identify(&v.subject, config.secrets.ip_hash_key.as_deref());
                 let key = id.key.as_str().to_string();
                 // With IP_HASH_KEY, the stored and published event carries the masked IP only.
                 v.event.ip = id.display.clone();

@@ -29,7 +29,9 @@ thread_local! {
 fn with_cache<R>(config: &Config, f: impl FnOnce(&mut TtlLru<ProfileVerdict>) -> R) -> R {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        let cache = c.get_or_insert_with(|| TtlLru::new(config.cache_max_entries, f64::from(config.cache_ttl_ms)));
+        let cache = c.get_or_insert_with(|| {
+            TtlLru::new(config.consult.cache_max_entries, f64::from(config.consult.cache_ttl_ms))
+        });
         f(cache)
     })
 }
@@ -71,7 +73,7 @@ pub async fn fast(
         async move { call_object::<_, ProfileVerdict>(&env, BINDING, &subject, &ProfileOp::Verdict).await }
     }
     .boxed_local();
-    let budget = Delay::from(Duration::from_millis(u64::from(config.consult_timeout_ms)));
+    let budget = Delay::from(Duration::from_millis(u64::from(config.consult.timeout_ms)));
     match select(ask, budget).await {
         Either::Left((answer, _)) => {
             let v = verdict_of(answer)?;
@@ -87,7 +89,7 @@ pub async fn fast(
                     remember(&cfg, &key, v);
                 }
             });
-            Err(Degraded { timed_out: true, why: format!("no verdict within {} ms", config.consult_timeout_ms) })
+            Err(Degraded { timed_out: true, why: format!("no verdict within {} ms", config.consult.timeout_ms) })
         }
     }
 }
@@ -103,7 +105,7 @@ pub async fn consistent(
 ) -> Result<ProfileVerdict, Degraded> {
     let op = ProfileOp::Observe { subject: subject.as_str().to_string(), ip: ip.to_string(), observations: vec![obs] };
     let ask = async { call_object(env, BINDING, subject.as_str(), &op).await }.boxed_local();
-    let limit = Delay::from(Duration::from_millis(u64::from(config.consistent_timeout_ms)));
+    let limit = Delay::from(Duration::from_millis(u64::from(config.consult.consistent_timeout_ms)));
     let outcome = match select(ask, limit).await {
         Either::Left((answer, _)) => match answer {
             Ok((200, Some(reply))) => {
@@ -118,9 +120,10 @@ pub async fn consistent(
             Ok((status, _)) => Err(Degraded { timed_out: false, why: format!("unexpected answer {status}") }),
             Err(e) => Err(Degraded::from(e)),
         },
-        Either::Right(_) => {
-            Err(Degraded { timed_out: true, why: format!("no verdict within {} ms", config.consistent_timeout_ms) })
-        }
+        Either::Right(_) => Err(Degraded {
+            timed_out: true,
+            why: format!("no verdict within {} ms", config.consult.consistent_timeout_ms),
+        }),
     };
     let v = outcome?;
     remember(config, subject.as_str(), v.clone());

@@ -57,7 +57,7 @@ pub async fn send(req: &Request, config: &Config, ours: &[(&'static str, String)
     let out = build(req, config, ours, &controller)
         .map_err(|e| unreachable(format!("could not build the origin request: {e:?}")))?;
     let promise = global_fetch(&out).map_err(|e| unreachable(format!("{e:?}")))?;
-    let limit = Delay::from(Duration::from_millis(u64::from(config.origin_timeout_ms)));
+    let limit = Delay::from(Duration::from_millis(u64::from(config.origin.timeout_ms)));
     match select(JsFuture::from(promise), limit).await {
         Either::Left((Ok(res), _)) => {
             res.dyn_into::<Response>().map_err(|_| unreachable("fetch did not return a Response".to_string()))
@@ -66,7 +66,7 @@ pub async fn send(req: &Request, config: &Config, ours: &[(&'static str, String)
         Either::Right(_) => {
             // Stop the origin connection too, not only our wait for it.
             controller.abort();
-            Err(OriginError::TimedOut(config.origin_timeout_ms))
+            Err(OriginError::TimedOut(config.origin.timeout_ms))
         }
     }
 }
@@ -105,7 +105,7 @@ fn build(
 
 /// The URL the origin receives (what the header signature covers).
 pub fn target_url(req: &Request, config: &Config) -> String {
-    match &config.origin_url {
+    match &config.origin.url {
         Some(origin) => format!("{}{}", origin.as_str().trim_end_matches('/'), path_and_query(req)),
         None => req.url(),
     }

@@ -70,7 +70,7 @@ pub async fn effective(env: &Env, ctx: &Context, config: &Config) -> Effective {
         async move { merged(&env, vars).await }
     }
     .boxed_local();
-    let budget = Delay::from(Duration::from_millis(u64::from(config.consult_timeout_ms)));
+    let budget = Delay::from(Duration::from_millis(u64::from(config.consult.timeout_ms)));
     let (kept, good) = match cached {
         Some((_, l, good)) => (l, good),
         None => (Rc::new(config.lists.clone()), None),

@@ -62,7 +62,7 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
     let (ip, cf, request) = extract::facts(&req, &config);
     // 2. Identify: the subject (profile key, hashed with IP_HASH_KEY) and,
     //    if configured, the visitor.
-    let identity = ip.map(|ip| identify(&subject_of(ip), config.ip_hash_key.as_deref()));
+    let identity = ip.map(|ip| identify(&subject_of(ip), config.secrets.ip_hash_key.as_deref()));
     let cookies = extract::cookie_header(&req);
     let visitor = visitor::identify(cookies.as_deref(), &config);
     let mut found = signals::request_signals(&cf, &request, &config.signals);
@@ -104,7 +104,7 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
     // late) leave the score as it is but still mark the request degraded.
     let level = if status == IntelStatus::Degraded { Level::Unknown } else { verdict.level };
     let status = if lists_now.fresh { status } else { IntelStatus::Degraded };
-    if status == IntelStatus::Degraded && config.fail_closed {
+    if status == IntelStatus::Degraded && config.consult.fail_closed {
         // FAIL_MODE=closed: the operator prefers no answer to an unscored
         // one. Counted (degraded and fail-closed), so the degraded-share alert sees it.
         if let Some(id) = &identity {
@@ -122,21 +122,21 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
                 consult_ms: (consulted != Consult::Cached).then_some(consult_ms),
                 ..Sample::default()
             };
-            record::sample(&ctx, &env, &config, shard_of(id.key.as_str(), config.hub_shards), sample);
+            record::sample(&ctx, &env, &config, shard_of(id.key.as_str(), config.hub.shards), sample);
         }
         return respond::unavailable();
     }
     // 5. Decide.
     let key = identity.as_ref().map_or("", |id| id.key.as_str());
-    let cleared = match (&config.challenge_key, cookies.as_deref().and_then(|h| cookie(h, CLEARANCE_COOKIE))) {
+    let cleared = match (&config.secrets.challenge_key, cookies.as_deref().and_then(|h| cookie(h, CLEARANCE_COOKIE))) {
         (Some(k), Some(v)) => clearance_valid(k, key, v, started),
         _ => false,
     };
     let action = decide(&DecideInput {
-        mode: config.enforce,
+        mode: config.enforce.mode,
         score: verdict.score,
-        challenge_at: config.challenge_at,
-        block_at: config.block_at,
+        challenge_at: config.enforce.challenge_at,
+        block_at: config.enforce.block_at,
         verified_bot: cf.verified_bot == Some(true),
         list,
         cleared,
@@ -154,7 +154,7 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
                 cf: &cf,
                 status,
             });
-            if let Some(k) = &config.header_signing_key {
+            if let Some(k) = &config.secrets.header_signing_key {
                 // The address the verdict is about, signed with it (see intel::signature).
                 if let Some(ip) = ip {
                     ours.push((signature::CLIENT_IP, ip.to_string()));
@@ -202,7 +202,7 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
             // of one path are one analytics key.
             probe: signals::probe_rule(&request.path).map(String::from),
         };
-        record::sample(&ctx, &env, &config, shard_of(s.as_str(), config.hub_shards), sample);
+        record::sample(&ctx, &env, &config, shard_of(s.as_str(), config.hub.shards), sample);
         obs.latency_ms = latency_ms;
         record_outcome(&ctx, &env, &config, id, &mut obs, status_sent, level == Level::Low);
     }
@@ -228,7 +228,7 @@ async fn consult_all(
 ) -> (ProfileVerdict, IntelStatus, Option<TravelFinding>, Consult) {
     let subject = &id.key;
     let profile = async {
-        match config.risk_mode {
+        match config.consult.mode {
             RiskMode::Fast => consult::fast(env, ctx, config, subject).await,
             RiskMode::Consistent => {
                 consult::consistent(env, ctx, config, subject, &id.display, obs.clone()).await.map(|v| (v, false))
@@ -243,10 +243,10 @@ async fn consult_all(
             async move { visitor::sight(&env, &key, &subject, sighting).await }
         }
         .boxed_local();
-        let answer = match config.risk_mode {
+        let answer = match config.consult.mode {
             RiskMode::Consistent => ask.await,
             RiskMode::Fast => {
-                let budget = Delay::from(Duration::from_millis(u64::from(config.consult_timeout_ms)));
+                let budget = Delay::from(Duration::from_millis(u64::from(config.consult.timeout_ms)));
                 match select(ask, budget).await {
                     Either::Left((a, _)) => a,
                     Either::Right(((), pending)) => {
@@ -286,7 +286,7 @@ fn record_outcome(
     verdict_low: bool,
 ) {
     let subject = &id.key;
-    match config.risk_mode {
+    match config.consult.mode {
         RiskMode::Fast => {
             // Only an origin answer is a status; an enforced one has its action.
             obs.status = obs.action.is_none().then_some(status);

@@ -116,8 +116,8 @@ pub fn observation(
     obs: Observation,
     verdict_low: bool,
 ) {
-    let max = config.flush_max_batch;
-    let urgent = !is_calm(&obs, verdict_low) || config.flush_calm_ms <= config.flush_interval_ms;
+    let max = config.flush.max_batch;
+    let urgent = !is_calm(&obs, verdict_low) || config.flush.calm_ms <= config.flush.interval_ms;
     enqueue(ctx, env, config, Target::Profile(subject.as_str().to_string()), max, urgent, |items| match items {
         Some(Items::Observations { list, .. }) => {
             list.push(obs);
@@ -230,7 +230,7 @@ fn enqueue(
             // This request's context keeps the isolate alive for its own timer
             // (a calm batch's timer, then possibly an urgent one: whichever fires
             // first flushes, the other finds the batch gone).
-            let wait_ms = if urgent { config.flush_interval_ms } else { config.flush_calm_ms };
+            let wait_ms = if urgent { config.flush.interval_ms } else { config.flush.calm_ms };
             let (env, config) = (env.clone(), config.clone());
             ctx.wait_until(async move {
                 Delay::from(Duration::from_millis(u64::from(wait_ms))).await;

@@ -96,13 +96,13 @@ pub fn blocked(accept: &str) -> Response {
 /// 403 with the self-hosted proof-of-work challenge: an HTML page whose
 /// script solves it and posts the answer, or JSON for API clients.
 pub fn challenge(accept: &str, config: &Config, subject: &str, return_to: &str, now_ms: f64) -> Response {
-    if let Some((site_key, _)) = &config.turnstile {
+    if let Some((site_key, _)) = &config.enforce.turnstile {
         return turnstile(accept, config, site_key, return_to);
     }
     let mut nonce = [0u8; 12];
     let _ = getrandom::fill(&mut nonce);
-    let key = config.challenge_key.as_deref().unwrap_or_default();
-    let d = config.challenge_difficulty;
+    let key = config.secrets.challenge_key.as_deref().unwrap_or_default();
+    let d = config.enforce.difficulty;
     let Some(token) = crate::intel::enforce::issue_token(key, subject, &hex::encode(nonce), now_ms as u64, d) else {
         return blocked(accept);
     };

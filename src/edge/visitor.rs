@@ -23,15 +23,15 @@ pub struct Visitor {
 
 /// The request's visitor, if visitor tracking is configured.
 pub fn identify(cookie_header: Option<&str>, config: &Config) -> Option<Visitor> {
-    if let Some(name) = &config.visitor_cookie {
+    if let Some(name) = &config.visitor.cookie {
         if let Some(v) = cookie_header.and_then(|h| cookie(h, name)).filter(|v| !v.is_empty()) {
             return Some(Visitor { key: visitor_key(v), set_cookie: None });
         }
     }
-    if !config.set_visitor_cookie {
+    if !config.visitor.set_cookie {
         return None;
     }
-    let key = config.visitor_signing_key.as_deref()?;
+    let key = config.secrets.visitor_signing_key.as_deref()?;
     if let Some(id) =
         cookie_header.and_then(|h| cookie(h, VISITOR_COOKIE_NAME)).and_then(|v| verify_visitor_cookie(key, v))
     {

@@ -244,7 +244,7 @@ impl DurableObject for HubObject {
                     );
                 }
             }
-            return sockets::accept(&self.state, tag, &self.subscribers, config.max_stream_clients, bearer);
+            return sockets::accept(&self.state, tag, &self.subscribers, config.streams.max_clients, bearer);
         }
         let op: HubOp = match platform::read_op(&mut req).await {
             Ok(op) => op,
@@ -388,7 +388,7 @@ impl DurableObject for HubObject {
         // Alert rules and insights are about the whole site: evaluated by
         // shard 0 alone, over every shard's window (one call per other shard
         // per tick). The other shards only roll up their part into KV.
-        let others = match (shard, config.hub_shards) {
+        let others = match (shard, config.hub.shards) {
             (0, 1) => Some(Ok(Vec::new())),
             (0, n) => Some(self.other_windows(n).await),
             _ => None,
@@ -470,7 +470,7 @@ impl DurableObject for HubObject {
     async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
         // The `ip` filter is kept as the subject's storage key (IP_HASH_KEY).
         match platform::config(&self.env) {
-            Ok(config) => sockets::on_message(&ws, &self.subscribers, config.ip_hash_key.as_deref(), message),
+            Ok(config) => sockets::on_message(&ws, &self.subscribers, config.secrets.ip_hash_key.as_deref(), message),
             Err(_) => {
                 let _ = ws.close(Some(1011), Some("configuration invalid"));
             }
@@ -506,7 +506,7 @@ fn evaluate(
 ) -> (Vec<SlidePoint>, Vec<Transition>, News) {
     let views = agg.views(&config.analytics, now);
     let transitions = match points.last() {
-        Some(p) => alerting::evaluate(&config.alert_rules, &mut meta.rules, |m| p.metric(m), now),
+        Some(p) => alerting::evaluate(&config.hub.alert_rules, &mut meta.rules, |m| p.metric(m), now),
         None => Vec::new(),
     };
     let keys: Vec<String> = views.patterns.iter().map(pattern_key).collect();
@@ -658,7 +658,7 @@ impl HubObject {
                 return out;
             }
         };
-        let ttl = config.metrics_ttl_s;
+        let ttl = config.hub.metrics_ttl_s;
         let mut in_a_row = 0;
         let mut attempts = 0;
         for put in todo {

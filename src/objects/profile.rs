@@ -71,7 +71,7 @@ impl DurableObject for ProfileObject {
         };
         if req.headers().get("upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
             let bearer = req.headers().get(BEARER_HEADER)?.is_some();
-            return sockets::accept(&self.state, SUBJECT_TAG, &self.subscribers, config.max_stream_clients, bearer);
+            return sockets::accept(&self.state, SUBJECT_TAG, &self.subscribers, config.streams.max_clients, bearer);
         }
         let op: ProfileOp = match platform::read_op(&mut req).await {
             Ok(op) => op,
@@ -200,7 +200,7 @@ impl DurableObject for ProfileObject {
                 self.erase().await?;
                 // The tombstone: a batch still pending in another isolate must
                 // not re-create the subject; the alarm deletes it when it expires.
-                let t = Tombstone::new(now, config.flush_interval_ms, config.flush_calm_ms);
+                let t = Tombstone::new(now, config.flush.interval_ms, config.flush.calm_ms);
                 store::save_tombstone(&self.state.storage().sql(), &t)?;
                 self.tombstone.set(Some(Some(t)));
                 self.state.storage().set_alarm(Duration::from_millis((t.until - now).max(0.0) as u64)).await?;
@@ -213,7 +213,7 @@ impl DurableObject for ProfileObject {
     async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
         // The `ip` filter is kept as the subject's storage key (IP_HASH_KEY).
         match platform::config(&self.env) {
-            Ok(config) => sockets::on_message(&ws, &self.subscribers, config.ip_hash_key.as_deref(), message),
+            Ok(config) => sockets::on_message(&ws, &self.subscribers, config.secrets.ip_hash_key.as_deref(), message),
             Err(_) => {
                 let _ = ws.close(Some(1011), Some("configuration invalid"));
             }
