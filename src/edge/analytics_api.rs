@@ -228,6 +228,10 @@ fn health(m: &Merged, config: &Config, now: f64) -> Value {
         "originLatencyP95Ms": latest.as_ref().and_then(|p| p.origin_latency.p95),
         "alarmLagMs": m.agg.slides.values().rev().find_map(|s| s.gauges.alarm_lag_ms),
         "lastTick": m.shards.first().and_then(|s| s.last_tick).map(iso),
+        // When the alert rules last judged the whole site (with several
+        // shards, a tick evaluates nothing while a shard does not answer).
+        "rulesEvaluatedAt": m.shards.first().and_then(|s| s.site_evaluated_at).map(iso),
+        "siteEvaluationFailures": m.shards.first().map_or(0, |s| s.site_failures),
         "streamClients": m.stream_clients(),
         "activeProfiles": active_profiles(m),
     })
@@ -355,6 +359,13 @@ fn prometheus(m: &Merged, config: &Config, now: f64) -> Response {
     metric("do_errors", "counter", "Profile consults that failed with an error.", c(t.do_errors));
     metric("origin_errors", "counter", "Origin answers of 5xx (including unreachable: 502).", c(t.server_errors));
     metric("enforced_count", "counter", "Requests the edge challenged or blocked itself.", c(t.enforced));
+    let site_failures = m.shards.first().map_or(0, |s| s.site_failures);
+    metric(
+        "site_evaluation_failures",
+        "counter",
+        "Ticks whose alert rules and insights were not evaluated: a hub shard did not answer shard 0.",
+        c(site_failures),
+    );
     metric(
         "fail_closed_count",
         "counter",
