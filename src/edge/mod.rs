@@ -2,7 +2,6 @@
 //! (requests under the reserved prefix, never forwarded: `api`) or the
 //! request path's phases (`request`).
 
-mod analytics_api;
 mod api;
 mod body;
 mod consult;
