@@ -65,6 +65,7 @@ use {
     crate::error::ApiError,
     crate::intel::ip::{identify, subject_of},
     crate::intel::lists::ListVerdict,
+    crate::intel::outcome,
     crate::intel::profile::Observation,
     common::Call,
     routing::{lookup, Lookup},
@@ -164,7 +165,7 @@ pub async fn route(req: &Request, env: &Env, ctx: &Context, config: &Config) -> 
     let identity = ip.map(|ip| identify(&subject_of(ip), config.ip_hash_key.as_deref()));
     // A block-listed client gets nothing under the prefix, whatever ENFORCE
     // says: no token guessing, no challenge answers (the allow list still wins).
-    let lists = super::lists::effective(env, ctx, config).await;
+    let lists = crate::edge::lists::effective(env, ctx, config).await;
     if lists.lists.check(ip, cf.asn, cf.country.as_deref()) == ListVerdict::Blocked {
         return respond::blocked(&extract::header(req, "accept").unwrap_or_default());
     }
@@ -184,18 +185,8 @@ pub async fn route(req: &Request, env: &Env, ctx: &Context, config: &Config) -> 
                 // The profile counts it as the auth failure it is (its
                 // `auth_failures` signal; not an origin status), through the
                 // batched observation path: no object call of its own.
-                let obs = Observation {
-                    at: now,
-                    method: request.method.clone(),
-                    path: request.path.chars().take(super::MAX_STORED_PATH).collect(),
-                    status: None,
-                    latency_ms: None,
-                    location: super::location_of(&cf, now),
-                    signals: Vec::new(),
-                    action: None,
-                    visitor: None,
-                    admin_auth_failed: true,
-                };
+                let obs =
+                    Observation { admin_auth_failed: true, ..outcome::observation(now, &request, &cf, &[], None) };
                 record::observation(ctx, env, config, &id.key, &id.display, obs, false);
             }
             respond::error(&e)
