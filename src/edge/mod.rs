@@ -2,7 +2,6 @@
 //! (requests under the reserved prefix, never forwarded: `api`) or the
 //! request path's phases (`request`).
 
-mod analytics_api;
 mod api;
 mod body;
 mod consult;
@@ -18,8 +17,6 @@ use web_sys::{Request, Response};
 use worker::{Context, Env};
 
 use crate::platform;
-// Used by the API's record of failed admin authentications.
-use crate::intel::outcome::{location as location_of, MAX_STORED_PATH};
 
 pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
     let config = match platform::config(&env) {
