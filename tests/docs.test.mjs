@@ -48,6 +48,10 @@ test("every source file and script is named in docs/architecture.md's layout", (
   const names = (dir, ext) => readdirSync(dir).filter((f) => f.endsWith(ext) && f !== "mod.rs").map((f) => f.slice(0, -ext.length));
   for (const n of names("src/intel", ".rs")) assert.match(layout, new RegExp(`\\b${n}\\b`), `src/intel/${n}.rs`);
   for (const n of names("src/edge", ".rs")) assert.match(layout, new RegExp(`\\b${n}\\b`), `src/edge/${n}.rs`);
+  // The API's files are named in their own entry (its line and the indented ones after it).
+  const api = /^src\/edge\/api\/ .*\n(?: {3,}.*\n)*/m.exec(layout)?.[0] ?? "";
+  assert.ok(api, "the layout has an entry for src/edge/api/");
+  for (const n of names("src/edge/api", ".rs")) assert.match(api, new RegExp(`\\b${n}\\b`), `src/edge/api/${n}.rs`);
   for (const f of readdirSync("scripts")) assert.ok(layout.includes(f.replace(/\.(sh|mjs|md)$/, "")), `scripts/${f}`);
 });
 

@@ -3,7 +3,8 @@
 // the real HubObject and makes its alarm throw as `HUB_ALARM_FAULTS` says:
 // {"before": n} throws on the first n alarms before any work (the runtime
 // must retry), {"after": n} throws on the first n after the tick did its work
-// (the retry must not count anything twice). With `HUB_SLOW_MS`, every call
+// (the retry must not count anything twice), {"part": n} refuses the first n
+// `Part` calls between shards (see fetch). With `HUB_SLOW_MS`, every call
 // to the hub waits that long before the real hub sees it (a slow hub).
 // Never part of a deployment.
 import * as edge from "../build/index.js";
@@ -11,7 +12,7 @@ import * as edge from "../build/index.js";
 export * from "../build/index.js";
 export default edge.default;
 
-const injected = { alarmCalls: 0, thrownBefore: 0, thrownAfter: 0 };
+const injected = { alarmCalls: 0, thrownBefore: 0, thrownAfter: 0, partsRefused: 0 };
 
 export class FaultyHub {
   constructor(state, env) {
@@ -22,6 +23,12 @@ export class FaultyHub {
   async fetch(request) {
     if (new URL(request.url).pathname === "/__faults") return Response.json(injected);
     if (this.slowMs > 0) await new Promise((r) => setTimeout(r, this.slowMs));
+    // {"part": n}: the first n `Part` calls (shard 0 asking another shard for
+    // its window) answer 503, as a shard that is down would.
+    if (injected.partsRefused < (this.plan.part ?? 0) && (await request.clone().text()) === '"part"') {
+      injected.partsRefused++;
+      return new Response("injected: shard unavailable", { status: 503 });
+    }
     return this.inner.fetch(request);
   }
   async alarm(info) {

@@ -259,3 +259,41 @@ test("profile object throwing: requests go on, and every lost observation is cou
     await edge.close();
   }
 });
+
+test("HUB_SHARDS=4 with a shard not answering shard 0: the ticks that cannot judge the whole site are counted, and the next judges every slide they missed", async () => {
+  const rules = JSON.stringify([
+    { name: "site_busy", metric: "request_count", operator: ">=", threshold: 25, duration: 0, severity: "high", message: "25 or more requests in a slide", cooldown: 0 },
+  ]);
+  const edge = await startEdge({
+    hubAlarmFaults: { part: 9 },
+    vars: { RISK_MODE: "consistent", ANALYTICS_SLIDE_SECONDS: "4", ANALYTICS_WINDOW_SECONDS: "60", FLUSH_INTERVAL_MS: "500", HUB_SHARDS: "4", ALERT_RULES: rules },
+  });
+  try {
+    const perf = edge.stream("/api/performance/stream");
+    await perf.opened;
+    // 60 subjects at once: the site has 30 or more in one slide, no shard 25.
+    await Promise.all(Array.from({ length: 60 }, (_, i) => get(edge, "/products", `203.0.113.${100 + i}`)));
+    counts.requests += 60;
+    const refused = await eventually(async () => ((await edge.hubFaults()).partsRefused === 9 ? true : null), { tries: 400 });
+    assert.ok(refused, `the shards refused shard 0 nine times: ${JSON.stringify(await edge.hubFaults())}`);
+    counts.faultsInjected += 9;
+    // The busy slide was closed while shard 0 could not see the others; it is
+    // judged by the first tick that can, so the rule still fires, once.
+    const firing = () => perf.messages.filter((m) => m.type === "alert" && m.data.rule === "site_busy" && m.data.to === "firing");
+    const metrics = () => perf.messages.filter((m) => m.type === "performance_metric").map((m) => `${m.data.start}:${m.data.requests}`);
+    await perf.until(() => firing().length >= 1, 30000).catch((e) => assert.fail(`no firing; slides pushed ${metrics()}; faults ${JSON.stringify(e.message).slice(0, 100)}`));
+    await perf.until((ms) => ms.some((m) => m.type === "alert" && m.data.rule === "site_busy" && m.data.to === "resolved"), 30000);
+    assert.equal(firing().length, 1);
+    const health = (await edge.api("GET", "/api/performance/health")).json.health;
+    assert.ok(health.siteEvaluationFailures >= 2, `failed ticks counted: ${JSON.stringify(health)}`);
+    assert.ok(Date.now() - Date.parse(health.rulesEvaluatedAt) < 6000, "evaluating again");
+    const prom = await edge.api("GET", "/metrics");
+    assert.match(prom.text, new RegExp(`^edgeintel_site_evaluation_failures(\\{[^}]*\\})? ${health.siteEvaluationFailures}$`, "m"));
+    // Every request reached the site's metrics pushed to the stream.
+    const pushed = perf.messages.filter((m) => m.type === "performance_metric").reduce((n, m) => n + m.data.requests, 0);
+    assert.equal(pushed, 60, `the slides missed while a shard was down were pushed later, none twice: ${metrics()}`);
+    perf.close();
+  } finally {
+    await edge.close();
+  }
+});

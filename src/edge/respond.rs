@@ -23,9 +23,9 @@ pub fn json_text(status: u16, text: &str) -> Response {
 pub fn error(e: &ApiError) -> Response {
     let r = with_body(e.status, "application/json; charset=utf-8", &e.body());
     // RFC 9110: a 405 carries `Allow` with the methods the resource has
-    // (`ApiError::method_not_allowed` puts them in its message).
-    if let Some(allowed) = e.message.strip_prefix("allowed: ").filter(|_| e.status == 405) {
-        let _ = r.headers().set("allow", allowed);
+    // (the route table's, carried by `ApiError::method_not_allowed`).
+    if e.status == 405 && !e.allow.is_empty() {
+        let _ = r.headers().set("allow", &e.allow.join(", "));
     }
     if let Some(s) = e.retry_after_s {
         let _ = r.headers().set("retry-after", &s.to_string());

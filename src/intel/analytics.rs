@@ -275,6 +275,27 @@ pub struct Gauges {
     pub stream_clients: Option<f64>,
 }
 
+impl Gauges {
+    /// Another hub's gauges for the same slide (the whole site's view): the
+    /// worst lag, latency and tick duration (as `rollups::merge_rule` merges
+    /// their KV history), the sockets of all (they live on one hub).
+    pub fn merge(&mut self, o: &Gauges) {
+        fn max(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+            match (a, b) {
+                (Some(x), Some(y)) => Some(x.max(y)),
+                (x, y) => x.or(y),
+            }
+        }
+        self.alarm_lag_ms = max(self.alarm_lag_ms, o.alarm_lag_ms);
+        self.kv_write_latency_ms = max(self.kv_write_latency_ms, o.kv_write_latency_ms);
+        self.tick_duration_ms = max(self.tick_duration_ms, o.tick_duration_ms);
+        self.stream_clients = match (self.stream_clients, o.stream_clients) {
+            (Some(x), Some(y)) => Some(x + y),
+            (x, y) => x.or(y),
+        };
+    }
+}
+
 /// One slide's buckets.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Slide {
@@ -473,6 +494,7 @@ impl Slide {
         self.travel_events += o.travel_events;
         self.budget.bytes += o.budget.bytes;
         self.budget.dropped += o.budget.dropped;
+        self.gauges.merge(&o.gauges);
     }
 
     fn ratio(a: u64, b: u64) -> f64 {
@@ -828,24 +850,39 @@ pub struct ShardPart<'a> {
     pub totals: &'a Totals,
 }
 
-/// The whole site's window from every shard's part: slides merged by start
-/// (the first part's gauges kept: put shard 0 first), hours and totals
-/// added. `last_rolled` and `forgotten` are left empty: they are one hub's
-/// bookkeeping, not the site's.
+/// The whole site's window from every shard's part: slides merged by start,
+/// hours and totals added. `last_rolled` and `forgotten` are left empty:
+/// they are one hub's bookkeeping, not the site's.
 pub fn merge_shards(parts: &[ShardPart<'_>]) -> Aggregator {
-    let windows: Vec<&[Slide]> = parts.iter().map(|p| p.slides).collect();
-    let mut agg = Aggregator {
-        slides: merge_windows(&windows).into_iter().map(|s| (s.start, s)).collect(),
-        hours: vec![0; 24],
-        ..Aggregator::default()
-    };
+    let mut site = Aggregator::site();
     for p in parts {
-        for (h, n) in agg.hours.iter_mut().zip(p.hours) {
+        site.add_shard(p);
+    }
+    site
+}
+
+impl Aggregator {
+    /// An empty whole-site window, to add shards' parts to one at a time
+    /// (`add_shard`: a part can be dropped once added).
+    pub fn site() -> Aggregator {
+        Aggregator { hours: vec![0; 24], ..Aggregator::default() }
+    }
+
+    /// Adds one shard's part to a whole-site window.
+    pub fn add_shard(&mut self, part: &ShardPart<'_>) {
+        for s in part.slides {
+            match self.slides.get_mut(&s.start) {
+                Some(acc) => acc.merge(s),
+                None => {
+                    self.slides.insert(s.start, s.clone());
+                }
+            }
+        }
+        for (h, n) in self.hours.iter_mut().zip(part.hours) {
             *h += n;
         }
-        agg.totals.add(p.totals);
+        self.totals.add(part.totals);
     }
-    agg
 }
 
 impl Totals {
@@ -861,22 +898,6 @@ impl Totals {
         self.fail_closed += o.fail_closed;
         self.observations_dropped += o.observations_dropped;
     }
-}
-
-/// Merges the window of several shards into one list of slides by start.
-pub fn merge_windows(windows: &[&[Slide]]) -> Vec<Slide> {
-    let mut by_start: BTreeMap<i64, Slide> = BTreeMap::new();
-    for w in windows {
-        for s in w.iter() {
-            match by_start.get_mut(&s.start) {
-                Some(acc) => acc.merge(s),
-                None => {
-                    by_start.insert(s.start, s.clone());
-                }
-            }
-        }
-    }
-    by_start.into_values().collect()
 }
 
 fn severity_for(support: usize, min: usize) -> &'static str {
@@ -1463,10 +1484,13 @@ mod tests {
         assert!(x.views(&c, now).patterns.is_empty() && y.views(&c, now).patterns.is_empty());
         let (xs, ys): (Vec<Slide>, Vec<Slide>) =
             (x.slides.values().cloned().collect(), y.slides.values().cloned().collect());
-        let merged = merge_windows(&[&xs, &ys]);
-        let refs: Vec<&Slide> = merged.iter().collect();
+        let mut site = Aggregator::site();
+        for (slides, a) in [(&xs, &x), (&ys, &y)] {
+            site.add_shard(&ShardPart { slides, hours: &a.hours, totals: &a.totals });
+        }
+        let refs: Vec<&Slide> = site.slides.values().collect();
         assert_eq!(kinds(&patterns(&c, &refs, now)), vec!["scanning_campaign:/.env".to_string()]);
-        assert_eq!(merged[0].requests, 3);
+        assert_eq!(refs[0].requests, 3);
     }
 
     #[test]
@@ -1498,7 +1522,24 @@ mod tests {
         assert!(zero.clone().take_rollups(&c, later).is_empty(), "shard 0 alone has nothing to roll up");
         let points = site.take_rollups(&c, later);
         assert_eq!(points.iter().map(|p| p.requests).sum::<u64>(), 4);
-        assert_eq!(points[0].gauges.stream_clients, Some(9.0), "the first part holding the slide gives its gauges");
+        assert_eq!(points[0].gauges.stream_clients, Some(9.0), "sockets add up (one hub has them)");
+        let mut g = Gauges { alarm_lag_ms: Some(5.0), stream_clients: Some(2.0), ..Gauges::default() };
+        g.merge(&Gauges {
+            alarm_lag_ms: Some(900.0),
+            tick_duration_ms: Some(3.0),
+            stream_clients: Some(0.0),
+            ..Gauges::default()
+        });
+        assert_eq!(
+            g,
+            Gauges {
+                alarm_lag_ms: Some(900.0),
+                kv_write_latency_ms: None,
+                tick_duration_ms: Some(3.0),
+                stream_clients: Some(2.0)
+            },
+            "the worst lag of any shard is the site's"
+        );
         let campaigns: Vec<String> =
             kinds(&site.views(&c, later).patterns).into_iter().filter(|k| k.starts_with("scanning")).collect();
         assert_eq!(campaigns, vec!["scanning_campaign:/.env".to_string()], "one campaign of four scanners");

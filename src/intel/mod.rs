@@ -17,6 +17,7 @@ pub mod headers;
 pub mod insights;
 pub mod ip;
 pub mod lists;
+pub mod outcome;
 pub mod profile;
 pub mod protocol;
 pub mod redirect;

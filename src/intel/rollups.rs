@@ -1,5 +1,5 @@
 //! The KV rollup keys and how history reads them back (pure: the hub writes
-//! the keys, `edge::analytics_api::history` lists them, both through here).
+//! the keys, `edge::api::analytics::history` lists them, both through here).
 //!
 //! KV's list has a prefix, a limit of 1,000 keys a page and a cursor, nothing
 //! else: no start key, no reverse order. So keys are bucketed by hour and a

@@ -35,7 +35,7 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::intel::alerting::{self, RuleState, Transition};
 use crate::intel::analytics::{
-    hub_name, merge_shards, shard_index, Aggregator, Gauges, Sample, ShardPart, Slide, SlidePoint, METRIC_NAMES,
+    hub_name, shard_index, Aggregator, Gauges, Sample, ShardPart, Slide, SlidePoint, METRIC_NAMES,
 };
 use crate::intel::insights;
 use crate::intel::protocol::{AlertNotice, MessageType, ServerMessage, Update};
@@ -86,6 +86,9 @@ pub enum HubOp {
     },
     /// The raw window and state, for the read API (merged across shards).
     Window,
+    /// Only the window's slides, hours and totals (`SitePart`): what shard 0
+    /// fetches from every other shard on each tick to evaluate the whole site.
+    Part,
     /// The stream-ticket key (`intel::ticket`): made once, at random, kept
     /// here; each isolate asks once and caches it.
     TicketKey,
@@ -101,6 +104,14 @@ pub enum HubOp {
     /// (`Aggregator::forget`); sent to every shard by `DELETE
     /// /api/ip-intelligence/:ip`.
     Forget { subject: String, at: f64 },
+}
+
+/// One shard's window as shard 0's tick fetches it (`HubOp::Part`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SitePart {
+    pub slides: Vec<Slide>,
+    pub hours: Vec<u64>,
+    pub totals: crate::intel::analytics::Totals,
 }
 
 /// What the read API gets from one shard.
@@ -123,6 +134,12 @@ pub struct WindowState {
     pub kv_failures: u64,
     #[serde(default)]
     pub kv_dropped: u64,
+    /// Shard 0: when the alert rules and insights were last evaluated on the
+    /// whole site, and the ticks that could not (a shard did not answer).
+    #[serde(default)]
+    pub site_evaluated_at: Option<f64>,
+    #[serde(default)]
+    pub site_failures: u64,
 }
 
 /// One rollup write, kept until KV has taken it.
@@ -159,10 +176,18 @@ struct Meta {
     rules: Vec<RuleState>,
     #[serde(default)]
     pattern_keys: Vec<String>,
-    /// `Aggregator::last_rolled` of the whole site's window (`site_window`),
-    /// kept by shard 0 when there are several shards.
+    /// `Aggregator::last_rolled` of the whole site's window (`other_shards`),
+    /// kept by shard 0 (`None`: never evaluated).
     #[serde(default)]
-    site_last_rolled: i64,
+    site_last_rolled: Option<i64>,
+    #[serde(default)]
+    site_evaluated_at: Option<f64>,
+    #[serde(default)]
+    site_failures: u64,
+    /// This hub's shard index, kept from the first request that named it
+    /// (`shard`): an alarm may come without the object's name.
+    #[serde(default)]
+    shard: Option<u32>,
     /// Keys of the trends and correlations pushed last tick (`intel::insights`).
     #[serde(default)]
     trend_keys: Vec<String>,
@@ -314,8 +339,22 @@ impl DurableObject for HubObject {
                     kv_pending: l.meta.kv_pending.len(),
                     kv_failures: l.meta.kv_failures,
                     kv_dropped: l.meta.kv_dropped,
+                    site_evaluated_at: l.meta.site_evaluated_at,
+                    site_failures: l.meta.site_failures,
                 };
                 reply(200, &window)
+            }
+            HubOp::Part => {
+                let now = now_ms();
+                self.ensure_loaded(&sql)?;
+                let loaded = self.loaded.borrow();
+                let Some(l) = loaded.as_ref() else { return reply(500, &json!({"error": "not_loaded"})) };
+                let part = SitePart {
+                    slides: l.agg.window(&config.analytics, now, false).into_iter().cloned().collect(),
+                    hours: l.agg.hours.clone(),
+                    totals: l.agg.totals.clone(),
+                };
+                reply(200, &part)
             }
             HubOp::Wake => {
                 self.ensure_loaded(&sql)?;
@@ -362,25 +401,30 @@ impl DurableObject for HubObject {
         let sql = self.state.storage().sql();
         migrate(&sql)?;
         self.ensure_loaded(&sql)?;
+        let Some(shard) = self.shard() else {
+            // Never seen by name (only a request names it): which keys to write
+            // and whether to evaluate the site are unknown. The next request
+            // (every report names the object) arms the tick again.
+            worker::console_error!("edgeintel: a hub's alarm came without its name; skipped");
+            return Response::ok("unnamed");
+        };
         // Re-arm first: whatever fails below, the next tick comes.
         let slide_ms = config.analytics.slide_s as f64 * 1000.0;
         let grace = config.analytics.grace_ms;
         let next = (((started - grace) / slide_ms).floor() + 1.0) * slide_ms + grace;
         self.state.storage().set_alarm(worker::ScheduledTime::new(js_sys::Date::new(&next.into()))).await?;
-        let (lag, rollups, pending, rolled_before) = {
+        let (lag, rollups, pending) = {
             let mut loaded = self.loaded.borrow_mut();
             let Some(l) = loaded.as_mut() else { return Response::ok("not loaded") };
             let lag = l.meta.next_tick.map(|t| (started - t).max(0.0));
             l.meta.next_tick = Some(next);
             l.meta.last_tick = Some(started);
-            let rolled_before = l.agg.last_rolled;
             let rollups = l.agg.take_rollups(&config.analytics, started);
-            (lag, rollups, std::mem::take(&mut l.meta.kv_pending), rolled_before)
+            (lag, rollups, std::mem::take(&mut l.meta.kv_pending))
         };
         // KV rollups: one key per metric per slide (written once), and `latest`;
         // what KV refuses now is kept and retried on the next tick.
         let kv_started = now_ms();
-        let shard = self.shard();
         let mut todo = pending;
         todo.extend(rollup_puts(&rollups, shard));
         let kv = self.write_rollups(&config, todo, rollups.last(), shard).await;
@@ -389,8 +433,8 @@ impl DurableObject for HubObject {
         // shard 0 alone, over every shard's window (one call per other shard
         // per tick). The other shards only roll up their part into KV.
         let others = match (shard, config.hub.shards) {
-            (0, 1) => Some(Ok(Vec::new())),
-            (0, n) => Some(self.other_windows(n).await),
+            (0, 1) => Some(Ok(None)),
+            (0, n) => Some(self.other_shards(&config, n).await.map(Some)),
             _ => None,
         };
         if shard != 0 {
@@ -421,31 +465,27 @@ impl DurableObject for HubObject {
                 }
                 Some(Err(e)) => {
                     // Nothing evaluated on a part of the site: the slides
-                    // not rolled up yet come with the next tick.
+                    // not rolled up yet come with the next tick. Counted, and
+                    // `site_evaluated_at` shows how old the rule states are.
                     worker::console_error!("edgeintel: alert rules and insights wait for the next tick: {e}");
+                    l.meta.site_failures += 1;
                     None
                 }
-                Some(Ok(others)) => {
-                    let site = (!others.is_empty()).then(|| {
-                        let own: Vec<Slide> = l.agg.slides.values().cloned().collect();
-                        let mut parts = vec![ShardPart { slides: &own, hours: &l.agg.hours, totals: &l.agg.totals }];
-                        parts.extend(others.iter().map(|w| ShardPart {
-                            slides: &w.slides,
-                            hours: &w.hours,
-                            totals: &w.totals,
-                        }));
-                        let mut site = merge_shards(&parts);
-                        site.last_rolled =
-                            if l.meta.site_last_rolled > 0 { l.meta.site_last_rolled } else { rolled_before };
-                        let points = site.take_rollups(&config.analytics, started);
-                        l.meta.site_last_rolled = site.last_rolled;
-                        (site, points)
-                    });
-                    let (agg, points) = match &site {
-                        Some((site, points)) => (site, points.clone()),
-                        None => (&l.agg, rollups.clone()),
-                    };
-                    Some(evaluate(&config, agg, points, &mut l.meta, now))
+                Some(Ok(None)) => {
+                    // One shard: its window is the site's.
+                    l.meta.site_last_rolled = Some(l.agg.last_rolled);
+                    l.meta.site_evaluated_at = Some(now);
+                    Some(evaluate(&config, &l.agg, rollups.clone(), &mut l.meta, now))
+                }
+                Some(Ok(Some(mut site))) => {
+                    let own: Vec<Slide> = l.agg.slides.values().cloned().collect();
+                    site.add_shard(&ShardPart { slides: &own, hours: &l.agg.hours, totals: &l.agg.totals });
+                    // Never evaluated before: from the oldest slide in the window.
+                    site.last_rolled = l.meta.site_last_rolled.unwrap_or(0);
+                    let points = site.take_rollups(&config.analytics, started);
+                    l.meta.site_last_rolled = Some(site.last_rolled);
+                    l.meta.site_evaluated_at = Some(now);
+                    Some(evaluate(&config, &site, points, &mut l.meta, now))
                 }
             }
         };
@@ -494,8 +534,8 @@ fn slide_of(config: &Config, at_ms: f64) -> i64 {
     s - s.rem_euclid(config.analytics.slide_s.max(1))
 }
 
-/// Alert rules on the newest closed slide and what the window says that it
-/// did not say last tick, from the whole site's window (`agg`) and its
+/// Alert rules on each slide closed since the last evaluation and what the
+/// window says that it did not say last tick, from the whole site's window (`agg`) and its
 /// slides closed since the last tick (`points`, pushed as metrics).
 fn evaluate(
     config: &Config,
@@ -505,10 +545,15 @@ fn evaluate(
     now: f64,
 ) -> (Vec<SlidePoint>, Vec<Transition>, News) {
     let views = agg.views(&config.analytics, now);
-    let transitions = match points.last() {
-        Some(p) => alerting::evaluate(&config.hub.alert_rules, &mut meta.rules, |m| p.metric(m), now),
-        None => Vec::new(),
-    };
+    // Every slide closed since the last evaluation is judged, in order (a
+    // tick that was late or could not evaluate loses none): the newest now,
+    // the older ones at the time they closed.
+    let slide_ms = config.analytics.slide_s as f64 * 1000.0;
+    let mut transitions = Vec::new();
+    for (i, p) in points.iter().enumerate() {
+        let at = if i + 1 == points.len() { now } else { (p.start as f64 * 1000.0 + slide_ms).min(now) };
+        transitions.extend(alerting::evaluate(&config.hub.alert_rules, &mut meta.rules, |m| p.metric(m), at));
+    }
     let keys: Vec<String> = views.patterns.iter().map(pattern_key).collect();
     let patterns: Vec<Value> =
         views.patterns.iter().filter(|p| !meta.pattern_keys.contains(&pattern_key(p))).cloned().collect();
@@ -595,6 +640,9 @@ impl HubObject {
         self.ensure_loaded(sql)?;
         let mut loaded = self.loaded.borrow_mut();
         let Some(l) = loaded.as_mut() else { return Err(worker::Error::RustError("hub state not loaded".into())) };
+        if let Some(i) = self.state.id().name().as_deref().and_then(shard_index) {
+            l.meta.shard = Some(i);
+        }
         let mut touched = BTreeSet::new();
         let out = f(l, &mut touched);
         for start in touched {
@@ -632,8 +680,14 @@ impl HubObject {
     /// This hub's shard index, from its object name (`hub_name`); the runtime
     /// passes the name to the object, alarms included. Keys carry it so that
     /// each KV key is written by one shard only.
-    fn shard(&self) -> u32 {
-        self.state.id().name().as_deref().and_then(shard_index).unwrap_or(0)
+    fn shard(&self) -> Option<u32> {
+        let named = self.state.id().name().as_deref().and_then(shard_index);
+        let mut loaded = self.loaded.borrow_mut();
+        let meta = &mut loaded.as_mut()?.meta;
+        if named.is_some() {
+            meta.shard = named;
+        }
+        meta.shard
     }
 
     /// Writes the rollup puts (each metric of each slide under its hour
@@ -727,25 +781,37 @@ impl HubObject {
         send_all(&self.state, INTEL_TAG, &intel);
     }
 
-    /// The windows of shards 1..n (for shard 0's evaluation of the whole
-    /// site), fetched in parallel; an error if any shard does not answer.
-    async fn other_windows(&self, n: u32) -> std::result::Result<Vec<WindowState>, String> {
-        let calls =
-            (1..n).map(|i| {
-                let name = hub_name(i);
-                async move {
-                    (platform::call_object::<_, WindowState>(&self.env, BINDING, &name, &HubOp::Window).await, name)
+    /// The windows of shards 1..n added up (for shard 0's evaluation of the
+    /// whole site). At most 4 calls at a time, each answer added and dropped
+    /// as it comes (memory: the sum and 4 answers, not every shard's window),
+    /// each bounded by half a slide; an error if any shard does not answer.
+    async fn other_shards(&self, config: &Config, n: u32) -> std::result::Result<Aggregator, String> {
+        use futures::future::{select, Either};
+        use futures::stream::{self, StreamExt};
+        use futures::FutureExt;
+        let limit_ms = (config.analytics.slide_s.max(1) as u64 * 500).max(1000);
+        let calls = (1..n).map(|i| async move {
+            let name = hub_name(i);
+            let call = platform::call_object::<_, SitePart>(&self.env, BINDING, &name, &HubOp::Part).boxed_local();
+            let late = worker::Delay::from(std::time::Duration::from_millis(limit_ms));
+            let answer = match select(call, late).await {
+                Either::Left((r, _)) => r.map_err(|e| e.0),
+                Either::Right(_) => Err(format!("no answer within {limit_ms} ms")),
+            };
+            (answer, name)
+        });
+        let mut answers = stream::iter(calls).buffer_unordered(4);
+        let mut site = Aggregator::site();
+        while let Some((answer, name)) = answers.next().await {
+            match answer {
+                Ok((200, Some(p))) => {
+                    site.add_shard(&ShardPart { slides: &p.slides, hours: &p.hours, totals: &p.totals })
                 }
-            });
-        let mut windows = Vec::new();
-        for (r, name) in futures::future::join_all(calls).await {
-            match r {
-                Ok((200, Some(w))) => windows.push(w),
                 Ok((status, _)) => return Err(format!("{name} answered {status}")),
-                Err(e) => return Err(format!("{name}: {}", e.0)),
+                Err(e) => return Err(format!("{name}: {e}")),
             }
         }
-        Ok(windows)
+        Ok(site)
     }
 }
 

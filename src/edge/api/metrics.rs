@@ -1,0 +1,145 @@
+//! `GET /metrics`: the merged analytics window (`window::merged`) in
+//! Prometheus text exposition (version 0.0.4), for a scraper holding the
+//! admin token.
+
+use serde_json::json;
+use web_sys::Response;
+
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::edge::respond;
+use crate::error::ApiError;
+use crate::intel::alerting::State;
+use crate::intel::sketch::Histogram;
+
+use super::common::Call;
+use super::window::{merged, Merged};
+
+pub async fn prometheus(c: Call<'_>) -> Result<Response, ApiError> {
+    let now = now_ms();
+    let m = merged(c.env, c.config).await?;
+    Ok(exposition(&m, c.config, now))
+}
+
+/// Prometheus text exposition (version 0.0.4): monotonic totals as
+/// counters, the analytics window's measurements as gauges.
+fn exposition(m: &Merged, config: &Config, now: f64) -> Response {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+        if samples.is_empty() {
+            return;
+        }
+        out.push_str(&format!("# HELP edgeintel_{name} {help}\n# TYPE edgeintel_{name} {kind}\n"));
+        for (labels, v) in samples {
+            out.push_str(&format!("edgeintel_{name}{labels} {v}\n"));
+        }
+    };
+    let t = &m.agg.totals;
+    let c = |v: u64| vec![(String::new(), v as f64)];
+    metric("request_count", "counter", "Requests recorded by the analytics hubs since they started.", c(t.requests));
+    metric("events_processed", "counter", "Profile events received by the hubs.", c(t.events));
+    metric("events_rejected", "counter", "Events rejected by POST /api/events.", c(t.events_rejected));
+    metric("degraded_count", "counter", "Requests forwarded degraded (profile timeout or error).", c(t.degraded));
+    metric("do_errors", "counter", "Profile consults that failed with an error.", c(t.do_errors));
+    metric("origin_errors", "counter", "Origin answers of 5xx (including unreachable: 502).", c(t.server_errors));
+    metric("enforced_count", "counter", "Requests the edge challenged or blocked itself.", c(t.enforced));
+    let site_failures = m.shards.first().map_or(0, |s| s.site_failures);
+    metric(
+        "site_evaluation_failures",
+        "counter",
+        "Ticks whose alert rules and insights were not evaluated: a hub shard did not answer shard 0.",
+        c(site_failures),
+    );
+    metric(
+        "fail_closed_count",
+        "counter",
+        "Requests FAIL_MODE=closed answered with 503 instead of forwarding them degraded.",
+        c(t.fail_closed),
+    );
+    metric(
+        "observations_dropped",
+        "counter",
+        "Observations and samples lost: a profile or hub flush failed twice.",
+        c(t.observations_dropped),
+    );
+    let mut lat = Histogram::default();
+    let mut consult = Histogram::default();
+    for s in m.agg.slides.values() {
+        lat.merge(&s.latency);
+        consult.merge(&s.consult_latency);
+    }
+    let quantiles = |h: &Histogram| -> Vec<(String, f64)> {
+        [0.5, 0.95, 0.99].iter().filter_map(|q| h.quantile(*q).map(|v| (format!("{{quantile=\"{q}\"}}"), v))).collect()
+    };
+    metric("origin_latency_ms", "gauge", "Origin latency over the analytics window, by quantile.", quantiles(&lat));
+    metric(
+        "consult_latency_ms",
+        "gauge",
+        "Profile consult latency over the analytics window, by quantile.",
+        quantiles(&consult),
+    );
+    if let Some(p) = m.latest_closed(config, now) {
+        metric(
+            "error_rate",
+            "gauge",
+            "Share of 5xx origin answers in the newest closed slide.",
+            vec![(String::new(), p.error_rate)],
+        );
+        metric(
+            "high_risk_share",
+            "gauge",
+            "Share of requests scoring 75+ in the newest closed slide.",
+            vec![(String::new(), p.high_risk_share)],
+        );
+    }
+    metric(
+        "active_profiles",
+        "gauge",
+        "Distinct subjects in the analytics window (HyperLogLog estimate).",
+        vec![(String::new(), m.active_profiles())],
+    );
+    metric(
+        "stream_clients",
+        "gauge",
+        "Open WebSocket stream clients on the global hub.",
+        vec![(String::new(), m.stream_clients() as f64)],
+    );
+    let gauge =
+        |f: fn(&crate::intel::analytics::Gauges) -> Option<f64>| m.agg.slides.values().rev().find_map(|s| f(&s.gauges));
+    let g = |v: Option<f64>| v.map(|v| vec![(String::new(), v)]).unwrap_or_default();
+    metric("alarm_lag_ms", "gauge", "How late the last analytics tick fired.", g(gauge(|x| x.alarm_lag_ms)));
+    metric(
+        "kv_write_latency_ms",
+        "gauge",
+        "Time of the last tick's KV rollup writes.",
+        g(gauge(|x| x.kv_write_latency_ms)),
+    );
+    metric(
+        "tick_duration_ms",
+        "gauge",
+        "Duration of the last analytics tick (wall time across its I/O).",
+        g(gauge(|x| x.tick_duration_ms)),
+    );
+    let states: Vec<(String, f64)> = m
+        .rules()
+        .iter()
+        .map(|r| {
+            let v = match r.state {
+                State::Firing => 2.0,
+                State::Pending => 1.0,
+                _ => 0.0,
+            };
+            (format!("{{rule=\"{}\"}}", r.rule.replace(['"', '\\', '\n'], "_")), v)
+        })
+        .collect();
+    metric("alert_state", "gauge", "Alert rule state: 0 inactive or resolved, 1 pending, 2 firing.", states);
+    let init = web_sys::ResponseInit::new();
+    init.set_status(200);
+    if let Ok(h) = web_sys::Headers::new() {
+        let _ = h.set("content-type", "text/plain; version=0.0.4; charset=utf-8");
+        let _ = h.set("cache-control", "no-store");
+        init.set_headers(h.as_ref());
+    }
+    Response::new_with_opt_str_and_init(Some(&out), &init)
+        .unwrap_or_else(|_| respond::json(500, &json!({"error": "internal"})))
+}

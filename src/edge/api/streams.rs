@@ -1,0 +1,90 @@
+//! The WebSocket streams (`/api/intelligence/stream`,
+//! `/api/performance/stream`) and the single-use tickets browsers open them
+//! with (`POST /api/stream-ticket`). `Auth::Stream` has checked the method,
+//! the upgrade and the credential before a handler here runs; the socket
+//! itself is accepted by the object that serves the stream (the hub, or the
+//! subject's profile object for `?ip=`).
+
+use serde_json::{json, Value};
+use web_sys::Response;
+
+use crate::clock::now_ms;
+use crate::edge::consult::BINDING;
+use crate::edge::respond;
+use crate::error::ApiError;
+use crate::intel::ticket;
+use crate::objects::hub::{self, HubOp};
+use crate::objects::sockets::{BEARER_HEADER, STREAM_HEADER, TICKET_EXPIRES_HEADER, TICKET_NONCE_HEADER};
+use crate::platform::call_object;
+
+use super::auth::{bearer_subprotocol, ticket_key, unauthorized};
+use super::common::{iso, key_from_path, unavailable, Call};
+
+/// `POST /api/stream-ticket`: a signed single-use stream ticket
+/// (`intel::ticket`), made in the isolate.
+pub async fn issue_ticket(c: Call<'_>) -> Result<Response, ApiError> {
+    let key = ticket_key(c.env).await?;
+    let mut nonce = [0u8; ticket::NONCE_BYTES];
+    getrandom::fill(&mut nonce).map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
+    let ttl = c.config.streams.ticket_ttl_ms;
+    let expires = now_ms() + ttl;
+    let ticket = ticket::issue(&key, &nonce, expires as u64)
+        .ok_or_else(|| ApiError::new(500, "internal", "could not sign the ticket"))?;
+    Ok(respond::json(201, &json!({"ticket": ticket, "expiresAt": iso(expires), "expiresIn": ttl / 1000.0})))
+}
+
+/// `GET /api/intelligence/stream` (`?ip=` narrows it to one subject).
+pub async fn intelligence(c: Call<'_>) -> Result<Response, ApiError> {
+    open(c, hub::INTEL_TAG).await
+}
+
+/// `GET /api/performance/stream`.
+pub async fn performance(c: Call<'_>) -> Result<Response, ApiError> {
+    open(c, hub::PERF_TAG).await
+}
+
+async fn open(c: Call<'_>, tag: &'static str) -> Result<Response, ApiError> {
+    let (env, config) = (c.env, c.config);
+    let url = url::Url::parse(&c.req.url()).map_err(|_| ApiError::new(400, "bad_url", "unparsable URL"))?;
+    let ip = url.query_pairs().find(|(k, _)| k == "ip").map(|(_, v)| v.into_owned());
+    let (binding, name) = match ip {
+        // The object is named by the subject's storage key, as every other
+        // call names it (hashed with IP_HASH_KEY).
+        Some(ip) if tag == hub::INTEL_TAG => (BINDING, key_from_path(&ip, config)?.key.as_str().to_string()),
+        Some(_) => return Err(ApiError::new(400, "bad_request", "`ip` narrows only the intelligence stream")),
+        None => (hub::BINDING, hub::NAME.to_string()),
+    };
+    let internal = || ApiError::new(500, "internal", "could not build the upgrade request");
+    let mut headers = vec![("upgrade", "websocket"), (STREAM_HEADER, tag)];
+    if bearer_subprotocol(c.req).is_some() {
+        headers.push((BEARER_HEADER, "1"));
+    }
+    let expires;
+    if let Some(t) = &c.ticket {
+        expires = t.expires_ms.to_string();
+        if binding == hub::BINDING {
+            // The hub spends it in the same call that accepts the socket.
+            headers.push((TICKET_NONCE_HEADER, t.nonce.as_str()));
+            headers.push((TICKET_EXPIRES_HEADER, expires.as_str()));
+        } else {
+            // A subject's stream lands in its profile object; tickets are
+            // spent in one place, the hub, so each opens one socket anywhere.
+            let op = HubOp::SpendTicket { nonce: t.nonce.clone(), expires: t.expires_ms as f64 };
+            let (_, body) = call_object::<_, Value>(env, hub::BINDING, hub::NAME, &op).await.map_err(unavailable)?;
+            if !body.as_ref().and_then(|b| b.get("valid")).and_then(Value::as_bool).unwrap_or(false) {
+                return Err(unauthorized());
+            }
+        }
+    }
+    let inner = crate::platform::new_request("https://object/stream", "GET", &headers, None).map_err(|_| internal())?;
+    let object_error = |e: worker::Error| unavailable(crate::platform::ObjectError(e.to_string()));
+    let stub = env.durable_object(binding).and_then(|ns| ns.get_by_name(&name)).map_err(object_error)?;
+    let res = stub.fetch_with_request(inner).await.map_err(object_error)?;
+    // A ticket the hub had already seen spent is a failed authentication
+    // like any other (counted by the limiter), not a pass-through answer.
+    if res.status_code() == 401 {
+        return Err(unauthorized());
+    }
+    // A 101 with its WebSocket (or the object's refusal) goes back as is.
+    Ok(res.into())
+}

@@ -1,0 +1,74 @@
+//! The analytics window as readers see it: the raw window of every hub
+//! shard, merged (`merge_shards`) with the same pure code the hub uses, so
+//! `HUB_SHARDS` > 1 changes nothing for readers. Shared by the analytics
+//! views and the Prometheus exposition.
+
+use futures::future::join_all;
+use worker::Env;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::intel::alerting::RuleState;
+use crate::intel::analytics::{hub_name, merge_shards, Aggregator, ShardPart, SlidePoint};
+use crate::intel::sketch::Hll;
+use crate::objects::hub::{self, HubOp, WindowState};
+use crate::platform::call_object;
+
+/// The merged window of all shards.
+pub struct Merged {
+    pub agg: Aggregator,
+    pub shards: Vec<WindowState>,
+}
+
+impl Merged {
+    pub fn points(&self) -> Vec<SlidePoint> {
+        self.agg.slides.values().map(|s| s.point()).collect()
+    }
+
+    /// The alert rules' states: shard 0 (`global`) evaluates them for the
+    /// whole site; other shards keep none.
+    pub fn rules(&self) -> &[RuleState] {
+        self.shards.first().map_or(&[], |s| &s.rules)
+    }
+
+    pub fn stream_clients(&self) -> usize {
+        self.shards.first().map_or(0, |s| s.stream_clients)
+    }
+
+    /// The newest closed slide's point (the "current" measured values).
+    pub fn latest_closed(&self, config: &Config, now: f64) -> Option<SlidePoint> {
+        self.agg.window(&config.analytics, now, true).last().map(|s| s.point())
+    }
+
+    /// Distinct subjects in the window (HyperLogLog estimate).
+    pub fn active_profiles(&self) -> f64 {
+        let mut h = Hll::default();
+        for s in self.agg.slides.values() {
+            h.merge(&s.unique);
+        }
+        h.estimate().round()
+    }
+}
+
+/// Every shard's window, merged; 503 if any shard does not answer.
+pub async fn merged(env: &Env, config: &Config) -> Result<Merged, ApiError> {
+    let calls = (0..config.hub.shards).map(|i| {
+        let name = hub_name(i);
+        async move { call_object::<_, WindowState>(env, hub::BINDING, &name, &HubOp::Window).await }
+    });
+    let mut shards = Vec::new();
+    for r in join_all(calls).await {
+        match r {
+            Ok((200, Some(w))) => shards.push(w),
+            Ok((s, _)) => return Err(ApiError::new(503, "analytics_unavailable", format!("a hub shard answered {s}"))),
+            Err(e) => {
+                worker::console_error!("edgeintel: hub unavailable: {}", e.0);
+                return Err(ApiError::new(503, "analytics_unavailable", "an analytics hub did not answer; retry"));
+            }
+        }
+    }
+    let parts: Vec<ShardPart> =
+        shards.iter().map(|w| ShardPart { slides: &w.slides, hours: &w.hours, totals: &w.totals }).collect();
+    let agg = merge_shards(&parts);
+    Ok(Merged { agg, shards })
+}

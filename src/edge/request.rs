@@ -1,0 +1,338 @@
+//! The request path (SPEC section 1) for a request the Worker forwards:
+//! named phases over one `RequestCtx`, each reading what the phases before it
+//! found:
+//!
+//! ```text
+//! extract -> identify -> consult -> score -> decide -> forward | respond -> record
+//! ```
+//!
+//! What is recorded (the observation, the sample, the sighting) is built by
+//! the pure `intel::outcome`; this file only gathers the inputs and does the
+//! I/O.
+//!
+//! Failure semantics: fail open. If a Durable Object fails or misses the
+//! budget, the request is still forwarded with request-only signals,
+//! `X-Risk-Level: unknown` and `X-Intel-Status: degraded` (unless
+//! `FAIL_MODE=closed`). Nothing here may panic (a panic resets the wasm
+//! instance and every co-located object).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures::future::{join, select, Either};
+use futures::FutureExt;
+use web_sys::{Request, Response};
+use worker::{Context, Delay, Env};
+
+use crate::clock::now_ms;
+use crate::config::{Config, RiskMode};
+use crate::intel::analytics::{shard_of, Consult};
+use crate::intel::enforce::{self, clearance_valid, Action, DecideInput, CLEARANCE_COOKIE};
+use crate::intel::facts::{CfFacts, RequestFacts};
+use crate::intel::headers::{self, HeaderInput, IntelStatus};
+use crate::intel::ip::{identify as identify_subject, subject_of, Identity};
+use crate::intel::lists::ListVerdict;
+use crate::intel::outcome::{self, Answer, Consulted};
+use crate::intel::profile::{Observation, ProfileVerdict};
+use crate::intel::score::{self, Level, Verdict};
+use crate::intel::secrets::cookie;
+use crate::intel::signals::{self, Reason, Signal};
+use crate::intel::signature;
+use crate::intel::travel::TravelFinding;
+
+use super::forward::OriginError;
+use super::visitor::Visitor;
+use super::{consult, extract, forward, lists, record, respond, visitor};
+
+/// One request on its way through the phases.
+struct RequestCtx<'a> {
+    req: &'a Request,
+    env: &'a Env,
+    ctx: &'a Context,
+    config: &'a Config,
+    started: f64,
+    // extract
+    ip: Option<IpAddr>,
+    cf: CfFacts,
+    request: RequestFacts,
+    cookies: Option<String>,
+    // identify
+    identity: Option<Identity>,
+    visitor: Option<Visitor>,
+    /// The request's own signals (then the profile's, once scored).
+    signals: Vec<Signal>,
+}
+
+/// What the consult phase found: the lists' verdict, the profile's, the
+/// visitor's travel finding, and how the asking went.
+struct Found {
+    list: ListVerdict,
+    profile: ProfileVerdict,
+    status: IntelStatus,
+    travel: Option<TravelFinding>,
+    consulted: Consulted,
+}
+
+/// The score phase's result.
+struct Scored {
+    verdict: Verdict,
+    level: Level,
+    status: IntelStatus,
+}
+
+/// Runs the phases for one request outside the reserved prefix.
+pub async fn handle(req: &Request, env: &Env, ctx: &Context, config: &Config) -> Response {
+    let mut rc = extract(req, env, ctx, config);
+    identify(&mut rc);
+    let (found, obs) = consult(&mut rc).await;
+    let scored = score(&mut rc, &found);
+    if scored.status == IntelStatus::Degraded && config.consult.fail_closed {
+        // FAIL_MODE=closed: the operator prefers no answer to an unscored
+        // one. Counted (degraded and fail-closed), so the degraded-share alert sees it.
+        record_sample(&rc, &found, &scored, &Answer::FailedClosed);
+        return respond::unavailable();
+    }
+    let action = decide(&rc, &found, &scored);
+    let sent = now_ms();
+    let result = match action {
+        Action::Forward => forward(&rc, &found, &scored).await,
+        Action::Block | Action::Challenge => Ok(respond(&rc, action)),
+    };
+    let status = result.as_ref().map_or_else(OriginError::status, Response::status);
+    let answer = match action {
+        Action::Forward => Answer::Forwarded { status, latency_ms: now_ms() - sent },
+        _ => Answer::Enforced { action, status },
+    };
+    record(&rc, &found, &scored, obs, &answer);
+    let response = match result {
+        Ok(res) => res,
+        Err(e) => return respond::origin_failed(&e),
+    };
+    match rc.visitor.and_then(|v| v.set_cookie) {
+        Some(cookie) => forward::with_cookie(response, &cookie),
+        None => response,
+    }
+}
+
+/// Phase 1: the client IP, `request.cf` and the request's facts (never fails:
+/// every field is optional).
+fn extract<'a>(req: &'a Request, env: &'a Env, ctx: &'a Context, config: &'a Config) -> RequestCtx<'a> {
+    let started = now_ms();
+    crate::platform::count_request();
+    let (ip, cf, request) = extract::facts(req, config);
+    let cookies = extract::cookie_header(req);
+    RequestCtx {
+        req,
+        env,
+        ctx,
+        config,
+        started,
+        ip,
+        cf,
+        request,
+        cookies,
+        identity: None,
+        visitor: None,
+        signals: Vec::new(),
+    }
+}
+
+/// Phase 2: the subject (profile key, hashed with `IP_HASH_KEY`), the visitor
+/// if configured, and the signals the request shows by itself.
+fn identify(rc: &mut RequestCtx) {
+    rc.identity = rc.ip.map(|ip| identify_subject(&subject_of(ip), rc.config.secrets.ip_hash_key.as_deref()));
+    rc.visitor = visitor::identify(rc.cookies.as_deref(), rc.config);
+    rc.signals = signals::request_signals(&rc.cf, &rc.request, &rc.config.signals);
+}
+
+/// Phase 3: the allow/block lists (a block-listed request carries the
+/// `blocklisted` signal from here on), then the profile and the visitor's
+/// travel, concurrently, within the mode's budget. Also returns the
+/// observation of the request (consistent mode records it while consulting).
+async fn consult(rc: &mut RequestCtx<'_>) -> (Found, Observation) {
+    let lists = lists::effective(rc.env, rc.ctx, rc.config).await;
+    let list = lists.lists.check(rc.ip, rc.cf.asn, rc.cf.country.as_deref());
+    if list == ListVerdict::Blocked {
+        rc.signals.push(Signal { reason: Reason::Blocklisted, points: None });
+    }
+    let visitor = rc.visitor.as_ref().map(|v| v.key.as_str());
+    let obs = outcome::observation(rc.started, &rc.request, &rc.cf, &rc.signals, visitor);
+    let (profile, status, travel, consult) = match &rc.identity {
+        None => (ProfileVerdict::unknown_subject(), IntelStatus::Ok, None, Consult::Cached),
+        Some(id) => consult_profile(rc, id, &obs).await,
+    };
+    // Time only advances across I/O in Workers, so this is the consult's I/O wait.
+    let consulted = Consulted { consult, consult_ms: now_ms() - rc.started, lists_stale: !lists.fresh };
+    (Found { list, profile, status, travel, consulted }, obs)
+}
+
+/// The profile verdict and the visitor's travel finding, asked concurrently.
+async fn consult_profile(
+    rc: &RequestCtx<'_>,
+    id: &Identity,
+    obs: &Observation,
+) -> (ProfileVerdict, IntelStatus, Option<TravelFinding>, Consult) {
+    let (env, ctx, config) = (rc.env, rc.ctx, rc.config);
+    let subject = &id.key;
+    let profile = async {
+        match config.consult.mode {
+            RiskMode::Fast => consult::fast(env, ctx, config, subject).await,
+            RiskMode::Consistent => {
+                consult::consistent(env, ctx, config, subject, &id.display, obs.clone()).await.map(|v| (v, false))
+            }
+        }
+    };
+    let sighting = rc
+        .visitor
+        .as_ref()
+        .and_then(|v| outcome::sighting(&rc.cf, &rc.signals, &id.display, rc.started).map(|s| (v.key.clone(), s)));
+    let travel = async {
+        let (key, sighting) = sighting?;
+        let ask = {
+            let env = env.clone();
+            let subject = subject.as_str().to_string();
+            async move { visitor::sight(&env, &key, &subject, sighting).await }
+        }
+        .boxed_local();
+        let answer = match config.consult.mode {
+            RiskMode::Consistent => ask.await,
+            RiskMode::Fast => {
+                let budget = Delay::from(Duration::from_millis(u64::from(config.consult.timeout_ms)));
+                match select(ask, budget).await {
+                    Either::Left((a, _)) => a,
+                    Either::Right(((), pending)) => {
+                        // The sighting is still recorded (and any finding reported).
+                        ctx.wait_until(pending.map(|_| ()));
+                        return None;
+                    }
+                }
+            }
+        };
+        match answer {
+            Ok(a) => a.finding,
+            Err(e) => {
+                worker::console_error!("edgeintel: visitor check failed: {}", e.0);
+                None
+            }
+        }
+    };
+    let (profile, travel) = join(profile, travel).await;
+    match profile {
+        Ok((v, cached)) => (v, IntelStatus::Ok, travel, if cached { Consult::Cached } else { Consult::Ok }),
+        Err(e) => {
+            worker::console_warn!("edgeintel: profile degraded: {}", e.why);
+            let outcome = if e.timed_out { Consult::Timeout } else { Consult::Error };
+            (ProfileVerdict::unknown_subject(), IntelStatus::Degraded, travel, outcome)
+        }
+    }
+}
+
+/// Phase 4: the request's own signals plus what the lists and the profile
+/// say. Without the profile the level is unknown; stale lists (KV failed or
+/// was late) leave the score as it is but still mark the request degraded.
+fn score(rc: &mut RequestCtx, found: &Found) -> Scored {
+    rc.signals.extend(found.profile.signals.iter().cloned());
+    if found.travel.is_some() {
+        rc.signals.push(Signal { reason: Reason::ImpossibleTravel, points: None });
+    }
+    let verdict = score::score(&rc.signals, &rc.config.weights);
+    let level = if found.status == IntelStatus::Degraded { Level::Unknown } else { verdict.level };
+    let status = if found.consulted.lists_stale { IntelStatus::Degraded } else { found.status };
+    Scored { verdict, level, status }
+}
+
+/// Phase 5: forward, challenge or block (`intel::enforce`).
+fn decide(rc: &RequestCtx, found: &Found, scored: &Scored) -> Action {
+    let config = rc.config;
+    let cleared = match (&config.secrets.challenge_key, rc.cookies.as_deref().and_then(|h| cookie(h, CLEARANCE_COOKIE)))
+    {
+        (Some(k), Some(v)) => clearance_valid(k, subject_key(rc), v, rc.started),
+        _ => false,
+    };
+    enforce::decide(&DecideInput {
+        mode: config.enforce.mode,
+        score: scored.verdict.score,
+        challenge_at: config.enforce.challenge_at,
+        block_at: config.enforce.block_at,
+        verified_bot: rc.cf.verified_bot == Some(true),
+        list: found.list,
+        cleared,
+    })
+}
+
+fn subject_key<'a>(rc: &'a RequestCtx) -> &'a str {
+    rc.identity.as_ref().map_or("", |id| id.key.as_str())
+}
+
+/// Phase 6a: to the origin, with our headers replacing any the client sent
+/// (signed when `HEADER_SIGNING_KEY` is set: `intel::signature`).
+async fn forward(rc: &RequestCtx<'_>, found: &Found, scored: &Scored) -> Result<Response, OriginError> {
+    let mut ours = headers::render(&HeaderInput {
+        verdict: &scored.verdict,
+        level: scored.level,
+        threat: found.profile.threat,
+        reputation: found.profile.reputation,
+        cf: &rc.cf,
+        status: scored.status,
+    });
+    if let Some(k) = &rc.config.secrets.header_signing_key {
+        // The address the verdict is about, signed with it.
+        if let Some(ip) = rc.ip {
+            ours.push((signature::CLIENT_IP, ip.to_string()));
+        }
+        let url = forward::target_url(rc.req, rc.config);
+        let t = (rc.started / 1000.0) as u64;
+        if let Some(sig) = signature::sign(k, &rc.request.method, &url, t, &ours) {
+            ours.push((signature::SIGNATURE, sig));
+        }
+    }
+    forward::send(rc.req, rc.config, &ours).await
+}
+
+/// Phase 6b: the edge's own answer, a block page or a challenge.
+fn respond(rc: &RequestCtx, action: Action) -> Response {
+    let accept = extract::header(rc.req, "accept").unwrap_or_default();
+    match action {
+        Action::Challenge => respond::challenge(&accept, rc.config, subject_key(rc), &rc.request.path, rc.started),
+        _ => respond::blocked(&accept),
+    }
+}
+
+/// Phase 7: the sample for the analytics and the observation for the
+/// profile, after the response (`ctx.wait_until`, coalesced: `record`).
+fn record(rc: &RequestCtx, found: &Found, scored: &Scored, obs: Observation, answer: &Answer) {
+    let Some(id) = &rc.identity else { return };
+    record_sample(rc, found, scored, answer);
+    let (env, ctx, config) = (rc.env, rc.ctx, rc.config);
+    match config.consult.mode {
+        RiskMode::Fast => {
+            let obs = outcome::answered(obs, answer);
+            let low = scored.level == Level::Low;
+            record::observation(ctx, env, config, &id.key, &id.display, obs, low);
+        }
+        // The observation itself was recorded before forwarding (consult).
+        RiskMode::Consistent => {
+            let action = match answer {
+                Answer::Enforced { action, .. } => Some(action.as_str().to_string()),
+                _ => None,
+            };
+            let op = record::status(
+                env.clone(),
+                id.key.as_str().to_string(),
+                id.display.clone(),
+                rc.started,
+                answer.status(),
+                action,
+            );
+            ctx.wait_until(op);
+        }
+    }
+}
+
+fn record_sample(rc: &RequestCtx, found: &Found, scored: &Scored, answer: &Answer) {
+    let Some(id) = &rc.identity else { return };
+    let subject = id.key.as_str();
+    let scores = (scored.verdict.score, found.profile.threat);
+    let sample = outcome::sample(rc.started, subject, &rc.request, &rc.cf, scores, &found.consulted, answer);
+    record::sample(rc.ctx, rc.env, rc.config, shard_of(subject, rc.config.hub.shards), sample);
+}
