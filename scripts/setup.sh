@@ -18,6 +18,19 @@ if [ "$node_major" -lt 20 ]; then
   exit 1
 fi
 
+# Rust through rustup, with the components npm test uses (a "minimal" rustup
+# profile has no rustfmt or clippy).
+if ! command -v rustup >/dev/null 2>&1 || ! command -v cargo >/dev/null 2>&1; then
+  echo "[setup] Rust through rustup is needed (https://rustup.rs): rustup and cargo are not on PATH" >&2
+  exit 1
+fi
+for component in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+    say "adding the $component component"
+    rustup component add "$component"
+  fi
+done
+
 # 1. The wasm32 target.
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   say "adding the wasm32-unknown-unknown target"
@@ -27,6 +40,15 @@ fi
 # 2. worker-build, pinned with the worker crate (Cargo.toml pins worker =0.8.7).
 # (`worker-build --version` prints the bare version.)
 WORKER_BUILD_VERSION=0.8.7
+# worker-build links OpenSSL through native-tls (openssl-sys): on Linux its
+# build needs pkg-config and the OpenSSL headers. Said plainly before a long
+# compile fails with a page of build-script output.
+if [ "$(uname -s)" = Linux ] && [ ! -x "$CARGO_BIN/worker-build" ] \
+   && ! { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl; }; then
+  echo "[setup] building worker-build needs pkg-config and the OpenSSL headers:" \
+       "apt-get install pkg-config libssl-dev (Debian/Ubuntu) or dnf install pkgconf openssl-devel" >&2
+  exit 1
+fi
 install_cargo_tool worker-build "$WORKER_BUILD_VERSION" "$WORKER_BUILD_VERSION" "$CARGO_BIN/worker-build" --version
 
 # 3. wasm-bindgen CLI: must equal the library version in Cargo.lock exactly

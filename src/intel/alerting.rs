@@ -108,6 +108,15 @@ pub fn parse_rules(text: &str) -> Result<Vec<Rule>, String> {
                 r.name
             ));
         }
+        // A rule on a name no slide answers would never fire, silently.
+        if !super::analytics::RULE_METRICS.contains(&r.metric.as_str()) {
+            return Err(format!(
+                "rule `{}`: unknown metric `{}` (one of: {})",
+                r.name,
+                r.metric,
+                super::analytics::RULE_METRICS.join(", ")
+            ));
+        }
     }
     Ok(rules)
 }
@@ -277,6 +286,15 @@ mod tests {
             assert!(parse_rules(bad).is_err(), "{bad}");
         }
         assert_eq!(default_rules(60.0).len(), 5);
+        let typo = parse_rules(
+            r#"[{"name":"t","metric":"error_rat","operator":">","threshold":1,"severity":"low","message":"m"}]"#,
+        );
+        assert!(
+            typo.unwrap_err().contains("unknown metric `error_rat`"),
+            "a misspelt metric is an error, not a rule that never fires"
+        );
+        let defaults = default_rules(60.0);
+        assert!(defaults.iter().all(|r| crate::intel::analytics::RULE_METRICS.contains(&r.metric.as_str())));
     }
 
     #[test]

@@ -598,6 +598,29 @@ pub const METRIC_NAMES: [&str; 15] = [
     "high_risk_share",
 ];
 
+/// Every name `SlidePoint::metric` answers: what an alert rule's `metric` may
+/// be (`METRIC_NAMES`, the rolled-up ones, plus three more views of a slide).
+pub const RULE_METRICS: [&str; 18] = [
+    "request_count",
+    "origin_latency_ms",
+    "origin_latency_p95_ms",
+    "consult_latency_ms",
+    "do_errors",
+    "degraded_count",
+    "degraded_share",
+    "error_rate",
+    "events_processed",
+    "events_rejected",
+    "observations_dropped",
+    "active_profiles",
+    "stream_clients",
+    "alarm_lag_ms",
+    "kv_write_latency_ms",
+    "tick_duration_ms",
+    "high_risk_share",
+    "mean_risk",
+];
+
 impl SlidePoint {
     /// The slide's value of a named metric (latencies: the mean; `None` when
     /// nothing was measured in the slide).
@@ -1561,6 +1584,28 @@ mod tests {
         }
         assert_eq!(shard_index("shard-0"), None);
         assert_eq!(shard_index("shard-x"), None);
+    }
+
+    #[test]
+    fn rule_metrics_are_exactly_the_names_a_point_answers() {
+        let mut s = Slide::new(0);
+        let mut x = sample(0.0, "a");
+        x.consult = Consult::Ok;
+        x.consult_ms = Some(3.0);
+        x.latency_ms = Some(5.0);
+        s.add_sample(&x, false);
+        s.gauges = Gauges {
+            alarm_lag_ms: Some(1.0),
+            kv_write_latency_ms: Some(1.0),
+            tick_duration_ms: Some(1.0),
+            stream_clients: Some(1.0),
+        };
+        let p = s.point();
+        for name in RULE_METRICS {
+            assert!(p.metric(name).is_some(), "{name}");
+        }
+        assert!(METRIC_NAMES.iter().all(|m| RULE_METRICS.contains(m)));
+        assert_eq!(p.metric("request_count_typo"), None);
     }
 
     #[test]
