@@ -35,6 +35,10 @@ pub enum RiskMode {
     Consistent,
 }
 
+/// Slides of all hub shards' windows merged at once at most (`HUB_SHARDS` x
+/// slides per window): shard 0's tick and every analytics read hold them all.
+pub const MAX_MERGED_SLIDES: i64 = 256;
+
 /// The validated configuration, made of parts so that glue can take only
 /// the part it needs. Each field names its variable(s); their defaults,
 /// ranges and docs are in the settings table (`crate::settings`).
@@ -328,6 +332,20 @@ impl Config {
             grace_ms: 2.0 * f64::from(flush_interval_ms) + 500.0,
         };
         let hub_shards = raw.int("HUB_SHARDS")? as u32;
+        // Shard 0's tick and every analytics read hold the slides of all
+        // shards' windows at once (up to 64 KiB of keys each when attacked):
+        // bounded, so that merge stays far below an isolate's 128 MB.
+        let slides = i64::from(hub_shards) * (window_s / slide_s);
+        if slides > MAX_MERGED_SLIDES {
+            return Err(err(
+                "HUB_SHARDS",
+                format!(
+                    "{hub_shards} shards x {} slides per window is {slides} slides to merge; at most \
+                     {MAX_MERGED_SLIDES} (fewer shards, or a shorter ANALYTICS_WINDOW_SECONDS)",
+                    window_s / slide_s
+                ),
+            ));
+        }
         let alert_rules = match text("ALERT_RULES")? {
             Some(v) => parse_rules(v).map_err(|e| err("ALERT_RULES", e))?,
             None => default_rules(slide_s as f64),
@@ -654,6 +672,9 @@ mod tests {
             ("HUB_SHARDS", "0"),
             ("ALERT_RULES", "[{}]"),
         ];
+        // 64 shards x 5 slides (the default window) = 320 slides to merge: too many.
+        assert_eq!(parse(&[("HUB_SHARDS", "64")]).unwrap_err().var, "HUB_SHARDS");
+        assert!(parse(&[("HUB_SHARDS", "51")]).is_ok(), "51 x 5 = 255 slides");
         for (var, value) in cases {
             let e = parse(&[(var, value)]).unwrap_err();
             assert_eq!(e.var, var, "{var}={value}: {e}");

@@ -134,7 +134,7 @@ pub static SETTINGS: &[Setting] = &[
     s("TREND_SENSITIVITY", Some("0.2"), Kind::Number { max: 100.0, what: "a number" }, "trend threshold"),
     s("ANOMALY_THRESHOLD", Some("2.0"), Kind::Number { max: 100.0, what: "a number" }, "anomaly z-score"),
     s("ALERT_RULES", None, Kind::Text("JSON array"), "alert rules `{name, metric, operator (> >= < <=), threshold, duration, severity, message, cooldown}`; unset = the 5 built-in rules"),
-    s("HUB_SHARDS", Some("1"), int(1, 64), "analytics hubs by subject hash, merged on read"),
+    s("HUB_SHARDS", Some("1"), int(1, 64), "analytics hubs by subject hash, merged on read; shards x slides per window at most 256"),
     s("METRICS_TTL_DAYS", Some("7"), int(1, 365), "TTL of the KV rollups"),
 ];
 
