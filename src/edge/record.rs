@@ -29,8 +29,9 @@ use crate::intel::batches::{BatchItems, Batches, Enqueued};
 use crate::intel::ip::SubjectKey;
 use crate::intel::profile::Observation;
 use crate::intel::protocol::{AlertNotice, Update};
+use crate::intel::wire::HubOp;
 use crate::intel::wire::{ObserveReply, ProfileOp};
-use crate::objects::hub::{self, HubOp};
+use crate::objects::hub;
 use crate::platform::call_object;
 
 use super::consult::{remember, BINDING};

@@ -34,23 +34,22 @@ use worker::{
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::intel::alerting::{self, RuleState, Transition};
-use crate::intel::analytics::{
-    hub_name, shard_index, Aggregator, Gauges, Sample, ShardPart, Slide, SlidePoint, METRIC_NAMES,
-};
+use crate::intel::analytics::{hub_name, shard_index, Aggregator, Gauges, ShardPart, Slide, SlidePoint, METRIC_NAMES};
 use crate::intel::insights;
-use crate::intel::protocol::{AlertNotice, MessageType, ServerMessage, Update};
+use crate::intel::protocol::{MessageType, ServerMessage};
 use crate::intel::rollups;
+use crate::intel::wire::{
+    HubOp, KvWrite, SitePart, Spent, TicketKey, WindowState, BEARER_HEADER, INTEL_TAG, PERF_TAG, STREAM_HEADER,
+    TICKET_EXPIRES_HEADER, TICKET_NONCE_HEADER,
+};
 use crate::platform::{self, reply};
 
-use super::sockets::{self, iso, BEARER_HEADER, STREAM_HEADER, TICKET_EXPIRES_HEADER, TICKET_NONCE_HEADER};
+use super::sockets::{self, iso};
 use super::Entry;
 
 pub const BINDING: &str = "HUB";
 pub const NAME: &str = "global";
 pub const KV_BINDING: &str = "METRICS";
-/// Socket tags: one per stream the hub serves.
-pub const INTEL_TAG: &str = "intel";
-pub const PERF_TAG: &str = "perf";
 /// Recent KV writes kept for inspection (the one-write-per-key-per-second check).
 const KV_LOG: usize = 200;
 /// Rollups whose KV write failed wait for the next tick (KV down for a while
@@ -60,87 +59,6 @@ const KV_PENDING_MAX: usize = 5_000;
 /// failures in a row after which a tick stops trying (KV is down).
 const KV_PUTS_PER_TICK: usize = 400;
 const KV_FAILURES_IN_A_ROW: usize = 3;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")] // externally tagged: see intel/wire.rs
-pub enum HubOp {
-    Report {
-        #[serde(default)]
-        samples: Vec<Sample>,
-        #[serde(default)]
-        rejected: u64,
-        /// Observations and samples the isolate lost (flushes that failed twice).
-        #[serde(default)]
-        dropped: u64,
-        /// Profile events the isolate collected from its profile flushes.
-        #[serde(default)]
-        updates: Vec<Update>,
-        #[serde(default)]
-        alerts: Vec<AlertNotice>,
-    },
-    Publish {
-        #[serde(default)]
-        updates: Vec<Update>,
-        #[serde(default)]
-        alerts: Vec<AlertNotice>,
-    },
-    /// The raw window and state, for the read API (merged across shards).
-    Window,
-    /// Only the window's slides, hours and totals (`SitePart`): what shard 0
-    /// fetches from every other shard on each tick to evaluate the whole site.
-    Part,
-    /// The stream-ticket key (`intel::ticket`): made once, at random, kept
-    /// here; each isolate asks once and caches it.
-    TicketKey,
-    /// Sent by every other shard on its tick to `global`, which arms its own
-    /// tick if it has none (with several shards, `global` may see no traffic
-    /// of its own, yet it evaluates the whole site: `site_window`).
-    Wake,
-    /// Spends a verified stream ticket's nonce (`intel::ticket`): `{"valid":
-    /// true}` the first time, false after. For `?ip=` streams, whose socket
-    /// lands in a profile object; the hub's own streams spend theirs inline.
-    SpendTicket { nonce: String, expires: f64 },
-    /// Erases a subject (its key) from the window's member sets
-    /// (`Aggregator::forget`); sent to every shard by `DELETE
-    /// /api/ip-intelligence/:ip`.
-    Forget { subject: String, at: f64 },
-}
-
-/// One shard's window as shard 0's tick fetches it (`HubOp::Part`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SitePart {
-    pub slides: Vec<Slide>,
-    pub hours: Vec<u64>,
-    pub totals: crate::intel::analytics::Totals,
-}
-
-/// What the read API gets from one shard.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WindowState {
-    pub slides: Vec<Slide>,
-    pub hours: Vec<u64>,
-    pub totals: crate::intel::analytics::Totals,
-    pub rules: Vec<RuleState>,
-    pub stream_clients: usize,
-    pub intel_clients: usize,
-    pub last_tick: Option<f64>,
-    pub next_tick: Option<f64>,
-    pub kv_writes: Vec<KvWrite>,
-    /// Rollup writes waiting for KV to answer again, and failures so far.
-    #[serde(default)]
-    pub kv_pending: usize,
-    #[serde(default)]
-    pub kv_failures: u64,
-    #[serde(default)]
-    pub kv_dropped: u64,
-    /// Shard 0: when the alert rules and insights were last evaluated on the
-    /// whole site, and the ticks that could not (a shard did not answer).
-    #[serde(default)]
-    pub site_evaluated_at: Option<f64>,
-    #[serde(default)]
-    pub site_failures: u64,
-}
 
 /// One rollup write, kept until KV has taken it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -155,12 +73,6 @@ struct PendingPut {
 
 fn one() -> f64 {
     1.0
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct KvWrite {
-    pub key: String,
-    pub at: f64,
 }
 
 /// The hub's non-slide state, persisted as one meta row.
@@ -373,11 +285,11 @@ impl DurableObject for HubObject {
                         key
                     }
                 };
-                reply(200, &json!({"key": key}))
+                reply(200, &TicketKey { key })
             }
             HubOp::SpendTicket { nonce, expires } => {
                 let valid = spend_ticket(&sql, &nonce, expires, now_ms())?;
-                reply(200, &json!({"valid": valid}))
+                reply(200, &Spent { valid })
             }
             HubOp::Forget { subject, at } => {
                 let changed = self.with_state(&sql, |l, touched| {

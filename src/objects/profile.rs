@@ -26,10 +26,11 @@ use crate::intel::protocol::{AlertNotice, Update};
 use crate::intel::wire::{ObserveReply, ProfileOp};
 use crate::platform::{self, call_object, reply};
 
-use super::hub::{self, HubOp};
-use super::sockets::{self, BEARER_HEADER};
+use super::hub;
+use super::sockets;
 use super::store;
 use super::Entry;
+use crate::intel::wire::{HubOp, BEARER_HEADER};
 
 /// Tag of this subject's own stream sockets (`...stream?ip=`).
 const SUBJECT_TAG: &str = "subject";

@@ -12,8 +12,9 @@ use crate::edge::consult::{forget, BINDING};
 use crate::edge::{record, respond};
 use crate::error::ApiError;
 use crate::intel::events::{validate, IntelEvent};
+use crate::intel::wire::HubOp;
 use crate::intel::wire::ProfileOp;
-use crate::objects::hub::{self, HubOp};
+use crate::objects::hub;
 use crate::platform::call_object;
 
 use super::common::{iso, read_json_body, Call};

@@ -10,8 +10,9 @@ use crate::clock::now_ms;
 use crate::edge::consult::{forget, BINDING};
 use crate::edge::respond;
 use crate::error::ApiError;
+use crate::intel::wire::HubOp;
 use crate::intel::wire::ProfileOp;
-use crate::objects::hub::{self, HubOp};
+use crate::objects::hub;
 use crate::platform::call_object;
 
 use super::common::{iso, key_from_path, unavailable, Call};

@@ -11,7 +11,8 @@ use crate::error::ApiError;
 use crate::intel::alerting::RuleState;
 use crate::intel::analytics::{hub_name, merge_shards, Aggregator, ShardPart, SlidePoint};
 use crate::intel::sketch::Hll;
-use crate::objects::hub::{self, HubOp, WindowState};
+use crate::intel::wire::{HubOp, WindowState};
+use crate::objects::hub;
 use crate::platform::call_object;
 
 /// The merged window of all shards.
