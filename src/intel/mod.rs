@@ -30,5 +30,6 @@ pub mod sketch;
 pub mod stats;
 pub mod ticket;
 pub mod travel;
+pub mod views;
 pub mod window;
 pub mod wire;

@@ -38,6 +38,7 @@ use crate::intel::analytics::{hub_name, shard_index, Aggregator, Gauges, ShardPa
 use crate::intel::insights;
 use crate::intel::protocol::{MessageType, ServerMessage};
 use crate::intel::rollups;
+use crate::intel::views::{Anomaly, Correlation, Pattern, Trend};
 use crate::intel::wire::{
     HubOp, KvWrite, SitePart, Spent, TicketKey, WindowState, BEARER_HEADER, INTEL_TAG, PERF_TAG, STREAM_HEADER,
     TICKET_EXPIRES_HEADER, TICKET_NONCE_HEADER,
@@ -466,28 +467,19 @@ fn evaluate(
         let at = if i + 1 == points.len() { now } else { (p.start as f64 * 1000.0 + slide_ms).min(now) };
         transitions.extend(alerting::evaluate(&config.hub.alert_rules, &mut meta.rules, |m| p.metric(m), at));
     }
-    let keys: Vec<String> = views.patterns.iter().map(pattern_key).collect();
-    let patterns: Vec<Value> =
-        views.patterns.iter().filter(|p| !meta.pattern_keys.contains(&pattern_key(p))).cloned().collect();
+    let keys: Vec<String> = views.patterns.iter().map(Pattern::news_key).collect();
+    let patterns: Vec<Pattern> =
+        views.patterns.iter().filter(|p| !meta.pattern_keys.contains(&p.news_key())).cloned().collect();
     meta.pattern_keys = keys;
     let newest = points.last().map(|p| p.start);
-    let anomalies: Vec<Value> =
-        views.anomalies.into_iter().filter(|a| a.get("slide").and_then(Value::as_i64) == newest).collect();
+    let anomalies: Vec<Anomaly> = views.anomalies.into_iter().filter(|a| Some(a.slide) == newest).collect();
     // Trends and correlations when what they say changes, not every tick.
-    let (trends, keys) = insights::changed(&meta.trend_keys, views.trends.iter().map(|t| (insights::trend_key(t), t)));
+    let (trends, keys) = insights::changed(&meta.trend_keys, views.trends.iter().map(|t| (t.news_key(), t)));
     meta.trend_keys = keys;
     let (correlations, keys) =
-        insights::changed(&meta.correlation_keys, views.correlations.iter().map(|c| (insights::correlation_key(c), c)));
+        insights::changed(&meta.correlation_keys, views.correlations.iter().map(|c| (c.news_key(), c)));
     meta.correlation_keys = keys;
     (points, transitions, News { patterns, anomalies, trends, correlations })
-}
-
-fn pattern_key(p: &Value) -> String {
-    format!(
-        "{}:{}",
-        p.get("kind").and_then(Value::as_str).unwrap_or(""),
-        p.get("key").and_then(Value::as_str).unwrap_or("")
-    )
 }
 
 /// Records a stream ticket's nonce as spent; false when it already was.
@@ -682,13 +674,10 @@ impl HubObject {
             .map(|p| ServerMessage::new(MessageType::PerformanceMetric, json!(p), &ts).to_text())
             .collect();
         perf.extend(transitions.iter().map(|t| ServerMessage::new(MessageType::Alert, json!(t), &ts).to_text()));
-        let insight = |kind: &str, v: &Value| {
-            ServerMessage::new(MessageType::Insight, json!({"kind": kind, kind: v}), &ts).to_text()
-        };
-        let mut intel: Vec<String> = news.patterns.iter().map(|p| insight("pattern", p)).collect();
-        intel.extend(news.anomalies.iter().map(|a| insight("anomaly", a)));
-        intel.extend(news.trends.iter().map(|t| insight("trend", t)));
-        intel.extend(news.correlations.iter().map(|c| insight("correlation", c)));
+        let mut intel: Vec<String> = news.patterns.iter().map(|p| insight("pattern", p, &ts)).collect();
+        intel.extend(news.anomalies.iter().map(|a| insight("anomaly", a, &ts)));
+        intel.extend(news.trends.iter().map(|t| insight("trend", t, &ts)));
+        intel.extend(news.correlations.iter().map(|c| insight("correlation", c, &ts)));
         send_all(&self.state, PERF_TAG, &perf);
         send_all(&self.state, INTEL_TAG, &intel);
     }
@@ -729,10 +718,15 @@ impl HubObject {
 
 /// What a tick found worth telling the intelligence stream.
 struct News {
-    patterns: Vec<Value>,
-    anomalies: Vec<Value>,
-    trends: Vec<Value>,
-    correlations: Vec<Value>,
+    patterns: Vec<Pattern>,
+    anomalies: Vec<Anomaly>,
+    trends: Vec<Trend>,
+    correlations: Vec<Correlation>,
+}
+
+/// One insight message: `{"kind": <kind>, <kind>: <the view>}`.
+fn insight(kind: &str, v: &impl Serialize, ts: &str) -> String {
+    ServerMessage::new(MessageType::Insight, json!({"kind": kind, kind: v}), ts).to_text()
 }
 
 /// Sends every text to every socket of `tag` (insights and metrics are not
