@@ -24,9 +24,10 @@ use std::time::Duration;
 use worker::{Context, Delay, Env};
 
 use crate::config::Config;
-use crate::intel::analytics::{hub_name, Sample};
+use crate::intel::analytics::Sample;
 use crate::intel::batches::{BatchItems, Batches, Enqueued};
 use crate::intel::ip::SubjectKey;
+use crate::intel::keys::hub_name;
 use crate::intel::profile::Observation;
 use crate::intel::protocol::{AlertNotice, Update};
 use crate::intel::wire::HubOp;

@@ -28,23 +28,6 @@ pub fn shard_of(subject: &str, shards: u32) -> u32 {
     u32::from_le_bytes(first) % shards
 }
 
-/// The object name of hub shard `i`: shard 0 is also the global stream hub.
-pub fn hub_name(i: u32) -> String {
-    if i == 0 {
-        "global".to_string()
-    } else {
-        format!("shard-{i}")
-    }
-}
-
-/// The shard index of a hub object name (`hub_name`'s inverse).
-pub fn shard_index(name: &str) -> Option<u32> {
-    if name == "global" {
-        return Some(0);
-    }
-    name.strip_prefix("shard-")?.parse().ok().filter(|i| *i > 0)
-}
-
 /// `HIGH_RISK_AT`: a request scoring at least this is high risk (the `high` band).
 pub const HIGH_RISK_AT: u8 = 75;
 /// Keys kept per map and members per set in one slide (memory bound).
@@ -1560,13 +1543,6 @@ mod tests {
             seen[shard_of(&format!("198.51.{}.{}", i / 256, i % 256), 4) as usize] += 1;
         }
         assert!(seen.iter().all(|&n| n > 60), "{seen:?}");
-        assert_eq!(hub_name(0), "global");
-        assert_eq!(hub_name(3), "shard-3");
-        for i in [0, 1, 3, 63] {
-            assert_eq!(shard_index(&hub_name(i)), Some(i));
-        }
-        assert_eq!(shard_index("shard-0"), None);
-        assert_eq!(shard_index("shard-x"), None);
     }
 
     #[test]

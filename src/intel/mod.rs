@@ -16,6 +16,7 @@ pub mod geo;
 pub mod headers;
 pub mod insights;
 pub mod ip;
+pub mod keys;
 pub mod lists;
 pub mod outcome;
 pub mod profile;

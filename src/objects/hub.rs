@@ -34,8 +34,9 @@ use worker::{
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::intel::alerting::{self, RuleState, Transition};
-use crate::intel::analytics::{hub_name, shard_index, Aggregator, Gauges, ShardPart, Slide, SlidePoint, METRIC_NAMES};
+use crate::intel::analytics::{Aggregator, Gauges, ShardPart, Slide, SlidePoint, METRIC_NAMES};
 use crate::intel::insights;
+use crate::intel::keys::{self, hub_name, shard_index};
 use crate::intel::protocol::{MessageType, ServerMessage};
 use crate::intel::rollups;
 use crate::intel::views::{Anomaly, Correlation, Pattern, Trend};
@@ -49,7 +50,7 @@ use super::sockets::{self, iso};
 use super::Entry;
 
 pub const BINDING: &str = "HUB";
-pub const NAME: &str = "global";
+pub const NAME: &str = keys::GLOBAL_HUB;
 pub const KV_BINDING: &str = "METRICS";
 /// Recent KV writes kept for inspection (the one-write-per-key-per-second check).
 const KV_LOG: usize = 200;
@@ -525,7 +526,7 @@ impl HubObject {
             }
         }
         let meta: Meta = sql
-            .exec("SELECT data FROM meta WHERE key = 'hub'", None)?
+            .exec("SELECT data FROM meta WHERE key = ?", vec![keys::HUB_META_ROW.into()])?
             .to_array::<DataRow>()?
             .first()
             .and_then(|r| serde_json::from_str(&r.data).ok())
@@ -562,7 +563,10 @@ impl HubObject {
         l.meta.totals = l.agg.totals.clone();
         l.meta.forgotten = l.agg.forgotten.clone();
         let meta = platform::to_json(&l.meta)?;
-        sql.exec("INSERT OR REPLACE INTO meta (key, data) VALUES ('hub', ?)", vec![meta.into()])?;
+        sql.exec(
+            "INSERT OR REPLACE INTO meta (key, data) VALUES (?, ?)",
+            vec![keys::HUB_META_ROW.into(), meta.into()],
+        )?;
         Ok(out)
     }
 
@@ -595,7 +599,7 @@ impl HubObject {
     }
 
     /// Writes the rollup puts (each metric of each slide under its hour
-    /// bucket, `intel::rollups::slide_key`, the value in the metadata too, so
+    /// bucket, `intel::keys::slide_key`, the value in the metadata too, so
     /// a page of a list is a page of points) and this shard's `latest` key at
     /// most once per second. Stops early when KV keeps failing; what is not
     /// written comes back as `pending`, in order.
@@ -644,7 +648,7 @@ impl HubObject {
             }
         }
         if let (Some(last), true) = (last, in_a_row < KV_FAILURES_IN_A_ROW) {
-            let latest = rollups::latest_key(shard);
+            let latest = keys::latest_key(shard);
             let recent = self
                 .loaded
                 .borrow()
@@ -751,7 +755,7 @@ fn rollup_puts(rollups: &[SlidePoint], shard: u32) -> Vec<PendingPut> {
             } else {
                 json!({"value": v, "start": p.start})
             };
-            let key = rollups::slide_key(name, p.start, shard);
+            let key = keys::slide_key(name, p.start, shard);
             puts.push(PendingPut { key, body: body.to_string(), v, n: rollups::weight(p, name) });
         }
     }

@@ -50,7 +50,7 @@ pub async fn delete(c: Call<'_>) -> Result<Response, ApiError> {
     let at = now_ms();
     let calls = (0..config.hub.shards.max(1)).map(|i| {
         let op = HubOp::Forget { subject: subject.as_str().to_string(), at };
-        async move { call_object::<_, Value>(env, hub::BINDING, &crate::intel::analytics::hub_name(i), &op).await }
+        async move { call_object::<_, Value>(env, hub::BINDING, &crate::intel::keys::hub_name(i), &op).await }
     });
     for outcome in join_all(calls).await {
         outcome.map_err(unavailable)?;
