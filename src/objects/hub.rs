@@ -31,6 +31,7 @@ use worker::{
     WebSocketIncomingMessage,
 };
 
+use crate::bindings;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::intel::alerting::{self, RuleState, Transition};
@@ -49,9 +50,6 @@ use crate::platform::{self, reply};
 use super::sockets::{self, iso};
 use super::Entry;
 
-pub const BINDING: &str = "HUB";
-pub const NAME: &str = keys::GLOBAL_HUB;
-pub const KV_BINDING: &str = "METRICS";
 /// Recent KV writes kept for inspection (the one-write-per-key-per-second check).
 const KV_LOG: usize = 200;
 /// Rollups whose KV write failed wait for the next tick (KV down for a while
@@ -353,8 +351,8 @@ impl DurableObject for HubObject {
         };
         if shard != 0 {
             let op = HubOp::Wake;
-            if let Err(e) = platform::call_object::<_, Value>(&self.env, BINDING, NAME, &op).await {
-                worker::console_error!("edgeintel: shard {shard} could not wake {NAME}: {}", e.0);
+            if let Err(e) = platform::call_object::<_, Value>(&self.env, bindings::HUB, keys::GLOBAL_HUB, &op).await {
+                worker::console_error!("edgeintel: shard {shard} could not wake {}: {}", keys::GLOBAL_HUB, e.0);
             }
         }
         let now = now_ms();
@@ -611,10 +609,10 @@ impl HubObject {
         shard: u32,
     ) -> KvOutcome {
         let mut out = KvOutcome::default();
-        let kv = match self.env.kv(KV_BINDING) {
+        let kv = match self.env.kv(bindings::METRICS) {
             Ok(kv) => kv,
             Err(e) => {
-                worker::console_error!("edgeintel: KV binding {KV_BINDING} unavailable: {e}");
+                worker::console_error!("edgeintel: KV binding {} unavailable: {e}", bindings::METRICS);
                 out.failures = 1;
                 out.pending = todo;
                 return out;
@@ -697,7 +695,8 @@ impl HubObject {
         let limit_ms = (config.analytics.slide_s.max(1) as u64 * 500).max(1000);
         let calls = (1..n).map(|i| async move {
             let name = hub_name(i);
-            let call = platform::call_object::<_, SitePart>(&self.env, BINDING, &name, &HubOp::Part).boxed_local();
+            let call =
+                platform::call_object::<_, SitePart>(&self.env, bindings::HUB, &name, &HubOp::Part).boxed_local();
             let late = worker::Delay::from(std::time::Duration::from_millis(limit_ms));
             let answer = match select(call, late).await {
                 Either::Left((r, _)) => r.map_err(|e| e.0),

@@ -7,6 +7,7 @@
 use serde_json::{json, Value};
 use web_sys::Response;
 
+use crate::bindings;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::edge::{record, respond};
@@ -16,7 +17,6 @@ use crate::intel::analytics::{LatencySummary, METRIC_NAMES};
 use crate::intel::rollups::{self, HistoryScan};
 use crate::intel::sketch::Histogram;
 use crate::intel::views::{Direction, Views};
-use crate::objects::hub;
 
 use super::common::{iso, query_param, Call};
 use super::window::{merged, Merged};
@@ -240,7 +240,7 @@ pub async fn history(c: Call<'_>) -> Result<Response, ApiError> {
     };
     let start = num("start", now - 3_600_000.0)?;
     let end = num("end", now)?;
-    let kv = env.kv(hub::KV_BINDING).map_err(|_| ApiError::new(503, "kv_unavailable", "no METRICS KV binding"))?;
+    let kv = env.kv(bindings::METRICS).map_err(|_| ApiError::new(503, "kv_unavailable", "no METRICS KV binding"))?;
     // Newest hour bucket first, each listed to its end, within a fixed budget
     // of list calls (`intel::rollups`): the cost of a read depends on the
     // range asked for, never on how much history the TTL keeps.

@@ -11,15 +11,16 @@ use std::cell::RefCell;
 use web_sys::Request;
 use worker::Env;
 
+use crate::bindings;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::edge::extract::header;
 use crate::error::ApiError;
 use crate::intel::auth_guard::{AuthGuard, MAX_FAILURES_PER_WINDOW};
+use crate::intel::keys::GLOBAL_HUB;
 use crate::intel::secrets::{bearer, token_matches};
 use crate::intel::ticket::{self, Ticket};
 use crate::intel::wire::{HubOp, TicketKey};
-use crate::objects::hub;
 use crate::platform::call_object;
 
 use super::common::unavailable;
@@ -122,7 +123,7 @@ pub async fn ticket_key(env: &Env) -> Result<Vec<u8>, ApiError> {
         return Ok(k);
     }
     let (_, body) =
-        call_object::<_, TicketKey>(env, hub::BINDING, hub::NAME, &HubOp::TicketKey).await.map_err(unavailable)?;
+        call_object::<_, TicketKey>(env, bindings::HUB, GLOBAL_HUB, &HubOp::TicketKey).await.map_err(unavailable)?;
     let key = body
         .and_then(|b| hex::decode(b.key).ok())
         .filter(|k| k.len() == ticket::KEY_BYTES)
