@@ -5,6 +5,7 @@
 //! turns the Worker's variables into a validated `Config`; `edge` is the
 //! Worker glue (request path, API) and only exists in the wasm build.
 
+pub mod bindings;
 pub mod config;
 pub mod intel;
 pub mod settings;

@@ -12,6 +12,7 @@ use futures::future::{select, Either};
 use futures::FutureExt;
 use worker::{Context, Delay, Env};
 
+use crate::bindings;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::intel::cache::TtlLru;
@@ -19,8 +20,6 @@ use crate::intel::ip::SubjectKey;
 use crate::intel::profile::{Observation, ProfileVerdict};
 use crate::intel::wire::{ObserveReply, ProfileOp};
 use crate::platform::{call_object, ObjectError};
-
-pub const BINDING: &str = "PROFILES";
 
 thread_local! {
     static CACHE: RefCell<Option<TtlLru<ProfileVerdict>>> = const { RefCell::new(None) };
@@ -70,7 +69,7 @@ pub async fn fast(
     let ask = {
         let env = env.clone();
         let subject = subject.as_str().to_string();
-        async move { call_object::<_, ProfileVerdict>(&env, BINDING, &subject, &ProfileOp::Verdict).await }
+        async move { call_object::<_, ProfileVerdict>(&env, bindings::PROFILES, &subject, &ProfileOp::Verdict).await }
     }
     .boxed_local();
     let budget = Delay::from(Duration::from_millis(u64::from(config.consult.timeout_ms)));
@@ -104,7 +103,7 @@ pub async fn consistent(
     obs: Observation,
 ) -> Result<ProfileVerdict, Degraded> {
     let op = ProfileOp::Observe { subject: subject.as_str().to_string(), ip: ip.to_string(), observations: vec![obs] };
-    let ask = async { call_object(env, BINDING, subject.as_str(), &op).await }.boxed_local();
+    let ask = async { call_object(env, bindings::PROFILES, subject.as_str(), &op).await }.boxed_local();
     let limit = Delay::from(Duration::from_millis(u64::from(config.consult.consistent_timeout_ms)));
     let outcome = match select(ask, limit).await {
         Either::Left((answer, _)) => match answer {

@@ -12,12 +12,12 @@ use futures::future::{select, Either};
 use futures::FutureExt;
 use worker::{Context, Delay, Env};
 
+use crate::bindings;
 use crate::clock::now_ms;
 use crate::config::Config;
+use crate::intel::keys::LISTS_KEY;
 use crate::intel::lists::{Lists, RawLists};
-use crate::objects::hub::KV_BINDING;
 
-pub const KV_KEY: &str = "config:v1:lists";
 const LISTS_CACHE_MS: f64 = 10_000.0;
 /// A copy read from KV this recently is as good as a new read (KV itself
 /// takes up to ~60 s to carry a change everywhere): serving it while KV is
@@ -35,8 +35,8 @@ thread_local! {
 
 /// The lists stored through the API (empty when none or unreadable).
 pub async fn stored(env: &Env) -> Result<RawLists, String> {
-    let kv = env.kv(KV_BINDING).map_err(|e| e.to_string())?;
-    match kv.get(KV_KEY).text().await.map_err(|e| e.to_string())? {
+    let kv = env.kv(bindings::METRICS).map_err(|e| e.to_string())?;
+    match kv.get(LISTS_KEY).text().await.map_err(|e| e.to_string())? {
         Some(text) => serde_json::from_str(&text).map_err(|e| e.to_string()),
         None => Ok(RawLists::default()),
     }

@@ -23,17 +23,19 @@ use std::time::Duration;
 
 use worker::{Context, Delay, Env};
 
+use crate::bindings;
 use crate::config::Config;
-use crate::intel::analytics::{hub_name, Sample};
+use crate::intel::analytics::Sample;
 use crate::intel::batches::{BatchItems, Batches, Enqueued};
 use crate::intel::ip::SubjectKey;
+use crate::intel::keys::hub_name;
 use crate::intel::profile::Observation;
 use crate::intel::protocol::{AlertNotice, Update};
+use crate::intel::wire::HubOp;
 use crate::intel::wire::{ObserveReply, ProfileOp};
-use crate::objects::hub::{self, HubOp};
 use crate::platform::call_object;
 
-use super::consult::{remember, BINDING};
+use super::consult::remember;
 
 /// Samples per hub report at most (a report is ~100 bytes per sample).
 const HUB_BATCH: usize = 500;
@@ -176,7 +178,7 @@ pub async fn publish_now(env: &Env, updates: Vec<Update>, alerts: Vec<AlertNotic
         return;
     }
     let op = HubOp::Publish { updates, alerts };
-    if let Err(e) = call_object::<_, serde_json::Value>(env, hub::BINDING, &hub_name(0), &op).await {
+    if let Err(e) = call_object::<_, serde_json::Value>(env, bindings::HUB, &hub_name(0), &op).await {
         worker::console_error!("edgeintel: events not published: {}", e.0);
     }
 }
@@ -251,7 +253,7 @@ async fn flush(env: &Env, config: &Config, target: &Target, items: Items) {
         let outcome = match (target, &items) {
             (Target::Profile(key), Items::Observations { ip, list }) => {
                 let op = ProfileOp::Observe { subject: key.clone(), ip: ip.clone(), observations: list.clone() };
-                match call_object::<_, ObserveReply>(env, BINDING, key, &op).await {
+                match call_object::<_, ObserveReply>(env, bindings::PROFILES, key, &op).await {
                     Ok((200, Some(r))) => {
                         remember(config, key, r.verdict);
                         forward_published(env, r.updates, r.alerts).await;
@@ -269,7 +271,7 @@ async fn flush(env: &Env, config: &Config, target: &Target, items: Items) {
                     updates: updates.clone(),
                     alerts: alerts.clone(),
                 };
-                match call_object::<_, serde_json::Value>(env, hub::BINDING, &hub_name(*shard), &op).await {
+                match call_object::<_, serde_json::Value>(env, bindings::HUB, &hub_name(*shard), &op).await {
                     Ok((200, _)) => Ok(()),
                     Ok((status, _)) => Err(format!("answered {status}")),
                     Err(e) => Err(e.0),
@@ -294,7 +296,7 @@ async fn flush(env: &Env, config: &Config, target: &Target, items: Items) {
 /// mode): the origin's status, or the edge's enforcement `action`.
 pub async fn status(env: Env, subject: String, ip: String, at: f64, status: u16, action: Option<String>) {
     let op = ProfileOp::Status { subject: subject.clone(), ip, at, status, action };
-    match call_object::<_, ObserveReply>(&env, BINDING, &subject, &op).await {
+    match call_object::<_, ObserveReply>(&env, bindings::PROFILES, &subject, &op).await {
         Ok((_, Some(r))) => publish_now(&env, r.updates, r.alerts).await,
         Ok(_) => {}
         Err(e) => {

@@ -9,12 +9,12 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use super::events::EventType;
 use super::protocol::Update;
 use super::sketch::{Histogram, Hll};
 use super::stats::{mean_std, pearson, slope, z_score};
+use super::views::{Anomaly, Correlation, Direction, Pattern, PatternKind, Severity, Trend, Views};
 
 /// The hub shard a subject's analytics go to (stable across isolates).
 pub fn shard_of(subject: &str, shards: u32) -> u32 {
@@ -26,23 +26,6 @@ pub fn shard_of(subject: &str, shards: u32) -> u32 {
     let mut first = [0u8; 4];
     first.copy_from_slice(d.get(..4).unwrap_or(&[0; 4]));
     u32::from_le_bytes(first) % shards
-}
-
-/// The object name of hub shard `i`: shard 0 is also the global stream hub.
-pub fn hub_name(i: u32) -> String {
-    if i == 0 {
-        "global".to_string()
-    } else {
-        format!("shard-{i}")
-    }
-}
-
-/// The shard index of a hub object name (`hub_name`'s inverse).
-pub fn shard_index(name: &str) -> Option<u32> {
-    if name == "global" {
-        return Some(0);
-    }
-    name.strip_prefix("shard-")?.parse().ok().filter(|i| *i > 0)
 }
 
 /// `HIGH_RISK_AT`: a request scoring at least this is high risk (the `high` band).
@@ -649,15 +632,6 @@ impl SlidePoint {
     }
 }
 
-/// Derived views of the window.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Views {
-    pub patterns: Vec<Value>,
-    pub trends: Vec<Value>,
-    pub anomalies: Vec<Value>,
-    pub correlations: Vec<Value>,
-}
-
 /// The window state: slides by start, the long-run hour-of-day counts, and
 /// which slides have been rolled up.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -923,29 +897,29 @@ impl Totals {
     }
 }
 
-fn severity_for(support: usize, min: usize) -> &'static str {
+fn severity_for(support: usize, min: usize) -> Severity {
     if support >= min.saturating_mul(3) {
-        "critical"
+        Severity::Critical
     } else if support >= min.saturating_mul(2) {
-        "high"
+        Severity::High
     } else {
-        "medium"
+        Severity::Medium
     }
 }
 
-fn pattern(kind: &str, key: &str, members: &Members, min: usize, description: String) -> Value {
-    json!({
-        "kind": kind,
-        "key": key,
-        "support": members.len(),
-        "ips": members.members,
-        "severity": severity_for(members.len(), min),
-        "description": description,
-    })
+fn pattern(kind: PatternKind, key: &str, members: &Members, min: usize, description: String) -> Pattern {
+    Pattern {
+        description,
+        ips: members.members.clone(),
+        key: key.to_string(),
+        kind,
+        severity: severity_for(members.len(), min),
+        support: members.len(),
+    }
 }
 
 /// SPEC 6 patterns over the window (open slide included, so they show fast).
-pub fn patterns(cfg: &AnalyticsConfig, slides: &[&Slide], now_ms: f64) -> Vec<Value> {
+pub fn patterns(cfg: &AnalyticsConfig, slides: &[&Slide], now_ms: f64) -> Vec<Pattern> {
     let min = cfg.min_support.max(1);
     let mut out = Vec::new();
     let mut travel = Members::default();
@@ -970,7 +944,7 @@ pub fn patterns(cfg: &AnalyticsConfig, slides: &[&Slide], now_ms: f64) -> Vec<Va
     }
     if travel.len() >= min {
         let d = format!("{} visitors' IPs made impossible-travel hops in the window", travel.len());
-        out.push(pattern("impossible_travel_cluster", "impossible_travel", &travel, min, d));
+        out.push(pattern(PatternKind::ImpossibleTravelCluster, "impossible_travel", &travel, min, d));
     }
     // A spike is recent: the open slide and the newest closed one.
     let (mut n, mut members) = (0u64, Members::default());
@@ -981,27 +955,27 @@ pub fn patterns(cfg: &AnalyticsConfig, slides: &[&Slide], now_ms: f64) -> Vec<Va
     }
     if n as usize >= min {
         let d = format!("{n} high-threat events (threat >= 75) in the last two slides");
-        out.push(pattern("threat_spike", "threat_detected", &members, min, d));
+        out.push(pattern(PatternKind::ThreatSpike, "threat_detected", &members, min, d));
     }
     for (path, m) in &probes {
         if m.len() >= min {
             let d = format!("{} IPs probed {path}", m.len());
-            out.push(pattern("scanning_campaign", path, m, min, d));
+            out.push(pattern(PatternKind::ScanningCampaign, path, m, min, d));
         }
     }
     if auth.len() >= min {
         let d = format!("{} IPs received 401/403 answers: possible credential stuffing", auth.len());
-        out.push(pattern("credential_stuffing", "401/403", &auth, min, d));
+        out.push(pattern(PatternKind::CredentialStuffing, "401/403", &auth, min, d));
     }
     for (c, m) in &countries {
         if m.len() >= min {
-            out.push(pattern("high_risk_country", c, m, min, format!("{} high-risk IPs from {c}", m.len())));
+            out.push(pattern(PatternKind::HighRiskCountry, c, m, min, format!("{} high-risk IPs from {c}", m.len())));
         }
     }
     for (a, m) in &asns {
         if m.len() >= min {
             out.push(pattern(
-                "high_risk_asn",
+                PatternKind::HighRiskAsn,
                 &format!("AS{a}"),
                 m,
                 min,
@@ -1025,26 +999,26 @@ fn series(slides: &[&Slide]) -> Vec<(&'static str, Vec<f64>)> {
 
 /// Least-squares slope per series, with direction and the relative change
 /// over the window (slope x (n-1) / mean).
-pub fn trends(cfg: &AnalyticsConfig, closed: &[&Slide]) -> Vec<Value> {
+pub fn trends(cfg: &AnalyticsConfig, closed: &[&Slide]) -> Vec<Trend> {
     let mut out = Vec::new();
     for (name, ys) in series(closed) {
         let (Some(m), Some((mean, _))) = (slope(&ys), mean_std(&ys)) else { continue };
         let change = if mean.abs() > 1e-12 { m * (ys.len() as f64 - 1.0) / mean.abs() } else { 0.0 };
         let direction = if change > cfg.trend_sensitivity {
-            "up"
+            Direction::Up
         } else if change < -cfg.trend_sensitivity {
-            "down"
+            Direction::Down
         } else {
-            "flat"
+            Direction::Flat
         };
-        out.push(json!({"metric": name, "slope": m, "changeRate": change, "direction": direction, "points": ys.len()}));
+        out.push(Trend { change_rate: change, direction, metric: name.to_string(), points: ys.len(), slope: m });
     }
     out
 }
 
 /// The newest closed slide against the earlier slides of the window, per
 /// metric and per country's request count.
-pub fn anomalies(cfg: &AnalyticsConfig, closed: &[&Slide]) -> Vec<Value> {
+pub fn anomalies(cfg: &AnalyticsConfig, closed: &[&Slide]) -> Vec<Anomaly> {
     let mut out = Vec::new();
     let Some((newest, earlier)) = closed.split_last() else { return out };
     if earlier.is_empty() {
@@ -1054,7 +1028,15 @@ pub fn anomalies(cfg: &AnalyticsConfig, closed: &[&Slide]) -> Vec<Value> {
         if let Some((mean, std)) = mean_std(&history) {
             let z = z_score(x, mean, std);
             if z.abs() >= cfg.anomaly_threshold {
-                out.push(json!({"metric": metric, "scope": scope, "value": x, "mean": mean, "stddev": std, "z": z, "slide": newest.start}));
+                out.push(Anomaly {
+                    mean,
+                    metric: metric.to_string(),
+                    scope: scope.to_string(),
+                    slide: newest.start,
+                    stddev: std,
+                    value: x,
+                    z,
+                });
             }
         }
     };
@@ -1080,7 +1062,7 @@ pub fn anomalies(cfg: &AnalyticsConfig, closed: &[&Slide]) -> Vec<Value> {
 
 /// Region-threat (mean threat > 75 over >= 5 samples), time-of-day peaks,
 /// and Pearson correlations between the window's metric series.
-pub fn correlations(all: &[&Slide], closed: &[&Slide], hours: &[u64]) -> Vec<Value> {
+pub fn correlations(all: &[&Slide], closed: &[&Slide], hours: &[u64]) -> Vec<Correlation> {
     let mut out = Vec::new();
     let mut countries: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     let mut asns: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
@@ -1096,26 +1078,26 @@ pub fn correlations(all: &[&Slide], closed: &[&Slide], hours: &[u64]) -> Vec<Val
             e.1 += a.requests;
         }
     }
-    let mut region = |kind: &str, key: String, (sum, n): (u64, u64)| {
+    let mut region = |key: String, (sum, n): (u64, u64)| {
         if n >= 5 {
             let mean = sum as f64 / n as f64;
             if mean > 75.0 {
-                out.push(json!({"kind": kind, "key": key, "meanThreat": mean, "samples": n}));
+                out.push(Correlation::RegionThreat { key, mean_threat: mean, samples: n });
             }
         }
     };
     for (c, v) in countries {
-        region("region_threat", format!("country:{c}"), v);
+        region(format!("country:{c}"), v);
     }
     for (a, v) in asns {
-        region("region_threat", format!("AS{a}"), v);
+        region(format!("AS{a}"), v);
     }
     let hourly: Vec<f64> = hours.iter().map(|&h| h as f64).collect();
     if let Some((mean, std)) = mean_std(&hourly) {
         if hourly.iter().sum::<f64>() > 0.0 {
             for (h, &v) in hourly.iter().enumerate() {
                 if std > 0.0 && v > mean + std {
-                    out.push(json!({"kind": "time_of_day_peak", "hourUtc": h, "requests": v, "mean": mean}));
+                    out.push(Correlation::TimeOfDayPeak { hour_utc: h, requests: v, mean });
                 }
             }
         }
@@ -1125,7 +1107,7 @@ pub fn correlations(all: &[&Slide], closed: &[&Slide], hours: &[u64]) -> Vec<Val
         for j in (i + 1)..s.len() {
             if let (Some((a, xs)), Some((b, ys))) = (s.get(i), s.get(j)) {
                 if let Some(r) = pearson(xs, ys) {
-                    out.push(json!({"kind": "pearson", "a": a, "b": b, "r": r, "points": xs.len()}));
+                    out.push(Correlation::Pearson { a: a.to_string(), b: b.to_string(), r, points: xs.len() });
                 }
             }
         }
@@ -1138,6 +1120,7 @@ pub fn correlations(all: &[&Slide], closed: &[&Slide], hours: &[u64]) -> Vec<Val
 mod tests {
     use super::*;
     use crate::intel::events::{EventData, IntelEvent, Priority};
+    use serde_json::Value;
 
     const SLIDE_MS: f64 = 60_000.0;
     /// A slide boundary (a multiple of 60 s).
@@ -1160,8 +1143,13 @@ mod tests {
         }
     }
 
-    fn kinds(v: &[Value]) -> Vec<String> {
-        v.iter().map(|p| format!("{}:{}", p["kind"].as_str().unwrap_or(""), p["key"].as_str().unwrap_or(""))).collect()
+    fn kinds(v: &[Pattern]) -> Vec<String> {
+        v.iter().map(|p| format!("{}:{}", p.kind.as_str(), p.key)).collect()
+    }
+
+    /// The views as the API and the streams send them.
+    fn json_of<T: serde::Serialize>(v: &[T]) -> Vec<Value> {
+        v.iter().map(|x| serde_json::to_value(x).unwrap()).collect()
     }
 
     fn threat_event(ip: &str, at: f64, score: f64) -> Update {
@@ -1244,8 +1232,9 @@ mod tests {
         }
     }
 
-    fn trend_of(v: &[Value], metric: &str) -> String {
-        v.iter()
+    fn trend_of(v: &[Trend], metric: &str) -> String {
+        json_of(v)
+            .iter()
             .find(|t| t["metric"] == metric)
             .map(|t| t["direction"].as_str().unwrap_or("").to_string())
             .unwrap_or_default()
@@ -1280,7 +1269,7 @@ mod tests {
             fill(&mut spike, &c, k, if k == 4 { 200 } else { 20 }, 10, now);
         }
         assert!(flat.views(&c, now).anomalies.is_empty(), "{:?}", flat.views(&c, now).anomalies);
-        let an = spike.views(&c, now).anomalies;
+        let an = json_of(&spike.views(&c, now).anomalies);
         assert!(an.iter().any(|x| x["metric"] == "request_rate" && x["scope"] == "global"), "{an:?}");
         assert!(an.iter().any(|x| x["scope"] == "country:DE"), "{an:?}");
         // A noisy but normal series has none.
@@ -1288,7 +1277,7 @@ mod tests {
         for (k, n) in [20, 24, 18, 22, 21].iter().enumerate() {
             fill(&mut noisy, &c, k, *n, 10, now);
         }
-        assert!(noisy.views(&c, now).anomalies.iter().all(|x| x["metric"] != "request_rate"));
+        assert!(json_of(&noisy.views(&c, now).anomalies).iter().all(|x| x["metric"] != "request_rate"));
     }
 
     #[test]
@@ -1306,7 +1295,7 @@ mod tests {
             s.threat = 90;
             a.ingest_sample(&c, &s, now);
         }
-        let corr = a.views(&c, now).correlations;
+        let corr = json_of(&a.views(&c, now).correlations);
         assert!(corr.iter().any(|x| x["kind"] == "region_threat" && x["key"] == "country:XX"), "{corr:?}");
         assert!(!corr.iter().any(|x| x["kind"] == "region_threat" && x["key"] == "country:DE"));
         let r =
@@ -1577,13 +1566,6 @@ mod tests {
             seen[shard_of(&format!("198.51.{}.{}", i / 256, i % 256), 4) as usize] += 1;
         }
         assert!(seen.iter().all(|&n| n > 60), "{seen:?}");
-        assert_eq!(hub_name(0), "global");
-        assert_eq!(hub_name(3), "shard-3");
-        for i in [0, 1, 3, 63] {
-            assert_eq!(shard_index(&hub_name(i)), Some(i));
-        }
-        assert_eq!(shard_index("shard-0"), None);
-        assert_eq!(shard_index("shard-x"), None);
     }
 
     #[test]

@@ -129,7 +129,7 @@ pub fn solution_id(token: &str) -> Option<(String, f64)> {
     let mut parts = token.split('.');
     let nonce = parts.next().filter(|n| !n.is_empty() && n.len() <= 64)?;
     let issued: f64 = parts.next()?.parse().ok().filter(|t: &f64| t.is_finite())?;
-    Some((format!("pow:{nonce}"), issued + TOKEN_TTL_MS))
+    Some((super::keys::solution_key(nonce), issued + TOKEN_TTL_MS))
 }
 
 pub fn verify_solution(

@@ -9,18 +9,15 @@
 //! keeps (issue 15, item 11: a flat prefix listed oldest first never reached
 //! the newest hour once a week of 60 s slides had accumulated).
 //!
-//! Key: `metrics:v2:<name>:<hour start>:<slide start>:<shard>`, seconds since
-//! the epoch in 10 digits and the shard in 2, so lexicographic order is time
-//! order within an hour; the value is also in the key's metadata (`v`, and the
+//! Keys (`intel::keys::slide_key`): `metrics:v2:<name>:<hour start>:<slide
+//! start>:<shard>`, so lexicographic order is time order within an hour; the
+//! value is also in the key's metadata (`v`, and the
 //! weight `n` it was measured over), so a page of a list is a page of points.
 
 use std::collections::BTreeMap;
 
-/// The version segment of every rollup key (`v1` keys, flat by metric, are no
-/// longer read; they expire by their TTL).
-pub const PREFIX: &str = "metrics:v2";
-/// Seconds in a key's hour bucket.
-pub const HOUR_S: i64 = 3600;
+use super::keys::{hour_of, hour_prefix, parse_slide_key, HOUR_S};
+
 /// The longest range one history call covers; a longer one is clamped to
 /// its newest `HISTORY_MAX_MS` and says so.
 pub const HISTORY_MAX_MS: f64 = 24.0 * 3_600_000.0;
@@ -30,37 +27,6 @@ pub const HISTORY_MAX_MS: f64 = 24.0 * 3_600_000.0;
 pub const HISTORY_LIST_CALLS: usize = 48;
 /// Keys per list page (KV's maximum).
 pub const LIST_PAGE: u64 = 1000;
-
-fn hour_of(slide_start_s: i64) -> i64 {
-    let s = slide_start_s.max(0);
-    s - s.rem_euclid(HOUR_S)
-}
-
-/// The key of one metric of one slide, written by one hub shard.
-pub fn slide_key(name: &str, slide_start_s: i64, shard: u32) -> String {
-    let start = slide_start_s.max(0);
-    format!("{PREFIX}:{name}:{:010}:{start:010}:{shard:02}", hour_of(start))
-}
-
-/// The prefix of one metric's keys in one hour bucket.
-pub fn hour_prefix(name: &str, hour_start_s: i64) -> String {
-    format!("{PREFIX}:{name}:{:010}:", hour_of(hour_start_s))
-}
-
-/// The key of a shard's newest slide point.
-pub fn latest_key(shard: u32) -> String {
-    format!("{PREFIX}:latest:{shard:02}")
-}
-
-/// `(slide start s, shard)` of a slide key of `name`; `None` for anything else.
-pub fn parse_slide_key(name: &str, key: &str) -> Option<(i64, u32)> {
-    let rest = key.strip_prefix(PREFIX)?.strip_prefix(':')?.strip_prefix(name)?.strip_prefix(':')?;
-    let mut parts = rest.split(':');
-    let hour: i64 = parts.next()?.parse().ok()?;
-    let start: i64 = parts.next()?.parse().ok()?;
-    let shard: u32 = parts.next()?.parse().ok()?;
-    (parts.next().is_none() && hour_of(start) == hour).then_some((start, shard))
-}
 
 /// The range one history call reads, in ms since the epoch.
 #[derive(Debug, Clone, PartialEq)]
@@ -261,25 +227,7 @@ pub fn merge(name: &str, parts: &[Part]) -> Option<f64> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_sort_in_time_order_and_parse_back() {
-        let a = slide_key("request_count", 1_700_000_000, 0);
-        assert_eq!(a, "metrics:v2:request_count:1699999200:1700000000:00");
-        let b = slide_key("request_count", 1_700_000_060, 3);
-        let c = slide_key("request_count", 1_700_003_600, 0);
-        assert!(a < b && b < c);
-        // Fixed width: a short number never sorts after a long one.
-        assert!(slide_key("x", 999, 0) < slide_key("x", 1000, 0));
-        assert_eq!(parse_slide_key("request_count", &b), Some((1_700_000_060, 3)));
-        assert!(b.starts_with(&hour_prefix("request_count", 1_700_000_060)));
-        assert!(!c.starts_with(&hour_prefix("request_count", 1_700_000_060)));
-        // Another metric whose name extends this one is not this one.
-        assert_eq!(parse_slide_key("request_count", &slide_key("request_count_x", 60, 0)), None);
-        assert_eq!(parse_slide_key("request_count", "metrics:v1:request_count:1700000000"), None);
-        assert_eq!(parse_slide_key("request_count", "metrics:v2:request_count:0000000000:1700000000:00"), None);
-        assert_eq!(latest_key(2), "metrics:v2:latest:02");
-    }
+    use crate::intel::keys::slide_key;
 
     #[test]
     fn a_range_is_clamped_to_a_day_and_lists_its_hours_newest_first() {

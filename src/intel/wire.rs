@@ -1,4 +1,8 @@
-//! Messages between the request path and the Durable Objects (internal).
+//! Messages between the request path and the Durable Objects (internal):
+//! the one home of every op an isolate or an object sends to an object
+//! (`ProfileOp`, `VisitorOp`, `HubOp`), their replies, and the headers and
+//! stream tags of a WebSocket upgrade handed to an object. `src/edge/` and
+//! `src/objects/` both import them from here, never from each other.
 //! Enums use serde's default external tagging (`{"observe":{...}}`, `"verdict"`):
 //! internal tagging and `flatten` pull serde's buffering `Content` machinery
 //! into the wasm (~100 KB), and nothing outside this Worker reads these. Kept pure so both sides share one definition
@@ -6,10 +10,24 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::alerting::RuleState;
+use super::analytics::{Sample, Slide, Totals};
 use super::events::IntelEvent;
 use super::profile::{Observation, ProfileVerdict};
 use super::protocol::{AlertNotice, Update};
 use super::travel::{Sighting, TravelFinding};
+
+/// Header by which the edge tells an object which stream a socket is for
+/// (`INTEL_TAG` or `PERF_TAG`).
+pub const STREAM_HEADER: &str = "x-edgeintel-stream";
+/// Header by which the edge asks the object to answer `Sec-WebSocket-Protocol: bearer`.
+pub const BEARER_HEADER: &str = "x-edgeintel-bearer";
+/// Headers by which the edge hands the hub a verified stream ticket to spend.
+pub const TICKET_NONCE_HEADER: &str = "x-edgeintel-ticket-nonce";
+pub const TICKET_EXPIRES_HEADER: &str = "x-edgeintel-ticket-expires";
+/// Socket tags: one per stream the hub serves (the value of `STREAM_HEADER`).
+pub const INTEL_TAG: &str = "intel";
+pub const PERF_TAG: &str = "perf";
 
 /// A request to a subject's profile object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,8 +87,110 @@ pub struct VisitorAnswer {
     pub finding: Option<TravelFinding>,
 }
 
+/// A request to an analytics hub shard (`HubObject`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HubOp {
+    Report {
+        #[serde(default)]
+        samples: Vec<Sample>,
+        #[serde(default)]
+        rejected: u64,
+        /// Observations and samples the isolate lost (flushes that failed twice).
+        #[serde(default)]
+        dropped: u64,
+        /// Profile events the isolate collected from its profile flushes.
+        #[serde(default)]
+        updates: Vec<Update>,
+        #[serde(default)]
+        alerts: Vec<AlertNotice>,
+    },
+    Publish {
+        #[serde(default)]
+        updates: Vec<Update>,
+        #[serde(default)]
+        alerts: Vec<AlertNotice>,
+    },
+    /// The raw window and state, for the read API (merged across shards):
+    /// answers `WindowState`.
+    Window,
+    /// Only the window's slides, hours and totals (`SitePart`): what shard 0
+    /// fetches from every other shard on each tick to evaluate the whole site.
+    Part,
+    /// The stream-ticket key (`intel::ticket`): made once, at random, kept
+    /// on the hub; each isolate asks once and caches it. Answers `TicketKey`.
+    TicketKey,
+    /// Sent by every other shard on its tick to `global`, which arms its own
+    /// tick if it has none (with several shards, `global` may see no traffic
+    /// of its own, yet it evaluates the whole site).
+    Wake,
+    /// Spends a verified stream ticket's nonce (`intel::ticket`): `Spent
+    /// {valid: true}` the first time, false after. For `?ip=` streams, whose
+    /// socket lands in a profile object; the hub's own streams spend theirs inline.
+    SpendTicket { nonce: String, expires: f64 },
+    /// Erases a subject (its key) from the window's member sets
+    /// (`Aggregator::forget`); sent to every shard by `DELETE
+    /// /api/ip-intelligence/:ip`.
+    Forget { subject: String, at: f64 },
+}
+
+/// One shard's window as shard 0's tick fetches it (`HubOp::Part`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SitePart {
+    pub slides: Vec<Slide>,
+    pub hours: Vec<u64>,
+    pub totals: Totals,
+}
+
+/// What the read API gets from one shard (`HubOp::Window`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowState {
+    pub slides: Vec<Slide>,
+    pub hours: Vec<u64>,
+    pub totals: Totals,
+    pub rules: Vec<RuleState>,
+    pub stream_clients: usize,
+    pub intel_clients: usize,
+    pub last_tick: Option<f64>,
+    pub next_tick: Option<f64>,
+    pub kv_writes: Vec<KvWrite>,
+    /// Rollup writes waiting for KV to answer again, and failures so far.
+    #[serde(default)]
+    pub kv_pending: usize,
+    #[serde(default)]
+    pub kv_failures: u64,
+    #[serde(default)]
+    pub kv_dropped: u64,
+    /// Shard 0: when the alert rules and insights were last evaluated on the
+    /// whole site, and the ticks that could not (a shard did not answer).
+    #[serde(default)]
+    pub site_evaluated_at: Option<f64>,
+    #[serde(default)]
+    pub site_failures: u64,
+}
+
+/// One KV write a hub made (kept for inspection: one write per key per second).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KvWrite {
+    pub key: String,
+    pub at: f64,
+}
+
+/// The hub's answer to `HubOp::TicketKey`: the key, hex.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TicketKey {
+    pub key: String,
+}
+
+/// The hub's answer to `HubOp::SpendTicket`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Spent {
+    pub valid: bool,
+}
+
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -103,5 +223,38 @@ mod tests {
         let reply = ObserveReply { verdict: ProfileVerdict::unknown_subject(), updates: vec![], alerts: vec![] };
         let text = serde_json::to_string(&reply).unwrap();
         assert_eq!(serde_json::from_str::<ObserveReply>(&text).unwrap(), reply);
+    }
+
+    #[test]
+    fn hub_ops_keep_their_wire_form() {
+        let cases = [
+            (HubOp::Window, r#""window""#),
+            (HubOp::Part, r#""part""#),
+            (HubOp::TicketKey, r#""ticket_key""#),
+            (HubOp::Wake, r#""wake""#),
+            (HubOp::SpendTicket { nonce: "n".into(), expires: 5.0 }, r#"{"spend_ticket":{"nonce":"n","expires":5.0}}"#),
+            (HubOp::Forget { subject: "s".into(), at: 1.5 }, r#"{"forget":{"subject":"s","at":1.5}}"#),
+            (HubOp::Publish { updates: vec![], alerts: vec![] }, r#"{"publish":{"updates":[],"alerts":[]}}"#),
+            (
+                HubOp::Report { samples: vec![], rejected: 1, dropped: 2, updates: vec![], alerts: vec![] },
+                r#"{"report":{"samples":[],"rejected":1,"dropped":2,"updates":[],"alerts":[]}}"#,
+            ),
+        ];
+        for (op, text) in cases {
+            assert_eq!(serde_json::to_string(&op).unwrap(), text);
+            let back: HubOp = serde_json::from_str(text).unwrap();
+            assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        }
+        // Older isolates may leave out the defaulted fields.
+        assert!(matches!(
+            serde_json::from_str::<HubOp>(r#"{"report":{}}"#).unwrap(),
+            HubOp::Report { rejected: 0, dropped: 0, .. }
+        ));
+        assert_eq!(serde_json::to_string(&Spent { valid: true }).unwrap(), r#"{"valid":true}"#);
+        assert_eq!(serde_json::to_string(&TicketKey { key: "ab".into() }).unwrap(), r#"{"key":"ab"}"#);
+        let w = WindowState { kv_writes: vec![KvWrite { key: "k".into(), at: 1.0 }], ..WindowState::default() };
+        let v = serde_json::to_value(&w).unwrap();
+        assert_eq!(v["kvWrites"], serde_json::json!([{"key": "k", "at": 1.0}]));
+        assert!(v.get("siteEvaluatedAt").is_some() && v.get("streamClients").is_some());
     }
 }

@@ -31,26 +31,25 @@ use worker::{
     WebSocketIncomingMessage,
 };
 
+use crate::bindings;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::intel::alerting::{self, RuleState, Transition};
-use crate::intel::analytics::{
-    hub_name, shard_index, Aggregator, Gauges, Sample, ShardPart, Slide, SlidePoint, METRIC_NAMES,
-};
+use crate::intel::analytics::{Aggregator, Gauges, ShardPart, Slide, SlidePoint, METRIC_NAMES};
 use crate::intel::insights;
-use crate::intel::protocol::{AlertNotice, MessageType, ServerMessage, Update};
+use crate::intel::keys::{self, hub_name, shard_index};
+use crate::intel::protocol::{MessageType, ServerMessage};
 use crate::intel::rollups;
+use crate::intel::views::{Anomaly, Correlation, Pattern, Trend};
+use crate::intel::wire::{
+    HubOp, KvWrite, SitePart, Spent, TicketKey, WindowState, BEARER_HEADER, INTEL_TAG, PERF_TAG, STREAM_HEADER,
+    TICKET_EXPIRES_HEADER, TICKET_NONCE_HEADER,
+};
 use crate::platform::{self, reply};
 
-use super::sockets::{self, iso, BEARER_HEADER, STREAM_HEADER, TICKET_EXPIRES_HEADER, TICKET_NONCE_HEADER};
+use super::sockets::{self, iso};
 use super::Entry;
 
-pub const BINDING: &str = "HUB";
-pub const NAME: &str = "global";
-pub const KV_BINDING: &str = "METRICS";
-/// Socket tags: one per stream the hub serves.
-pub const INTEL_TAG: &str = "intel";
-pub const PERF_TAG: &str = "perf";
 /// Recent KV writes kept for inspection (the one-write-per-key-per-second check).
 const KV_LOG: usize = 200;
 /// Rollups whose KV write failed wait for the next tick (KV down for a while
@@ -60,87 +59,6 @@ const KV_PENDING_MAX: usize = 5_000;
 /// failures in a row after which a tick stops trying (KV is down).
 const KV_PUTS_PER_TICK: usize = 400;
 const KV_FAILURES_IN_A_ROW: usize = 3;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")] // externally tagged: see intel/wire.rs
-pub enum HubOp {
-    Report {
-        #[serde(default)]
-        samples: Vec<Sample>,
-        #[serde(default)]
-        rejected: u64,
-        /// Observations and samples the isolate lost (flushes that failed twice).
-        #[serde(default)]
-        dropped: u64,
-        /// Profile events the isolate collected from its profile flushes.
-        #[serde(default)]
-        updates: Vec<Update>,
-        #[serde(default)]
-        alerts: Vec<AlertNotice>,
-    },
-    Publish {
-        #[serde(default)]
-        updates: Vec<Update>,
-        #[serde(default)]
-        alerts: Vec<AlertNotice>,
-    },
-    /// The raw window and state, for the read API (merged across shards).
-    Window,
-    /// Only the window's slides, hours and totals (`SitePart`): what shard 0
-    /// fetches from every other shard on each tick to evaluate the whole site.
-    Part,
-    /// The stream-ticket key (`intel::ticket`): made once, at random, kept
-    /// here; each isolate asks once and caches it.
-    TicketKey,
-    /// Sent by every other shard on its tick to `global`, which arms its own
-    /// tick if it has none (with several shards, `global` may see no traffic
-    /// of its own, yet it evaluates the whole site: `site_window`).
-    Wake,
-    /// Spends a verified stream ticket's nonce (`intel::ticket`): `{"valid":
-    /// true}` the first time, false after. For `?ip=` streams, whose socket
-    /// lands in a profile object; the hub's own streams spend theirs inline.
-    SpendTicket { nonce: String, expires: f64 },
-    /// Erases a subject (its key) from the window's member sets
-    /// (`Aggregator::forget`); sent to every shard by `DELETE
-    /// /api/ip-intelligence/:ip`.
-    Forget { subject: String, at: f64 },
-}
-
-/// One shard's window as shard 0's tick fetches it (`HubOp::Part`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SitePart {
-    pub slides: Vec<Slide>,
-    pub hours: Vec<u64>,
-    pub totals: crate::intel::analytics::Totals,
-}
-
-/// What the read API gets from one shard.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WindowState {
-    pub slides: Vec<Slide>,
-    pub hours: Vec<u64>,
-    pub totals: crate::intel::analytics::Totals,
-    pub rules: Vec<RuleState>,
-    pub stream_clients: usize,
-    pub intel_clients: usize,
-    pub last_tick: Option<f64>,
-    pub next_tick: Option<f64>,
-    pub kv_writes: Vec<KvWrite>,
-    /// Rollup writes waiting for KV to answer again, and failures so far.
-    #[serde(default)]
-    pub kv_pending: usize,
-    #[serde(default)]
-    pub kv_failures: u64,
-    #[serde(default)]
-    pub kv_dropped: u64,
-    /// Shard 0: when the alert rules and insights were last evaluated on the
-    /// whole site, and the ticks that could not (a shard did not answer).
-    #[serde(default)]
-    pub site_evaluated_at: Option<f64>,
-    #[serde(default)]
-    pub site_failures: u64,
-}
 
 /// One rollup write, kept until KV has taken it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -155,12 +73,6 @@ struct PendingPut {
 
 fn one() -> f64 {
     1.0
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct KvWrite {
-    pub key: String,
-    pub at: f64,
 }
 
 /// The hub's non-slide state, persisted as one meta row.
@@ -373,11 +285,11 @@ impl DurableObject for HubObject {
                         key
                     }
                 };
-                reply(200, &json!({"key": key}))
+                reply(200, &TicketKey { key })
             }
             HubOp::SpendTicket { nonce, expires } => {
                 let valid = spend_ticket(&sql, &nonce, expires, now_ms())?;
-                reply(200, &json!({"valid": valid}))
+                reply(200, &Spent { valid })
             }
             HubOp::Forget { subject, at } => {
                 let changed = self.with_state(&sql, |l, touched| {
@@ -439,8 +351,8 @@ impl DurableObject for HubObject {
         };
         if shard != 0 {
             let op = HubOp::Wake;
-            if let Err(e) = platform::call_object::<_, Value>(&self.env, BINDING, NAME, &op).await {
-                worker::console_error!("edgeintel: shard {shard} could not wake {NAME}: {}", e.0);
+            if let Err(e) = platform::call_object::<_, Value>(&self.env, bindings::HUB, keys::GLOBAL_HUB, &op).await {
+                worker::console_error!("edgeintel: shard {shard} could not wake {}: {}", keys::GLOBAL_HUB, e.0);
             }
         }
         let now = now_ms();
@@ -554,28 +466,19 @@ fn evaluate(
         let at = if i + 1 == points.len() { now } else { (p.start as f64 * 1000.0 + slide_ms).min(now) };
         transitions.extend(alerting::evaluate(&config.hub.alert_rules, &mut meta.rules, |m| p.metric(m), at));
     }
-    let keys: Vec<String> = views.patterns.iter().map(pattern_key).collect();
-    let patterns: Vec<Value> =
-        views.patterns.iter().filter(|p| !meta.pattern_keys.contains(&pattern_key(p))).cloned().collect();
+    let keys: Vec<String> = views.patterns.iter().map(Pattern::news_key).collect();
+    let patterns: Vec<Pattern> =
+        views.patterns.iter().filter(|p| !meta.pattern_keys.contains(&p.news_key())).cloned().collect();
     meta.pattern_keys = keys;
     let newest = points.last().map(|p| p.start);
-    let anomalies: Vec<Value> =
-        views.anomalies.into_iter().filter(|a| a.get("slide").and_then(Value::as_i64) == newest).collect();
+    let anomalies: Vec<Anomaly> = views.anomalies.into_iter().filter(|a| Some(a.slide) == newest).collect();
     // Trends and correlations when what they say changes, not every tick.
-    let (trends, keys) = insights::changed(&meta.trend_keys, views.trends.iter().map(|t| (insights::trend_key(t), t)));
+    let (trends, keys) = insights::changed(&meta.trend_keys, views.trends.iter().map(|t| (t.news_key(), t)));
     meta.trend_keys = keys;
     let (correlations, keys) =
-        insights::changed(&meta.correlation_keys, views.correlations.iter().map(|c| (insights::correlation_key(c), c)));
+        insights::changed(&meta.correlation_keys, views.correlations.iter().map(|c| (c.news_key(), c)));
     meta.correlation_keys = keys;
     (points, transitions, News { patterns, anomalies, trends, correlations })
-}
-
-fn pattern_key(p: &Value) -> String {
-    format!(
-        "{}:{}",
-        p.get("kind").and_then(Value::as_str).unwrap_or(""),
-        p.get("key").and_then(Value::as_str).unwrap_or("")
-    )
 }
 
 /// Records a stream ticket's nonce as spent; false when it already was.
@@ -621,7 +524,7 @@ impl HubObject {
             }
         }
         let meta: Meta = sql
-            .exec("SELECT data FROM meta WHERE key = 'hub'", None)?
+            .exec("SELECT data FROM meta WHERE key = ?", vec![keys::HUB_META_ROW.into()])?
             .to_array::<DataRow>()?
             .first()
             .and_then(|r| serde_json::from_str(&r.data).ok())
@@ -658,7 +561,10 @@ impl HubObject {
         l.meta.totals = l.agg.totals.clone();
         l.meta.forgotten = l.agg.forgotten.clone();
         let meta = platform::to_json(&l.meta)?;
-        sql.exec("INSERT OR REPLACE INTO meta (key, data) VALUES ('hub', ?)", vec![meta.into()])?;
+        sql.exec(
+            "INSERT OR REPLACE INTO meta (key, data) VALUES (?, ?)",
+            vec![keys::HUB_META_ROW.into(), meta.into()],
+        )?;
         Ok(out)
     }
 
@@ -691,7 +597,7 @@ impl HubObject {
     }
 
     /// Writes the rollup puts (each metric of each slide under its hour
-    /// bucket, `intel::rollups::slide_key`, the value in the metadata too, so
+    /// bucket, `intel::keys::slide_key`, the value in the metadata too, so
     /// a page of a list is a page of points) and this shard's `latest` key at
     /// most once per second. Stops early when KV keeps failing; what is not
     /// written comes back as `pending`, in order.
@@ -703,10 +609,10 @@ impl HubObject {
         shard: u32,
     ) -> KvOutcome {
         let mut out = KvOutcome::default();
-        let kv = match self.env.kv(KV_BINDING) {
+        let kv = match self.env.kv(bindings::METRICS) {
             Ok(kv) => kv,
             Err(e) => {
-                worker::console_error!("edgeintel: KV binding {KV_BINDING} unavailable: {e}");
+                worker::console_error!("edgeintel: KV binding {} unavailable: {e}", bindings::METRICS);
                 out.failures = 1;
                 out.pending = todo;
                 return out;
@@ -740,7 +646,7 @@ impl HubObject {
             }
         }
         if let (Some(last), true) = (last, in_a_row < KV_FAILURES_IN_A_ROW) {
-            let latest = rollups::latest_key(shard);
+            let latest = keys::latest_key(shard);
             let recent = self
                 .loaded
                 .borrow()
@@ -770,13 +676,10 @@ impl HubObject {
             .map(|p| ServerMessage::new(MessageType::PerformanceMetric, json!(p), &ts).to_text())
             .collect();
         perf.extend(transitions.iter().map(|t| ServerMessage::new(MessageType::Alert, json!(t), &ts).to_text()));
-        let insight = |kind: &str, v: &Value| {
-            ServerMessage::new(MessageType::Insight, json!({"kind": kind, kind: v}), &ts).to_text()
-        };
-        let mut intel: Vec<String> = news.patterns.iter().map(|p| insight("pattern", p)).collect();
-        intel.extend(news.anomalies.iter().map(|a| insight("anomaly", a)));
-        intel.extend(news.trends.iter().map(|t| insight("trend", t)));
-        intel.extend(news.correlations.iter().map(|c| insight("correlation", c)));
+        let mut intel: Vec<String> = news.patterns.iter().map(|p| insight("pattern", p, &ts)).collect();
+        intel.extend(news.anomalies.iter().map(|a| insight("anomaly", a, &ts)));
+        intel.extend(news.trends.iter().map(|t| insight("trend", t, &ts)));
+        intel.extend(news.correlations.iter().map(|c| insight("correlation", c, &ts)));
         send_all(&self.state, PERF_TAG, &perf);
         send_all(&self.state, INTEL_TAG, &intel);
     }
@@ -792,7 +695,8 @@ impl HubObject {
         let limit_ms = (config.analytics.slide_s.max(1) as u64 * 500).max(1000);
         let calls = (1..n).map(|i| async move {
             let name = hub_name(i);
-            let call = platform::call_object::<_, SitePart>(&self.env, BINDING, &name, &HubOp::Part).boxed_local();
+            let call =
+                platform::call_object::<_, SitePart>(&self.env, bindings::HUB, &name, &HubOp::Part).boxed_local();
             let late = worker::Delay::from(std::time::Duration::from_millis(limit_ms));
             let answer = match select(call, late).await {
                 Either::Left((r, _)) => r.map_err(|e| e.0),
@@ -817,10 +721,15 @@ impl HubObject {
 
 /// What a tick found worth telling the intelligence stream.
 struct News {
-    patterns: Vec<Value>,
-    anomalies: Vec<Value>,
-    trends: Vec<Value>,
-    correlations: Vec<Value>,
+    patterns: Vec<Pattern>,
+    anomalies: Vec<Anomaly>,
+    trends: Vec<Trend>,
+    correlations: Vec<Correlation>,
+}
+
+/// One insight message: `{"kind": <kind>, <kind>: <the view>}`.
+fn insight(kind: &str, v: &impl Serialize, ts: &str) -> String {
+    ServerMessage::new(MessageType::Insight, json!({"kind": kind, kind: v}), ts).to_text()
 }
 
 /// Sends every text to every socket of `tag` (insights and metrics are not
@@ -845,7 +754,7 @@ fn rollup_puts(rollups: &[SlidePoint], shard: u32) -> Vec<PendingPut> {
             } else {
                 json!({"value": v, "start": p.start})
             };
-            let key = rollups::slide_key(name, p.start, shard);
+            let key = keys::slide_key(name, p.start, shard);
             puts.push(PendingPut { key, body: body.to_string(), v, n: rollups::weight(p, name) });
         }
     }

@@ -18,18 +18,20 @@ use worker::{
     durable_object, Delay, DurableObject, Env, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
 };
 
+use crate::bindings;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::intel::events::IntelEvent;
+use crate::intel::keys::GLOBAL_HUB;
 use crate::intel::profile::{Changes, Profile, ProfileVerdict, Tombstone};
 use crate::intel::protocol::{AlertNotice, Update};
 use crate::intel::wire::{ObserveReply, ProfileOp};
 use crate::platform::{self, call_object, reply};
 
-use super::hub::{self, HubOp};
-use super::sockets::{self, BEARER_HEADER};
+use super::sockets;
 use super::store;
 use super::Entry;
+use crate::intel::wire::{HubOp, BEARER_HEADER};
 
 /// Tag of this subject's own stream sockets (`...stream?ip=`).
 const SUBJECT_TAG: &str = "subject";
@@ -181,7 +183,7 @@ impl DurableObject for ProfileObject {
                 for chunk in visitors.chunks(VISITOR_ERASE_CHUNK) {
                     let calls = chunk.iter().map(|v| {
                         let op = crate::intel::wire::VisitorOp::Delete;
-                        async move { call_object::<_, serde_json::Value>(&self.env, "VISITORS", v, &op).await }
+                        async move { call_object::<_, serde_json::Value>(&self.env, bindings::VISITORS, v, &op).await }
                     });
                     for outcome in futures::future::join_all(calls).await {
                         if let Err(e) = outcome {
@@ -336,8 +338,8 @@ impl ProfileObject {
         }
         sockets::broadcast(&self.state, SUBJECT_TAG, &self.subscribers, &p.updates, &p.alerts);
         let op = HubOp::Publish { updates: p.updates, alerts: p.alerts };
-        let send =
-            async { call_object::<_, serde_json::Value>(&self.env, hub::BINDING, hub::NAME, &op).await }.boxed_local();
+        let send = async { call_object::<_, serde_json::Value>(&self.env, bindings::HUB, GLOBAL_HUB, &op).await }
+            .boxed_local();
         let budget = Delay::from(Duration::from_millis(PUBLISH_BUDGET_MS));
         let outcome = match select(send, budget).await {
             Either::Left((Ok(_), _)) => None,

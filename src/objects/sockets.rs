@@ -20,14 +20,6 @@ use crate::intel::protocol::{
 };
 use crate::platform::reply;
 
-/// Header by which the edge tells an object which stream a socket is for.
-pub const STREAM_HEADER: &str = "x-edgeintel-stream";
-/// Header by which the edge asks the object to answer `Sec-WebSocket-Protocol: bearer`.
-pub const BEARER_HEADER: &str = "x-edgeintel-bearer";
-/// Headers by which the edge hands the hub a verified stream ticket to spend.
-pub const TICKET_NONCE_HEADER: &str = "x-edgeintel-ticket-nonce";
-pub const TICKET_EXPIRES_HEADER: &str = "x-edgeintel-ticket-expires";
-
 pub fn iso(ms: f64) -> String {
     String::from(js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms)).to_iso_string())
 }

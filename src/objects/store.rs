@@ -12,6 +12,7 @@ use serde::Deserialize;
 use worker::SqlStorage;
 
 use crate::intel::events::Location;
+use crate::intel::keys::SCHEMA_VERSION_ROW;
 use crate::intel::profile::{Alert, Changes, Profile, Tombstone, MAX_ALERTS, MAX_LOCATIONS, SCHEMA_VERSION};
 
 const SCHEMA: &str = "
@@ -35,7 +36,7 @@ struct ValueRow {
 pub fn migrate(sql: &SqlStorage) -> worker::Result<()> {
     sql.exec(SCHEMA, None)?;
     let version: Option<u32> = sql
-        .exec("SELECT value FROM meta WHERE key = 'schema_version'", None)?
+        .exec("SELECT value FROM meta WHERE key = ?", vec![SCHEMA_VERSION_ROW.into()])?
         .to_array::<ValueRow>()?
         .first()
         .and_then(|r| r.value.parse().ok());
@@ -44,8 +45,8 @@ pub fn migrate(sql: &SqlStorage) -> worker::Result<()> {
         // No older schema exists yet; a v2 adds its `Some(1) => ...` arm here.
         None => {
             sql.exec(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                vec![SCHEMA_VERSION.to_string().into()],
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                vec![SCHEMA_VERSION_ROW.into(), SCHEMA_VERSION.to_string().into()],
             )?;
             Ok(())
         }

@@ -7,6 +7,7 @@
 use serde_json::json;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
+use crate::bindings;
 use crate::clock::now_ms;
 use crate::intel::profile::ProfileVerdict;
 use crate::intel::travel::VisitorState;
@@ -49,7 +50,8 @@ impl DurableObject for VisitorObject {
                 }
                 if let Some(finding) = new_finding {
                     let op = ProfileOp::Travel { subject: subject.clone(), ip, finding: Box::new(finding) };
-                    if let Err(e) = call_object::<_, ProfileVerdict>(&self.env, "PROFILES", &subject, &op).await {
+                    if let Err(e) = call_object::<_, ProfileVerdict>(&self.env, bindings::PROFILES, &subject, &op).await
+                    {
                         worker::console_error!("edgeintel: travel report to profile failed: {}", e.0);
                     }
                 }

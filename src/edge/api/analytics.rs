@@ -7,15 +7,16 @@
 use serde_json::{json, Value};
 use web_sys::Response;
 
+use crate::bindings;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::edge::{record, respond};
 use crate::error::ApiError;
 use crate::intel::alerting::State;
-use crate::intel::analytics::{LatencySummary, Views, METRIC_NAMES};
+use crate::intel::analytics::{LatencySummary, METRIC_NAMES};
 use crate::intel::rollups::{self, HistoryScan};
 use crate::intel::sketch::Histogram;
-use crate::objects::hub;
+use crate::intel::views::{Direction, Views};
 
 use super::common::{iso, query_param, Call};
 use super::window::{merged, Merged};
@@ -72,26 +73,19 @@ pub async fn insights(c: Call<'_>) -> Result<Response, ApiError> {
     let (views, now) = views(&c).await?;
     let mut insights = Vec::new();
     for p in &views.patterns {
-        insights.push(
-            json!({"kind": "pattern", "severity": p.get("severity"), "description": p.get("description"), "data": p}),
-        );
+        insights.push(json!({"kind": "pattern", "severity": p.severity, "description": p.description, "data": p}));
     }
-    for t in views.trends.iter().filter(|t| t.get("direction").and_then(Value::as_str) != Some("flat")) {
+    for t in views.trends.iter().filter(|t| t.direction != Direction::Flat) {
         let d = format!(
             "{} is trending {} ({:+.0}% over the window)",
-            t.get("metric").and_then(Value::as_str).unwrap_or(""),
-            t.get("direction").and_then(Value::as_str).unwrap_or(""),
-            t.get("changeRate").and_then(Value::as_f64).unwrap_or(0.0) * 100.0
+            t.metric,
+            t.direction.as_str(),
+            t.change_rate * 100.0
         );
         insights.push(json!({"kind": "trend", "severity": "low", "description": d, "data": t}));
     }
     for a in &views.anomalies {
-        let d = format!(
-            "{} ({}) is {:.1} standard deviations from the window",
-            a.get("metric").and_then(Value::as_str).unwrap_or(""),
-            a.get("scope").and_then(Value::as_str).unwrap_or(""),
-            a.get("z").and_then(Value::as_f64).unwrap_or(0.0)
-        );
+        let d = format!("{} ({}) is {:.1} standard deviations from the window", a.metric, a.scope, a.z);
         insights.push(json!({"kind": "anomaly", "severity": "medium", "description": d, "data": a}));
     }
     Ok(respond::json(200, &json!({"insights": insights, "window": window_json(c.config), "timestamp": iso(now)})))
@@ -246,7 +240,7 @@ pub async fn history(c: Call<'_>) -> Result<Response, ApiError> {
     };
     let start = num("start", now - 3_600_000.0)?;
     let end = num("end", now)?;
-    let kv = env.kv(hub::KV_BINDING).map_err(|_| ApiError::new(503, "kv_unavailable", "no METRICS KV binding"))?;
+    let kv = env.kv(bindings::METRICS).map_err(|_| ApiError::new(503, "kv_unavailable", "no METRICS KV binding"))?;
     // Newest hour bucket first, each listed to its end, within a fixed budget
     // of list calls (`intel::rollups`): the cost of a read depends on the
     // range asked for, never on how much history the TTL keeps.

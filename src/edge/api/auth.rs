@@ -8,18 +8,19 @@
 
 use std::cell::RefCell;
 
-use serde_json::Value;
 use web_sys::Request;
 use worker::Env;
 
+use crate::bindings;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::edge::extract::header;
 use crate::error::ApiError;
 use crate::intel::auth_guard::{AuthGuard, MAX_FAILURES_PER_WINDOW};
+use crate::intel::keys::GLOBAL_HUB;
 use crate::intel::secrets::{bearer, token_matches};
 use crate::intel::ticket::{self, Ticket};
-use crate::objects::hub::{self, HubOp};
+use crate::intel::wire::{HubOp, TicketKey};
 use crate::platform::call_object;
 
 use super::common::unavailable;
@@ -122,12 +123,9 @@ pub async fn ticket_key(env: &Env) -> Result<Vec<u8>, ApiError> {
         return Ok(k);
     }
     let (_, body) =
-        call_object::<_, Value>(env, hub::BINDING, hub::NAME, &HubOp::TicketKey).await.map_err(unavailable)?;
+        call_object::<_, TicketKey>(env, bindings::HUB, GLOBAL_HUB, &HubOp::TicketKey).await.map_err(unavailable)?;
     let key = body
-        .as_ref()
-        .and_then(|b| b.get("key"))
-        .and_then(Value::as_str)
-        .and_then(|k| hex::decode(k).ok())
+        .and_then(|b| hex::decode(b.key).ok())
         .filter(|k| k.len() == ticket::KEY_BYTES)
         .ok_or_else(|| ApiError::new(500, "internal", "the hub gave no ticket key"))?;
     TICKET_KEY.with(|k| *k.borrow_mut() = Some(key.clone()));

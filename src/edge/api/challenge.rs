@@ -5,12 +5,14 @@
 use serde_json::{json, Value};
 use web_sys::Response;
 
+use crate::bindings;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::edge::body::read_limited;
 use crate::edge::extract::{self, header};
 use crate::error::ApiError;
-use crate::objects::hub::{self, HubOp};
+use crate::intel::keys::GLOBAL_HUB;
+use crate::intel::wire::{HubOp, Spent};
 use crate::platform::call_object;
 
 use super::common::{iso, unavailable, Call};
@@ -62,8 +64,8 @@ pub async fn verify(c: Call<'_>) -> Result<Response, ApiError> {
         let (id, until) = crate::intel::enforce::solution_id(&token)
             .ok_or_else(|| ApiError::new(403, "challenge_failed", "malformed token"))?;
         let op = HubOp::SpendTicket { nonce: id, expires: until };
-        let (_, body) = call_object::<_, Value>(env, hub::BINDING, hub::NAME, &op).await.map_err(unavailable)?;
-        if !body.as_ref().and_then(|b| b.get("valid")).and_then(Value::as_bool).unwrap_or(false) {
+        let (_, body) = call_object::<_, Spent>(env, bindings::HUB, GLOBAL_HUB, &op).await.map_err(unavailable)?;
+        if !body.is_some_and(|b| b.valid) {
             return Err(ApiError::new(403, "challenge_failed", "this solution was already used"));
         }
     }

@@ -9,6 +9,7 @@ use serde_json::Value;
 use web_sys::{Request, Response};
 use worker::{Context, Env};
 
+use crate::bindings;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::intel::ip::{identify, parse_subject, Identity, SubjectKey};
@@ -90,8 +91,9 @@ pub fn key_from_path(raw: &str, config: &Config) -> Result<Identity, ApiError> {
 /// workers-rs' `RequestInit`: see platform::new_request).
 pub async fn fetch_asset(env: &Env, path: &str) -> Result<worker::Response, ApiError> {
     let failed = |e: worker::Error| ApiError::new(500, "internal", format!("assets: {e}"));
-    let assets =
-        env.assets("ASSETS").map_err(|_| ApiError::not_found("the dashboard is not deployed (no ASSETS binding)"))?;
+    let assets = env
+        .assets(bindings::ASSETS)
+        .map_err(|_| ApiError::not_found("the dashboard is not deployed (no ASSETS binding)"))?;
     let req = crate::platform::new_request(&format!("https://assets.local{path}"), "GET", &[], None).map_err(failed)?;
     assets.fetch_request(req).await.map_err(failed)
 }

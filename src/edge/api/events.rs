@@ -7,13 +7,15 @@ use futures::future::join_all;
 use serde_json::{json, Value};
 use web_sys::Response;
 
+use crate::bindings;
 use crate::clock::now_ms;
-use crate::edge::consult::{forget, BINDING};
+use crate::edge::consult::forget;
 use crate::edge::{record, respond};
 use crate::error::ApiError;
 use crate::intel::events::{validate, IntelEvent};
+use crate::intel::keys::GLOBAL_HUB;
+use crate::intel::wire::HubOp;
 use crate::intel::wire::ProfileOp;
-use crate::objects::hub::{self, HubOp};
 use crate::platform::call_object;
 
 use super::common::{iso, read_json_body, Call};
@@ -63,7 +65,7 @@ pub async fn post(c: Call<'_>) -> Result<Response, ApiError> {
             ip: display.clone(),
             events: list.iter().map(|(_, e)| e.clone()).collect(),
         };
-        async move { call_object::<_, crate::intel::wire::ObserveReply>(env, BINDING, subject, &op).await }
+        async move { call_object::<_, crate::intel::wire::ObserveReply>(env, bindings::PROFILES, subject, &op).await }
     });
     let results = join_all(calls).await;
     let mut accepted = 0usize;
@@ -94,7 +96,7 @@ pub async fn post(c: Call<'_>) -> Result<Response, ApiError> {
     // events before the 202 (the events are stored either way).
     if !updates.is_empty() || !alerts.is_empty() {
         let op = HubOp::Publish { updates, alerts };
-        if let Err(e) = call_object::<_, Value>(env, hub::BINDING, hub::NAME, &op).await {
+        if let Err(e) = call_object::<_, Value>(env, bindings::HUB, GLOBAL_HUB, &op).await {
             worker::console_error!("edgeintel: events stored but not published: {}", e.0);
         }
     }

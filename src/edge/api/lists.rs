@@ -5,10 +5,11 @@
 use serde_json::json;
 use web_sys::Response;
 
+use crate::bindings;
 use crate::clock::now_ms;
 use crate::edge::{lists, respond};
 use crate::error::ApiError;
-use crate::objects::hub;
+use crate::intel::keys::LISTS_KEY;
 
 use super::common::{iso, read_json_body, Call};
 
@@ -34,9 +35,9 @@ pub async fn put(c: Call<'_>) -> Result<Response, ApiError> {
     }
     let raw: crate::intel::lists::RawLists = serde_json::from_value(body).map_err(|e| invalid(e.to_string()))?;
     crate::intel::lists::Lists::parse(&raw).map_err(|e| ApiError::new(400, "invalid_lists", e))?;
-    let kv = env.kv(hub::KV_BINDING).map_err(|e| ApiError::new(503, "kv_unavailable", e.to_string()))?;
+    let kv = env.kv(bindings::METRICS).map_err(|e| ApiError::new(503, "kv_unavailable", e.to_string()))?;
     let text = serde_json::to_string(&raw).map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
-    kv.put(lists::KV_KEY, text)
+    kv.put(LISTS_KEY, text)
         .map_err(|e| ApiError::new(503, "kv_unavailable", e.to_string()))?
         .execute()
         .await

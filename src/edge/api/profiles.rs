@@ -6,12 +6,13 @@ use futures::future::join_all;
 use serde_json::{json, Value};
 use web_sys::Response;
 
+use crate::bindings;
 use crate::clock::now_ms;
-use crate::edge::consult::{forget, BINDING};
+use crate::edge::consult::forget;
 use crate::edge::respond;
 use crate::error::ApiError;
+use crate::intel::wire::HubOp;
 use crate::intel::wire::ProfileOp;
-use crate::objects::hub::{self, HubOp};
 use crate::platform::call_object;
 
 use super::common::{iso, key_from_path, unavailable, Call};
@@ -19,8 +20,9 @@ use super::common::{iso, key_from_path, unavailable, Call};
 pub async fn get(c: Call<'_>) -> Result<Response, ApiError> {
     let (env, config, raw) = (c.env, c.config, c.param("ip"));
     let subject = key_from_path(raw, config)?.key;
-    let (status, body) =
-        call_object::<_, Value>(env, BINDING, subject.as_str(), &ProfileOp::Get).await.map_err(unavailable)?;
+    let (status, body) = call_object::<_, Value>(env, bindings::PROFILES, subject.as_str(), &ProfileOp::Get)
+        .await
+        .map_err(unavailable)?;
     match (status, body) {
         (200, Some(mut v)) => {
             if let Some(o) = v.as_object_mut() {
@@ -40,8 +42,9 @@ pub async fn delete(c: Call<'_>) -> Result<Response, ApiError> {
     let (env, config, raw) = (c.env, c.config, c.param("ip"));
     let id = key_from_path(raw, config)?;
     let subject = id.key;
-    let (status, body) =
-        call_object::<_, Value>(env, BINDING, subject.as_str(), &ProfileOp::Delete).await.map_err(unavailable)?;
+    let (status, body) = call_object::<_, Value>(env, bindings::PROFILES, subject.as_str(), &ProfileOp::Delete)
+        .await
+        .map_err(unavailable)?;
     forget(config, subject.as_str());
     // The analytics window's member sets of every hub shard (events reach
     // any shard, samples the subject's own). A failure answers 503: the
@@ -49,7 +52,7 @@ pub async fn delete(c: Call<'_>) -> Result<Response, ApiError> {
     let at = now_ms();
     let calls = (0..config.hub.shards.max(1)).map(|i| {
         let op = HubOp::Forget { subject: subject.as_str().to_string(), at };
-        async move { call_object::<_, Value>(env, hub::BINDING, &crate::intel::analytics::hub_name(i), &op).await }
+        async move { call_object::<_, Value>(env, bindings::HUB, &crate::intel::keys::hub_name(i), &op).await }
     });
     for outcome in join_all(calls).await {
         outcome.map_err(unavailable)?;

@@ -5,16 +5,18 @@
 //! itself is accepted by the object that serves the stream (the hub, or the
 //! subject's profile object for `?ip=`).
 
-use serde_json::{json, Value};
+use serde_json::json;
 use web_sys::Response;
 
+use crate::bindings;
 use crate::clock::now_ms;
-use crate::edge::consult::BINDING;
 use crate::edge::respond;
 use crate::error::ApiError;
+use crate::intel::keys::GLOBAL_HUB;
 use crate::intel::ticket;
-use crate::objects::hub::{self, HubOp};
-use crate::objects::sockets::{BEARER_HEADER, STREAM_HEADER, TICKET_EXPIRES_HEADER, TICKET_NONCE_HEADER};
+use crate::intel::wire::{
+    HubOp, Spent, BEARER_HEADER, INTEL_TAG, PERF_TAG, STREAM_HEADER, TICKET_EXPIRES_HEADER, TICKET_NONCE_HEADER,
+};
 use crate::platform::call_object;
 
 use super::auth::{bearer_subprotocol, ticket_key, unauthorized};
@@ -35,12 +37,12 @@ pub async fn issue_ticket(c: Call<'_>) -> Result<Response, ApiError> {
 
 /// `GET /api/intelligence/stream` (`?ip=` narrows it to one subject).
 pub async fn intelligence(c: Call<'_>) -> Result<Response, ApiError> {
-    open(c, hub::INTEL_TAG).await
+    open(c, INTEL_TAG).await
 }
 
 /// `GET /api/performance/stream`.
 pub async fn performance(c: Call<'_>) -> Result<Response, ApiError> {
-    open(c, hub::PERF_TAG).await
+    open(c, PERF_TAG).await
 }
 
 async fn open(c: Call<'_>, tag: &'static str) -> Result<Response, ApiError> {
@@ -50,9 +52,9 @@ async fn open(c: Call<'_>, tag: &'static str) -> Result<Response, ApiError> {
     let (binding, name) = match ip {
         // The object is named by the subject's storage key, as every other
         // call names it (hashed with IP_HASH_KEY).
-        Some(ip) if tag == hub::INTEL_TAG => (BINDING, key_from_path(&ip, config)?.key.as_str().to_string()),
+        Some(ip) if tag == INTEL_TAG => (bindings::PROFILES, key_from_path(&ip, config)?.key.as_str().to_string()),
         Some(_) => return Err(ApiError::new(400, "bad_request", "`ip` narrows only the intelligence stream")),
-        None => (hub::BINDING, hub::NAME.to_string()),
+        None => (bindings::HUB, GLOBAL_HUB.to_string()),
     };
     let internal = || ApiError::new(500, "internal", "could not build the upgrade request");
     let mut headers = vec![("upgrade", "websocket"), (STREAM_HEADER, tag)];
@@ -62,7 +64,7 @@ async fn open(c: Call<'_>, tag: &'static str) -> Result<Response, ApiError> {
     let expires;
     if let Some(t) = &c.ticket {
         expires = t.expires_ms.to_string();
-        if binding == hub::BINDING {
+        if binding == bindings::HUB {
             // The hub spends it in the same call that accepts the socket.
             headers.push((TICKET_NONCE_HEADER, t.nonce.as_str()));
             headers.push((TICKET_EXPIRES_HEADER, expires.as_str()));
@@ -70,8 +72,8 @@ async fn open(c: Call<'_>, tag: &'static str) -> Result<Response, ApiError> {
             // A subject's stream lands in its profile object; tickets are
             // spent in one place, the hub, so each opens one socket anywhere.
             let op = HubOp::SpendTicket { nonce: t.nonce.clone(), expires: t.expires_ms as f64 };
-            let (_, body) = call_object::<_, Value>(env, hub::BINDING, hub::NAME, &op).await.map_err(unavailable)?;
-            if !body.as_ref().and_then(|b| b.get("valid")).and_then(Value::as_bool).unwrap_or(false) {
+            let (_, body) = call_object::<_, Spent>(env, bindings::HUB, GLOBAL_HUB, &op).await.map_err(unavailable)?;
+            if !body.is_some_and(|b| b.valid) {
                 return Err(unauthorized());
             }
         }

@@ -6,12 +6,14 @@
 use futures::future::join_all;
 use worker::Env;
 
+use crate::bindings;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::intel::alerting::RuleState;
-use crate::intel::analytics::{hub_name, merge_shards, Aggregator, ShardPart, SlidePoint};
+use crate::intel::analytics::{merge_shards, Aggregator, ShardPart, SlidePoint};
+use crate::intel::keys::hub_name;
 use crate::intel::sketch::Hll;
-use crate::objects::hub::{self, HubOp, WindowState};
+use crate::intel::wire::{HubOp, WindowState};
 use crate::platform::call_object;
 
 /// The merged window of all shards.
@@ -54,7 +56,7 @@ impl Merged {
 pub async fn merged(env: &Env, config: &Config) -> Result<Merged, ApiError> {
     let calls = (0..config.hub.shards).map(|i| {
         let name = hub_name(i);
-        async move { call_object::<_, WindowState>(env, hub::BINDING, &name, &HubOp::Window).await }
+        async move { call_object::<_, WindowState>(env, bindings::HUB, &name, &HubOp::Window).await }
     });
     let mut shards = Vec::new();
     for r in join_all(calls).await {
