@@ -22,8 +22,6 @@ use crate::intel::ticket::{self, Ticket};
 use crate::objects::hub::{self, HubOp};
 use crate::platform::call_object;
 
-use super::common::unavailable;
-
 thread_local! {
     /// Failed authentications per subject in this isolate (bounded: see intel::auth_guard).
     static AUTH_GUARD: RefCell<AuthGuard> = RefCell::new(AuthGuard::default());
@@ -121,8 +119,7 @@ pub async fn ticket_key(env: &Env) -> Result<Vec<u8>, ApiError> {
     if let Some(k) = TICKET_KEY.with(|k| k.borrow().clone()) {
         return Ok(k);
     }
-    let (_, body) =
-        call_object::<_, Value>(env, hub::BINDING, hub::NAME, &HubOp::TicketKey).await.map_err(unavailable)?;
+    let (_, body) = call_object::<_, Value>(env, hub::BINDING, hub::NAME, &HubOp::TicketKey).await?;
     let key = body
         .as_ref()
         .and_then(|b| b.get("key"))

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::objects::hub::{self, HubOp};
 use crate::platform::call_object;
 
-use super::common::{iso, unavailable, Call};
+use super::common::{iso, Call};
 
 /// A challenge answer is a token, a counter and a return path (or a Turnstile
 /// response, ~2 KB): anything over 8 KiB from an unauthenticated client is refused.
@@ -62,7 +62,7 @@ pub async fn verify(c: Call<'_>) -> Result<Response, ApiError> {
         let (id, until) = crate::intel::enforce::solution_id(&token)
             .ok_or_else(|| ApiError::new(403, "challenge_failed", "malformed token"))?;
         let op = HubOp::SpendTicket { nonce: id, expires: until };
-        let (_, body) = call_object::<_, Value>(env, hub::BINDING, hub::NAME, &op).await.map_err(unavailable)?;
+        let (_, body) = call_object::<_, Value>(env, hub::BINDING, hub::NAME, &op).await?;
         if !body.as_ref().and_then(|b| b.get("valid")).and_then(Value::as_bool).unwrap_or(false) {
             return Err(ApiError::new(403, "challenge_failed", "this solution was already used"));
         }
