@@ -18,6 +18,7 @@ mod api_routes;
 #[cfg(target_arch = "wasm32")]
 mod edge;
 pub mod error;
+pub mod log;
 #[cfg(target_arch = "wasm32")]
 mod objects;
 #[cfg(target_arch = "wasm32")]

@@ -11,6 +11,7 @@ use wasm_bindgen::JsValue;
 use worker::{Env, Request, Response};
 
 use crate::config::{Config, ConfigError};
+use crate::error::Error;
 
 type Parsed = Result<Rc<Config>, ConfigError>;
 
@@ -72,18 +73,18 @@ fn count_call(binding: &str) {
     });
 }
 
-/// Why an object call failed (logged and counted, never shown to clients).
-#[derive(Debug)]
-pub struct ObjectError(pub String);
-
-impl From<worker::Error> for ObjectError {
+/// A runtime error under a platform call (an object's stub, KV, storage):
+/// a platform `Error` whose text is kept for the log only.
+impl From<worker::Error> for Error {
     fn from(e: worker::Error) -> Self {
-        ObjectError(e.to_string())
+        Error::platform(e.to_string())
     }
 }
 
 /// Sends `op` as JSON to the object named `name` of binding `binding` and
-/// returns its status and JSON answer. Only the (de)serialization is generic;
+/// returns its status and JSON answer; a failed call or a 5xx answer is a
+/// platform `Error` (503 `storage_unavailable` unless the caller renames it
+/// with `Error::public`). Only the (de)serialization is generic;
 /// the call itself is one function, not one async state machine per type pair
 /// in the wasm.
 pub async fn call_object<Op: Serialize, T: DeserializeOwned>(
@@ -91,18 +92,13 @@ pub async fn call_object<Op: Serialize, T: DeserializeOwned>(
     binding: &str,
     name: &str,
     op: &Op,
-) -> Result<(u16, Option<T>), ObjectError> {
-    let body = serde_json::to_string(op).map_err(|e| ObjectError(e.to_string()))?;
+) -> Result<(u16, Option<T>), Error> {
+    let body = serde_json::to_string(op).map_err(|e| Error::platform(e.to_string()))?;
     let (status, text) = call_object_text(env, binding, name, &body).await?;
     Ok((status, text.and_then(|t| serde_json::from_str(&t).ok())))
 }
 
-async fn call_object_text(
-    env: &Env,
-    binding: &str,
-    name: &str,
-    body: &str,
-) -> Result<(u16, Option<String>), ObjectError> {
+async fn call_object_text(env: &Env, binding: &str, name: &str, body: &str) -> Result<(u16, Option<String>), Error> {
     count_call(binding);
     let stub = env.durable_object(binding)?.get_by_name(name)?;
     let req = new_request("https://object/op", "POST", &[], Some(body))?;
@@ -110,7 +106,7 @@ async fn call_object_text(
     let status = res.status_code();
     if status >= 500 {
         let text = res.text().await.unwrap_or_default();
-        return Err(ObjectError(format!("object answered {status}: {text}")));
+        return Err(Error::platform(format!("{binding} object answered {status}: {text}")));
     }
     let text = if status == 204 { None } else { res.text().await.ok() };
     Ok((status, text))

@@ -15,11 +15,12 @@ use worker::{Context, Delay, Env};
 use crate::bindings;
 use crate::clock::now_ms;
 use crate::config::Config;
+use crate::error::Error;
 use crate::intel::cache::TtlLru;
 use crate::intel::ip::SubjectKey;
 use crate::intel::profile::{Observation, ProfileVerdict};
 use crate::intel::wire::{ObserveReply, ProfileOp};
-use crate::platform::{call_object, ObjectError};
+use crate::platform::call_object;
 
 thread_local! {
     static CACHE: RefCell<Option<TtlLru<ProfileVerdict>>> = const { RefCell::new(None) };
@@ -43,26 +44,15 @@ pub fn forget(config: &Config, subject: &str) {
     with_cache(config, |c| c.remove(subject));
 }
 
-/// Why a verdict is missing: the budget ran out, or the object failed.
-pub struct Degraded {
-    pub timed_out: bool,
-    pub why: String,
-}
-
-impl From<ObjectError> for Degraded {
-    fn from(e: ObjectError) -> Self {
-        Degraded { timed_out: false, why: e.0 }
-    }
-}
-
 /// Fast mode: the cached verdict (`true`: from the cache), or the object's
-/// within the budget.
+/// within the budget. A missing verdict is a platform `Error` the request
+/// path fails open on (`timed_out` when the budget ran out).
 pub async fn fast(
     env: &Env,
     ctx: &Context,
     config: &Config,
     subject: &SubjectKey,
-) -> Result<(ProfileVerdict, bool), Degraded> {
+) -> Result<(ProfileVerdict, bool), Error> {
     if let Some(v) = with_cache(config, |c| c.get(subject.as_str(), now_ms())) {
         return Ok((v, true));
     }
@@ -88,7 +78,7 @@ pub async fn fast(
                     remember(&cfg, &key, v);
                 }
             });
-            Err(Degraded { timed_out: true, why: format!("no verdict within {} ms", config.consult.timeout_ms) })
+            Err(Error::late(format!("no verdict within {} ms", config.consult.timeout_ms)))
         }
     }
 }
@@ -101,7 +91,7 @@ pub async fn consistent(
     subject: &SubjectKey,
     ip: &str,
     obs: Observation,
-) -> Result<ProfileVerdict, Degraded> {
+) -> Result<ProfileVerdict, Error> {
     let op = ProfileOp::Observe { subject: subject.as_str().to_string(), ip: ip.to_string(), observations: vec![obs] };
     let ask = async { call_object(env, bindings::PROFILES, subject.as_str(), &op).await }.boxed_local();
     let limit = Delay::from(Duration::from_millis(u64::from(config.consult.consistent_timeout_ms)));
@@ -116,22 +106,19 @@ pub async fn consistent(
                 ctx.wait_until(async move { super::record::publish_now(&env, updates, alerts).await });
                 Ok(reply.verdict)
             }
-            Ok((status, _)) => Err(Degraded { timed_out: false, why: format!("unexpected answer {status}") }),
-            Err(e) => Err(Degraded::from(e)),
+            Ok((status, _)) => Err(Error::platform(format!("unexpected answer {status}"))),
+            Err(e) => Err(e),
         },
-        Either::Right(_) => Err(Degraded {
-            timed_out: true,
-            why: format!("no verdict within {} ms", config.consult.consistent_timeout_ms),
-        }),
+        Either::Right(_) => Err(Error::late(format!("no verdict within {} ms", config.consult.consistent_timeout_ms))),
     };
     let v = outcome?;
     remember(config, subject.as_str(), v.clone());
     Ok(v)
 }
 
-fn verdict_of(answer: Result<(u16, Option<ProfileVerdict>), ObjectError>) -> Result<ProfileVerdict, ObjectError> {
+fn verdict_of(answer: Result<(u16, Option<ProfileVerdict>), Error>) -> Result<ProfileVerdict, Error> {
     match answer? {
         (200, Some(v)) => Ok(v),
-        (status, _) => Err(ObjectError(format!("unexpected answer {status}"))),
+        (status, _) => Err(Error::platform(format!("unexpected answer {status}"))),
     }
 }

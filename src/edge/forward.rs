@@ -11,6 +11,7 @@ use web_sys::{AbortController, Headers, Request, RequestInit, RequestRedirect, R
 use worker::Delay;
 
 use crate::config::Config;
+use crate::error::Error;
 use crate::intel::headers::is_reserved;
 
 use super::extract::path_and_query;
@@ -30,29 +31,13 @@ pub(crate) async fn subrequest(req: &Request) -> Result<Response, JsValue> {
     JsFuture::from(promise).await?.dyn_into::<Response>()
 }
 
-/// Why the origin gave no response (logged, never sent to the client).
-pub enum OriginError {
-    /// Refused, reset, DNS, TLS: the client gets a 502.
-    Unreachable(String),
-    /// No response headers within `ORIGIN_TIMEOUT_MS`: the client gets a 504.
-    TimedOut(u32),
-}
-
-impl OriginError {
-    /// The status the client is answered with (and the one recorded).
-    pub fn status(&self) -> u16 {
-        match self {
-            OriginError::Unreachable(_) => 502,
-            OriginError::TimedOut(_) => 504,
-        }
-    }
-}
-
 /// Sends the request to the origin. The timeout covers the wait for the
 /// response headers only: once they arrive, the body streams to the client
-/// for as long as it takes (large downloads are not cut off).
-pub async fn send(req: &Request, config: &Config, ours: &[(&'static str, String)]) -> Result<Response, OriginError> {
-    let unreachable = OriginError::Unreachable;
+/// for as long as it takes (large downloads are not cut off). No response
+/// is an origin `Error`: 502 (refused, reset, DNS, TLS) or 504 (no headers
+/// within `ORIGIN_TIMEOUT_MS`), the cause for the log only.
+pub async fn send(req: &Request, config: &Config, ours: &[(&'static str, String)]) -> Result<Response, Error> {
+    let unreachable = Error::origin_unreachable;
     let controller = AbortController::new().map_err(|e| unreachable(format!("no AbortController: {e:?}")))?;
     let out = build(req, config, ours, &controller)
         .map_err(|e| unreachable(format!("could not build the origin request: {e:?}")))?;
@@ -66,7 +51,7 @@ pub async fn send(req: &Request, config: &Config, ours: &[(&'static str, String)
         Either::Right(_) => {
             // Stop the origin connection too, not only our wait for it.
             controller.abort();
-            Err(OriginError::TimedOut(config.origin.timeout_ms))
+            Err(Error::origin_timeout(config.origin.timeout_ms))
         }
     }
 }

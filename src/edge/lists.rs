@@ -15,6 +15,7 @@ use worker::{Context, Delay, Env};
 use crate::bindings;
 use crate::clock::now_ms;
 use crate::config::Config;
+use crate::error::Error;
 use crate::intel::keys::LISTS_KEY;
 use crate::intel::lists::{Lists, RawLists};
 
@@ -33,20 +34,29 @@ thread_local! {
     static CACHE: RefCell<Option<Cached>> = const { RefCell::new(None) };
 }
 
-/// The lists stored through the API (empty when none or unreadable).
-pub async fn stored(env: &Env) -> Result<RawLists, String> {
-    let kv = env.kv(bindings::METRICS).map_err(|e| e.to_string())?;
-    match kv.get(LISTS_KEY).text().await.map_err(|e| e.to_string())? {
-        Some(text) => serde_json::from_str(&text).map_err(|e| e.to_string()),
+/// The lists stored through the API (empty when none); KV failing, or
+/// holding what does not parse, is a platform error `kv_unavailable`.
+pub async fn stored(env: &Env) -> Result<RawLists, Error> {
+    let unavailable = |e: String| kv_unavailable().with_detail(e);
+    let kv = env.kv(bindings::METRICS).map_err(|e| unavailable(e.to_string()))?;
+    match kv.get(LISTS_KEY).text().await.map_err(|e| unavailable(e.to_string()))? {
+        Some(text) => serde_json::from_str(&text).map_err(|e| unavailable(format!("stored lists: {e}"))),
         None => Ok(RawLists::default()),
     }
 }
 
+/// KV (the lists' store) did not answer: 503, the cause for the log.
+pub fn kv_unavailable() -> Error {
+    Error::new(503, "kv_unavailable", "the list store did not answer; retry")
+}
+
 /// The effective lists for one request, and whether they are what KV holds
-/// now (`fresh`) or a kept copy because KV failed or missed its budget.
+/// now (`fresh`) or a kept copy because KV failed or missed its budget
+/// (`error`: why, for the request's log).
 pub struct Effective {
     pub lists: Rc<Lists>,
     pub fresh: bool,
+    pub error: Option<Error>,
 }
 
 /// Vars plus stored lists. The KV read is bounded by `CONSULT_TIMEOUT_MS`
@@ -61,7 +71,7 @@ pub async fn effective(env: &Env, ctx: &Context, config: &Config) -> Effective {
     let fresh = |good: Option<f64>| good.is_some_and(|g| now - g <= LISTS_GOOD_FOR_MS);
     if let Some((at, l, good)) = &cached {
         if now - at < LISTS_CACHE_MS {
-            return Effective { lists: l.clone(), fresh: fresh(*good) };
+            return Effective { lists: l.clone(), fresh: fresh(*good), error: None };
         }
     }
     let read = {
@@ -79,12 +89,12 @@ pub async fn effective(env: &Env, ctx: &Context, config: &Config) -> Effective {
         Either::Left((Ok(lists), _)) => {
             let lists = Rc::new(lists);
             CACHE.with(|c| *c.borrow_mut() = Some((now, lists.clone(), Some(now))));
-            Effective { lists, fresh: true }
+            Effective { lists, fresh: true, error: None }
         }
         Either::Left((Err(e), _)) => {
-            worker::console_error!("edgeintel: stored lists unavailable, keeping the last lists read: {e}");
+            // The request's log says the last lists read were kept.
             keep(now, &kept, good);
-            Effective { lists: kept, fresh: fresh(good) }
+            Effective { lists: kept, fresh: fresh(good), error: Some(e) }
         }
         Either::Right(((), pending)) => {
             keep(now, &kept, good);
@@ -95,14 +105,15 @@ pub async fn effective(env: &Env, ctx: &Context, config: &Config) -> Effective {
                     CACHE.with(|c| *c.borrow_mut() = Some((at, Rc::new(lists), Some(at))));
                 }
             });
-            Effective { lists: kept, fresh: fresh(good) }
+            Effective { lists: kept, fresh: fresh(good), error: None }
         }
     }
 }
 
 /// Vars plus what KV holds.
-async fn merged(env: &Env, vars: Lists) -> Result<Lists, String> {
-    let extra = stored(env).await.and_then(|raw| Lists::parse(&raw))?;
+async fn merged(env: &Env, vars: Lists) -> Result<Lists, Error> {
+    let raw = stored(env).await?;
+    let extra = Lists::parse(&raw).map_err(|e| kv_unavailable().with_detail(format!("stored lists: {e}")))?;
     let mut lists = vars;
     lists.extend(&extra);
     Ok(lists)

@@ -1,6 +1,8 @@
 //! The Worker's entry: the configuration, then either edgeintel's own API
 //! (requests under the reserved prefix, never forwarded: `api`) or the
-//! request path's phases (`request`).
+//! request path's phases (`request`). The request's one log line is made
+//! here (`crate::log`): printed when the request ends, only if something
+//! below noted a failure.
 
 mod api;
 mod body;
@@ -16,16 +18,30 @@ mod visitor;
 use web_sys::{Request, Response};
 use worker::{Context, Env};
 
+use crate::error::Error;
+use crate::log::Log;
 use crate::platform;
 
 pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
-    let config = match platform::config(&env) {
-        Ok(c) => c,
-        Err(e) => return respond::config_error(&e),
+    let log = Log::new("edge");
+    let response = match platform::config(&env) {
+        // Every request answers 500 `config_invalid`, naming the variable.
+        Err(e) => {
+            let e = Error::config(&e);
+            log.failed("config", &e);
+            respond::error(&e)
+        }
+        Ok(config) => {
+            let path = extract::path(&req);
+            if api::owns(&config, &path) {
+                api::route(&req, &env, &ctx, &config, &log).await
+            } else {
+                request::handle(&req, &env, &ctx, &config, &log).await
+            }
+        }
     };
-    let path = extract::path(&req);
-    if api::owns(&config, &path) {
-        return api::route(&req, &env, &ctx, &config).await;
+    if log.noteworthy() {
+        log.status(response.status());
     }
-    request::handle(&req, &env, &ctx, &config).await
+    response
 }

@@ -17,6 +17,9 @@
 //! that fills a batch flushes it in its own `wait_until`. No request awaits a
 //! promise of another request's context (workerd cancels such continuations),
 //! which is why later joiners add nothing of their own.
+//!
+//! What fails here runs after the response, when the request's log line is
+//! already printed: each failure prints its own line (`log::background`).
 
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
@@ -25,6 +28,7 @@ use worker::{Context, Delay, Env};
 
 use crate::bindings;
 use crate::config::Config;
+use crate::error::Error;
 use crate::intel::analytics::Sample;
 use crate::intel::batches::{BatchItems, Batches, Enqueued};
 use crate::intel::ip::SubjectKey;
@@ -33,6 +37,7 @@ use crate::intel::profile::Observation;
 use crate::intel::protocol::{AlertNotice, Update};
 use crate::intel::wire::HubOp;
 use crate::intel::wire::{ObserveReply, ProfileOp};
+use crate::log;
 use crate::platform::call_object;
 
 use super::consult::remember;
@@ -179,7 +184,7 @@ pub async fn publish_now(env: &Env, updates: Vec<Update>, alerts: Vec<AlertNotic
     }
     let op = HubOp::Publish { updates, alerts };
     if let Err(e) = call_object::<_, serde_json::Value>(env, bindings::HUB, &hub_name(0), &op).await {
-        worker::console_error!("edgeintel: events not published: {}", e.0);
+        log::background("edge.after", "events not published", e);
     }
 }
 
@@ -259,8 +264,8 @@ async fn flush(env: &Env, config: &Config, target: &Target, items: Items) {
                         forward_published(env, r.updates, r.alerts).await;
                         Ok(())
                     }
-                    Ok((status, _)) => Err(format!("answered {status}")),
-                    Err(e) => Err(e.0),
+                    Ok((status, _)) => Err(Error::platform(format!("profile object answered {status}"))),
+                    Err(e) => Err(e),
                 }
             }
             (Target::Hub(shard), Items::Samples { list, rejected, dropped, updates, alerts }) => {
@@ -273,15 +278,15 @@ async fn flush(env: &Env, config: &Config, target: &Target, items: Items) {
                 };
                 match call_object::<_, serde_json::Value>(env, bindings::HUB, &hub_name(*shard), &op).await {
                     Ok((200, _)) => Ok(()),
-                    Ok((status, _)) => Err(format!("answered {status}")),
-                    Err(e) => Err(e.0),
+                    Ok((status, _)) => Err(Error::platform(format!("hub answered {status}"))),
+                    Err(e) => Err(e),
                 }
             }
             _ => return,
         };
         match outcome {
             Ok(()) => return,
-            Err(why) => worker::console_error!("edgeintel: flush of {n} items failed (attempt {attempt}): {why}"),
+            Err(e) => log::background("edge.after", "flush failed", format_args!("{n} items, attempt {attempt}: {e}")),
         }
     }
     // Lost: counted, so the loss shows in the analytics and /metrics. A hub
@@ -300,7 +305,7 @@ pub async fn status(env: Env, subject: String, ip: String, at: f64, status: u16,
         Ok((_, Some(r))) => publish_now(&env, r.updates, r.alerts).await,
         Ok(_) => {}
         Err(e) => {
-            worker::console_error!("edgeintel: status record failed: {}", e.0);
+            log::background("edge.after", "status record failed", e);
             count_dropped(1);
         }
     }

@@ -10,11 +10,14 @@
 //! the pure `intel::outcome`; this file only gathers the inputs and does the
 //! I/O.
 //!
-//! Failure semantics: fail open. If a Durable Object fails or misses the
-//! budget, the request is still forwarded with request-only signals,
-//! `X-Risk-Level: unknown` and `X-Intel-Status: degraded` (unless
-//! `FAIL_MODE=closed`). Nothing here may panic (a panic resets the wasm
-//! instance and every co-located object).
+//! Failure semantics: fail open on a platform `Error` (`Error::fails_open`).
+//! If a Durable Object fails or misses the budget, the request is still
+//! forwarded with request-only signals, `X-Risk-Level: unknown` and
+//! `X-Intel-Status: degraded` (unless `FAIL_MODE=closed`: `Error::fail_closed`).
+//! The origin's failure is answered (`Error::origin_*`, 502/504). Each is
+//! noted in the request's `Log` (printed once by `edge::handle`), the
+//! subject in its display form. Nothing here may panic (a panic resets the
+//! wasm instance and every co-located object).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -26,6 +29,7 @@ use worker::{Context, Delay, Env};
 
 use crate::clock::now_ms;
 use crate::config::{Config, RiskMode};
+use crate::error::Error;
 use crate::intel::analytics::{shard_of, Consult};
 use crate::intel::enforce::{self, clearance_valid, Action, DecideInput, CLEARANCE_COOKIE};
 use crate::intel::facts::{CfFacts, RequestFacts};
@@ -39,8 +43,8 @@ use crate::intel::secrets::cookie;
 use crate::intel::signals::{self, Reason, Signal};
 use crate::intel::signature;
 use crate::intel::travel::TravelFinding;
+use crate::log::Log;
 
-use super::forward::OriginError;
 use super::visitor::Visitor;
 use super::{consult, extract, forward, lists, record, respond, visitor};
 
@@ -50,6 +54,7 @@ struct RequestCtx<'a> {
     env: &'a Env,
     ctx: &'a Context,
     config: &'a Config,
+    log: &'a Log,
     started: f64,
     // extract
     ip: Option<IpAddr>,
@@ -81,8 +86,8 @@ struct Scored {
 }
 
 /// Runs the phases for one request outside the reserved prefix.
-pub async fn handle(req: &Request, env: &Env, ctx: &Context, config: &Config) -> Response {
-    let mut rc = extract(req, env, ctx, config);
+pub async fn handle(req: &Request, env: &Env, ctx: &Context, config: &Config, log: &Log) -> Response {
+    let mut rc = extract(req, env, ctx, config, log);
     identify(&mut rc);
     let (found, obs) = consult(&mut rc).await;
     let scored = score(&mut rc, &found);
@@ -90,7 +95,10 @@ pub async fn handle(req: &Request, env: &Env, ctx: &Context, config: &Config) ->
         // FAIL_MODE=closed: the operator prefers no answer to an unscored
         // one. Counted (degraded and fail-closed), so the degraded-share alert sees it.
         record_sample(&rc, &found, &scored, &Answer::FailedClosed);
-        return respond::unavailable();
+        let e = Error::fail_closed();
+        log.failed("decide", &e);
+        note_subject(&rc);
+        return respond::error(&e);
     }
     let action = decide(&rc, &found, &scored);
     let sent = now_ms();
@@ -98,7 +106,7 @@ pub async fn handle(req: &Request, env: &Env, ctx: &Context, config: &Config) ->
         Action::Forward => forward(&rc, &found, &scored).await,
         Action::Block | Action::Challenge => Ok(respond(&rc, action)),
     };
-    let status = result.as_ref().map_or_else(OriginError::status, Response::status);
+    let status = result.as_ref().map_or_else(|e| e.status, Response::status);
     let answer = match action {
         Action::Forward => Answer::Forwarded { status, latency_ms: now_ms() - sent },
         _ => Answer::Enforced { action, status },
@@ -106,17 +114,30 @@ pub async fn handle(req: &Request, env: &Env, ctx: &Context, config: &Config) ->
     record(&rc, &found, &scored, obs, &answer);
     let response = match result {
         Ok(res) => res,
-        Err(e) => return respond::origin_failed(&e),
+        Err(e) => {
+            log.failed("origin", &e);
+            note_subject(&rc);
+            return respond::error(&e);
+        }
     };
+    note_subject(&rc);
     match rc.visitor.and_then(|v| v.set_cookie) {
         Some(cookie) => forward::with_cookie(response, &cookie),
         None => response,
     }
 }
 
+/// Names the subject (display form only) in the request's log line, if
+/// there is going to be one: nothing is copied for a quiet request.
+fn note_subject(rc: &RequestCtx) {
+    if let (true, Some(id)) = (rc.log.noteworthy(), &rc.identity) {
+        rc.log.subject(&id.display);
+    }
+}
+
 /// Phase 1: the client IP, `request.cf` and the request's facts (never fails:
 /// every field is optional).
-fn extract<'a>(req: &'a Request, env: &'a Env, ctx: &'a Context, config: &'a Config) -> RequestCtx<'a> {
+fn extract<'a>(req: &'a Request, env: &'a Env, ctx: &'a Context, config: &'a Config, log: &'a Log) -> RequestCtx<'a> {
     let started = now_ms();
     crate::platform::count_request();
     let (ip, cf, request) = extract::facts(req, config);
@@ -126,6 +147,7 @@ fn extract<'a>(req: &'a Request, env: &'a Env, ctx: &'a Context, config: &'a Con
         env,
         ctx,
         config,
+        log,
         started,
         ip,
         cf,
@@ -151,6 +173,9 @@ fn identify(rc: &mut RequestCtx) {
 /// observation of the request (consistent mode records it while consulting).
 async fn consult(rc: &mut RequestCtx<'_>) -> (Found, Observation) {
     let lists = lists::effective(rc.env, rc.ctx, rc.config).await;
+    if let Some(e) = &lists.error {
+        rc.log.warn("lists", format_args!("kept the last lists read: {e}"));
+    }
     let list = lists.lists.check(rc.ip, rc.cf.asn, rc.cf.country.as_deref());
     if list == ListVerdict::Blocked {
         rc.signals.push(Signal { reason: Reason::Blocklisted, points: None });
@@ -211,7 +236,7 @@ async fn consult_profile(
         match answer {
             Ok(a) => a.finding,
             Err(e) => {
-                worker::console_error!("edgeintel: visitor check failed: {}", e.0);
+                rc.log.warn("visitor", &e);
                 None
             }
         }
@@ -220,7 +245,9 @@ async fn consult_profile(
     match profile {
         Ok((v, cached)) => (v, IntelStatus::Ok, travel, if cached { Consult::Cached } else { Consult::Ok }),
         Err(e) => {
-            worker::console_warn!("edgeintel: profile degraded: {}", e.why);
+            // Every error here is the platform's (`Error::fails_open`): the
+            // request goes on without the profile, degraded.
+            rc.log.warn("consult", &e);
             let outcome = if e.timed_out { Consult::Timeout } else { Consult::Error };
             (ProfileVerdict::unknown_subject(), IntelStatus::Degraded, travel, outcome)
         }
@@ -266,7 +293,7 @@ fn subject_key<'a>(rc: &'a RequestCtx) -> &'a str {
 
 /// Phase 6a: to the origin, with our headers replacing any the client sent
 /// (signed when `HEADER_SIGNING_KEY` is set: `intel::signature`).
-async fn forward(rc: &RequestCtx<'_>, found: &Found, scored: &Scored) -> Result<Response, OriginError> {
+async fn forward(rc: &RequestCtx<'_>, found: &Found, scored: &Scored) -> Result<Response, Error> {
     let mut ours = headers::render(&HeaderInput {
         verdict: &scored.verdict,
         level: scored.level,

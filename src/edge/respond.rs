@@ -1,14 +1,13 @@
-//! Responses the Worker makes itself (API answers and errors), in one place.
+//! Responses the Worker makes itself (API answers, block and challenge
+//! pages, and every error through `error`), in one place.
 //! Building a Response can only fail on invalid header names/values, which
 //! ours never are; the fallbacks keep that path panic-free anyway.
 
 use serde::Serialize;
 use web_sys::{Response, ResponseInit};
 
-use crate::config::{Config, ConfigError};
-use crate::error::ApiError;
-
-use super::forward::OriginError;
+use crate::config::Config;
+use crate::error::Error;
 
 pub fn json<T: Serialize>(status: u16, body: &T) -> Response {
     let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".to_string());
@@ -20,50 +19,22 @@ pub fn json_text(status: u16, text: &str) -> Response {
     with_body(status, "application/json; charset=utf-8", text)
 }
 
-pub fn error(e: &ApiError) -> Response {
-    let r = with_body(e.status, "application/json; charset=utf-8", &e.body());
-    // RFC 9110: a 405 carries `Allow` with the methods the resource has
-    // (the route table's, carried by `ApiError::method_not_allowed`).
-    if e.status == 405 && !e.allow.is_empty() {
-        let _ = r.headers().set("allow", &e.allow.join(", "));
-    }
-    if let Some(s) = e.retry_after_s {
-        let _ = r.headers().set("retry-after", &s.to_string());
-    }
-    r
-}
-
-/// Every request gets this while the configuration is invalid: the operator
-/// sees exactly which variable to fix (values of secrets are never included).
-pub fn config_error(e: &ConfigError) -> Response {
-    worker::console_error!("edgeintel: {e}");
-    error(&ApiError::new(500, "config_invalid", format!("edgeintel configuration error: {e}")))
-}
-
-/// FAIL_MODE=closed and the profile store failed: 503, retry soon.
-pub fn unavailable() -> Response {
-    let r = with_body(503, "text/plain; charset=utf-8", "503 Service Unavailable: please retry in a moment.\n");
-    let _ = r.headers().set("retry-after", "5");
-    r
-}
-
-/// The origin gave no response: a short 502 (unreachable) or 504 (no
-/// response within `ORIGIN_TIMEOUT_MS`), the cause only in the log.
-pub fn origin_failed(e: &OriginError) -> Response {
-    match e {
-        OriginError::Unreachable(why) => {
-            worker::console_error!("edgeintel: origin unreachable: {}", why);
-            with_body(502, "text/plain; charset=utf-8", "502 Bad Gateway: the origin server could not be reached.\n")
+/// The one conversion of an `Error` into a response (`Error::parts`: the
+/// status, the JSON or plain-text body, `Allow`, `Retry-After`). Logs
+/// nothing: the caller notes the error in its request's `Log`.
+pub fn error(e: &Error) -> Response {
+    let parts = e.parts();
+    let init = ResponseInit::new();
+    init.set_status(parts.status);
+    if let Ok(headers) = web_sys::Headers::new() {
+        for (name, value) in &parts.headers {
+            let _ = headers.set(name, value);
         }
-        OriginError::TimedOut(ms) => {
-            worker::console_error!("edgeintel: origin sent no response within {} ms", ms);
-            with_body(
-                504,
-                "text/plain; charset=utf-8",
-                "504 Gateway Timeout: the origin server did not answer in time.\n",
-            )
-        }
+        init.set_headers(headers.as_ref());
     }
+    Response::new_with_opt_str_and_init(Some(&parts.body), &init)
+        .or_else(|_| Response::new())
+        .unwrap_or_else(|_| unreachable_response())
 }
 
 fn wants_html(accept: &str) -> bool {

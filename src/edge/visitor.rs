@@ -8,10 +8,11 @@ use worker::Env;
 
 use crate::bindings;
 use crate::config::Config;
+use crate::error::Error;
 use crate::intel::secrets::{cookie, sign_visitor_id, verify_visitor_cookie, visitor_key, VISITOR_COOKIE_NAME};
 use crate::intel::travel::Sighting;
 use crate::intel::wire::{VisitorAnswer, VisitorOp};
-use crate::platform::{call_object, ObjectError};
+use crate::platform::call_object;
 
 const COOKIE_MAX_AGE_S: u32 = 400 * 86_400; // browsers cap cookie lifetimes at 400 days
 
@@ -47,10 +48,10 @@ pub fn identify(cookie_header: Option<&str>, config: &Config) -> Option<Visitor>
 }
 
 /// Records a sighting with the visitor's object; answers the finding in effect.
-pub async fn sight(env: &Env, visitor: &str, subject: &str, sighting: Sighting) -> Result<VisitorAnswer, ObjectError> {
+pub async fn sight(env: &Env, visitor: &str, subject: &str, sighting: Sighting) -> Result<VisitorAnswer, Error> {
     let op = VisitorOp::Sight { sighting, subject: subject.to_string() };
     match call_object::<_, VisitorAnswer>(env, bindings::VISITORS, visitor, &op).await? {
         (200, Some(a)) => Ok(a),
-        (status, _) => Err(ObjectError(format!("visitor object answered {status}"))),
+        (status, _) => Err(Error::platform(format!("visitor object answered {status}"))),
     }
 }

@@ -34,6 +34,7 @@ use worker::{
 use crate::bindings;
 use crate::clock::now_ms;
 use crate::config::Config;
+use crate::error::Error;
 use crate::intel::alerting::{self, RuleState, Transition};
 use crate::intel::analytics::{Aggregator, Gauges, ShardPart, Slide, SlidePoint, METRIC_NAMES};
 use crate::intel::insights;
@@ -45,6 +46,7 @@ use crate::intel::wire::{
     HubOp, KvWrite, SitePart, Spent, TicketKey, WindowState, BEARER_HEADER, INTEL_TAG, PERF_TAG, STREAM_HEADER,
     TICKET_EXPIRES_HEADER, TICKET_NONCE_HEADER,
 };
+use crate::log::Log;
 use crate::platform::{self, reply};
 
 use super::sockets::{self, iso};
@@ -304,6 +306,8 @@ impl DurableObject for HubObject {
     }
 
     async fn alarm(&self) -> Result<Response> {
+        // The tick's one log line (printed when it ends, if anything failed).
+        let log = Log::new("hub.alarm");
         let started = now_ms();
         let config = match platform::config(&self.env) {
             Ok(c) => c,
@@ -317,7 +321,7 @@ impl DurableObject for HubObject {
             // Never seen by name (only a request names it): which keys to write
             // and whether to evaluate the site are unknown. The next request
             // (every report names the object) arms the tick again.
-            worker::console_error!("edgeintel: a hub's alarm came without its name; skipped");
+            log.error("unnamed", "the alarm came without its name; skipped");
             return Response::ok("unnamed");
         };
         // Re-arm first: whatever fails below, the next tick comes.
@@ -339,7 +343,7 @@ impl DurableObject for HubObject {
         let kv_started = now_ms();
         let mut todo = pending;
         todo.extend(rollup_puts(&rollups, shard));
-        let kv = self.write_rollups(&config, todo, rollups.last(), shard).await;
+        let kv = self.write_rollups(&config, &log, todo, rollups.last(), shard).await;
         let kv_ms = (!kv.written.is_empty()).then(|| now_ms() - kv_started);
         // Alert rules and insights are about the whole site: evaluated by
         // shard 0 alone, over every shard's window (one call per other shard
@@ -352,7 +356,7 @@ impl DurableObject for HubObject {
         if shard != 0 {
             let op = HubOp::Wake;
             if let Err(e) = platform::call_object::<_, Value>(&self.env, bindings::HUB, keys::GLOBAL_HUB, &op).await {
-                worker::console_error!("edgeintel: shard {shard} could not wake {}: {}", keys::GLOBAL_HUB, e.0);
+                log.error("wake", format_args!("shard {shard} could not wake {}: {e}", keys::GLOBAL_HUB));
             }
         }
         let now = now_ms();
@@ -379,7 +383,7 @@ impl DurableObject for HubObject {
                     // Nothing evaluated on a part of the site: the slides
                     // not rolled up yet come with the next tick. Counted, and
                     // `site_evaluated_at` shows how old the rule states are.
-                    worker::console_error!("edgeintel: alert rules and insights wait for the next tick: {e}");
+                    log.error("site evaluation", format_args!("alert rules and insights wait for the next tick: {e}"));
                     l.meta.site_failures += 1;
                     None
                 }
@@ -604,6 +608,7 @@ impl HubObject {
     async fn write_rollups(
         &self,
         config: &Config,
+        log: &Log,
         todo: Vec<PendingPut>,
         last: Option<&SlidePoint>,
         shard: u32,
@@ -612,7 +617,7 @@ impl HubObject {
         let kv = match self.env.kv(bindings::METRICS) {
             Ok(kv) => kv,
             Err(e) => {
-                worker::console_error!("edgeintel: KV binding {} unavailable: {e}", bindings::METRICS);
+                log.error("kv", format_args!("KV binding {} unavailable: {e}", bindings::METRICS));
                 out.failures = 1;
                 out.pending = todo;
                 return out;
@@ -638,7 +643,7 @@ impl HubObject {
                     out.written.push(KvWrite { key: put.key, at: now_ms() });
                 }
                 Err(e) => {
-                    worker::console_error!("edgeintel: KV write {} failed (kept for the next tick): {e}", put.key);
+                    log.error("kv", format_args!("KV write {} failed (kept for the next tick): {e}", put.key));
                     in_a_row += 1;
                     out.failures += 1;
                     out.pending.push(put);
@@ -688,7 +693,7 @@ impl HubObject {
     /// whole site). At most 4 calls at a time, each answer added and dropped
     /// as it comes (memory: the sum and 4 answers, not every shard's window),
     /// each bounded by half a slide; an error if any shard does not answer.
-    async fn other_shards(&self, config: &Config, n: u32) -> std::result::Result<Aggregator, String> {
+    async fn other_shards(&self, config: &Config, n: u32) -> std::result::Result<Aggregator, Error> {
         use futures::future::{select, Either};
         use futures::stream::{self, StreamExt};
         use futures::FutureExt;
@@ -699,8 +704,8 @@ impl HubObject {
                 platform::call_object::<_, SitePart>(&self.env, bindings::HUB, &name, &HubOp::Part).boxed_local();
             let late = worker::Delay::from(std::time::Duration::from_millis(limit_ms));
             let answer = match select(call, late).await {
-                Either::Left((r, _)) => r.map_err(|e| e.0),
-                Either::Right(_) => Err(format!("no answer within {limit_ms} ms")),
+                Either::Left((r, _)) => r,
+                Either::Right(_) => Err(Error::late(format!("no answer within {limit_ms} ms"))),
             };
             (answer, name)
         });
@@ -711,8 +716,8 @@ impl HubObject {
                 Ok((200, Some(p))) => {
                     site.add_shard(&ShardPart { slides: &p.slides, hours: &p.hours, totals: &p.totals })
                 }
-                Ok((status, _)) => return Err(format!("{name} answered {status}")),
-                Err(e) => return Err(format!("{name}: {e}")),
+                Ok((status, _)) => return Err(Error::platform(format!("{name} answered {status}"))),
+                Err(e) => return Err(Error::platform(format!("{name}: {e}"))),
             }
         }
         Ok(site)

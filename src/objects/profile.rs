@@ -21,11 +21,13 @@ use worker::{
 use crate::bindings;
 use crate::clock::now_ms;
 use crate::config::Config;
+use crate::error::Error;
 use crate::intel::events::IntelEvent;
 use crate::intel::keys::GLOBAL_HUB;
 use crate::intel::profile::{Changes, Profile, ProfileVerdict, Tombstone};
 use crate::intel::protocol::{AlertNotice, Update};
 use crate::intel::wire::{ObserveReply, ProfileOp};
+use crate::log::Log;
 use crate::platform::{self, call_object, reply};
 
 use super::sockets;
@@ -67,6 +69,8 @@ impl DurableObject for ProfileObject {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
+        // The call's one log line (printed when it ends, if anything failed).
+        let log = Log::new("profile.fetch");
         let config = match platform::config(&self.env) {
             Ok(c) => c,
             Err(e) => return super::config_invalid(&self.state, Entry::Fetch, &e).await,
@@ -139,7 +143,7 @@ impl DurableObject for ProfileObject {
                 let (verdict, published) =
                     self.update(&config, now, &subject, &ip, |p| p.apply_travel(&finding, now, &config.rules))?;
                 self.arm_alarm(&config).await?;
-                self.publish(published).await;
+                self.publish(published, &log).await;
                 reply(200, &verdict)
             }
             ProfileOp::Verdict => {
@@ -187,7 +191,7 @@ impl DurableObject for ProfileObject {
                     });
                     for outcome in futures::future::join_all(calls).await {
                         if let Err(e) = outcome {
-                            worker::console_error!("edgeintel: visitor erasure failed: {}", e.0);
+                            log.error("visitor erasure", e);
                             failed += 1;
                         }
                     }
@@ -332,7 +336,7 @@ impl ProfileObject {
     /// Sends new events and alerts to this subject's own sockets and to the
     /// hub directly (only for travel findings, which arrive from a visitor
     /// object and have no request path to carry them), within a budget.
-    async fn publish(&self, p: Published) {
+    async fn publish(&self, p: Published, log: &Log) {
         if p.updates.is_empty() && p.alerts.is_empty() {
             return;
         }
@@ -343,11 +347,11 @@ impl ProfileObject {
         let budget = Delay::from(Duration::from_millis(PUBLISH_BUDGET_MS));
         let outcome = match select(send, budget).await {
             Either::Left((Ok(_), _)) => None,
-            Either::Left((Err(e), _)) => Some(e.0),
-            Either::Right(_) => Some(format!("hub did not answer within {PUBLISH_BUDGET_MS} ms")),
+            Either::Left((Err(e), _)) => Some(e),
+            Either::Right(_) => Some(Error::late(format!("hub did not answer within {PUBLISH_BUDGET_MS} ms"))),
         };
-        if let Some(why) = outcome {
-            worker::console_error!("edgeintel: events not published: {why}");
+        if let Some(e) = outcome {
+            log.error("events not published", e);
         }
     }
 

@@ -12,6 +12,7 @@ use crate::clock::now_ms;
 use crate::intel::profile::ProfileVerdict;
 use crate::intel::travel::VisitorState;
 use crate::intel::wire::{ProfileOp, VisitorAnswer, VisitorOp};
+use crate::log::Log;
 use crate::platform::{self, call_object, reply};
 
 use super::Entry;
@@ -30,6 +31,8 @@ impl DurableObject for VisitorObject {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
+        // The call's one log line (printed when it ends, if anything failed).
+        let log = Log::new("visitor.fetch");
         let config = match platform::config(&self.env) {
             Ok(c) => c,
             Err(e) => return super::config_invalid(&self.state, Entry::Fetch, &e).await,
@@ -52,7 +55,7 @@ impl DurableObject for VisitorObject {
                     let op = ProfileOp::Travel { subject: subject.clone(), ip, finding: Box::new(finding) };
                     if let Err(e) = call_object::<_, ProfileVerdict>(&self.env, bindings::PROFILES, &subject, &op).await
                     {
-                        worker::console_error!("edgeintel: travel report to profile failed: {}", e.0);
+                        log.error("travel report", e);
                     }
                 }
                 let finding = state.active_finding(now_ms(), &config.travel).cloned();

@@ -251,7 +251,9 @@ pub async fn history(c: Call<'_>) -> Result<Response, ApiError> {
         if let Some(c) = cursor.take() {
             list = list.cursor(c);
         }
-        let page = list.execute().await.map_err(|e| ApiError::new(503, "kv_unavailable", e.to_string()))?;
+        let page = list.execute().await.map_err(|e| {
+            ApiError::new(503, "kv_unavailable", "the metrics store did not answer; retry").with_detail(e.to_string())
+        })?;
         let meta = |k: &worker::kv::Key, f: &str| k.metadata.as_ref().and_then(|m| m.get(f)).and_then(Value::as_f64);
         // A page that says more follows but gives no cursor ends the hour.
         let complete = page.list_complete || page.cursor.is_none();

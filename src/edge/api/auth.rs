@@ -23,8 +23,6 @@ use crate::intel::ticket::{self, Ticket};
 use crate::intel::wire::{HubOp, TicketKey};
 use crate::platform::call_object;
 
-use super::common::unavailable;
-
 thread_local! {
     /// Failed authentications per subject in this isolate (bounded: see intel::auth_guard).
     static AUTH_GUARD: RefCell<AuthGuard> = RefCell::new(AuthGuard::default());
@@ -122,8 +120,7 @@ pub async fn ticket_key(env: &Env) -> Result<Vec<u8>, ApiError> {
     if let Some(k) = TICKET_KEY.with(|k| k.borrow().clone()) {
         return Ok(k);
     }
-    let (_, body) =
-        call_object::<_, TicketKey>(env, bindings::HUB, GLOBAL_HUB, &HubOp::TicketKey).await.map_err(unavailable)?;
+    let (_, body) = call_object::<_, TicketKey>(env, bindings::HUB, GLOBAL_HUB, &HubOp::TicketKey).await?;
     let key = body
         .and_then(|b| hex::decode(b.key).ok())
         .filter(|k| k.len() == ticket::KEY_BYTES)

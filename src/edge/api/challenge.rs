@@ -15,7 +15,7 @@ use crate::intel::keys::GLOBAL_HUB;
 use crate::intel::wire::{HubOp, Spent};
 use crate::platform::call_object;
 
-use super::common::{iso, unavailable, Call};
+use super::common::{iso, Call};
 
 /// A challenge answer is a token, a counter and a return path (or a Turnstile
 /// response, ~2 KB): anything over 8 KiB from an unauthenticated client is refused.
@@ -64,7 +64,7 @@ pub async fn verify(c: Call<'_>) -> Result<Response, ApiError> {
         let (id, until) = crate::intel::enforce::solution_id(&token)
             .ok_or_else(|| ApiError::new(403, "challenge_failed", "malformed token"))?;
         let op = HubOp::SpendTicket { nonce: id, expires: until };
-        let (_, body) = call_object::<_, Spent>(env, bindings::HUB, GLOBAL_HUB, &op).await.map_err(unavailable)?;
+        let (_, body) = call_object::<_, Spent>(env, bindings::HUB, GLOBAL_HUB, &op).await?;
         if !body.is_some_and(|b| b.valid) {
             return Err(ApiError::new(403, "challenge_failed", "this solution was already used"));
         }

@@ -1,7 +1,7 @@
 //! What every handler shares: the call it gets (`Call`), the handler type
 //! of the route table, and the small helpers more than one resource uses
 //! (reading a JSON body, a subject from the path, a file of the build, the
-//! timestamp format, the storage error). Imports no resource file and no
+//! timestamp format). Imports no resource file and no
 //! other helper of the API.
 
 use futures::future::LocalBoxFuture;
@@ -11,9 +11,10 @@ use worker::{Context, Env};
 
 use crate::bindings;
 use crate::config::Config;
-use crate::error::ApiError;
+use crate::error::{ApiError, Error};
 use crate::intel::ip::{identify, parse_subject, Identity, SubjectKey};
 use crate::intel::ticket::Ticket;
+use crate::log::Log;
 
 use super::routing::Params;
 use crate::edge::body::read_limited;
@@ -29,6 +30,9 @@ pub struct Call<'a> {
     pub env: &'a Env,
     pub ctx: &'a Context,
     pub config: &'a Config,
+    /// The request's log: a handler notes what failed without failing the
+    /// call (an error it returns is noted by `route`).
+    pub log: &'a Log,
     /// The path after the prefix, as sent (percent-encoded).
     pub path: &'a str,
     /// What the row's pattern took from `path`.
@@ -90,18 +94,14 @@ pub fn key_from_path(raw: &str, config: &Config) -> Result<Identity, ApiError> {
 /// GETs `path` from the `ASSETS` binding (the request is built without
 /// workers-rs' `RequestInit`: see platform::new_request).
 pub async fn fetch_asset(env: &Env, path: &str) -> Result<worker::Response, ApiError> {
-    let failed = |e: worker::Error| ApiError::new(500, "internal", format!("assets: {e}"));
+    let failed = |e: worker::Error| {
+        Error::new(500, "internal", "the dashboard's files could not be read").with_detail(format!("assets: {e}"))
+    };
     let assets = env
         .assets(bindings::ASSETS)
         .map_err(|_| ApiError::not_found("the dashboard is not deployed (no ASSETS binding)"))?;
     let req = crate::platform::new_request(&format!("https://assets.local{path}"), "GET", &[], None).map_err(failed)?;
     assets.fetch_request(req).await.map_err(failed)
-}
-
-/// A Durable Object did not answer: logged, and 503 for the caller to retry.
-pub fn unavailable(e: crate::platform::ObjectError) -> ApiError {
-    worker::console_error!("edgeintel: profile store unavailable: {}", e.0);
-    ApiError::new(503, "storage_unavailable", "the profile store did not answer; retry")
 }
 
 /// The API's timestamps: ISO 8601 in UTC.

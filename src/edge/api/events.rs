@@ -21,7 +21,7 @@ use crate::platform::call_object;
 use super::common::{iso, read_json_body, Call};
 
 pub async fn post(c: Call<'_>) -> Result<Response, ApiError> {
-    let (req, env, ctx, config) = (c.req, c.env, c.ctx, c.config);
+    let (req, env, ctx, config, log) = (c.req, c.env, c.ctx, c.config, c.log);
     let body = read_json_body(req).await?;
     let items = match &body {
         Value::Array(items) => items.as_slice(),
@@ -81,11 +81,10 @@ pub async fn post(c: Call<'_>) -> Result<Response, ApiError> {
                 }
             }
             other => {
-                let why = match other {
-                    Ok((s, _)) => format!("profile store answered {s}"),
-                    Err(e) => e.0,
-                };
-                worker::console_error!("edgeintel: events for one subject not stored: {why}");
+                match other {
+                    Ok((s, _)) => log.error("events not stored", format_args!("profile store answered {s}")),
+                    Err(e) => log.error("events not stored", e),
+                }
                 for (index, _) in list {
                     rejected.push(json!({"index": index, "error": "storage_unavailable: not stored, retry"}));
                 }
@@ -97,7 +96,7 @@ pub async fn post(c: Call<'_>) -> Result<Response, ApiError> {
     if !updates.is_empty() || !alerts.is_empty() {
         let op = HubOp::Publish { updates, alerts };
         if let Err(e) = call_object::<_, Value>(env, bindings::HUB, GLOBAL_HUB, &op).await {
-            worker::console_error!("edgeintel: events stored but not published: {}", e.0);
+            log.error("events not published", e);
         }
     }
     rejected.sort_by_key(|r| r.get("index").and_then(Value::as_u64).unwrap_or(0));

@@ -15,7 +15,7 @@ use super::common::{iso, read_json_body, Call};
 
 pub async fn get(c: Call<'_>) -> Result<Response, ApiError> {
     let (env, config) = (c.env, c.config);
-    let stored = lists::stored(env).await.map_err(|e| ApiError::new(503, "kv_unavailable", e))?;
+    let stored = lists::stored(env).await?;
     Ok(respond::json(
         200,
         &json!({"allow": stored.allow, "block": stored.block, "fromVars": {"allowEntries": config.lists.allow.len(), "blockEntries": config.lists.block.len()}, "timestamp": iso(now_ms())}),
@@ -35,13 +35,15 @@ pub async fn put(c: Call<'_>) -> Result<Response, ApiError> {
     }
     let raw: crate::intel::lists::RawLists = serde_json::from_value(body).map_err(|e| invalid(e.to_string()))?;
     crate::intel::lists::Lists::parse(&raw).map_err(|e| ApiError::new(400, "invalid_lists", e))?;
-    let kv = env.kv(bindings::METRICS).map_err(|e| ApiError::new(503, "kv_unavailable", e.to_string()))?;
-    let text = serde_json::to_string(&raw).map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
+    let unavailable = |e: String| lists::kv_unavailable().with_detail(e);
+    let kv = env.kv(bindings::METRICS).map_err(|e| unavailable(e.to_string()))?;
+    let text = serde_json::to_string(&raw)
+        .map_err(|e| ApiError::new(500, "internal", "the lists could not be written").with_detail(e.to_string()))?;
     kv.put(LISTS_KEY, text)
-        .map_err(|e| ApiError::new(503, "kv_unavailable", e.to_string()))?
+        .map_err(|e| unavailable(e.to_string()))?
         .execute()
         .await
-        .map_err(|e| ApiError::new(503, "kv_unavailable", e.to_string()))?;
+        .map_err(|e| unavailable(e.to_string()))?;
     lists::invalidate();
     Ok(respond::json(200, &json!({"allow": raw.allow, "block": raw.block, "timestamp": iso(now_ms())})))
 }

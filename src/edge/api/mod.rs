@@ -62,11 +62,12 @@ use {
     crate::clock::now_ms,
     crate::config::Config,
     crate::edge::{extract, record, respond},
-    crate::error::ApiError,
+    crate::error::Error,
     crate::intel::ip::{identify, subject_of},
     crate::intel::lists::ListVerdict,
     crate::intel::outcome,
     crate::intel::profile::Observation,
+    crate::log::Log,
     common::Call,
     routing::{lookup, Lookup},
     web_sys::{Request, Response},
@@ -149,23 +150,35 @@ pub fn owns(config: &Config, path: &str) -> bool {
 }
 
 /// Answers a request `owns` said is under the prefix (see the module doc
-/// for the order of checks). Errors become responses here, in `respond::error`.
+/// for the order of checks). Errors become responses here, in `respond::error`,
+/// and go into the request's log (`fail`: the platform's, never a client's).
 #[cfg(target_arch = "wasm32")]
-pub async fn route(req: &Request, env: &Env, ctx: &Context, config: &Config) -> Response {
+pub async fn route(req: &Request, env: &Env, ctx: &Context, config: &Config, log: &Log) -> Response {
     let path = extract::path(req);
     let rest = path.get(config.intel_prefix.len()..).unwrap_or("");
     let method = req.method();
     let found = lookup(ROUTES, &method, rest);
+    if let Lookup::Route(route, _) = &found {
+        log.route(route.path);
+    }
+    let call = || Call { req, env, ctx, config, log, path: rest, params: Default::default(), ticket: None };
+    let fail = |e: Error| {
+        log.failed("api", &e);
+        respond::error(&e)
+    };
     // Liveness first: it answers from the isolate alone (no KV, no object),
     // carries no data, and so needs neither the lists nor the limiter.
     if found.auth() == Some(Auth::Open) {
-        return answer(req, env, ctx, config, rest, found, None).await.unwrap_or_else(|e| respond::error(&e));
+        return answer(call(), found, None).await.unwrap_or_else(fail);
     }
     let (ip, cf, request) = extract::facts(req, config);
     let identity = ip.map(|ip| identify(&subject_of(ip), config.secrets.ip_hash_key.as_deref()));
     // A block-listed client gets nothing under the prefix, whatever ENFORCE
     // says: no token guessing, no challenge answers (the allow list still wins).
     let lists = crate::edge::lists::effective(env, ctx, config).await;
+    if let Some(e) = &lists.error {
+        log.warn("lists", format_args!("kept the last lists read: {e}"));
+    }
     if lists.lists.check(ip, cf.asn, cf.country.as_deref()) == ListVerdict::Blocked {
         return respond::blocked(&extract::header(req, "accept").unwrap_or_default());
     }
@@ -176,7 +189,7 @@ pub async fn route(req: &Request, env: &Env, ctx: &Context, config: &Config) -> 
     // CF-Connecting-IP; only local tools calling the runtime directly) has no
     // subject to count against, so it is not limited.
     let caller = identity.as_ref().filter(|_| auth::presents_credentials(req)).map(|id| id.key.as_str());
-    match answer(req, env, ctx, config, rest, found, caller).await {
+    match answer(call(), found, caller).await {
         Ok(res) => res,
         Err(e) => {
             if let (401, Some(id), Some(_)) = (e.status, &identity, caller) {
@@ -189,34 +202,29 @@ pub async fn route(req: &Request, env: &Env, ctx: &Context, config: &Config) -> 
                     Observation { admin_auth_failed: true, ..outcome::observation(now, &request, &cf, &[], None) };
                 record::observation(ctx, env, config, &id.key, &id.display, obs, false);
             }
-            respond::error(&e)
+            fail(e)
         }
     }
 }
 
-/// Steps 3 to 6 of the module doc for the row (or the 404/405) `lookup` found.
+/// Steps 3 to 6 of the module doc for the row (or the 404/405) `lookup`
+/// found; `call` is the request as the handler will get it, without its
+/// parameters and ticket yet.
 #[cfg(target_arch = "wasm32")]
-async fn answer(
-    req: &Request,
-    env: &Env,
-    ctx: &Context,
-    config: &Config,
-    rest: &str,
-    found: Lookup<'_, '_, Handler>,
-    caller: Option<&str>,
-) -> Result<Response, ApiError> {
+async fn answer<'a>(call: Call<'a>, found: Lookup<'_, 'a, Handler>, caller: Option<&str>) -> Result<Response, Error> {
+    let (req, env, config, rest) = (call.req, call.env, call.config, call.path);
     let auth = found.auth().unwrap_or(if rest.starts_with(ADMIN_NAMESPACE) { Auth::Admin } else { Auth::Public });
     if auth == Auth::Admin {
         auth::admin(req, config, caller)?;
     }
     let (route, params) = match found {
         Lookup::Route(route, params) => (route, params),
-        Lookup::WrongMethod { allow, .. } => return Err(ApiError::method_not_allowed(allow)),
+        Lookup::WrongMethod { allow, .. } => return Err(Error::method_not_allowed(allow)),
         Lookup::NotFound => {
             let method = req.method();
             let prefix = &config.intel_prefix;
             // Outside /api/, a GET is for a file of the dashboard.
-            return Err(ApiError::not_found(match (auth, method.as_str()) {
+            return Err(Error::not_found(match (auth, method.as_str()) {
                 (Auth::Public, "GET" | "HEAD") => format!("no route or file for {prefix}{rest}"),
                 _ => format!("no route for {method} {prefix}{rest}"),
             }));
@@ -226,7 +234,7 @@ async fn answer(
         Auth::Stream => auth::stream(req, env, config, caller).await?,
         Auth::Open | Auth::Public | Auth::Files | Auth::Admin => None,
     };
-    (route.handler)(Call { req, env, ctx, config, path: rest, params, ticket }).await
+    (route.handler)(Call { params, ticket, ..call }).await
 }
 
 #[cfg(test)]

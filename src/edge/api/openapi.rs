@@ -17,6 +17,8 @@ pub async fn document(c: Call<'_>) -> Result<Response, ApiError> {
     if res.status_code() != 200 {
         return Err(ApiError::new(500, "internal", "the OpenAPI document is missing from the build"));
     }
-    let text = res.text().await.map_err(|e| ApiError::new(500, "internal", format!("assets: {e}")))?;
+    let text = res.text().await.map_err(|e| {
+        ApiError::new(500, "internal", "the OpenAPI document could not be read").with_detail(format!("assets: {e}"))
+    })?;
     Ok(respond::json_text(200, &text))
 }

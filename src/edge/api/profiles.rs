@@ -15,14 +15,12 @@ use crate::intel::wire::HubOp;
 use crate::intel::wire::ProfileOp;
 use crate::platform::call_object;
 
-use super::common::{iso, key_from_path, unavailable, Call};
+use super::common::{iso, key_from_path, Call};
 
 pub async fn get(c: Call<'_>) -> Result<Response, ApiError> {
     let (env, config, raw) = (c.env, c.config, c.param("ip"));
     let subject = key_from_path(raw, config)?.key;
-    let (status, body) = call_object::<_, Value>(env, bindings::PROFILES, subject.as_str(), &ProfileOp::Get)
-        .await
-        .map_err(unavailable)?;
+    let (status, body) = call_object::<_, Value>(env, bindings::PROFILES, subject.as_str(), &ProfileOp::Get).await?;
     match (status, body) {
         (200, Some(mut v)) => {
             if let Some(o) = v.as_object_mut() {
@@ -42,9 +40,7 @@ pub async fn delete(c: Call<'_>) -> Result<Response, ApiError> {
     let (env, config, raw) = (c.env, c.config, c.param("ip"));
     let id = key_from_path(raw, config)?;
     let subject = id.key;
-    let (status, body) = call_object::<_, Value>(env, bindings::PROFILES, subject.as_str(), &ProfileOp::Delete)
-        .await
-        .map_err(unavailable)?;
+    let (status, body) = call_object::<_, Value>(env, bindings::PROFILES, subject.as_str(), &ProfileOp::Delete).await?;
     forget(config, subject.as_str());
     // The analytics window's member sets of every hub shard (events reach
     // any shard, samples the subject's own). A failure answers 503: the
@@ -55,7 +51,7 @@ pub async fn delete(c: Call<'_>) -> Result<Response, ApiError> {
         async move { call_object::<_, Value>(env, bindings::HUB, &crate::intel::keys::hub_name(i), &op).await }
     });
     for outcome in join_all(calls).await {
-        outcome.map_err(unavailable)?;
+        outcome?;
     }
     let deleted = body.as_ref().and_then(|b| b.get("deleted")).and_then(Value::as_bool).unwrap_or(false);
     match status {

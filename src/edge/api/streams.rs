@@ -20,14 +20,15 @@ use crate::intel::wire::{
 use crate::platform::call_object;
 
 use super::auth::{bearer_subprotocol, ticket_key, unauthorized};
-use super::common::{iso, key_from_path, unavailable, Call};
+use super::common::{iso, key_from_path, Call};
 
 /// `POST /api/stream-ticket`: a signed single-use stream ticket
 /// (`intel::ticket`), made in the isolate.
 pub async fn issue_ticket(c: Call<'_>) -> Result<Response, ApiError> {
     let key = ticket_key(c.env).await?;
     let mut nonce = [0u8; ticket::NONCE_BYTES];
-    getrandom::fill(&mut nonce).map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
+    getrandom::fill(&mut nonce)
+        .map_err(|e| ApiError::new(500, "internal", "no randomness for the ticket").with_detail(e.to_string()))?;
     let ttl = c.config.streams.ticket_ttl_ms;
     let expires = now_ms() + ttl;
     let ticket = ticket::issue(&key, &nonce, expires as u64)
@@ -72,14 +73,14 @@ async fn open(c: Call<'_>, tag: &'static str) -> Result<Response, ApiError> {
             // A subject's stream lands in its profile object; tickets are
             // spent in one place, the hub, so each opens one socket anywhere.
             let op = HubOp::SpendTicket { nonce: t.nonce.clone(), expires: t.expires_ms as f64 };
-            let (_, body) = call_object::<_, Spent>(env, bindings::HUB, GLOBAL_HUB, &op).await.map_err(unavailable)?;
+            let (_, body) = call_object::<_, Spent>(env, bindings::HUB, GLOBAL_HUB, &op).await?;
             if !body.is_some_and(|b| b.valid) {
                 return Err(unauthorized());
             }
         }
     }
     let inner = crate::platform::new_request("https://object/stream", "GET", &headers, None).map_err(|_| internal())?;
-    let object_error = |e: worker::Error| unavailable(crate::platform::ObjectError(e.to_string()));
+    let object_error = ApiError::from;
     let stub = env.durable_object(binding).and_then(|ns| ns.get_by_name(&name)).map_err(object_error)?;
     let res = stub.fetch_with_request(inner).await.map_err(object_error)?;
     // A ticket the hub had already seen spent is a failed authentication

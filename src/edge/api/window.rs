@@ -63,10 +63,7 @@ pub async fn merged(env: &Env, config: &Config) -> Result<Merged, ApiError> {
         match r {
             Ok((200, Some(w))) => shards.push(w),
             Ok((s, _)) => return Err(ApiError::new(503, "analytics_unavailable", format!("a hub shard answered {s}"))),
-            Err(e) => {
-                worker::console_error!("edgeintel: hub unavailable: {}", e.0);
-                return Err(ApiError::new(503, "analytics_unavailable", "an analytics hub did not answer; retry"));
-            }
+            Err(e) => return Err(e.public("analytics_unavailable", "an analytics hub did not answer; retry")),
         }
     }
     let parts: Vec<ShardPart> =
