@@ -17,6 +17,7 @@ use crate::intel::profile::ProfileRules;
 use crate::intel::score::Weights;
 use crate::intel::signals::{Reason, SignalConfig};
 use crate::intel::travel::TravelRules;
+pub use crate::settings::ConfigError;
 use crate::settings::Raw;
 
 /// What the Worker does with a risky request (`ENFORCE`): `off` (monitor only,
@@ -192,19 +193,6 @@ pub struct Secrets {
     /// `VISITOR_SIGNING_KEY`: signs `ei_vid` (at least 16 characters when
     /// `SET_VISITOR_COOKIE` is on; otherwise unchecked).
     pub visitor_signing_key: Option<String>,
-}
-
-/// A variable with an invalid value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub var: &'static str,
-    pub message: String,
-}
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "invalid {}: {}", self.var, self.message)
-    }
 }
 
 fn err(var: &'static str, message: impl Into<String>) -> ConfigError {

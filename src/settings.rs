@@ -12,8 +12,6 @@
 //! cookie names) or several variables together is `config`'s.
 //! No platform imports: native tests cover it.
 
-use crate::config::ConfigError;
-
 /// What values a variable accepts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kind {
@@ -141,6 +139,19 @@ pub static SETTINGS: &[Setting] = &[
 /// The setting of this name.
 pub fn find(name: &str) -> Option<&'static Setting> {
     SETTINGS.iter().find(|s| s.name == name)
+}
+
+/// A variable with an invalid value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid {}: {}", self.var, self.message)
+    }
 }
 
 fn err(var: &'static str, message: impl Into<String>) -> ConfigError {

@@ -70,3 +70,60 @@ test("the README links every docs/*.md file, and every such link resolves", () =
     assert.ok(linked.has(`docs/${f}`), `docs/${f} is not linked from README.md`);
   }
 });
+
+// Issue 16: no import circles in src/. Every `crate::`, `super::` and
+// `self::` path outside tests and comments is an edge from its file's
+// module to the longest module it names; the graph must have no cycle.
+test("src/ has no import circles between modules", () => {
+  const mods = new Map();
+  const walk = (dir) => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = `${dir}/${e.name}`;
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith(".rs")) {
+        let parts = p.slice(4, -3).split("/");
+        if (["mod", "lib", "main"].includes(parts.at(-1))) parts = parts.slice(0, -1);
+        mods.set(parts.join("::"), p);
+      }
+    }
+  };
+  walk("src");
+  const resolve = (cur, path) => {
+    let parts = path.split("::");
+    let base = cur ? cur.split("::") : [];
+    if (parts[0] === "crate") { base = []; parts = parts.slice(1); }
+    else if (parts[0] === "self") parts = parts.slice(1);
+    else while (parts[0] === "super") { base = base.slice(0, -1); parts = parts.slice(1); }
+    const cand = [...base, ...parts];
+    for (let k = cand.length; k > 0; k--) {
+      const m = cand.slice(0, k).join("::");
+      if (mods.has(m)) return m;
+    }
+    return null;
+  };
+  const edges = new Map();
+  for (const [m, p] of mods) {
+    const src = readFileSync(p, "utf8").replace(/#\[cfg\(test\)\][\s\S]*$/, "").replace(/\/\/[^\n]*/g, "");
+    const out = new Set();
+    for (const [path] of src.matchAll(/\b(?:crate|super|self)(?:::\w+)+/g)) {
+      const t = resolve(m, path);
+      if (t && t !== m && !m.startsWith(`${t}::`) && !t.startsWith(`${m}::`)) out.add(t);
+    }
+    edges.set(m, out);
+  }
+  // Depth-first search for a back edge.
+  const state = new Map();
+  const stack = [];
+  const visit = (m) => {
+    state.set(m, "open");
+    stack.push(m);
+    for (const t of edges.get(m)) {
+      if (state.get(t) === "open") assert.fail(`import circle: ${[...stack.slice(stack.indexOf(t)), t].join(" -> ")}`);
+      if (!state.has(t)) visit(t);
+    }
+    stack.pop();
+    state.set(m, "done");
+  };
+  for (const m of mods.keys()) if (!state.has(m)) visit(m);
+  assert.ok(mods.size > 50, `read ${mods.size} modules`);
+});

@@ -5,44 +5,20 @@
 //! Consistent mode records this request first and uses the verdict that
 //! includes it.
 
-use std::cell::RefCell;
 use std::time::Duration;
 
 use futures::future::{select, Either};
 use futures::FutureExt;
 use worker::{Context, Delay, Env};
 
+use super::verdicts;
 use crate::bindings;
-use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::Error;
-use crate::intel::cache::TtlLru;
 use crate::intel::ip::SubjectKey;
 use crate::intel::profile::{Observation, ProfileVerdict};
 use crate::intel::wire::{ObserveReply, ProfileOp};
 use crate::platform::call_object;
-
-thread_local! {
-    static CACHE: RefCell<Option<TtlLru<ProfileVerdict>>> = const { RefCell::new(None) };
-}
-
-fn with_cache<R>(config: &Config, f: impl FnOnce(&mut TtlLru<ProfileVerdict>) -> R) -> R {
-    CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        let cache = c.get_or_insert_with(|| {
-            TtlLru::new(config.consult.cache_max_entries, f64::from(config.consult.cache_ttl_ms))
-        });
-        f(cache)
-    })
-}
-
-pub fn remember(config: &Config, subject: &str, v: ProfileVerdict) {
-    with_cache(config, |c| c.put(subject, v, now_ms()));
-}
-
-pub fn forget(config: &Config, subject: &str) {
-    with_cache(config, |c| c.remove(subject));
-}
 
 /// Fast mode: the cached verdict (`true`: from the cache), or the object's
 /// within the budget. A missing verdict is a platform `Error` the request
@@ -53,7 +29,7 @@ pub async fn fast(
     config: &Config,
     subject: &SubjectKey,
 ) -> Result<(ProfileVerdict, bool), Error> {
-    if let Some(v) = with_cache(config, |c| c.get(subject.as_str(), now_ms())) {
+    if let Some(v) = verdicts::cached(config, subject.as_str()) {
         return Ok((v, true));
     }
     let ask = {
@@ -66,7 +42,7 @@ pub async fn fast(
     match select(ask, budget).await {
         Either::Left((answer, _)) => {
             let v = verdict_of(answer)?;
-            remember(config, subject.as_str(), v.clone());
+            verdicts::remember(config, subject.as_str(), v.clone());
             Ok((v, false))
         }
         Either::Right(((), pending)) => {
@@ -75,7 +51,7 @@ pub async fn fast(
             let key = subject.as_str().to_string();
             ctx.wait_until(async move {
                 if let Ok(v) = verdict_of(pending.await) {
-                    remember(&cfg, &key, v);
+                    verdicts::remember(&cfg, &key, v);
                 }
             });
             Err(Error::late(format!("no verdict within {} ms", config.consult.timeout_ms)))
@@ -112,7 +88,7 @@ pub async fn consistent(
         Either::Right(_) => Err(Error::late(format!("no verdict within {} ms", config.consult.consistent_timeout_ms))),
     };
     let v = outcome?;
-    remember(config, subject.as_str(), v.clone());
+    verdicts::remember(config, subject.as_str(), v.clone());
     Ok(v)
 }
 

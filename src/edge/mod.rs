@@ -13,6 +13,7 @@ mod lists;
 mod record;
 mod request;
 mod respond;
+mod verdicts;
 mod visitor;
 
 use web_sys::{Request, Response};

@@ -40,7 +40,7 @@ use crate::intel::wire::{ObserveReply, ProfileOp};
 use crate::log;
 use crate::platform::call_object;
 
-use super::consult::remember;
+use super::verdicts::remember;
 
 /// Samples per hub report at most (a report is ~100 bytes per sample).
 const HUB_BATCH: usize = 500;

@@ -9,7 +9,7 @@ use web_sys::Response;
 
 use crate::bindings;
 use crate::clock::now_ms;
-use crate::edge::consult::forget;
+use crate::edge::verdicts::forget;
 use crate::edge::{record, respond};
 use crate::error::ApiError;
 use crate::intel::events::{validate, IntelEvent};

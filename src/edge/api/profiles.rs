@@ -8,8 +8,8 @@ use web_sys::Response;
 
 use crate::bindings;
 use crate::clock::now_ms;
-use crate::edge::consult::forget;
 use crate::edge::respond;
+use crate::edge::verdicts::forget;
 use crate::error::ApiError;
 use crate::intel::wire::HubOp;
 use crate::intel::wire::ProfileOp;
