@@ -109,13 +109,9 @@ pub fn parse_rules(text: &str) -> Result<Vec<Rule>, String> {
             ));
         }
         // A rule on a name no slide answers would never fire, silently.
-        if !super::analytics::RULE_METRICS.contains(&r.metric.as_str()) {
-            return Err(format!(
-                "rule `{}`: unknown metric `{}` (one of: {})",
-                r.name,
-                r.metric,
-                super::analytics::RULE_METRICS.join(", ")
-            ));
+        if !super::analytics::rule_metrics().any(|m| m == r.metric) {
+            let known: Vec<&str> = super::analytics::rule_metrics().collect();
+            return Err(format!("rule `{}`: unknown metric `{}` (one of: {})", r.name, r.metric, known.join(", ")));
         }
     }
     Ok(rules)
@@ -294,7 +290,7 @@ mod tests {
             "a misspelt metric is an error, not a rule that never fires"
         );
         let defaults = default_rules(60.0);
-        assert!(defaults.iter().all(|r| crate::intel::analytics::RULE_METRICS.contains(&r.metric.as_str())));
+        assert!(defaults.iter().all(|r| crate::intel::analytics::rule_metrics().any(|m| m == r.metric)));
     }
 
     #[test]
