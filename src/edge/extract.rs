@@ -8,17 +8,18 @@ use serde_json::Value;
 use wasm_bindgen::JsValue;
 use web_sys::Request;
 
-use crate::config::Config;
 use crate::intel::facts::{CfFacts, RequestFacts};
 use crate::intel::ip::parse_client_ip;
 
 /// Header values longer than this are not read (real UAs are < 1 KB).
 const MAX_HEADER_CHARS: usize = 2048;
 
-pub fn facts(req: &Request, config: &Config) -> (Option<IpAddr>, CfFacts, RequestFacts) {
-    let ip = header(req, "cf-connecting-ip").and_then(|v| parse_client_ip(&v)).or_else(|| {
-        config.trust_x_real_ip.then(|| header(req, "x-real-ip")).flatten().and_then(|v| parse_client_ip(&v))
-    });
+/// The client IP (`X-Real-IP` only with `trust_x_real_ip`: `TRUST_X_REAL_IP`),
+/// `request.cf` and the request's facts.
+pub fn facts(req: &Request, trust_x_real_ip: bool) -> (Option<IpAddr>, CfFacts, RequestFacts) {
+    let ip = header(req, "cf-connecting-ip")
+        .and_then(|v| parse_client_ip(&v))
+        .or_else(|| trust_x_real_ip.then(|| header(req, "x-real-ip")).flatten().and_then(|v| parse_client_ip(&v)));
     let cf = CfFacts::from_json(&cf_json(req));
     let request = RequestFacts {
         method: req.method(),

@@ -10,7 +10,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, Headers, Request, RequestInit, RequestRedirect, Response};
 use worker::Delay;
 
-use crate::config::Config;
+use crate::config::Origin;
 use crate::error::Error;
 use crate::intel::headers::is_reserved;
 
@@ -36,13 +36,13 @@ pub(crate) async fn subrequest(req: &Request) -> Result<Response, JsValue> {
 /// for as long as it takes (large downloads are not cut off). No response
 /// is an origin `Error`: 502 (refused, reset, DNS, TLS) or 504 (no headers
 /// within `ORIGIN_TIMEOUT_MS`), the cause for the log only.
-pub async fn send(req: &Request, config: &Config, ours: &[(&'static str, String)]) -> Result<Response, Error> {
+pub async fn send(req: &Request, origin: &Origin, ours: &[(&'static str, String)]) -> Result<Response, Error> {
     let unreachable = Error::origin_unreachable;
     let controller = AbortController::new().map_err(|e| unreachable(format!("no AbortController: {e:?}")))?;
-    let out = build(req, config, ours, &controller)
+    let out = build(req, origin, ours, &controller)
         .map_err(|e| unreachable(format!("could not build the origin request: {e:?}")))?;
     let promise = global_fetch(&out).map_err(|e| unreachable(format!("{e:?}")))?;
-    let limit = Delay::from(Duration::from_millis(u64::from(config.origin.timeout_ms)));
+    let limit = Delay::from(Duration::from_millis(u64::from(origin.timeout_ms)));
     match select(JsFuture::from(promise), limit).await {
         Either::Left((Ok(res), _)) => {
             res.dyn_into::<Response>().map_err(|_| unreachable("fetch did not return a Response".to_string()))
@@ -51,14 +51,14 @@ pub async fn send(req: &Request, config: &Config, ours: &[(&'static str, String)
         Either::Right(_) => {
             // Stop the origin connection too, not only our wait for it.
             controller.abort();
-            Err(Error::origin_timeout(config.origin.timeout_ms))
+            Err(Error::origin_timeout(origin.timeout_ms))
         }
     }
 }
 
 fn build(
     req: &Request,
-    config: &Config,
+    origin: &Origin,
     ours: &[(&'static str, String)],
     controller: &AbortController,
 ) -> Result<Request, JsValue> {
@@ -85,13 +85,13 @@ fn build(
     if let Some(body) = req.body() {
         init.set_body(body.as_ref());
     }
-    Request::new_with_str_and_init(&target_url(req, config), &init)
+    Request::new_with_str_and_init(&target_url(req, origin), &init)
 }
 
 /// The URL the origin receives (what the header signature covers).
-pub fn target_url(req: &Request, config: &Config) -> String {
-    match &config.origin.url {
-        Some(origin) => format!("{}{}", origin.as_str().trim_end_matches('/'), path_and_query(req)),
+pub fn target_url(req: &Request, origin: &Origin) -> String {
+    match &origin.url {
+        Some(url) => format!("{}{}", url.as_str().trim_end_matches('/'), path_and_query(req)),
         None => req.url(),
     }
 }

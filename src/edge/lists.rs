@@ -10,14 +10,16 @@ use std::time::Duration;
 
 use futures::future::{select, Either};
 use futures::FutureExt;
-use worker::{Context, Delay, Env};
+use worker::{Delay, Env};
 
 use crate::bindings;
 use crate::clock::now_ms;
-use crate::config::Config;
+use crate::config::Consult;
 use crate::error::Error;
 use crate::intel::keys::LISTS_KEY;
 use crate::intel::lists::{Lists, RawLists};
+
+use super::Io;
 
 const LISTS_CACHE_MS: f64 = 10_000.0;
 /// A copy read from KV this recently is as good as a new read (KV itself
@@ -65,7 +67,8 @@ pub struct Effective {
 /// lapse because KV hiccuped) and a late answer still refreshes the cache.
 /// A kept copy older than `LISTS_GOOD_FOR_MS` (or none: the vars alone) is
 /// reported (`fresh: false`), so the request is marked and counted degraded.
-pub async fn effective(env: &Env, ctx: &Context, config: &Config) -> Effective {
+/// `vars` are the configuration's lists, `consult` has the budget.
+pub async fn effective(io: Io<'_>, vars: &Lists, consult: &Consult) -> Effective {
     let now = now_ms();
     let cached = CACHE.with(|c| c.borrow().clone());
     let fresh = |good: Option<f64>| good.is_some_and(|g| now - g <= LISTS_GOOD_FOR_MS);
@@ -75,15 +78,15 @@ pub async fn effective(env: &Env, ctx: &Context, config: &Config) -> Effective {
         }
     }
     let read = {
-        let env = env.clone();
-        let vars = config.lists.clone();
+        let env = io.env.clone();
+        let vars = vars.clone();
         async move { merged(&env, vars).await }
     }
     .boxed_local();
-    let budget = Delay::from(Duration::from_millis(u64::from(config.consult.timeout_ms)));
+    let budget = Delay::from(Duration::from_millis(u64::from(consult.timeout_ms)));
     let (kept, good) = match cached {
         Some((_, l, good)) => (l, good),
-        None => (Rc::new(config.lists.clone()), None),
+        None => (Rc::new(vars.clone()), None),
     };
     match select(read, budget).await {
         Either::Left((Ok(lists), _)) => {
@@ -99,7 +102,7 @@ pub async fn effective(env: &Env, ctx: &Context, config: &Config) -> Effective {
         Either::Right(((), pending)) => {
             keep(now, &kept, good);
             // Let the late answer refresh the cache for the next requests.
-            ctx.wait_until(async move {
+            io.ctx.wait_until(async move {
                 if let Ok(lists) = pending.await {
                     let at = now_ms();
                     CACHE.with(|c| *c.borrow_mut() = Some((at, Rc::new(lists), Some(at))));

@@ -23,8 +23,19 @@ use crate::error::Error;
 use crate::log::Log;
 use crate::platform;
 
+/// The request's platform handles, which travel together through the glue:
+/// the bindings (`Env`), the request's `Context` (`wait_until`) and its log
+/// line. Copied, never cloned: everything in it is borrowed from `handle`.
+#[derive(Clone, Copy)]
+pub struct Io<'a> {
+    pub env: &'a Env,
+    pub ctx: &'a Context,
+    pub log: &'a Log,
+}
+
 pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
     let log = Log::new("edge");
+    let io = Io { env: &env, ctx: &ctx, log: &log };
     let response = match platform::config(&env) {
         // Every request answers 500 `config_invalid`, naming the variable.
         Err(e) => {
@@ -34,10 +45,10 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
         }
         Ok(config) => {
             let path = extract::path(&req);
-            if api::owns(&config, &path) {
-                api::route(&req, &env, &ctx, &config, &log).await
+            if api::owns(&config.intel_prefix, &path) {
+                api::route(&req, io, &config).await
             } else {
-                request::handle(&req, &env, &ctx, &config, &log).await
+                request::handle(&req, io, &config).await
             }
         }
     };

@@ -24,15 +24,16 @@
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
-use worker::{Context, Delay, Env};
+use worker::{Delay, Env};
 
 use crate::bindings;
-use crate::config::Config;
+use crate::config::{Consult, Flush};
 use crate::error::Error;
 use crate::intel::analytics::Sample;
 use crate::intel::batches::{BatchItems, Batches, Enqueued};
-use crate::intel::ip::SubjectKey;
+use crate::intel::ip::Identity;
 use crate::intel::keys::hub_name;
+use crate::intel::outcome::Answer;
 use crate::intel::profile::Observation;
 use crate::intel::protocol::{AlertNotice, Update};
 use crate::intel::wire::HubOp;
@@ -41,6 +42,7 @@ use crate::log;
 use crate::platform::call_object;
 
 use super::verdicts::remember;
+use super::Io;
 
 /// Samples per hub report at most (a report is ~100 bytes per sample).
 const HUB_BATCH: usize = 500;
@@ -50,6 +52,15 @@ const HUB_BATCH: usize = 500;
 /// a few hundred bytes each).
 const MAX_OPEN_BATCHES: usize = 2_000;
 const MAX_QUEUED_ITEMS: usize = 10_000;
+
+/// What coalescing reads of the configuration: when a batch is flushed
+/// (`Flush`) and the verdict cache a profile flush's answer refreshes
+/// (`Consult`'s cache settings).
+#[derive(Clone, Copy)]
+pub struct Batching<'a> {
+    pub flush: &'a Flush,
+    pub cache: &'a Consult,
+}
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum Target {
@@ -113,33 +124,25 @@ pub fn is_calm(obs: &Observation, verdict_low: bool) -> bool {
     verdict_low && obs.signals.is_empty() && obs.action.is_none() && obs.status.is_none_or(|s| s < 400)
 }
 
-/// Records one request's observation for the subject's profile.
-pub fn observation(
-    ctx: &Context,
-    env: &Env,
-    config: &Config,
-    subject: &SubjectKey,
-    ip: &str,
-    obs: Observation,
-    verdict_low: bool,
-) {
-    let max = config.flush.max_batch;
-    let urgent = !is_calm(&obs, verdict_low) || config.flush.calm_ms <= config.flush.interval_ms;
-    enqueue(ctx, env, config, Target::Profile(subject.as_str().to_string()), max, urgent, |items| match items {
+/// Records one request's observation for the profile of `id` (its key; its
+/// display form goes with the batch).
+pub fn observation(io: Io<'_>, b: Batching<'_>, id: &Identity, obs: Observation, verdict_low: bool) {
+    let urgent = !is_calm(&obs, verdict_low) || b.flush.calm_ms <= b.flush.interval_ms;
+    enqueue(io, b, Target::Profile(id.key.as_str().to_string()), urgent, |items| match items {
         Some(Items::Observations { list, .. }) => {
             list.push(obs);
             None
         }
-        _ => Some(Items::Observations { ip: ip.to_string(), list: vec![obs] }),
+        _ => Some(Items::Observations { ip: id.display.clone(), list: vec![obs] }),
     });
 }
 
 /// Records one request's analytics sample for its hub shard, with the count
 /// of anything this isolate lost since its last report (any shard will do:
 /// totals are summed over shards).
-pub fn sample(ctx: &Context, env: &Env, config: &Config, shard: u32, s: Sample) {
+pub fn sample(io: Io<'_>, b: Batching<'_>, shard: u32, s: Sample) {
     let lost = DROPPED.with(|d| d.replace(0));
-    enqueue(ctx, env, config, Target::Hub(shard), HUB_BATCH, true, |items| match items {
+    enqueue(io, b, Target::Hub(shard), true, |items| match items {
         Some(Items::Samples { list, dropped, .. }) => {
             list.push(s);
             *dropped = dropped.saturating_add(lost);
@@ -157,11 +160,11 @@ pub fn sample(ctx: &Context, env: &Env, config: &Config, shard: u32, s: Sample) 
 }
 
 /// Counts events the API rejected (reported with the next hub batch).
-pub fn rejected_events(ctx: &Context, env: &Env, config: &Config, n: u64) {
+pub fn rejected_events(io: Io<'_>, b: Batching<'_>, n: u64) {
     if n == 0 {
         return;
     }
-    enqueue(ctx, env, config, Target::Hub(0), HUB_BATCH, true, |items| match items {
+    enqueue(io, b, Target::Hub(0), true, |items| match items {
         Some(Items::Samples { rejected, .. }) => {
             *rejected += n;
             None
@@ -215,43 +218,48 @@ async fn forward_published(env: &Env, mut updates: Vec<Update>, mut alerts: Vec<
 
 /// Adds to the target's open batch (`add` returns a new batch's items when
 /// there is none), opening its timer, bringing the timer forward when the
-/// batch turns urgent, or flushing it at once when it is full or the
-/// isolate's bounds are reached.
+/// batch turns urgent, or flushing it at once when it is full (a subject's
+/// at `FLUSH_MAX_BATCH`, a hub shard's at `HUB_BATCH`) or the isolate's
+/// bounds are reached.
 fn enqueue(
-    ctx: &Context,
-    env: &Env,
-    config: &Config,
+    io: Io<'_>,
+    b: Batching<'_>,
     target: Target,
-    max: usize,
     urgent: bool,
     add: impl FnOnce(Option<&mut Items>) -> Option<Items>,
 ) {
+    let max = match target {
+        Target::Profile(_) => b.flush.max_batch,
+        Target::Hub(_) => HUB_BATCH,
+    };
     let outcome = PENDING.with(|p| p.borrow_mut().enqueue(target.clone(), max, urgent, add));
     match outcome {
         Enqueued::Waiting => {}
         Enqueued::Flush(items) => {
-            let (env, config) = (env.clone(), config.clone());
-            ctx.wait_until(async move { flush(&env, &config, &target, items).await });
+            let (env, cache) = (io.env.clone(), b.cache.clone());
+            io.ctx.wait_until(async move { flush(&env, &cache, &target, items).await });
         }
         Enqueued::Timer { id, urgent } => {
             // This request's context keeps the isolate alive for its own timer
             // (a calm batch's timer, then possibly an urgent one: whichever fires
             // first flushes, the other finds the batch gone).
-            let wait_ms = if urgent { config.flush.interval_ms } else { config.flush.calm_ms };
-            let (env, config) = (env.clone(), config.clone());
-            ctx.wait_until(async move {
+            let wait_ms = if urgent { b.flush.interval_ms } else { b.flush.calm_ms };
+            let (env, cache) = (io.env.clone(), b.cache.clone());
+            io.ctx.wait_until(async move {
                 Delay::from(Duration::from_millis(u64::from(wait_ms))).await;
                 // Flush it unless it was already flushed (full, or by the other timer).
                 let batch = PENDING.with(|p| p.borrow_mut().take_if(&target, id));
                 if let Some(items) = batch {
-                    flush(&env, &config, &target, items).await;
+                    flush(&env, &cache, &target, items).await;
                 }
             });
         }
     }
 }
 
-async fn flush(env: &Env, config: &Config, target: &Target, items: Items) {
+/// Sends a batch (tried twice); a profile's answer refreshes the verdict
+/// cache (`cache`: its settings).
+async fn flush(env: &Env, cache: &Consult, target: &Target, items: Items) {
     let n = items.count();
     // One retry: an object can be briefly unavailable while it moves.
     for attempt in 1..=2 {
@@ -260,7 +268,7 @@ async fn flush(env: &Env, config: &Config, target: &Target, items: Items) {
                 let op = ProfileOp::Observe { subject: key.clone(), ip: ip.clone(), observations: list.clone() };
                 match call_object::<_, ObserveReply>(env, bindings::PROFILES, key, &op).await {
                     Ok((200, Some(r))) => {
-                        remember(config, key, r.verdict);
+                        remember(cache, key, r.verdict);
                         forward_published(env, r.updates, r.alerts).await;
                         Ok(())
                     }
@@ -297,10 +305,15 @@ async fn flush(env: &Env, config: &Config, target: &Target, items: Items) {
     });
 }
 
-/// Sends the outcome of a request recorded before deciding (consistent
-/// mode): the origin's status, or the edge's enforcement `action`.
-pub async fn status(env: Env, subject: String, ip: String, at: f64, status: u16, action: Option<String>) {
-    let op = ProfileOp::Status { subject: subject.clone(), ip, at, status, action };
+/// Sends the outcome of a request of `id` at `at` recorded before deciding
+/// (consistent mode): the origin's status, or the edge's enforcement action.
+pub async fn status(env: Env, id: Identity, at: f64, answer: Answer) {
+    let action = match answer {
+        Answer::Enforced { action, .. } => Some(action.as_str().to_string()),
+        _ => None,
+    };
+    let subject = id.key.as_str().to_string();
+    let op = ProfileOp::Status { subject: subject.clone(), ip: id.display, at, status: answer.status(), action };
     match call_object::<_, ObserveReply>(&env, bindings::PROFILES, &subject, &op).await {
         Ok((_, Some(r))) => publish_now(&env, r.updates, r.alerts).await,
         Ok(_) => {}

@@ -25,7 +25,7 @@ use std::time::Duration;
 use futures::future::{join, select, Either};
 use futures::FutureExt;
 use web_sys::{Request, Response};
-use worker::{Context, Delay, Env};
+use worker::Delay;
 
 use crate::clock::now_ms;
 use crate::config::{Config, RiskMode};
@@ -43,18 +43,18 @@ use crate::intel::secrets::cookie;
 use crate::intel::signals::{self, Reason, Signal};
 use crate::intel::signature;
 use crate::intel::travel::TravelFinding;
-use crate::log::Log;
 
+use super::record::Batching;
 use super::visitor::Visitor;
-use super::{consult, extract, forward, lists, record, respond, visitor};
+use super::{consult, extract, forward, lists, record, respond, visitor, Io};
 
 /// One request on its way through the phases.
 struct RequestCtx<'a> {
     req: &'a Request,
-    env: &'a Env,
-    ctx: &'a Context,
+    io: Io<'a>,
+    /// The whole configuration: the phases between them read most of its
+    /// parts; each phase hands its callees only the parts they use.
     config: &'a Config,
-    log: &'a Log,
     started: f64,
     // extract
     ip: Option<IpAddr>,
@@ -66,6 +66,13 @@ struct RequestCtx<'a> {
     visitor: Option<Visitor>,
     /// The request's own signals (then the profile's, once scored).
     signals: Vec<Signal>,
+}
+
+impl RequestCtx<'_> {
+    /// The parts of the configuration `record` reads.
+    fn batching(&self) -> Batching<'_> {
+        Batching { flush: &self.config.flush, cache: &self.config.consult }
+    }
 }
 
 /// What the consult phase found: the lists' verdict, the profile's, the
@@ -85,9 +92,11 @@ struct Scored {
     status: IntelStatus,
 }
 
-/// Runs the phases for one request outside the reserved prefix.
-pub async fn handle(req: &Request, env: &Env, ctx: &Context, config: &Config, log: &Log) -> Response {
-    let mut rc = extract(req, env, ctx, config, log);
+/// Runs the phases for one request outside the reserved prefix. Takes the
+/// whole `Config`: the phases read most of its parts (see `RequestCtx`).
+pub async fn handle(req: &Request, io: Io<'_>, config: &Config) -> Response {
+    let log = io.log;
+    let mut rc = extract(req, io, config);
     identify(&mut rc);
     let (found, obs) = consult(&mut rc).await;
     let scored = score(&mut rc, &found);
@@ -130,24 +139,22 @@ pub async fn handle(req: &Request, env: &Env, ctx: &Context, config: &Config, lo
 /// Names the subject (display form only) in the request's log line, if
 /// there is going to be one: nothing is copied for a quiet request.
 fn note_subject(rc: &RequestCtx) {
-    if let (true, Some(id)) = (rc.log.noteworthy(), &rc.identity) {
-        rc.log.subject(&id.display);
+    if let (true, Some(id)) = (rc.io.log.noteworthy(), &rc.identity) {
+        rc.io.log.subject(&id.display);
     }
 }
 
 /// Phase 1: the client IP, `request.cf` and the request's facts (never fails:
 /// every field is optional).
-fn extract<'a>(req: &'a Request, env: &'a Env, ctx: &'a Context, config: &'a Config, log: &'a Log) -> RequestCtx<'a> {
+fn extract<'a>(req: &'a Request, io: Io<'a>, config: &'a Config) -> RequestCtx<'a> {
     let started = now_ms();
     crate::platform::count_request();
-    let (ip, cf, request) = extract::facts(req, config);
+    let (ip, cf, request) = extract::facts(req, config.trust_x_real_ip);
     let cookies = extract::cookie_header(req);
     RequestCtx {
         req,
-        env,
-        ctx,
+        io,
         config,
-        log,
         started,
         ip,
         cf,
@@ -163,7 +170,7 @@ fn extract<'a>(req: &'a Request, env: &'a Env, ctx: &'a Context, config: &'a Con
 /// if configured, and the signals the request shows by itself.
 fn identify(rc: &mut RequestCtx) {
     rc.identity = rc.ip.map(|ip| identify_subject(&subject_of(ip), rc.config.secrets.ip_hash_key.as_deref()));
-    rc.visitor = visitor::identify(rc.cookies.as_deref(), rc.config);
+    rc.visitor = visitor::identify(rc.cookies.as_deref(), &rc.config.visitor, &rc.config.secrets);
     rc.signals = signals::request_signals(&rc.cf, &rc.request, &rc.config.signals);
 }
 
@@ -172,9 +179,9 @@ fn identify(rc: &mut RequestCtx) {
 /// travel, concurrently, within the mode's budget. Also returns the
 /// observation of the request (consistent mode records it while consulting).
 async fn consult(rc: &mut RequestCtx<'_>) -> (Found, Observation) {
-    let lists = lists::effective(rc.env, rc.ctx, rc.config).await;
+    let lists = lists::effective(rc.io, &rc.config.lists, &rc.config.consult).await;
     if let Some(e) = &lists.error {
-        rc.log.warn("lists", format_args!("kept the last lists read: {e}"));
+        rc.io.log.warn("lists", format_args!("kept the last lists read: {e}"));
     }
     let list = lists.lists.check(rc.ip, rc.cf.asn, rc.cf.country.as_deref());
     if list == ListVerdict::Blocked {
@@ -197,14 +204,12 @@ async fn consult_profile(
     id: &Identity,
     obs: &Observation,
 ) -> (ProfileVerdict, IntelStatus, Option<TravelFinding>, Consult) {
-    let (env, ctx, config) = (rc.env, rc.ctx, rc.config);
+    let (io, settings) = (rc.io, &rc.config.consult);
     let subject = &id.key;
     let profile = async {
-        match config.consult.mode {
-            RiskMode::Fast => consult::fast(env, ctx, config, subject).await,
-            RiskMode::Consistent => {
-                consult::consistent(env, ctx, config, subject, &id.display, obs.clone()).await.map(|v| (v, false))
-            }
+        match settings.mode {
+            RiskMode::Fast => consult::fast(io, settings, subject).await,
+            RiskMode::Consistent => consult::consistent(io, settings, id, obs.clone()).await.map(|v| (v, false)),
         }
     };
     let sighting = rc
@@ -214,20 +219,20 @@ async fn consult_profile(
     let travel = async {
         let (key, sighting) = sighting?;
         let ask = {
-            let env = env.clone();
+            let env = io.env.clone();
             let subject = subject.as_str().to_string();
             async move { visitor::sight(&env, &key, &subject, sighting).await }
         }
         .boxed_local();
-        let answer = match config.consult.mode {
+        let answer = match settings.mode {
             RiskMode::Consistent => ask.await,
             RiskMode::Fast => {
-                let budget = Delay::from(Duration::from_millis(u64::from(config.consult.timeout_ms)));
+                let budget = Delay::from(Duration::from_millis(u64::from(settings.timeout_ms)));
                 match select(ask, budget).await {
                     Either::Left((a, _)) => a,
                     Either::Right(((), pending)) => {
                         // The sighting is still recorded (and any finding reported).
-                        ctx.wait_until(pending.map(|_| ()));
+                        io.ctx.wait_until(pending.map(|_| ()));
                         return None;
                     }
                 }
@@ -236,7 +241,7 @@ async fn consult_profile(
         match answer {
             Ok(a) => a.finding,
             Err(e) => {
-                rc.log.warn("visitor", &e);
+                io.log.warn("visitor", &e);
                 None
             }
         }
@@ -247,7 +252,7 @@ async fn consult_profile(
         Err(e) => {
             // Every error here is the platform's (`Error::fails_open`): the
             // request goes on without the profile, degraded.
-            rc.log.warn("consult", &e);
+            io.log.warn("consult", &e);
             let outcome = if e.timed_out { Consult::Timeout } else { Consult::Error };
             (ProfileVerdict::unknown_subject(), IntelStatus::Degraded, travel, outcome)
         }
@@ -307,13 +312,13 @@ async fn forward(rc: &RequestCtx<'_>, found: &Found, scored: &Scored) -> Result<
         if let Some(ip) = rc.ip {
             ours.push((signature::CLIENT_IP, ip.to_string()));
         }
-        let url = forward::target_url(rc.req, rc.config);
+        let url = forward::target_url(rc.req, &rc.config.origin);
         let t = (rc.started / 1000.0) as u64;
         if let Some(sig) = signature::sign(k, &rc.request.method, &url, t, &ours) {
             ours.push((signature::SIGNATURE, sig));
         }
     }
-    forward::send(rc.req, rc.config, &ours).await
+    forward::send(rc.req, &rc.config.origin, &ours).await
 }
 
 /// Phase 6b: the edge's own answer, a block page or a challenge.
@@ -330,28 +335,16 @@ fn respond(rc: &RequestCtx, action: Action) -> Response {
 fn record(rc: &RequestCtx, found: &Found, scored: &Scored, obs: Observation, answer: &Answer) {
     let Some(id) = &rc.identity else { return };
     record_sample(rc, found, scored, answer);
-    let (env, ctx, config) = (rc.env, rc.ctx, rc.config);
-    match config.consult.mode {
+    match rc.config.consult.mode {
         RiskMode::Fast => {
             let obs = outcome::answered(obs, answer);
             let low = scored.level == Level::Low;
-            record::observation(ctx, env, config, &id.key, &id.display, obs, low);
+            record::observation(rc.io, rc.batching(), id, obs, low);
         }
         // The observation itself was recorded before forwarding (consult).
         RiskMode::Consistent => {
-            let action = match answer {
-                Answer::Enforced { action, .. } => Some(action.as_str().to_string()),
-                _ => None,
-            };
-            let op = record::status(
-                env.clone(),
-                id.key.as_str().to_string(),
-                id.display.clone(),
-                rc.started,
-                answer.status(),
-                action,
-            );
-            ctx.wait_until(op);
+            let op = record::status(rc.io.env.clone(), id.clone(), rc.started, *answer);
+            rc.io.ctx.wait_until(op);
         }
     }
 }
@@ -361,5 +354,5 @@ fn record_sample(rc: &RequestCtx, found: &Found, scored: &Scored, answer: &Answe
     let subject = id.key.as_str();
     let scores = (scored.verdict.score, found.profile.threat);
     let sample = outcome::sample(rc.started, subject, &rc.request, &rc.cf, scores, &found.consulted, answer);
-    record::sample(rc.ctx, rc.env, rc.config, shard_of(subject, rc.config.hub.shards), sample);
+    record::sample(rc.io, rc.batching(), shard_of(subject, rc.config.hub.shards), sample);
 }

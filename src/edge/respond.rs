@@ -65,10 +65,12 @@ pub fn blocked(accept: &str) -> Response {
 }
 
 /// 403 with the self-hosted proof-of-work challenge: an HTML page whose
-/// script solves it and posts the answer, or JSON for API clients.
+/// script solves it and posts the answer, or JSON for API clients. Takes
+/// the whole `Config` for three of its parts: the challenge's settings
+/// (`enforce`), its signing key (`secrets`) and the prefix of `verify`.
 pub fn challenge(accept: &str, config: &Config, subject: &str, return_to: &str, now_ms: f64) -> Response {
     if let Some((site_key, _)) = &config.enforce.turnstile {
-        return turnstile(accept, config, site_key, return_to);
+        return turnstile(accept, &config.intel_prefix, site_key, return_to);
     }
     let mut nonce = [0u8; 12];
     let _ = getrandom::fill(&mut nonce);
@@ -113,9 +115,9 @@ function zeros(b) {{ let n = 0; for (const x of b) {{ if (x === 0) {{ n += 8; co
 }
 
 /// The Turnstile variant of the challenge (when configured): Cloudflare's
-/// widget, whose token the worker checks with siteverify.
-fn turnstile(accept: &str, config: &Config, site_key: &str, return_to: &str) -> Response {
-    let verify = format!("{}/challenge/verify", config.intel_prefix);
+/// widget, whose token the worker checks with siteverify (`prefix`: `INTEL_PREFIX`).
+fn turnstile(accept: &str, prefix: &str, site_key: &str, return_to: &str) -> Response {
+    let verify = format!("{prefix}/challenge/verify");
     let ret = if return_to.starts_with('/') && !return_to.starts_with("//") { return_to } else { "/" };
     if !wants_html(accept) {
         let body = serde_json::json!({

@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 
 use crate::clock::now_ms;
-use crate::config::Config;
+use crate::config::Consult;
 use crate::intel::cache::TtlLru;
 use crate::intel::profile::ProfileVerdict;
 
@@ -14,25 +14,23 @@ thread_local! {
     static CACHE: RefCell<Option<TtlLru<ProfileVerdict>>> = const { RefCell::new(None) };
 }
 
-fn with_cache<R>(config: &Config, f: impl FnOnce(&mut TtlLru<ProfileVerdict>) -> R) -> R {
+fn with_cache<R>(consult: &Consult, f: impl FnOnce(&mut TtlLru<ProfileVerdict>) -> R) -> R {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        let cache = c.get_or_insert_with(|| {
-            TtlLru::new(config.consult.cache_max_entries, f64::from(config.consult.cache_ttl_ms))
-        });
+        let cache = c.get_or_insert_with(|| TtlLru::new(consult.cache_max_entries, f64::from(consult.cache_ttl_ms)));
         f(cache)
     })
 }
 
-pub fn remember(config: &Config, subject: &str, v: ProfileVerdict) {
-    with_cache(config, |c| c.put(subject, v, now_ms()));
+pub fn remember(consult: &Consult, subject: &str, v: ProfileVerdict) {
+    with_cache(consult, |c| c.put(subject, v, now_ms()));
 }
 
-pub fn forget(config: &Config, subject: &str) {
-    with_cache(config, |c| c.remove(subject));
+pub fn forget(consult: &Consult, subject: &str) {
+    with_cache(consult, |c| c.remove(subject));
 }
 
 /// The subject's verdict if the cache holds a fresh one.
-pub fn cached(config: &Config, subject: &str) -> Option<ProfileVerdict> {
-    with_cache(config, |c| c.get(subject, now_ms()))
+pub fn cached(consult: &Consult, subject: &str) -> Option<ProfileVerdict> {
+    with_cache(consult, |c| c.get(subject, now_ms()))
 }

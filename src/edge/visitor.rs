@@ -7,7 +7,7 @@
 use worker::Env;
 
 use crate::bindings;
-use crate::config::Config;
+use crate::config::{Secrets, Visitor as Settings};
 use crate::error::Error;
 use crate::intel::secrets::{cookie, sign_visitor_id, verify_visitor_cookie, visitor_key, VISITOR_COOKIE_NAME};
 use crate::intel::travel::Sighting;
@@ -22,17 +22,18 @@ pub struct Visitor {
     pub set_cookie: Option<String>,
 }
 
-/// The request's visitor, if visitor tracking is configured.
-pub fn identify(cookie_header: Option<&str>, config: &Config) -> Option<Visitor> {
-    if let Some(name) = &config.visitor.cookie {
+/// The request's visitor, if visitor tracking is configured (`settings`, the
+/// `Visitor` part of the configuration; `secrets` has the key that signs `ei_vid`).
+pub fn identify(cookie_header: Option<&str>, settings: &Settings, secrets: &Secrets) -> Option<Visitor> {
+    if let Some(name) = &settings.cookie {
         if let Some(v) = cookie_header.and_then(|h| cookie(h, name)).filter(|v| !v.is_empty()) {
             return Some(Visitor { key: visitor_key(v), set_cookie: None });
         }
     }
-    if !config.visitor.set_cookie {
+    if !settings.set_cookie {
         return None;
     }
-    let key = config.secrets.visitor_signing_key.as_deref()?;
+    let key = secrets.visitor_signing_key.as_deref()?;
     if let Some(id) =
         cookie_header.and_then(|h| cookie(h, VISITOR_COOKIE_NAME)).and_then(|v| verify_visitor_cookie(key, v))
     {

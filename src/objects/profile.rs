@@ -24,8 +24,9 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::intel::events::IntelEvent;
 use crate::intel::keys::GLOBAL_HUB;
-use crate::intel::profile::{Changes, Profile, ProfileVerdict, Tombstone};
+use crate::intel::profile::{Changes, Profile, ProfileRules, ProfileVerdict, Tombstone};
 use crate::intel::protocol::{AlertNotice, Update};
+use crate::intel::score::Weights;
 use crate::intel::wire::{ObserveReply, ProfileOp};
 use crate::log::Log;
 use crate::platform::{self, call_object, reply};
@@ -95,7 +96,7 @@ impl DurableObject for ProfileObject {
             ProfileOp::Observe { subject, ip, observations } => {
                 let observations: Vec<_> = observations.into_iter().filter(|o| !erased(o.at)).collect();
                 if observations.is_empty() {
-                    return reply(200, &self.dropped(&config, now)?);
+                    return reply(200, &self.dropped(&config.rules, &config.weights, now)?);
                 }
                 let (verdict, published) = self.update(&config, now, &subject, &ip, |p| {
                     let mut all = Changes::default();
@@ -104,25 +105,25 @@ impl DurableObject for ProfileObject {
                     }
                     all
                 })?;
-                self.arm_alarm(&config).await?;
+                self.arm_alarm(config.profile_ttl_ms).await?;
                 reply(200, &self.answer(verdict, published))
             }
             ProfileOp::Status { subject, ip, at, status, action } => {
                 if erased(at) {
-                    return reply(200, &self.dropped(&config, now)?);
+                    return reply(200, &self.dropped(&config.rules, &config.weights, now)?);
                 }
                 let (verdict, published) = self.update(&config, now, &subject, &ip, |p| match &action {
                     Some(a) => p.record_enforcement(a, at, &config.rules),
                     None => p.record_status(status, at, &config.rules),
                 })?;
                 // Every write arms the retention alarm (a status can create the profile).
-                self.arm_alarm(&config).await?;
+                self.arm_alarm(config.profile_ttl_ms).await?;
                 reply(200, &self.answer(verdict, published))
             }
             ProfileOp::Events { subject, ip, events } => {
                 let events: Vec<_> = events.into_iter().filter(|e| !erased(e.timestamp)).collect();
                 if events.is_empty() {
-                    return reply(200, &self.dropped(&config, now)?);
+                    return reply(200, &self.dropped(&config.rules, &config.weights, now)?);
                 }
                 let (verdict, published) = self.update(&config, now, &subject, &ip, |p| {
                     let mut all = Changes::default();
@@ -133,16 +134,16 @@ impl DurableObject for ProfileObject {
                     }
                     all
                 })?;
-                self.arm_alarm(&config).await?;
+                self.arm_alarm(config.profile_ttl_ms).await?;
                 reply(200, &self.answer(verdict, published))
             }
             ProfileOp::Travel { subject, ip, finding } => {
                 if erased(finding.at) {
-                    return reply(200, &self.dropped(&config, now)?.verdict);
+                    return reply(200, &self.dropped(&config.rules, &config.weights, now)?.verdict);
                 }
                 let (verdict, published) =
                     self.update(&config, now, &subject, &ip, |p| p.apply_travel(&finding, now, &config.rules))?;
-                self.arm_alarm(&config).await?;
+                self.arm_alarm(config.profile_ttl_ms).await?;
                 self.publish(published, &log).await;
                 reply(200, &verdict)
             }
@@ -285,6 +286,9 @@ impl ProfileObject {
 
     /// Loads (or creates) the profile, applies `f`, persists, and returns the
     /// verdict after it and what to publish. No borrow is held across an await.
+    /// Takes the whole `Config` for two of its parts, the profile rules and
+    /// the weights the verdict is scored with (the callers' `f` reads the
+    /// same rules).
     fn update(
         &self,
         config: &Config,
@@ -355,13 +359,14 @@ impl ProfileObject {
         }
     }
 
-    async fn arm_alarm(&self, config: &Config) -> Result<()> {
+    /// Arms the deletion alarm `ttl_ms` (`PROFILE_TTL_DAYS`) from now, once.
+    async fn arm_alarm(&self, ttl_ms: f64) -> Result<()> {
         if self.alarm_armed.get() {
             return Ok(());
         }
         let storage = self.state.storage();
         if storage.get_alarm().await?.is_none() {
-            storage.set_alarm(std::time::Duration::from_millis(config.profile_ttl_ms as u64)).await?;
+            storage.set_alarm(std::time::Duration::from_millis(ttl_ms as u64)).await?;
         }
         self.alarm_armed.set(true);
         Ok(())
@@ -389,13 +394,13 @@ impl ProfileObject {
 
     /// The answer to a write the tombstone dropped entirely: the current
     /// verdict, nothing published, nothing stored.
-    fn dropped(&self, config: &Config, now: f64) -> Result<ObserveReply> {
+    fn dropped(&self, rules: &ProfileRules, weights: &Weights, now: f64) -> Result<ObserveReply> {
         self.ensure_loaded()?;
         let verdict = self
             .cached
             .borrow()
             .as_ref()
-            .and_then(|p| p.as_ref().map(|p| p.verdict(now, &config.rules, &config.weights)))
+            .and_then(|p| p.as_ref().map(|p| p.verdict(now, rules, weights)))
             .unwrap_or_else(ProfileVerdict::unknown_subject);
         Ok(ObserveReply { verdict, updates: Vec::new(), alerts: Vec::new() })
     }

@@ -9,11 +9,10 @@ use web_sys::Response;
 
 use crate::bindings;
 use crate::clock::now_ms;
-use crate::config::Config;
 use crate::edge::{record, respond};
 use crate::error::ApiError;
 use crate::intel::alerting::State;
-use crate::intel::analytics::{LatencySummary, METRIC_NAMES};
+use crate::intel::analytics::{AnalyticsConfig, LatencySummary, METRIC_NAMES};
 use crate::intel::rollups::{self, HistoryScan};
 use crate::intel::sketch::Histogram;
 use crate::intel::views::{Direction, Views};
@@ -21,14 +20,14 @@ use crate::intel::views::{Direction, Views};
 use super::common::{iso, query_param, Call};
 use super::window::{merged, Merged};
 
-fn window_json(config: &Config) -> Value {
-    json!({"slideSeconds": config.analytics.slide_s, "windowSeconds": config.analytics.window_s})
+fn window_json(analytics: &AnalyticsConfig) -> Value {
+    json!({"slideSeconds": analytics.slide_s, "windowSeconds": analytics.window_s})
 }
 
 /// The merged window, its views at `now`, and `now` (read before the hubs are asked).
 async fn views(c: &Call<'_>) -> Result<(Views, f64), ApiError> {
     let now = now_ms();
-    let m = merged(c.env, c.config).await?;
+    let m = merged(c.io.env, &c.config.hub).await?;
     Ok((m.agg.views(&c.config.analytics, now), now))
 }
 
@@ -38,8 +37,8 @@ pub async fn overview(c: Call<'_>) -> Result<Response, ApiError> {
     let now = now_ms();
     let queued = record::queued();
     let config = c.config;
-    let m = merged(c.env, config).await?;
-    let latest = m.latest_closed(config, now);
+    let m = merged(c.io.env, &config.hub).await?;
+    let latest = m.latest_closed(&config.analytics, now);
     let points = m.points();
     Ok(respond::json(
         200,
@@ -88,19 +87,28 @@ pub async fn insights(c: Call<'_>) -> Result<Response, ApiError> {
         let d = format!("{} ({}) is {:.1} standard deviations from the window", a.metric, a.scope, a.z);
         insights.push(json!({"kind": "anomaly", "severity": "medium", "description": d, "data": a}));
     }
-    Ok(respond::json(200, &json!({"insights": insights, "window": window_json(c.config), "timestamp": iso(now)})))
+    Ok(respond::json(
+        200,
+        &json!({"insights": insights, "window": window_json(&c.config.analytics), "timestamp": iso(now)}),
+    ))
 }
 
 /// `GET /api/analytics/patterns`.
 pub async fn patterns(c: Call<'_>) -> Result<Response, ApiError> {
     let (views, now) = views(&c).await?;
-    Ok(respond::json(200, &json!({"patterns": views.patterns, "window": window_json(c.config), "timestamp": iso(now)})))
+    Ok(respond::json(
+        200,
+        &json!({"patterns": views.patterns, "window": window_json(&c.config.analytics), "timestamp": iso(now)}),
+    ))
 }
 
 /// `GET /api/analytics/trends`.
 pub async fn trends(c: Call<'_>) -> Result<Response, ApiError> {
     let (views, now) = views(&c).await?;
-    Ok(respond::json(200, &json!({"trends": views.trends, "window": window_json(c.config), "timestamp": iso(now)})))
+    Ok(respond::json(
+        200,
+        &json!({"trends": views.trends, "window": window_json(&c.config.analytics), "timestamp": iso(now)}),
+    ))
 }
 
 /// `GET /api/analytics/anomalies`.
@@ -108,7 +116,7 @@ pub async fn anomalies(c: Call<'_>) -> Result<Response, ApiError> {
     let (views, now) = views(&c).await?;
     Ok(respond::json(
         200,
-        &json!({"anomalies": views.anomalies, "window": window_json(c.config), "timestamp": iso(now)}),
+        &json!({"anomalies": views.anomalies, "window": window_json(&c.config.analytics), "timestamp": iso(now)}),
     ))
 }
 
@@ -117,7 +125,7 @@ pub async fn correlations(c: Call<'_>) -> Result<Response, ApiError> {
     let (views, now) = views(&c).await?;
     Ok(respond::json(
         200,
-        &json!({"correlations": views.correlations, "window": window_json(c.config), "timestamp": iso(now)}),
+        &json!({"correlations": views.correlations, "window": window_json(&c.config.analytics), "timestamp": iso(now)}),
     ))
 }
 
@@ -125,15 +133,15 @@ pub async fn correlations(c: Call<'_>) -> Result<Response, ApiError> {
 /// rate, lags); liveness is `GET /health/intelligence`.
 pub async fn health(c: Call<'_>) -> Result<Response, ApiError> {
     let now = now_ms();
-    let m = merged(c.env, c.config).await?;
-    Ok(respond::json(200, &json!({"health": health_of(&m, c.config, now), "timestamp": iso(now)})))
+    let m = merged(c.io.env, &c.config.hub).await?;
+    Ok(respond::json(200, &json!({"health": health_of(&m, &c.config.analytics, now), "timestamp": iso(now)})))
 }
 
 /// `GET /api/performance/alerts`: every rule's state; `alerts` are the pending and firing ones.
 pub async fn alerts(c: Call<'_>) -> Result<Response, ApiError> {
     let now = now_ms();
     let config = c.config;
-    let m = merged(c.env, config).await?;
+    let m = merged(c.io.env, &config.hub).await?;
     let rules: Vec<Value> = m
         .rules()
         .iter()
@@ -153,8 +161,8 @@ pub async fn alerts(c: Call<'_>) -> Result<Response, ApiError> {
     Ok(respond::json(200, &json!({"alerts": active, "rules": rules, "timestamp": iso(now)})))
 }
 
-fn health_of(m: &Merged, config: &Config, now: f64) -> Value {
-    let latest = m.latest_closed(config, now);
+fn health_of(m: &Merged, analytics: &AnalyticsConfig, now: f64) -> Value {
+    let latest = m.latest_closed(analytics, now);
     let firing: Vec<&str> = m.rules().iter().filter(|r| r.state == State::Firing).map(|r| r.rule.as_str()).collect();
     let status = if firing.is_empty() { "healthy" } else { "degraded" };
     let window_requests: u64 = m.agg.slides.values().map(|s| s.requests).sum();
@@ -181,7 +189,7 @@ fn health_of(m: &Merged, config: &Config, now: f64) -> Value {
 pub async fn metric(c: Call<'_>) -> Result<Response, ApiError> {
     let now = now_ms();
     let (config, name, query) = (c.config, c.param("name"), c.query());
-    let m = merged(c.env, config).await?;
+    let m = merged(c.io.env, &config.hub).await?;
     if !METRIC_NAMES.contains(&name) {
         return Err(ApiError::not_found(format!("unknown metric `{name}`; known: {}", METRIC_NAMES.join(", "))));
     }
@@ -224,7 +232,7 @@ pub async fn metric(c: Call<'_>) -> Result<Response, ApiError> {
 /// between `?start=` and `?end=` (ms; default: the last hour).
 pub async fn history(c: Call<'_>) -> Result<Response, ApiError> {
     let now = now_ms();
-    let (env, name, query) = (c.env, c.param("name"), c.query());
+    let (env, name, query) = (c.io.env, c.param("name"), c.query());
     if !METRIC_NAMES.contains(&name) {
         return Err(ApiError::not_found(format!("unknown metric `{name}`")));
     }

@@ -13,7 +13,7 @@ use worker::Env;
 
 use crate::bindings;
 use crate::clock::now_ms;
-use crate::config::Config;
+use crate::config::{Secrets, Streams};
 use crate::edge::extract::header;
 use crate::error::ApiError;
 use crate::intel::auth_guard::{AuthGuard, MAX_FAILURES_PER_WINDOW};
@@ -49,8 +49,8 @@ pub fn failed(subject: &str, now: f64) {
 
 /// `Auth::Admin`: the token is configured (503), the caller is not locked
 /// out (429) and presents it as `Authorization: Bearer` (401).
-pub fn admin(req: &Request, config: &Config, caller: Option<&str>) -> Result<(), ApiError> {
-    let expected = admin_token(config)?;
+pub fn admin(req: &Request, secrets: &Secrets, caller: Option<&str>) -> Result<(), ApiError> {
+    let expected = admin_token(secrets)?;
     not_locked(caller)?;
     let presented = header(req, "authorization");
     match presented.as_deref().and_then(bearer) {
@@ -62,19 +62,21 @@ pub fn admin(req: &Request, config: &Config, caller: Option<&str>) -> Result<(),
 /// `Auth::Stream`, after the method: a WebSocket upgrade (426), then as
 /// `admin`, but browsers cannot set headers on a WebSocket, so besides
 /// `Authorization` it accepts a single-use `?ticket=` (returned, for the
-/// handler to spend) or `Sec-WebSocket-Protocol: bearer, <token>`. Every
-/// check happens before any socket opens.
+/// handler to spend; valid for `streams.ticket_ttl_ms`) or
+/// `Sec-WebSocket-Protocol: bearer, <token>`. Every check happens before
+/// any socket opens.
 pub async fn stream(
     req: &Request,
     env: &Env,
-    config: &Config,
+    secrets: &Secrets,
+    streams: &Streams,
     caller: Option<&str>,
 ) -> Result<Option<Ticket>, ApiError> {
     let upgrade = header(req, "upgrade").unwrap_or_default();
     if !upgrade.eq_ignore_ascii_case("websocket") {
         return Err(ApiError::new(426, "upgrade_required", "this is a WebSocket endpoint: send Upgrade: websocket"));
     }
-    let expected = admin_token(config)?;
+    let expected = admin_token(secrets)?;
     not_locked(caller)?;
     let url = url::Url::parse(&req.url()).map_err(|_| ApiError::new(400, "bad_url", "unparsable URL"))?;
     let presented = url.query_pairs().find(|(k, _)| k == "ticket").map(|(_, v)| v.into_owned());
@@ -86,10 +88,7 @@ pub async fn stream(
         Some(t) if !ticket::well_formed(&t) => return Err(unauthorized()),
         Some(t) => {
             let key = ticket_key(env).await?;
-            Some(
-                ticket::verify(&key, &t, now_ms() as u64, config.streams.ticket_ttl_ms as u64)
-                    .map_err(|_| unauthorized())?,
-            )
+            Some(ticket::verify(&key, &t, now_ms() as u64, streams.ticket_ttl_ms as u64).map_err(|_| unauthorized())?)
         }
         None => None,
     };
@@ -133,8 +132,8 @@ pub fn unauthorized() -> ApiError {
     ApiError::new(401, "unauthorized", "a valid `Authorization: Bearer <ADMIN_TOKEN>` header is required")
 }
 
-fn admin_token(config: &Config) -> Result<&str, ApiError> {
-    config.secrets.admin_token.as_deref().ok_or_else(|| {
+fn admin_token(secrets: &Secrets) -> Result<&str, ApiError> {
+    secrets.admin_token.as_deref().ok_or_else(|| {
         ApiError::new(
             503,
             "admin_token_unset",

@@ -7,7 +7,6 @@ use web_sys::Response;
 
 use crate::bindings;
 use crate::clock::now_ms;
-use crate::config::Config;
 use crate::edge::body::read_limited;
 use crate::edge::extract::{self, header};
 use crate::error::ApiError;
@@ -24,11 +23,11 @@ const CHALLENGE_MAX_BODY_BYTES: usize = 8 * 1024;
 /// The client posts a solved proof-of-work; on success it gets the signed
 /// clearance cookie and goes back where it was (a same-site path only).
 pub async fn verify(c: Call<'_>) -> Result<Response, ApiError> {
-    let (req, env, config) = (c.req, c.env, c.config);
+    let (req, env, config) = (c.req, c.io.env, c.config);
     let Some(key) = config.secrets.challenge_key.as_deref() else {
         return Err(ApiError::not_found("challenges are not enabled"));
     };
-    let (ip, _, _) = extract::facts(req, config);
+    let (ip, _, _) = extract::facts(req, config.trust_x_real_ip);
     let Some(ip) = ip else { return Err(ApiError::new(400, "no_client_ip", "no client address")) };
     let subject =
         crate::intel::ip::identify(&crate::intel::ip::subject_of(ip), config.secrets.ip_hash_key.as_deref()).key;
@@ -52,7 +51,7 @@ pub async fn verify(c: Call<'_>) -> Result<Response, ApiError> {
         let Some(response) = turnstile_response else {
             return Err(ApiError::new(400, "bad_request", "send cf-turnstile-response"));
         };
-        turnstile_verify(config, secret, &response, &ip.to_string(), &req.url()).await?;
+        turnstile_verify(&config.enforce.turnstile_verify_url, secret, &response, &ip.to_string(), &req.url()).await?;
     } else {
         let (Some(token), Some(counter)) = (token, counter.and_then(|c| c.parse::<u64>().ok())) else {
             return Err(ApiError::new(400, "bad_request", "send token and counter"));
@@ -101,9 +100,9 @@ pub async fn verify(c: Call<'_>) -> Result<Response, ApiError> {
 /// was solved on this site. The client IP goes with it (`remoteip`), so
 /// Turnstile can refuse a token solved from another address: with Turnstile
 /// configured, the challenged client's IP is the one IP that leaves the
-/// account, to Cloudflare's own siteverify.
+/// account, to Cloudflare's own siteverify (`verify_url`: `TURNSTILE_VERIFY_URL`).
 async fn turnstile_verify(
-    config: &Config,
+    verify_url: &str,
     secret: &str,
     response: &str,
     client_ip: &str,
@@ -117,7 +116,7 @@ async fn turnstile_verify(
     let failed =
         |why: &str| ApiError::new(503, "challenge_unavailable", format!("Turnstile verification failed: {why}"));
     let req = crate::platform::new_request(
-        &config.enforce.turnstile_verify_url,
+        verify_url,
         "POST",
         &[("content-type", "application/x-www-form-urlencoded")],
         Some(&body),

@@ -7,18 +7,18 @@
 use futures::future::LocalBoxFuture;
 use serde_json::Value;
 use web_sys::{Request, Response};
-use worker::{Context, Env};
+use worker::Env;
 
 use crate::bindings;
-use crate::config::Config;
+use crate::config::{Config, Secrets};
 use crate::error::{ApiError, Error};
 use crate::intel::ip::{identify, parse_subject, Identity, SubjectKey};
 use crate::intel::ticket::Ticket;
-use crate::log::Log;
 
 use super::routing::Params;
 use crate::edge::body::read_limited;
 use crate::edge::extract::header;
+use crate::edge::Io;
 
 /// API bodies over this get 413 (SPEC 5).
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -27,12 +27,13 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// row's `Auth`) and the method are checked before the handler runs.
 pub struct Call<'a> {
     pub req: &'a Request,
-    pub env: &'a Env,
-    pub ctx: &'a Context,
+    /// The bindings, the request's context and its log: a handler notes
+    /// what failed without failing the call (an error it returns is noted
+    /// by `route`).
+    pub io: Io<'a>,
+    /// The whole configuration: the handlers between them read most of its
+    /// parts, and hand their callees only the parts they use.
     pub config: &'a Config,
-    /// The request's log: a handler notes what failed without failing the
-    /// call (an error it returns is noted by `route`).
-    pub log: &'a Log,
     /// The path after the prefix, as sent (percent-encoded).
     pub path: &'a str,
     /// What the row's pattern took from `path`.
@@ -87,8 +88,8 @@ fn subject_from_path(raw: &str) -> Result<SubjectKey, ApiError> {
 }
 
 /// The storage key for a queried IP (its keyed hash with `IP_HASH_KEY`).
-pub fn key_from_path(raw: &str, config: &Config) -> Result<Identity, ApiError> {
-    Ok(identify(&subject_from_path(raw)?, config.secrets.ip_hash_key.as_deref()))
+pub fn key_from_path(raw: &str, secrets: &Secrets) -> Result<Identity, ApiError> {
+    Ok(identify(&subject_from_path(raw)?, secrets.ip_hash_key.as_deref()))
 }
 
 /// GETs `path` from the `ASSETS` binding (the request is built without

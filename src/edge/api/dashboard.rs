@@ -30,7 +30,7 @@ pub async fn file(c: Call<'_>) -> Result<Response, ApiError> {
     if !dashboard_file(file) {
         return Err(missing());
     }
-    let res = fetch_asset(c.env, file).await?;
+    let res = fetch_asset(c.io.env, file).await?;
     if res.status_code() == 404 {
         return Err(missing());
     }

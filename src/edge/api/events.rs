@@ -9,8 +9,9 @@ use web_sys::Response;
 
 use crate::bindings;
 use crate::clock::now_ms;
+use crate::edge::record::{self, Batching};
+use crate::edge::respond;
 use crate::edge::verdicts::forget;
-use crate::edge::{record, respond};
 use crate::error::ApiError;
 use crate::intel::events::{validate, IntelEvent};
 use crate::intel::keys::GLOBAL_HUB;
@@ -21,7 +22,8 @@ use crate::platform::call_object;
 use super::common::{iso, read_json_body, Call};
 
 pub async fn post(c: Call<'_>) -> Result<Response, ApiError> {
-    let (req, env, ctx, config, log) = (c.req, c.env, c.ctx, c.config, c.log);
+    let (req, io, config) = (c.req, c.io, c.config);
+    let (env, log) = (io.env, io.log);
     let body = read_json_body(req).await?;
     let items = match &body {
         Value::Array(items) => items.as_slice(),
@@ -74,7 +76,7 @@ pub async fn post(c: Call<'_>) -> Result<Response, ApiError> {
         match result {
             Ok((200, reply)) => {
                 accepted += list.len();
-                forget(config, subject);
+                forget(&config.consult, subject);
                 if let Some(r) = reply {
                     updates.extend(r.updates);
                     alerts.extend(r.alerts);
@@ -100,6 +102,7 @@ pub async fn post(c: Call<'_>) -> Result<Response, ApiError> {
         }
     }
     rejected.sort_by_key(|r| r.get("index").and_then(Value::as_u64).unwrap_or(0));
-    record::rejected_events(ctx, env, config, rejected.len() as u64);
+    let batching = Batching { flush: &config.flush, cache: &config.consult };
+    record::rejected_events(io, batching, rejected.len() as u64);
     Ok(respond::json(202, &json!({"accepted": accepted, "rejected": rejected, "timestamp": iso(now)})))
 }

@@ -14,7 +14,7 @@ use crate::intel::keys::LISTS_KEY;
 use super::common::{iso, read_json_body, Call};
 
 pub async fn get(c: Call<'_>) -> Result<Response, ApiError> {
-    let (env, config) = (c.env, c.config);
+    let (env, config) = (c.io.env, c.config);
     let stored = lists::stored(env).await?;
     Ok(respond::json(
         200,
@@ -24,7 +24,7 @@ pub async fn get(c: Call<'_>) -> Result<Response, ApiError> {
 
 /// Replaces the stored lists (validated first; nothing is stored on error).
 pub async fn put(c: Call<'_>) -> Result<Response, ApiError> {
-    let (req, env) = (c.req, c.env);
+    let (req, env) = (c.req, c.io.env);
     let body = read_json_body(req).await?;
     let invalid = |e: String| {
         ApiError::new(400, "invalid_lists", format!("expected {{\"allow\": [...], \"block\": [...]}}: {e}"))

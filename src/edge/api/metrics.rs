@@ -6,10 +6,10 @@ use serde_json::json;
 use web_sys::Response;
 
 use crate::clock::now_ms;
-use crate::config::Config;
 use crate::edge::respond;
 use crate::error::ApiError;
 use crate::intel::alerting::State;
+use crate::intel::analytics::AnalyticsConfig;
 use crate::intel::sketch::Histogram;
 
 use super::common::Call;
@@ -17,13 +17,13 @@ use super::window::{merged, Merged};
 
 pub async fn prometheus(c: Call<'_>) -> Result<Response, ApiError> {
     let now = now_ms();
-    let m = merged(c.env, c.config).await?;
-    Ok(exposition(&m, c.config, now))
+    let m = merged(c.io.env, &c.config.hub).await?;
+    Ok(exposition(&m, &c.config.analytics, now))
 }
 
 /// Prometheus text exposition (version 0.0.4): monotonic totals as
 /// counters, the analytics window's measurements as gauges.
-fn exposition(m: &Merged, config: &Config, now: f64) -> Response {
+fn exposition(m: &Merged, analytics: &AnalyticsConfig, now: f64) -> Response {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
         if samples.is_empty() {
@@ -78,7 +78,7 @@ fn exposition(m: &Merged, config: &Config, now: f64) -> Response {
         "Profile consult latency over the analytics window, by quantile.",
         quantiles(&consult),
     );
-    if let Some(p) = m.latest_closed(config, now) {
+    if let Some(p) = m.latest_closed(analytics, now) {
         metric(
             "error_rate",
             "gauge",

@@ -61,17 +61,16 @@ use routing::{Auth, Method, Route};
 use {
     crate::clock::now_ms,
     crate::config::Config,
-    crate::edge::{extract, record, respond},
+    crate::edge::record::{self, Batching},
+    crate::edge::{extract, respond, Io},
     crate::error::Error,
     crate::intel::ip::{identify, subject_of},
     crate::intel::lists::ListVerdict,
     crate::intel::outcome,
     crate::intel::profile::Observation,
-    crate::log::Log,
     common::Call,
     routing::{lookup, Lookup},
     web_sys::{Request, Response},
-    worker::{Context, Env},
 };
 
 /// The handler column: an async function of the `Call` (natively, where
@@ -142,18 +141,19 @@ static ROUTES: &[Route<Handler>] = &[
 /// saying whether they exist, so a path no row has gets 401 before its 404.
 const ADMIN_NAMESPACE: &str = "/api/";
 
-/// True when `path` is the prefix itself or below it.
+/// True when `path` is the prefix (`INTEL_PREFIX`) itself or below it.
 #[cfg(target_arch = "wasm32")]
-pub fn owns(config: &Config, path: &str) -> bool {
-    let p = config.intel_prefix.as_str();
-    path == p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/'))
+pub fn owns(prefix: &str, path: &str) -> bool {
+    path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Answers a request `owns` said is under the prefix (see the module doc
 /// for the order of checks). Errors become responses here, in `respond::error`,
 /// and go into the request's log (`fail`: the platform's, never a client's).
+/// Takes the whole `Config`: it goes to the handler with the `Call`.
 #[cfg(target_arch = "wasm32")]
-pub async fn route(req: &Request, env: &Env, ctx: &Context, config: &Config, log: &Log) -> Response {
+pub async fn route(req: &Request, io: Io<'_>, config: &Config) -> Response {
+    let log = io.log;
     let path = extract::path(req);
     let rest = path.get(config.intel_prefix.len()..).unwrap_or("");
     let method = req.method();
@@ -161,7 +161,7 @@ pub async fn route(req: &Request, env: &Env, ctx: &Context, config: &Config, log
     if let Lookup::Route(route, _) = &found {
         log.route(route.path);
     }
-    let call = || Call { req, env, ctx, config, log, path: rest, params: Default::default(), ticket: None };
+    let call = || Call { req, io, config, path: rest, params: Default::default(), ticket: None };
     let fail = |e: Error| {
         log.failed("api", &e);
         respond::error(&e)
@@ -171,11 +171,11 @@ pub async fn route(req: &Request, env: &Env, ctx: &Context, config: &Config, log
     if found.auth() == Some(Auth::Open) {
         return answer(call(), found, None).await.unwrap_or_else(fail);
     }
-    let (ip, cf, request) = extract::facts(req, config);
+    let (ip, cf, request) = extract::facts(req, config.trust_x_real_ip);
     let identity = ip.map(|ip| identify(&subject_of(ip), config.secrets.ip_hash_key.as_deref()));
     // A block-listed client gets nothing under the prefix, whatever ENFORCE
     // says: no token guessing, no challenge answers (the allow list still wins).
-    let lists = crate::edge::lists::effective(env, ctx, config).await;
+    let lists = crate::edge::lists::effective(io, &config.lists, &config.consult).await;
     if let Some(e) = &lists.error {
         log.warn("lists", format_args!("kept the last lists read: {e}"));
     }
@@ -200,7 +200,8 @@ pub async fn route(req: &Request, env: &Env, ctx: &Context, config: &Config, log
                 // batched observation path: no object call of its own.
                 let obs =
                     Observation { admin_auth_failed: true, ..outcome::observation(now, &request, &cf, &[], None) };
-                record::observation(ctx, env, config, &id.key, &id.display, obs, false);
+                let batching = Batching { flush: &config.flush, cache: &config.consult };
+                record::observation(io, batching, id, obs, false);
             }
             fail(e)
         }
@@ -212,10 +213,10 @@ pub async fn route(req: &Request, env: &Env, ctx: &Context, config: &Config, log
 /// parameters and ticket yet.
 #[cfg(target_arch = "wasm32")]
 async fn answer<'a>(call: Call<'a>, found: Lookup<'_, 'a, Handler>, caller: Option<&str>) -> Result<Response, Error> {
-    let (req, env, config, rest) = (call.req, call.env, call.config, call.path);
+    let (req, env, config, rest) = (call.req, call.io.env, call.config, call.path);
     let auth = found.auth().unwrap_or(if rest.starts_with(ADMIN_NAMESPACE) { Auth::Admin } else { Auth::Public });
     if auth == Auth::Admin {
-        auth::admin(req, config, caller)?;
+        auth::admin(req, &config.secrets, caller)?;
     }
     let (route, params) = match found {
         Lookup::Route(route, params) => (route, params),
@@ -231,7 +232,7 @@ async fn answer<'a>(call: Call<'a>, found: Lookup<'_, 'a, Handler>, caller: Opti
         }
     };
     let ticket = match route.auth {
-        Auth::Stream => auth::stream(req, env, config, caller).await?,
+        Auth::Stream => auth::stream(req, env, &config.secrets, &config.streams, caller).await?,
         Auth::Open | Auth::Public | Auth::Files | Auth::Admin => None,
     };
     (route.handler)(Call { params, ticket, ..call }).await

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use super::common::{fetch_asset, Call};
 
 pub async fn document(c: Call<'_>) -> Result<Response, ApiError> {
-    let mut res = fetch_asset(c.env, "/api/openapi.json").await?;
+    let mut res = fetch_asset(c.io.env, "/api/openapi.json").await?;
     if res.status_code() != 200 {
         return Err(ApiError::new(500, "internal", "the OpenAPI document is missing from the build"));
     }

@@ -18,8 +18,8 @@ use crate::platform::call_object;
 use super::common::{iso, key_from_path, Call};
 
 pub async fn get(c: Call<'_>) -> Result<Response, ApiError> {
-    let (env, config, raw) = (c.env, c.config, c.param("ip"));
-    let subject = key_from_path(raw, config)?.key;
+    let (env, config, raw) = (c.io.env, c.config, c.param("ip"));
+    let subject = key_from_path(raw, &config.secrets)?.key;
     let (status, body) = call_object::<_, Value>(env, bindings::PROFILES, subject.as_str(), &ProfileOp::Get).await?;
     match (status, body) {
         (200, Some(mut v)) => {
@@ -37,11 +37,11 @@ pub async fn get(c: Call<'_>) -> Result<Response, ApiError> {
 }
 
 pub async fn delete(c: Call<'_>) -> Result<Response, ApiError> {
-    let (env, config, raw) = (c.env, c.config, c.param("ip"));
-    let id = key_from_path(raw, config)?;
+    let (env, config, raw) = (c.io.env, c.config, c.param("ip"));
+    let id = key_from_path(raw, &config.secrets)?;
     let subject = id.key;
     let (status, body) = call_object::<_, Value>(env, bindings::PROFILES, subject.as_str(), &ProfileOp::Delete).await?;
-    forget(config, subject.as_str());
+    forget(&config.consult, subject.as_str());
     // The analytics window's member sets of every hub shard (events reach
     // any shard, samples the subject's own). A failure answers 503: the
     // erasure is idempotent, so the caller retries.

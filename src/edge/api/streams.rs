@@ -25,7 +25,7 @@ use super::common::{iso, key_from_path, Call};
 /// `POST /api/stream-ticket`: a signed single-use stream ticket
 /// (`intel::ticket`), made in the isolate.
 pub async fn issue_ticket(c: Call<'_>) -> Result<Response, ApiError> {
-    let key = ticket_key(c.env).await?;
+    let key = ticket_key(c.io.env).await?;
     let mut nonce = [0u8; ticket::NONCE_BYTES];
     getrandom::fill(&mut nonce)
         .map_err(|e| ApiError::new(500, "internal", "no randomness for the ticket").with_detail(e.to_string()))?;
@@ -47,13 +47,15 @@ pub async fn performance(c: Call<'_>) -> Result<Response, ApiError> {
 }
 
 async fn open(c: Call<'_>, tag: &'static str) -> Result<Response, ApiError> {
-    let (env, config) = (c.env, c.config);
+    let (env, config) = (c.io.env, c.config);
     let url = url::Url::parse(&c.req.url()).map_err(|_| ApiError::new(400, "bad_url", "unparsable URL"))?;
     let ip = url.query_pairs().find(|(k, _)| k == "ip").map(|(_, v)| v.into_owned());
     let (binding, name) = match ip {
         // The object is named by the subject's storage key, as every other
         // call names it (hashed with IP_HASH_KEY).
-        Some(ip) if tag == INTEL_TAG => (bindings::PROFILES, key_from_path(&ip, config)?.key.as_str().to_string()),
+        Some(ip) if tag == INTEL_TAG => {
+            (bindings::PROFILES, key_from_path(&ip, &config.secrets)?.key.as_str().to_string())
+        }
         Some(_) => return Err(ApiError::new(400, "bad_request", "`ip` narrows only the intelligence stream")),
         None => (bindings::HUB, GLOBAL_HUB.to_string()),
     };

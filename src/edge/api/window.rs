@@ -7,10 +7,10 @@ use futures::future::join_all;
 use worker::Env;
 
 use crate::bindings;
-use crate::config::Config;
+use crate::config::Hub;
 use crate::error::ApiError;
 use crate::intel::alerting::RuleState;
-use crate::intel::analytics::{merge_shards, Aggregator, ShardPart, SlidePoint};
+use crate::intel::analytics::{merge_shards, Aggregator, AnalyticsConfig, ShardPart, SlidePoint};
 use crate::intel::keys::hub_name;
 use crate::intel::sketch::Hll;
 use crate::intel::wire::{HubOp, WindowState};
@@ -38,8 +38,8 @@ impl Merged {
     }
 
     /// The newest closed slide's point (the "current" measured values).
-    pub fn latest_closed(&self, config: &Config, now: f64) -> Option<SlidePoint> {
-        self.agg.window(&config.analytics, now, true).last().map(|s| s.point())
+    pub fn latest_closed(&self, analytics: &AnalyticsConfig, now: f64) -> Option<SlidePoint> {
+        self.agg.window(analytics, now, true).last().map(|s| s.point())
     }
 
     /// Distinct subjects in the window (HyperLogLog estimate).
@@ -52,9 +52,9 @@ impl Merged {
     }
 }
 
-/// Every shard's window, merged; 503 if any shard does not answer.
-pub async fn merged(env: &Env, config: &Config) -> Result<Merged, ApiError> {
-    let calls = (0..config.hub.shards).map(|i| {
+/// Every shard's window (`hub.shards` of them), merged; 503 if any shard does not answer.
+pub async fn merged(env: &Env, hub: &Hub) -> Result<Merged, ApiError> {
+    let calls = (0..hub.shards).map(|i| {
         let name = hub_name(i);
         async move { call_object::<_, WindowState>(env, bindings::HUB, &name, &HubOp::Window).await }
     });
