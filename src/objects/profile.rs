@@ -218,13 +218,7 @@ impl DurableObject for ProfileObject {
     }
 
     async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
-        // The `ip` filter is kept as the subject's storage key (IP_HASH_KEY).
-        match platform::config(&self.env) {
-            Ok(config) => sockets::on_message(&ws, &self.subscribers, config.secrets.ip_hash_key.as_deref(), message),
-            Err(_) => {
-                let _ = ws.close(Some(1011), Some("configuration invalid"));
-            }
-        }
+        sockets::on_message_configured(&self.env, &ws, &self.subscribers, message);
         Ok(())
     }
 

@@ -197,6 +197,23 @@ pub fn broadcast(
 }
 
 /// A client closed: complete the closing handshake; the runtime then forgets the socket.
+/// A socket's message, in an object that reads the configuration for it:
+/// the `ip` filter is kept as the subject's storage key (`IP_HASH_KEY`), and
+/// with an invalid configuration the socket is closed (1011).
+pub fn on_message_configured(
+    env: &worker::Env,
+    ws: &WebSocket,
+    subscribers: &Subscribers,
+    message: WebSocketIncomingMessage,
+) {
+    match crate::platform::config(env) {
+        Ok(config) => on_message(ws, subscribers, config.secrets.ip_hash_key.as_deref(), message),
+        Err(_) => {
+            let _ = ws.close(Some(1011), Some("configuration invalid"));
+        }
+    }
+}
+
 pub fn on_close(ws: &WebSocket, subscribers: &Subscribers) {
     subscribers.invalidate();
     let _ = ws.close(Some(1000), Some("closed"));
