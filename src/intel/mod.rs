@@ -29,6 +29,7 @@ pub mod signals;
 pub mod signature;
 pub mod sketch;
 pub mod stats;
+pub mod tick;
 pub mod ticket;
 pub mod travel;
 pub mod views;

@@ -264,10 +264,39 @@ pub fn count_message(state: &mut SocketState, now: f64) -> bool {
     state.count > FLOOD_MAX_MESSAGES
 }
 
+/// `ms` since the epoch as JavaScript's `Date.prototype.toISOString` writes
+/// it (`2026-05-01T12:00:00.000Z`), without the platform: the streams'
+/// message timestamps, made in the pure core (`intel::tick`).
+pub fn iso(ms: f64) -> String {
+    let ms = ms.trunc() as i64;
+    let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days to a civil date (proleptic Gregorian; H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{milli:03}Z", sod / 3600, sod % 3600 / 60, sod % 60)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso_is_javascripts_to_iso_string() {
+        assert_eq!(iso(0.0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso(951_782_400_000.0), "2000-02-29T00:00:00.000Z");
+        assert_eq!(iso(1_780_000_020_123.9), "2026-05-28T20:27:00.123Z");
+        assert_eq!(iso(4_102_444_799_999.0), "2099-12-31T23:59:59.999Z");
+        assert_eq!(iso(-1.0), "1969-12-31T23:59:59.999Z");
+    }
     use crate::intel::events::{EventData, EventType};
     use serde_json::json;
 
