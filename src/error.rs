@@ -183,7 +183,8 @@ impl Error {
     /// failure does (unless `FAIL_MODE=closed`); the origin's and the
     /// configuration's cannot be worked around, and a client's is the answer.
     pub fn fails_open(&self) -> bool {
-        self.source == Source::Platform
+        // `fail_closed` is the answer FAIL_MODE=closed gives: never worked around.
+        self.source == Source::Platform && self.code != "fail_closed"
     }
 
     /// Whether it belongs in the log: everything but a client's mistake.
@@ -262,7 +263,7 @@ mod tests {
             (Error::late("no verdict within 50 ms"), Source::Platform, 503, "storage_unavailable", true, true),
             (Error::new(503, "kv_unavailable", "x"), Source::Platform, 503, "kv_unavailable", true, true),
             (Error::new(500, "internal", "x"), Source::Platform, 500, "internal", true, true),
-            (Error::fail_closed(), Source::Platform, 503, "fail_closed", true, true),
+            (Error::fail_closed(), Source::Platform, 503, "fail_closed", false, true),
             (Error::config(&config), Source::Config, 500, "config_invalid", false, true),
         ]
     }

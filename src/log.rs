@@ -1,5 +1,6 @@
-//! One log line per request (or per alarm), at the top level: `edge::handle`
-//! and each Durable Object's `fetch` and `alarm` make a `Log`, the code below
+//! One log line per request (or per alarm), at the top level: `edge::handle`,
+//! the profile and visitor objects' `fetch` and the hub's `alarm` make a
+//! `Log` (the hub's `fetch` and the other alarms note nothing), the code below
 //! them adds notes to it (a degraded consult, a failed object call, the
 //! origin's failure), and when the `Log` goes out of scope it prints one
 //! structured JSON line, and only if there is something to say: a plain
@@ -158,9 +159,22 @@ fn emit(level: Level, line: &str) {
 #[cfg(not(target_arch = "wasm32"))]
 fn emit(_level: Level, _line: &str) {}
 
+/// A runtime message with any URL in it replaced: a URL's path and query
+/// may hold tokens, and log lines never carry a request's path.
+pub fn without_urls(text: &str) -> String {
+    text.split(' ').map(|w| if w.contains("://") { "<url>" } else { w }).collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_in_runtime_messages_are_replaced() {
+        let m = without_urls("Network connection lost: https://origin.example/reset?token=abc123 (after 3 tries)");
+        assert_eq!(m, "Network connection lost: <url> (after 3 tries)");
+        assert!(!m.contains("abc123"));
+    }
 
     #[test]
     fn a_plain_request_says_nothing() {

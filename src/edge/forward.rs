@@ -40,8 +40,8 @@ pub async fn send(req: &Request, origin: &Origin, ours: &[(&'static str, String)
     let unreachable = Error::origin_unreachable;
     let controller = AbortController::new().map_err(|e| unreachable(format!("no AbortController: {e:?}")))?;
     let out = build(req, origin, ours, &controller)
-        .map_err(|e| unreachable(format!("could not build the origin request: {e:?}")))?;
-    let promise = global_fetch(&out).map_err(|e| unreachable(format!("{e:?}")))?;
+        .map_err(|e| unreachable(crate::log::without_urls(&format!("could not build the origin request: {e:?}"))))?;
+    let promise = global_fetch(&out).map_err(|e| unreachable(crate::log::without_urls(&format!("{e:?}"))))?;
     let limit = Delay::from(Duration::from_millis(u64::from(origin.timeout_ms)));
     match select(JsFuture::from(promise), limit).await {
         Either::Left((Ok(res), _)) => {
@@ -116,8 +116,10 @@ pub fn with_cookie(res: Response, cookie: &str) -> Response {
 }
 
 fn describe(e: &JsValue) -> String {
-    e.dyn_ref::<js_sys::Error>()
+    let text = e
+        .dyn_ref::<js_sys::Error>()
         .map(|err| String::from(err.message()))
         .or_else(|| e.as_string())
-        .unwrap_or_else(|| "fetch failed".to_string())
+        .unwrap_or_else(|| "fetch failed".to_string());
+    crate::log::without_urls(&text)
 }

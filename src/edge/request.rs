@@ -1,4 +1,4 @@
-//! The request path (SPEC section 1) for a request the Worker forwards:
+//! The request path (docs/architecture.md) for a request the Worker forwards:
 //! named phases over one `RequestCtx`, each reading what the phases before it
 //! found:
 //!

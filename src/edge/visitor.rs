@@ -1,4 +1,4 @@
-//! Visitors (SPEC 3.4): who a request belongs to across IPs, for impossible
+//! Visitors (docs/profiles.md): who a request belongs to across IPs, for impossible
 //! travel. Either the hash of the site's own session cookie
 //! (`VISITOR_COOKIE`), or a signed first-party cookie `ei_vid` the worker sets
 //! itself (`SET_VISITOR_COOKIE=true`). A forged or unsigned `ei_vid` is

@@ -1,4 +1,4 @@
-//! Alert rules (SPEC 7), like Prometheus `for:`: a rule's condition must hold
+//! Alert rules (docs/analytics.md), like Prometheus `for:`: a rule's condition must hold
 //! for `duration` seconds before it fires; it resolves when the condition
 //! stops holding; after resolving it cannot fire again within `cooldown`
 //! seconds. Evaluated once per analytics tick on measured metrics only.

@@ -1,4 +1,4 @@
-//! Windowed analytics (SPEC 6): per-slide buckets over a sliding window.
+//! Windowed analytics (docs/analytics.md): per-slide buckets over a sliding window.
 //! Ingesting a sample or an event is O(1) work on the slide it falls in (no
 //! buffer is rescanned); unique counts use a HyperLogLog; per-key sets are
 //! bounded. A tick only derives views from the buckets and emits the
@@ -488,7 +488,7 @@ impl Slide {
         }
     }
 
-    /// The slide as chart point and rollup: every metric of SPEC 7 it measured.
+    /// The slide as chart point and rollup: every metric it measured (docs/analytics.md).
     pub fn point(&self) -> SlidePoint {
         SlidePoint {
             start: self.start,
@@ -562,7 +562,7 @@ pub struct SlidePoint {
     pub gauges: Gauges,
 }
 
-/// The metric names of SPEC 7 (API `:name`, Prometheus `edgeintel_<name>`).
+/// The metric names (docs/analytics.md; API `:name`, Prometheus `edgeintel_<name>`).
 pub const METRIC_NAMES: [&str; 15] = [
     "request_count",
     "origin_latency_ms",
@@ -904,7 +904,7 @@ fn pattern(kind: PatternKind, key: &str, members: &Members, min: usize, descript
     }
 }
 
-/// SPEC 6 patterns over the window (open slide included, so they show fast).
+/// The patterns over the window (docs/analytics.md) (open slide included, so they show fast).
 pub fn patterns(cfg: &AnalyticsConfig, slides: &[&Slide], now_ms: f64) -> Vec<Pattern> {
     let min = cfg.min_support.max(1);
     let mut out = Vec::new();

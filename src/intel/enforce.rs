@@ -1,4 +1,4 @@
-//! Decide (SPEC 1, phase 5) and the self-hosted proof-of-work challenge.
+//! Decide (docs/enforcement.md) and the self-hosted proof-of-work challenge.
 //!
 //! Modes: `off` (monitor: always forward), `challenge` (score >= `CHALLENGE_AT`
 //! gets the challenge), `block` (score >= `BLOCK_AT` is blocked, from

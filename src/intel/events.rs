@@ -1,4 +1,4 @@
-//! Intelligence events (SPEC 3.3; the sketch's `IPIntelligenceEvent`): the
+//! Intelligence events (docs/api.md): the
 //! wire shape, and the validation of events pushed in through the API. The
 //! profile produces events of the same shape (`profile::apply_*`).
 

@@ -1,4 +1,4 @@
-//! The header contract with the origin (SPEC section 2): names as constants,
+//! The header contract with the origin (the README's header table): names as constants,
 //! the one function that decides which client headers are ours to strip, and
 //! the one function that renders our headers. Every value is printable ASCII
 //! with no CR/LF, whatever the cf object or the client sent.

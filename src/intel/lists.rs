@@ -1,4 +1,4 @@
-//! Allow and block lists (SPEC 1, decide): IPs, CIDRs (v4 and v6), ASNs and
+//! Allow and block lists (docs/enforcement.md): IPs, CIDRs (v4 and v6), ASNs and
 //! countries. Allow beats block. Parsed and validated once; matching is a
 //! linear scan over parsed entries (lists are operator-sized: a few thousand
 //! entries at most, `MAX_ENTRIES`).

@@ -1,5 +1,7 @@
-//! The pure core of edgeintel: facts, IP keys, geo math, signals, scoring and
-//! the header contract. Nothing here imports `worker` or `wasm_bindgen`, reads
+//! The pure core of edgeintel: everything that decides (facts, IP keys, geo
+//! math, signals, scoring, the header contract, profiles, enforcement, the
+//! analytics and its tick, the wire formats and storage keys); the glue in
+//! `edge` and `objects` only does the I/O. Nothing here imports `worker` or `wasm_bindgen`, reads
 //! the clock or does I/O, so every rule is tested natively with `cargo test`
 //! at exact inputs. Time, when a rule needs it, is an argument.
 

@@ -1,4 +1,4 @@
-//! One subject's profile (SPEC 3.1) and the rules that update it: from
+//! One subject's profile (docs/profiles.md) and the rules that update it: from
 //! observations of its requests, from pushed events, and over time (threat
 //! decays, reputation recovers). Pure: the Durable Object loads, calls these,
 //! persists what changed. Time is always an argument.
@@ -528,7 +528,7 @@ impl Profile {
         }
     }
 
-    /// Applies a pushed event (SPEC 3.3, the sketch's semantics corrected).
+    /// Applies a pushed event (docs/api.md).
     pub fn apply_event(&mut self, ev: &IntelEvent, now: f64, rules: &ProfileRules) -> Changes {
         let mut ch = Changes::default();
         let at = ev.timestamp.min(now);

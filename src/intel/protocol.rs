@@ -1,4 +1,4 @@
-//! The stream protocol (SPEC 4), shared with `www/`: what the server sends
+//! The stream protocol (docs/streams.md), shared with `www/`: what the server sends
 //! over a WebSocket, what a client may send, subscription filters and their
 //! compact form for socket attachments (which survive hibernation).
 //!

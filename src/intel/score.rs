@@ -32,6 +32,9 @@ pub const fn default_weight(r: Reason) -> u8 {
         Reason::HighVelocity => 30,
         Reason::BadReputation => 25,
         Reason::AutomationUa => 25,
+        // Not used: the signal always carries the points its `COUNTRY_RISK`
+        // entry gives (`signals::request_signals`), which win over this and
+        // over a `RISK_WEIGHTS` entry for `country_policy`.
         Reason::CountryPolicy => 20,
         Reason::HostingAsn => 20,
         Reason::NotFoundBurst => 20,

@@ -24,7 +24,8 @@ pub enum Reason {
     PathScan,
     /// Cloudflare Bot Management score below 30.
     LowBotScore,
-    /// A burst of 401/403 answers from the origin.
+    /// A burst of 401/403 answers from the origin, or of wrong admin
+    /// credentials sent to edgeintel's own API.
     AuthFailures,
     /// Requests per minute above `VELOCITY_RPM`.
     HighVelocity,

@@ -1,4 +1,4 @@
-//! Signed headers (SPEC 2): `X-Intel-Signature: t=<unix>,v1=<hex>` where
+//! Signed headers (README: headers to the origin): `X-Intel-Signature: t=<unix>,v1=<hex>` where
 //! `v1 = HMAC-SHA256(HEADER_SIGNING_KEY, canonical)` and the canonical string is
 //!
 //! ```text

@@ -2,7 +2,8 @@
 //! (`src/objects/hub.rs`), which only does the I/O: storage, KV, the other
 //! shards, the sockets.
 //!
-//! A tick is two pure steps around its I/O, each over the hub's loaded state
+//! A tick is two pure steps around its I/O (with `KvRun`, a pure helper that
+//! orders the KV writes between them), each over the hub's loaded state
 //! (`HubState`: the `Aggregator` and the `Meta` row it persists):
 //!
 //! 1. `begin` (at the alarm's start): the next alarm, the slides closed since

@@ -1,4 +1,4 @@
-//! Impossible travel, keyed on a visitor (SPEC 3.4), not on an IP: an IP's
+//! Impossible travel, keyed on a visitor (docs/profiles.md), not on an IP: an IP's
 //! own location mostly "moves" because a geo database changed, but one
 //! browser session cannot be in London and Sydney forty minutes apart. The
 //! visitor's last place and time live server-side (a Durable Object per

@@ -22,7 +22,7 @@ pub struct Views {
     pub correlations: Vec<Correlation>,
 }
 
-/// A pattern of several subjects in the window (SPEC 6).
+/// A pattern of several subjects in the window (docs/analytics.md).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Pattern {
     pub description: String,

@@ -142,13 +142,20 @@ pub struct SitePart {
     pub totals: Totals,
 }
 
+impl SitePart {
+    /// As one part of a whole-site merge (`Aggregator::add_shard`).
+    pub fn as_shard(&self) -> crate::intel::analytics::ShardPart<'_> {
+        crate::intel::analytics::ShardPart { slides: &self.slides, hours: &self.hours, totals: &self.totals }
+    }
+}
+
 /// What the read API gets from one shard (`HubOp::Window`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WindowState {
-    pub slides: Vec<Slide>,
-    pub hours: Vec<u64>,
-    pub totals: Totals,
+    /// The slides, hours and totals (the same JSON fields as before: flattened).
+    #[serde(flatten)]
+    pub part: SitePart,
     pub rules: Vec<RuleState>,
     pub stream_clients: usize,
     pub intel_clients: usize,

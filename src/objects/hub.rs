@@ -37,7 +37,7 @@ use crate::bindings;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::Error;
-use crate::intel::analytics::{Aggregator, ShardPart, Slide};
+use crate::intel::analytics::{Aggregator, Slide};
 use crate::intel::keys::{self, hub_name, shard_index};
 use crate::intel::tick::{self, HubState, KvRun, Meta, Others, TickConfig};
 use crate::intel::wire::{
@@ -160,14 +160,12 @@ impl DurableObject for HubObject {
                 self.ensure_loaded(&sql)?;
                 let loaded = self.loaded.borrow();
                 let Some(l) = loaded.as_ref() else { return reply(500, &json!({"error": "not_loaded"})) };
+                let (intel_clients, stream_clients) = self.clients();
                 let window = WindowState {
-                    slides: l.agg.window(&config.analytics, now, false).into_iter().cloned().collect(),
-                    hours: l.agg.hours.clone(),
-                    totals: l.agg.totals.clone(),
+                    part: site_part(l, &config, now),
                     rules: l.meta.rules.clone(),
-                    stream_clients: sockets::sockets(&self.state, INTEL_TAG).len()
-                        + sockets::sockets(&self.state, PERF_TAG).len(),
-                    intel_clients: sockets::sockets(&self.state, INTEL_TAG).len(),
+                    stream_clients,
+                    intel_clients,
                     last_tick: l.meta.last_tick,
                     next_tick: l.meta.next_tick,
                     kv_writes: l.meta.kv_writes.clone(),
@@ -184,12 +182,7 @@ impl DurableObject for HubObject {
                 self.ensure_loaded(&sql)?;
                 let loaded = self.loaded.borrow();
                 let Some(l) = loaded.as_ref() else { return reply(500, &json!({"error": "not_loaded"})) };
-                let part = SitePart {
-                    slides: l.agg.window(&config.analytics, now, false).into_iter().cloned().collect(),
-                    hours: l.agg.hours.clone(),
-                    totals: l.agg.totals.clone(),
-                };
-                reply(200, &part)
+                reply(200, &site_part(l, &config, now))
             }
             HubOp::Wake => {
                 self.ensure_loaded(&sql)?;
@@ -272,7 +265,7 @@ impl DurableObject for HubObject {
                 log.error("wake", format_args!("shard {shard} could not wake {}: {e}", keys::GLOBAL_HUB));
             }
         }
-        let clients = sockets::sockets(&self.state, INTEL_TAG).len() + sockets::sockets(&self.state, PERF_TAG).len();
+        let (_, clients) = self.clients();
         let now = now_ms();
         let plan = {
             let mut loaded = self.loaded.borrow_mut();
@@ -334,7 +327,22 @@ fn migrate(sql: &SqlStorage) -> Result<()> {
     Ok(())
 }
 
+/// This hub's window as another reader gets it: its slides, hours and totals.
+fn site_part(l: &HubState, config: &Config, now: f64) -> SitePart {
+    SitePart {
+        slides: l.agg.window(&config.analytics, now, false).into_iter().cloned().collect(),
+        hours: l.agg.hours.clone(),
+        totals: l.agg.totals.clone(),
+    }
+}
+
 impl HubObject {
+    /// The intelligence stream's sockets, and those of both streams.
+    fn clients(&self) -> (usize, usize) {
+        let intel = sockets::sockets(&self.state, INTEL_TAG).len();
+        (intel, intel + sockets::sockets(&self.state, PERF_TAG).len())
+    }
+
     fn ensure_loaded(&self, sql: &SqlStorage) -> Result<()> {
         if self.loaded.borrow().is_some() {
             return Ok(());
@@ -459,9 +467,7 @@ impl HubObject {
         let mut site = Aggregator::site();
         while let Some((answer, name)) = answers.next().await {
             match answer {
-                Ok((200, Some(p))) => {
-                    site.add_shard(&ShardPart { slides: &p.slides, hours: &p.hours, totals: &p.totals })
-                }
+                Ok((200, Some(p))) => site.add_shard(&p.as_shard()),
                 Ok((status, _)) => return Err(Error::platform(format!("{name} answered {status}"))),
                 Err(e) => return Err(Error::platform(format!("{name}: {e}"))),
             }

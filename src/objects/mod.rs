@@ -1,7 +1,9 @@
 //! Durable Objects: one `ProfileObject` per subject (SQLite-backed storage is
 //! the source of truth; memory only caches), one `VisitorObject` per visitor
-//! (impossible travel), one `HubObject` for the global streams. The request path reaches them only through their
-//! bindings (`PROFILES`, `VISITORS`), never by importing them.
+//! (impossible travel), one `HubObject` per analytics shard (`HUB_SHARDS`;
+//! shard 0, `global`, also hosts the streams). The edge reaches them only
+//! through their bindings (`PROFILES`, `VISITORS`, `HUB`: `crate::bindings`),
+//! never by importing them.
 
 pub mod hub;
 pub mod profile;

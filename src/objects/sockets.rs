@@ -20,9 +20,8 @@ use crate::intel::protocol::{
 };
 use crate::platform::reply;
 
-pub fn iso(ms: f64) -> String {
-    String::from(js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms)).to_iso_string())
-}
+/// ISO 8601 in UTC with milliseconds, as JavaScript writes it (the pure one).
+pub use crate::intel::protocol::iso;
 
 /// Registers the ping auto-response (call from the object's constructor).
 pub fn enable_auto_pong(state: &State) {

@@ -1,4 +1,4 @@
-//! The read side of analytics (SPEC 5 and 6): the views of the merged
+//! The read side of analytics (docs/api.md, docs/analytics.md): the views of the merged
 //! window (`window::merged`) under `/api/intelligence/analytics`,
 //! `/api/analytics/*` and `/api/performance/*` (the stream aside), each
 //! derived with the same pure code the hub uses. History comes from the KV

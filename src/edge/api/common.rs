@@ -1,8 +1,8 @@
 //! What every handler shares: the call it gets (`Call`), the handler type
 //! of the route table, and the small helpers more than one resource uses
 //! (reading a JSON body, a subject from the path, a file of the build, the
-//! timestamp format). Imports no resource file and no
-//! other helper of the API.
+//! timestamp format). Imports no resource file; of the API's helpers only
+//! `routing` (the path parameters).
 
 use futures::future::LocalBoxFuture;
 use serde_json::Value;
@@ -20,7 +20,7 @@ use crate::edge::body::read_limited;
 use crate::edge::extract::header;
 use crate::edge::Io;
 
-/// API bodies over this get 413 (SPEC 5).
+/// API bodies over this get 413 (docs/api.md).
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// One request to one route, as its handler gets it. Authentication (the
@@ -105,7 +105,5 @@ pub async fn fetch_asset(env: &Env, path: &str) -> Result<worker::Response, ApiE
     assets.fetch_request(req).await.map_err(failed)
 }
 
-/// The API's timestamps: ISO 8601 in UTC.
-pub fn iso(ms: f64) -> String {
-    String::from(js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms)).to_iso_string())
-}
+/// ISO 8601 in UTC with milliseconds, as JavaScript writes it (the pure one).
+pub use crate::intel::protocol::iso;

@@ -66,8 +66,7 @@ pub async fn merged(env: &Env, hub: &Hub) -> Result<Merged, ApiError> {
             Err(e) => return Err(e.public("analytics_unavailable", "an analytics hub did not answer; retry")),
         }
     }
-    let parts: Vec<ShardPart> =
-        shards.iter().map(|w| ShardPart { slides: &w.slides, hours: &w.hours, totals: &w.totals }).collect();
+    let parts: Vec<ShardPart> = shards.iter().map(|w| w.part.as_shard()).collect();
     let agg = merge_shards(&parts);
     Ok(Merged { agg, shards })
 }
