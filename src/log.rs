@@ -1,6 +1,6 @@
 //! One log line per request (or per alarm), at the top level: `edge::handle`,
-//! the profile and visitor objects' `fetch` and the hub's `alarm` make a
-//! `Log` (the hub's `fetch` and the other alarms note nothing), the code below
+//! each Durable Object's `fetch` and the hub's `alarm` make a `Log` (the
+//! profile and visitor alarms note nothing), the code below
 //! them adds notes to it (a degraded consult, a failed object call, the
 //! origin's failure), and when the `Log` goes out of scope it prints one
 //! structured JSON line, and only if there is something to say: a plain

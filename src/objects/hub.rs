@@ -108,7 +108,12 @@ impl DurableObject for HubObject {
         }
         let op: HubOp = match platform::read_op(&mut req).await {
             Ok(op) => op,
-            Err(e) => return reply(400, &json!({"error": "bad_op", "message": e.to_string()})),
+            Err(e) => {
+                // Only our own isolates call the hub: a malformed op is a bug
+                // (or two versions of the Worker at once), worth a line.
+                Log::new("hub.fetch").error("bad op", &e);
+                return reply(400, &json!({"error": "bad_op", "message": e.to_string()}));
+            }
         };
         let sql = self.state.storage().sql();
         migrate(&sql)?;
