@@ -153,9 +153,13 @@ impl SitePart {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WindowState {
-    /// The slides, hours and totals (the same JSON fields as before: flattened).
-    #[serde(flatten)]
-    pub part: SitePart,
+    /// The slides, hours and totals (a `SitePart`'s fields, written out: with
+    /// `#[serde(flatten)]` serde buffers them, and its buffer cannot read the
+    /// numeric keys of a slide's `asns` map back, so every window with an
+    /// ASN in it failed to parse).
+    pub slides: Vec<Slide>,
+    pub hours: Vec<u64>,
+    pub totals: Totals,
     pub rules: Vec<RuleState>,
     pub stream_clients: usize,
     pub intel_clients: usize,
@@ -175,6 +179,13 @@ pub struct WindowState {
     pub site_evaluated_at: Option<f64>,
     #[serde(default)]
     pub site_failures: u64,
+}
+
+impl WindowState {
+    /// As one part of a whole-site merge (`Aggregator::add_shard`).
+    pub fn as_shard(&self) -> crate::intel::analytics::ShardPart<'_> {
+        crate::intel::analytics::ShardPart { slides: &self.slides, hours: &self.hours, totals: &self.totals }
+    }
 }
 
 /// One KV write a hub made (kept for inspection: one write per key per second).
@@ -263,5 +274,11 @@ mod tests {
         let v = serde_json::to_value(&w).unwrap();
         assert_eq!(v["kvWrites"], serde_json::json!([{"key": "k", "at": 1.0}]));
         assert!(v.get("siteEvaluatedAt").is_some() && v.get("streamClients").is_some());
+        // A window with an ASN (a numeric map key) reads back.
+        let mut slide = Slide::default();
+        slide.asns.insert(3320, Default::default());
+        let w = WindowState { slides: vec![slide.clone()], ..WindowState::default() };
+        let back: WindowState = serde_json::from_str(&serde_json::to_string(&w).unwrap()).unwrap();
+        assert_eq!(back.slides, vec![slide]);
     }
 }

@@ -166,8 +166,11 @@ impl DurableObject for HubObject {
                 let loaded = self.loaded.borrow();
                 let Some(l) = loaded.as_ref() else { return reply(500, &json!({"error": "not_loaded"})) };
                 let (intel_clients, stream_clients) = self.clients();
+                let SitePart { slides, hours, totals } = site_part(l, &config, now);
                 let window = WindowState {
-                    part: site_part(l, &config, now),
+                    slides,
+                    hours,
+                    totals,
                     rules: l.meta.rules.clone(),
                     stream_clients,
                     intel_clients,

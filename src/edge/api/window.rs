@@ -66,7 +66,7 @@ pub async fn merged(env: &Env, hub: &Hub) -> Result<Merged, ApiError> {
             Err(e) => return Err(e.public("analytics_unavailable", "an analytics hub did not answer; retry")),
         }
     }
-    let parts: Vec<ShardPart> = shards.iter().map(|w| w.part.as_shard()).collect();
+    let parts: Vec<ShardPart> = shards.iter().map(|w| w.as_shard()).collect();
     let agg = merge_shards(&parts);
     Ok(Merged { agg, shards })
 }
