@@ -141,6 +141,84 @@ test("calm observations wait FLUSH_CALM_MS so later page views join the batch; a
   }
 });
 
+// Issue 17, item 3: a new subject's first request costs one profile call in
+// fast mode: the consult's call records its observation, and the batch does
+// not send it again. The status follows only when the profile counts it.
+test("fast mode: every request from a new IP costs at most 1.2 profile calls, each observation stored exactly once", async (t) => {
+  const edge = await startEdge({ vars: { FLUSH_INTERVAL_MS: "100" } });
+  const profileCalls = async () => (await edge.api("GET", "/api/intelligence/analytics")).json.isolate.objectCallsByBinding.PROFILES ?? 0;
+  try {
+    const n = 40;
+    const ips = Array.from({ length: n }, (_, i) => `198.51.100.${150 + i}`);
+    const base = await profileCalls();
+    // Four in flight, as concurrent visitors would be.
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        while (next < n) {
+          const ip = ips[next++];
+          const h = await seen(edge, "/products", { cf: BERLIN, ip, headers: BROWSER_HEADERS });
+          assert.equal(h["x-intel-status"], "ok", ip);
+          assert.equal(h["x-threat-score"], "0", "scored with the history before the request");
+        }
+      }),
+    );
+    // Past FLUSH_CALM_MS (1 s here): any batch of these requests would have been sent.
+    await new Promise((r) => setTimeout(r, 2500));
+    const calls = (await profileCalls()) - base;
+    const perSubject = calls / n;
+    t.diagnostic(`PROFILES calls for ${n} new subjects: ${calls} (${perSubject.toFixed(2)} per subject)`);
+    recordCounts("new-subjects", { subjects: n, profileCalls: calls, callsPerNewSubject: perSubject });
+    assert.ok(perSubject <= 1.2, `${perSubject} profile calls per new subject`);
+    for (const ip of ips) {
+      const { json } = await edge.api("GET", `/api/ip-intelligence/${ip}`);
+      assert.equal(json.profile.requestCount, 1, `${ip}: stored exactly once`);
+    }
+    // The subjects' next requests use the cached verdict and are coalesced as before.
+    const before = await profileCalls();
+    for (const ip of ips.slice(0, 5)) await seen(edge, "/cart", { cf: BERLIN, ip, headers: BROWSER_HEADERS });
+    await new Promise((r) => setTimeout(r, 2500));
+    assert.equal((await profileCalls()) - before, 5, "one batch per subject, no consult");
+    for (const ip of ips.slice(0, 5)) {
+      assert.equal((await edge.api("GET", `/api/ip-intelligence/${ip}`)).json.profile.requestCount, 2, ip);
+    }
+  } finally {
+    await edge.close();
+  }
+});
+
+test("fast mode: a new subject's first request answered 404 still counts for not_found_burst", async () => {
+  const edge = await startEdge({ vars: { FLUSH_INTERVAL_MS: "100", NOT_FOUND_BURST: "1" } });
+  const profileCalls = async () => (await edge.api("GET", "/api/intelligence/analytics")).json.isolate.objectCallsByBinding.PROFILES ?? 0;
+  try {
+    const ip = "198.51.100.201";
+    const base = await profileCalls();
+    const res = await edge.send("/status/404", { cf: BERLIN, ip, headers: BROWSER_HEADERS });
+    await res.arrayBuffer();
+    assert.equal(res.status, 404);
+    // The consult recorded the request and the 404 followed it (the profile
+    // counts it): two calls, nothing batched.
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal((await profileCalls()) - base, 2);
+    const { json } = await eventually(async () => {
+      const r = await edge.api("GET", `/api/ip-intelligence/${ip}`);
+      return r.json?.metrics?.originStatusInWindow?.["404"] === 1 ? r : null;
+    });
+    assert.equal(json.profile.requestCount, 1, "observed once");
+    assert.ok(json.profile.alerts.some((a) => a.type === "not_found_burst"), JSON.stringify(json.profile.alerts));
+    // The status's answer refreshed the isolate's verdict: the next request carries the signal.
+    const h = await seen(edge, "/products", { cf: BERLIN, ip, headers: BROWSER_HEADERS });
+    assert.match(h["x-risk-reasons"], /not_found_burst/);
+    const later = await eventually(async () => {
+      const r = await edge.api("GET", `/api/ip-intelligence/${ip}`);
+      return r.json?.profile?.requestCount === 2 ? r.json : null;
+    });
+    assert.equal(later.metrics.originStatusInWindow["404"], 1, "the 404 counted once");
+  } finally {
+    await edge.close();
+  }
+});
+
 test("a POSTed threat_detected of 95 makes the next request critical", async () => {
   const edge = await startEdge({ vars: { RISK_MODE: "consistent" } });
   try {

@@ -4,6 +4,11 @@
 //!   profile signals need: paths, statuses, places, times, all kept);
 //! - analytics samples of all subjects go to their hub shard.
 //!
+//! In fast mode a request whose consult missed the verdict cache was
+//! recorded by the consult itself (`consult::fast`, one call per new
+//! subject): it is not queued again; its answer follows (`status`) only when
+//! the profile counts it (`outcome::needs_follow_up`).
+//!
 //! A batch is flushed `FLUSH_INTERVAL_MS` after it opened, or at once when it
 //! is full. One object call per batch instead of per request (measured: ~3x
 //! the throughput, issue #3). A subject's batch that holds only calm
@@ -305,9 +310,22 @@ async fn flush(env: &Env, cache: &Consult, target: &Target, items: Items) {
     });
 }
 
-/// Sends the outcome of a request of `id` at `at` recorded before deciding
-/// (consistent mode): the origin's status, or the edge's enforcement action.
-pub async fn status(env: Env, id: Identity, at: f64, answer: Answer) {
+/// Events a fast consult's recording published (forwarded to the hub in the
+/// record phase: `forward_events`).
+#[derive(Default)]
+pub struct Recorded {
+    pub updates: Vec<Update>,
+    pub alerts: Vec<AlertNotice>,
+}
+
+/// Sends the outcome of a request of `id` at `at` whose observation was
+/// recorded before it was answered: the origin's status, or the edge's
+/// enforcement action. Consistent mode sends every answer (its events go to
+/// the hub at once); fast mode (`cache`: the verdict cache's settings) only
+/// the answers the profile counts (`outcome::needs_follow_up`), after a
+/// consult that recorded a new subject's first request, and its answer
+/// refreshes the cache and joins this isolate's hub report.
+pub async fn status(env: Env, id: Identity, at: f64, answer: Answer, cache: Option<Consult>) {
     let action = match answer {
         Answer::Enforced { action, .. } => Some(action.as_str().to_string()),
         _ => None,
@@ -315,11 +333,44 @@ pub async fn status(env: Env, id: Identity, at: f64, answer: Answer) {
     let subject = id.key.as_str().to_string();
     let op = ProfileOp::Status { subject: subject.clone(), ip: id.display, at, status: answer.status(), action };
     match call_object::<_, ObserveReply>(&env, bindings::PROFILES, &subject, &op).await {
-        Ok((_, Some(r))) => publish_now(&env, r.updates, r.alerts).await,
+        Ok((200, Some(r))) => match cache {
+            Some(cache) => {
+                remember(&cache, &subject, r.verdict);
+                forward_published(&env, r.updates, r.alerts).await;
+            }
+            None => publish_now(&env, r.updates, r.alerts).await,
+        },
         Ok(_) => {}
         Err(e) => {
             log::background("edge.after", "status record failed", e);
             count_dropped(1);
         }
     }
+}
+
+/// The answer of a fast consult that outlived the request's budget (it still
+/// carried the request's observation): fills the verdict cache and forwards
+/// what the recording published; a failed one loses the observation, counted.
+pub async fn late_consult(env: &Env, cache: &Consult, key: &str, answer: Result<ObserveReply, Error>) {
+    match answer {
+        Ok(r) => {
+            remember(cache, key, r.verdict);
+            forward_published(env, r.updates, r.alerts).await;
+        }
+        Err(e) => {
+            log::background("edge.after", "late consult failed, its observation is lost", e);
+            count_dropped(1);
+        }
+    }
+}
+
+/// Adds what a fast consult's recording published to this isolate's hub
+/// report (called after the request's sample is queued, so the report is
+/// usually open: no hub call of its own).
+pub fn forward_events(io: Io<'_>, recorded: Recorded) {
+    if recorded.updates.is_empty() && recorded.alerts.is_empty() {
+        return;
+    }
+    let env = io.env.clone();
+    io.ctx.wait_until(async move { forward_published(&env, recorded.updates, recorded.alerts).await });
 }

@@ -44,7 +44,7 @@ use crate::intel::signals::{self, Reason, Signal};
 use crate::intel::signature;
 use crate::intel::travel::TravelFinding;
 
-use super::record::Batching;
+use super::record::{Batching, Recorded};
 use super::visitor::Visitor;
 use super::{consult, extract, forward, lists, record, respond, visitor, Io};
 
@@ -83,6 +83,9 @@ struct Found {
     status: IntelStatus,
     travel: Option<TravelFinding>,
     consulted: Consulted,
+    /// Fast mode: the consult's call recorded this request's observation
+    /// (a cache miss); holds what that published, for the hub.
+    recorded: Option<Recorded>,
 }
 
 /// The score phase's result.
@@ -104,6 +107,11 @@ pub async fn handle(req: &Request, io: Io<'_>, config: &Config) -> Response {
         // FAIL_MODE=closed: the operator prefers no answer to an unscored
         // one. Counted (degraded and fail-closed), so the degraded-share alert sees it.
         record_sample(&rc, &found, &scored, &Answer::FailedClosed);
+        // A consult that recorded the observation (stale lists fail closed
+        // too) published events all the same.
+        if let Some(recorded) = found.recorded {
+            record::forward_events(rc.io, recorded);
+        }
         let e = Error::fail_closed();
         log.failed("decide", &e);
         note_subject(&rc);
@@ -120,7 +128,7 @@ pub async fn handle(req: &Request, io: Io<'_>, config: &Config) -> Response {
         Action::Forward => Answer::Forwarded { status, latency_ms: now_ms() - sent },
         _ => Answer::Enforced { action, status },
     };
-    record(&rc, &found, &scored, obs, &answer);
+    record(&rc, found, &scored, obs, &answer);
     let response = match result {
         Ok(res) => res,
         Err(e) => {
@@ -177,7 +185,8 @@ fn identify(rc: &mut RequestCtx) {
 /// Phase 3: the allow/block lists (a block-listed request carries the
 /// `blocklisted` signal from here on), then the profile and the visitor's
 /// travel, concurrently, within the mode's budget. Also returns the
-/// observation of the request (consistent mode records it while consulting).
+/// observation of the request (consistent mode records it while consulting;
+/// fast mode when the verdict cache misses: `Found::recorded`).
 async fn consult(rc: &mut RequestCtx<'_>) -> (Found, Observation) {
     let lists = lists::effective(rc.io, &rc.config.lists, &rc.config.consult).await;
     if let Some(e) = &lists.error {
@@ -189,27 +198,33 @@ async fn consult(rc: &mut RequestCtx<'_>) -> (Found, Observation) {
     }
     let visitor = rc.visitor.as_ref().map(|v| v.key.as_str());
     let obs = outcome::observation(rc.started, &rc.request, &rc.cf, &rc.signals, visitor);
-    let (profile, status, travel, consult) = match &rc.identity {
-        None => (ProfileVerdict::unknown_subject(), IntelStatus::Ok, None, Consult::Cached),
+    let (profile, status, travel, consult, recorded) = match &rc.identity {
+        None => (ProfileVerdict::unknown_subject(), IntelStatus::Ok, None, Consult::Cached, None),
         Some(id) => consult_profile(rc, id, &obs).await,
     };
     // Time only advances across I/O in Workers, so this is the consult's I/O wait.
     let consulted = Consulted { consult, consult_ms: now_ms() - rc.started, lists_stale: !lists.fresh };
-    (Found { list, profile, status, travel, consulted }, obs)
+    (Found { list, profile, status, travel, consulted, recorded }, obs)
 }
 
-/// The profile verdict and the visitor's travel finding, asked concurrently.
+/// The profile verdict and the visitor's travel finding, asked concurrently;
+/// with whether the consult recorded the observation (fast mode).
 async fn consult_profile(
     rc: &RequestCtx<'_>,
     id: &Identity,
     obs: &Observation,
-) -> (ProfileVerdict, IntelStatus, Option<TravelFinding>, Consult) {
+) -> (ProfileVerdict, IntelStatus, Option<TravelFinding>, Consult, Option<Recorded>) {
     let (io, settings) = (rc.io, &rc.config.consult);
     let subject = &id.key;
     let profile = async {
         match settings.mode {
-            RiskMode::Fast => consult::fast(io, settings, subject).await,
-            RiskMode::Consistent => consult::consistent(io, settings, id, obs.clone()).await.map(|v| (v, false)),
+            RiskMode::Fast => {
+                let answer = consult::fast(io, settings, id, obs).await;
+                (answer.verdict, answer.recorded)
+            }
+            RiskMode::Consistent => {
+                (consult::consistent(io, settings, id, obs.clone()).await.map(|v| (v, false)), None)
+            }
         }
     };
     let sighting = rc
@@ -246,15 +261,15 @@ async fn consult_profile(
             }
         }
     };
-    let (profile, travel) = join(profile, travel).await;
+    let ((profile, recorded), travel) = join(profile, travel).await;
     match profile {
-        Ok((v, cached)) => (v, IntelStatus::Ok, travel, if cached { Consult::Cached } else { Consult::Ok }),
+        Ok((v, cached)) => (v, IntelStatus::Ok, travel, if cached { Consult::Cached } else { Consult::Ok }, recorded),
         Err(e) => {
             // Every error here is the platform's (`Error::fails_open`): the
             // request goes on without the profile, degraded.
             io.log.warn("consult", &e);
             let outcome = if e.timed_out { Consult::Timeout } else { Consult::Error };
-            (ProfileVerdict::unknown_subject(), IntelStatus::Degraded, travel, outcome)
+            (ProfileVerdict::unknown_subject(), IntelStatus::Degraded, travel, outcome, recorded)
         }
     }
 }
@@ -332,19 +347,30 @@ fn respond(rc: &RequestCtx, action: Action) -> Response {
 
 /// Phase 7: the sample for the analytics and the observation for the
 /// profile, after the response (`ctx.wait_until`, coalesced: `record`).
-fn record(rc: &RequestCtx, found: &Found, scored: &Scored, obs: Observation, answer: &Answer) {
+/// Fast mode queues the observation with its answer unless the consult
+/// already recorded it (a cache miss: docs/profiles.md, "One call per new
+/// subject"); then only an answer the profile counts follows it.
+fn record(rc: &RequestCtx, found: Found, scored: &Scored, obs: Observation, answer: &Answer) {
     let Some(id) = &rc.identity else { return };
-    record_sample(rc, found, scored, answer);
-    match rc.config.consult.mode {
-        RiskMode::Fast => {
+    record_sample(rc, &found, scored, answer);
+    let io = rc.io;
+    match (rc.config.consult.mode, found.recorded) {
+        (RiskMode::Fast, None) => {
             let obs = outcome::answered(obs, answer);
             let low = scored.level == Level::Low;
-            record::observation(rc.io, rc.batching(), id, obs, low);
+            record::observation(io, rc.batching(), id, obs, low);
+        }
+        (RiskMode::Fast, Some(recorded)) => {
+            // After the sample: the events join the hub report it opened.
+            record::forward_events(io, recorded);
+            if outcome::needs_follow_up(answer) {
+                let cache = Some(rc.config.consult.clone());
+                io.ctx.wait_until(record::status(io.env.clone(), id.clone(), rc.started, *answer, cache));
+            }
         }
         // The observation itself was recorded before forwarding (consult).
-        RiskMode::Consistent => {
-            let op = record::status(rc.io.env.clone(), id.clone(), rc.started, *answer);
-            rc.io.ctx.wait_until(op);
+        (RiskMode::Consistent, _) => {
+            io.ctx.wait_until(record::status(io.env.clone(), id.clone(), rc.started, *answer, None));
         }
     }
 }

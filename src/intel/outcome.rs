@@ -9,7 +9,7 @@ use crate::intel::analytics::{Consult, Sample};
 use crate::intel::enforce::Action;
 use crate::intel::events::Location;
 use crate::intel::facts::{CfFacts, RequestFacts};
-use crate::intel::profile::Observation;
+use crate::intel::profile::{counts_status, Observation};
 use crate::intel::signals::{self, Reason, Signal};
 use crate::intel::travel::Sighting;
 
@@ -92,6 +92,20 @@ pub fn answered(mut obs: Observation, answer: &Answer) -> Observation {
     obs
 }
 
+/// Whether the answer to a request whose observation was recorded before it
+/// was answered (the fast-mode consult on a cache miss) must follow it to the
+/// profile: an enforced action always (the profile counts it), an origin
+/// status only when the profile counts it (`profile::counts_status`: 401/403,
+/// 404, 429, 5xx). The latency is never sent: the profile does not use it.
+/// A fail-closed answer has neither.
+pub fn needs_follow_up(answer: &Answer) -> bool {
+    match answer {
+        Answer::Forwarded { status, .. } => counts_status(*status),
+        Answer::Enforced { .. } => true,
+        Answer::FailedClosed => false,
+    }
+}
+
 /// The analytics sample of one request of `subject`, scored `risk`.
 pub fn sample(
     at: f64,
@@ -169,6 +183,20 @@ mod tests {
     }
 
     const OK: Consulted = Consulted { consult: Consult::Ok, consult_ms: 7.0, lists_stale: false };
+
+    #[test]
+    fn only_answers_the_profile_counts_follow_a_recorded_observation() {
+        let fwd = |status| Answer::Forwarded { status, latency_ms: 30.0 };
+        for s in [200, 204, 301, 304, 400, 410, 418] {
+            assert!(!needs_follow_up(&fwd(s)), "{s}");
+        }
+        for s in [401, 403, 404, 429, 500, 502, 503, 504] {
+            assert!(needs_follow_up(&fwd(s)), "{s}");
+        }
+        assert!(needs_follow_up(&Answer::Enforced { action: Action::Challenge, status: 403 }));
+        assert!(needs_follow_up(&Answer::Enforced { action: Action::Block, status: 403 }));
+        assert!(!needs_follow_up(&Answer::FailedClosed));
+    }
 
     #[test]
     fn an_enforced_answer_is_an_action_not_an_origin_status() {

@@ -676,6 +676,16 @@ impl Profile {
     }
 }
 
+/// Whether the profile counts an origin status (`Profile::observe`,
+/// `Profile::record_status`): 401/403, 404, 429 and 5xx feed its burst
+/// counters and signals; any other status (2xx, 3xx, the other 4xx) changes
+/// nothing but the status itself, which is not stored. The fast-mode consult
+/// that records a request before its answer is known sends the answer
+/// afterwards only when this (or an enforced action) says it matters.
+pub fn counts_status(status: u16) -> bool {
+    matches!(status, 401 | 403 | 404 | 429 | 500..=599)
+}
+
 /// Left in a subject's object after an erasure: observations, statuses,
 /// events and travel findings from before `erased_at` are dropped, so a
 /// batch still pending in another isolate cannot re-create what was erased.
@@ -772,6 +782,20 @@ mod tests {
             action: None,
             visitor: None,
             admin_auth_failed: false,
+        }
+    }
+
+    #[test]
+    fn counts_status_names_exactly_the_statuses_the_profile_counts() {
+        // What the fast-mode consult's status follow-up relies on: a status
+        // `counts_status` calls uncounted leaves the profile as it was.
+        let r = rules();
+        for status in 100..=599u16 {
+            let mut p = Profile::new("s", "s", T0);
+            let before = p.clone();
+            p.record_status(status, T0, &r);
+            let changed = p != before;
+            assert_eq!(changed, counts_status(status), "status {status}");
         }
     }
 

@@ -46,6 +46,14 @@ pub enum ProfileOp {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         action: Option<String>,
     },
+    /// The fast-mode consult of a subject the isolate has no verdict for:
+    /// records this request's observation (its answer not known yet: the
+    /// request path sends a `Status` only when the profile counts it) and
+    /// answers `ObserveReply` with `before`, the verdict this request is
+    /// scored with (history before it, as a cached verdict would be), and
+    /// `verdict`, the one after it, for the isolate's cache. One object call
+    /// for a new subject's first sight instead of a `Verdict` and a batch.
+    Consult { subject: String, ip: String, observation: Box<Observation> },
     /// The current verdict, without recording anything.
     Verdict,
     /// Validated events pushed through the API.
@@ -65,6 +73,9 @@ pub enum ProfileOp {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObserveReply {
     pub verdict: ProfileVerdict,
+    /// `Consult` only: the verdict before the recorded observation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<ProfileVerdict>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub updates: Vec<Update>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -228,6 +239,7 @@ mod tests {
                 status: 403,
                 action: Some("challenge".into()),
             },
+            ProfileOp::Consult { subject: "s".into(), ip: "1.2.3.4".into(), observation: Box::default() },
             ProfileOp::Verdict,
             ProfileOp::Events { subject: "s".into(), ip: "1.2.3.4".into(), events: vec![] },
             ProfileOp::Get,
@@ -238,9 +250,14 @@ mod tests {
             assert_eq!(serde_json::from_str::<ProfileOp>(&text).unwrap(), op, "{text}");
         }
         assert!(serde_json::from_str::<ProfileOp>(r#"{"explode":{}}"#).is_err());
-        let reply = ObserveReply { verdict: ProfileVerdict::unknown_subject(), updates: vec![], alerts: vec![] };
+        let reply =
+            ObserveReply { verdict: ProfileVerdict::unknown_subject(), before: None, updates: vec![], alerts: vec![] };
         let text = serde_json::to_string(&reply).unwrap();
         assert_eq!(serde_json::from_str::<ObserveReply>(&text).unwrap(), reply);
+        assert!(!text.contains("before"), "an Observe reply keeps its form: {text}");
+        let consulted = ObserveReply { before: Some(ProfileVerdict::unknown_subject()), ..reply };
+        let text = serde_json::to_string(&consulted).unwrap();
+        assert_eq!(serde_json::from_str::<ObserveReply>(&text).unwrap(), consulted);
     }
 
     #[test]

@@ -96,7 +96,7 @@ impl DurableObject for ProfileObject {
             ProfileOp::Observe { subject, ip, observations } => {
                 let observations: Vec<_> = observations.into_iter().filter(|o| !erased(o.at)).collect();
                 if observations.is_empty() {
-                    return reply(200, &self.dropped(&config.rules, &config.weights, now)?);
+                    return reply(200, &dropped(self.current(&config.rules, &config.weights, now)?));
                 }
                 let (verdict, published) = self.update(&config, now, &subject, &ip, |p| {
                     let mut all = Changes::default();
@@ -108,9 +108,20 @@ impl DurableObject for ProfileObject {
                 self.arm_alarm(config.profile_ttl_ms).await?;
                 reply(200, &self.answer(verdict, published))
             }
+            ProfileOp::Consult { subject, ip, observation } => {
+                // The verdict this request is scored with: the history before it.
+                let before = self.current(&config.rules, &config.weights, now)?;
+                if erased(observation.at) {
+                    return reply(200, &ObserveReply { before: Some(before.clone()), ..dropped(before) });
+                }
+                let (verdict, published) =
+                    self.update(&config, now, &subject, &ip, |p| p.observe(&observation, &config.rules))?;
+                self.arm_alarm(config.profile_ttl_ms).await?;
+                reply(200, &ObserveReply { before: Some(before), ..self.answer(verdict, published) })
+            }
             ProfileOp::Status { subject, ip, at, status, action } => {
                 if erased(at) {
-                    return reply(200, &self.dropped(&config.rules, &config.weights, now)?);
+                    return reply(200, &dropped(self.current(&config.rules, &config.weights, now)?));
                 }
                 let (verdict, published) = self.update(&config, now, &subject, &ip, |p| match &action {
                     Some(a) => p.record_enforcement(a, at, &config.rules),
@@ -123,7 +134,7 @@ impl DurableObject for ProfileObject {
             ProfileOp::Events { subject, ip, events } => {
                 let events: Vec<_> = events.into_iter().filter(|e| !erased(e.timestamp)).collect();
                 if events.is_empty() {
-                    return reply(200, &self.dropped(&config.rules, &config.weights, now)?);
+                    return reply(200, &dropped(self.current(&config.rules, &config.weights, now)?));
                 }
                 let (verdict, published) = self.update(&config, now, &subject, &ip, |p| {
                     let mut all = Changes::default();
@@ -139,7 +150,7 @@ impl DurableObject for ProfileObject {
             }
             ProfileOp::Travel { subject, ip, finding } => {
                 if erased(finding.at) {
-                    return reply(200, &self.dropped(&config.rules, &config.weights, now)?.verdict);
+                    return reply(200, &self.current(&config.rules, &config.weights, now)?);
                 }
                 let (verdict, published) =
                     self.update(&config, now, &subject, &ip, |p| p.apply_travel(&finding, now, &config.rules))?;
@@ -147,15 +158,7 @@ impl DurableObject for ProfileObject {
                 self.publish(published, &log).await;
                 reply(200, &verdict)
             }
-            ProfileOp::Verdict => {
-                self.ensure_loaded()?;
-                let v = self
-                    .cached
-                    .borrow()
-                    .as_ref()
-                    .and_then(|p| p.as_ref().map(|p| p.verdict(now, &config.rules, &config.weights)));
-                reply(200, &v.unwrap_or_else(ProfileVerdict::unknown_subject))
-            }
+            ProfileOp::Verdict => reply(200, &self.current(&config.rules, &config.weights, now)?),
             ProfileOp::Get => {
                 self.ensure_loaded()?;
                 let cached = self.cached.borrow();
@@ -328,7 +331,7 @@ impl ProfileObject {
     /// its batched report (one hub call per isolate flush, not per batch).
     fn answer(&self, verdict: ProfileVerdict, p: Published) -> ObserveReply {
         sockets::broadcast(&self.state, SUBJECT_TAG, &self.subscribers, &p.updates, &p.alerts);
-        ObserveReply { verdict, updates: p.updates, alerts: p.alerts }
+        ObserveReply { verdict, before: None, updates: p.updates, alerts: p.alerts }
     }
 
     /// Sends new events and alerts to this subject's own sockets and to the
@@ -386,18 +389,23 @@ impl ProfileObject {
         Ok(t)
     }
 
-    /// The answer to a write the tombstone dropped entirely: the current
-    /// verdict, nothing published, nothing stored.
-    fn dropped(&self, rules: &ProfileRules, weights: &Weights, now: f64) -> Result<ObserveReply> {
+    /// The current verdict (an unknown subject's when nothing is stored),
+    /// without writing anything.
+    fn current(&self, rules: &ProfileRules, weights: &Weights, now: f64) -> Result<ProfileVerdict> {
         self.ensure_loaded()?;
-        let verdict = self
+        Ok(self
             .cached
             .borrow()
             .as_ref()
             .and_then(|p| p.as_ref().map(|p| p.verdict(now, rules, weights)))
-            .unwrap_or_else(ProfileVerdict::unknown_subject);
-        Ok(ObserveReply { verdict, updates: Vec::new(), alerts: Vec::new() })
+            .unwrap_or_else(ProfileVerdict::unknown_subject))
     }
+}
+
+/// The answer to a write the tombstone dropped entirely: the current
+/// verdict, nothing published, nothing stored.
+fn dropped(verdict: ProfileVerdict) -> ObserveReply {
+    ObserveReply { verdict, before: None, updates: Vec::new(), alerts: Vec::new() }
 }
 
 /// What one update publishes.
