@@ -93,40 +93,37 @@ pub async fn insights(c: Call<'_>) -> Result<Response, ApiError> {
     ))
 }
 
+/// One view of the window with the window's shape and the time.
+fn view_reply(c: &Call<'_>, name: &str, value: Value, now: f64) -> Response {
+    let mut body = serde_json::Map::new();
+    body.insert(name.to_string(), value);
+    body.insert("window".into(), window_json(&c.config.analytics));
+    body.insert("timestamp".into(), json!(iso(now)));
+    respond::json(200, &Value::Object(body))
+}
+
 /// `GET /api/analytics/patterns`.
 pub async fn patterns(c: Call<'_>) -> Result<Response, ApiError> {
     let (views, now) = views(&c).await?;
-    Ok(respond::json(
-        200,
-        &json!({"patterns": views.patterns, "window": window_json(&c.config.analytics), "timestamp": iso(now)}),
-    ))
+    Ok(view_reply(&c, "patterns", json!(views.patterns), now))
 }
 
 /// `GET /api/analytics/trends`.
 pub async fn trends(c: Call<'_>) -> Result<Response, ApiError> {
     let (views, now) = views(&c).await?;
-    Ok(respond::json(
-        200,
-        &json!({"trends": views.trends, "window": window_json(&c.config.analytics), "timestamp": iso(now)}),
-    ))
+    Ok(view_reply(&c, "trends", json!(views.trends), now))
 }
 
 /// `GET /api/analytics/anomalies`.
 pub async fn anomalies(c: Call<'_>) -> Result<Response, ApiError> {
     let (views, now) = views(&c).await?;
-    Ok(respond::json(
-        200,
-        &json!({"anomalies": views.anomalies, "window": window_json(&c.config.analytics), "timestamp": iso(now)}),
-    ))
+    Ok(view_reply(&c, "anomalies", json!(views.anomalies), now))
 }
 
 /// `GET /api/analytics/correlations`.
 pub async fn correlations(c: Call<'_>) -> Result<Response, ApiError> {
     let (views, now) = views(&c).await?;
-    Ok(respond::json(
-        200,
-        &json!({"correlations": views.correlations, "window": window_json(&c.config.analytics), "timestamp": iso(now)}),
-    ))
+    Ok(view_reply(&c, "correlations", json!(views.correlations), now))
 }
 
 /// `GET /api/performance/health`: the window's health (firing alerts, error
