@@ -74,6 +74,10 @@ pub struct Config {
     /// `PROFILE_TTL_DAYS` (decimals allowed): a profile or visitor without
     /// activity this long is deleted by its object's alarm. Kept in ms.
     pub profile_ttl_ms: f64,
+    /// New subjects per /48 and per ASN, and how long a subject seen once is kept.
+    pub subjects: Subjects,
+    /// `DATA_JURISDICTION`: where every Durable Object is created (`None`: anywhere).
+    pub jurisdiction: Option<Jurisdiction>,
     /// Identifying a visitor for impossible travel.
     pub visitor: Visitor,
     /// `MAX_EVENT_BATCH`: events per `POST /api/events`.
@@ -131,6 +135,34 @@ pub struct Flush {
     pub calm_ms: u32,
     /// `FLUSH_MAX_BATCH`: a batch this full is sent at once.
     pub max_batch: usize,
+}
+
+/// How new subjects are admitted and kept (docs/profiles.md, "Rotation
+/// budget" and "Retention").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Subjects {
+    /// `ROTATION_BUDGET_PER_48` and `ROTATION_BUDGET_PER_ASN` (0: no budget).
+    pub rotation: crate::intel::rotation::Budget,
+    /// `SEEN_ONCE_TTL_HOURS` in ms, never above `PROFILE_TTL_DAYS`: a profile
+    /// of one quiet request is deleted this long after it.
+    pub seen_once_ttl_ms: f64,
+}
+
+/// `DATA_JURISDICTION`: the jurisdiction every Durable Object id is made in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jurisdiction {
+    Eu,
+    FedRamp,
+}
+
+impl Jurisdiction {
+    /// The platform's name (`DurableObjectNamespace.jurisdiction(name)`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Jurisdiction::Eu => "eu",
+            Jurisdiction::FedRamp => "fedramp",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -299,6 +331,22 @@ impl Config {
             memory_ms: TRAVEL_MEMORY_MS,
         };
         let profile_ttl_ms = raw.number("PROFILE_TTL_DAYS")? * 86_400_000.0;
+        let subjects = Subjects {
+            rotation: crate::intel::rotation::Budget {
+                per_48: raw.int("ROTATION_BUDGET_PER_48")? as u32,
+                per_asn: raw.int("ROTATION_BUDGET_PER_ASN")? as u32,
+            },
+            // A short retention longer than the normal one would make no sense.
+            seen_once_ttl_ms: (raw.number("SEEN_ONCE_TTL_HOURS")? * 3_600_000.0).min(profile_ttl_ms),
+        };
+        let jurisdiction = match text("DATA_JURISDICTION")? {
+            None => None,
+            Some("eu") => Some(Jurisdiction::Eu),
+            Some("fedramp") => Some(Jurisdiction::FedRamp),
+            Some(v) => {
+                return Err(err("DATA_JURISDICTION", format!("`{v}` is not eu or fedramp (unset: no jurisdiction)")))
+            }
+        };
         let max_stream_clients = raw.int("MAX_STREAM_CLIENTS")? as usize;
         let stream_ticket_ttl_ms = raw.int("STREAM_TICKET_TTL_SECONDS")? as f64 * 1000.0;
         let max_event_batch = raw.int("MAX_EVENT_BATCH")? as usize;
@@ -381,6 +429,8 @@ impl Config {
             rules,
             travel,
             profile_ttl_ms,
+            subjects,
+            jurisdiction,
             visitor: Visitor { cookie: visitor_cookie, set_cookie: set_visitor_cookie },
             max_event_batch,
             streams: Streams { max_clients: max_stream_clients, ticket_ttl_ms: stream_ticket_ttl_ms },
@@ -528,6 +578,11 @@ mod tests {
             rules: ProfileRules::default(),
             travel: TravelRules { max_kmh: 900.0, min_km: 500.0, memory_ms: 3_600_000.0 },
             profile_ttl_ms: 30.0 * 86_400_000.0,
+            subjects: Subjects {
+                rotation: crate::intel::rotation::Budget { per_48: 16, per_asn: 600 },
+                seen_once_ttl_ms: 24.0 * 3_600_000.0,
+            },
+            jurisdiction: None,
             visitor: Visitor { cookie: None, set_cookie: false },
             max_event_batch: 500,
             streams: Streams { max_clients: 10_000, ticket_ttl_ms: 60_000.0 },
@@ -552,6 +607,23 @@ mod tests {
         assert_eq!(c.intel_prefix, "/_intel");
         assert_eq!(c.weights.get(Reason::TorExit), 45);
         assert!(c.signals.country_risk.is_empty());
+    }
+
+    #[test]
+    fn jurisdiction_and_subject_settings() {
+        assert_eq!(parse(&[]).unwrap().jurisdiction, None);
+        assert_eq!(parse(&[("DATA_JURISDICTION", "eu")]).unwrap().jurisdiction, Some(Jurisdiction::Eu));
+        assert_eq!(parse(&[("DATA_JURISDICTION", " fedramp ")]).unwrap().jurisdiction, Some(Jurisdiction::FedRamp));
+        assert_eq!(parse(&[("DATA_JURISDICTION", "")]).unwrap().jurisdiction, None, "empty is unset");
+        let e = parse(&[("DATA_JURISDICTION", "us")]).unwrap_err();
+        assert_eq!(e.to_string(), "invalid DATA_JURISDICTION: `us` is not eu or fedramp (unset: no jurisdiction)");
+        let c = parse(&[("ROTATION_BUDGET_PER_48", "0"), ("ROTATION_BUDGET_PER_ASN", "50")]).unwrap();
+        assert_eq!((c.subjects.rotation.per_48, c.subjects.rotation.per_asn), (0, 50));
+        // The short retention never outlasts the normal one.
+        let c = parse(&[("SEEN_ONCE_TTL_HOURS", "100"), ("PROFILE_TTL_DAYS", "1")]).unwrap();
+        assert_eq!(c.subjects.seen_once_ttl_ms, 86_400_000.0);
+        let c = parse(&[("SEEN_ONCE_TTL_HOURS", "0.5")]).unwrap();
+        assert_eq!(c.subjects.seen_once_ttl_ms, 1_800_000.0);
     }
 
     #[test]
@@ -653,6 +725,11 @@ mod tests {
             ("FLUSH_INTERVAL_MS", "1e3"),
             ("VELOCITY_RPM", "-5"),
             ("PROFILE_TTL_DAYS", "0"),
+            ("SEEN_ONCE_TTL_HOURS", "0"),
+            ("ROTATION_BUDGET_PER_48", "-1"),
+            ("ROTATION_BUDGET_PER_ASN", "many"),
+            ("DATA_JURISDICTION", "us"),
+            ("DATA_JURISDICTION", "EU"),
             ("VISITOR_COOKIE", "a b"),
             ("SET_VISITOR_COOKIE", "true"),
             ("ANALYTICS_WINDOW_SECONDS", "30"),

@@ -1,14 +1,16 @@
 //! Small platform helpers shared by the request path and the objects:
-//! the cached configuration, calling an object with a JSON op, JSON
-//! responses for object replies. Only compiled for wasm32.
+//! the cached configuration, reaching an object (`object_stub`: every
+//! Durable Object id is made there, in `DATA_JURISDICTION`), calling an
+//! object with a JSON op, JSON responses for object replies. Only compiled
+//! for wasm32.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use wasm_bindgen::JsValue;
-use worker::{Env, Request, Response};
+use wasm_bindgen::{JsCast, JsValue};
+use worker::{Env, ObjectNamespace, Request, Response, Stub};
 
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
@@ -98,9 +100,41 @@ pub async fn call_object<Op: Serialize, T: DeserializeOwned>(
     Ok((status, text.and_then(|t| serde_json::from_str(&t).ok())))
 }
 
+/// The stub of the object named `name` of binding `binding`: the one place
+/// an object id is made (`call_object`, the stream routes, and any new
+/// namespace), so that with `DATA_JURISDICTION` every object is created and
+/// found in that jurisdiction. Changing the setting changes every id: the
+/// objects made before are not found again (docs/DEPLOY.md).
+pub fn object_stub(env: &Env, binding: &str, name: &str) -> Result<Stub, Error> {
+    let config = config(env).map_err(|e| Error::config(&e))?;
+    let ns = env.durable_object(binding)?;
+    let ns = match config.jurisdiction {
+        None => ns,
+        Some(j) => in_jurisdiction(&ns, j.as_str())?,
+    };
+    Ok(ns.get_by_name(name)?)
+}
+
+/// `namespace.jurisdiction(j)`: workers-rs 0.8.7 has no binding for it (only
+/// `unique_id_with_jurisdiction`, and our objects are named), so it is called
+/// on the JS object. A runtime without it, or refusing it, is an error:
+/// never an object quietly made outside the jurisdiction.
+fn in_jurisdiction(ns: &ObjectNamespace, j: &str) -> Result<ObjectNamespace, Error> {
+    let raw: &JsValue = ns.as_ref();
+    let f = js_sys::Reflect::get(raw, &JsValue::from_str("jurisdiction"))
+        .ok()
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+        .ok_or_else(|| Error::platform("this runtime's Durable Object namespaces have no jurisdiction()"))?;
+    let scoped = f.call1(raw, &JsValue::from_str(j)).map_err(|e| {
+        let why = e.dyn_into::<js_sys::Error>().map_or_else(|e| format!("{e:?}"), |e| String::from(e.message()));
+        Error::platform(format!("jurisdiction(\"{j}\") refused: {why}"))
+    })?;
+    Ok(ObjectNamespace::unchecked_from_js(scoped))
+}
+
 async fn call_object_text(env: &Env, binding: &str, name: &str, body: &str) -> Result<(u16, Option<String>), Error> {
     count_call(binding);
-    let stub = env.durable_object(binding)?.get_by_name(name)?;
+    let stub = object_stub(env, binding, name)?;
     let req = new_request("https://object/op", "POST", &[], Some(body))?;
     let mut res = stub.fetch_with_request(req).await?;
     let status = res.status_code();

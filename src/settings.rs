@@ -115,6 +115,11 @@ pub static SETTINGS: &[Setting] = &[
     s("THREAT_HALF_LIFE_MIN", Some("360"), int(1, 525_600), "minutes for a profile's threat score to halve without new signals"),
     s("REPUTATION_HALF_LIFE_MIN", Some("1440"), int(1, 525_600), "minutes for the reputation score to move half way back to 50"),
     s("PROFILE_TTL_DAYS", Some("30"), Kind::Number { max: 3650.0, what: "a number of days" }, "delete a profile (and a visitor) after this long without activity; decimals allowed, e.g. `0.5`"),
+    s("SEEN_ONCE_TTL_HOURS", Some("24"), Kind::Number { max: 87_600.0, what: "a number of hours" }, "a profile seen once (one request, no signal, no event) is deleted this long after it, unless a second request or any signal or event makes it a normal profile (kept `PROFILE_TTL_DAYS`); never longer than `PROFILE_TTL_DAYS`; decimals allowed"),
+    // Subjects: rotation budget and where objects live.
+    s("ROTATION_BUDGET_PER_48", Some("16"), int(0, 1_000_000), "new IPv6 /64 subjects per /48 per minute one isolate creates; past it a new /64's requests go to the /48's profile with `subnet_rotation` (0 = no budget)"),
+    s("ROTATION_BUDGET_PER_ASN", Some("600"), int(0, 1_000_000), "new subjects per ASN per minute one isolate creates; past it a new IPv6 /64 goes to its /48, a new IPv4 address to its /24, with `subnet_rotation` (0 = no budget)"),
+    s("DATA_JURISDICTION", None, Kind::Choice(&["eu", "fedramp"]), "create every Durable Object (profiles, visitors, hubs) in this jurisdiction; unset = anywhere. Changing it later starts with new, empty objects (see [DEPLOY.md](DEPLOY.md))"),
     // Impossible travel.
     s("TRAVEL_MAX_KMH", Some("900"), int(1, 100_000), "impossible travel: faster than this between two sightings"),
     s("TRAVEL_MIN_KM", Some("500"), int(0, 20_100), "impossible travel: shorter hops are within geolocation error"),
@@ -295,7 +300,8 @@ mod tests {
     #[test]
     fn names_are_unique_and_shouting_snake_case() {
         for (i, s) in SETTINGS.iter().enumerate() {
-            assert!(s.name.chars().all(|c| c.is_ascii_uppercase() || c == '_'), "{}", s.name);
+            let shouting = |c: char| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_';
+            assert!(s.name.starts_with(|c: char| c.is_ascii_uppercase()) && s.name.chars().all(shouting), "{}", s.name);
             assert!(!SETTINGS[..i].iter().any(|t| t.name == s.name), "{} twice", s.name);
             assert!(!s.doc.is_empty() && !s.doc.contains('\n'), "{}: one line of doc", s.name);
             assert!(!(s.is_secret() && s.default.is_some()), "{}: a secret has no default", s.name);
@@ -429,7 +435,7 @@ mod tests {
             let line = line.trim_start_matches(['#', ' ']);
             let Some((name, rest)) = line.split_once(" = ") else { continue };
             let name = name.trim();
-            if !name.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+            if !name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
                 continue; // prose in a comment
             }
             let rest = rest.trim_start();

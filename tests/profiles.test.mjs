@@ -431,16 +431,78 @@ test("retention: the object's alarm deletes a profile after PROFILE_TTL_DAYS wit
   }
 });
 
+// Issue 17, item 3: one-request visitors do not each cost a 30-day object.
+test("retention: a subject seen once is deleted after SEEN_ONCE_TTL_HOURS; a second request or a signal keeps it", async () => {
+  // 0.0008 h = 2.9 s, so the real alarm fires within the test; PROFILE_TTL_DAYS stays 30.
+  const edge = await startEdge({ vars: { SEEN_ONCE_TTL_HOURS: "0.0008", FLUSH_INTERVAL_MS: "100" } });
+  const get = (ip) => edge.api("GET", `/api/ip-intelligence/${ip}`);
+  try {
+    const [once, twice, probe] = ["198.51.100.231", "198.51.100.232", "198.51.100.233"];
+    await seen(edge, "/", { cf: BERLIN, ip: once, headers: BROWSER_HEADERS });
+    await seen(edge, "/", { cf: BERLIN, ip: twice, headers: BROWSER_HEADERS });
+    await seen(edge, "/.env", { cf: BERLIN, ip: probe, headers: BROWSER_HEADERS });
+    assert.equal((await get(once)).json.profile.retention, "seen_once");
+    assert.equal((await get(probe)).json.profile.retention, "standard", "a signal makes it a normal profile");
+    await seen(edge, "/cart", { cf: BERLIN, ip: twice, headers: BROWSER_HEADERS });
+    const promoted = await eventually(async () => {
+      const r = await get(twice);
+      return r.json?.profile?.requestCount === 2 ? r.json : null;
+    });
+    assert.equal(promoted.profile.retention, "standard", "the second request makes it a normal profile");
+    const gone = await eventually(async () => (await get(once)).status === 404, { tries: 60, everyMs: 250 });
+    assert.ok(gone, "the one-request profile was deleted by its alarm");
+    // The others outlive the short retention (their alarm fired and moved on).
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal((await get(twice)).status, 200);
+    assert.equal((await get(probe)).status, 200);
+  } finally {
+    await edge.close();
+  }
+});
+
+// Issue 17, item 7. workerd does not implement jurisdictions, so locally this
+// shows the other half: every object call asks the namespace for the
+// jurisdiction, and none quietly falls back to an unrestricted object.
+test("DATA_JURISDICTION=eu: every object call goes through namespace.jurisdiction (workerd refuses it: degraded, nothing stored)", async () => {
+  const edge = await startEdge({ vars: { DATA_JURISDICTION: "eu", FLUSH_INTERVAL_MS: "100" } });
+  try {
+    const h = await seen(edge, "/", { cf: BERLIN, ip: "198.51.100.240", headers: BROWSER_HEADERS });
+    assert.equal(h["x-intel-status"], "degraded", "the profile call failed: the request went on degraded");
+    assert.equal((await edge.api("GET", "/api/ip-intelligence/198.51.100.240")).status, 503);
+    assert.equal((await edge.api("GET", "/api/intelligence/analytics")).status, 503, "the hubs too");
+    assert.match(edge.runtimeLog.join(""), /jurisdiction\(\\?"eu\\?"\) refused: Jurisdiction restrictions are not implemented in workerd/);
+    // Nothing was made outside the jurisdiction: the unrestricted object is empty.
+    const ns = await edge.mf.getDurableObjectNamespace("PROFILES", "edge");
+    const v = await ns.get(ns.idFromName("198.51.100.240")).fetch("http://profile/op", { method: "POST", body: JSON.stringify("get") });
+    assert.equal(v.status, 404);
+    // An invalid value is a configuration error naming the variable.
+    const bad = await startEdge({ vars: { DATA_JURISDICTION: "us" } });
+    try {
+      const res = await bad.send("/", { cf: BERLIN, ip: "198.51.100.241", headers: BROWSER_HEADERS });
+      assert.equal(res.status, 500);
+      assert.match(await res.text(), /DATA_JURISDICTION/);
+    } finally {
+      await bad.close();
+    }
+  } finally {
+    await edge.close();
+  }
+});
+
 test("GET of a never-seen subject stores nothing (no schema-only object left without an alarm)", async () => {
   const dir = mkdtempSync(join(tmpdir(), "edgeintel-get-"));
   try {
     const edge = await startEdge({ persistTo: dir, vars: { FLUSH_INTERVAL_MS: "100" } });
     const ns = await edge.mf.getDurableObjectNamespace("PROFILES", "edge");
-    const [never, seenIp] = ["198.51.100.95", "198.51.100.96"];
-    const ids = { [never]: ns.idFromName(never).toString(), [seenIp]: ns.idFromName(seenIp).toString() };
+    const [never, seenIp, asked] = ["198.51.100.95", "198.51.100.96", "198.51.100.97"];
+    const ids = Object.fromEntries([never, seenIp, asked].map((ip) => [ip, ns.idFromName(ip).toString()]));
     try {
       const r = await edge.api("GET", `/api/ip-intelligence/${never}`);
       assert.equal(r.status, 404);
+      // A `Verdict` op straight to an unknown subject's object: an unknown verdict, nothing written.
+      const v = await ns.get(ns.idFromName(asked)).fetch("http://profile/op", { method: "POST", body: JSON.stringify("verdict") });
+      assert.equal(v.status, 200);
+      assert.equal((await v.json()).exists, false);
       // Control: a subject that made a request has stored state.
       await seen(edge, "/", { cf: BERLIN, ip: seenIp, headers: BROWSER_HEADERS });
       assert.ok(await eventually(async () => (await edge.api("GET", `/api/ip-intelligence/${seenIp}`)).status === 200));
@@ -452,6 +514,7 @@ test("GET of a never-seen subject stores nothing (no schema-only object left wit
     const stored = (ip) => files.filter((f) => f.includes(ids[ip])).map((f) => readFileSync(f).toString("latin1")).join("");
     assert.match(stored(seenIp), /schema_version/, "the control subject's object has its schema and rows");
     assert.doesNotMatch(stored(never), /schema_version|CREATE TABLE/, "the never-seen subject's object stores nothing");
+    assert.doesNotMatch(stored(asked), /schema_version|CREATE TABLE/, "a Verdict read stores nothing");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -13,6 +13,7 @@ mod lists;
 mod record;
 mod request;
 mod respond;
+mod rotation;
 mod verdicts;
 mod visitor;
 

@@ -52,11 +52,16 @@ use super::Io;
 /// Samples per hub report at most (a report is ~100 bytes per sample).
 const HUB_BATCH: usize = 500;
 /// Open batches (subjects and hub shards) an isolate keeps at most, and
-/// observations and samples in all of them: past either, the batch is
-/// flushed at once instead of waiting (memory bound: at most ~10,000 items of
-/// a few hundred bytes each).
+/// observations and samples in all of them, and their estimated bytes
+/// (`Items::bytes`): past any, the batch is flushed at once instead of
+/// waiting. Items are a few hundred bytes each, but a path can be kilobytes:
+/// 10,000 of 16 KB would be more than an isolate's 128 MB, hence the bytes.
 const MAX_OPEN_BATCHES: usize = 2_000;
 const MAX_QUEUED_ITEMS: usize = 10_000;
+const MAX_QUEUED_BYTES: usize = 8 << 20;
+/// What one stream update or alert waiting in a hub report is charged: an
+/// event carries at most 4 KB of metadata, most carry none.
+const EVENT_BYTES: usize = 1024;
 
 /// What coalescing reads of the configuration: when a batch is flushed
 /// (`Flush`) and the verdict cache a profile flush's answer refreshes
@@ -97,6 +102,20 @@ impl BatchItems for Items {
             }
         }
     }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Items::Observations { ip, list } => ip.len() + list.iter().map(Observation::approx_bytes).sum::<usize>(),
+            Items::Samples { list, updates, alerts, .. } => {
+                let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+                let samples: usize = list
+                    .iter()
+                    .map(|s| std::mem::size_of::<Sample>() + s.subject.len() + text(&s.country) + text(&s.probe))
+                    .sum();
+                samples + (updates.len() + alerts.len()) * EVENT_BYTES
+            }
+        }
+    }
 }
 
 impl Items {
@@ -107,7 +126,7 @@ impl Items {
 
 thread_local! {
     static PENDING: RefCell<Batches<Target, Items>> =
-        RefCell::new(Batches::new(MAX_OPEN_BATCHES, MAX_QUEUED_ITEMS));
+        RefCell::new(Batches::new(MAX_OPEN_BATCHES, MAX_QUEUED_ITEMS).with_max_bytes(MAX_QUEUED_BYTES));
     /// Observations and samples lost (a flush failed twice) and not yet
     /// handed to a hub report.
     static DROPPED: Cell<u64> = const { Cell::new(0) };

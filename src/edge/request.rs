@@ -34,7 +34,7 @@ use crate::intel::analytics::{shard_of, Consult};
 use crate::intel::enforce::{self, clearance_valid, Action, DecideInput, CLEARANCE_COOKIE};
 use crate::intel::facts::{CfFacts, RequestFacts};
 use crate::intel::headers::{self, HeaderInput, IntelStatus};
-use crate::intel::ip::{identify as identify_subject, subject_of, Identity};
+use crate::intel::ip::Identity;
 use crate::intel::lists::ListVerdict;
 use crate::intel::outcome::{self, Answer, Consulted};
 use crate::intel::profile::{Observation, ProfileVerdict};
@@ -46,7 +46,7 @@ use crate::intel::travel::TravelFinding;
 
 use super::record::{Batching, Recorded};
 use super::visitor::Visitor;
-use super::{consult, extract, forward, lists, record, respond, visitor, Io};
+use super::{consult, extract, forward, lists, record, respond, rotation, visitor, Io};
 
 /// One request on its way through the phases.
 struct RequestCtx<'a> {
@@ -176,10 +176,17 @@ fn extract<'a>(req: &'a Request, io: Io<'a>, config: &'a Config) -> RequestCtx<'
 
 /// Phase 2: the subject (profile key, hashed with `IP_HASH_KEY`), the visitor
 /// if configured, and the signals the request shows by itself.
+/// A new subject past the rotation budget of its /48 or ASN is identified
+/// as its widened subject and carries `subnet_rotation` (`edge::rotation`).
 fn identify(rc: &mut RequestCtx) {
-    rc.identity = rc.ip.map(|ip| identify_subject(&subject_of(ip), rc.config.secrets.ip_hash_key.as_deref()));
+    let subject = rc.ip.map(|ip| rotation::subject(rc.config, ip, rc.cf.asn));
+    let widened = subject.as_ref().is_some_and(|(_, w)| *w);
+    rc.identity = subject.map(|(id, _)| id);
     rc.visitor = visitor::identify(rc.cookies.as_deref(), &rc.config.visitor, &rc.config.secrets);
     rc.signals = signals::request_signals(&rc.cf, &rc.request, &rc.config.signals);
+    if widened {
+        rc.signals.push(Signal { reason: Reason::SubnetRotation, points: None });
+    }
 }
 
 /// Phase 3: the allow/block lists (a block-listed request carries the

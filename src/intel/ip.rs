@@ -1,7 +1,11 @@
 //! Client addresses and subject keys. A subject is what a profile is kept for:
 //! an IPv4 address as is, an IPv6 address grouped by its /64 prefix (one
 //! customer line or host usually owns a whole /64, and rotating within it is
-//! free for an attacker).
+//! free for an attacker). Past the rotation budget (`intel::rotation`) a new
+//! subject is widened: an IPv6 /64 to its /48 (`2001:db8:1::/48`), an IPv4
+//! address to its /24 (`203.0.113.0/24`).
+
+use std::net::Ipv4Addr;
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -49,6 +53,21 @@ pub fn subject_of(ip: IpAddr) -> SubjectKey {
     }
 }
 
+/// The widened subject of an address (past the rotation budget): its /48
+/// for IPv6, its /24 for IPv4.
+pub fn widened_subject_of(ip: IpAddr) -> SubjectKey {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            SubjectKey(format!("{}/24", Ipv4Addr::new(a, b, c, 0)))
+        }
+        IpAddr::V6(v6) => {
+            let [a, b, c, ..] = v6.segments();
+            SubjectKey(format!("{}/48", Ipv6Addr::new(a, b, c, 0, 0, 0, 0, 0)))
+        }
+    }
+}
+
 /// How a subject is stored and shown. Without `IP_HASH_KEY` the key is the
 /// subject itself and it is shown as is. With it, the key is
 /// `h:` + HMAC-SHA256(key, subject) (truncated to 128 bits) and only a masked
@@ -76,6 +95,13 @@ pub fn identify(subject: &SubjectKey, hash_key: Option<&str>) -> Identity {
 /// A /64 is one household's or one host's line, an identifier in itself; a
 /// /48 is a site or a provider's block, as coarse as a v4 /24.
 pub fn mask(subject: &SubjectKey) -> String {
+    // A widened subject is already as coarse as its mask.
+    if subject.0.ends_with("/48") {
+        return subject.0.clone();
+    }
+    if let Some(net) = subject.0.strip_suffix(".0/24") {
+        return format!("{net}.x");
+    }
     if let Some(prefix) = subject.0.strip_suffix("/64") {
         return match prefix.parse::<Ipv6Addr>() {
             Ok(v6) => {
@@ -92,12 +118,21 @@ pub fn mask(subject: &SubjectKey) -> String {
 }
 
 /// Parses what an API caller names: an address (`203.0.113.7`, `2001:db8::1`)
-/// or a subject key (`2001:db8:1:2::/64`), into the subject key.
+/// or a subject key (`2001:db8:1:2::/64`, a widened `2001:db8:1::/48` or
+/// `203.0.113.0/24`), into the subject key.
 pub fn parse_subject(raw: &str) -> Option<SubjectKey> {
     let s = raw.trim();
     if let Some(prefix) = s.strip_suffix("/64") {
         let v6: Ipv6Addr = prefix.parse().ok()?;
         return Some(subject_of(IpAddr::V6(v6)));
+    }
+    if let Some(prefix) = s.strip_suffix("/48") {
+        let v6: Ipv6Addr = prefix.parse().ok()?;
+        return Some(widened_subject_of(IpAddr::V6(v6)));
+    }
+    if let Some(prefix) = s.strip_suffix("/24") {
+        let v4: Ipv4Addr = prefix.parse().ok()?;
+        return Some(widened_subject_of(IpAddr::V4(v4)));
     }
     parse_client_ip(s).map(subject_of)
 }
@@ -123,7 +158,13 @@ mod tests {
             ("203.0.113.7, 10.0.0.1", None),
             ("256.1.1.1", None),
             ("fe80::1%eth0", None),
-            ("203.0.113.0/24", None),
+            ("203.0.113.0/24", Some("203.0.113.0/24")),
+            ("203.0.113.77/24", Some("203.0.113.0/24")),
+            ("2001:db8:1:2::9/48", Some("2001:db8:1::/48")),
+            ("2001:db8:1::/48", Some("2001:db8:1::/48")),
+            ("203.0.113.0/16", None),
+            ("2001:db8::/24", None),
+            ("::ffff:198.51.100.7/24", None),
         ];
         for (raw, want) in cases {
             assert_eq!(parse_subject(raw).as_ref().map(SubjectKey::as_str), want, "{raw:?}");
@@ -147,6 +188,20 @@ mod tests {
         assert_eq!(plain_v6.display, "2001:db8:1:2::/64", "without IP_HASH_KEY the subject is shown as is");
         assert_eq!(mask(&parse_subject("2001:db8:ffff:abcd::1").unwrap()), "2001:db8:ffff::/48");
         assert_eq!(mask(&parse_subject("::1").unwrap()), "::/48");
+    }
+
+    #[test]
+    fn widened_subjects_and_their_masks() {
+        let v6 = parse_client_ip("2001:db8:1:2:aaaa::1").unwrap();
+        let v4 = parse_client_ip("203.0.113.7").unwrap();
+        assert_eq!(widened_subject_of(v6).as_str(), "2001:db8:1::/48");
+        assert_eq!(widened_subject_of(v4).as_str(), "203.0.113.0/24");
+        assert_eq!(mask(&widened_subject_of(v6)), "2001:db8:1::/48");
+        assert_eq!(mask(&widened_subject_of(v4)), "203.0.113.x");
+        // Hashed: a widened subject has its own key, not any of its /64s'.
+        let k = Some("k-0123456789abcdef");
+        assert_ne!(identify(&widened_subject_of(v6), k).key, identify(&subject_of(v6), k).key);
+        assert_eq!(identify(&widened_subject_of(v6), k).display, "2001:db8:1::/48");
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod profile;
 pub mod protocol;
 pub mod redirect;
 pub mod rollups;
+pub mod rotation;
 pub mod score;
 pub mod secrets;
 pub mod signals;

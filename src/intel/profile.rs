@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::events::{EventData, EventType, IntelEvent, Location, Priority};
 use super::geo::haversine_km;
+use super::rotation::Widened;
 use super::score::Weights;
 use super::signals::{Reason, Signal};
 use super::travel::TravelFinding;
@@ -114,6 +115,25 @@ pub struct Observation {
     pub admin_auth_failed: bool,
 }
 
+impl Observation {
+    /// An estimate of the memory it holds while it waits in a batch: the
+    /// struct itself plus its text (the path can be kilobytes long).
+    pub fn approx_bytes(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let l = &self.location;
+        std::mem::size_of::<Observation>()
+            + self.method.len()
+            + self.path.len()
+            + text(&l.country_code)
+            + text(&l.city)
+            + text(&l.region)
+            + text(&l.colo)
+            + self.signals.len() * std::mem::size_of::<Reason>()
+            + text(&self.action)
+            + text(&self.visitor)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Alert {
@@ -202,6 +222,15 @@ pub struct Profile {
     /// Requests the edge challenged or blocked.
     #[serde(default)]
     pub enforced: u64,
+    /// Set when the subject is a widened one (`subnet_rotation`): which
+    /// prefix it stands for instead of one address's subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub widened: Option<Widened>,
+    /// Anything beyond a quiet request happened: a request signal, a counted
+    /// status, an enforcement, a pushed event, a travel finding. A profile of
+    /// one request without it is "seen once" (`retention_ms`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub eventful: bool,
     #[serde(skip)]
     pub history: VecDeque<Location>,
     #[serde(skip)]
@@ -262,6 +291,8 @@ impl Profile {
             reasons: Vec::new(),
             visitors: Vec::new(),
             enforced: 0,
+            widened: None,
+            eventful: false,
             history: VecDeque::new(),
             alerts: VecDeque::new(),
         }
@@ -310,6 +341,16 @@ impl Profile {
 
         self.request_count = self.request_count.saturating_add(1);
         self.last_updated = self.last_updated.max(now);
+        if !obs.signals.is_empty()
+            || obs.action.is_some()
+            || obs.admin_auth_failed
+            || obs.status.is_some_and(counts_status)
+        {
+            self.eventful = true;
+        }
+        if obs.signals.contains(&Reason::SubnetRotation) && self.widened.is_none() {
+            self.widened = Some(Widened::of_display(&self.ip));
+        }
         self.behavioral_profile.last_activity = self.behavioral_profile.last_activity.max(now);
         let rpm_before = self.counters.minute.estimate(now, MINUTE);
         self.counters.minute.add(now, MINUTE, 1);
@@ -427,6 +468,7 @@ impl Profile {
         // Only this subject's own IP is kept (issue 15, item 9): the other
         // sighting's subject is not this profile's to store.
         let f = &f.naming_only(&self.ip);
+        self.eventful = true;
         let before = self.threat_at(now, rules);
         self.travel = Some(f.clone());
         self.last_updated = self.last_updated.max(now);
@@ -465,6 +507,7 @@ impl Profile {
     pub fn record_enforcement(&mut self, action: &str, now: f64, rules: &ProfileRules) -> Changes {
         let mut ch = Changes::default();
         self.last_updated = self.last_updated.max(now);
+        self.eventful = true;
         let flag = self.count_enforcement(action, now, rules);
         let data = EventData { behavioral_flags: vec![flag], ..EventData::default() };
         ch.events.push(self.event(now, EventType::BehaviorAnomaly, Priority::Medium, data));
@@ -476,6 +519,7 @@ impl Profile {
         let mut ch = Changes::default();
         let mut detections = Vec::new();
         let before = self.threat_at(now, rules);
+        self.eventful |= counts_status(status);
         self.count_status(status, now, rules, &mut ch, &mut detections);
         let after = self.threat_at(now, rules);
         if after > before + 0.5 {
@@ -533,6 +577,7 @@ impl Profile {
         let mut ch = Changes::default();
         let at = ev.timestamp.min(now);
         self.last_updated = self.last_updated.max(at);
+        self.eventful = true;
         match ev.event_type {
             EventType::ThreatDetected => {
                 if let Some(reported) = ev.data.threat_score {
@@ -632,6 +677,23 @@ impl Profile {
         }
     }
 
+    /// Seen once: one request (or none: only an unremarkable status), and
+    /// nothing eventful. Such a profile is kept `SEEN_ONCE_TTL_HOURS`, not
+    /// `PROFILE_TTL_DAYS`, so one-request visitors do not each cost a
+    /// 30-day object (docs/profiles.md, "Retention").
+    pub fn seen_once(&self) -> bool {
+        self.request_count <= 1 && !self.eventful
+    }
+
+    /// How long after its last activity the profile is kept.
+    pub fn retention_ms(&self, ttl_ms: f64, seen_once_ms: f64) -> f64 {
+        if self.seen_once() {
+            seen_once_ms.min(ttl_ms)
+        } else {
+            ttl_ms
+        }
+    }
+
     /// Measured per-subject numbers for the API's `metrics`.
     pub fn metrics(&self, now: f64, rules: &ProfileRules) -> Value {
         let w = rules.burst_window_ms;
@@ -666,6 +728,8 @@ impl Profile {
             o.remove("reputation");
             o.remove("counters");
             o.remove("visitors");
+            o.remove("eventful");
+            o.insert("retention".into(), json!(if self.seen_once() { "seen_once" } else { "standard" }));
             o.insert("threatScore".into(), json!(self.threat_at(now, rules).round()));
             o.insert("reputationScore".into(), json!(self.reputation_at(now, rules).round()));
             o.insert("lastSeen".into(), json!(self.behavioral_profile.last_activity));
@@ -797,6 +861,87 @@ mod tests {
             let changed = p != before;
             assert_eq!(changed, counts_status(status), "status {status}");
         }
+    }
+
+    #[test]
+    fn an_observation_is_charged_for_its_text() {
+        let short = obs(T0, "/");
+        let long = obs(T0, &"/a".repeat(4000));
+        assert!(short.approx_bytes() >= std::mem::size_of::<Observation>());
+        assert_eq!(long.approx_bytes() - short.approx_bytes(), 8000 - 1);
+    }
+
+    #[test]
+    fn seen_once_until_a_second_request_or_anything_eventful() {
+        let (r, ttl, once) = (rules(), 30.0 * DAY, DAY);
+        let mut p = Profile::new("s", "198.51.100.1", T0);
+        p.observe(&obs(T0, "/"), &r);
+        assert!(p.seen_once());
+        assert_eq!(p.retention_ms(ttl, once), once);
+        assert_eq!(p.to_api(T0, &r)["retention"], "seen_once");
+        assert!(p.to_api(T0, &r).get("eventful").is_none(), "internal flag not shown");
+        // A 2xx status follow-up changes nothing; the second request does.
+        p.record_status(200, T0, &r);
+        assert!(p.seen_once());
+        p.observe(&obs(T0 + SEC, "/next"), &r);
+        assert!(!p.seen_once());
+        assert_eq!(p.retention_ms(ttl, once), ttl);
+        assert_eq!(p.to_api(T0, &r)["retention"], "standard");
+        // Any signal, counted status, enforcement or event on the first request.
+        let first = |f: &dyn Fn(&mut Profile)| {
+            let mut p = Profile::new("s", "198.51.100.1", T0);
+            f(&mut p);
+            p.seen_once()
+        };
+        let signal = Observation { signals: vec![Reason::AutomationUa], ..obs(T0, "/") };
+        assert!(!first(&|p| {
+            p.observe(&signal, &r);
+        }));
+        assert!(!first(&|p| {
+            p.observe(&Observation { status: Some(404), ..obs(T0, "/x") }, &r);
+        }));
+        assert!(!first(&|p| {
+            p.observe(&Observation { status: None, action: Some("challenge".into()), ..obs(T0, "/") }, &r);
+        }));
+        assert!(!first(&|p| {
+            p.record_status(401, T0, &r);
+        }));
+        let ev = IntelEvent {
+            ip: "198.51.100.1".into(),
+            timestamp: T0,
+            event_type: EventType::BehaviorAnomaly,
+            confidence: 50.0,
+            data: EventData::default(),
+            source: "api".into(),
+            priority: Priority::Low,
+        };
+        assert!(!first(&|p| {
+            p.apply_event(&ev, T0, &r);
+        }));
+        // Never longer than the normal retention.
+        assert_eq!(Profile::new("s", "s", T0).retention_ms(DAY, 2.0 * DAY), DAY);
+        // A profile stored before this field existed reads as not eventful.
+        let mut old = serde_json::to_value(Profile::new("s", "s", T0)).unwrap();
+        old.as_object_mut().unwrap().remove("eventful");
+        let back: Profile = serde_json::from_value(old).unwrap();
+        assert!(!back.eventful && back.widened.is_none());
+    }
+
+    #[test]
+    fn a_subnet_rotation_observation_marks_the_profile_widened() {
+        let r = rules();
+        let rotated = Observation { signals: vec![Reason::SubnetRotation], ..obs(T0, "/") };
+        let mut p = Profile::new("2001:db8:1::/48", "2001:db8:1::/48", T0);
+        p.observe(&rotated, &r);
+        let api = p.to_api(T0, &r);
+        assert_eq!(api["widened"], json!({"from": "/64", "to": "/48", "reason": "subnet_rotation"}));
+        assert_eq!(api["retention"], "standard", "a widened profile is never seen-once");
+        let mut v4 = Profile::new("203.0.113.0/24", "203.0.113.0/24", T0);
+        v4.observe(&rotated, &r);
+        assert_eq!(v4.to_api(T0, &r)["widened"], json!({"from": "/32", "to": "/24", "reason": "subnet_rotation"}));
+        let mut plain = Profile::new("198.51.100.1", "198.51.100.1", T0);
+        plain.observe(&obs(T0, "/"), &r);
+        assert!(plain.to_api(T0, &r).get("widened").is_none());
     }
 
     fn berlin(at: f64) -> Location {

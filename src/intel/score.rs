@@ -40,6 +40,8 @@ pub const fn default_weight(r: Reason) -> u8 {
         Reason::NotFoundBurst => 20,
         Reason::MissingBrowserHeaders => 15,
         Reason::GeoJump => 10,
+        // Weak alone: a mobile carrier's /48 can hold many devices' /64s.
+        Reason::SubnetRotation => 15,
     }
 }
 

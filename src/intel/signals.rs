@@ -43,10 +43,13 @@ pub enum Reason {
     MissingBrowserHeaders,
     /// This IP's own geolocation moved far since the last observation.
     GeoJump,
+    /// A new subject past the rotation budget of its /48 or ASN
+    /// (`intel::rotation`): widened to the /48 (IPv6) or /24 (IPv4).
+    SubnetRotation,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Blocklisted,
         Reason::TorExit,
         Reason::ImpossibleTravel,
@@ -62,6 +65,7 @@ impl Reason {
         Reason::NotFoundBurst,
         Reason::MissingBrowserHeaders,
         Reason::GeoJump,
+        Reason::SubnetRotation,
     ];
 
     /// The stable wire code.
@@ -82,6 +86,7 @@ impl Reason {
             Reason::NotFoundBurst => "not_found_burst",
             Reason::MissingBrowserHeaders => "missing_browser_headers",
             Reason::GeoJump => "geo_jump",
+            Reason::SubnetRotation => "subnet_rotation",
         }
     }
 

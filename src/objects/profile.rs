@@ -2,8 +2,9 @@
 //! origin's statuses, pushed events and travel findings to the subject's
 //! profile, persists what changed, and answers the verdict the request path
 //! caches. Its alarm deletes the profile after `PROFILE_TTL_DAYS` without
-//! activity (scores decay from stored timestamps, so no timer is needed for
-//! that).
+//! activity, or `SEEN_ONCE_TTL_HOURS` after the one request of a profile
+//! seen once (`Profile::seen_once`; scores decay from stored timestamps, so
+//! no timer is needed for that).
 //!
 //! Memory: `cached` holds the loaded profile; it is rebuilt from storage on
 //! first use after the object is (re)constructed, so eviction loses nothing.
@@ -105,7 +106,7 @@ impl DurableObject for ProfileObject {
                     }
                     all
                 })?;
-                self.arm_alarm(config.profile_ttl_ms).await?;
+                self.arm_alarm(&config).await?;
                 reply(200, &self.answer(verdict, published))
             }
             ProfileOp::Consult { subject, ip, observation } => {
@@ -116,7 +117,7 @@ impl DurableObject for ProfileObject {
                 }
                 let (verdict, published) =
                     self.update(&config, now, &subject, &ip, |p| p.observe(&observation, &config.rules))?;
-                self.arm_alarm(config.profile_ttl_ms).await?;
+                self.arm_alarm(&config).await?;
                 reply(200, &ObserveReply { before: Some(before), ..self.answer(verdict, published) })
             }
             ProfileOp::Status { subject, ip, at, status, action } => {
@@ -128,7 +129,7 @@ impl DurableObject for ProfileObject {
                     None => p.record_status(status, at, &config.rules),
                 })?;
                 // Every write arms the retention alarm (a status can create the profile).
-                self.arm_alarm(config.profile_ttl_ms).await?;
+                self.arm_alarm(&config).await?;
                 reply(200, &self.answer(verdict, published))
             }
             ProfileOp::Events { subject, ip, events } => {
@@ -145,7 +146,7 @@ impl DurableObject for ProfileObject {
                     }
                     all
                 })?;
-                self.arm_alarm(config.profile_ttl_ms).await?;
+                self.arm_alarm(&config).await?;
                 reply(200, &self.answer(verdict, published))
             }
             ProfileOp::Travel { subject, ip, finding } => {
@@ -154,7 +155,7 @@ impl DurableObject for ProfileObject {
                 }
                 let (verdict, published) =
                     self.update(&config, now, &subject, &ip, |p| p.apply_travel(&finding, now, &config.rules))?;
-                self.arm_alarm(config.profile_ttl_ms).await?;
+                self.arm_alarm(&config).await?;
                 self.publish(published, &log).await;
                 reply(200, &verdict)
             }
@@ -251,14 +252,17 @@ impl DurableObject for ProfileObject {
             live = None;
         }
         self.ensure_loaded()?;
-        let last = self.cached.borrow().as_ref().and_then(|p| p.as_ref().map(|p| p.last_updated));
-        let ttl = config.profile_ttl_ms;
+        let last = self.cached.borrow().as_ref().and_then(|p| {
+            p.as_ref()
+                .map(|p| (p.last_updated, p.retention_ms(config.profile_ttl_ms, config.subjects.seen_once_ttl_ms)))
+        });
         let at = |ms: f64| worker::ScheduledTime::new(js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms)));
         match (last, live) {
-            (Some(t), _) if now - t < ttl => {
-                // Active since the alarm was set: look again when it could
-                // expire (or when the tombstone does, if sooner).
-                let next = live.map_or(t + ttl, |l| l.until.min(t + ttl));
+            (Some((t, keep)), _) if now - t < keep => {
+                // Active since the alarm was set (or no longer seen once):
+                // look again when it could expire (or when the tombstone
+                // does, if sooner).
+                let next = live.map_or(t + keep, |l| l.until.min(t + keep));
                 self.state.storage().set_alarm(at(next)).await?;
                 self.alarm_armed.set(true);
             }
@@ -356,14 +360,23 @@ impl ProfileObject {
         }
     }
 
-    /// Arms the deletion alarm `ttl_ms` (`PROFILE_TTL_DAYS`) from now, once.
-    async fn arm_alarm(&self, ttl_ms: f64) -> Result<()> {
+    /// Arms the deletion alarm once, when the profile is first written: its
+    /// retention from now (`SEEN_ONCE_TTL_HOURS` for a profile seen once,
+    /// else `PROFILE_TTL_DAYS`). A profile that stops being seen once keeps
+    /// that alarm; when it fires, `alarm` finds the longer retention and
+    /// re-arms.
+    async fn arm_alarm(&self, config: &Config) -> Result<()> {
         if self.alarm_armed.get() {
             return Ok(());
         }
+        let keep =
+            self.cached.borrow().as_ref().and_then(|p| {
+                p.as_ref().map(|p| p.retention_ms(config.profile_ttl_ms, config.subjects.seen_once_ttl_ms))
+            });
         let storage = self.state.storage();
         if storage.get_alarm().await?.is_none() {
-            storage.set_alarm(std::time::Duration::from_millis(ttl_ms as u64)).await?;
+            let ms = keep.unwrap_or(config.profile_ttl_ms);
+            storage.set_alarm(std::time::Duration::from_millis(ms as u64)).await?;
         }
         self.alarm_armed.set(true);
         Ok(())

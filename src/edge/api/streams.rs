@@ -83,7 +83,7 @@ async fn open(c: Call<'_>, tag: &'static str) -> Result<Response, ApiError> {
     }
     let inner = crate::platform::new_request("https://object/stream", "GET", &headers, None).map_err(|_| internal())?;
     let object_error = ApiError::from;
-    let stub = env.durable_object(binding).and_then(|ns| ns.get_by_name(&name)).map_err(object_error)?;
+    let stub = crate::platform::object_stub(env, binding, &name)?;
     let res = stub.fetch_with_request(inner).await.map_err(object_error)?;
     // A ticket the hub had already seen spent is a failed authentication
     // like any other (counted by the limiter), not a pass-through answer.
