@@ -108,7 +108,7 @@ pub async fn consistent(
                 // after the response (a slow hub once held every consistent
                 // request for as long as it took, past the budget).
                 let (env, updates, alerts) = (io.env.clone(), reply.updates, reply.alerts);
-                io.ctx.wait_until(async move { record::publish_now(&env, updates, alerts).await });
+                io.ctx.wait_until(async move { record::publish_events(&env, updates, alerts).await });
                 Ok(reply.verdict)
             }
             Ok((status, _)) => Err(Error::platform(format!("unexpected answer {status}"))),

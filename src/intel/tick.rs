@@ -32,6 +32,7 @@ use serde_json::{json, Value};
 
 use super::alerting::{self, Rule, RuleState, Transition};
 use super::analytics::{Aggregator, AnalyticsConfig, Gauges, ShardPart, Slide, SlidePoint, Totals, METRIC_NAMES};
+use super::deltas::{Seen, TierCounters};
 use super::insights;
 use super::keys;
 use super::protocol::{iso, MessageType, ServerMessage};
@@ -111,6 +112,16 @@ pub struct Meta {
     /// `Aggregator::forgotten`.
     #[serde(default)]
     pub forgotten: BTreeMap<String, f64>,
+    /// The aggregator objects this hub heard from and the highest summary
+    /// of each it applied (`intel::deltas::receive`). Persisted in the same
+    /// write as the slides those summaries changed, so the stored sequence
+    /// is exactly what is stored: after a restart, what came after it is
+    /// sent again and applied once.
+    #[serde(default)]
+    pub seen: BTreeMap<String, Seen>,
+    /// The aggregator tier as this hub measured it.
+    #[serde(default)]
+    pub tier: TierCounters,
 }
 
 /// The hub's loaded state: the window and the meta row.
@@ -532,7 +543,9 @@ mod tests {
     const S0: i64 = (T0 / 1000.0) as i64;
 
     fn analytics() -> AnalyticsConfig {
-        AnalyticsConfig::default()
+        // These tests were written for the grace of one tier (2 x 1 s flushes
+        // + 0.5 s); the tiers' grace is tested in config (`grace_ms`).
+        AnalyticsConfig { grace_ms: 2500.0, ..AnalyticsConfig::default() }
     }
 
     /// Fires at once on any origin error, resolves at once.

@@ -57,6 +57,7 @@ pub async fn overview(c: Call<'_>) -> Result<Response, ApiError> {
             "subscriptions": {"streamClients": m.stream_clients(), "intelligence": m.shards.first().map_or(0, |s| s.intel_clients)},
             "series": {"slideSeconds": config.analytics.slide_s, "windowSeconds": config.analytics.window_s, "slides": points},
             "hubShards": config.hub.shards,
+            "tier": m.tier(),
             "isolate": {
                 "requests": crate::platform::isolate_counts().0,
                 "objectCalls": crate::platform::isolate_counts().1,
