@@ -21,6 +21,12 @@
 //!    gauges, recorded into the current slide. The object sends the
 //!    messages and persists the state (`Plan::slide`, the meta row).
 //!
+//! A slide is taken only `AnalyticsConfig::grace_ms` after its end, which
+//! `config::grace_ms` derives from the analytics tiers' delays (a jittered
+//! `REPORT_INTERVAL_MS` in the isolate, `AGGREGATOR_FORWARD_MS` and its retry
+//! in the aggregator, the profile flushes' events): no slide is rolled up or
+//! judged before its data can have arrived.
+//!
 //! Between the two steps the object may take reports (the state is the one
 //! in memory then): what `begin` took is not taken again, and `finish` works
 //! on the window as it is when the I/O is done.

@@ -29,8 +29,9 @@ use serde_json::json;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
 
 use crate::bindings;
+use crate::clock::now_ms;
 use crate::config::Config;
-use crate::intel::deltas::{ShardDelta, Summary};
+use crate::intel::deltas::{ShardDelta, SlideDeltas, Summary};
 use crate::intel::keys::hub_name;
 use crate::intel::wire::{AggOp, AggState, Forwarded, HubOp};
 use crate::log::Log;
@@ -41,6 +42,10 @@ use super::Entry;
 /// Summaries per forward call at most (a hub that was down for a while gets
 /// the backlog over several periods).
 const SUMMARIES_PER_FORWARD: u32 = 30;
+/// Unconfirmed summaries kept per hub shard at most (an hour at the default
+/// period): past it, while a hub stays unreachable, the oldest is dropped and
+/// its requests are counted in `observations_dropped` (storage bound).
+const MAX_UNCONFIRMED: u64 = 1_800;
 
 #[derive(Deserialize)]
 struct DataRow {
@@ -155,7 +160,7 @@ impl DurableObject for AggregatorObject {
         }
         // Re-arm first: whatever fails below, the next forward comes.
         self.state.storage().set_alarm(Duration::from_millis(u64::from(config.hub.forward_ms))).await?;
-        seal(&sql)?;
+        seal(&sql, &config, now_ms())?;
         let shards: Vec<u32> = sql
             .exec("SELECT DISTINCT shard FROM sent ORDER BY shard", None)?
             .to_array::<ShardRow>()?
@@ -208,8 +213,8 @@ fn progress(sql: &SqlStorage, shard: u32) -> Result<Progress> {
 }
 
 /// Turns every open summary into the next numbered one of its shard (no
-/// await in between: one atomic write).
-fn seal(sql: &SqlStorage) -> Result<()> {
+/// await in between: one atomic write), then bounds each shard's backlog.
+fn seal(sql: &SqlStorage, config: &Config, now: f64) -> Result<()> {
     let open: Vec<(u32, String)> = sql
         .exec("SELECT shard, data FROM open", None)?
         .to_array::<OpenRow>()?
@@ -228,7 +233,56 @@ fn seal(sql: &SqlStorage) -> Result<()> {
             vec![((seq + 1) as f64).into(), i64::from(shard).into()],
         )?;
         sql.exec("DELETE FROM open WHERE shard = ?", vec![i64::from(shard).into()])?;
+        drop_over_bound(sql, config, shard, now)?;
     }
+    Ok(())
+}
+
+/// Drops the oldest unconfirmed summaries of `shard` past `MAX_UNCONFIRMED`:
+/// their requests (and the losses they carried) are counted as dropped in
+/// the next summary, and the hub is told to skip them (`confirmed`, sent as
+/// `base`), so that its sequence does not wait for them.
+fn drop_over_bound(sql: &SqlStorage, config: &Config, shard: u32, now: f64) -> Result<()> {
+    let held = count_after(sql, shard, 0)?;
+    if held <= MAX_UNCONFIRMED {
+        return Ok(());
+    }
+    let rows = sql
+        .exec(
+            "SELECT seq, data FROM sent WHERE shard = ? ORDER BY seq LIMIT ?",
+            vec![i64::from(shard).into(), ((held - MAX_UNCONFIRMED) as f64).into()],
+        )?
+        .to_array::<SentRow>()?;
+    let mut lost = 0u64;
+    let mut last = 0u64;
+    for r in &rows {
+        if let Ok(d) = serde_json::from_str::<ShardDelta>(&r.data) {
+            let dropped: u64 = d.slides.values().map(|s| s.observations_dropped).sum();
+            lost = lost.saturating_add(d.requests()).saturating_add(dropped);
+        }
+        last = last.max(r.seq as u64);
+    }
+    sql.exec("DELETE FROM sent WHERE shard = ? AND seq <= ?", vec![i64::from(shard).into(), (last as f64).into()])?;
+    sql.exec(
+        "UPDATE shards SET confirmed = MAX(confirmed, ?) WHERE shard = ?",
+        vec![(last as f64).into(), i64::from(shard).into()],
+    )?;
+    let mut counted = SlideDeltas::default();
+    counted.add_dropped(&config.analytics, lost, now);
+    if let Some(d) = counted.shards.get(&0) {
+        let mut open = sql
+            .exec("SELECT data FROM open WHERE shard = 0", None)?
+            .to_array::<DataRow>()?
+            .first()
+            .and_then(|r| serde_json::from_str::<ShardDelta>(&r.data).ok())
+            .unwrap_or_default();
+        open.absorb(d);
+        sql.exec("INSERT OR REPLACE INTO open (shard, data) VALUES (0, ?)", vec![platform::to_json(&open)?.into()])?;
+    }
+    Log::new("aggregator.alarm").error(
+        "backlog",
+        format_args!("hub shard {shard} unreachable: dropped {} summaries ({lost} requests, counted)", rows.len()),
+    );
     Ok(())
 }
 
