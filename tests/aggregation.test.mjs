@@ -103,6 +103,72 @@ test("requests through the tiers: the hub counts exactly what was sent, the isol
   }
 });
 
+test("a hub refusing forwards, then losing its answers: the aggregator keeps and re-sends, the hub counts each summary once", async () => {
+  counts.cases++;
+  const edge = await startEdge({
+    vars: { ANALYTICS_SLIDE_SECONDS: "2", ANALYTICS_WINDOW_SECONDS: "120" },
+    hubAlarmFaults: { forward: 4, forwardLost: 3 },
+  });
+  try {
+    const N = 60;
+    await sendAll(edge, N);
+    const a = await eventually(async () => {
+      const t = await totals(edge);
+      return t && t.metrics.totals.requests === N && t.tier.forwardFailures > 0 && t.tier.duplicates > 0 ? t : null;
+    });
+    const t = a ?? (await totals(edge));
+    const faults = await edge.hubFaults();
+    assert.equal(faults.forwardsRefused, 4);
+    assert.equal(faults.answersLost, 3);
+    assert.equal(t.metrics.totals.requests, N, `exactly once: ${JSON.stringify(t.tier)}`);
+    assert.ok(t.tier.forwardFailures >= 4, "the aggregators reported their failed forwards");
+    assert.ok(t.tier.duplicates >= 1, "summaries re-sent after a lost answer were skipped");
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal((await totals(edge)).metrics.totals.requests, N, "and stays exact");
+    counts.counted += N;
+  } finally {
+    await edge.close();
+  }
+});
+
+test("the hub's request rate follows the aggregators and the forward period, not the traffic", async () => {
+  counts.cases++;
+  const edge = await startEdge({ vars: { ANALYTICS_SLIDE_SECONDS: "2", ANALYTICS_WINDOW_SECONDS: "120" } });
+  try {
+    // Two phases of 4 s each: ~10 requests/s, then as fast as 8 clients go.
+    const measure = async (rate) => {
+      const start = (await edge.hubWindow("global")).tier.forwards;
+      const t0 = Date.now();
+      let sent = 0;
+      while (Date.now() - t0 < 4000) {
+        if (rate) {
+          await sendAll(edge, 1, { from: sent, concurrency: 1 });
+          sent++;
+          await new Promise((r) => setTimeout(r, 1000 / rate));
+        } else {
+          await sendAll(edge, 16, { from: sent, concurrency: 8 });
+          sent += 16;
+        }
+      }
+      const secs = (Date.now() - t0) / 1000;
+      const tier = (await edge.hubWindow("global")).tier;
+      return { requestsPerSecond: sent / secs, hubForwardsPerSecond: (tier.forwards - start) / secs, aggregators: tier.aggregators };
+    };
+    const slow = await measure(10);
+    const fast = await measure(0);
+    counts.rates = { slow, fast };
+    assert.ok(fast.requestsPerSecond > 3 * slow.requestsPerSecond, JSON.stringify(counts.rates));
+    // At most one forward per aggregator per 300 ms period (the test's three
+    // colos: up to three aggregators), whatever the traffic; 25% for timer slack.
+    for (const p of [slow, fast]) assert.ok(p.hubForwardsPerSecond <= p.aggregators * (1000 / 300) * 1.25, JSON.stringify(p));
+    const trafficRatio = fast.requestsPerSecond / slow.requestsPerSecond;
+    const hubRatio = fast.hubForwardsPerSecond / slow.hubForwardsPerSecond;
+    assert.ok(hubRatio < trafficRatio / 10, `traffic x${trafficRatio.toFixed(1)}, hub requests x${hubRatio.toFixed(2)}`);
+  } finally {
+    await edge.close();
+  }
+});
+
 test("HUB_SHARDS=4: summaries keep the subjects' shards, the site's totals add up to what was sent", async () => {
   counts.cases++;
   const edge = await startEdge({ vars: { HUB_SHARDS: "4", ANALYTICS_SLIDE_SECONDS: "2", ANALYTICS_WINDOW_SECONDS: "60" } });
