@@ -32,7 +32,7 @@ pub struct FastAnswer {
     /// `Some`: the consult's call carries this request's observation (it
     /// answered, or it is still under way past the budget and records it
     /// then), so the record phase must not queue it again; it holds what the
-    /// recording published, for the record phase to add to the hub report
+    /// recording published, for the record phase to add to the analytics report
     /// beside this request's sample. `None`: a cache hit, or a call that
     /// failed: the observation goes to the batch as before.
     pub recorded: Option<Recorded>,

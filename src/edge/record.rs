@@ -149,7 +149,7 @@ fn isolate_id() -> u64 {
     })
 }
 
-/// Counts `n` observations or samples that are lost; the next hub report carries the count.
+/// Counts `n` observations or samples that are lost; the next analytics report carries the count.
 fn count_dropped(n: u64) {
     DROPPED.with(|d| d.set(d.get().saturating_add(n)));
 }
@@ -397,7 +397,7 @@ pub struct Recorded {
 /// the hub at once); fast mode (`cache`: the verdict cache's settings) only
 /// the answers the profile counts (`outcome::needs_follow_up`), after a
 /// consult that recorded a new subject's first request, and its answer
-/// refreshes the cache and joins this isolate's hub report.
+/// refreshes the cache and joins this isolate's analytics report.
 pub async fn status(env: Env, id: Identity, at: f64, answer: Answer, cache: Option<Consult>) {
     let action = match answer {
         Answer::Enforced { action, .. } => Some(action.as_str().to_string()),

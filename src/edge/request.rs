@@ -361,7 +361,7 @@ fn record(rc: &RequestCtx, found: Found, scored: &Scored, obs: Observation, answ
             record::observation(io, rc.batching(), id, obs, low);
         }
         (RiskMode::Fast, Some(recorded)) => {
-            // After the sample: the events join the hub report it opened.
+            // After the sample: the events join the analytics report it opened.
             record::forward_events(io, recorded);
             if outcome::needs_follow_up(answer) {
                 let cache = Some(rc.config.consult.clone());

@@ -310,6 +310,34 @@ mod tests {
         assert_eq!(serde_json::from_str::<ObserveReply>(&text).unwrap(), consulted);
     }
 
+    /// The tiers' messages: an isolate's report, the aggregator's forward
+    /// and the hub's answer (numeric shard and slide keys as JSON strings).
+    #[test]
+    fn tier_messages_keep_their_wire_form() {
+        use crate::intel::deltas::ShardDelta;
+        let mut deltas = SlideDeltas::default();
+        deltas.shards.insert(1, ShardDelta::default());
+        let report = AggOp::Report { deltas };
+        assert_eq!(serde_json::to_string(&report).unwrap(), r#"{"report":{"deltas":{"1":{"slides":{}}}}}"#);
+        assert_eq!(serde_json::to_string(&AggOp::State).unwrap(), r#""state""#);
+        let fwd = HubOp::Forward {
+            from: "agg:FRA:0".into(),
+            base: 2,
+            summaries: vec![Summary { seq: 3, delta: ShardDelta::default() }],
+            failures: 0,
+        };
+        let text = serde_json::to_string(&fwd).unwrap();
+        assert_eq!(
+            text,
+            r#"{"forward":{"from":"agg:FRA:0","base":2,"summaries":[{"seq":3,"delta":{"slides":{}}}],"failures":0}}"#
+        );
+        assert!(matches!(serde_json::from_str::<HubOp>(&text).unwrap(), HubOp::Forward { base: 2, .. }));
+        let minimal: HubOp = serde_json::from_str(r#"{"forward":{"from":"a"}}"#).unwrap();
+        assert!(matches!(minimal, HubOp::Forward { base: 0, failures: 0, .. }));
+        let answer: Forwarded = serde_json::from_str(r#"{"applied":4,"persisted":3}"#).unwrap();
+        assert_eq!(answer, Forwarded { applied: 4, persisted: 3 });
+    }
+
     #[test]
     fn hub_ops_keep_their_wire_form() {
         let cases = [
