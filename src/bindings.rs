@@ -7,6 +7,8 @@
 pub const PROFILES: &str = "PROFILES";
 /// One `VisitorObject` per visitor cookie (Durable Object namespace).
 pub const VISITORS: &str = "VISITORS";
+/// The `AggregatorObject`s: the analytics' middle tier, `agg:<colo>:<i>` (Durable Object namespace).
+pub const AGGREGATORS: &str = "AGGREGATORS";
 /// The `HubObject` shards: analytics and the global streams (Durable Object namespace).
 pub const HUB: &str = "HUB";
 /// KV: the analytics rollups and the allow/block lists (`intel::keys`).
@@ -15,7 +17,7 @@ pub const METRICS: &str = "METRICS";
 pub const ASSETS: &str = "ASSETS";
 
 /// Every binding above.
-pub const ALL: [&str; 5] = [PROFILES, VISITORS, HUB, METRICS, ASSETS];
+pub const ALL: [&str; 6] = [PROFILES, VISITORS, AGGREGATORS, HUB, METRICS, ASSETS];
 
 #[cfg(test)]
 mod tests {

@@ -135,6 +135,11 @@ pub struct Flush {
     pub calm_ms: u32,
     /// `FLUSH_MAX_BATCH`: a batch this full is sent at once.
     pub max_batch: usize,
+    /// `REPORT_INTERVAL_MS`: how long the isolate folds analytics samples
+    /// into slide deltas before reporting them to its aggregator (jittered).
+    pub report_ms: u32,
+    /// `AGGREGATORS_PER_COLO`: aggregator objects per location.
+    pub aggregators_per_colo: u32,
 }
 
 /// How new subjects are admitted and kept (docs/profiles.md, "Rotation
@@ -210,6 +215,8 @@ pub struct Hub {
     pub alert_rules: Vec<Rule>,
     /// `METRICS_TTL_DAYS`: how long KV rollups are kept, in seconds.
     pub metrics_ttl_s: u64,
+    /// `AGGREGATOR_FORWARD_MS`: an aggregator object's forward period.
+    pub forward_ms: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -313,6 +320,9 @@ impl Config {
         let flush_interval_ms = raw.int("FLUSH_INTERVAL_MS")? as u32;
         let flush_calm_ms = raw.int("FLUSH_CALM_MS")? as u32;
         let flush_max_batch = raw.int("FLUSH_MAX_BATCH")? as usize;
+        let report_ms = raw.int("REPORT_INTERVAL_MS")? as u32;
+        let aggregators_per_colo = raw.int("AGGREGATORS_PER_COLO")? as u32;
+        let forward_ms = raw.int("AGGREGATOR_FORWARD_MS")? as u32;
         let cache_ttl_ms = raw.int("CACHE_TTL_MS")? as u32;
         let cache_max_entries = raw.int("CACHE_MAX_ENTRIES")? as usize;
         let rules = ProfileRules {
@@ -364,8 +374,7 @@ impl Config {
             min_support: raw.int("MIN_PATTERN_SUPPORT")? as usize,
             trend_sensitivity: raw.number("TREND_SENSITIVITY")?,
             anomaly_threshold: raw.number("ANOMALY_THRESHOLD")?,
-            // Samples of a slide may come this late (two flushes and a margin).
-            grace_ms: 2.0 * f64::from(flush_interval_ms) + 500.0,
+            grace_ms: grace_ms(flush_interval_ms, report_ms, forward_ms),
         };
         let hub_shards = raw.int("HUB_SHARDS")? as u32;
         // Shard 0's tick and every analytics read hold the slides of all
@@ -413,7 +422,13 @@ impl Config {
                 cache_ttl_ms,
                 cache_max_entries,
             },
-            flush: Flush { interval_ms: flush_interval_ms, calm_ms: flush_calm_ms, max_batch: flush_max_batch },
+            flush: Flush {
+                interval_ms: flush_interval_ms,
+                calm_ms: flush_calm_ms,
+                max_batch: flush_max_batch,
+                report_ms,
+                aggregators_per_colo,
+            },
             weights,
             signals,
             lists,
@@ -435,10 +450,21 @@ impl Config {
             max_event_batch,
             streams: Streams { max_clients: max_stream_clients, ticket_ttl_ms: stream_ticket_ttl_ms },
             analytics,
-            hub: Hub { shards: hub_shards, alert_rules, metrics_ttl_s },
+            hub: Hub { shards: hub_shards, alert_rules, metrics_ttl_s, forward_ms },
             secrets: Secrets { admin_token, challenge_key, header_signing_key, ip_hash_key, visitor_signing_key },
         })
     }
+}
+
+/// How long after its end a slide's data may still reach its hub shard, so
+/// that the tick rolls it up and judges it only after that (docs/analytics.md,
+/// "Tiers"): a sample waits up to a jittered report interval (1.2 x
+/// `REPORT_INTERVAL_MS`) in its isolate, then up to a forward period in its
+/// aggregator, plus one more forward period when that forward is retried;
+/// profile events come through a profile flush (`FLUSH_INTERVAL_MS`, twice
+/// with its retry); 500 ms for the calls themselves.
+pub fn grace_ms(flush_interval_ms: u32, report_ms: u32, forward_ms: u32) -> f64 {
+    2.0 * f64::from(flush_interval_ms) + 1.2 * f64::from(report_ms) + 2.0 * f64::from(forward_ms) + 500.0
 }
 
 /// How long an impossible-travel finding keeps flagging the visitor's
@@ -562,7 +588,13 @@ mod tests {
                 cache_ttl_ms: 30_000,
                 cache_max_entries: 10_000,
             },
-            flush: Flush { interval_ms: 1000, calm_ms: 10_000, max_batch: 64 },
+            flush: Flush {
+                interval_ms: 1000,
+                calm_ms: 10_000,
+                max_batch: 64,
+                report_ms: 2000,
+                aggregators_per_colo: 2,
+            },
             weights: Weights::default(),
             signals: SignalConfig::default(),
             lists: Lists::default(),
@@ -587,7 +619,7 @@ mod tests {
             max_event_batch: 500,
             streams: Streams { max_clients: 10_000, ticket_ttl_ms: 60_000.0 },
             analytics: AnalyticsConfig::default(),
-            hub: Hub { shards: 1, alert_rules: default_rules(60.0), metrics_ttl_s: 7 * 86_400 },
+            hub: Hub { shards: 1, alert_rules: default_rules(60.0), metrics_ttl_s: 7 * 86_400, forward_ms: 2000 },
             secrets: Secrets {
                 admin_token: None,
                 challenge_key: None,
@@ -596,6 +628,21 @@ mod tests {
                 visitor_signing_key: None,
             },
         }
+    }
+
+    /// A slide is judged only after its data can have come through the
+    /// tiers: a jittered report interval, a forward period and its retry,
+    /// the profile flushes' events, and a margin.
+    #[test]
+    fn the_grace_period_covers_the_tiers_delay() {
+        assert_eq!(parse(&[]).map(|c| c.analytics.grace_ms).ok(), Some(AnalyticsConfig::default().grace_ms));
+        let c = parse(&[("FLUSH_INTERVAL_MS", "100"), ("REPORT_INTERVAL_MS", "300"), ("AGGREGATOR_FORWARD_MS", "300")]);
+        let c = c.unwrap();
+        assert_eq!(c.analytics.grace_ms, 1660.0);
+        let worst_report = crate::intel::deltas::jittered(300, u32::MAX) as f64;
+        assert!(c.analytics.grace_ms >= worst_report + 2.0 * 300.0 + 2.0 * 100.0);
+        assert_eq!((c.flush.report_ms, c.flush.aggregators_per_colo, c.hub.forward_ms), (300, 2, 300));
+        assert_eq!(parse(&[("AGGREGATORS_PER_COLO", "0")]).map(|_| ()).unwrap_err().var, "AGGREGATORS_PER_COLO");
     }
 
     #[test]

@@ -4,7 +4,10 @@
 // {"before": n} throws on the first n alarms before any work (the runtime
 // must retry), {"after": n} throws on the first n after the tick did its work
 // (the retry must not count anything twice), {"part": n} refuses the first n
-// `Part` calls between shards (see fetch). With `HUB_SLOW_MS`, every call
+// `Part` calls between shards (see fetch), {"forward": n} refuses the first
+// n aggregator forwards (503, not applied), {"forwardLost": n} applies the
+// first n forwards but answers 503 (a lost answer: the retry must count
+// once). With `HUB_SLOW_MS`, every call
 // to the hub waits that long before the real hub sees it (a slow hub).
 // Never part of a deployment.
 import * as edge from "../build/index.js";
@@ -12,7 +15,7 @@ import * as edge from "../build/index.js";
 export * from "../build/index.js";
 export default edge.default;
 
-const injected = { alarmCalls: 0, thrownBefore: 0, thrownAfter: 0, partsRefused: 0 };
+const injected = { alarmCalls: 0, thrownBefore: 0, thrownAfter: 0, partsRefused: 0, forwardsRefused: 0, answersLost: 0 };
 
 export class FaultyHub {
   constructor(state, env) {
@@ -28,6 +31,18 @@ export class FaultyHub {
     if (injected.partsRefused < (this.plan.part ?? 0) && (await request.clone().text()) === '"part"') {
       injected.partsRefused++;
       return new Response("injected: shard unavailable", { status: 503 });
+    }
+    if ((this.plan.forward ?? 0) > injected.forwardsRefused || (this.plan.forwardLost ?? 0) > injected.answersLost) {
+      const body = await request.clone().text();
+      if (body.startsWith('{"forward"')) {
+        if (injected.forwardsRefused < (this.plan.forward ?? 0)) {
+          injected.forwardsRefused++;
+          return new Response("injected: hub unavailable", { status: 503 });
+        }
+        injected.answersLost++;
+        await this.inner.fetch(request);
+        return new Response("injected: answer lost", { status: 503 });
+      }
     }
     return this.inner.fetch(request);
   }

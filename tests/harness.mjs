@@ -98,6 +98,9 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
           ADMIN_TOKEN,
           // Suites wait for profiles in seconds; the calm interval has its own test.
           FLUSH_CALM_MS: "1000",
+          // The analytics tiers report and forward fast in tests (defaults: 2 s each).
+          REPORT_INTERVAL_MS: "300",
+          AGGREGATOR_FORWARD_MS: "300",
           ...(hubAlarmFaults ? { HUB_ALARM_FAULTS: JSON.stringify(hubAlarmFaults) } : {}),
           ...(hubSlowMs ? { HUB_SLOW_MS: String(hubSlowMs) } : {}),
           ...vars,
@@ -110,6 +113,7 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
             : { className: "ProfileObject", useSQLite: true },
           VISITORS: { className: "VisitorObject", useSQLite: true },
           HUB: { className: faultyHub ? "FaultyHub" : "HubObject", useSQLite: true },
+          AGGREGATORS: { className: "AggregatorObject", useSQLite: true },
         },
       },
       ...(kvFault
@@ -200,7 +204,14 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
     return res.json();
   }
 
-  return { mf, origin, send, api, stream, close, setKvDown, setKvSlow, hubFaults, hubWindow, runtimeLog, url: httpUrl };
+  /** An aggregator object's state (AggOp::State), by name ("agg:local:0", ...). */
+  async function aggregatorState(name) {
+    const ns = await mf.getDurableObjectNamespace("AGGREGATORS", "edge");
+    const res = await ns.get(ns.idFromName(name)).fetch("http://agg/", { method: "POST", body: JSON.stringify("state") });
+    return res.json();
+  }
+
+  return { mf, origin, send, api, stream, close, setKvDown, setKvSlow, hubFaults, hubWindow, aggregatorState, runtimeLog, url: httpUrl };
 }
 
 /** Polls `check` (bounded: `tries` times, `everyMs` apart) until it returns a truthy value. */

@@ -32,7 +32,7 @@ pub struct FastAnswer {
     /// `Some`: the consult's call carries this request's observation (it
     /// answered, or it is still under way past the budget and records it
     /// then), so the record phase must not queue it again; it holds what the
-    /// recording published, for the record phase to add to the hub report
+    /// recording published, for the record phase to add to the analytics report
     /// beside this request's sample. `None`: a cache hit, or a call that
     /// failed: the observation goes to the batch as before.
     pub recorded: Option<Recorded>,
@@ -108,7 +108,7 @@ pub async fn consistent(
                 // after the response (a slow hub once held every consistent
                 // request for as long as it took, past the budget).
                 let (env, updates, alerts) = (io.env.clone(), reply.updates, reply.alerts);
-                io.ctx.wait_until(async move { record::publish_now(&env, updates, alerts).await });
+                io.ctx.wait_until(async move { record::publish_events(&env, updates, alerts).await });
                 Ok(reply.verdict)
             }
             Ok((status, _)) => Err(Error::platform(format!("unexpected answer {status}"))),

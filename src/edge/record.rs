@@ -2,7 +2,13 @@
 //! and sent in batches, never one object call per request:
 //! - observations per subject go to the subject's `ProfileObject` (what the
 //!   profile signals need: paths, statuses, places, times, all kept);
-//! - analytics samples of all subjects go to their hub shard.
+//! - analytics samples are folded into slide deltas (`intel::deltas`), one
+//!   per hub shard, and reported every `REPORT_INTERVAL_MS` (jittered
+//!   +-20%, or at once past `MAX_REPORT_BYTES`) to this isolate's
+//!   aggregator object (`agg:<colo>:<i>`), which forwards them to the hub
+//!   (docs/analytics.md, "Tiers");
+//! - profile events ride with the report and go out through one function,
+//!   `publish_events` (not through the aggregators: the streams want them).
 //!
 //! In fast mode a request whose consult missed the verdict cache was
 //! recorded by the consult itself (`consult::fast`, one call per new
@@ -17,11 +23,11 @@
 //! views join it (Durable Object requests are billed); the first observation
 //! that is not calm brings the flush forward to `FLUSH_INTERVAL_MS`.
 //!
-//! Who keeps the isolate alive until a batch is stored: the request that
-//! opened the batch holds its timer and flush in `ctx.wait_until`; the request
-//! that fills a batch flushes it in its own `wait_until`. No request awaits a
-//! promise of another request's context (workerd cancels such continuations),
-//! which is why later joiners add nothing of their own.
+//! Who keeps the isolate alive until a batch or a report is sent: the
+//! request that opened it holds its timer and flush in `ctx.wait_until`; the
+//! request that fills it sends it in its own `wait_until`. No request awaits
+//! a promise of another request's context (workerd cancels such
+//! continuations), which is why later joiners add nothing of their own.
 //!
 //! What fails here runs after the response, when the request's log line is
 //! already printed: each failure prints its own line (`log::background`).
@@ -32,112 +38,127 @@ use std::time::Duration;
 use worker::{Delay, Env};
 
 use crate::bindings;
+use crate::clock::now_ms;
 use crate::config::{Consult, Flush};
 use crate::error::Error;
-use crate::intel::analytics::Sample;
+use crate::intel::analytics::{AnalyticsConfig, Sample};
 use crate::intel::batches::{BatchItems, Batches, Enqueued};
+use crate::intel::deltas::{jittered, SlideDeltas};
 use crate::intel::ip::Identity;
-use crate::intel::keys::hub_name;
+use crate::intel::keys::{aggregator_name, hub_name};
 use crate::intel::outcome::Answer;
 use crate::intel::profile::Observation;
 use crate::intel::protocol::{AlertNotice, Update};
-use crate::intel::wire::HubOp;
-use crate::intel::wire::{ObserveReply, ProfileOp};
+use crate::intel::wire::{AggOp, HubOp, ObserveReply, ProfileOp};
 use crate::log;
 use crate::platform::call_object;
 
 use super::verdicts::remember;
 use super::Io;
 
-/// Samples per hub report at most (a report is ~100 bytes per sample).
-const HUB_BATCH: usize = 500;
-/// Open batches (subjects and hub shards) an isolate keeps at most, and
-/// observations and samples in all of them, and their estimated bytes
-/// (`Items::bytes`): past any, the batch is flushed at once instead of
-/// waiting. Items are a few hundred bytes each, but a path can be kilobytes:
-/// 10,000 of 16 KB would be more than an isolate's 128 MB, hence the bytes.
+/// A report whose deltas pass this size (estimated, `SlideDeltas::bytes`)
+/// goes at once (memory and message bound; a busy isolate's deltas of one
+/// shard and slide stay near 70 KB: the slide's key bound plus sketches).
+const MAX_REPORT_BYTES: usize = 256 * 1024;
+/// Profile events a report carries at most: past it, they are published at once.
+const MAX_REPORT_EVENTS: usize = 500;
+/// Open batches (subjects) an isolate keeps at most, observations in all of
+/// them, and their estimated bytes (`Items::bytes`): past any, the batch is
+/// flushed at once instead of waiting. Observations are a few hundred bytes
+/// each, but a path can be kilobytes: 10,000 of 16 KB would be more than an
+/// isolate's 128 MB, hence the bytes.
 const MAX_OPEN_BATCHES: usize = 2_000;
 const MAX_QUEUED_ITEMS: usize = 10_000;
 const MAX_QUEUED_BYTES: usize = 8 << 20;
-/// What one stream update or alert waiting in a hub report is charged: an
-/// event carries at most 4 KB of metadata, most carry none.
-const EVENT_BYTES: usize = 1024;
 
-/// What coalescing reads of the configuration: when a batch is flushed
-/// (`Flush`) and the verdict cache a profile flush's answer refreshes
+/// What coalescing reads of the configuration: when a batch is flushed and
+/// a report sent (`Flush`), the analytics slides, and the verdict cache a profile flush's answer refreshes
 /// (`Consult`'s cache settings).
 #[derive(Clone, Copy)]
 pub struct Batching<'a> {
     pub flush: &'a Flush,
     pub cache: &'a Consult,
+    /// The slides the analytics deltas are folded into.
+    pub analytics: &'a AnalyticsConfig,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum Target {
     Profile(String),
-    Hub(u32),
 }
 
 enum Items {
-    Observations {
-        ip: String,
-        list: Vec<Observation>,
-    },
-    Samples {
-        list: Vec<Sample>,
-        rejected: u64,
-        /// Observations and samples this isolate lost (reported, then counted by the hub).
-        dropped: u64,
-        updates: Vec<Update>,
-        alerts: Vec<AlertNotice>,
-    },
+    Observations { ip: String, list: Vec<Observation> },
 }
 
 impl BatchItems for Items {
     fn count(&self) -> usize {
         match self {
             Items::Observations { list, .. } => list.len(),
-            Items::Samples { list, rejected, dropped, updates, alerts } => {
-                list.len() + usize::from(*rejected > 0) + usize::from(*dropped > 0) + updates.len() + alerts.len()
-            }
         }
     }
 
     fn bytes(&self) -> usize {
         match self {
             Items::Observations { ip, list } => ip.len() + list.iter().map(Observation::approx_bytes).sum::<usize>(),
-            Items::Samples { list, updates, alerts, .. } => {
-                let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
-                let samples: usize = list
-                    .iter()
-                    .map(|s| std::mem::size_of::<Sample>() + s.subject.len() + text(&s.country) + text(&s.probe))
-                    .sum();
-                samples + (updates.len() + alerts.len()) * EVENT_BYTES
-            }
         }
     }
 }
 
-impl Items {
-    fn samples() -> Items {
-        Items::Samples { list: Vec::new(), rejected: 0, dropped: 0, updates: Vec::new(), alerts: Vec::new() }
-    }
+/// The analytics report this isolate is folding: its deltas, the profile
+/// events that go out with it, and which timer owns it.
+struct Report {
+    id: u64,
+    aggregator: String,
+    deltas: SlideDeltas,
+    samples: usize,
+    updates: Vec<Update>,
+    alerts: Vec<AlertNotice>,
 }
 
 thread_local! {
     static PENDING: RefCell<Batches<Target, Items>> =
         RefCell::new(Batches::new(MAX_OPEN_BATCHES, MAX_QUEUED_ITEMS).with_max_bytes(MAX_QUEUED_BYTES));
-    /// Observations and samples lost (a flush failed twice) and not yet
-    /// handed to a hub report.
+    static REPORT: RefCell<Option<Report>> = const { RefCell::new(None) };
+    static REPORTS_OPENED: Cell<u64> = const { Cell::new(0) };
+    /// This isolate's id (random, made once): which of its location's
+    /// aggregators it reports to.
+    static ISOLATE: Cell<Option<u64>> = const { Cell::new(None) };
+    /// The location this isolate last saw a request from.
+    static COLO: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// Observations and samples lost (a flush or report failed twice) and
+    /// not yet folded into a report.
     static DROPPED: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Observations and samples waiting in this isolate (the analytics API's `queueSize`).
 pub fn queued() -> usize {
-    PENDING.with(|p| p.borrow().queued())
+    let samples = REPORT.with(|r| r.borrow().as_ref().map_or(0, |r| r.samples));
+    PENDING.with(|p| p.borrow().queued()) + samples
 }
 
-/// Counts `n` observations or samples that are lost; the next hub report carries the count.
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    // Only spreads isolates over aggregators and timers: the clock will do
+    // when the runtime's random source fails.
+    if getrandom::fill(&mut b).is_err() {
+        return now_ms() as u32;
+    }
+    u32::from_le_bytes(b)
+}
+
+fn isolate_id() -> u64 {
+    ISOLATE.with(|i| match i.get() {
+        Some(id) => id,
+        None => {
+            let id = (u64::from(random_u32()) << 32) | u64::from(random_u32());
+            i.set(Some(id));
+            id
+        }
+    })
+}
+
+/// Counts `n` observations or samples that are lost; the next analytics report carries the count.
 fn count_dropped(n: u64) {
     DROPPED.with(|d| d.set(d.get().saturating_add(n)));
 }
@@ -161,51 +182,118 @@ pub fn observation(io: Io<'_>, b: Batching<'_>, id: &Identity, obs: Observation,
     });
 }
 
-/// Records one request's analytics sample for its hub shard, with the count
-/// of anything this isolate lost since its last report (any shard will do:
-/// totals are summed over shards).
-pub fn sample(io: Io<'_>, b: Batching<'_>, shard: u32, s: Sample) {
-    let lost = DROPPED.with(|d| d.replace(0));
-    enqueue(io, b, Target::Hub(shard), true, |items| match items {
-        Some(Items::Samples { list, dropped, .. }) => {
-            list.push(s);
-            *dropped = dropped.saturating_add(lost);
-            None
-        }
-        _ => {
-            let mut items = Items::samples();
-            if let Items::Samples { list, dropped, .. } = &mut items {
-                list.push(s);
-                *dropped = lost;
+/// Records one request's analytics sample, folded into this isolate's
+/// report for hub shard `shard`, with the count of anything this isolate
+/// lost since its last report. `colo`: the request's location (names the
+/// aggregator).
+pub fn sample(io: Io<'_>, b: Batching<'_>, shard: u32, colo: Option<&str>, s: Sample) {
+    if let Some(c) = colo {
+        COLO.with(|k| {
+            if k.borrow().as_deref() != Some(c) {
+                *k.borrow_mut() = Some(c.to_string());
             }
-            Some(items)
+        });
+    }
+    let lost = DROPPED.with(|d| d.replace(0));
+    fold(io, b, |d, cfg, now| {
+        d.add_sample(cfg, shard, &s, now);
+        if lost > 0 {
+            d.add_dropped(cfg, lost, now);
         }
     });
 }
 
-/// Counts events the API rejected (reported with the next hub batch).
+/// Counts events the API rejected (reported with the next report).
 pub fn rejected_events(io: Io<'_>, b: Batching<'_>, n: u64) {
     if n == 0 {
         return;
     }
-    enqueue(io, b, Target::Hub(0), true, |items| match items {
-        Some(Items::Samples { rejected, .. }) => {
-            *rejected += n;
-            None
-        }
-        _ => {
-            let mut items = Items::samples();
-            if let Items::Samples { rejected, .. } = &mut items {
-                *rejected = n;
-            }
-            Some(items)
-        }
-    });
+    fold(io, b, |d, cfg, now| d.add_rejected(cfg, n, now));
 }
 
-/// Sends profile events to the global hub now (consistent mode, the status
-/// follow-up): one call, in order.
-pub async fn publish_now(env: &Env, updates: Vec<Update>, alerts: Vec<AlertNotice>) {
+/// Folds into the open report (opening it, with its timer in this request's
+/// `wait_until`, when there is none), or sends it at once from this request
+/// when it grew past `MAX_REPORT_BYTES`.
+fn fold(io: Io<'_>, b: Batching<'_>, add: impl FnOnce(&mut SlideDeltas, &AnalyticsConfig, f64)) {
+    let now = now_ms();
+    let (opened, full) = REPORT.with(|r| {
+        let mut r = r.borrow_mut();
+        let mut opened = None;
+        let report = r.get_or_insert_with(|| {
+            let id = REPORTS_OPENED.with(|n| {
+                n.set(n.get().wrapping_add(1));
+                n.get()
+            });
+            opened = Some(id);
+            let colo = COLO.with(|c| c.borrow().clone());
+            Report {
+                id,
+                aggregator: aggregator_name(colo.as_deref(), isolate_id(), b.flush.aggregators_per_colo),
+                deltas: SlideDeltas::default(),
+                samples: 0,
+                updates: Vec::new(),
+                alerts: Vec::new(),
+            }
+        });
+        add(&mut report.deltas, b.analytics, now);
+        report.samples += 1;
+        let full = if report.deltas.bytes() >= MAX_REPORT_BYTES { r.take() } else { None };
+        (opened, full)
+    });
+    let env = io.env.clone();
+    if let Some(report) = full {
+        io.ctx.wait_until(async move { send_report(&env, report).await });
+    } else if let Some(id) = opened {
+        let wait = jittered(b.flush.report_ms, random_u32());
+        io.ctx.wait_until(async move {
+            Delay::from(Duration::from_millis(wait)).await;
+            // Unless it already went (full).
+            let report = REPORT.with(|r| {
+                let mut r = r.borrow_mut();
+                if r.as_ref().is_some_and(|rep| rep.id == id) {
+                    r.take()
+                } else {
+                    None
+                }
+            });
+            if let Some(report) = report {
+                send_report(&env, report).await;
+            }
+        });
+    }
+}
+
+/// Sends a report: its events through `publish_events`, its deltas to its
+/// aggregator (tried twice; if both fail, its samples and the losses it
+/// carried are counted lost and ride on the next report).
+async fn send_report(env: &Env, report: Report) {
+    publish_events(env, report.updates, report.alerts).await;
+    if report.deltas.is_empty() {
+        return;
+    }
+    let op = AggOp::Report { deltas: report.deltas };
+    for attempt in 1..=2 {
+        let outcome =
+            match call_object::<_, serde_json::Value>(env, bindings::AGGREGATORS, &report.aggregator, &op).await {
+                Ok((200, _)) => return,
+                Ok((status, _)) => Error::platform(format!("aggregator answered {status}")),
+                Err(e) => e,
+            };
+        log::background(
+            "edge.after",
+            "report failed",
+            format_args!("{} samples to {}, attempt {attempt}: {outcome}", report.samples, report.aggregator),
+        );
+    }
+    if let AggOp::Report { deltas } = &op {
+        count_dropped(deltas.lost_if_dropped());
+    }
+}
+
+/// Sends profile events to the streams and their analytics counting (the
+/// global hub today): one call, in order. Every event leaves the isolate
+/// through here.
+pub async fn publish_events(env: &Env, updates: Vec<Update>, alerts: Vec<AlertNotice>) {
     if updates.is_empty() && alerts.is_empty() {
         return;
     }
@@ -215,28 +303,23 @@ pub async fn publish_now(env: &Env, updates: Vec<Update>, alerts: Vec<AlertNotic
     }
 }
 
-/// Adds profile events to this isolate's open global-hub batch, if there is
-/// one (there usually is: the same requests added their samples); otherwise
-/// they go to the hub at once.
+/// Adds profile events to this isolate's open report, if there is one
+/// (there usually is: the same requests added their samples); otherwise, or
+/// when the report holds `MAX_REPORT_EVENTS` already, they go out at once.
 async fn forward_published(env: &Env, mut updates: Vec<Update>, mut alerts: Vec<AlertNotice>) {
     if updates.is_empty() && alerts.is_empty() {
         return;
     }
-    let appended = PENDING.with(|p| {
-        let mut p = p.borrow_mut();
-        let appended = match p.get_mut(&Target::Hub(0)) {
-            Some(Items::Samples { updates: u, alerts: a, .. }) => {
-                u.append(&mut updates);
-                a.append(&mut alerts);
-                true
-            }
-            _ => false,
-        };
-        p.recount();
-        appended
+    let appended = REPORT.with(|r| match r.borrow_mut().as_mut() {
+        Some(rep) if rep.updates.len() + rep.alerts.len() < MAX_REPORT_EVENTS => {
+            rep.updates.append(&mut updates);
+            rep.alerts.append(&mut alerts);
+            true
+        }
+        _ => false,
     });
     if !appended {
-        publish_now(env, updates, alerts).await;
+        publish_events(env, updates, alerts).await;
     }
 }
 
@@ -252,10 +335,7 @@ fn enqueue(
     urgent: bool,
     add: impl FnOnce(Option<&mut Items>) -> Option<Items>,
 ) {
-    let max = match target {
-        Target::Profile(_) => b.flush.max_batch,
-        Target::Hub(_) => HUB_BATCH,
-    };
+    let max = b.flush.max_batch;
     let outcome = PENDING.with(|p| p.borrow_mut().enqueue(target.clone(), max, urgent, add));
     match outcome {
         Enqueued::Waiting => {}
@@ -300,32 +380,15 @@ async fn flush(env: &Env, cache: &Consult, target: &Target, items: Items) {
                     Err(e) => Err(e),
                 }
             }
-            (Target::Hub(shard), Items::Samples { list, rejected, dropped, updates, alerts }) => {
-                let op = HubOp::Report {
-                    samples: list.clone(),
-                    rejected: *rejected,
-                    dropped: *dropped,
-                    updates: updates.clone(),
-                    alerts: alerts.clone(),
-                };
-                match call_object::<_, serde_json::Value>(env, bindings::HUB, &hub_name(*shard), &op).await {
-                    Ok((200, _)) => Ok(()),
-                    Ok((status, _)) => Err(Error::platform(format!("hub answered {status}"))),
-                    Err(e) => Err(e),
-                }
-            }
-            _ => return,
         };
         match outcome {
             Ok(()) => return,
             Err(e) => log::background("edge.after", "flush failed", format_args!("{n} items, attempt {attempt}: {e}")),
         }
     }
-    // Lost: counted, so the loss shows in the analytics and /metrics. A hub
-    // report's own loss count goes back to be reported again.
+    // Lost: counted, so the loss shows in the analytics and /metrics.
     count_dropped(match &items {
         Items::Observations { list, .. } => list.len() as u64,
-        Items::Samples { list, dropped, .. } => (list.len() as u64).saturating_add(*dropped),
     });
 }
 
@@ -343,7 +406,7 @@ pub struct Recorded {
 /// the hub at once); fast mode (`cache`: the verdict cache's settings) only
 /// the answers the profile counts (`outcome::needs_follow_up`), after a
 /// consult that recorded a new subject's first request, and its answer
-/// refreshes the cache and joins this isolate's hub report.
+/// refreshes the cache and joins this isolate's analytics report.
 pub async fn status(env: Env, id: Identity, at: f64, answer: Answer, cache: Option<Consult>) {
     let action = match answer {
         Answer::Enforced { action, .. } => Some(action.as_str().to_string()),
@@ -357,7 +420,7 @@ pub async fn status(env: Env, id: Identity, at: f64, answer: Answer, cache: Opti
                 remember(&cache, &subject, r.verdict);
                 forward_published(&env, r.updates, r.alerts).await;
             }
-            None => publish_now(&env, r.updates, r.alerts).await,
+            None => publish_events(&env, r.updates, r.alerts).await,
         },
         Ok(_) => {}
         Err(e) => {

@@ -71,7 +71,7 @@ struct RequestCtx<'a> {
 impl RequestCtx<'_> {
     /// The parts of the configuration `record` reads.
     fn batching(&self) -> Batching<'_> {
-        Batching { flush: &self.config.flush, cache: &self.config.consult }
+        Batching { flush: &self.config.flush, cache: &self.config.consult, analytics: &self.config.analytics }
     }
 }
 
@@ -368,7 +368,7 @@ fn record(rc: &RequestCtx, found: Found, scored: &Scored, obs: Observation, answ
             record::observation(io, rc.batching(), id, obs, low);
         }
         (RiskMode::Fast, Some(recorded)) => {
-            // After the sample: the events join the hub report it opened.
+            // After the sample: the events join the analytics report it opened.
             record::forward_events(io, recorded);
             if outcome::needs_follow_up(answer) {
                 let cache = Some(rc.config.consult.clone());
@@ -387,5 +387,6 @@ fn record_sample(rc: &RequestCtx, found: &Found, scored: &Scored, answer: &Answe
     let subject = id.key.as_str();
     let scores = (scored.verdict.score, found.profile.threat);
     let sample = outcome::sample(rc.started, subject, &rc.request, &rc.cf, scores, &found.consulted, answer);
-    record::sample(rc.io, rc.batching(), shard_of(subject, rc.config.hub.shards), sample);
+    let shard = shard_of(subject, rc.config.hub.shards);
+    record::sample(rc.io, rc.batching(), shard, rc.cf.colo.as_deref(), sample);
 }

@@ -58,8 +58,8 @@ pub struct AnalyticsConfig {
     pub trend_sensitivity: f64,
     /// `ANOMALY_THRESHOLD` (2.0) standard deviations.
     pub anomaly_threshold: f64,
-    /// How long after its end a slide stays open for late reports (the
-    /// isolates flush samples every `FLUSH_INTERVAL_MS`): 2 x that + 500 ms.
+    /// How long after its end a slide stays open for late data: the tiers'
+    /// delay (`config::grace_ms`: report interval, forward periods, flushes).
     pub grace_ms: f64,
 }
 
@@ -71,7 +71,8 @@ impl Default for AnalyticsConfig {
             min_support: 3,
             trend_sensitivity: 0.2,
             anomaly_threshold: 2.0,
-            grace_ms: 2500.0,
+            // config::grace_ms(1000, 2000, 2000) (the defaults).
+            grace_ms: 8900.0,
         }
     }
 }
@@ -346,13 +347,13 @@ fn entry_within<'a, K: Ord + Clone, V: Default>(
 }
 
 impl Slide {
-    fn new(start: i64) -> Slide {
+    pub(super) fn new(start: i64) -> Slide {
         Slide { start, ..Slide::default() }
     }
 
     /// Counts a sample; `forgotten`: its subject was erased after it, so it
     /// is counted but joins no member set.
-    fn add_sample(&mut self, s: &Sample, forgotten: bool) {
+    pub(super) fn add_sample(&mut self, s: &Sample, forgotten: bool) {
         self.requests += 1;
         self.risk_sum += u64::from(s.risk);
         let high = s.risk >= HIGH_RISK_AT;
@@ -423,7 +424,7 @@ impl Slide {
 
     /// Removes an erased subject from every member set; true if any held it.
     /// Counts and the unique estimate (a HyperLogLog) cannot be edited.
-    fn forget(&mut self, subject: &str) -> bool {
+    pub(super) fn forget(&mut self, subject: &str) -> bool {
         let b = &mut self.budget;
         let mut any = false;
         for a in self.countries.values_mut() {
@@ -439,6 +440,83 @@ impl Slide {
         any |= self.high_threat.remove(subject, b);
         any |= self.travel.remove(subject, b);
         any
+    }
+
+    /// Adds another slide of the same start into this stored one, within
+    /// this slide's key and byte bounds (`MAX_KEYS`, `MAX_SLIDE_BYTES`): a
+    /// slide delta of an isolate or an aggregator (`intel::deltas`). What
+    /// does not fit is counted in `budget.dropped`, as a sample's would be;
+    /// counts, sketches and member supports stay exact.
+    pub fn absorb(&mut self, o: &Slide) {
+        fn key_agg(into: &mut KeyAgg, o: &KeyAgg, budget: &mut Budget) {
+            into.requests += o.requests;
+            into.risk_sum += o.risk_sum;
+            into.threat_sum += o.threat_sum;
+            for m in &o.high_risk.members {
+                into.high_risk.insert_within(m, budget);
+            }
+            into.high_risk.overflow += o.high_risk.overflow;
+        }
+        fn members(into: &mut Members, o: &Members, budget: &mut Budget) {
+            for m in &o.members {
+                into.insert_within(m, budget);
+            }
+            into.overflow += o.overflow;
+        }
+        self.requests += o.requests;
+        self.risk_sum += o.risk_sum;
+        self.high_risk += o.high_risk;
+        self.server_errors += o.server_errors;
+        self.enforced += o.enforced;
+        self.fail_closed += o.fail_closed;
+        self.degraded += o.degraded;
+        self.do_errors += o.do_errors;
+        self.events += o.events;
+        self.events_rejected += o.events_rejected;
+        self.observations_dropped += o.observations_dropped;
+        self.unique.merge(&o.unique);
+        self.latency.merge(&o.latency);
+        self.consult_latency.merge(&o.consult_latency);
+        let budget = &mut self.budget;
+        for (k, v) in &o.countries {
+            if let Some(a) = entry_within(&mut self.countries, k, k.len(), budget) {
+                key_agg(a, v, budget);
+            }
+        }
+        for (k, v) in &o.asns {
+            if let Some(a) = entry_within(&mut self.asns, k, 10, budget) {
+                key_agg(a, v, budget);
+            }
+        }
+        for (k, v) in &o.probes {
+            if let Some(m) = entry_within(&mut self.probes, k, k.len(), budget) {
+                members(m, v, budget);
+            }
+        }
+        members(&mut self.auth_failures, &o.auth_failures, budget);
+        members(&mut self.high_threat, &o.high_threat, budget);
+        members(&mut self.travel, &o.travel, budget);
+        self.high_threat_events += o.high_threat_events;
+        self.travel_events += o.travel_events;
+        budget.dropped += o.budget.dropped;
+    }
+
+    /// Every distinct member of the slide's sets (to check against erasures).
+    pub(super) fn all_members(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let sets = self
+            .countries
+            .values()
+            .map(|a| &a.high_risk)
+            .chain(self.asns.values().map(|a| &a.high_risk))
+            .chain(self.probes.values())
+            .chain([&self.auth_failures, &self.high_threat, &self.travel]);
+        for set in sets {
+            out.extend(set.members.iter().cloned());
+        }
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Adds another slide of the same start (hub shards merged on read).
@@ -642,7 +720,7 @@ const MAX_FORGOTTEN: usize = 10_000;
 
 /// How an erased subject is remembered: a hash of its key, not the key (which
 /// is the raw IP without `IP_HASH_KEY`): after a DELETE, no hub keeps the IP.
-fn forgotten_key(subject: &str) -> String {
+pub(super) fn forgotten_key(subject: &str) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(b"edgeintel erased\0");
@@ -671,14 +749,14 @@ pub struct Totals {
 }
 
 impl Aggregator {
-    fn slide_start(cfg: &AnalyticsConfig, at_ms: f64) -> i64 {
+    pub(super) fn slide_start(cfg: &AnalyticsConfig, at_ms: f64) -> i64 {
         let s = (at_ms / 1000.0).floor() as i64;
         s - s.rem_euclid(cfg.slide_s.max(1))
     }
 
     /// The slide for `at`, created if needed; `None` if `at` is outside the
     /// window (too old, or more than a slide in the future).
-    fn slide_mut(&mut self, cfg: &AnalyticsConfig, at_ms: f64, now_ms: f64) -> Option<&mut Slide> {
+    pub(super) fn slide_mut(&mut self, cfg: &AnalyticsConfig, at_ms: f64, now_ms: f64) -> Option<&mut Slide> {
         let start = Aggregator::slide_start(cfg, at_ms);
         let newest = Aggregator::slide_start(cfg, now_ms);
         if start > newest + cfg.slide_s || start <= newest - cfg.window_s || start <= self.last_rolled {
@@ -1113,7 +1191,9 @@ mod tests {
     const T0: f64 = 1_780_000_020_000.0;
 
     fn cfg() -> AnalyticsConfig {
-        AnalyticsConfig::default()
+        // These tests were written for the grace of one tier (2 x 1 s flushes
+        // + 0.5 s); the tiers' grace is tested in config (`grace_ms`).
+        AnalyticsConfig { grace_ms: 2500.0, ..AnalyticsConfig::default() }
     }
 
     fn sample(at: f64, subject: &str) -> Sample {

@@ -78,6 +78,16 @@ pub fn hub_name(i: u32) -> String {
     }
 }
 
+/// The aggregator object an isolate reports to: `agg:<colo>:<i>`, with `i`
+/// its (random) isolate id modulo `AGGREGATORS_PER_COLO`, so that a
+/// location's isolates spread over its aggregators; `local` when the request
+/// had no colo (local development). The colo is `CfFacts::colo` (validated
+/// letters).
+pub fn aggregator_name(colo: Option<&str>, isolate: u64, per_colo: u32) -> String {
+    let i = isolate % u64::from(per_colo.max(1));
+    format!("agg:{}:{i}", colo.unwrap_or("local"))
+}
+
 /// The shard index of a hub object name (`hub_name`'s inverse).
 pub fn shard_index(name: &str) -> Option<u32> {
     if name == GLOBAL_HUB {

@@ -107,6 +107,11 @@ fn bucket_value(b: u16) -> f64 {
 }
 
 impl Histogram {
+    /// Buckets held (its size on the wire grows with them).
+    pub fn buckets(&self) -> usize {
+        self.buckets.len()
+    }
+
     pub fn record(&mut self, x: f64) {
         if !x.is_finite() || x < 0.0 {
             return;

@@ -21,6 +21,12 @@
 //!    gauges, recorded into the current slide. The object sends the
 //!    messages and persists the state (`Plan::slide`, the meta row).
 //!
+//! A slide is taken only `AnalyticsConfig::grace_ms` after its end, which
+//! `config::grace_ms` derives from the analytics tiers' delays (a jittered
+//! `REPORT_INTERVAL_MS` in the isolate, `AGGREGATOR_FORWARD_MS` and its retry
+//! in the aggregator, the profile flushes' events): no slide is rolled up or
+//! judged before its data can have arrived.
+//!
 //! Between the two steps the object may take reports (the state is the one
 //! in memory then): what `begin` took is not taken again, and `finish` works
 //! on the window as it is when the I/O is done.
@@ -32,6 +38,7 @@ use serde_json::{json, Value};
 
 use super::alerting::{self, Rule, RuleState, Transition};
 use super::analytics::{Aggregator, AnalyticsConfig, Gauges, ShardPart, Slide, SlidePoint, Totals, METRIC_NAMES};
+use super::deltas::{Seen, TierCounters};
 use super::insights;
 use super::keys;
 use super::protocol::{iso, MessageType, ServerMessage};
@@ -111,6 +118,16 @@ pub struct Meta {
     /// `Aggregator::forgotten`.
     #[serde(default)]
     pub forgotten: BTreeMap<String, f64>,
+    /// The aggregator objects this hub heard from and the highest summary
+    /// of each it applied (`intel::deltas::receive`). Persisted in the same
+    /// write as the slides those summaries changed, so the stored sequence
+    /// is exactly what is stored: after a restart, what came after it is
+    /// sent again and applied once.
+    #[serde(default)]
+    pub seen: BTreeMap<String, Seen>,
+    /// The aggregator tier as this hub measured it.
+    #[serde(default)]
+    pub tier: TierCounters,
 }
 
 /// The hub's loaded state: the window and the meta row.
@@ -532,7 +549,9 @@ mod tests {
     const S0: i64 = (T0 / 1000.0) as i64;
 
     fn analytics() -> AnalyticsConfig {
-        AnalyticsConfig::default()
+        // These tests were written for the grace of one tier (2 x 1 s flushes
+        // + 0.5 s); the tiers' grace is tested in config (`grace_ms`).
+        AnalyticsConfig { grace_ms: 2500.0, ..AnalyticsConfig::default() }
     }
 
     /// Fires at once on any origin error, resolves at once.

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::alerting::RuleState;
 use super::analytics::{Sample, Slide, Totals};
+use super::deltas::{SlideDeltas, Summary, TierCounters};
 use super::events::IntelEvent;
 use super::profile::{Observation, ProfileVerdict};
 use super::protocol::{AlertNotice, Update};
@@ -143,6 +144,52 @@ pub enum HubOp {
     /// (`Aggregator::forget`); sent to every shard by `DELETE
     /// /api/ip-intelligence/:ip`.
     Forget { subject: String, at: f64 },
+    /// An aggregator object's summaries for this shard (`intel::deltas`):
+    /// `from` is its name, `base` the highest sequence this hub has confirmed
+    /// persisted to it (everything up to it is stored), `summaries` the
+    /// unconfirmed ones in order, `failures` its forwards that failed since
+    /// the last one that did not. Answers `Forwarded`.
+    Forward {
+        from: String,
+        #[serde(default)]
+        base: u64,
+        #[serde(default)]
+        summaries: Vec<Summary>,
+        #[serde(default)]
+        failures: u64,
+    },
+}
+
+/// The hub's answer to `HubOp::Forward`: the highest sequence of this
+/// aggregator it has applied (in memory) and the highest it has persisted
+/// (the aggregator deletes what is persisted and re-sends from `applied`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forwarded {
+    pub applied: u64,
+    pub persisted: u64,
+}
+
+/// A request to an aggregator object (`AggregatorObject`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AggOp {
+    /// An isolate's slide deltas since its last report.
+    Report { deltas: SlideDeltas },
+    /// What it holds and how its forwards went (`AggState`), for tests and operators.
+    State,
+}
+
+/// An aggregator's answer to `AggOp::State`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AggState {
+    /// Shards with an open (not yet sealed) summary.
+    pub open: u64,
+    /// Sealed summaries not yet confirmed persisted by their hub shard.
+    pub unconfirmed: u64,
+    pub forwards: u64,
+    pub forward_failures: u64,
+    pub reports: u64,
 }
 
 /// One shard's window as shard 0's tick fetches it (`HubOp::Part`).
@@ -190,6 +237,9 @@ pub struct WindowState {
     pub site_evaluated_at: Option<f64>,
     #[serde(default)]
     pub site_failures: u64,
+    /// The aggregator tier as this shard saw it (`intel::deltas`).
+    #[serde(default)]
+    pub tier: TierCounters,
 }
 
 impl WindowState {
@@ -258,6 +308,34 @@ mod tests {
         let consulted = ObserveReply { before: Some(ProfileVerdict::unknown_subject()), ..reply };
         let text = serde_json::to_string(&consulted).unwrap();
         assert_eq!(serde_json::from_str::<ObserveReply>(&text).unwrap(), consulted);
+    }
+
+    /// The tiers' messages: an isolate's report, the aggregator's forward
+    /// and the hub's answer (numeric shard and slide keys as JSON strings).
+    #[test]
+    fn tier_messages_keep_their_wire_form() {
+        use crate::intel::deltas::ShardDelta;
+        let mut deltas = SlideDeltas::default();
+        deltas.shards.insert(1, ShardDelta::default());
+        let report = AggOp::Report { deltas };
+        assert_eq!(serde_json::to_string(&report).unwrap(), r#"{"report":{"deltas":{"1":{"slides":{}}}}}"#);
+        assert_eq!(serde_json::to_string(&AggOp::State).unwrap(), r#""state""#);
+        let fwd = HubOp::Forward {
+            from: "agg:FRA:0".into(),
+            base: 2,
+            summaries: vec![Summary { seq: 3, delta: ShardDelta::default() }],
+            failures: 0,
+        };
+        let text = serde_json::to_string(&fwd).unwrap();
+        assert_eq!(
+            text,
+            r#"{"forward":{"from":"agg:FRA:0","base":2,"summaries":[{"seq":3,"delta":{"slides":{}}}],"failures":0}}"#
+        );
+        assert!(matches!(serde_json::from_str::<HubOp>(&text).unwrap(), HubOp::Forward { base: 2, .. }));
+        let minimal: HubOp = serde_json::from_str(r#"{"forward":{"from":"a"}}"#).unwrap();
+        assert!(matches!(minimal, HubOp::Forward { base: 0, failures: 0, .. }));
+        let answer: Forwarded = serde_json::from_str(r#"{"applied":4,"persisted":3}"#).unwrap();
+        assert_eq!(answer, Forwarded { applied: 4, persisted: 3 });
     }
 
     #[test]

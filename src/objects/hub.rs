@@ -3,8 +3,17 @@
 //! performance streams and the place where stream tickets are spent (the
 //! edge issues and verifies them without storage: `intel::ticket`).
 //!
-//! - `Report`: batched request samples from the isolates (one call per
-//!   isolate per flush, never per request), ingested into per-slide buckets.
+//! - `Forward`: one summary per aggregator object and forward period
+//!   (`intel::deltas`: the isolates fold their samples into slide deltas,
+//!   the aggregators merge them), merged into the window in memory and
+//!   persisted on the alarm's tick, not per call: the hub's writes per slide
+//!   are bounded by its ticks, not by traffic. Each aggregator's summaries
+//!   are numbered: the hub answers the highest it applied and the highest it
+//!   persisted; the aggregator keeps (and sends again) what is not
+//!   persisted, so a hub restart loses nothing and a retry counts once.
+//! - `Report`: raw request samples, as isolates of the previous release sent
+//!   them (kept for one release, for a rollout with both versions running;
+//!   docs/DEPLOY.md), ingested and persisted per call as before.
 //! - `Publish`: profile events, fanned out to stream subscribers and counted.
 //! - The alarm ticks every `ANALYTICS_SLIDE_SECONDS`: it re-arms first (so it
 //!   always does) and rolls up this shard's slides closed since the last tick
@@ -19,12 +28,13 @@
 //!   executes it: the alarm, KV, the other shards, the sockets, storage.
 //!
 //! Storage (SQLite): `slides` (one row per slide in the window), `meta`
-//! (aggregator scalars, alert rule states, KV write log, next tick),
+//! (aggregator scalars, alert rule states, KV write log, next tick, the
+//! summary sequence applied per aggregator object),
 //! `spent_tickets` (nonces of used tickets until they expire). Memory caches the loaded state; `new` only registers the ping
 //! auto-response, so a hibernated or evicted hub loses nothing.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -38,10 +48,11 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::Error;
 use crate::intel::analytics::{Aggregator, Slide};
+use crate::intel::deltas::{self, Forward};
 use crate::intel::keys::{self, hub_name, shard_index};
 use crate::intel::tick::{self, HubState, KvRun, Meta, Others, TickConfig};
 use crate::intel::wire::{
-    HubOp, SitePart, Spent, TicketKey, WindowState, BEARER_HEADER, INTEL_TAG, PERF_TAG, STREAM_HEADER,
+    Forwarded, HubOp, SitePart, Spent, TicketKey, WindowState, BEARER_HEADER, INTEL_TAG, PERF_TAG, STREAM_HEADER,
     TICKET_EXPIRES_HEADER, TICKET_NONCE_HEADER,
 };
 use crate::log::Log;
@@ -70,6 +81,12 @@ pub struct HubObject {
     state: State,
     env: Env,
     loaded: RefCell<Option<HubState>>,
+    /// Slides changed by forwards since the last persist (written by the
+    /// next `with_state`: the tick's, or any other write's).
+    dirty: RefCell<BTreeSet<i64>>,
+    /// The summary sequence per aggregator as last persisted (`Meta::seen`
+    /// in storage): what `Forwarded::persisted` answers.
+    persisted: RefCell<BTreeMap<String, u64>>,
     /// The intelligence stream's sockets and filters, kept between events.
     subscribers: sockets::Subscribers,
 }
@@ -77,7 +94,14 @@ pub struct HubObject {
 impl DurableObject for HubObject {
     fn new(state: State, env: Env) -> Self {
         sockets::enable_auto_pong(&state);
-        HubObject { state, env, loaded: RefCell::new(None), subscribers: sockets::Subscribers::default() }
+        HubObject {
+            state,
+            env,
+            loaded: RefCell::new(None),
+            dirty: RefCell::new(BTreeSet::new()),
+            persisted: RefCell::new(BTreeMap::new()),
+            subscribers: sockets::Subscribers::default(),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -118,6 +142,27 @@ impl DurableObject for HubObject {
         let sql = self.state.storage().sql();
         migrate(&sql)?;
         match op {
+            HubOp::Forward { from, base, summaries, failures } => {
+                let now = now_ms();
+                self.ensure_loaded(&sql)?;
+                let applied = {
+                    let mut loaded = self.loaded.borrow_mut();
+                    let Some(l) = loaded.as_mut() else { return reply(500, &json!({"error": "not_loaded"})) };
+                    let f = Forward { from: &from, base, summaries: &summaries, failures };
+                    let (applied, slides) =
+                        deltas::receive(&mut l.agg, &config.analytics, &mut l.meta.seen, &mut l.meta.tier, &f, now);
+                    self.dirty.borrow_mut().extend(slides);
+                    applied
+                };
+                if let Some(i) = self.state.id().name().as_deref().and_then(shard_index) {
+                    if let Some(l) = self.loaded.borrow_mut().as_mut() {
+                        l.meta.shard = Some(i);
+                    }
+                }
+                self.ensure_alarm(&config).await?;
+                let persisted = self.persisted.borrow().get(&from).copied().unwrap_or(0).max(base).min(applied);
+                reply(200, &Forwarded { applied, persisted })
+            }
             HubOp::Report { samples, rejected, dropped, updates, alerts } => {
                 sockets::broadcast(&self.state, INTEL_TAG, &self.subscribers, &updates, &alerts);
                 let now = now_ms();
@@ -182,6 +227,7 @@ impl DurableObject for HubObject {
                     kv_dropped: l.meta.kv_dropped,
                     site_evaluated_at: l.meta.site_evaluated_at,
                     site_failures: l.meta.site_failures,
+                    tier: l.meta.tier.clone(),
                 };
                 reply(200, &window)
             }
@@ -366,12 +412,16 @@ impl HubObject {
             .first()
             .and_then(|r| serde_json::from_str(&r.data).ok())
             .unwrap_or_default();
+        *self.persisted.borrow_mut() = meta.seen.iter().map(|(k, s)| (k.clone(), s.seq)).collect();
+        self.dirty.borrow_mut().clear();
         *self.loaded.borrow_mut() = Some(HubState::load(slides, meta));
         Ok(())
     }
 
-    /// Applies `f` to the loaded state and persists the slides it touched
-    /// and the meta row (no await in between: one atomic write).
+    /// Applies `f` to the loaded state and persists the slides it touched,
+    /// those forwards changed since the last persist, and the meta row (no
+    /// await in between: one atomic write, so the summary sequences stored
+    /// in the meta row are exactly the summaries stored in the slides).
     fn with_state<R>(&self, sql: &SqlStorage, f: impl FnOnce(&mut HubState, &mut BTreeSet<i64>) -> R) -> Result<R> {
         self.ensure_loaded(sql)?;
         let mut loaded = self.loaded.borrow_mut();
@@ -381,6 +431,7 @@ impl HubObject {
         }
         let mut touched = BTreeSet::new();
         let out = f(l, &mut touched);
+        touched.append(&mut self.dirty.borrow_mut());
         for start in touched {
             if let Some(slide) = l.agg.slides.get(&start) {
                 let data = platform::to_json(slide)?;
@@ -395,6 +446,7 @@ impl HubObject {
             "INSERT OR REPLACE INTO meta (key, data) VALUES (?, ?)",
             vec![keys::HUB_META_ROW.into(), meta.into()],
         )?;
+        *self.persisted.borrow_mut() = l.meta.seen.iter().map(|(k, s)| (k.clone(), s.seq)).collect();
         Ok(out)
     }
 

@@ -1,10 +1,13 @@
 //! Durable Objects: one `ProfileObject` per subject (SQLite-backed storage is
 //! the source of truth; memory only caches), one `VisitorObject` per visitor
-//! (impossible travel), one `HubObject` per analytics shard (`HUB_SHARDS`;
+//! (impossible travel), `AggregatorObject`s per location (the analytics'
+//! middle tier: isolates report slide deltas to them, they forward summaries
+//! to the hub), one `HubObject` per analytics shard (`HUB_SHARDS`;
 //! shard 0, `global`, also hosts the streams). The edge reaches them only
-//! through their bindings (`PROFILES`, `VISITORS`, `HUB`: `crate::bindings`),
+//! through their bindings (`PROFILES`, `VISITORS`, `AGGREGATORS`, `HUB`: `crate::bindings`),
 //! never by importing them.
 
+pub mod aggregator;
 pub mod hub;
 pub mod profile;
 pub mod sockets;

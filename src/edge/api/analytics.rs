@@ -57,6 +57,7 @@ pub async fn overview(c: Call<'_>) -> Result<Response, ApiError> {
             "subscriptions": {"streamClients": m.stream_clients(), "intelligence": m.shards.first().map_or(0, |s| s.intel_clients)},
             "series": {"slideSeconds": config.analytics.slide_s, "windowSeconds": config.analytics.window_s, "slides": points},
             "hubShards": config.hub.shards,
+            "tier": m.tier(),
             "isolate": {
                 "requests": crate::platform::isolate_counts().0,
                 "objectCalls": crate::platform::isolate_counts().1,
@@ -176,6 +177,10 @@ fn health_of(m: &Merged, analytics: &AnalyticsConfig, now: f64) -> Value {
         // shards, a tick evaluates nothing while a shard does not answer).
         "rulesEvaluatedAt": m.shards.first().and_then(|s| s.site_evaluated_at).map(iso),
         "siteEvaluationFailures": m.shards.first().map_or(0, |s| s.site_failures),
+        // The aggregator tier (docs/analytics.md, "Tiers"): forwards failed
+        // and the newest summary's lag.
+        "aggregatorForwardFailures": m.tier().forward_failures,
+        "aggregatorLagMs": m.tier().lag_ms,
         "streamClients": m.stream_clients(),
         "activeProfiles": m.active_profiles(),
     })

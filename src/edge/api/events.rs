@@ -102,7 +102,7 @@ pub async fn post(c: Call<'_>) -> Result<Response, ApiError> {
         }
     }
     rejected.sort_by_key(|r| r.get("index").and_then(Value::as_u64).unwrap_or(0));
-    let batching = Batching { flush: &config.flush, cache: &config.consult };
+    let batching = Batching { flush: &config.flush, cache: &config.consult, analytics: &config.analytics };
     record::rejected_events(io, batching, rejected.len() as u64);
     Ok(respond::json(202, &json!({"accepted": accepted, "rejected": rejected, "timestamp": iso(now)})))
 }

@@ -59,9 +59,50 @@ fn exposition(m: &Merged, analytics: &AnalyticsConfig, now: f64) -> Response {
     metric(
         "observations_dropped",
         "counter",
-        "Observations and samples lost: a profile or hub flush failed twice.",
+        "Observations and samples lost: a profile flush or an analytics report failed twice.",
         c(t.observations_dropped),
     );
+    // The aggregator tier as the hub shards measured it (docs/analytics.md, "Tiers").
+    let tier = m.tier();
+    metric(
+        "aggregator_forwards",
+        "counter",
+        "Forward calls the hub shards received from aggregator objects.",
+        c(tier.forwards),
+    );
+    metric("aggregator_summaries", "counter", "Aggregator summaries merged by the hub shards.", c(tier.summaries));
+    metric(
+        "aggregator_duplicates",
+        "counter",
+        "Aggregator summaries received again (a retry after a lost answer) and skipped.",
+        c(tier.duplicates),
+    );
+    metric(
+        "aggregator_forward_failures",
+        "counter",
+        "Aggregator forwards that failed (reported by the aggregators once one succeeded; kept and sent again).",
+        c(tier.forward_failures),
+    );
+    metric(
+        "aggregator_late_requests",
+        "counter",
+        "Requests in summaries that reached their hub after their slide was rolled up (not counted in the totals).",
+        c(tier.late_requests),
+    );
+    metric(
+        "aggregators",
+        "gauge",
+        "Aggregator objects the hub shards heard from in the last day.",
+        c(tier.aggregators),
+    );
+    if let Some(lag) = tier.lag_ms {
+        metric(
+            "aggregator_lag_ms",
+            "gauge",
+            "Age of the oldest data in the newest merged summary: from its first fold in an isolate to the hub.",
+            vec![(String::new(), lag)],
+        );
+    }
     let mut lat = Histogram::default();
     let mut consult = Histogram::default();
     for s in m.agg.slides.values() {

@@ -200,7 +200,7 @@ pub async fn route(req: &Request, io: Io<'_>, config: &Config) -> Response {
                 // batched observation path: no object call of its own.
                 let obs =
                     Observation { admin_auth_failed: true, ..outcome::observation(now, &request, &cf, &[], None) };
-                let batching = Batching { flush: &config.flush, cache: &config.consult };
+                let batching = Batching { flush: &config.flush, cache: &config.consult, analytics: &config.analytics };
                 record::observation(io, batching, id, obs, false);
             }
             fail(e)

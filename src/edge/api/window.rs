@@ -11,6 +11,7 @@ use crate::config::Hub;
 use crate::error::ApiError;
 use crate::intel::alerting::RuleState;
 use crate::intel::analytics::{merge_shards, Aggregator, AnalyticsConfig, ShardPart, SlidePoint};
+use crate::intel::deltas::TierCounters;
 use crate::intel::keys::hub_name;
 use crate::intel::sketch::Hll;
 use crate::intel::wire::{HubOp, WindowState};
@@ -31,6 +32,15 @@ impl Merged {
     /// whole site; other shards keep none.
     pub fn rules(&self) -> &[RuleState] {
         self.shards.first().map_or(&[], |s| &s.rules)
+    }
+
+    /// The aggregator tier as all shards measured it (`deltas::TierCounters`).
+    pub fn tier(&self) -> TierCounters {
+        let mut t = TierCounters::default();
+        for s in &self.shards {
+            t.add(&s.tier);
+        }
+        t
     }
 
     pub fn stream_clients(&self) -> usize {

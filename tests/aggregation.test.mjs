@@ -1,0 +1,272 @@
+// Tiered aggregation (issue 17, item 1; docs/analytics.md, "Tiers"): the
+// isolate folds its samples into slide deltas and reports them to an
+// aggregator object (agg:<colo>:<i>), which forwards one summary per period
+// to the hub shards; the hub merges in memory and persists on its tick.
+// Counts must equal what was sent: through the tiers, with HUB_SHARDS=4, and
+// across a restart of the runtime that takes the hub's unpersisted merges
+// and the aggregators' memory with it (their SQLite keeps what the hub has
+// not confirmed persisted, and sends it again: applied once).
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import net from "node:net";
+import { startEdge, BROWSER_HEADERS, eventually as poll } from "./harness.mjs";
+import { startOrigin } from "../scripts/origin.mjs";
+import { recordCounts } from "./counts.mjs";
+
+const counts = { cases: 0, requests: 0, counted: 0, lost: 0, doubled: 0, restarts: 0 };
+after(() => recordCounts("aggregation", counts));
+const eventually = (check, opts) => poll(check, { tries: 150, everyMs: 100, ...opts });
+
+const COLOS = ["FRA", "CDG", "IAD"];
+const cfOf = (i) => ({ country: ["DE", "FR", "US"][i % 3], asn: 3320 + (i % 3), colo: COLOS[i % 3] });
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function sendAll(edge, n, { from = 0, concurrency = 8 } = {}) {
+  let next = from;
+  const worker = async () => {
+    while (next < from + n) {
+      const i = next++;
+      const res = await edge.send(`/page/${i}`, { cf: cfOf(i), ip: `198.51.100.${i % 50}`, headers: BROWSER_HEADERS });
+      await res.arrayBuffer();
+      assert.equal(res.status, 200);
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  counts.requests += n;
+}
+
+async function totals(edge) {
+  const r = await edge.api("GET", "/api/intelligence/analytics");
+  return r.status === 200 ? r.json : null;
+}
+
+/** Every aggregator this isolate may use for the test's colos. */
+async function aggregators(edge) {
+  const out = {};
+  for (const colo of [...COLOS, "local"]) {
+    for (const i of [0, 1]) {
+      const s = await edge.aggregatorState(`agg:${colo}:${i}`);
+      if (s.reports > 0) out[`agg:${colo}:${i}`] = s;
+    }
+  }
+  return out;
+}
+
+test("requests through the tiers: the hub counts exactly what was sent, the isolate calls its aggregator per report, not per request", async () => {
+  counts.cases++;
+  const edge = await startEdge({ vars: { ANALYTICS_SLIDE_SECONDS: "2", ANALYTICS_WINDOW_SECONDS: "120" } });
+  try {
+    const N = 120;
+    await sendAll(edge, N);
+    const done = await eventually(async () => {
+      const a = await totals(edge);
+      return a && a.metrics.totals.requests === N ? a : null;
+    });
+    const a = done ?? (await totals(edge));
+    assert.equal(a.metrics.totals.requests, N, "every request counted once");
+    counts.counted += a.metrics.totals.requests;
+    // The isolate reported deltas to aggregators, never raw samples to the hub.
+    const calls = a.isolate.objectCallsByBinding;
+    assert.ok(calls.AGGREGATORS > 0, JSON.stringify(calls));
+    assert.ok(calls.AGGREGATORS < N / 4, `reports per period, not per request: ${calls.AGGREGATORS} for ${N} requests`);
+    // The hub heard from the aggregator tier and the API shows it.
+    assert.ok(a.tier.summaries > 0 && a.tier.forwards >= a.tier.summaries, JSON.stringify(a.tier));
+    assert.ok(a.tier.aggregators >= 1);
+    assert.ok(a.tier.lagMs >= 0);
+    // The aggregators get every summary confirmed persisted (the hub's tick) and then hold nothing.
+    const settled = await eventually(async () => {
+      const aggs = await aggregators(edge);
+      const names = Object.keys(aggs);
+      return names.length > 0 && names.every((k) => aggs[k].unconfirmed === 0 && aggs[k].open === 0) ? aggs : null;
+    });
+    assert.ok(settled, JSON.stringify(await aggregators(edge)));
+    const prom = await edge.api("GET", "/metrics");
+    assert.match(prom.text, /^edgeintel_aggregator_summaries \d+$/m);
+    assert.match(prom.text, /^edgeintel_aggregator_forward_failures 0$/m);
+    const stored = (await totals(edge)).metrics.totals.requests;
+    assert.equal(stored, N, "still exactly once after the summaries were confirmed");
+  } finally {
+    await edge.close();
+  }
+});
+
+test("a hub refusing forwards, then losing its answers: the aggregator keeps and re-sends, the hub counts each summary once", async () => {
+  counts.cases++;
+  const edge = await startEdge({
+    vars: { ANALYTICS_SLIDE_SECONDS: "2", ANALYTICS_WINDOW_SECONDS: "120" },
+    hubAlarmFaults: { forward: 4, forwardLost: 3 },
+  });
+  try {
+    const N = 60;
+    await sendAll(edge, N);
+    const a = await eventually(async () => {
+      const t = await totals(edge);
+      return t && t.metrics.totals.requests === N && t.tier.forwardFailures > 0 && t.tier.duplicates > 0 ? t : null;
+    });
+    const t = a ?? (await totals(edge));
+    const faults = await edge.hubFaults();
+    assert.equal(faults.forwardsRefused, 4);
+    assert.equal(faults.answersLost, 3);
+    assert.equal(t.metrics.totals.requests, N, `exactly once: ${JSON.stringify(t.tier)}`);
+    assert.ok(t.tier.forwardFailures >= 4, "the aggregators reported their failed forwards");
+    assert.ok(t.tier.duplicates >= 1, "summaries re-sent after a lost answer were skipped");
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal((await totals(edge)).metrics.totals.requests, N, "and stays exact");
+    counts.counted += N;
+  } finally {
+    await edge.close();
+  }
+});
+
+test("the hub's request rate follows the aggregators and the forward period, not the traffic", async () => {
+  counts.cases++;
+  const edge = await startEdge({ vars: { ANALYTICS_SLIDE_SECONDS: "2", ANALYTICS_WINDOW_SECONDS: "120" } });
+  try {
+    // Two phases of 4 s each: ~10 requests/s, then as fast as 8 clients go.
+    const measure = async (rate) => {
+      const start = (await edge.hubWindow("global")).tier.forwards;
+      const t0 = Date.now();
+      let sent = 0;
+      while (Date.now() - t0 < 4000) {
+        if (rate) {
+          await sendAll(edge, 1, { from: sent, concurrency: 1 });
+          sent++;
+          await new Promise((r) => setTimeout(r, 1000 / rate));
+        } else {
+          await sendAll(edge, 16, { from: sent, concurrency: 8 });
+          sent += 16;
+        }
+      }
+      const secs = (Date.now() - t0) / 1000;
+      const tier = (await edge.hubWindow("global")).tier;
+      return { requestsPerSecond: sent / secs, hubForwardsPerSecond: (tier.forwards - start) / secs, aggregators: tier.aggregators };
+    };
+    const slow = await measure(10);
+    const fast = await measure(0);
+    counts.rates = { slow, fast };
+    assert.ok(fast.requestsPerSecond > 3 * slow.requestsPerSecond, JSON.stringify(counts.rates));
+    // At most one forward per aggregator per 300 ms period (the test's three
+    // colos: up to three aggregators), whatever the traffic; 25% for timer slack.
+    for (const p of [slow, fast]) assert.ok(p.hubForwardsPerSecond <= p.aggregators * (1000 / 300) * 1.25, JSON.stringify(p));
+    const trafficRatio = fast.requestsPerSecond / slow.requestsPerSecond;
+    const hubRatio = fast.hubForwardsPerSecond / slow.hubForwardsPerSecond;
+    assert.ok(hubRatio < trafficRatio / 10, `traffic x${trafficRatio.toFixed(1)}, hub requests x${hubRatio.toFixed(2)}`);
+  } finally {
+    await edge.close();
+  }
+});
+
+test("HUB_SHARDS=4: summaries keep the subjects' shards, the site's totals add up to what was sent", async () => {
+  counts.cases++;
+  const edge = await startEdge({ vars: { HUB_SHARDS: "4", ANALYTICS_SLIDE_SECONDS: "2", ANALYTICS_WINDOW_SECONDS: "60" } });
+  try {
+    const N = 80;
+    await sendAll(edge, N);
+    const a = await eventually(async () => {
+      const t = await totals(edge);
+      return t && t.metrics.totals.requests === N ? t : null;
+    });
+    assert.ok(a, `site totals reach ${N}`);
+    counts.counted += N;
+    let shardsWithTraffic = 0;
+    for (const name of ["global", "shard-1", "shard-2", "shard-3"]) {
+      const w = await edge.hubWindow(name);
+      if (w.totals.requests > 0) shardsWithTraffic++;
+    }
+    assert.ok(shardsWithTraffic >= 2, "50 subjects spread over several shards");
+  } finally {
+    await edge.close();
+  }
+});
+
+test("a restart of the runtime with merges unpersisted at the hub and summaries unconfirmed at the aggregators: nothing lost, nothing counted twice", async () => {
+  counts.cases++;
+  const dir = mkdtempSync(join(tmpdir(), "edgeintel-agg-restart-"));
+  const origin = await startOrigin({ port: 0 });
+  const port = await freePort();
+  // Long slides: the hub persists on its tick, every 10 s, so the restart
+  // can come while its merges live only in memory.
+  const vars = { ANALYTICS_SLIDE_SECONDS: "10", ANALYTICS_WINDOW_SECONDS: "300", RISK_MODE: "consistent" };
+  const start = () => startEdge({ vars, originUrl: origin.url, persistTo: dir, port });
+  // Each IP always comes from the same place: after its first request, its
+  // profile publishes no events (an event publish would make the hub persist).
+  const sendFrom = async (edge, n, from) => {
+    let next = from;
+    const worker = async () => {
+      while (next < from + n) {
+        const i = next++;
+        const ip = i % 30;
+        const res = await edge.send(`/page/${i}`, { cf: cfOf(ip), ip: `198.51.100.${ip}`, headers: BROWSER_HEADERS });
+        await res.arrayBuffer();
+        assert.equal(res.status, 200);
+      }
+    };
+    await Promise.all(Array.from({ length: 4 }, worker));
+    counts.requests += n;
+  };
+  let edge = await start();
+  try {
+    const N1 = 30;
+    const N2 = 40;
+    await sendFrom(edge, N1, 0);
+    // Phase 1 merged and confirmed persisted everywhere.
+    const quiet = await eventually(async () => {
+      const w = await edge.hubWindow("global");
+      const aggs = Object.values(await aggregators(edge));
+      return w.totals.requests === N1 && aggs.length > 0 && aggs.every((a) => a.unconfirmed === 0 && a.open === 0) ? w : null;
+    }, { tries: 300 });
+    assert.ok(quiet, "phase 1 persisted");
+    // Right after a hub tick (it persists), phase 2: merged in memory only.
+    const tick = (await edge.hubWindow("global")).nextTick;
+    await new Promise((r) => setTimeout(r, Math.max(0, tick - Date.now()) + 300));
+    await sendFrom(edge, N2, N1);
+    const before = await eventually(async () => {
+      const w = await edge.hubWindow("global");
+      return w.totals.requests === N1 + N2 ? w : null;
+    });
+    assert.ok(before, "the hub merged every request before the restart");
+    const held = Object.values(await aggregators(edge)).reduce((n, s) => n + s.unconfirmed, 0);
+    assert.ok(Date.now() < before.nextTick, "the restart comes before the hub's next tick");
+    assert.ok(held > 0, "the aggregators hold summaries the hub has not confirmed persisted");
+    await edge.close();
+    counts.restarts++;
+    edge = await start();
+    const after1 = await eventually(async () => {
+      const w = await edge.hubWindow("global");
+      return w.totals.requests === N1 + N2 ? w : null;
+    }, { tries: 200 });
+    const w = after1 ?? (await edge.hubWindow("global"));
+    if (w.totals.requests < N1 + N2) counts.lost += N1 + N2 - w.totals.requests;
+    assert.equal(w.totals.requests, N1 + N2, `after the restart (the aggregators held ${held} unconfirmed summaries)`);
+    // More traffic after the restart: still exact, and stays exact (no late double count).
+    await sendFrom(edge, 30, N1 + N2);
+    const total = N1 + N2 + 30;
+    const final = await eventually(async () => {
+      const t = await edge.hubWindow("global");
+      return t.totals.requests === total ? t : null;
+    });
+    assert.ok(final, "requests after the restart counted");
+    await new Promise((r) => setTimeout(r, 1500));
+    const settled = (await edge.hubWindow("global")).totals.requests;
+    if (settled > total) counts.doubled += settled - total;
+    assert.equal(settled, total, "nothing counted twice");
+    counts.counted += settled;
+  } finally {
+    await edge.close();
+    await origin.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
