@@ -119,7 +119,9 @@ test("a hub refusing forwards, then losing its answers: the aggregator keeps and
     const t = a ?? (await totals(edge));
     const faults = await edge.hubFaults();
     assert.equal(faults.forwardsRefused, 4);
-    assert.equal(faults.answersLost, 3);
+    // Up to 3 answers are lost: only as many as forwards happen after the
+    // refusals (an aggregator holding nothing more sleeps), at least one.
+    assert.ok(faults.answersLost >= 1 && faults.answersLost <= 3, JSON.stringify(faults));
     assert.equal(t.metrics.totals.requests, N, `exactly once: ${JSON.stringify(t.tier)}`);
     assert.ok(t.tier.forwardFailures >= 4, "the aggregators reported their failed forwards");
     assert.ok(t.tier.duplicates >= 1, "summaries re-sent after a lost answer were skipped");
