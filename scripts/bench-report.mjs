@@ -24,6 +24,12 @@ const range = (xs, d = 2) => `${n(xs[0], d)}-${n(xs[1], d)}`;
 p("# Benchmarks");
 p();
 p(`Measured by \`npm run bench\` on ${r.startedAt.slice(0, 10)}: ${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.memoryGiB} GiB, Node ${r.machine.node}, Miniflare ${r.machine.miniflare} (workerd). The runtime numbers are the local runtime on this machine, client and runtime sharing its 2 cores; ratios compare edgeintel with a pass-through worker (it only forwards to the same origin) measured in the same run. Results: \`bench-results.json\`. Nothing here is a timed test: \`npm test\` asserts behaviour, this measures it.${r.quick ? " (Quick run: smaller samples.)" : ""}`);
+// Steps re-measured on their own (`BENCH_ONLY=... BENCH_KEEP=1`) say so here.
+const apart = Object.entries(r.measured ?? {}).filter(([, v]) => v.at.slice(0, 13) !== r.startedAt.slice(0, 13));
+if (apart.length) {
+  p();
+  p(`Measured apart from that run (\`BENCH_ONLY=<step> BENCH_KEEP=1\`; the other numbers are from the run above): ${apart.map(([k, v]) => `${k} ${v.at.slice(0, 16).replace("T", " ")} UTC at commit ${v.commit}`).join("; ")}.`);
+}
 p();
 p("## Targets");
 p();

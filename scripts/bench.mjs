@@ -316,7 +316,7 @@ async function latencyInterleaved() {
   const origin = await startOrigin({ port: 0 });
   const rate = 100;
   const rounds = QUICK ? 3 : Number(process.env.BENCH_ROUNDS ?? 5);
-  const perRound = QUICK ? 600 : Number(process.env.BENCH_ROUND_REQUESTS ?? 1500);
+  const perRound = QUICK ? 600 : Number(process.env.BENCH_ROUND_REQUESTS ?? 1200);
   const kinds = { passthrough: await startRuntime("passthrough", origin) };
   kinds.passthrough.pids = workerdPids();
   kinds.fast = await startRuntime("edgeintel", origin);
@@ -438,7 +438,7 @@ async function scale() {
     newIps: (n) => everyRequestNewIp(n, 13),
     ks: (process.env.BENCH_KS ?? "1,2,4,8").split(",").map(Number),
     requests: QUICK ? 2000 : Number(process.env.BENCH_SCALE_REQUESTS ?? 4000),
-    rate: 200,
+    rate: Number(process.env.BENCH_SCALE_RATE ?? 200),
     newSubjects: QUICK ? 200 : 300,
     admin: ADMIN,
     vars: EXTRA_VARS,
@@ -600,8 +600,8 @@ for (const [name, fn] of Object.entries(steps)) {
   if (ONLY.length && !ONLY.includes(name)) continue;
   const t = Date.now();
   await fn();
-  results.measured[name] = { at: new Date().toISOString(), commit: commit() };
-  log(`${name} took ${Math.round((Date.now() - t) / 1000)} s`);
+  results.measured[name] = { at: new Date().toISOString(), commit: commit(), seconds: Math.round((Date.now() - t) / 1000) };
+  log(`${name} took ${results.measured[name].seconds} s`);
   // Written after every step, so an interrupted run keeps what it measured.
   writeFileSync("bench-results.json", JSON.stringify(results, null, 2) + "\n");
 }
@@ -617,6 +617,7 @@ if (!KEEP && existsSync("target/bench-native.txt")) {
 if (!KEEP && existsSync("target/bench-memory.json")) results.nativeMemory = JSON.parse(readFileSync("target/bench-memory.json", "utf8"));
 writeFileSync("bench-results.json", JSON.stringify(results, null, 2) + "\n");
 log("wrote bench-results.json");
+log(`steps: ${Object.entries(results.measured).map(([k, v]) => `${k} ${v.seconds ?? "?"} s`).join(", ")}; runtime part ${Math.round((Date.now() - t0) / 1000)} s`);
 
 function nativeResults() {
   const out = {};
