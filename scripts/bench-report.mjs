@@ -278,15 +278,22 @@ function scaleBlock(sc) {
     o();
     o(`    aggregator(R, r) = (R / r) / A / P        hub(R, r) = min(C·A, R / r) / F + e·R`);
     o();
-    o(`with A = ${m.aggregatorsPerColo} aggregators per colo, P fitted ${n(m.reportPeriodS, 3)} s (configured \`REPORT_INTERVAL_MS\`: ${n(m.configuredReportPeriodS, 3)} s), F fitted ${n(m.forwardPeriodS, 3)} s (configured \`AGGREGATOR_FORWARD_MS\`: ${n(m.configuredForwardPeriodS, 3)} s), e = ${n(m.publishPerRequest, 4)} publishes per client request. Assumed, not measured: every isolate in one colo for the aggregator (its worst case), and C = 330 colos each with A active aggregators for the hub.`);
+    o(`with A = ${m.aggregatorsPerColo} aggregators per colo, P fitted ${n(m.reportPeriodS, 3)} s (configured \`REPORT_INTERVAL_MS\`: ${n(m.configuredReportPeriodS, 3)} s), F fitted ${n(m.forwardPeriodS, 3)} s (configured \`AGGREGATOR_FORWARD_MS\`: ${n(m.configuredForwardPeriodS, 3)} s), e = ${n(m.publishPerRequest, 4)} hub calls per client request besides the forwards (publishes and events: they follow the traffic). Assumed, not measured: every isolate in one colo for the aggregator (its worst case), and C = 330 colos each with A active aggregators for the hub.`);
   }
   o();
-  o("*Extrapolated* (busiest shared object; profile objects are one per subject and are not in this table: docs above):");
+  const otherClasses = Object.keys(m.othersPerRequest ?? {});
+  if (otherClasses.length) {
+    o(`Other shared classes (${otherClasses.join(", ")}) have no formula here: their busiest object is extrapolated in proportion to the traffic (${otherClasses.map((c) => `${c} ${n(m.othersPerRequest[c], 5)} per client request`).join(", ")}), the conservative reading.`);
+    o();
+  }
+  o("*Extrapolated* (busiest shared object; profile and visitor objects are one per subject and follow that subject's traffic, not the site's: see below):");
   o();
-  o(`| client requests/s | per isolate | isolates | hub req/s | ${m.design === "flat" ? "" : "aggregator req/s | "}busiest req/s |`);
-  o(`|---|---|---|---|${m.design === "flat" ? "" : "---|"}---|`);
+  const cols = ["hub", ...(m.design === "flat" ? [] : ["aggregator"]), ...otherClasses];
+  o(`| client requests/s | per isolate | isolates | ${cols.map((c) => `${c} req/s`).join(" | ")} | busiest req/s |`);
+  o(`|---|---|---|${cols.map(() => "---|").join("")}---|`);
+  const fmt = (x) => Math.round(x).toLocaleString("en-US");
   for (const x of sc.extrapolation) {
-    o(`| ${x.clientRps.toLocaleString("en-US")} | ${x.perIsolate} | ${x.isolates.toLocaleString("en-US")} | ${Math.round(x.hub).toLocaleString("en-US")} | ${m.design === "flat" ? "" : `${Math.round(x.aggregator).toLocaleString("en-US")} | `}${Math.round(x.max).toLocaleString("en-US")} |`);
+    o(`| ${x.clientRps.toLocaleString("en-US")} | ${x.perIsolate} | ${x.isolates.toLocaleString("en-US")} | ${cols.map((c) => fmt(x[c] ?? 0)).join(" | ")} | ${fmt(x.max)} |`);
   }
   o();
   o(`\`scale.maxObjectRequestsPerSecondAt1M\` (1M client requests/s at 100 per isolate): ${n(sc.maxObjectRequestsPerSecondAt1M, 0)}/s (target at most 500: ${sc.maxObjectRequestsPerSecondAt1M <= 500 ? "met" : "missed"}).`);

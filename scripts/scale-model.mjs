@@ -17,7 +17,9 @@
 //   aggregator per forward period F: (aggregators that exist) / F, whatever
 //   the traffic.
 // In both, profile events published to the hub (`Publish`) grow with the
-// traffic itself: e * R for the measured e per client request.
+// traffic itself: e * R for the measured e per client request. So does, in
+// this model, the busiest object of any other shared class (stream roots,
+// relays): its measured rate per client request times R.
 //
 // Fitting: the formula's periods are not taken on trust. The measured rates
 // give the effective period (T, P, F) per K; their mean is used for the
@@ -56,6 +58,10 @@ export function objectBindings(wranglerToml) {
 
 const isAggregatorClass = (c) => /aggregat/i.test(c);
 const isHubClass = (c) => /^hub/i.test(c);
+// One object per subject or visitor: their load follows one client's traffic,
+// not the site's (docs/SCALING.md, "Profile objects").
+const isPerSubjectClass = (c) => /profile|visitor/i.test(c);
+const FORWARD_OP = /forward/i;
 
 /**
  * "tiered" when the Worker binds an aggregator class (or its settings name
@@ -81,6 +87,14 @@ const mean = (xs) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : nu
 export function fit(design, runs, settings) {
   const shards = num(settings, "HUB_SHARDS", 1);
   const usable = runs.filter((r) => r.k > 0 && r.clientRps > 0);
+  // Any other shared class (stream roots, relays, ...): its busiest object is
+  // extrapolated in proportion to the traffic, the conservative reading when
+  // the design's formula for it is not written here.
+  const others = {};
+  for (const cls of new Set(usable.flatMap((r) => Object.keys(r.classes ?? {})))) {
+    if (isHubClass(cls) || isAggregatorClass(cls) || isPerSubjectClass(cls)) continue;
+    others[cls] = mean(usable.map((r) => (r.classes[cls]?.maxObjectRps ?? 0) / r.clientRps));
+  }
   // Profile events into the hub per client request: traffic, not isolates.
   const publishPerRequest = mean(
     usable.map((r) => sumOps(hubOf(r), (op) => TRAFFIC_OPS.has(op)) / r.clientRps),
@@ -109,6 +123,7 @@ export function fit(design, runs, settings) {
       perK,
       publishPerRequest: publishPerRequest ?? 0,
       otherHubRps: other ?? 0,
+      othersPerRequest: others,
     };
   }
   // Tiered: the aggregators' calls per isolate give P; the hub's non-traffic
@@ -121,7 +136,11 @@ export function fit(design, runs, settings) {
     // All of an isolate's reports land on some aggregator: the total over
     // aggregators per isolate is its report rate.
     const perIsolate = agg ? agg.totalRps / r.k : 0;
-    const hubForwards = sumOps(hubOf(r), (op) => !TRAFFIC_OPS.has(op));
+    // The hub's calls from aggregators: its "forward" op when it has one;
+    // what else it gets (events) is counted with the traffic below.
+    const hub = hubOf(r);
+    const hasForward = Object.keys(hub?.byOp ?? {}).some((op) => FORWARD_OP.test(op));
+    const hubForwards = sumOps(hub, (op) => (hasForward ? FORWARD_OP.test(op) : !TRAFFIC_OPS.has(op)));
     const activeAggregators = agg?.objects ?? 0;
     return {
       k: r.k,
@@ -130,6 +149,15 @@ export function fit(design, runs, settings) {
       forwardPeriodS: hubForwards > 0 && activeAggregators > 0 ? activeAggregators / hubForwards : null,
     };
   });
+  // With a forward op, the hub's other calls (publishes, isolates' event
+  // reports) are taken as following the traffic.
+  const trafficPerRequest = mean(
+    usable.map((r) => {
+      const hub = hubOf(r);
+      const hasForward = Object.keys(hub?.byOp ?? {}).some((op) => FORWARD_OP.test(op));
+      return sumOps(hub, (op) => (hasForward ? !FORWARD_OP.test(op) : TRAFFIC_OPS.has(op))) / r.clientRps;
+    }),
+  );
   const ps = perK.map((p) => p.reportPeriodS).filter((x) => x !== null);
   const fs = perK.map((p) => p.forwardPeriodS).filter((x) => x !== null);
   return {
@@ -141,7 +169,8 @@ export function fit(design, runs, settings) {
     reportPeriodS: mean(ps) ?? configuredP,
     forwardPeriodS: mean(fs) ?? configuredF,
     perK,
-    publishPerRequest: publishPerRequest ?? 0,
+    publishPerRequest: trafficPerRequest ?? 0,
+    othersPerRequest: others,
   };
 }
 
@@ -168,11 +197,14 @@ function sumOps(cls, pick) {
 export function predict(model, clientRps, perIsolate, { colos = 330 } = {}) {
   const isolates = clientRps / perIsolate;
   const publish = model.publishPerRequest * clientRps;
+  const others = {};
+  for (const [cls, perRequest] of Object.entries(model.othersPerRequest ?? {})) others[cls] = perRequest * clientRps;
+  const othersMax = Math.max(0, ...Object.values(others));
   if (model.design === "flat") {
     const x = perIsolate / model.shards;
     const perIsolateReports = x / (1 + Math.min(x * model.periodS, model.batchMax));
     const hub = isolates * perIsolateReports + publish + model.otherHubRps;
-    return { isolates, hub, max: hub };
+    return { isolates, hub, ...others, max: Math.max(hub, othersMax) };
   }
   const aggregators = model.aggregatorsPerColo;
   // The isolates of one colo spread over its aggregators (by isolate hash);
@@ -180,7 +212,7 @@ export function predict(model, clientRps, perIsolate, { colos = 330 } = {}) {
   const aggregator = isolates / Math.min(aggregators, Math.max(1, isolates)) / model.reportPeriodS;
   const activeAggregators = Math.min(colos * aggregators, isolates);
   const hub = activeAggregators / model.forwardPeriodS + publish;
-  return { isolates, aggregator, hub, max: Math.max(aggregator, hub) };
+  return { isolates, aggregator, hub, ...others, max: Math.max(aggregator, hub, othersMax) };
 }
 
 /** The extrapolation table: every scale at every per-isolate rate. */

@@ -50,7 +50,9 @@ test("tiered: aggregators carry the isolates, the hub only the aggregators", () 
     clientRps: 200,
     classes: {
       AggregatorObject: { objects: Math.min(k, 4), totalRps: k / 10, byOp: { Delta: Math.ceil(k / 4) / 10 } },
-      HubObject: { objects: 1, byOp: { Forward: Math.min(k, 4) / 5, Publish: 0.2 } },
+      HubObject: { objects: 1, byOp: { forward: Math.min(k, 4) / 5, publish: 0.1, report: 0.1 } },
+      ProfileObject: { objects: 50, maxObjectRps: 3 },
+      StreamRoot: { objects: 1, maxObjectRps: 2 },
     },
   }));
   const m = fit("tiered", runs, { AGGREGATORS_PER_COLO: "4", REPORT_INTERVAL_MS: "10000", AGGREGATOR_FORWARD_MS: "5000" });
@@ -59,6 +61,9 @@ test("tiered: aggregators carry the isolates, the hub only the aggregators", () 
   close(m.publishPerRequest, 0.001);
   const p = predict(m, 1_000_000, 100, { colos: 330 });
   close(p.aggregator, 10_000 / 4 / 10);
+  // Publishes and the isolates' event reports follow the traffic; so does any other shared class.
   close(p.hub, (330 * 4) / 5 + 1000);
-  close(p.max, Math.max(p.aggregator, p.hub));
+  close(p.StreamRoot, 10_000);
+  assert.equal(p.ProfileObject, undefined, "per-subject objects are not extrapolated with the site's traffic");
+  close(p.max, Math.max(p.aggregator, p.hub, p.StreamRoot));
 });
