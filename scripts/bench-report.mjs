@@ -270,15 +270,15 @@ function scaleBlock(sc) {
   if (m.design === "flat") {
     o(`*Model* (the design under test has no aggregator tier: "flat"). Each isolate sends each of the H = ${m.shards} hub shard(s) one report per batch window: for x = r / H samples/s from an isolate, x / (1 + min(x·T, S)) reports/s (S = ${m.batchMax} samples per report), so the busiest shard receives`);
     o();
-    o(`    hub(R, r) = (R / r) · x / (1 + min(x·T, S)) + e·R + c`);
+    o(`    hub(R, r) = (R / r) · x / (1 + min(x·T, S)) + b·(R / r) + e·R`);
     o();
-    o(`with T fitted to the measurements: ${n(m.periodS, 3)} s (configured \`FLUSH_INTERVAL_MS\`: ${n(m.configuredPeriodS, 3)} s; per K: ${m.perK.map((p) => `K=${p.k} ${n(p.periodS, 3)} s`).join(", ")}), e = ${n(m.publishPerRequest, 4)} profile-event publishes per client request (they follow the traffic) and c = ${n(m.otherHubRps, 2)}/s of other calls (reads, tickets).`);
+    o(`with T fitted to the measurements: ${n(m.periodS, 3)} s (configured \`FLUSH_INTERVAL_MS\`: ${n(m.configuredPeriodS, 3)} s; per K: ${m.perK.map((p) => `K=${p.k} ${n(p.periodS, 3)} s`).join(", ")}), and the hub's other calls (profile events, reads) split by how they moved with K at a fixed client rate: b = ${n(m.extraPerIsolate, 3)}/s per isolate, e = ${n(m.extraPerRequest, 5)} per client request.`);
   } else {
     o(`*Model* (the design under test has aggregator objects: "tiered"). An isolate sends its aggregator one report per report period P, an aggregator forwards to the hub once per forward period F, so for R client requests/s at r per isolate (R / r isolates) the busiest objects receive`);
     o();
-    o(`    aggregator(R, r) = (R / r) / A / P        hub(R, r) = min(C·A, R / r) / F + e·R`);
+    o(`    aggregator(R, r) = (R / r) / A / P        hub(R, r) = min(C·A, R / r) / F + b·(R / r) + e·R`);
     o();
-    o(`with A = ${m.aggregatorsPerColo} aggregators per colo, P fitted ${n(m.reportPeriodS, 3)} s (configured \`REPORT_INTERVAL_MS\`: ${n(m.configuredReportPeriodS, 3)} s), F fitted ${n(m.forwardPeriodS, 3)} s (configured \`AGGREGATOR_FORWARD_MS\`: ${n(m.configuredForwardPeriodS, 3)} s), e = ${n(m.publishPerRequest, 4)} hub calls per client request besides the forwards (publishes and events: they follow the traffic). Assumed, not measured: every isolate in one colo for the aggregator (its worst case), and C = 330 colos each with A active aggregators for the hub.`);
+    o(`with A = ${m.aggregatorsPerColo} aggregators per colo, P fitted ${n(m.reportPeriodS, 3)} s (configured \`REPORT_INTERVAL_MS\`: ${n(m.configuredReportPeriodS, 3)} s), F fitted ${n(m.forwardPeriodS, 3)} s (configured \`AGGREGATOR_FORWARD_MS\`: ${n(m.configuredForwardPeriodS, 3)} s), and the hub's calls besides the forwards (profile events, isolates' event reports, reads) split by how they moved with K at a fixed client rate: b = ${n(m.extraPerIsolate, 3)}/s per isolate, e = ${n(m.extraPerRequest, 5)} per client request. Assumed, not measured: every isolate in one colo for the aggregator (its worst case), and C = 330 colos each with A active aggregators for the hub.`);
   }
   o();
   const otherClasses = Object.keys(m.othersPerRequest ?? {});

@@ -16,10 +16,12 @@
 //   aggregator serving n isolates gets n / P; the hub gets one forward per
 //   aggregator per forward period F: (aggregators that exist) / F, whatever
 //   the traffic.
-// In both, profile events published to the hub (`Publish`) grow with the
-// traffic itself: e * R for the measured e per client request. So does, in
-// this model, the busiest object of any other shared class (stream roots,
-// relays): its measured rate per client request times R.
+// In both, the hub's other calls (profile events, isolates' event reports,
+// reads) are split by how they moved with K at a fixed client rate: b per
+// isolate, and the rest read as following the traffic, a / R per client
+// request. The busiest object of any other shared class (stream roots,
+// relays) is extrapolated with the traffic: its measured rate per client
+// request times R.
 //
 // Fitting: the formula's periods are not taken on trust. The measured rates
 // give the effective period (T, P, F) per K; their mean is used for the
@@ -29,8 +31,6 @@
 export const SCALES = [10_000, 100_000, 1_000_000];
 export const PER_ISOLATE = [100, 500];
 
-/** Ops that follow the traffic (one per profile batch with events), by name. */
-export const TRAFFIC_OPS = new Set(["Publish", "publish"]);
 /** Ops an isolate sends its hub shard per batch window (flat design). */
 export const REPORT_OPS = new Set(["Report", "report"]);
 
@@ -95,12 +95,13 @@ export function fit(design, runs, settings) {
     if (isHubClass(cls) || isAggregatorClass(cls) || isPerSubjectClass(cls)) continue;
     others[cls] = mean(usable.map((r) => (r.classes[cls]?.maxObjectRps ?? 0) / r.clientRps));
   }
-  // Profile events into the hub per client request: traffic, not isolates.
-  const publishPerRequest = mean(
-    usable.map((r) => sumOps(hubOf(r), (op) => TRAFFIC_OPS.has(op)) / r.clientRps),
-  );
-  // Everything else into the hub that neither the isolates' reports, the
-  // aggregators' forwards nor the traffic explain (reads, tickets): a constant.
+  // The hub's calls besides the design's own (reports in the flat design,
+  // forwards in the tiered one): profile events, isolates' event reports,
+  // reads. At a fixed client rate, what grows with K is per isolate (b), the
+  // rest is read as following the traffic (a / R), the conservative reading
+  // of a constant: y = a + b*K, least squares over the runs.
+  const own = (op) => (design === "flat" ? REPORT_OPS.has(op) : FORWARD_OP.test(op));
+  const extra = lineOverK(usable.map((r) => ({ k: r.k, y: sumOps(hubOf(r), (op) => !own(op)), clientRps: r.clientRps })));
   if (design === "flat") {
     const batchMax = num(settings, "HUB_BATCH", 500);
     const configured = num(settings, "FLUSH_INTERVAL_MS", 1000) / 1000;
@@ -113,7 +114,6 @@ export function fit(design, runs, settings) {
         return p > 0 ? { k: r.k, perIsolateReportsPerSecond: p, periodS: 1 / p - 1 / x } : null;
       })
       .filter(Boolean);
-    const other = mean(usable.map((r) => sumOps(hubOf(r), (op) => !REPORT_OPS.has(op) && !TRAFFIC_OPS.has(op))));
     return {
       design,
       shards,
@@ -121,8 +121,8 @@ export function fit(design, runs, settings) {
       configuredPeriodS: configured,
       periodS: mean(perK.map((p) => p.periodS)) ?? configured,
       perK,
-      publishPerRequest: publishPerRequest ?? 0,
-      otherHubRps: other ?? 0,
+      extraPerIsolate: extra.perIsolate,
+      extraPerRequest: extra.perRequest,
       othersPerRequest: others,
     };
   }
@@ -136,11 +136,8 @@ export function fit(design, runs, settings) {
     // All of an isolate's reports land on some aggregator: the total over
     // aggregators per isolate is its report rate.
     const perIsolate = agg ? agg.totalRps / r.k : 0;
-    // The hub's calls from aggregators: its "forward" op when it has one;
-    // what else it gets (events) is counted with the traffic below.
-    const hub = hubOf(r);
-    const hasForward = Object.keys(hub?.byOp ?? {}).some((op) => FORWARD_OP.test(op));
-    const hubForwards = sumOps(hub, (op) => (hasForward ? FORWARD_OP.test(op) : !TRAFFIC_OPS.has(op)));
+    // The hub's calls from aggregators: its "forward" op.
+    const hubForwards = sumOps(hubOf(r), (op) => FORWARD_OP.test(op));
     const activeAggregators = agg?.objects ?? 0;
     return {
       k: r.k,
@@ -149,15 +146,6 @@ export function fit(design, runs, settings) {
       forwardPeriodS: hubForwards > 0 && activeAggregators > 0 ? activeAggregators / hubForwards : null,
     };
   });
-  // With a forward op, the hub's other calls (publishes, isolates' event
-  // reports) are taken as following the traffic.
-  const trafficPerRequest = mean(
-    usable.map((r) => {
-      const hub = hubOf(r);
-      const hasForward = Object.keys(hub?.byOp ?? {}).some((op) => FORWARD_OP.test(op));
-      return sumOps(hub, (op) => (hasForward ? !FORWARD_OP.test(op) : TRAFFIC_OPS.has(op))) / r.clientRps;
-    }),
-  );
   const ps = perK.map((p) => p.reportPeriodS).filter((x) => x !== null);
   const fs = perK.map((p) => p.forwardPeriodS).filter((x) => x !== null);
   return {
@@ -169,9 +157,22 @@ export function fit(design, runs, settings) {
     reportPeriodS: mean(ps) ?? configuredP,
     forwardPeriodS: mean(fs) ?? configuredF,
     perK,
-    publishPerRequest: trafficPerRequest ?? 0,
+    extraPerIsolate: extra.perIsolate,
+    extraPerRequest: extra.perRequest,
     othersPerRequest: others,
   };
+}
+
+/** y = a + b*k by least squares (a, b >= 0); a as a rate per client request. */
+export function lineOverK(points) {
+  if (!points.length) return { perIsolate: 0, perRequest: 0 };
+  const mk = mean(points.map((p) => p.k));
+  const my = mean(points.map((p) => p.y));
+  const sxx = points.reduce((acc, p) => acc + (p.k - mk) ** 2, 0);
+  let b = sxx > 0 ? points.reduce((acc, p) => acc + (p.k - mk) * (p.y - my), 0) / sxx : 0;
+  b = Math.max(0, b);
+  const a = Math.max(0, my - b * mk);
+  return { perIsolate: b, perRequest: a / mean(points.map((p) => p.clientRps)) };
 }
 
 function hubOf(run) {
@@ -196,14 +197,14 @@ function sumOps(cls, pick) {
  */
 export function predict(model, clientRps, perIsolate, { colos = 330 } = {}) {
   const isolates = clientRps / perIsolate;
-  const publish = model.publishPerRequest * clientRps;
+  const extra = model.extraPerIsolate * isolates + model.extraPerRequest * clientRps;
   const others = {};
   for (const [cls, perRequest] of Object.entries(model.othersPerRequest ?? {})) others[cls] = perRequest * clientRps;
   const othersMax = Math.max(0, ...Object.values(others));
   if (model.design === "flat") {
     const x = perIsolate / model.shards;
     const perIsolateReports = x / (1 + Math.min(x * model.periodS, model.batchMax));
-    const hub = isolates * perIsolateReports + publish + model.otherHubRps;
+    const hub = isolates * perIsolateReports + extra;
     return { isolates, hub, ...others, max: Math.max(hub, othersMax) };
   }
   const aggregators = model.aggregatorsPerColo;
@@ -211,7 +212,7 @@ export function predict(model, clientRps, perIsolate, { colos = 330 } = {}) {
   // never more aggregators than isolates.
   const aggregator = isolates / Math.min(aggregators, Math.max(1, isolates)) / model.reportPeriodS;
   const activeAggregators = Math.min(colos * aggregators, isolates);
-  const hub = activeAggregators / model.forwardPeriodS + publish;
+  const hub = activeAggregators / model.forwardPeriodS + extra;
   return { isolates, aggregator, hub, ...others, max: Math.max(aggregator, hub, othersMax) };
 }
 

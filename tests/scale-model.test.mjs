@@ -28,18 +28,20 @@ test("flat: the fit recovers the batch window, and the prediction is issue 17's 
   const runs = [1, 2, 4, 8].map((k) => {
     const x = 200 / k;
     const perIsolate = x / (1 + x * 1);
-    return { k, clientRps: 200, classes: { HubObject: { objects: 1, byOp: { Report: k * perIsolate, Publish: 200 * 0.001, Window: 0.5 } } } };
+    // Publishes: 0.2/s following the traffic plus 0.5/s per isolate.
+    return { k, clientRps: 200, classes: { HubObject: { objects: 1, byOp: { Report: k * perIsolate, Publish: 200 * 0.001 + 0.5 * k } } } };
   });
   const m = fit("flat", runs, { HUB_SHARDS: "1", FLUSH_INTERVAL_MS: "1000" });
   close(m.periodS, 1);
-  close(m.publishPerRequest, 0.001);
-  close(m.otherHubRps, 0.5);
-  // Issue 17: 1M req/s at 100 per isolate, ~9,900 reports/s into the hub (plus e*R + c here).
-  const p = predict({ ...m, publishPerRequest: 0, otherHubRps: 0 }, 1_000_000, 100);
-  close(p.hub, 10_000 * (100 / 101));
-  close(predict({ ...m, publishPerRequest: 0, otherHubRps: 0 }, 10_000, 500).hub, 20 * (500 / 501));
+  close(m.extraPerRequest, 0.001);
+  close(m.extraPerIsolate, 0.5);
+  close(predict(m, 1_000_000, 100).hub, 10_000 * (100 / 101) + 1000 + 0.5 * 10_000);
+  // Issue 17: 1M req/s at 100 per isolate, ~9,900 reports/s into the hub.
+  const bare = { ...m, extraPerRequest: 0, extraPerIsolate: 0 };
+  close(predict(bare, 1_000_000, 100).hub, 10_000 * (100 / 101));
+  close(predict(bare, 10_000, 500).hub, 20 * (500 / 501));
   // Past S samples per window, a report closes at S: x / (1 + S).
-  close(predict({ ...m, publishPerRequest: 0, otherHubRps: 0, batchMax: 50 }, 1000, 1000).hub, 1000 / 51);
+  close(predict({ ...bare, batchMax: 50 }, 1000, 1000).hub, 1000 / 51);
   assert.equal(extrapolate(m).length, 6);
 });
 
@@ -58,7 +60,8 @@ test("tiered: aggregators carry the isolates, the hub only the aggregators", () 
   const m = fit("tiered", runs, { AGGREGATORS_PER_COLO: "4", REPORT_INTERVAL_MS: "10000", AGGREGATOR_FORWARD_MS: "5000" });
   close(m.reportPeriodS, 10);
   close(m.forwardPeriodS, 5);
-  close(m.publishPerRequest, 0.001);
+  close(m.extraPerRequest, 0.001);
+  close(m.extraPerIsolate, 0);
   const p = predict(m, 1_000_000, 100, { colos: 330 });
   close(p.aggregator, 10_000 / 4 / 10);
   // Publishes and the isolates' event reports follow the traffic; so does any other shared class.
