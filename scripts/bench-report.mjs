@@ -120,6 +120,11 @@ if (sc) {
   for (const x of sc.runs) {
     p(`| ${x.k} | ${n(x.clientRps, 0)} (${n(x.perIsolateRps, 0)}) | ${n(x.maxObjectRps, 1)} (${x.maxObjectClass}) | ${n(x.hubRps, 1)} | ${x.aggregatorRps === null ? "n/a" : n(x.aggregatorRps, 1)} | ${n(x.objectRequestsPer1000, 1)} | ${n(x.newSubjects.perSubject)} | ${x.kv.all.writes} (${x.kv.all.maxPerKeyPerSecond}) | ${x.sent} / ${x.stored} |`);
   }
+  const checked = sc.runs.filter((x) => x.isolateObjectCalls !== undefined);
+  if (checked.length) {
+    p();
+    p(`The counting checked against the isolates' own counters (calls they made, summed over the K isolates, both phases): ${checked.map((x) => `K=${x.k} ${x.countedObjectCalls} counted at the objects, ${x.isolateObjectCalls} by the isolates`).join("; ")}.`);
+  }
 }
 const w = r.worstCaseNewIpEveryRequest;
 if (w) {
@@ -278,7 +283,7 @@ function scaleBlock(sc) {
     o();
     o(`    aggregator(R, r) = (R / r) / A / P        hub(R, r) = min(C·A, R / r) / F + b·(R / r) + e·R`);
     o();
-    o(`with A = ${m.aggregatorsPerColo} aggregators per colo, P fitted ${n(m.reportPeriodS, 3)} s (configured \`REPORT_INTERVAL_MS\`: ${n(m.configuredReportPeriodS, 3)} s), F fitted ${n(m.forwardPeriodS, 3)} s (configured \`AGGREGATOR_FORWARD_MS\`: ${n(m.configuredForwardPeriodS, 3)} s), and the hub's calls besides the forwards (profile events, isolates' event reports, reads) split by how they moved with K at a fixed client rate: b = ${n(m.extraPerIsolate, 3)}/s per isolate, e = ${n(m.extraPerRequest, 5)} per client request. Assumed, not measured: every isolate in one colo for the aggregator (its worst case), and C = 330 colos each with A active aggregators for the hub.`);
+    o(`with A = ${m.aggregatorsPerColo} aggregators per colo, P fitted ${n(m.reportPeriodS, 3)} s (configured \`REPORT_INTERVAL_MS\`: ${n(m.configuredReportPeriodS, 3)} s), F fitted ${n(m.forwardPeriodS, 3)} s (configured \`AGGREGATOR_FORWARD_MS\`: ${n(m.configuredForwardPeriodS, 3)} s), and the hub's calls besides the forwards (profile events, isolates' event reports, reads) split by how they moved with K at a fixed client rate: b = ${n(m.extraPerIsolate, 3)}/s per isolate, e = ${n(m.extraPerRequest, 5)} per client request. Assumed, not measured: every isolate in one colo for the aggregator (its worst case), and C = 330 colos each with A active aggregators for the hub. Read the other way: an aggregator stays under 500 requests/s while its colo runs fewer than 500·A·P = ${Math.round(500 * m.aggregatorsPerColo * m.reportPeriodS).toLocaleString("en-US")} isolates (${Math.round(500 * m.aggregatorsPerColo * m.reportPeriodS * 100).toLocaleString("en-US")} client requests/s at 100 per isolate).`);
   }
   o();
   const otherClasses = Object.keys(m.othersPerRequest ?? {});
