@@ -13,25 +13,52 @@ const find = (prefix) => Object.entries(native).find(([k]) => k.startsWith(prefi
 const core = find("core_path");
 const lines = [];
 const p = (s = "") => lines.push(s);
+// `latency` was the list of sequential runs until issue 17; now
+// {p50RatioAt100, p99RatioAt100, interleaved, runs}.
+const latency = Array.isArray(r.latency) ? { runs: r.latency } : (r.latency ?? {});
+const runs = latency.runs ?? [];
+const il = latency.interleaved;
+const sc = r.scale;
+const range = (xs, d = 2) => `${n(xs[0], d)}-${n(xs[1], d)}`;
 
 p("# Benchmarks");
 p();
 p(`Measured by \`npm run bench\` on ${r.startedAt.slice(0, 10)}: ${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.memoryGiB} GiB, Node ${r.machine.node}, Miniflare ${r.machine.miniflare} (workerd). The runtime numbers are the local runtime on this machine, client and runtime sharing its 2 cores; ratios compare edgeintel with a pass-through worker (it only forwards to the same origin) measured in the same run. Results: \`bench-results.json\`. Nothing here is a timed test: \`npm test\` asserts behaviour, this measures it.${r.quick ? " (Quick run: smaller samples.)" : ""}`);
+// Steps re-measured on their own (`BENCH_ONLY=... BENCH_KEEP=1`) say so here.
+const apart = Object.entries(r.measured ?? {}).filter(([, v]) => v.at.slice(0, 13) !== r.startedAt.slice(0, 13));
+if (apart.length) {
+  p();
+  p(`Measured apart from that run (\`BENCH_ONLY=<step> BENCH_KEEP=1\`; the other numbers are from the run above): ${apart.map(([k, v]) => `${k} ${v.at.slice(0, 16).replace("T", " ")} UTC at commit ${v.commit}`).join("; ")}.`);
+}
 p();
 p("## Targets");
 p();
 p("| target | measured | status |");
 p("|---|---|---|");
-for (const row of r.latency ?? []) {
+if (il) {
+  p(`| fast mode, ${il.rate} req/s, ${il.rounds} interleaved rounds (\`latency.p50RatioAt100\`): p50 ratio <= 1.10 | ${n(latency.p50RatioAt100)} (median p50 ${n(il.fast.p50)} ms vs ${n(il.passthrough.p50)} ms; rounds ${range(il.fast.p50Range)} vs ${range(il.passthrough.p50Range)} ms) | ${ok(latency.p50RatioAt100 <= 1.1)} |`);
+  p(`| fast mode, ${il.rate} req/s, ${il.rounds} interleaved rounds (\`latency.p99RatioAt100\`): p99 ratio <= 1.50 | ${n(latency.p99RatioAt100)} (median p99 ${n(il.fast.p99)} ms vs ${n(il.passthrough.p99)} ms; rounds ${range(il.fast.p99Range)} vs ${range(il.passthrough.p99Range)} ms) | ${ok(latency.p99RatioAt100 <= 1.5)} |`);
+}
+for (const row of runs) {
   p(`| fast mode, ${row.rate} req/s: p50 ratio <= 1.10 | ${n(row.fast.ratio.p50)} (${n(row.fast.p50)} ms vs ${n(row.passthrough.p50)} ms) | ${ok(row.fast.ratio.p50 <= 1.1)} |`);
   p(`| fast mode, ${row.rate} req/s: p99 ratio <= 1.50 | ${n(row.fast.ratio.p99)} (${n(row.fast.p99)} ms vs ${n(row.passthrough.p99)} ms) | ${ok(row.fast.ratio.p99 <= 1.5)} |`);
 }
-const std = (r.latency ?? [])[0];
-if (std) {
+const std = runs[0];
+if (il) {
+  p(`| CPU per request <= 3x pass-through (standard mix, ${il.rate} req/s, interleaved rounds) | ${n(il.cpuRatio)}x (${n(il.fast.cpuMsPerRequest, 3)} ms vs ${n(il.passthrough.cpuMsPerRequest, 3)} ms, medians) | ${ok(il.cpuRatio <= 3)} |`);
+} else if (std) {
   p(`| CPU per request <= 3x pass-through (standard mix, ${std.rate} req/s) | ${n(std.fast.ratio.cpu)}x (${n(std.fast.cpuMsPerRequest, 3)} ms vs ${n(std.passthrough.cpuMsPerRequest, 3)} ms) | ${ok(std.fast.ratio.cpu <= 3)} |`);
 }
-for (const row of r.latency ?? []) {
+for (const row of runs) {
   p(`| <= 150 Durable Object requests per 1,000 client requests (standard mix, ${row.requests} requests at ${row.rate} req/s, fast mode) | ${n(row.fast.objectCallsPer1000, 1)} | ${ok(row.fast.objectCallsPer1000 <= 150)} |`);
+}
+if (sc) {
+  const k4 = sc.runs.find((x) => x.k === sc.objectRequestsPer1000K);
+  p(`| \`scale.maxObjectRequestsPerSecondAt1M\` <= 500 (modeled busiest shared object at 1M client req/s, 100 req/s per isolate; ${sc.design} design, docs/SCALING.md) | ${n(sc.maxObjectRequestsPerSecondAt1M, 0)}/s | ${ok(sc.maxObjectRequestsPerSecondAt1M <= 500)} |`);
+  p(`| \`scale.maxKvWritesPerKeyPerSecond\` <= 1 (measured, K = ${sc.runs.map((x) => x.k).join(", ")}) | ${sc.maxKvWritesPerKeyPerSecond} (${sc.runs.map((x) => x.kv.all.writes).reduce((a, b) => a + b, 0)} writes) | ${ok(sc.maxKvWritesPerKeyPerSecond <= 1)} |`);
+  p(`| \`scale.objectRequestsPer1000\` <= 100 (standard mix, fast mode, K = ${sc.objectRequestsPer1000K}, ${k4?.requests} requests at ${k4?.rate} req/s, counted at the objects) | ${n(sc.objectRequestsPer1000, 1)} | ${ok(sc.objectRequestsPer1000 <= 100)} |`);
+  p(`| \`scale.objectCallsPerNewSubject\` <= 1.2 (every request a new IP; the most over K) | ${n(sc.objectCallsPerNewSubject)} | ${ok(sc.objectCallsPerNewSubject <= 1.2)} |`);
+  p(`| nothing lost with K isolates (observations stored = sent) | ${sc.stored} of ${sc.sent}, lost ${sc.lost} | ${ok(sc.lost === 0)} |`);
 }
 if (core) p(`| core path (parse + signals + score + headers) < 20 µs natively | ${us(core.medianNs)} median | ${ok(core.medianNs < 20_000)} |`);
 if (r.bundle) p(`| wasm < 400 KB gzipped (read as KiB: 409,600 bytes) | ${n(r.bundle.wasmGzipBytes / 1024, 1)} KiB (${r.bundle.wasmGzipBytes.toLocaleString("en-US")} bytes, gzip -9) | ${ok(r.bundle.wasmGzipBytes < 400 * 1024)} |`);
@@ -51,7 +78,7 @@ p("## Added latency and cost (standard mix: 1,000 IPs with Zipf-like shares brow
 p();
 p("| rate | worker | p50 ms | p95 ms | p99 ms | achieved req/s | CPU ms/request (all workerd processes) | DO requests / 1,000 | errors |");
 p("|---|---|---|---|---|---|---|---|---|");
-for (const row of r.latency ?? []) {
+for (const row of runs) {
   for (const kind of ["passthrough", "fast", "consistent"]) {
     const x = row[kind];
     p(`| ${row.rate}/s | ${kind} | ${n(x.p50)} | ${n(x.p95)} | ${n(x.p99)} | ${n(x.achievedRps, 0)} | ${n(x.cpuMsPerRequest, 3)} | ${n(x.objectCallsPer1000, 1)} | ${x.errors} |`);
@@ -62,10 +89,41 @@ p("Durable Object requests per 1,000 client requests, by binding (PROFILES: cons
 p();
 p("| rate | worker | by binding |");
 p("|---|---|---|");
-for (const row of r.latency ?? []) {
+for (const row of runs) {
   for (const kind of ["fast", "consistent"]) {
     const b = row[kind].objectCallsByBinding ?? {};
     p(`| ${row.rate}/s | ${kind} | ${Object.entries(b).map(([k, v]) => `${k} ${n(v, 1)}`).join(", ") || "n/a"} |`);
+  }
+}
+if (il) {
+  p();
+  p(`### Interleaved rounds at ${il.rate} req/s (open-loop generator in its own process; latency from each request's scheduled send time)`);
+  p();
+  p("| round | pass-through p50 / p99 ms | fast p50 / p99 ms | ratio p50 / p99 | CPU ms/request (pass-through / fast) | errors |");
+  p("|---|---|---|---|---|---|");
+  il.perRound.fast.forEach((f, i) => {
+    const t = il.perRound.passthrough[i];
+    p(`| ${i + 1} | ${n(t.p50)} / ${n(t.p99)} | ${n(f.p50)} / ${n(f.p99)} | ${n(il.roundRatios.p50[i])} / ${n(il.roundRatios.p99[i])} | ${n(t.cpuMsPerRequest, 3)} / ${n(f.cpuMsPerRequest, 3)} | ${t.errors + f.errors} |`);
+  });
+  p(`| median | ${n(il.passthrough.p50)} / ${n(il.passthrough.p99)} | ${n(il.fast.p50)} / ${n(il.fast.p99)} | ${n(latency.p50RatioAt100)} / ${n(latency.p99RatioAt100)} | ${n(il.passthrough.cpuMsPerRequest, 3)} / ${n(il.fast.cpuMsPerRequest, 3)} | ${il.passthrough.errors + il.fast.errors} |`);
+  p();
+  p(`${il.rounds} rounds of ${il.requestsPerRound} requests each (the same slice of the standard mix for both in a round); both runtimes run for the whole step, and after each round the step waits until edgeintel has flushed its batches, so neither's background work lands in the other's round.`);
+}
+if (sc) {
+  p();
+  p("## Many isolates (K copies of the Worker sharing one set of Durable Objects)");
+  p();
+  p("Counted at the objects (each class wrapped by a counter, scripts/bench-scale.mjs); rates are calls over the load's seconds, after waiting for every deferred flush. docs/SCALING.md fits them to the design's formula.");
+  p();
+  p("| K | client req/s (per isolate) | busiest object req/s (class) | hub req/s | aggregator req/s | object requests / 1,000 | calls per new subject | KV writes (max per key per s) | sent / stored |");
+  p("|---|---|---|---|---|---|---|---|---|");
+  for (const x of sc.runs) {
+    p(`| ${x.k} | ${n(x.clientRps, 0)} (${n(x.perIsolateRps, 0)}) | ${n(x.maxObjectRps, 1)} (${x.maxObjectClass}) | ${n(x.hubRps, 1)} | ${x.aggregatorRps === null ? "n/a" : n(x.aggregatorRps, 1)} | ${n(x.objectRequestsPer1000, 1)} | ${n(x.newSubjects.perSubject)} | ${x.kv.all.writes} (${x.kv.all.maxPerKeyPerSecond}) | ${x.sent} / ${x.stored} |`);
+  }
+  const checked = sc.runs.filter((x) => x.isolateObjectCalls !== undefined);
+  if (checked.length) {
+    p();
+    p(`The counting checked against the isolates' own counters (calls they made, summed over the K isolates, both phases): ${checked.map((x) => `K=${x.k} ${x.countedObjectCalls} counted at the objects, ${x.isolateObjectCalls} by the isolates`).join("; ")}.`);
   }
 }
 const w = r.worstCaseNewIpEveryRequest;
@@ -165,23 +223,84 @@ const day = r.startedAt.slice(0, 10);
 const scaling = [];
 const sp = (s) => scaling.push(s);
 sp(`*Measured* (\`npm run bench\` of ${day}, on the code of that day, BENCHMARKS.md):`);
-for (const row of r.latency ?? []) sp(`- ${n(row.fast.objectCallsPer1000, 1)} Durable Object requests per 1,000 client requests in the standard mix (${row.requests.toLocaleString("en-US")} requests at ${row.rate} req/s, IPs browsing in page views);`);
+for (const row of runs) sp(`- ${n(row.fast.objectCallsPer1000, 1)} Durable Object requests per 1,000 client requests in the standard mix (${row.requests.toLocaleString("en-US")} requests at ${row.rate} req/s, IPs browsing in page views);`);
 if (r.worstCaseNewIpEveryRequest) sp(`- ${n(r.worstCaseNewIpEveryRequest.fast.objectCallsPer1000, 0)} per 1,000 when every request comes from a new IP;`);
 if (r.profileObject) sp(`- one profile object took ${n(r.profileObject.observationsPerSecond, 0)} observations/s (median of ${r.profileObject.runs?.length ?? 1} runs), ${r.profileObject.lost} lost;`);
 if (tick1M) sp(`- the analytics tick takes ${n(tick1M.medianNs / 1e6, 1)} ms natively with a million events in the window;`);
 if (fan1000) sp(`- fan-out to 1,000 subscribers delivers at p50 ${n(fan1000.p50, 0)} ms, p99 ${n(fan1000.p99, 0)} ms locally.`);
 
-function replaceBlock(file, name, body) {
-  const text = readFileSync(file, "utf8");
+function replaceBlock(text, file, name, body) {
   const start = `<!-- bench:${name} -->`;
   const end = `<!-- /bench:${name} -->`;
   const a = text.indexOf(start);
   const b = text.indexOf(end);
   if (a < 0 || b < a) throw new Error(`${file} has no ${start} ... ${end} block`);
-  put(file, text.slice(0, a + start.length) + "\n" + body.join("\n") + "\n" + text.slice(b));
+  return text.slice(0, a + start.length) + "\n" + body.join("\n") + "\n" + text.slice(b);
 }
-replaceBlock("docs/SCALING.md", "measured", scaling);
+{
+  let text = readFileSync("docs/SCALING.md", "utf8");
+  text = replaceBlock(text, "docs/SCALING.md", "measured", scaling);
+  text = replaceBlock(text, "docs/SCALING.md", "scale", scaleBlock(sc));
+  put("docs/SCALING.md", text);
+}
 if (CHECK && drift.length) {
   console.error(`[bench] these docs differ from what bench-results.json gives: ${drift.join(", ")}; run \`node scripts/bench-report.mjs\` (or \`npm run bench\`) and commit the result`);
   process.exit(1);
+}
+
+/**
+ * docs/SCALING.md's "scale" block: the K-isolate measurements, the design's
+ * formula with the periods fitted to them, and the extrapolation
+ * (scripts/scale-model.mjs computed it; this only writes it out).
+ */
+function scaleBlock(sc) {
+  const out = [];
+  const o = (s = "") => out.push(s);
+  if (!sc) {
+    o("*Not measured yet*: the K-isolate model runs with `npm run bench` (step `scale`); this block is written from its results.");
+    return out;
+  }
+  const m = sc.model;
+  const when = r.measured?.scale;
+  o(`*Measured* (K-isolate model, \`npm run bench\` step \`scale\`${when ? ` of ${when.at.slice(0, 16).replace("T", " ")} UTC at commit ${when.commit}` : ""}): K copies of the Worker, each its own isolate, in one local runtime, sharing one set of Durable Objects and one KV namespace; the standard mix (${sc.runs[0].requests.toLocaleString("en-US")} requests at ${sc.runs[0].rate} req/s) split round robin among them, all in one colo, then ${sc.runs[0].newSubjects.subjects} requests each from a new IP. Calls are counted at the objects.`);
+  o();
+  o("| K | per isolate req/s | hub req/s (by operation) | aggregator req/s | busiest object req/s | object requests / 1,000 | calls per new subject | KV max writes per key per s | lost |");
+  o("|---|---|---|---|---|---|---|---|---|");
+  for (const x of sc.runs) {
+    const hub = Object.entries(x.classes).find(([c]) => /^hub/i.test(c))?.[1];
+    const ops = hub ? Object.entries(hub.byOp).map(([op, v]) => `${op} ${n(v, 1)}`).join(", ") : "";
+    o(`| ${x.k} | ${n(x.perIsolateRps, 0)} | ${n(x.hubRps, 1)}${ops ? ` (${ops})` : ""} | ${x.aggregatorRps === null ? "n/a" : n(x.aggregatorRps, 1)} | ${n(x.maxObjectRps, 1)} (${x.maxObjectClass}) | ${n(x.objectRequestsPer1000, 1)} | ${n(x.newSubjects.perSubject)} | ${x.kv.all.maxPerKeyPerSecond} | ${x.lost} |`);
+  }
+  o();
+  if (m.design === "flat") {
+    o(`*Model* (the design under test has no aggregator tier: "flat"). Each isolate sends each of the H = ${m.shards} hub shard(s) one report per batch window: for x = r / H samples/s from an isolate, x / (1 + min(x·T, S)) reports/s (S = ${m.batchMax} samples per report), so the busiest shard receives`);
+    o();
+    o(`    hub(R, r) = (R / r) · x / (1 + min(x·T, S)) + b·(R / r) + e·R`);
+    o();
+    o(`with T fitted to the measurements: ${n(m.periodS, 3)} s (configured \`FLUSH_INTERVAL_MS\`: ${n(m.configuredPeriodS, 3)} s; per K: ${m.perK.map((p) => `K=${p.k} ${n(p.periodS, 3)} s`).join(", ")}), and the hub's other calls (profile events, reads) split by how they moved with K at a fixed client rate: b = ${n(m.extraPerIsolate, 3)}/s per isolate, e = ${n(m.extraPerRequest, 5)} per client request.`);
+  } else {
+    o(`*Model* (the design under test has aggregator objects: "tiered"). An isolate sends its aggregator one report per report period P, an aggregator forwards to the hub once per forward period F, so for R client requests/s at r per isolate (R / r isolates) the busiest objects receive`);
+    o();
+    o(`    aggregator(R, r) = (R / r) / A / P        hub(R, r) = min(C·A, R / r) / F + b·(R / r) + e·R`);
+    o();
+    o(`with A = ${m.aggregatorsPerColo} aggregators per colo, P fitted ${n(m.reportPeriodS, 3)} s (configured \`REPORT_INTERVAL_MS\`: ${n(m.configuredReportPeriodS, 3)} s), F fitted ${n(m.forwardPeriodS, 3)} s (configured \`AGGREGATOR_FORWARD_MS\`: ${n(m.configuredForwardPeriodS, 3)} s), and the hub's calls besides the forwards (profile events, isolates' event reports, reads) split by how they moved with K at a fixed client rate: b = ${n(m.extraPerIsolate, 3)}/s per isolate, e = ${n(m.extraPerRequest, 5)} per client request. Assumed, not measured: every isolate in one colo for the aggregator (its worst case), and C = 330 colos each with A active aggregators for the hub. Read the other way: an aggregator stays under 500 requests/s while its colo runs fewer than 500·A·P = ${Math.round(500 * m.aggregatorsPerColo * m.reportPeriodS).toLocaleString("en-US")} isolates (${Math.round(500 * m.aggregatorsPerColo * m.reportPeriodS * 100).toLocaleString("en-US")} client requests/s at 100 per isolate).`);
+  }
+  o();
+  const otherClasses = Object.keys(m.othersPerRequest ?? {});
+  if (otherClasses.length) {
+    o(`Other shared classes (${otherClasses.join(", ")}) have no formula here: their busiest object is extrapolated in proportion to the traffic (${otherClasses.map((c) => `${c} ${n(m.othersPerRequest[c], 5)} per client request`).join(", ")}), the conservative reading.`);
+    o();
+  }
+  o("*Extrapolated* (busiest shared object; profile and visitor objects are one per subject and follow that subject's traffic, not the site's: see below):");
+  o();
+  const cols = ["hub", ...(m.design === "flat" ? [] : ["aggregator"]), ...otherClasses];
+  o(`| client requests/s | per isolate | isolates | ${cols.map((c) => `${c} req/s`).join(" | ")} | busiest req/s |`);
+  o(`|---|---|---|${cols.map(() => "---|").join("")}---|`);
+  const fmt = (x) => Math.round(x).toLocaleString("en-US");
+  for (const x of sc.extrapolation) {
+    o(`| ${x.clientRps.toLocaleString("en-US")} | ${x.perIsolate} | ${x.isolates.toLocaleString("en-US")} | ${cols.map((c) => fmt(x[c] ?? 0)).join(" | ")} | ${fmt(x.max)} |`);
+  }
+  o();
+  o(`\`scale.maxObjectRequestsPerSecondAt1M\` (1M client requests/s at 100 per isolate): ${n(sc.maxObjectRequestsPerSecondAt1M, 0)}/s (target at most 500: ${sc.maxObjectRequestsPerSecondAt1M <= 500 ? "met" : "missed"}).`);
+  return out;
 }

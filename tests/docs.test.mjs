@@ -32,6 +32,23 @@ test("the check notices a number edited by hand", () => {
   }
 });
 
+test("the check notices an edit in docs/SCALING.md's generated model and extrapolation", () => {
+  const original = readFileSync("docs/SCALING.md", "utf8");
+  const block = /<!-- bench:scale -->\n([\s\S]*?)<!-- \/bench:scale -->/.exec(original);
+  assert.ok(block, "docs/SCALING.md has the bench:scale block");
+  // A digit changed if the block has numbers (a measured run), a word otherwise.
+  const body = block[1];
+  const editedBody = /\d/.test(body) ? body.replace(/\d/, (d) => (d === "9" ? "1" : "9")) : body.replace(/\w+/, "edited");
+  const edited = original.replace(body, editedBody);
+  assert.notEqual(edited, original);
+  try {
+    writeFileSync("docs/SCALING.md", edited);
+    assert.match(check(), /docs\/SCALING\.md/);
+  } finally {
+    writeFileSync("docs/SCALING.md", original);
+  }
+});
+
 test("docs/api.md's verifier snippet is the tested example's code, line for line", () => {
   const doc = readFileSync("docs/api.md", "utf8");
   const snippet = /The Node one in \d+ lines:\n\n```js\n([\s\S]*?)```/.exec(doc);

@@ -1,0 +1,72 @@
+// The capacity model of docs/SCALING.md (scripts/scale-model.mjs): pure
+// arithmetic, checked here against hand-computed cases, so the extrapolation
+// the bench writes follows the formulas the doc states.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { designOf, extrapolate, fit, objectBindings, predict, settingDefaults } from "../scripts/scale-model.mjs";
+
+const close = (a, b, eps = 1e-6) => assert.ok(Math.abs(a - b) <= eps * Math.max(1, Math.abs(b)), `${a} != ${b}`);
+
+test("settings and classes are read from the code (src/settings.rs, wrangler.toml)", () => {
+  const settings = settingDefaults(readFileSync("src/settings.rs", "utf8"));
+  assert.equal(settings.FLUSH_INTERVAL_MS, "1000");
+  assert.equal(settings.HUB_SHARDS, "1");
+  const classes = objectBindings(readFileSync("wrangler.toml", "utf8"));
+  assert.ok(classes.some((c) => c.binding === "HUB" && c.className === "HubObject"));
+  assert.deepEqual(objectBindings('[durable_objects]\nbindings = [\n  # { name = "X", class_name = "Old" },\n  { name = "AGG", class_name = "AggregatorObject" },\n]\n'), [{ binding: "AGG", className: "AggregatorObject" }]);
+});
+
+test("the design is chosen by what the Worker binds", () => {
+  assert.equal(designOf({ classNames: ["ProfileObject", "HubObject"], settings: {} }), "flat");
+  assert.equal(designOf({ classNames: ["HubObject", "AggregatorObject"], settings: {} }), "tiered");
+  assert.equal(designOf({ classNames: ["HubObject"], settings: { AGGREGATORS_PER_COLO: "4" } }), "tiered");
+});
+
+test("flat: the fit recovers the batch window, and the prediction is issue 17's table", () => {
+  // Measurements made by a model with T = 1 s exactly: K isolates at 200/K req/s each.
+  const runs = [1, 2, 4, 8].map((k) => {
+    const x = 200 / k;
+    const perIsolate = x / (1 + x * 1);
+    // Publishes: 0.2/s following the traffic plus 0.5/s per isolate.
+    return { k, clientRps: 200, classes: { HubObject: { objects: 1, byOp: { Report: k * perIsolate, Publish: 200 * 0.001 + 0.5 * k } } } };
+  });
+  const m = fit("flat", runs, { HUB_SHARDS: "1", FLUSH_INTERVAL_MS: "1000" });
+  close(m.periodS, 1);
+  close(m.extraPerRequest, 0.001);
+  close(m.extraPerIsolate, 0.5);
+  close(predict(m, 1_000_000, 100).hub, 10_000 * (100 / 101) + 1000 + 0.5 * 10_000);
+  // Issue 17: 1M req/s at 100 per isolate, ~9,900 reports/s into the hub.
+  const bare = { ...m, extraPerRequest: 0, extraPerIsolate: 0 };
+  close(predict(bare, 1_000_000, 100).hub, 10_000 * (100 / 101));
+  close(predict(bare, 10_000, 500).hub, 20 * (500 / 501));
+  // Past S samples per window, a report closes at S: x / (1 + S).
+  close(predict({ ...bare, batchMax: 50 }, 1000, 1000).hub, 1000 / 51);
+  assert.equal(extrapolate(m).length, 6);
+});
+
+test("tiered: aggregators carry the isolates, the hub only the aggregators", () => {
+  // 4 aggregators, reports every 10 s, forwards every 5 s.
+  const runs = [1, 2, 4, 8].map((k) => ({
+    k,
+    clientRps: 200,
+    classes: {
+      AggregatorObject: { objects: Math.min(k, 4), totalRps: k / 10, byOp: { Delta: Math.ceil(k / 4) / 10 } },
+      HubObject: { objects: 1, byOp: { forward: Math.min(k, 4) / 5, publish: 0.1, report: 0.1 } },
+      ProfileObject: { objects: 50, maxObjectRps: 3 },
+      StreamRoot: { objects: 1, maxObjectRps: 2 },
+    },
+  }));
+  const m = fit("tiered", runs, { AGGREGATORS_PER_COLO: "4", REPORT_INTERVAL_MS: "10000", AGGREGATOR_FORWARD_MS: "5000" });
+  close(m.reportPeriodS, 10);
+  close(m.forwardPeriodS, 5);
+  close(m.extraPerRequest, 0.001);
+  close(m.extraPerIsolate, 0);
+  const p = predict(m, 1_000_000, 100, { colos: 330 });
+  close(p.aggregator, 10_000 / 4 / 10);
+  // Publishes and the isolates' event reports follow the traffic; so does any other shared class.
+  close(p.hub, (330 * 4) / 5 + 1000);
+  close(p.StreamRoot, 10_000);
+  assert.equal(p.ProfileObject, undefined, "per-subject objects are not extrapolated with the site's traffic");
+  close(p.max, Math.max(p.aggregator, p.hub, p.StreamRoot));
+});
