@@ -59,6 +59,12 @@ const PASS_THROUGH = `export default {
 const EXTRA_VARS = JSON.parse(process.env.BENCH_VARS || "{}");
 const ONLY = (process.env.BENCH_ONLY || "").split(",").filter(Boolean);
 
+// The rotation budgets off, for steps whose new IPs are IPv6 /64s of one /48
+// (everyRequestNewIp's seed 11): the budget would widen them into one subject,
+// measuring the defence instead of what a new subject costs (an attacker
+// spread over many /48s and ASNs), or of what many subjects hold in memory.
+const NO_ROTATION_BUDGET = { ROTATION_BUDGET_PER_48: "0", ROTATION_BUDGET_PER_ASN: "0" };
+
 async function startRuntime(kind, origin, vars = {}) {
   const worker =
     kind === "passthrough"
@@ -454,7 +460,7 @@ async function worstCase() {
   const worst = everyRequestNewIp(n);
   const out = {};
   for (const kind of ["passthrough", "fast"]) {
-    const rt = await startRuntime(kind === "passthrough" ? "passthrough" : "edgeintel", origin);
+    const rt = await startRuntime(kind === "passthrough" ? "passthrough" : "edgeintel", origin, kind === "passthrough" ? {} : NO_ROTATION_BUDGET);
     await flatOut(rt.url, standardMix(200, 5), 8); // warm-up (other subjects)
     const before = kind === "passthrough" ? null : (await api(rt.url, "/api/intelligence/analytics")).isolate;
     const cpu0 = workerdCpu();
@@ -581,7 +587,7 @@ async function fanOut() {
 
 async function memory() {
   const origin = await startOrigin({ port: 0 });
-  const rt = await startRuntime("edgeintel", origin);
+  const rt = await startRuntime("edgeintel", origin, NO_ROTATION_BUDGET);
   await flatOut(rt.url, everyRequestNewIp(500), 16);
   const before = workerdRssMiB();
   const n = QUICK ? 5_000 : Number(process.env.BENCH_MEMORY_IPS ?? 20_000);
