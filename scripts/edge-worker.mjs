@@ -17,6 +17,7 @@ export function edgeWorker(bindings) {
       PROFILES: { className: "ProfileObject", useSQLite: true },
       VISITORS: { className: "VisitorObject", useSQLite: true },
       HUB: { className: "HubObject", useSQLite: true },
+      STREAMS: { className: "StreamObject", useSQLite: true },
     },
     kvNamespaces: ["METRICS"],
     ...COMPATIBILITY,

@@ -7,15 +7,17 @@
 pub const PROFILES: &str = "PROFILES";
 /// One `VisitorObject` per visitor cookie (Durable Object namespace).
 pub const VISITORS: &str = "VISITORS";
-/// The `HubObject` shards: analytics and the global streams (Durable Object namespace).
+/// The `HubObject` shards: analytics, stream-ticket keys, challenge solutions (Durable Object namespace).
 pub const HUB: &str = "HUB";
+/// The `StreamObject`s: the global streams' root and relays (Durable Object namespace).
+pub const STREAMS: &str = "STREAMS";
 /// KV: the analytics rollups and the allow/block lists (`intel::keys`).
 pub const METRICS: &str = "METRICS";
 /// Static assets: the dashboard (`www/`).
 pub const ASSETS: &str = "ASSETS";
 
 /// Every binding above.
-pub const ALL: [&str; 5] = [PROFILES, VISITORS, HUB, METRICS, ASSETS];
+pub const ALL: [&str; 6] = [PROFILES, VISITORS, HUB, STREAMS, METRICS, ASSETS];
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,10 @@
 //! and sent in batches, never one object call per request:
 //! - observations per subject go to the subject's `ProfileObject` (what the
 //!   profile signals need: paths, statuses, places, times, all kept);
-//! - analytics samples of all subjects go to their hub shard.
+//! - analytics samples of all subjects go to their hub shard;
+//! - the events profiles publish go to the stream root (`events`: their own
+//!   batch, flushed `FLUSH_INTERVAL_MS` after it opened), which publishes
+//!   them to the streams' relays and forwards them to the hub for counting.
 //!
 //! In fast mode a request whose consult missed the verdict cache was
 //! recorded by the consult itself (`consult::fast`, one call per new
@@ -36,6 +39,7 @@ use crate::config::{Consult, Flush};
 use crate::error::Error;
 use crate::intel::analytics::Sample;
 use crate::intel::batches::{BatchItems, Batches, Enqueued};
+use crate::intel::fanout::{StreamOp, ROOT};
 use crate::intel::ip::Identity;
 use crate::intel::keys::hub_name;
 use crate::intel::outcome::Answer;
@@ -51,6 +55,8 @@ use super::Io;
 
 /// Samples per hub report at most (a report is ~100 bytes per sample).
 const HUB_BATCH: usize = 500;
+/// Events per stream-root call at most (an update is ~500 bytes).
+const EVENT_BATCH: usize = 200;
 /// Open batches (subjects and hub shards) an isolate keeps at most, and
 /// observations and samples in all of them: past either, the batch is
 /// flushed at once instead of waiting (memory bound: at most ~10,000 items of
@@ -71,6 +77,8 @@ pub struct Batching<'a> {
 enum Target {
     Profile(String),
     Hub(u32),
+    /// The stream root (profile events).
+    Streams,
 }
 
 enum Items {
@@ -83,6 +91,8 @@ enum Items {
         rejected: u64,
         /// Observations and samples this isolate lost (reported, then counted by the hub).
         dropped: u64,
+    },
+    Events {
         updates: Vec<Update>,
         alerts: Vec<AlertNotice>,
     },
@@ -92,16 +102,17 @@ impl BatchItems for Items {
     fn count(&self) -> usize {
         match self {
             Items::Observations { list, .. } => list.len(),
-            Items::Samples { list, rejected, dropped, updates, alerts } => {
-                list.len() + usize::from(*rejected > 0) + usize::from(*dropped > 0) + updates.len() + alerts.len()
+            Items::Samples { list, rejected, dropped } => {
+                list.len() + usize::from(*rejected > 0) + usize::from(*dropped > 0)
             }
+            Items::Events { updates, alerts } => updates.len() + alerts.len(),
         }
     }
 }
 
 impl Items {
     fn samples() -> Items {
-        Items::Samples { list: Vec::new(), rejected: 0, dropped: 0, updates: Vec::new(), alerts: Vec::new() }
+        Items::Samples { list: Vec::new(), rejected: 0, dropped: 0 }
     }
 }
 
@@ -111,6 +122,10 @@ thread_local! {
     /// Observations and samples lost (a flush failed twice) and not yet
     /// handed to a hub report.
     static DROPPED: Cell<u64> = const { Cell::new(0) };
+    /// `FLUSH_INTERVAL_MS`, as the last request's record phase read it: the
+    /// events batch is opened by a profile's answer, after the request that
+    /// caused it, where the configuration is no longer at hand.
+    static EVENTS_WAIT_MS: Cell<u32> = const { Cell::new(1_000) };
 }
 
 /// Observations and samples waiting in this isolate (the analytics API's `queueSize`).
@@ -184,40 +199,75 @@ pub fn rejected_events(io: Io<'_>, b: Batching<'_>, n: u64) {
     });
 }
 
-/// Sends profile events to the global hub now (consistent mode, the status
-/// follow-up): one call, in order.
+/// Sends profile events to the stream root now (consistent mode, the
+/// events API, the status follow-up): one call, in order.
 pub async fn publish_now(env: &Env, updates: Vec<Update>, alerts: Vec<AlertNotice>) {
     if updates.is_empty() && alerts.is_empty() {
         return;
     }
-    let op = HubOp::Publish { updates, alerts };
-    if let Err(e) = call_object::<_, serde_json::Value>(env, bindings::HUB, &hub_name(0), &op).await {
+    if let Err(e) = publish(env, updates, alerts).await {
         log::background("edge.after", "events not published", e);
     }
 }
 
-/// Adds profile events to this isolate's open global-hub batch, if there is
-/// one (there usually is: the same requests added their samples); otherwise
-/// they go to the hub at once.
-async fn forward_published(env: &Env, mut updates: Vec<Update>, mut alerts: Vec<AlertNotice>) {
+/// One `Publish` call to the stream root.
+async fn publish(env: &Env, updates: Vec<Update>, alerts: Vec<AlertNotice>) -> Result<(), Error> {
+    let op = StreamOp::Publish { updates, alerts };
+    match call_object::<_, serde_json::Value>(env, bindings::STREAMS, ROOT, &op).await? {
+        (200, _) => Ok(()),
+        (status, _) => Err(Error::platform(format!("stream root answered {status}"))),
+    }
+}
+
+/// Adds profile events to this isolate's events batch: the call that opens
+/// it waits `FLUSH_INTERVAL_MS` (inside the `wait_until` of whatever
+/// delivered the events) and sends the batch to the stream root; one that
+/// fills it (`EVENT_BATCH`) sends it at once. One root call per isolate and
+/// interval, whatever the number of subjects.
+async fn events(env: &Env, updates: Vec<Update>, alerts: Vec<AlertNotice>) {
     if updates.is_empty() && alerts.is_empty() {
         return;
     }
-    let appended = PENDING.with(|p| {
-        let mut p = p.borrow_mut();
-        let appended = match p.get_mut(&Target::Hub(0)) {
-            Some(Items::Samples { updates: u, alerts: a, .. }) => {
+    let mut add = Some(Items::Events { updates, alerts });
+    let outcome = PENDING.with(|p| {
+        p.borrow_mut().enqueue(Target::Streams, EVENT_BATCH, true, |items| match (items, add.take()) {
+            (Some(Items::Events { updates: u, alerts: a }), Some(Items::Events { mut updates, mut alerts })) => {
                 u.append(&mut updates);
                 a.append(&mut alerts);
-                true
+                None
             }
-            _ => false,
-        };
-        p.recount();
-        appended
+            (_, new) => new,
+        })
     });
-    if !appended {
-        publish_now(env, updates, alerts).await;
+    let items = match outcome {
+        Enqueued::Waiting => return,
+        Enqueued::Flush(items) => items,
+        Enqueued::Timer { id, .. } => {
+            let wait = EVENTS_WAIT_MS.with(Cell::get);
+            Delay::from(Duration::from_millis(u64::from(wait))).await;
+            match PENDING.with(|p| p.borrow_mut().take_if(&Target::Streams, id)) {
+                Some(items) => items,
+                None => return,
+            }
+        }
+    };
+    if let Items::Events { updates, alerts } = items {
+        // One retry, as for any batch; a lost batch of events is logged
+        // (not counted as lost observations: the profiles have them).
+        let mut last = None;
+        for _ in 0..2 {
+            match publish(env, updates.clone(), alerts.clone()).await {
+                Ok(()) => return,
+                Err(e) => last = Some(e),
+            }
+        }
+        if let Some(e) = last {
+            log::background(
+                "edge.after",
+                "events not published",
+                format_args!("{} events: {e}", updates.len() + alerts.len()),
+            );
+        }
     }
 }
 
@@ -233,9 +283,11 @@ fn enqueue(
     urgent: bool,
     add: impl FnOnce(Option<&mut Items>) -> Option<Items>,
 ) {
+    EVENTS_WAIT_MS.with(|w| w.set(b.flush.interval_ms));
     let max = match target {
         Target::Profile(_) => b.flush.max_batch,
         Target::Hub(_) => HUB_BATCH,
+        Target::Streams => EVENT_BATCH,
     };
     let outcome = PENDING.with(|p| p.borrow_mut().enqueue(target.clone(), max, urgent, add));
     match outcome {
@@ -274,20 +326,21 @@ async fn flush(env: &Env, cache: &Consult, target: &Target, items: Items) {
                 match call_object::<_, ObserveReply>(env, bindings::PROFILES, key, &op).await {
                     Ok((200, Some(r))) => {
                         remember(cache, key, r.verdict);
-                        forward_published(env, r.updates, r.alerts).await;
+                        events(env, r.updates, r.alerts).await;
                         Ok(())
                     }
                     Ok((status, _)) => Err(Error::platform(format!("profile object answered {status}"))),
                     Err(e) => Err(e),
                 }
             }
-            (Target::Hub(shard), Items::Samples { list, rejected, dropped, updates, alerts }) => {
+            (Target::Streams, Items::Events { updates, alerts }) => publish(env, updates.clone(), alerts.clone()).await,
+            (Target::Hub(shard), Items::Samples { list, rejected, dropped }) => {
                 let op = HubOp::Report {
                     samples: list.clone(),
                     rejected: *rejected,
                     dropped: *dropped,
-                    updates: updates.clone(),
-                    alerts: alerts.clone(),
+                    updates: Vec::new(),
+                    alerts: Vec::new(),
                 };
                 match call_object::<_, serde_json::Value>(env, bindings::HUB, &hub_name(*shard), &op).await {
                     Ok((200, _)) => Ok(()),
@@ -307,11 +360,13 @@ async fn flush(env: &Env, cache: &Consult, target: &Target, items: Items) {
     count_dropped(match &items {
         Items::Observations { list, .. } => list.len() as u64,
         Items::Samples { list, dropped, .. } => (list.len() as u64).saturating_add(*dropped),
+        // Events are not observations: the profiles keep them (logged above).
+        Items::Events { .. } => 0,
     });
 }
 
-/// Events a fast consult's recording published (forwarded to the hub in the
-/// record phase: `forward_events`).
+/// Events a fast consult's recording published (joining this isolate's
+/// events batch in the record phase: `forward_events`).
 #[derive(Default)]
 pub struct Recorded {
     pub updates: Vec<Update>,
@@ -321,10 +376,10 @@ pub struct Recorded {
 /// Sends the outcome of a request of `id` at `at` whose observation was
 /// recorded before it was answered: the origin's status, or the edge's
 /// enforcement action. Consistent mode sends every answer (its events go to
-/// the hub at once); fast mode (`cache`: the verdict cache's settings) only
+/// the stream root at once); fast mode (`cache`: the verdict cache's settings) only
 /// the answers the profile counts (`outcome::needs_follow_up`), after a
 /// consult that recorded a new subject's first request, and its answer
-/// refreshes the cache and joins this isolate's hub report.
+/// refreshes the cache and its events join this isolate's events batch.
 pub async fn status(env: Env, id: Identity, at: f64, answer: Answer, cache: Option<Consult>) {
     let action = match answer {
         Answer::Enforced { action, .. } => Some(action.as_str().to_string()),
@@ -336,7 +391,7 @@ pub async fn status(env: Env, id: Identity, at: f64, answer: Answer, cache: Opti
         Ok((200, Some(r))) => match cache {
             Some(cache) => {
                 remember(&cache, &subject, r.verdict);
-                forward_published(&env, r.updates, r.alerts).await;
+                events(&env, r.updates, r.alerts).await;
             }
             None => publish_now(&env, r.updates, r.alerts).await,
         },
@@ -355,7 +410,7 @@ pub async fn late_consult(env: &Env, cache: &Consult, key: &str, answer: Result<
     match answer {
         Ok(r) => {
             remember(cache, key, r.verdict);
-            forward_published(env, r.updates, r.alerts).await;
+            events(env, r.updates, r.alerts).await;
         }
         Err(e) => {
             log::background("edge.after", "late consult failed, its observation is lost", e);
@@ -364,13 +419,12 @@ pub async fn late_consult(env: &Env, cache: &Consult, key: &str, answer: Result<
     }
 }
 
-/// Adds what a fast consult's recording published to this isolate's hub
-/// report (called after the request's sample is queued, so the report is
-/// usually open: no hub call of its own).
+/// Adds what a fast consult's recording published to this isolate's events
+/// batch (one stream-root call per isolate and interval).
 pub fn forward_events(io: Io<'_>, recorded: Recorded) {
     if recorded.updates.is_empty() && recorded.alerts.is_empty() {
         return;
     }
     let env = io.env.clone();
-    io.ctx.wait_until(async move { forward_published(&env, recorded.updates, recorded.alerts).await });
+    io.ctx.wait_until(async move { events(&env, recorded.updates, recorded.alerts).await });
 }

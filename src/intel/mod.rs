@@ -14,6 +14,7 @@ pub mod cache;
 pub mod enforce;
 pub mod events;
 pub mod facts;
+pub mod fanout;
 pub mod geo;
 pub mod headers;
 pub mod insights;

@@ -1,14 +1,16 @@
 //! Durable Objects: one `ProfileObject` per subject (SQLite-backed storage is
 //! the source of truth; memory only caches), one `VisitorObject` per visitor
-//! (impossible travel), one `HubObject` per analytics shard (`HUB_SHARDS`;
-//! shard 0, `global`, also hosts the streams). The edge reaches them only
-//! through their bindings (`PROFILES`, `VISITORS`, `HUB`: `crate::bindings`),
-//! never by importing them.
+//! (impossible travel), one `HubObject` per analytics shard (`HUB_SHARDS`),
+//! and the `StreamObject`s of the global streams (a root and its relays:
+//! `stream`). The edge reaches them only through their bindings
+//! (`PROFILES`, `VISITORS`, `HUB`, `STREAMS`: `crate::bindings`), never by
+//! importing them.
 
 pub mod hub;
 pub mod profile;
 pub mod sockets;
 pub mod store;
+pub mod stream;
 pub mod visitor;
 
 use std::time::Duration;
