@@ -448,7 +448,14 @@ async function fanOut() {
         }
       };
     }
+    // One unmeasured event first: each relay reads its sockets' filters from
+    // their attachments on its first delivery (as after waking from
+    // hibernation); the measured events are the steady state.
+    await api(rt.url, "/api/events", { method: "POST", body: JSON.stringify([{ ip: "192.0.2.255", eventType: "threat_detected", data: { threatScore: 50 } }]) });
+    await new Promise((r) => setTimeout(r, 1000 + k / 10));
     let missing = 0;
+    const lastPerEvent = [];
+    const firstPerEvent = [];
     for (let e = 0; e < events; e++) {
       const ip = `192.0.2.${e}`;
       arrivals = [];
@@ -462,9 +469,11 @@ async function fanOut() {
       marker = null;
       missing += k - arrivals.length;
       for (const at of arrivals) lat.push(at - t);
+      lastPerEvent.push(r2(Math.max(...arrivals) - t));
+      firstPerEvent.push(r2(Math.min(...arrivals) - t));
       await new Promise((r) => setTimeout(r, 200)); // the next event starts a batch of its own
     }
-    runs.push({ subscribers: k, events, deliveries: lat.length, missing, openSeconds: r2(openMs / 1000), p50: r2(pct(lat, 50)), p99: r2(pct(lat, 99)) });
+    runs.push({ subscribers: k, events, deliveries: lat.length, missing, openSeconds: r2(openMs / 1000), p50: r2(pct(lat, 50)), p99: r2(pct(lat, 99)), firstPerEvent, lastPerEvent });
     log(`fan-out to ${k}`, runs.at(-1));
     for (const ws of sockets) ws.close();
     await new Promise((r) => setTimeout(r, Math.min(5000, 500 + k / 4))); // let the closes reach the relays

@@ -146,23 +146,26 @@ pub struct Clients {
 pub enum Pushed {
     /// Nothing yet: a publication is already scheduled.
     Waiting,
-    /// Schedule a publication in `ROOT_FLUSH_MS`.
-    Schedule,
-    /// The batch is large: publish now.
-    Now,
+    /// Schedule a publication in this many ms (0: now).
+    Schedule(u64),
 }
 
 /// The root's buffer between publications (memory only: a restart loses at
-/// most one batch interval of messages, never a registration).
+/// most one batch interval of messages, never a registration). A throttle,
+/// not a debounce: a message after a quiet interval is published at once,
+/// the ones that come within `ROOT_FLUSH_MS` of a publication wait for the
+/// next (so under load the root publishes every `ROOT_FLUSH_MS`, and a lone
+/// event pays no batching delay); a batch of `ROOT_BATCH_MAX` goes at once.
 #[derive(Debug, Default)]
 pub struct RootBuffer {
     pending: Delivery,
     scheduled: bool,
     urgent: bool,
+    last_published: f64,
 }
 
 impl RootBuffer {
-    pub fn push(&mut self, d: Delivery) -> Pushed {
+    pub fn push(&mut self, d: Delivery, now: f64) -> Pushed {
         if d.is_empty() {
             return Pushed::Waiting;
         }
@@ -170,19 +173,28 @@ impl RootBuffer {
         if self.pending.len() >= ROOT_BATCH_MAX && !self.urgent {
             self.urgent = true;
             self.scheduled = true;
-            return Pushed::Now;
+            return Pushed::Schedule(0);
         }
         if self.scheduled {
             return Pushed::Waiting;
         }
         self.scheduled = true;
-        Pushed::Schedule
+        Pushed::Schedule(self.wait(now))
     }
 
-    /// Everything pending, for one publication; the next push schedules again.
-    pub fn take(&mut self) -> Delivery {
+    /// How long the pending messages wait from `now`: until `ROOT_FLUSH_MS`
+    /// after the last publication.
+    pub fn wait(&self, now: f64) -> u64 {
+        let due = self.last_published + ROOT_FLUSH_MS as f64 - now;
+        due.clamp(0.0, ROOT_FLUSH_MS as f64) as u64
+    }
+
+    /// Everything pending, for one publication at `now`; the next push
+    /// schedules again.
+    pub fn take(&mut self, now: f64) -> Delivery {
         self.scheduled = false;
         self.urgent = false;
+        self.last_published = now;
         std::mem::take(&mut self.pending)
     }
 
@@ -279,18 +291,23 @@ mod tests {
     }
 
     #[test]
-    fn buffer_schedules_once_and_publishes_a_large_batch_at_once() {
+    fn buffer_publishes_a_lone_message_at_once_and_batches_the_rest() {
         let mut b = RootBuffer::default();
-        assert_eq!(b.push(Delivery::default()), Pushed::Waiting, "nothing to send");
-        assert_eq!(b.push(texts(1)), Pushed::Schedule);
-        assert_eq!(b.push(texts(1)), Pushed::Waiting);
-        assert_eq!(b.push(texts(ROOT_BATCH_MAX)), Pushed::Now);
-        assert_eq!(b.push(texts(1)), Pushed::Waiting, "already publishing now");
-        let d = b.take();
+        let t = 1_000_000.0;
+        assert_eq!(b.push(Delivery::default(), t), Pushed::Waiting, "nothing to send");
+        assert_eq!(b.push(texts(1), t), Pushed::Schedule(0), "quiet before: at once");
+        assert_eq!(b.push(texts(1), t), Pushed::Waiting, "already scheduled");
+        assert_eq!(b.take(t).len(), 2);
+        assert_eq!(b.push(texts(1), t + 30.0), Pushed::Schedule(ROOT_FLUSH_MS - 30), "one interval after the last");
+        assert_eq!(b.push(texts(1), t + 40.0), Pushed::Waiting);
+        assert_eq!(b.push(texts(ROOT_BATCH_MAX), t + 50.0), Pushed::Schedule(0), "a large batch goes at once");
+        assert_eq!(b.push(texts(1), t + 50.0), Pushed::Waiting, "already publishing now");
+        let d = b.take(t + 50.0);
         assert_eq!(d.len(), ROOT_BATCH_MAX + 3);
         assert_eq!(d.intel.first().map(String::as_str), Some("0"), "in order");
         assert!(b.is_empty());
-        assert_eq!(b.push(texts(1)), Pushed::Schedule, "the next push schedules again");
+        assert_eq!(b.push(texts(1), t + 400.0), Pushed::Schedule(0), "the next push schedules again");
+        assert_eq!(b.wait(t - 5_000.0), ROOT_FLUSH_MS, "never more than one interval (a clock that went back)");
     }
 
     #[test]

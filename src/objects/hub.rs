@@ -260,14 +260,19 @@ impl DurableObject for HubObject {
             tick::finish(l, &parts, begun, kv, others, clients, now)
         };
         self.broadcast(plan.intel, plan.perf, &log).await;
+        // Sockets a version before the stream objects accepted here: closed
+        // (1012, service restart), so their clients reconnect to a relay.
+        for ws in self.state.as_raw().get_websockets().unwrap_or_default() {
+            let _ = ws.close_with_code_and_reason(1012, "the streams moved; reconnect");
+        }
         self.with_state(&sql, |_, touched| {
             touched.insert(plan.slide);
         })?;
         Response::ok("tick")
     }
 
-    // Sockets accepted here by versions before the stream objects: closed
-    // with 1012 (service restart), so their clients reconnect to a relay.
+    // Sockets accepted here by versions before the stream objects (the
+    // alarm closes them): closed at once if they speak first.
     async fn websocket_message(&self, ws: WebSocket, _message: WebSocketIncomingMessage) -> Result<()> {
         let _ = ws.close(Some(1012), Some("the streams moved; reconnect"));
         Ok(())

@@ -9,6 +9,9 @@
 
 use std::cell::RefCell;
 
+use wasm_bindgen::prelude::{wasm_bindgen, JsValue};
+use wasm_bindgen::JsCast;
+
 use serde_json::json;
 use worker::worker_sys::WebSocketRequestResponsePair;
 use worker::{Response, Result, State, WebSocket, WebSocketIncomingMessage, WebSocketPair};
@@ -22,6 +25,21 @@ use crate::platform::reply;
 
 /// ISO 8601 in UTC with milliseconds, as JavaScript writes it (the pure one).
 pub use crate::intel::protocol::iso;
+
+#[wasm_bindgen]
+extern "C" {
+    /// A WebSocket seen only for `send` given a JS value (web-sys only
+    /// takes `&str`, which it copies into a new JS string on every call).
+    type TextSocket;
+    #[wasm_bindgen(method, catch, js_name = send)]
+    fn send_value(this: &TextSocket, data: &JsValue) -> std::result::Result<(), JsValue>;
+}
+
+/// Sends a text already made a JS string; false if the socket refused it.
+fn send_text(ws: &WebSocket, text: &JsValue) -> bool {
+    let raw: &web_sys::WebSocket = ws.as_ref();
+    raw.unchecked_ref::<TextSocket>().send_value(text).is_ok()
+}
 
 /// Registers the ping auto-response (call from the object's constructor).
 pub fn enable_auto_pong(state: &State) {
@@ -109,10 +127,11 @@ pub fn send_all(state: &State, tag: &str, texts: &[String]) -> usize {
     if texts.is_empty() {
         return 0;
     }
+    let texts: Vec<JsValue> = texts.iter().map(|t| JsValue::from_str(t)).collect();
     let mut sent = 0;
     for ws in sockets(state, tag) {
-        for t in texts {
-            if ws.send_with_str(t).is_err() {
+        for t in &texts {
+            if !send_text(&ws, t) {
                 let _ = ws.close(Some(1011), Some("send failed"));
                 break;
             }
@@ -247,6 +266,10 @@ pub fn broadcast(
         updates.iter().map(|u| ServerMessage::new(MessageType::IntelligenceUpdate, json!(u), &ts).to_text()).collect();
     let alert_texts: Vec<String> =
         alerts.iter().map(|a| ServerMessage::new(MessageType::Alert, json!(a), &ts).to_text()).collect();
+    // Made JS strings once, not once per socket (a 10,000-socket delivery
+    // would copy each text 10,000 times across the wasm boundary).
+    let update_texts: Vec<JsValue> = update_texts.iter().map(|t| JsValue::from_str(t)).collect();
+    let alert_texts: Vec<JsValue> = alert_texts.iter().map(|t| JsValue::from_str(t)).collect();
     subscribers.load(state, tag);
     let mut delivered = 0;
     let mut dead = Vec::new();
@@ -255,13 +278,13 @@ pub fn broadcast(
             let mut alive = true;
             for (u, text) in updates.iter().zip(&update_texts) {
                 if alive && sub.matches_update(u) {
-                    alive = ws.send_with_str(text).is_ok();
+                    alive = send_text(ws, text);
                     delivered += usize::from(alive);
                 }
             }
             for (a, text) in alerts.iter().zip(&alert_texts) {
                 if alive && sub.matches_alert(a) {
-                    alive = ws.send_with_str(text).is_ok();
+                    alive = send_text(ws, text);
                     delivered += usize::from(alive);
                 }
             }

@@ -3,9 +3,11 @@
 //! (`intel::fanout`: the messages and every decision, tested natively):
 //!
 //! - `root`: receives the profile events (`StreamOp::Publish`) and the hub's
-//!   tick texts (`Broadcast`), buffers them and publishes each batch on its
-//!   alarm, `ROOT_FLUSH_MS` after the first message (at once when the batch is
-//!   large): one `Deliver` call per relay with subscribers, concurrently. It
+//!   tick texts (`Broadcast`), buffers them and publishes each batch
+//!   (`RootBuffer`: at once after a quiet interval, by the request that
+//!   brought it; else on the alarm, `ROOT_FLUSH_MS` after the last
+//!   publication, or at once when the batch is large): one `Deliver` call per
+//!   relay with subscribers, concurrently; one publication at a time. It
 //!   forwards the events' updates to the hub for counting (`HubOp::Publish`)
 //!   at most once a second. It keeps the registered relays in storage (a
 //!   restart loses none) and spends stream tickets (`SpendTicket`: each opens
@@ -51,6 +53,9 @@ use super::Entry;
 /// many events flow).
 const COUNT_EVERY_MS: f64 = 1_000.0;
 const COUNT_MAX: usize = 500;
+/// A publication running longer than this is taken as gone (its request
+/// cancelled): the alarm publishes again.
+const PUBLISH_STALE_MS: f64 = 10_000.0;
 
 #[derive(Deserialize)]
 struct RelayRow {
@@ -74,6 +79,8 @@ pub struct StreamObject {
     members: RefCell<Option<Membership>>,
     /// Root: sockets per relay as each last answered a delivery.
     counts: RefCell<BTreeMap<u32, (usize, usize)>>,
+    /// Root: since when a publication runs (one at a time, in order).
+    publishing_since: Cell<Option<f64>>,
     /// Root: updates not yet counted by the hub, and when it last counted.
     uncounted: RefCell<Vec<Update>>,
     counted_at: Cell<f64>,
@@ -96,6 +103,7 @@ impl DurableObject for StreamObject {
             buffer: RefCell::new(RootBuffer::default()),
             members: RefCell::new(None),
             counts: RefCell::new(BTreeMap::new()),
+            publishing_since: Cell::new(None),
             uncounted: RefCell::new(Vec::new()),
             counted_at: Cell::new(0.0),
             subscribers: sockets::Subscribers::default(),
@@ -165,76 +173,14 @@ impl DurableObject for StreamObject {
         }
     }
 
-    /// Root: publishes what is buffered (one batch), forwards the updates to
-    /// the hub for counting when it is time, and arms the next alarm if
-    /// anything is left.
+    /// Root: publishes what is buffered (unless a fetch is publishing now:
+    /// then later, one publication at a time keeps the order).
     async fn alarm(&self) -> Result<Response> {
-        let log = Log::new("stream.alarm");
-        let sql = self.state.storage().sql();
-        migrate(&sql)?;
-        let batch = self.buffer.borrow_mut().take();
-        let now = now_ms();
-        let count = {
-            let mut u = self.uncounted.borrow_mut();
-            u.extend(batch.updates.iter().cloned());
-            let due = now - self.counted_at.get() >= COUNT_EVERY_MS || u.len() >= COUNT_MAX;
-            if due && !u.is_empty() {
-                self.counted_at.set(now);
-                std::mem::take(&mut *u)
-            } else {
-                Vec::new()
-            }
-        };
-        let relays = self.with_members(&sql, |m| m.open())?;
-        let deliveries = async {
-            if batch.is_empty() {
-                return Vec::new();
-            }
-            let op = StreamOp::Deliver(batch);
-            let calls = relays.iter().map(|r| {
-                let op = &op;
-                async move { (*r, call_object::<_, Delivered>(&self.env, bindings::STREAMS, &relay_name(*r), op).await) }
-            });
-            join_all(calls).await
-        };
-        let counting = async {
-            if count.is_empty() {
-                return Ok(());
-            }
-            let op = HubOp::Publish { updates: count.clone(), alerts: Vec::new() };
-            match call_object::<_, serde_json::Value>(&self.env, bindings::HUB, GLOBAL_HUB, &op).await {
-                Ok((200, _)) => Ok(()),
-                Ok((status, _)) => Err(format!("hub answered {status}")),
-                Err(e) => Err(e.to_string()),
-            }
-        };
-        let (answers, counted) = futures::join!(deliveries, counting);
-        if let Err(e) = counted {
-            // Counted with the next batch (a failed call was not counted).
-            log.error("events not counted", format_args!("{} updates kept for the next try: {e}", count.len()));
-            let mut u = self.uncounted.borrow_mut();
-            let later = std::mem::replace(&mut *u, count);
-            u.extend(later);
-        }
-        for (relay, answer) in answers {
-            match answer {
-                Ok((200, Some(d))) => {
-                    self.counts.borrow_mut().insert(relay, (d.intel, d.perf));
-                    if self.with_members(&sql, |m| m.delivered(relay, &d))? {
-                        self.counts.borrow_mut().remove(&relay);
-                    }
-                }
-                Ok((status, _)) => log.error("delivery", format_args!("{} answered {status}", relay_name(relay))),
-                Err(e) => log.error("delivery", format_args!("{}: {e}", relay_name(relay))),
-            }
-        }
-        // Checked and armed with no await between: a push after this arms its own.
-        if !self.buffer.borrow().is_empty() {
+        if self.publishing_since.get().is_some_and(|t| now_ms() - t < PUBLISH_STALE_MS) {
             self.state.storage().set_alarm(std::time::Duration::from_millis(ROOT_FLUSH_MS)).await?;
-        } else if !self.uncounted.borrow().is_empty() {
-            let wait = (self.counted_at.get() + COUNT_EVERY_MS - now_ms()).max(1.0);
-            self.state.storage().set_alarm(std::time::Duration::from_millis(wait as u64)).await?;
+            return Response::ok("busy");
         }
+        self.publish_round().await?;
         Response::ok("published")
     }
 
@@ -294,18 +240,101 @@ impl StreamObject {
         Clients { intel, total: intel + perf }
     }
 
+    /// Root: publishes what is buffered (one batch), forwards the updates to
+    /// the hub for counting when it is time, and arms the alarm if anything
+    /// is left. One at a time (`publishing_since`).
+    async fn publish_round(&self) -> Result<()> {
+        self.publishing_since.set(Some(now_ms()));
+        let out = self.publish_batch().await;
+        self.publishing_since.set(None);
+        out?;
+        // Checked and armed with no await between: a push after this arms its own.
+        let wait = { self.buffer.borrow().wait(now_ms()) };
+        if !self.buffer.borrow().is_empty() {
+            self.state.storage().set_alarm(std::time::Duration::from_millis(wait.max(1))).await?;
+        } else if !self.uncounted.borrow().is_empty() {
+            let wait = (self.counted_at.get() + COUNT_EVERY_MS - now_ms()).max(1.0);
+            self.state.storage().set_alarm(std::time::Duration::from_millis(wait as u64)).await?;
+        }
+        Ok(())
+    }
+
+    async fn publish_batch(&self) -> Result<()> {
+        let log = Log::new("stream.publish");
+        let sql = self.state.storage().sql();
+        migrate(&sql)?;
+        let now = now_ms();
+        let batch = self.buffer.borrow_mut().take(now);
+        let count = {
+            let mut u = self.uncounted.borrow_mut();
+            u.extend(batch.updates.iter().cloned());
+            let due = now - self.counted_at.get() >= COUNT_EVERY_MS || u.len() >= COUNT_MAX;
+            if due && !u.is_empty() {
+                self.counted_at.set(now);
+                std::mem::take(&mut *u)
+            } else {
+                Vec::new()
+            }
+        };
+        let relays = self.with_members(&sql, |m| m.open())?;
+        let deliveries = async {
+            if batch.is_empty() {
+                return Vec::new();
+            }
+            let op = StreamOp::Deliver(batch);
+            let calls = relays.iter().map(|r| {
+                let op = &op;
+                async move { (*r, call_object::<_, Delivered>(&self.env, bindings::STREAMS, &relay_name(*r), op).await) }
+            });
+            join_all(calls).await
+        };
+        let counting = async {
+            if count.is_empty() {
+                return Ok(());
+            }
+            let op = HubOp::Publish { updates: count.clone(), alerts: Vec::new() };
+            match call_object::<_, serde_json::Value>(&self.env, bindings::HUB, GLOBAL_HUB, &op).await {
+                Ok((200, _)) => Ok(()),
+                Ok((status, _)) => Err(format!("hub answered {status}")),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let (answers, counted) = futures::join!(deliveries, counting);
+        if let Err(e) = counted {
+            // Counted with the next batch (a failed call was not counted).
+            log.error("events not counted", format_args!("{} updates kept for the next try: {e}", count.len()));
+            let mut u = self.uncounted.borrow_mut();
+            let later = std::mem::replace(&mut *u, count);
+            u.extend(later);
+        }
+        for (relay, answer) in answers {
+            match answer {
+                Ok((200, Some(d))) => {
+                    self.counts.borrow_mut().insert(relay, (d.intel, d.perf));
+                    if self.with_members(&sql, |m| m.delivered(relay, &d))? {
+                        self.counts.borrow_mut().remove(&relay);
+                    }
+                }
+                Ok((status, _)) => log.error("delivery", format_args!("{} answered {status}", relay_name(relay))),
+                Err(e) => log.error("delivery", format_args!("{}: {e}", relay_name(relay))),
+            }
+        }
+        Ok(())
+    }
+
     /// Root: buffers a message batch and arms the alarm that publishes it.
     async fn push(&self, d: Delivery) -> Result<()> {
         if self.state.id().name().as_deref() != Some(ROOT) {
             return Err(worker::Error::RustError("only the stream root publishes".into()));
         }
-        let pushed = self.buffer.borrow_mut().push(d);
-        let wait = match pushed {
-            Pushed::Waiting => return Ok(()),
-            Pushed::Schedule => ROOT_FLUSH_MS,
-            Pushed::Now => 0,
-        };
-        self.state.storage().set_alarm(std::time::Duration::from_millis(wait)).await
+        let pushed = self.buffer.borrow_mut().push(d, now_ms());
+        let Pushed::Schedule(wait) = pushed else { return Ok(()) };
+        if wait == 0 && self.publishing_since.get().is_none() {
+            // Due now and nobody publishing: this request publishes (no
+            // alarm round trip for a lone event; the caller waits for it).
+            return self.publish_round().await;
+        }
+        self.state.storage().set_alarm(std::time::Duration::from_millis(wait.max(1))).await
     }
 
     /// Root: reads the registrations once, applies `f`, stores them if
