@@ -394,6 +394,7 @@ describe("stream relays", () => {
     const full = await upgrade(relays, "/api/intelligence/stream", { Authorization: `Bearer ${ADMIN_TOKEN}` });
     assert.equal(full.status, 503, "the 13th client is refused");
     assert.equal(full.body.error, "too_many_stream_clients");
+    assert.match(full.body.message, /maximum of 12 clients/, "the whole stream's limit, not one relay's");
     // Every other client narrows to critical events.
     const narrow = clients.filter((_, i) => i % 2 === 0);
     const wide = clients.filter((_, i) => i % 2 === 1);

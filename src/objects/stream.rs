@@ -129,7 +129,12 @@ impl DurableObject for StreamObject {
             };
             let bearer = req.headers().get(BEARER_HEADER)?.is_some();
             let capacity = relay_capacity(config.streams.max_clients, config.streams.relay_max_sockets);
-            return self.accept(&sql, relay, tag, capacity, bearer).await;
+            return match self.accept(&sql, relay, tag, capacity, bearer).await? {
+                // Full: the edge tries the next relay; the last refusal goes
+                // to the client, naming the whole stream's limit.
+                Some(res) => Ok(res),
+                None => sockets::full(config.streams.max_clients),
+            };
         }
         let op: StreamOp = match platform::read_op(&mut req).await {
             Ok(op) => op,
@@ -368,10 +373,18 @@ impl StreamObject {
     /// Relay: accepts a socket (up to `capacity`) and, if the root may not
     /// have this relay open, registers it before answering the 101: an event
     /// published after the client sees its socket open reaches it.
-    async fn accept(&self, sql: &SqlStorage, relay: u32, tag: &str, capacity: usize, bearer: bool) -> Result<Response> {
+    /// None when this relay is full.
+    async fn accept(
+        &self,
+        sql: &SqlStorage,
+        relay: u32,
+        tag: &str,
+        capacity: usize,
+        bearer: bool,
+    ) -> Result<Option<Response>> {
         let subscribers = if tag == PERF_TAG { &self.perf_subscribers } else { &self.subscribers };
         let (client, server) = match sockets::accept_pair(&self.state, tag, subscribers, capacity)? {
-            Accepted::Refused(res) => return Ok(res),
+            Accepted::Refused(_) => return Ok(None),
             Accepted::Open { client, server } => (client, server),
         };
         if !self.registered.get() {
@@ -391,11 +404,12 @@ impl StreamObject {
                     return reply(
                         503,
                         &json!({"error": "stream_unavailable", "message": "the stream root did not answer; retry"}),
-                    );
+                    )
+                    .map(Some);
                 }
             }
         }
-        sockets::upgrade(client, bearer)
+        sockets::upgrade(client, bearer).map(Some)
     }
 
     /// Relay: after a close, deregisters from the root when no other socket
