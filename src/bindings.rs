@@ -9,15 +9,17 @@ pub const PROFILES: &str = "PROFILES";
 pub const VISITORS: &str = "VISITORS";
 /// The `AggregatorObject`s: the analytics' middle tier, `agg:<colo>:<i>` (Durable Object namespace).
 pub const AGGREGATORS: &str = "AGGREGATORS";
-/// The `HubObject` shards: analytics and the global streams (Durable Object namespace).
+/// The `HubObject` shards: analytics, stream-ticket keys, challenge solutions (Durable Object namespace).
 pub const HUB: &str = "HUB";
+/// The `StreamObject`s: the global streams' root and relays (Durable Object namespace).
+pub const STREAMS: &str = "STREAMS";
 /// KV: the analytics rollups and the allow/block lists (`intel::keys`).
 pub const METRICS: &str = "METRICS";
 /// Static assets: the dashboard (`www/`).
 pub const ASSETS: &str = "ASSETS";
 
 /// Every binding above.
-pub const ALL: [&str; 6] = [PROFILES, VISITORS, AGGREGATORS, HUB, METRICS, ASSETS];
+pub const ALL: [&str; 7] = [PROFILES, VISITORS, AGGREGATORS, HUB, STREAMS, METRICS, ASSETS];
 
 #[cfg(test)]
 mod tests {

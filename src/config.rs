@@ -198,11 +198,17 @@ pub struct Visitor {
     pub set_cookie: bool,
 }
 
+/// Sockets one subject's stream (`?ip=`, its profile object) holds at most:
+/// the platform's limit of hibernated WebSockets per object.
+pub const SUBJECT_MAX_SOCKETS: usize = 32_768;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Streams {
-    /// `MAX_STREAM_CLIENTS` (at most 32768, the platform's limit of
-    /// hibernated WebSockets per object): sockets per stream object.
+    /// `MAX_STREAM_CLIENTS`: sockets on the global streams in all, and on
+    /// one subject's stream (there at most `SUBJECT_MAX_SOCKETS`).
     pub max_clients: usize,
+    /// `RELAY_MAX_SOCKETS`: sockets per relay of the global streams.
+    pub relay_max_sockets: usize,
     /// `STREAM_TICKET_TTL_SECONDS`: how long a stream ticket is valid, in ms.
     pub ticket_ttl_ms: f64,
 }
@@ -358,6 +364,7 @@ impl Config {
             }
         };
         let max_stream_clients = raw.int("MAX_STREAM_CLIENTS")? as usize;
+        let relay_max_sockets = raw.int("RELAY_MAX_SOCKETS")? as usize;
         let stream_ticket_ttl_ms = raw.int("STREAM_TICKET_TTL_SECONDS")? as f64 * 1000.0;
         let max_event_batch = raw.int("MAX_EVENT_BATCH")? as usize;
         let slide_s = raw.int("ANALYTICS_SLIDE_SECONDS")? as i64;
@@ -448,7 +455,11 @@ impl Config {
             jurisdiction,
             visitor: Visitor { cookie: visitor_cookie, set_cookie: set_visitor_cookie },
             max_event_batch,
-            streams: Streams { max_clients: max_stream_clients, ticket_ttl_ms: stream_ticket_ttl_ms },
+            streams: Streams {
+                max_clients: max_stream_clients,
+                relay_max_sockets,
+                ticket_ttl_ms: stream_ticket_ttl_ms,
+            },
             analytics,
             hub: Hub { shards: hub_shards, alert_rules, metrics_ttl_s, forward_ms },
             secrets: Secrets { admin_token, challenge_key, header_signing_key, ip_hash_key, visitor_signing_key },
@@ -617,7 +628,7 @@ mod tests {
             jurisdiction: None,
             visitor: Visitor { cookie: None, set_cookie: false },
             max_event_batch: 500,
-            streams: Streams { max_clients: 10_000, ticket_ttl_ms: 60_000.0 },
+            streams: Streams { max_clients: 10_000, relay_max_sockets: 1_000, ticket_ttl_ms: 60_000.0 },
             analytics: AnalyticsConfig::default(),
             hub: Hub { shards: 1, alert_rules: default_rules(60.0), metrics_ttl_s: 7 * 86_400, forward_ms: 2000 },
             secrets: Secrets {

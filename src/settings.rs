@@ -128,7 +128,8 @@ pub static SETTINGS: &[Setting] = &[
     s("VISITOR_SIGNING_KEY", None, Kind::Secret { min_len: 0 }, "signs the `ei_vid` cookie; at least 16 characters when `SET_VISITOR_COOKIE` is on"),
     // The API and streams.
     s("MAX_EVENT_BATCH", Some("500"), int(1, 10_000), "events per `POST /api/events`"),
-    s("MAX_STREAM_CLIENTS", Some("10000"), int(1, 32_768), "WebSockets per stream object (32768 is the platform's limit of hibernated WebSockets per object)"),
+    s("MAX_STREAM_CLIENTS", Some("10000"), int(1, 100_000), "WebSockets on the global streams in all (spread over `ceil(MAX_STREAM_CLIENTS / RELAY_MAX_SOCKETS)` relay objects), and on one subject's stream (`?ip=`, one object: at most 32768, the platform's limit of hibernated WebSockets per object)"),
+    s("RELAY_MAX_SOCKETS", Some("1000"), int(1, 32_768), "WebSockets one stream relay object holds at most (each relay sends every event to each of its sockets in turn: fewer per relay, more relays in parallel)"),
     s("STREAM_TICKET_TTL_SECONDS", Some("60"), int(1, 3600), "lifetime of a single-use stream ticket"),
     // Analytics.
     s("ANALYTICS_SLIDE_SECONDS", Some("60"), int(1, 3600), "length of one analytics slide: the unit of rollups, alert rules and insights"),

@@ -69,3 +69,34 @@ export class FaultyHub {
     return this.inner.webSocketError(ws, error);
   }
 }
+
+// `RestartableStream`: the real StreamObject, which `/__restart` replaces by a
+// fresh instance over the same state, as the runtime does after an eviction:
+// memory (the root's buffer and relay copy, a relay's subscriber list and
+// registration flag) is gone, storage and the hibernated sockets stay.
+export class RestartableStream {
+  constructor(state, env) {
+    this.state = state;
+    this.env = env;
+    this.inner = new edge.StreamObject(state, env);
+  }
+  async fetch(request) {
+    if (new URL(request.url).pathname === "/__restart") {
+      this.inner = new edge.StreamObject(this.state, this.env);
+      return new Response("restarted");
+    }
+    return this.inner.fetch(request);
+  }
+  alarm(info) {
+    return this.inner.alarm(info);
+  }
+  webSocketMessage(ws, message) {
+    return this.inner.webSocketMessage(ws, message);
+  }
+  webSocketClose(ws, code, reason, wasClean) {
+    return this.inner.webSocketClose(ws, code, reason, wasClean);
+  }
+  webSocketError(ws, error) {
+    return this.inner.webSocketError(ws, error);
+  }
+}

@@ -62,9 +62,11 @@ export const ADMIN_TOKEN = "test-admin-token-0123456789";
  * `hubAlarmFaults`: {before, after} makes the hub's alarm throw (see tests/fault-entry.mjs).
  * `hubSlowMs`: every call to a hub object waits this long first (tests/fault-entry.mjs).
  * `port`: a fixed port (a restarted runtime comes back at the same address).
+ * `streamRestarts`: STREAMS objects can be restarted one at a time (`restartStream`).
  */
-export async function startEdge({ vars = {}, originUrl, persistTo, profileFault, kvFault, hubAlarmFaults, hubSlowMs, port } = {}) {
+export async function startEdge({ vars = {}, originUrl, persistTo, profileFault, kvFault, hubAlarmFaults, hubSlowMs, port, streamRestarts } = {}) {
   const faultyHub = Boolean(hubAlarmFaults || hubSlowMs);
+  const faultEntry = faultyHub || Boolean(streamRestarts);
   const origin = originUrl ? null : await startOrigin({ port: 0 });
   // Everything the runtime prints (the Worker's console, workerd's own
   // errors) is kept for assertions such as "no panic in the log", and still
@@ -86,7 +88,7 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
       {
         name: "edge",
         modules: true,
-        scriptPath: faultyHub ? "tests/fault-entry.mjs" : "build/index.js",
+        scriptPath: faultEntry ? "tests/fault-entry.mjs" : "build/index.js",
         modulesRoot: ".",
         modulesRules: [
           { type: "ESModule", include: ["**/*.js"] },
@@ -114,6 +116,7 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
           VISITORS: { className: "VisitorObject", useSQLite: true },
           HUB: { className: faultyHub ? "FaultyHub" : "HubObject", useSQLite: true },
           AGGREGATORS: { className: "AggregatorObject", useSQLite: true },
+          STREAMS: { className: streamRestarts ? "RestartableStream" : "StreamObject", useSQLite: true },
         },
       },
       ...(kvFault
@@ -197,6 +200,17 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
     return res.json();
   }
 
+  /**
+   * With `streamRestarts`: restarts one stream object ("root", "relay:0", ...)
+   * as an eviction would: its memory is gone, its storage and hibernated
+   * sockets stay (tests/fault-entry.mjs).
+   */
+  async function restartStream(name) {
+    const ns = await mf.getDurableObjectNamespace("STREAMS", "edge");
+    const res = await ns.get(ns.idFromName(name)).fetch("http://stream/__restart");
+    return res.text();
+  }
+
   /** A hub shard's raw window and state (HubOp::Window), by object name ("global", "shard-1", ...). */
   async function hubWindow(name) {
     const ns = await mf.getDurableObjectNamespace("HUB", "edge");
@@ -211,7 +225,7 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
     return res.json();
   }
 
-  return { mf, origin, send, api, stream, close, setKvDown, setKvSlow, hubFaults, hubWindow, aggregatorState, runtimeLog, url: httpUrl };
+  return { mf, origin, send, api, stream, close, setKvDown, setKvSlow, hubFaults, hubWindow, aggregatorState, restartStream, runtimeLog, url: httpUrl };
 }
 
 /** Polls `check` (bounded: `tries` times, `everyMs` apart) until it returns a truthy value. */

@@ -3,7 +3,7 @@
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, createHmac } from "node:crypto";
-import { startEdge, BROWSER_HEADERS, ADMIN_TOKEN } from "./harness.mjs";
+import { startEdge, eventually, BROWSER_HEADERS, ADMIN_TOKEN } from "./harness.mjs";
 
 const PLACES = [
   { country: "GB", city: "London", latitude: "51.50853", longitude: "-0.12574", asn: 2856, colo: "LHR" },
@@ -99,9 +99,14 @@ for (const hubShards of [1, 4]) {
       const l2 = await all();
       assert.equal(l2 - l1, l1 - l0, `10 liveness calls made ${l2 - l1 - (l1 - l0)} object calls`);
       // What reading the counter costs by itself (the analytics read asks the hub).
-      const a = await calls();
-      const b = await calls();
-      const readCost = b - a;
+      // (The least of three: locally the objects share this isolate's
+      // counters, and the stream root's forwarding of events to the hub for
+      // counting, at most once a second, may fall between two reads.)
+      let readCost = Infinity;
+      for (let i = 0; i < 3; i++) {
+        const a = await calls();
+        readCost = Math.min(readCost, (await calls()) - a);
+      }
       const real = (await edge.api("POST", "/api/stream-ticket")).json.ticket;
       const [expires, nonce, sig] = real.split(".");
       const flip = (hex) => hex.slice(0, -1) + (hex.endsWith("0") ? "1" : "0");
@@ -122,18 +127,23 @@ for (const hubShards of [1, 4]) {
           return `${expires}.${flip(nonce)}.${tag}`;
         })(),
       ];
-      const c0 = await calls();
-      for (const t of hostile) {
-        assert.equal(await upgradeStatus(`/api/intelligence/stream?ticket=${encodeURIComponent(t)}`), 401, t.slice(0, 40));
-        assert.equal(await upgradeStatus(`/api/intelligence/stream?ip=198.51.100.9&ticket=${encodeURIComponent(t)}`), 401);
+      // Up to three rounds, for the same reason: refused upgrades that cost a
+      // hub call would cost it in every round, a background call falls in one.
+      const extra = [];
+      for (let round = 0; round < 3 && !extra.includes(0); round++) {
+        const c0 = await calls();
+        for (const t of hostile) {
+          assert.equal(await upgradeStatus(`/api/intelligence/stream?ticket=${encodeURIComponent(t)}`), 401, t.slice(0, 40));
+          assert.equal(await upgradeStatus(`/api/intelligence/stream?ip=198.51.100.9&ticket=${encodeURIComponent(t)}`), 401);
+        }
+        for (let i = 0; i < 10; i++) {
+          const live = await edge.send("/_intel/health/intelligence", { cf: {} });
+          assert.equal(live.status, 200);
+          await live.arrayBuffer();
+        }
+        extra.push((await calls()) - c0 - readCost);
       }
-      for (let i = 0; i < 10; i++) {
-        const live = await edge.send("/_intel/health/intelligence", { cf: {} });
-        assert.equal(live.status, 200);
-        await live.arrayBuffer();
-      }
-      const c1 = await calls();
-      assert.equal(c1 - c0, readCost, `${hostile.length * 2} refused upgrades and 10 liveness calls made ${c1 - c0 - readCost} hub calls`);
+      assert.ok(extra.includes(0), `${hostile.length * 2} refused upgrades and 10 liveness calls made ${extra.join(", ")} hub calls (per round)`);
 
       // The real ticket still works afterwards (nothing above spent it).
       assert.equal(await upgradeStatus(`/api/intelligence/stream?ticket=${real}`), 101);
@@ -332,4 +342,145 @@ test("MAX_STREAM_CLIENTS refuses the next client clearly", async () => {
   } finally {
     await small.close();
   }
+});
+
+// The global streams' relays (issue 17, item 2): a root that batches and
+// relays of RELAY_MAX_SOCKETS sockets each. Here 4 relays of 3 sockets
+// (MAX_STREAM_CLIENTS=12), so that a dozen clients fill every relay.
+describe("stream relays", () => {
+  let relays;
+  before(async () => {
+    relays = await startEdge({ vars: { RISK_MODE: "consistent", RELAY_MAX_SOCKETS: "3", MAX_STREAM_CLIENTS: "12" }, streamRestarts: true });
+  });
+  after(async () => {
+    await relays?.close();
+  });
+
+  // Each attempt from an address of its own (refusals count towards the
+  // failed-authentication limit per client).
+  let n = 0;
+  async function upgrade(e, path, headers = {}) {
+    n++;
+    const res = await e.mf.dispatchFetch(`http://edge.test/_intel${path}`, {
+      headers: { Upgrade: "websocket", "CF-Connecting-IP": `198.18.${200 + (n >> 8)}.${n & 255}`, ...headers },
+    });
+    const status = res.status;
+    const body = status === 101 ? null : await res.json().catch(() => null);
+    res.webSocket?.accept();
+    res.webSocket?.close();
+    return { status, body };
+  }
+
+  async function post(e, events) {
+    const r = await e.api("POST", "/api/events", { body: events });
+    assert.equal(r.status, 202);
+    assert.equal(r.json.rejected.length, 0, JSON.stringify(r.json.rejected));
+  }
+
+  const threat = (ip, extra = {}) => ({ ip, eventType: "threat_detected", data: { threatScore: 50 }, ...extra });
+
+  async function stillHeld(name) {
+    const ns = await relays.mf.getDurableObjectNamespace("STREAMS", "edge");
+    const res = await ns.get(ns.idFromName(name)).fetch("http://stream/", { method: "POST", body: JSON.stringify({ deliver: {} }) });
+    return res.json();
+  }
+
+  test("a full stream spills over every relay; each client on each relay gets each event once, filtered at its relay", async () => {
+    const clients = Array.from({ length: 12 }, () => relays.stream("/api/intelligence/stream"));
+    await Promise.all(clients.map((c) => c.opened));
+    // All 4 relays hold 3 sockets each, whichever relay each client was sent to first.
+    const held = await Promise.all([0, 1, 2, 3].map((n) => stillHeld(`relay:${n}`)));
+    assert.deepEqual(held.map((h) => h.intel), [3, 3, 3, 3], JSON.stringify(held));
+    const full = await upgrade(relays, "/api/intelligence/stream", { Authorization: `Bearer ${ADMIN_TOKEN}` });
+    assert.equal(full.status, 503, "the 13th client is refused");
+    assert.equal(full.body.error, "too_many_stream_clients");
+    assert.match(full.body.message, /maximum of 12 clients/, "the whole stream's limit, not one relay's");
+    // Every other client narrows to critical events.
+    const narrow = clients.filter((_, i) => i % 2 === 0);
+    const wide = clients.filter((_, i) => i % 2 === 1);
+    for (const c of narrow) c.send({ type: "subscribe", filter: { minSeverity: "critical" } });
+    await Promise.all(narrow.map((c) => c.until((ms) => ms.some((m) => m.data?.subscribed))));
+    await post(relays, [threat("198.51.100.201", { priority: "high" }), threat("198.51.100.202", { priority: "critical" })]);
+    await post(relays, [threat("198.51.100.203", { priority: "critical" })]);
+    await Promise.all(clients.map((c) => c.until(() => c.updates("198.51.100.203").length >= 1, 10000)));
+    for (const c of wide) {
+      assert.deepEqual(["201", "202", "203"].map((n) => c.updates(`198.51.100.${n}`).length), [1, 1, 1]);
+    }
+    for (const c of narrow) {
+      assert.deepEqual(["201", "202", "203"].map((n) => c.updates(`198.51.100.${n}`).length), [0, 1, 1], "the high one was filtered out");
+    }
+    for (const c of clients) c.close();
+    await Promise.all(clients.map((c) => c.closedPromise));
+    // Room again.
+    const again = relays.stream("/api/intelligence/stream");
+    await again.opened;
+    again.close();
+    await again.closedPromise;
+  });
+
+  test("tickets are single use across relays", async () => {
+    for (let i = 0; i < 6; i++) {
+      const t = (await relays.api("POST", "/api/stream-ticket")).json.ticket;
+      assert.equal((await upgrade(relays, `/api/intelligence/stream?ticket=${t}`)).status, 101);
+      assert.equal((await upgrade(relays, `/api/intelligence/stream?ticket=${t}`)).status, 401, "whichever relay the second try lands in");
+      assert.equal((await upgrade(relays, `/api/performance/stream?ticket=${t}`)).status, 401);
+    }
+  });
+
+  test("connect/disconnect churn while events flow: every steady subscriber gets every event once, none twice", async () => {
+    const steady = Array.from({ length: 6 }, () => relays.stream("/api/intelligence/stream"));
+    await Promise.all(steady.map((c) => c.opened));
+    const churners = [];
+    let churning = true;
+    const churn = (async () => {
+      while (churning) {
+        const batch = Array.from({ length: 4 }, () => relays.stream("/api/intelligence/stream"));
+        churners.push(...batch);
+        await Promise.all(batch.map((c) => c.opened.catch(() => null)));
+        await new Promise((r) => setTimeout(r, 30));
+        for (const c of batch) c.close();
+        await Promise.all(batch.map((c) => c.closedPromise));
+      }
+    })();
+    const ips = Array.from({ length: 20 }, (_, i) => `198.51.100.${210 + i}`);
+    for (const ip of ips) {
+      await post(relays, [threat(ip)]);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    churning = false;
+    await churn;
+    await Promise.all(steady.map((c) => c.until(() => ips.every((ip) => c.updates(ip).length >= 1), 10000)));
+    await new Promise((r) => setTimeout(r, 300)); // any duplicate would have arrived by now
+    for (const c of steady) assert.deepEqual([...new Set(ips.map((ip) => c.updates(ip).length))], [1]);
+    assert.ok(churners.length >= 8, `${churners.length} churning clients`);
+    for (const c of churners) assert.ok(ips.every((ip) => c.updates(ip).length <= 1), "no churning client got an event twice");
+    for (const c of steady) c.close();
+    await Promise.all(steady.map((c) => c.closedPromise));
+  });
+
+  test("a restarted root or relay loses no registration and no subscriber", async () => {
+    const clients = Array.from({ length: 8 }, () => relays.stream("/api/intelligence/stream"));
+    await Promise.all(clients.map((c) => c.opened));
+    const held = await Promise.all([0, 1, 2, 3].map((n) => stillHeld(`relay:${n}`)));
+    const used = [0, 1, 2, 3].filter((n) => held[n].intel > 0);
+    assert.ok(used.length >= 3, `8 clients on relays of 3 use at least 3 relays: ${JSON.stringify(held)}`);
+    const everyone = (ip) => Promise.all(clients.map((c) => c.until(() => c.updates(ip).length === 1, 10000)));
+    assert.equal(await relays.restartStream("root"), "restarted");
+    await post(relays, [threat("198.51.100.240")]);
+    await everyone("198.51.100.240");
+    for (const n of used) assert.equal(await relays.restartStream(`relay:${n}`), "restarted");
+    await post(relays, [threat("198.51.100.241")]);
+    await everyone("198.51.100.241");
+    // A subscription made before the restart is still applied (read back from the socket's attachment).
+    clients[0].send({ type: "subscribe", filter: { ip: "198.51.100.243" } });
+    await clients[0].until((ms) => ms.some((m) => m.data?.subscribed));
+    for (const n of used) await relays.restartStream(`relay:${n}`);
+    await relays.restartStream("root");
+    await post(relays, [threat("198.51.100.242"), threat("198.51.100.243")]);
+    await Promise.all(clients.map((c) => c.until(() => c.updates("198.51.100.243").length === 1, 10000)));
+    assert.equal(clients[0].updates("198.51.100.242").length, 0, "the filter survived the relay's restart");
+    assert.ok(clients.slice(1).every((c) => c.updates("198.51.100.242").length === 1));
+    for (const c of clients) c.close();
+    await Promise.all(clients.map((c) => c.closedPromise));
+  });
 });

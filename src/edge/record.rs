@@ -7,8 +7,9 @@
 //!   +-20%, or at once past `MAX_REPORT_BYTES`) to this isolate's
 //!   aggregator object (`agg:<colo>:<i>`), which forwards them to the hub
 //!   (docs/analytics.md, "Tiers");
-//! - profile events ride with the report and go out through one function,
-//!   `publish_events` (not through the aggregators: the streams want them).
+//! - profile events ride with the report and leave with it through one
+//!   function, `publish_events`, to the stream root (`objects::stream`), which
+//!   publishes them to the relays and forwards them to the hub for counting.
 //!
 //! In fast mode a request whose consult missed the verdict cache was
 //! recorded by the consult itself (`consult::fast`, one call per new
@@ -44,12 +45,13 @@ use crate::error::Error;
 use crate::intel::analytics::{AnalyticsConfig, Sample};
 use crate::intel::batches::{BatchItems, Batches, Enqueued};
 use crate::intel::deltas::{jittered, SlideDeltas};
+use crate::intel::fanout::{StreamOp, ROOT};
 use crate::intel::ip::Identity;
-use crate::intel::keys::{aggregator_name, hub_name};
+use crate::intel::keys::aggregator_name;
 use crate::intel::outcome::Answer;
 use crate::intel::profile::Observation;
 use crate::intel::protocol::{AlertNotice, Update};
-use crate::intel::wire::{AggOp, HubOp, ObserveReply, ProfileOp};
+use crate::intel::wire::{AggOp, ObserveReply, ProfileOp};
 use crate::log;
 use crate::platform::call_object;
 
@@ -290,16 +292,37 @@ async fn send_report(env: &Env, report: Report) {
     }
 }
 
-/// Sends profile events to the streams and their analytics counting (the
-/// global hub today): one call, in order. Every event leaves the isolate
-/// through here.
+/// Sends profile events to the stream root (which also forwards them to the
+/// hub for counting): one call, in order, tried twice. Every event leaves
+/// the isolate through here.
 pub async fn publish_events(env: &Env, updates: Vec<Update>, alerts: Vec<AlertNotice>) {
     if updates.is_empty() && alerts.is_empty() {
         return;
     }
-    let op = HubOp::Publish { updates, alerts };
-    if let Err(e) = call_object::<_, serde_json::Value>(env, bindings::HUB, &hub_name(0), &op).await {
-        log::background("edge.after", "events not published", e);
+    // One retry, as for any batch; a lost batch of events is logged (not
+    // counted as lost observations: the profiles have them).
+    let mut last = None;
+    for _ in 0..2 {
+        match publish(env, updates.clone(), alerts.clone()).await {
+            Ok(()) => return,
+            Err(e) => last = Some(e),
+        }
+    }
+    if let Some(e) = last {
+        log::background(
+            "edge.after",
+            "events not published",
+            format_args!("{} events: {e}", updates.len() + alerts.len()),
+        );
+    }
+}
+
+/// One `Publish` call to the stream root.
+async fn publish(env: &Env, updates: Vec<Update>, alerts: Vec<AlertNotice>) -> Result<(), Error> {
+    let op = StreamOp::Publish { updates, alerts };
+    match call_object::<_, serde_json::Value>(env, bindings::STREAMS, ROOT, &op).await? {
+        (200, _) => Ok(()),
+        (status, _) => Err(Error::platform(format!("stream root answered {status}"))),
     }
 }
 
@@ -392,8 +415,8 @@ async fn flush(env: &Env, cache: &Consult, target: &Target, items: Items) {
     });
 }
 
-/// Events a fast consult's recording published (forwarded to the hub in the
-/// record phase: `forward_events`).
+/// Events a fast consult's recording published (joining this isolate's
+/// events batch in the record phase: `forward_events`).
 #[derive(Default)]
 pub struct Recorded {
     pub updates: Vec<Update>,
@@ -403,7 +426,7 @@ pub struct Recorded {
 /// Sends the outcome of a request of `id` at `at` whose observation was
 /// recorded before it was answered: the origin's status, or the edge's
 /// enforcement action. Consistent mode sends every answer (its events go to
-/// the hub at once); fast mode (`cache`: the verdict cache's settings) only
+/// the stream root at once); fast mode (`cache`: the verdict cache's settings) only
 /// the answers the profile counts (`outcome::needs_follow_up`), after a
 /// consult that recorded a new subject's first request, and its answer
 /// refreshes the cache and joins this isolate's analytics report.
@@ -446,9 +469,8 @@ pub async fn late_consult(env: &Env, cache: &Consult, key: &str, answer: Result<
     }
 }
 
-/// Adds what a fast consult's recording published to this isolate's hub
-/// report (called after the request's sample is queued, so the report is
-/// usually open: no hub call of its own).
+/// Adds what a fast consult's recording published to this isolate's events
+/// batch (one stream-root call per isolate and interval).
 pub fn forward_events(io: Io<'_>, recorded: Recorded) {
     if recorded.updates.is_empty() && recorded.alerts.is_empty() {
         return;

@@ -15,6 +15,7 @@ pub mod deltas;
 pub mod enforce;
 pub mod events;
 pub mod facts;
+pub mod fanout;
 pub mod geo;
 pub mod headers;
 pub mod insights;

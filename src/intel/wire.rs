@@ -23,10 +23,7 @@ use super::travel::{Sighting, TravelFinding};
 pub const STREAM_HEADER: &str = "x-edgeintel-stream";
 /// Header by which the edge asks the object to answer `Sec-WebSocket-Protocol: bearer`.
 pub const BEARER_HEADER: &str = "x-edgeintel-bearer";
-/// Headers by which the edge hands the hub a verified stream ticket to spend.
-pub const TICKET_NONCE_HEADER: &str = "x-edgeintel-ticket-nonce";
-pub const TICKET_EXPIRES_HEADER: &str = "x-edgeintel-ticket-expires";
-/// Socket tags: one per stream the hub serves (the value of `STREAM_HEADER`).
+/// Socket tags: one per global stream (the value of `STREAM_HEADER`).
 pub const INTEL_TAG: &str = "intel";
 pub const PERF_TAG: &str = "perf";
 
@@ -111,12 +108,16 @@ pub enum HubOp {
         /// Observations and samples the isolate lost (flushes that failed twice).
         #[serde(default)]
         dropped: u64,
-        /// Profile events the isolate collected from its profile flushes.
+        /// Profile events (sent empty since the stream objects: events go
+        /// to the stream root; a report of an older isolate still has its
+        /// updates counted).
         #[serde(default)]
         updates: Vec<Update>,
         #[serde(default)]
         alerts: Vec<AlertNotice>,
     },
+    /// Profile events to count (from the stream root, after it published
+    /// them; alerts are not counted).
     Publish {
         #[serde(default)]
         updates: Vec<Update>,
@@ -136,9 +137,9 @@ pub enum HubOp {
     /// tick if it has none (with several shards, `global` may see no traffic
     /// of its own, yet it evaluates the whole site).
     Wake,
-    /// Spends a verified stream ticket's nonce (`intel::ticket`): `Spent
-    /// {valid: true}` the first time, false after. For `?ip=` streams, whose
-    /// socket lands in a profile object; the hub's own streams spend theirs inline.
+    /// Spends a nonce once: `Spent {valid: true}` the first time, false
+    /// after. Used for solved challenges (`keys::solution_key`); stream
+    /// tickets are spent by the stream root (`fanout::StreamOp::SpendTicket`).
     SpendTicket { nonce: String, expires: f64 },
     /// Erases a subject (its key) from the window's member sets
     /// (`Aggregator::forget`); sent to every shard by `DELETE

@@ -1,7 +1,7 @@
 //! `HubObject`: the analytics hub (one per shard, `HUB_SHARDS`; shard 0 is
-//! named `global`) and, on `global`, the fan-out of the intelligence and
-//! performance streams and the place where stream tickets are spent (the
-//! edge issues and verifies them without storage: `intel::ticket`).
+//! named `global`), also the keeper of the stream-ticket key and of spent
+//! challenge solutions. The streams themselves live in `StreamObject`s
+//! (`objects::stream`: a root and its relays), which also spend stream tickets.
 //!
 //! - `Forward`: one summary per aggregator object and forward period
 //!   (`intel::deltas`: the isolates fold their samples into slide deltas,
@@ -14,26 +14,28 @@
 //! - `Report`: raw request samples, as isolates of the previous release sent
 //!   them (kept for one release, for a rollout with both versions running;
 //!   docs/DEPLOY.md), ingested and persisted per call as before.
-//! - `Publish`: profile events, fanned out to stream subscribers and counted.
+//! - `Publish`: profile events to count, forwarded by the stream root after
+//!   it published them (at most about once a second).
 //! - The alarm ticks every `ANALYTICS_SLIDE_SECONDS`: it re-arms first (so it
 //!   always does) and rolls up this shard's slides closed since the last tick
 //!   into its own KV keys. Shard 0 then evaluates the alert rules and finds
 //!   the insights on the whole site's window (its own merged with every other
-//!   shard's, fetched with `Part`: `other_shards`) and pushes them, with
-//!   the site's metrics, to the streams; the other shards wake it (`Wake`),
+//!   shard's, fetched with `Part`: `other_shards`) and hands them, with
+//!   the site's metrics, to the stream root (`StreamOp::Broadcast`); the other shards wake it (`Wake`),
 //!   as it may have no traffic of its own. A late, doubled or post-restart
 //!   tick neither double-counts nor loses a slide (`Aggregator::take_rollups`,
 //!   `Meta::site_last_rolled`). Every decision of the tick is `intel::tick`'s
 //!   (`begin`, `KvRun`, `finish`: pure, tested natively); `alarm` only
-//!   executes it: the alarm, KV, the other shards, the sockets, storage.
+//!   executes it: the alarm, KV, the other shards, the stream root, storage.
 //!
 //! Storage (SQLite): `slides` (one row per slide in the window), `meta`
 //! (aggregator scalars, alert rule states, KV write log, next tick, the
 //! summary sequence applied per aggregator object),
-//! `spent_tickets` (nonces of used tickets until they expire). Memory caches the loaded state; `new` only registers the ping
-//! auto-response, so a hibernated or evicted hub loses nothing.
+//! `spent_tickets` (nonces of solved challenges, and of stream tickets
+//! spent before the stream objects, until they expire). Memory caches the
+//! loaded state, so a hibernated or evicted hub loses nothing.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
@@ -49,16 +51,13 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::intel::analytics::{Aggregator, Slide};
 use crate::intel::deltas::{self, Forward};
+use crate::intel::fanout::{Clients, StreamOp, ROOT};
 use crate::intel::keys::{self, hub_name, shard_index};
 use crate::intel::tick::{self, HubState, KvRun, Meta, Others, TickConfig};
-use crate::intel::wire::{
-    Forwarded, HubOp, SitePart, Spent, TicketKey, WindowState, BEARER_HEADER, INTEL_TAG, PERF_TAG, STREAM_HEADER,
-    TICKET_EXPIRES_HEADER, TICKET_NONCE_HEADER,
-};
+use crate::intel::wire::{Forwarded, HubOp, SitePart, Spent, TicketKey, WindowState};
 use crate::log::Log;
 use crate::platform::{self, reply};
 
-use super::sockets;
 use super::Entry;
 
 #[derive(Deserialize)]
@@ -87,20 +86,21 @@ pub struct HubObject {
     /// The summary sequence per aggregator as last persisted (`Meta::seen`
     /// in storage): what `Forwarded::persisted` answers.
     persisted: RefCell<BTreeMap<String, u64>>,
-    /// The intelligence stream's sockets and filters, kept between events.
-    subscribers: sockets::Subscribers,
+    /// The global streams' sockets (intelligence, both) as the stream root
+    /// last reported them (its answer to this hub's tick `Broadcast`): the
+    /// `stream_clients` gauge and the analytics API's counts, a tick behind.
+    clients: Cell<(usize, usize)>,
 }
 
 impl DurableObject for HubObject {
     fn new(state: State, env: Env) -> Self {
-        sockets::enable_auto_pong(&state);
         HubObject {
             state,
             env,
             loaded: RefCell::new(None),
             dirty: RefCell::new(BTreeSet::new()),
             persisted: RefCell::new(BTreeMap::new()),
-            subscribers: sockets::Subscribers::default(),
+            clients: Cell::new((0, 0)),
         }
     }
 
@@ -109,27 +109,6 @@ impl DurableObject for HubObject {
             Ok(c) => c,
             Err(e) => return super::config_invalid(&self.state, Entry::Fetch, &e).await,
         };
-        if req.headers().get("upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
-            let tag = match req.headers().get(STREAM_HEADER)?.as_deref() {
-                Some(PERF_TAG) => PERF_TAG,
-                _ => INTEL_TAG,
-            };
-            let bearer = req.headers().get(BEARER_HEADER)?.is_some();
-            // A ticket the edge verified is spent here, where the socket lands.
-            if let Some(nonce) = req.headers().get(TICKET_NONCE_HEADER)? {
-                let expires =
-                    req.headers().get(TICKET_EXPIRES_HEADER)?.and_then(|e| e.parse::<f64>().ok()).unwrap_or(0.0);
-                let sql = self.state.storage().sql();
-                migrate(&sql)?;
-                if !spend_ticket(&sql, &nonce, expires, now_ms())? {
-                    return reply(
-                        401,
-                        &json!({"error": "unauthorized", "message": "this stream ticket was already used"}),
-                    );
-                }
-            }
-            return sockets::accept(&self.state, tag, &self.subscribers, config.streams.max_clients, bearer);
-        }
         let op: HubOp = match platform::read_op(&mut req).await {
             Ok(op) => op,
             Err(e) => {
@@ -163,8 +142,7 @@ impl DurableObject for HubObject {
                 let persisted = self.persisted.borrow().get(&from).copied().unwrap_or(0).max(base).min(applied);
                 reply(200, &Forwarded { applied, persisted })
             }
-            HubOp::Report { samples, rejected, dropped, updates, alerts } => {
-                sockets::broadcast(&self.state, INTEL_TAG, &self.subscribers, &updates, &alerts);
+            HubOp::Report { samples, rejected, dropped, updates, alerts: _ } => {
                 let now = now_ms();
                 let accepted = self.with_state(&sql, |l, touched| {
                     let mut n = 0;
@@ -192,8 +170,9 @@ impl DurableObject for HubObject {
                 self.ensure_alarm(&config).await?;
                 reply(200, &json!({"accepted": accepted, "dropped": samples.len() - accepted}))
             }
-            HubOp::Publish { updates, alerts } => {
-                let delivered = sockets::broadcast(&self.state, INTEL_TAG, &self.subscribers, &updates, &alerts);
+            // The stream root forwards the events it published, for counting
+            // (at most once a second: `objects::stream`).
+            HubOp::Publish { updates, alerts: _ } => {
                 let now = now_ms();
                 self.with_state(&sql, |l, touched| {
                     for u in &updates {
@@ -203,14 +182,14 @@ impl DurableObject for HubObject {
                     }
                 })?;
                 self.ensure_alarm(&config).await?;
-                reply(200, &json!({"delivered": delivered}))
+                reply(200, &json!({"counted": updates.len()}))
             }
             HubOp::Window => {
                 let now = now_ms();
                 self.ensure_loaded(&sql)?;
                 let loaded = self.loaded.borrow();
                 let Some(l) = loaded.as_ref() else { return reply(500, &json!({"error": "not_loaded"})) };
-                let (intel_clients, stream_clients) = self.clients();
+                let (intel_clients, stream_clients) = self.clients.get();
                 let SitePart { slides, hours, totals } = site_part(l, &config, now);
                 let window = WindowState {
                     slides,
@@ -319,33 +298,39 @@ impl DurableObject for HubObject {
                 log.error("wake", format_args!("shard {shard} could not wake {}: {e}", keys::GLOBAL_HUB));
             }
         }
-        let (_, clients) = self.clients();
+        let (_, clients) = self.clients.get();
         let now = now_ms();
         let plan = {
             let mut loaded = self.loaded.borrow_mut();
             let Some(l) = loaded.as_mut() else { return Response::ok("not loaded") };
             tick::finish(l, &parts, begun, kv, others, clients, now)
         };
-        send_all(&self.state, PERF_TAG, &plan.perf);
-        send_all(&self.state, INTEL_TAG, &plan.intel);
+        self.broadcast(plan.intel, plan.perf, &log).await;
+        // Sockets a version before the stream objects accepted here: closed
+        // (1012, service restart), so their clients reconnect to a relay.
+        for ws in self.state.as_raw().get_websockets().unwrap_or_default() {
+            let _ = ws.close_with_code_and_reason(1012, "the streams moved; reconnect");
+        }
         self.with_state(&sql, |_, touched| {
             touched.insert(plan.slide);
         })?;
         Response::ok("tick")
     }
 
-    async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
-        sockets::on_message_configured(&self.env, &ws, &self.subscribers, message);
+    // Sockets accepted here by versions before the stream objects (the
+    // alarm closes them): closed at once if they speak first.
+    async fn websocket_message(&self, ws: WebSocket, _message: WebSocketIncomingMessage) -> Result<()> {
+        let _ = ws.close(Some(1012), Some("the streams moved; reconnect"));
         Ok(())
     }
 
     async fn websocket_close(&self, ws: WebSocket, _code: usize, _reason: String, _was_clean: bool) -> Result<()> {
-        sockets::on_close(&ws, &self.subscribers);
+        let _ = ws.close(Some(1000), Some("closed"));
         Ok(())
     }
 
     async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
-        sockets::on_error(&ws, &self.subscribers);
+        let _ = ws.close(Some(1011), Some("error"));
         Ok(())
     }
 }
@@ -354,7 +339,7 @@ impl DurableObject for HubObject {
 /// Read and write with no await in between: single use even under
 /// concurrent upgrades. Spent nonces are kept until their ticket expires
 /// (a ticket past its expiry is refused by the edge anyway).
-fn spend_ticket(sql: &SqlStorage, nonce: &str, expires: f64, now: f64) -> Result<bool> {
+pub(super) fn spend_ticket(sql: &SqlStorage, nonce: &str, expires: f64, now: f64) -> Result<bool> {
     // Kept a minute past expiry: an edge whose clock runs behind this one
     // may still accept the ticket for a moment.
     sql.exec("DELETE FROM spent_tickets WHERE expires < ?", vec![(now - 60_000.0).into()])?;
@@ -391,10 +376,18 @@ fn site_part(l: &HubState, config: &Config, now: f64) -> SitePart {
 }
 
 impl HubObject {
-    /// The intelligence stream's sockets, and those of both streams.
-    fn clients(&self) -> (usize, usize) {
-        let intel = sockets::sockets(&self.state, INTEL_TAG).len();
-        (intel, intel + sockets::sockets(&self.state, PERF_TAG).len())
+    /// Hands the tick's texts for the streams to the stream root (which
+    /// publishes them to every relay) and keeps the socket counts it answers.
+    async fn broadcast(&self, intel: Vec<String>, perf: Vec<String>, log: &Log) {
+        if intel.is_empty() && perf.is_empty() {
+            return;
+        }
+        let op = StreamOp::Broadcast { intel, perf };
+        match platform::call_object::<_, Clients>(&self.env, bindings::STREAMS, ROOT, &op).await {
+            Ok((200, Some(c))) => self.clients.set((c.intel, c.total)),
+            Ok((status, _)) => log.error("streams", format_args!("the stream root answered {status}")),
+            Err(e) => log.error("streams", format_args!("the stream root: {e}")),
+        }
     }
 
     fn ensure_loaded(&self, sql: &SqlStorage) -> Result<()> {
@@ -533,21 +526,5 @@ impl HubObject {
             }
         }
         Ok(site)
-    }
-}
-
-/// Sends every text to every socket of `tag` (insights and metrics are not
-/// filtered by subscriptions: they are about the whole site).
-fn send_all(state: &State, tag: &str, texts: &[String]) {
-    if texts.is_empty() {
-        return;
-    }
-    for ws in sockets::sockets(state, tag) {
-        for t in texts {
-            if ws.send_with_str(t).is_err() {
-                let _ = ws.close(Some(1011), Some("send failed"));
-                break;
-            }
-        }
     }
 }

@@ -2,16 +2,17 @@
 //! the source of truth; memory only caches), one `VisitorObject` per visitor
 //! (impossible travel), `AggregatorObject`s per location (the analytics'
 //! middle tier: isolates report slide deltas to them, they forward summaries
-//! to the hub), one `HubObject` per analytics shard (`HUB_SHARDS`;
-//! shard 0, `global`, also hosts the streams). The edge reaches them only
-//! through their bindings (`PROFILES`, `VISITORS`, `AGGREGATORS`, `HUB`: `crate::bindings`),
-//! never by importing them.
+//! to the hub), one `HubObject` per analytics shard (`HUB_SHARDS`), and the
+//! `StreamObject`s of the global streams (a root and its relays: `stream`).
+//! The edge reaches them only through their bindings (`PROFILES`, `VISITORS`,
+//! `AGGREGATORS`, `HUB`, `STREAMS`: `crate::bindings`), never by importing them.
 
 pub mod aggregator;
 pub mod hub;
 pub mod profile;
 pub mod sockets;
 pub mod store;
+pub mod stream;
 pub mod visitor;
 
 use std::time::Duration;

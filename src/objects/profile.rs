@@ -24,7 +24,7 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::Error;
 use crate::intel::events::IntelEvent;
-use crate::intel::keys::GLOBAL_HUB;
+use crate::intel::fanout::{StreamOp, ROOT};
 use crate::intel::profile::{Changes, Profile, ProfileRules, ProfileVerdict, Tombstone};
 use crate::intel::protocol::{AlertNotice, Update};
 use crate::intel::score::Weights;
@@ -35,7 +35,7 @@ use crate::platform::{self, call_object, reply};
 use super::sockets;
 use super::store;
 use super::Entry;
-use crate::intel::wire::{HubOp, BEARER_HEADER};
+use crate::intel::wire::BEARER_HEADER;
 
 /// Tag of this subject's own stream sockets (`...stream?ip=`).
 const SUBJECT_TAG: &str = "subject";
@@ -79,7 +79,13 @@ impl DurableObject for ProfileObject {
         };
         if req.headers().get("upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
             let bearer = req.headers().get(BEARER_HEADER)?.is_some();
-            return sockets::accept(&self.state, SUBJECT_TAG, &self.subscribers, config.streams.max_clients, bearer);
+            return sockets::accept(
+                &self.state,
+                SUBJECT_TAG,
+                &self.subscribers,
+                config.streams.max_clients.min(crate::config::SUBJECT_MAX_SOCKETS),
+                bearer,
+            );
         }
         let op: ProfileOp = match platform::read_op(&mut req).await {
             Ok(op) => op,
@@ -331,29 +337,29 @@ impl ProfileObject {
     }
 
     /// Sends what an update published to this subject's own sockets and
-    /// returns it with the verdict, for the caller to forward to the hub in
-    /// its batched report (one hub call per isolate flush, not per batch).
+    /// returns it with the verdict, for the caller to forward to the stream
+    /// root in its events batch (one root call per isolate and interval).
     fn answer(&self, verdict: ProfileVerdict, p: Published) -> ObserveReply {
         sockets::broadcast(&self.state, SUBJECT_TAG, &self.subscribers, &p.updates, &p.alerts);
         ObserveReply { verdict, before: None, updates: p.updates, alerts: p.alerts }
     }
 
     /// Sends new events and alerts to this subject's own sockets and to the
-    /// hub directly (only for travel findings, which arrive from a visitor
+    /// stream root directly (only for travel findings, which arrive from a visitor
     /// object and have no request path to carry them), within a budget.
     async fn publish(&self, p: Published, log: &Log) {
         if p.updates.is_empty() && p.alerts.is_empty() {
             return;
         }
         sockets::broadcast(&self.state, SUBJECT_TAG, &self.subscribers, &p.updates, &p.alerts);
-        let op = HubOp::Publish { updates: p.updates, alerts: p.alerts };
-        let send = async { call_object::<_, serde_json::Value>(&self.env, bindings::HUB, GLOBAL_HUB, &op).await }
-            .boxed_local();
+        let op = StreamOp::Publish { updates: p.updates, alerts: p.alerts };
+        let send =
+            async { call_object::<_, serde_json::Value>(&self.env, bindings::STREAMS, ROOT, &op).await }.boxed_local();
         let budget = Delay::from(Duration::from_millis(PUBLISH_BUDGET_MS));
         let outcome = match select(send, budget).await {
             Either::Left((Ok(_), _)) => None,
             Either::Left((Err(e), _)) => Some(e),
-            Either::Right(_) => Some(Error::late(format!("hub did not answer within {PUBLISH_BUDGET_MS} ms"))),
+            Either::Right(_) => Some(Error::late(format!("stream root did not answer within {PUBLISH_BUDGET_MS} ms"))),
         };
         if let Some(e) = outcome {
             log.error("events not published", e);

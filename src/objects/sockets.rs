@@ -9,6 +9,9 @@
 
 use std::cell::RefCell;
 
+use wasm_bindgen::prelude::{wasm_bindgen, JsValue};
+use wasm_bindgen::JsCast;
+
 use serde_json::json;
 use worker::worker_sys::WebSocketRequestResponsePair;
 use worker::{Response, Result, State, WebSocket, WebSocketIncomingMessage, WebSocketPair};
@@ -22,6 +25,21 @@ use crate::platform::reply;
 
 /// ISO 8601 in UTC with milliseconds, as JavaScript writes it (the pure one).
 pub use crate::intel::protocol::iso;
+
+#[wasm_bindgen]
+extern "C" {
+    /// A WebSocket seen only for `send` given a JS value (web-sys only
+    /// takes `&str`, which it copies into a new JS string on every call).
+    type TextSocket;
+    #[wasm_bindgen(method, catch, js_name = send)]
+    fn send_value(this: &TextSocket, data: &JsValue) -> std::result::Result<(), JsValue>;
+}
+
+/// Sends a text already made a JS string; false if the socket refused it.
+fn send_text(ws: &WebSocket, text: &JsValue) -> bool {
+    let raw: &web_sys::WebSocket = ws.as_ref();
+    raw.unchecked_ref::<TextSocket>().send_value(text).is_ok()
+}
 
 /// Registers the ping auto-response (call from the object's constructor).
 pub fn enable_auto_pong(state: &State) {
@@ -43,13 +61,41 @@ pub fn accept(
     max_clients: usize,
     bearer: bool,
 ) -> worker::Result<Response> {
-    subscribers.invalidate();
+    match accept_pair(state, tag, subscribers, max_clients)? {
+        Accepted::Refused(res) => Ok(res),
+        Accepted::Open { client, .. } => upgrade(client, bearer),
+    }
+}
+
+/// What `accept_pair` did.
+pub enum Accepted {
+    /// The object is full: this answer says so (503).
+    Refused(Response),
+    /// The server end is accepted (hibernating, in `subscribers`); the client
+    /// end goes back in the 101 (`upgrade`).
+    Open { client: WebSocket, server: WebSocket },
+}
+
+/// The refusal of a full stream object.
+pub fn full(max_clients: usize) -> worker::Result<Response> {
+    reply(
+        503,
+        &json!({"error": "too_many_stream_clients", "message": format!("this stream has its maximum of {max_clients} clients (MAX_STREAM_CLIENTS)")}),
+    )
+}
+
+/// Accepts the server end of a new socket under `tag` unless `max_clients`
+/// sockets are already open (counted and accepted with no await between:
+/// concurrent upgrades never pass the limit).
+pub fn accept_pair(
+    state: &State,
+    tag: &str,
+    subscribers: &Subscribers,
+    max_clients: usize,
+) -> worker::Result<Accepted> {
     let open = state.as_raw().get_websockets().map(|v| v.len()).unwrap_or(0);
     if open >= max_clients {
-        return reply(
-            503,
-            &json!({"error": "too_many_stream_clients", "message": format!("this stream has its maximum of {max_clients} clients (MAX_STREAM_CLIENTS)")}),
-        );
+        return Ok(Accepted::Refused(full(max_clients)?));
     }
     let pair = WebSocketPair::new()?;
     let tags = vec![wasm_bindgen::JsValue::from_str(tag)];
@@ -58,7 +104,13 @@ pub fn accept(
         .accept_websocket_with_tags(pair.server.as_ref(), tags)
         .map_err(|e| worker::Error::RustError(format!("accept failed: {e:?}")))?;
     save_state(&pair.server, &SocketState::default())?;
-    let res = Response::from_websocket(pair.client)?;
+    subscribers.added(&pair.server, Subscription::default());
+    Ok(Accepted::Open { client: pair.client, server: pair.server })
+}
+
+/// The 101 answer that hands the client end of an accepted socket back.
+pub fn upgrade(client: WebSocket, bearer: bool) -> worker::Result<Response> {
+    let res = Response::from_websocket(client)?;
     if bearer {
         // Browsers drop a socket whose subprotocol was offered but not echoed.
         let mut res = res;
@@ -66,6 +118,27 @@ pub fn accept(
         return Ok(res);
     }
     Ok(res)
+}
+
+/// Sends every text to every socket of `tag` (insights and metrics are not
+/// filtered by subscriptions: they are about the whole site). A socket that
+/// cannot be sent to is closed. Returns the messages sent.
+pub fn send_all(state: &State, tag: &str, texts: &[String]) -> usize {
+    if texts.is_empty() {
+        return 0;
+    }
+    let texts: Vec<JsValue> = texts.iter().map(|t| JsValue::from_str(t)).collect();
+    let mut sent = 0;
+    for ws in sockets(state, tag) {
+        for t in &texts {
+            if !send_text(&ws, t) {
+                let _ = ws.close(Some(1011), Some("send failed"));
+                break;
+            }
+            sent += 1;
+        }
+    }
+    sent
 }
 
 /// Handles one client message: subscribe/unsubscribe update the attachment,
@@ -76,7 +149,6 @@ pub fn on_message(
     hash_key: Option<&str>,
     message: WebSocketIncomingMessage,
 ) {
-    subscribers.invalidate();
     let now = now_ms();
     let mut st = load_state(ws);
     if count_message(&mut st, now) {
@@ -110,26 +182,55 @@ pub fn on_message(
     // The attachment carries the flood counter: a socket whose state cannot
     // be saved would never be counted again, so it is closed instead.
     if save_state(ws, &st).is_err() {
+        subscribers.removed(ws);
         let _ = ws.close(Some(1011), Some("could not save the socket's state"));
         return;
     }
+    subscribers.changed(ws, &st.subscription);
     if let Some(m) = reply {
         let _ = ws.send_with_str(m.to_text());
     }
 }
 
 /// The sockets of one tag with their subscriptions, read from the
-/// attachments once and kept in the object's memory until a socket comes,
-/// goes or sends a message (which may change its subscription). Reading 1,000
-/// attachments per event would cost more than sending the event. Memory only:
-/// after hibernation the object starts empty and reads them again.
+/// attachments once and then kept in the object's memory, changed one
+/// socket at a time: an accept adds its entry, a subscribe changes one, a
+/// close or a failed send removes one (rebuilding 1,000 entries on every
+/// connection would cost more than the events sent to them). Memory only:
+/// after hibernation the object starts empty and reads the attachments again.
 #[derive(Default)]
 pub struct Subscribers(RefCell<Option<Vec<(WebSocket, Subscription)>>>);
 
+/// Whether two handles name the same socket (JavaScript identity).
+fn same(a: &WebSocket, b: &WebSocket) -> bool {
+    let (a, b): (&web_sys::WebSocket, &web_sys::WebSocket) = (a.as_ref(), b.as_ref());
+    js_sys::Object::is(a, b)
+}
+
 impl Subscribers {
-    /// Forget the kept list (call on accept, message, close and error).
-    pub fn invalidate(&self) {
-        *self.0.borrow_mut() = None;
+    /// A socket was accepted (nothing to do while the list is not read yet:
+    /// reading it will find the socket's attachment).
+    pub fn added(&self, ws: &WebSocket, sub: Subscription) {
+        if let Some(list) = self.0.borrow_mut().as_mut() {
+            list.push((ws.clone(), sub));
+        }
+    }
+
+    /// A socket's subscription changed (a socket not in the list, e.g. of
+    /// another tag, stays out).
+    pub fn changed(&self, ws: &WebSocket, sub: &Subscription) {
+        if let Some(list) = self.0.borrow_mut().as_mut() {
+            if let Some(entry) = list.iter_mut().find(|(w, _)| same(w, ws)) {
+                entry.1 = sub.clone();
+            }
+        }
+    }
+
+    /// A socket closed or failed.
+    pub fn removed(&self, ws: &WebSocket) {
+        if let Some(list) = self.0.borrow_mut().as_mut() {
+            list.retain(|(w, _)| !same(w, ws));
+        }
     }
 
     fn load(&self, state: &State, tag: &str) {
@@ -165,32 +266,36 @@ pub fn broadcast(
         updates.iter().map(|u| ServerMessage::new(MessageType::IntelligenceUpdate, json!(u), &ts).to_text()).collect();
     let alert_texts: Vec<String> =
         alerts.iter().map(|a| ServerMessage::new(MessageType::Alert, json!(a), &ts).to_text()).collect();
+    // Made JS strings once, not once per socket (a 10,000-socket delivery
+    // would copy each text 10,000 times across the wasm boundary).
+    let update_texts: Vec<JsValue> = update_texts.iter().map(|t| JsValue::from_str(t)).collect();
+    let alert_texts: Vec<JsValue> = alert_texts.iter().map(|t| JsValue::from_str(t)).collect();
     subscribers.load(state, tag);
     let mut delivered = 0;
-    let mut any_dead = false;
+    let mut dead = Vec::new();
     if let Some(list) = subscribers.0.borrow().as_ref() {
         for (ws, sub) in list {
             let mut alive = true;
             for (u, text) in updates.iter().zip(&update_texts) {
                 if alive && sub.matches_update(u) {
-                    alive = ws.send_with_str(text).is_ok();
+                    alive = send_text(ws, text);
                     delivered += usize::from(alive);
                 }
             }
             for (a, text) in alerts.iter().zip(&alert_texts) {
                 if alive && sub.matches_alert(a) {
-                    alive = ws.send_with_str(text).is_ok();
+                    alive = send_text(ws, text);
                     delivered += usize::from(alive);
                 }
             }
             if !alive {
                 let _ = ws.close(Some(1011), Some("send failed"));
-                any_dead = true;
+                dead.push(ws.clone());
             }
         }
     }
-    if any_dead {
-        subscribers.invalidate();
+    for ws in &dead {
+        subscribers.removed(ws);
     }
     delivered
 }
@@ -214,13 +319,13 @@ pub fn on_message_configured(
 }
 
 pub fn on_close(ws: &WebSocket, subscribers: &Subscribers) {
-    subscribers.invalidate();
+    subscribers.removed(ws);
     let _ = ws.close(Some(1000), Some("closed"));
 }
 
 /// A socket errored: close it so it is pruned.
 pub fn on_error(ws: &WebSocket, subscribers: &Subscribers) {
-    subscribers.invalidate();
+    subscribers.removed(ws);
     let _ = ws.close(Some(1011), Some("error"));
 }
 

@@ -14,8 +14,7 @@ use crate::edge::respond;
 use crate::edge::verdicts::forget;
 use crate::error::ApiError;
 use crate::intel::events::{validate, IntelEvent};
-use crate::intel::keys::GLOBAL_HUB;
-use crate::intel::wire::HubOp;
+use crate::intel::fanout::{StreamOp, ROOT};
 use crate::intel::wire::ProfileOp;
 use crate::platform::call_object;
 
@@ -93,11 +92,12 @@ pub async fn post(c: Call<'_>) -> Result<Response, ApiError> {
             }
         }
     }
-    // One fan-out call for the whole batch, awaited so subscribers see the
-    // events before the 202 (the events are stored either way).
+    // One call to the stream root for the whole batch, awaited so the
+    // events are on their way before the 202 (the root publishes them within
+    // its batch interval; they are stored either way).
     if !updates.is_empty() || !alerts.is_empty() {
-        let op = HubOp::Publish { updates, alerts };
-        if let Err(e) = call_object::<_, Value>(env, bindings::HUB, GLOBAL_HUB, &op).await {
+        let op = StreamOp::Publish { updates, alerts };
+        if let Err(e) = call_object::<_, Value>(env, bindings::STREAMS, ROOT, &op).await {
             log.error("events not published", e);
         }
     }

@@ -2,8 +2,9 @@
 //! `/api/performance/stream`) and the single-use tickets browsers open them
 //! with (`POST /api/stream-ticket`). `Auth::Stream` has checked the method,
 //! the upgrade and the credential before a handler here runs; the socket
-//! itself is accepted by the object that serves the stream (the hub, or the
-//! subject's profile object for `?ip=`).
+//! itself is accepted by the object that serves the stream: one of the
+//! global streams' relays (`objects::stream`, picked at random, the next one
+//! when it is full), or the subject's profile object for `?ip=`.
 
 use serde_json::json;
 use web_sys::Response;
@@ -12,11 +13,9 @@ use crate::bindings;
 use crate::clock::now_ms;
 use crate::edge::respond;
 use crate::error::ApiError;
-use crate::intel::keys::GLOBAL_HUB;
+use crate::intel::fanout::{relay_count, relay_name, relay_order, StreamOp, ROOT};
 use crate::intel::ticket;
-use crate::intel::wire::{
-    HubOp, Spent, BEARER_HEADER, INTEL_TAG, PERF_TAG, STREAM_HEADER, TICKET_EXPIRES_HEADER, TICKET_NONCE_HEADER,
-};
+use crate::intel::wire::{Spent, BEARER_HEADER, INTEL_TAG, PERF_TAG, STREAM_HEADER};
 use crate::platform::call_object;
 
 use super::auth::{bearer_subprotocol, ticket_key, unauthorized};
@@ -50,46 +49,58 @@ async fn open(c: Call<'_>, tag: &'static str) -> Result<Response, ApiError> {
     let (env, config) = (c.io.env, c.config);
     let url = url::Url::parse(&c.req.url()).map_err(|_| ApiError::new(400, "bad_url", "unparsable URL"))?;
     let ip = url.query_pairs().find(|(k, _)| k == "ip").map(|(_, v)| v.into_owned());
-    let (binding, name) = match ip {
-        // The object is named by the subject's storage key, as every other
-        // call names it (hashed with IP_HASH_KEY).
-        Some(ip) if tag == INTEL_TAG => {
-            (bindings::PROFILES, key_from_path(&ip, &config.secrets)?.key.as_str().to_string())
-        }
+    // The object is named by the subject's storage key, as every other
+    // call names it (hashed with IP_HASH_KEY).
+    let subject = match ip {
+        Some(ip) if tag == INTEL_TAG => Some(key_from_path(&ip, &config.secrets)?.key.as_str().to_string()),
         Some(_) => return Err(ApiError::new(400, "bad_request", "`ip` narrows only the intelligence stream")),
-        None => (bindings::HUB, GLOBAL_HUB.to_string()),
+        None => None,
     };
-    let internal = || ApiError::new(500, "internal", "could not build the upgrade request");
     let mut headers = vec![("upgrade", "websocket"), (STREAM_HEADER, tag)];
     if bearer_subprotocol(c.req).is_some() {
         headers.push((BEARER_HEADER, "1"));
     }
-    let expires;
     if let Some(t) = &c.ticket {
-        expires = t.expires_ms.to_string();
-        if binding == bindings::HUB {
-            // The hub spends it in the same call that accepts the socket.
-            headers.push((TICKET_NONCE_HEADER, t.nonce.as_str()));
-            headers.push((TICKET_EXPIRES_HEADER, expires.as_str()));
-        } else {
-            // A subject's stream lands in its profile object; tickets are
-            // spent in one place, the hub, so each opens one socket anywhere.
-            let op = HubOp::SpendTicket { nonce: t.nonce.clone(), expires: t.expires_ms as f64 };
-            let (_, body) = call_object::<_, Spent>(env, bindings::HUB, GLOBAL_HUB, &op).await?;
-            if !body.is_some_and(|b| b.valid) {
-                return Err(unauthorized());
-            }
+        // Spent in one place, the stream root, before any object accepts the
+        // socket: a ticket opens one socket, whichever relay or profile
+        // object it lands in.
+        let op = StreamOp::SpendTicket { nonce: t.nonce.clone(), expires: t.expires_ms as f64 };
+        let (_, body) = call_object::<_, Spent>(env, bindings::STREAMS, ROOT, &op).await?;
+        if !body.is_some_and(|b| b.valid) {
+            return Err(unauthorized());
         }
     }
-    let inner = crate::platform::new_request("https://object/stream", "GET", &headers, None).map_err(|_| internal())?;
-    let object_error = ApiError::from;
-    let stub = crate::platform::object_stub(env, binding, &name)?;
-    let res = stub.fetch_with_request(inner).await.map_err(object_error)?;
-    // A ticket the hub had already seen spent is a failed authentication
-    // like any other (counted by the limiter), not a pass-through answer.
-    if res.status_code() == 401 {
-        return Err(unauthorized());
+    if let Some(key) = subject {
+        return upgrade_at(env, bindings::PROFILES, &key, &headers).await;
     }
-    // A 101 with its WebSocket (or the object's refusal) goes back as is.
+    // The global streams: from a random relay onwards, the next when one is full.
+    let count = relay_count(config.streams.max_clients, config.streams.relay_max_sockets);
+    let mut start = [0u8; 4];
+    getrandom::fill(&mut start)
+        .map_err(|e| ApiError::new(500, "internal", "no randomness to pick a relay").with_detail(e.to_string()))?;
+    let mut last = None;
+    for relay in relay_order(u32::from_le_bytes(start), count) {
+        let res = upgrade_at(env, bindings::STREAMS, &relay_name(relay), &headers).await?;
+        if res.status() != 503 {
+            return Ok(res);
+        }
+        last = Some(res);
+    }
+    last.ok_or_else(|| ApiError::new(500, "internal", "no stream relay"))
+}
+
+/// Hands the upgrade to one object: its 101 with the WebSocket, or its refusal, as is.
+async fn upgrade_at(
+    env: &worker::Env,
+    binding: &str,
+    name: &str,
+    headers: &[(&str, &str)],
+) -> Result<Response, ApiError> {
+    let internal = || ApiError::new(500, "internal", "could not build the upgrade request");
+    let inner = crate::platform::new_request("https://object/stream", "GET", headers, None).map_err(|_| internal())?;
+    let object_error = ApiError::from;
+    // Through `object_stub`: the object lives in DATA_JURISDICTION when it is set.
+    let stub = crate::platform::object_stub(env, binding, name)?;
+    let res = stub.fetch_with_request(inner).await.map_err(object_error)?;
     Ok(res.into())
 }

@@ -1,0 +1,348 @@
+//! The global streams' fan-out, pure: what the stream root and its relays
+//! (`objects::stream::StreamObject`, binding `STREAMS`) say to each other and
+//! decide, tested natively.
+//!
+//! - The root (object `root`) receives every profile event (`StreamOp::Publish`,
+//!   from isolates, the events API and profile objects) and the analytics
+//!   hub's per-tick texts (`StreamOp::Broadcast`: insights, site alerts,
+//!   metrics). It buffers them (`RootBuffer`) and publishes one `Delivery`
+//!   per batch, one call per relay that has subscribers, every
+//!   `ROOT_FLUSH_MS`, or at once when the batch holds `ROOT_BATCH_MAX`
+//!   messages. It also spends stream tickets (single use across relays).
+//! - A relay (object `relay:<n>`) holds at most `RELAY_MAX_SOCKETS` sockets,
+//!   applies each subscriber's filter itself and registers with the root
+//!   when its first socket opens, deregisters when its last closes
+//!   (`Membership`: ordered by the relay's sequence number, so a late
+//!   message never undoes a newer one).
+//! - The edge spreads new connections over `relay_count` relays, from a
+//!   random one onwards (`relay_order`), trying the next when one is full.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::protocol::{AlertNotice, Update};
+
+/// The root object's name.
+pub const ROOT: &str = "root";
+const RELAY_PREFIX: &str = "relay:";
+/// How long the root gathers messages before publishing them (ms).
+pub const ROOT_FLUSH_MS: u64 = 100;
+/// Messages in a batch that make the root publish at once.
+pub const ROOT_BATCH_MAX: usize = 256;
+
+/// The object name of relay `n`.
+pub fn relay_name(n: u32) -> String {
+    format!("{RELAY_PREFIX}{n}")
+}
+
+/// The index of a relay's object name (`relay_name`'s inverse).
+pub fn relay_index(name: &str) -> Option<u32> {
+    let n = name.strip_prefix(RELAY_PREFIX)?;
+    (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then(|| n.parse().ok()).flatten()
+}
+
+/// Relays needed for `max_clients` sockets at `per_relay` each (at least one).
+pub fn relay_count(max_clients: usize, per_relay: usize) -> u32 {
+    let per = per_relay.max(1);
+    u32::try_from(max_clients.div_ceil(per).max(1)).unwrap_or(u32::MAX)
+}
+
+/// Sockets one relay accepts: `MAX_STREAM_CLIENTS` split over the relays,
+/// never more than `RELAY_MAX_SOCKETS` (so the whole stream holds
+/// `MAX_STREAM_CLIENTS`, rounded up to a multiple of the relays).
+pub fn relay_capacity(max_clients: usize, per_relay: usize) -> usize {
+    let n = relay_count(max_clients, per_relay) as usize;
+    max_clients.div_ceil(n.max(1)).min(per_relay.max(1))
+}
+
+/// The relays a new connection tries, in order: all `count` of them,
+/// starting at `start` (random: connections spread evenly) and wrapping.
+pub fn relay_order(start: u32, count: u32) -> impl Iterator<Item = u32> {
+    let count = count.max(1);
+    (0..count).map(move |i| (start % count + i) % count)
+}
+
+/// A request to a `StreamObject` (the root or a relay).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamOp {
+    /// Profile events for the intelligence stream (to the root).
+    Publish {
+        #[serde(default)]
+        updates: Vec<Update>,
+        #[serde(default)]
+        alerts: Vec<AlertNotice>,
+    },
+    /// The analytics hub's tick: texts for every socket of each stream (to
+    /// the root). Answers `Clients`.
+    Broadcast {
+        #[serde(default)]
+        intel: Vec<String>,
+        #[serde(default)]
+        perf: Vec<String>,
+    },
+    /// Spends a verified stream ticket's nonce (to the root): answers
+    /// `wire::Spent`.
+    SpendTicket { nonce: String, expires: f64 },
+    /// A relay's first socket opened (`open`) or its last closed; `seq`
+    /// orders one relay's changes (to the root).
+    Register { relay: u32, seq: u64, open: bool },
+    /// A batch for a relay's sockets; answers `Delivered`.
+    Deliver(Delivery),
+}
+
+/// One batch of the root: events (filtered per subscriber at the relay) and
+/// whole-stream texts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub updates: Vec<Update>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<AlertNotice>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intel: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub perf: Vec<String>,
+}
+
+impl Delivery {
+    pub fn len(&self) -> usize {
+        self.updates.len() + self.alerts.len() + self.intel.len() + self.perf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn append(&mut self, mut o: Delivery) {
+        self.updates.append(&mut o.updates);
+        self.alerts.append(&mut o.alerts);
+        self.intel.append(&mut o.intel);
+        self.perf.append(&mut o.perf);
+    }
+}
+
+/// A relay's answer to `Deliver`: its sockets now, and its latest
+/// registration number (the root drops a relay with no sockets only when no
+/// newer registration is on its way: `Membership::delivered`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Delivered {
+    pub seq: u64,
+    pub intel: usize,
+    pub perf: usize,
+    pub sent: usize,
+}
+
+/// The root's count of the streams' sockets (as the relays last reported).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Clients {
+    pub intel: usize,
+    pub total: usize,
+}
+
+/// What the root does after a push to its buffer.
+#[derive(Debug, PartialEq)]
+pub enum Pushed {
+    /// Nothing yet: a publication is already scheduled.
+    Waiting,
+    /// Schedule a publication in this many ms (0: now).
+    Schedule(u64),
+}
+
+/// The root's buffer between publications (memory only: a restart loses at
+/// most one batch interval of messages, never a registration). A throttle,
+/// not a debounce: a message after a quiet interval is published at once,
+/// the ones that come within `ROOT_FLUSH_MS` of a publication wait for the
+/// next (so under load the root publishes every `ROOT_FLUSH_MS`, and a lone
+/// event pays no batching delay); a batch of `ROOT_BATCH_MAX` goes at once.
+#[derive(Debug, Default)]
+pub struct RootBuffer {
+    pending: Delivery,
+    scheduled: bool,
+    urgent: bool,
+    last_published: f64,
+}
+
+impl RootBuffer {
+    pub fn push(&mut self, d: Delivery, now: f64) -> Pushed {
+        if d.is_empty() {
+            return Pushed::Waiting;
+        }
+        self.pending.append(d);
+        if self.pending.len() >= ROOT_BATCH_MAX && !self.urgent {
+            self.urgent = true;
+            self.scheduled = true;
+            return Pushed::Schedule(0);
+        }
+        if self.scheduled {
+            return Pushed::Waiting;
+        }
+        self.scheduled = true;
+        Pushed::Schedule(self.wait(now))
+    }
+
+    /// How long the pending messages wait from `now`: until `ROOT_FLUSH_MS`
+    /// after the last publication.
+    pub fn wait(&self, now: f64) -> u64 {
+        let due = self.last_published + ROOT_FLUSH_MS as f64 - now;
+        due.clamp(0.0, ROOT_FLUSH_MS as f64) as u64
+    }
+
+    /// Everything pending, for one publication at `now`; the next push
+    /// schedules again.
+    pub fn take(&mut self, now: f64) -> Delivery {
+        self.scheduled = false;
+        self.urgent = false;
+        self.last_published = now;
+        std::mem::take(&mut self.pending)
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+/// The relays registered with the root: per relay its newest registration
+/// number and whether it has sockets. Kept in the root's storage (a restart
+/// loses none); memory holds a copy.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Membership {
+    pub relays: BTreeMap<u32, (u64, bool)>,
+}
+
+impl Membership {
+    /// Applies a relay's change unless a newer one was already seen; true
+    /// when it changed something (to store).
+    pub fn register(&mut self, relay: u32, seq: u64, open: bool) -> bool {
+        match self.relays.get(&relay) {
+            Some((s, _)) if *s >= seq => false,
+            _ => {
+                self.relays.insert(relay, (seq, open));
+                true
+            }
+        }
+    }
+
+    /// A relay answered a delivery with no sockets and no registration newer
+    /// than the one kept: it is closed (its last close went unreported).
+    /// True when that changed something.
+    pub fn delivered(&mut self, relay: u32, d: &Delivered) -> bool {
+        if d.intel + d.perf > 0 {
+            return false;
+        }
+        match self.relays.get(&relay) {
+            Some((s, true)) if *s <= d.seq => {
+                self.relays.insert(relay, (d.seq, false));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The relays to publish to.
+    pub fn open(&self) -> Vec<u32> {
+        self.relays.iter().filter(|(_, (_, o))| *o).map(|(r, _)| *r).collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(relay_name(7), "relay:7");
+        assert_eq!(relay_index("relay:7"), Some(7));
+        for bad in ["relay:", "relay:x", "root", "relay:-1", "relay:1 "] {
+            assert_eq!(relay_index(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn relays_cover_the_clients() {
+        assert_eq!(relay_count(10_000, 1_000), 10);
+        assert_eq!(relay_count(10_001, 1_000), 11);
+        assert_eq!(relay_count(2, 1_000), 1);
+        assert_eq!(relay_count(5, 0), 5);
+        assert_eq!(relay_capacity(2, 1_000), 2, "a small limit is one relay's");
+        assert_eq!(relay_capacity(10_000, 1_000), 1_000);
+        assert_eq!(relay_capacity(1_500, 1_000), 750, "split evenly over two relays");
+        for (max, per) in [(1, 1), (7, 3), (10_000, 1_000), (32_768, 1_000)] {
+            let total = relay_count(max, per) as usize * relay_capacity(max, per);
+            assert!(total >= max && relay_capacity(max, per) <= per, "{max} {per}");
+        }
+    }
+
+    #[test]
+    fn order_tries_every_relay_once_from_the_start() {
+        assert_eq!(relay_order(2, 4).collect::<Vec<_>>(), vec![2, 3, 0, 1]);
+        assert_eq!(relay_order(9, 4).collect::<Vec<_>>(), vec![1, 2, 3, 0]);
+        assert_eq!(relay_order(0, 0).collect::<Vec<_>>(), vec![0]);
+    }
+
+    fn texts(n: usize) -> Delivery {
+        Delivery { intel: (0..n).map(|i| i.to_string()).collect(), ..Delivery::default() }
+    }
+
+    #[test]
+    fn buffer_publishes_a_lone_message_at_once_and_batches_the_rest() {
+        let mut b = RootBuffer::default();
+        let t = 1_000_000.0;
+        assert_eq!(b.push(Delivery::default(), t), Pushed::Waiting, "nothing to send");
+        assert_eq!(b.push(texts(1), t), Pushed::Schedule(0), "quiet before: at once");
+        assert_eq!(b.push(texts(1), t), Pushed::Waiting, "already scheduled");
+        assert_eq!(b.take(t).len(), 2);
+        assert_eq!(b.push(texts(1), t + 30.0), Pushed::Schedule(ROOT_FLUSH_MS - 30), "one interval after the last");
+        assert_eq!(b.push(texts(1), t + 40.0), Pushed::Waiting);
+        assert_eq!(b.push(texts(ROOT_BATCH_MAX), t + 50.0), Pushed::Schedule(0), "a large batch goes at once");
+        assert_eq!(b.push(texts(1), t + 50.0), Pushed::Waiting, "already publishing now");
+        let d = b.take(t + 50.0);
+        assert_eq!(d.len(), ROOT_BATCH_MAX + 3);
+        assert_eq!(d.intel.first().map(String::as_str), Some("0"), "in order");
+        assert!(b.is_empty());
+        assert_eq!(b.push(texts(1), t + 400.0), Pushed::Schedule(0), "the next push schedules again");
+        assert_eq!(b.wait(t - 5_000.0), ROOT_FLUSH_MS, "never more than one interval (a clock that went back)");
+    }
+
+    #[test]
+    fn membership_keeps_the_newest_change() {
+        let mut m = Membership::default();
+        assert!(m.register(1, 5, true));
+        assert!(!m.register(1, 4, false), "a late close does not undo a newer open");
+        assert!(!m.register(1, 5, true), "a repeat changes nothing");
+        assert_eq!(m.open(), vec![1]);
+        assert!(m.register(1, 6, false));
+        assert!(m.register(1, 7, true));
+        assert!(m.register(3, 1, true));
+        assert_eq!(m.open(), vec![1, 3]);
+    }
+
+    #[test]
+    fn an_empty_relay_is_dropped_unless_a_newer_registration_is_on_its_way() {
+        let mut m = Membership::default();
+        m.register(1, 5, true);
+        let empty = |seq| Delivered { seq, ..Delivered::default() };
+        assert!(!m.delivered(1, &empty(4)), "its newer open arrived before this answer");
+        assert!(!m.delivered(1, &Delivered { seq: 5, intel: 2, ..Delivered::default() }));
+        assert!(m.delivered(1, &empty(5)));
+        assert_eq!(m.open(), Vec::<u32>::new());
+        assert!(!m.register(1, 5, true), "the same open again changes nothing");
+        assert!(m.register(1, 6, true));
+    }
+
+    #[test]
+    fn ops_have_a_stable_wire_form() {
+        let op = StreamOp::Register { relay: 2, seq: 3, open: true };
+        assert_eq!(serde_json::to_string(&op).unwrap(), r#"{"register":{"relay":2,"seq":3,"open":true}}"#);
+        let op = StreamOp::Deliver(texts(1));
+        assert_eq!(serde_json::to_string(&op).unwrap(), r#"{"deliver":{"intel":["0"]}}"#);
+        let back: StreamOp = serde_json::from_str(r#"{"publish":{"updates":[]}}"#).unwrap();
+        assert!(matches!(back, StreamOp::Publish { updates, alerts } if updates.is_empty() && alerts.is_empty()));
+    }
+}
