@@ -54,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(!r.name.trim().is_empty() && r.threshold.is_finite(), "alert rule {r:?}");
         assert!(r.duration >= 0.0 && r.cooldown >= 0.0, "alert rule {r:?}");
     }
-    assert!((1..=64).contains(&c.hub.shards) && c.streams.max_clients <= 32_768 && c.max_event_batch >= 1);
+    assert!((1..=64).contains(&c.hub.shards) && c.streams.max_clients <= 100_000 && c.max_event_batch >= 1);
     if let Some(name) = &c.visitor.cookie {
         assert!(!name.is_empty() && !name.contains([';', '=', ' ']), "visitor cookie name {name:?}");
     }

@@ -1,7 +1,8 @@
 //! Client addresses (`CF-Connecting-IP`, `X-Real-IP`) and API subjects
 //! (`/api/ip/{subject}`): `parse_client_ip` and `parse_subject` never panic,
 //! a parsed address prints back to itself, and a subject key parses back to
-//! the same key (keys are compared as strings in storage).
+//! the same key (keys are compared as strings in storage), widened /48 and
+//! /24 subjects included.
 #![no_main]
 
 use std::net::IpAddr;
@@ -27,7 +28,18 @@ fuzz_target!(|data: &[u8]| {
     if let Some(key) = parse_subject(text) {
         let s = key.as_str();
         assert_eq!(parse_subject(s).as_ref(), Some(&key), "subject {s:?} does not round-trip");
-        if s.contains(':') {
+        if let Some(prefix) = s.strip_suffix("/48") {
+            // A widened IPv6 subject (issue 17's rotation budget): a /48
+            // prefix, its own mask.
+            let v6: std::net::Ipv6Addr = prefix.parse().unwrap_or_else(|_| panic!("v6 /48 subject {s:?}"));
+            assert_eq!(u128::from(v6) & ((1u128 << 80) - 1), 0, "{s:?} keeps more than 48 bits");
+            assert_eq!(mask(&key), s, "a /48 masks as itself");
+        } else if let Some(net) = s.strip_suffix("/24") {
+            // A widened IPv4 subject: the /24's network address.
+            let v4: std::net::Ipv4Addr = net.parse().unwrap_or_else(|_| panic!("v4 /24 subject {s:?}"));
+            assert_eq!(v4.octets()[3], 0, "{s:?} is not a /24 network");
+            assert!(mask(&key).ends_with(".x"), "masked {s:?}");
+        } else if s.contains(':') {
             let prefix = s.strip_suffix("/64").unwrap_or_else(|| panic!("v6 subject {s:?} without /64"));
             let v6: std::net::Ipv6Addr = prefix.parse().unwrap_or_else(|_| panic!("v6 subject {s:?}"));
             assert_eq!(u128::from(v6) & u128::from(u64::MAX), 0, "{s:?} is not a /64 prefix");
