@@ -68,9 +68,11 @@ test("a scanning campaign and a threat spike show in patterns, on the stream, an
   assert.deepEqual([...campaign.ips].sort(), scanners);
   assert.ok(patterns.some((p) => p.kind === "high_risk_asn" && p.key === "AS14061"), JSON.stringify(patterns));
 
-  // The same as insights on the intelligence stream (pushed by the alarm tick).
-  await intel.until((ms) => ms.some((m) => m.type === "insight" && m.data.pattern?.kind === "scanning_campaign"), 8000);
-  await intel.until((ms) => ms.some((m) => m.type === "insight" && m.data.pattern?.kind === "threat_spike"), 8000);
+  // The same as insights on the intelligence stream (pushed by the alarm tick
+  // once the slide's grace is over: config::grace_ms, ~3.5 s with this file's
+  // settings, then root and relay; 15 s leaves room for a loaded machine).
+  await intel.until((ms) => ms.some((m) => m.type === "insight" && m.data.pattern?.kind === "scanning_campaign"), 15000);
+  await intel.until((ms) => ms.some((m) => m.type === "insight" && m.data.pattern?.kind === "threat_spike"), 15000);
   // Correlations are pushed too, when they appear (not at every tick). The
   // time-of-day peak is the steadiest one (its key is the hour).
   const correlation = await eventually(async () => {
@@ -79,7 +81,7 @@ test("a scanning campaign and a threat spike show in patterns, on the stream, an
   });
   assert.ok(correlation, "the window has a time-of-day peak");
   const same = (m) => m.type === "insight" && m.data.kind === "correlation" && m.data.correlation?.kind === "time_of_day_peak" && m.data.correlation?.hourUtc === correlation.hourUtc;
-  await intel.until((ms) => ms.some(same), 8000);
+  await intel.until((ms) => ms.some(same), 15000);
   const pushes = () => intel.messages.filter(same).length;
   const once = pushes();
   await new Promise((r) => setTimeout(r, 2500)); // two more ticks
