@@ -109,6 +109,18 @@ impl DurableObject for HubObject {
             Ok(c) => c,
             Err(e) => return super::config_invalid(&self.state, Entry::Fetch, &e).await,
         };
+        if req.headers().get("upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+            // An isolate of the previous release, during a rollout, still hands
+            // stream sockets to the hub; the streams live in the relays now
+            // (`objects::stream`). A retryable refusal, not a `bad_op` line
+            // per dashboard: the dashboard reconnects, through a new isolate.
+            let mut res = reply(
+                503,
+                &json!({"error": "stream_moved", "message": "the streams moved to relay objects: reconnect"}),
+            )?;
+            res.headers_mut().set("retry-after", "5")?;
+            return Ok(res);
+        }
         let op: HubOp = match platform::read_op(&mut req).await {
             Ok(op) => op,
             Err(e) => {
