@@ -622,7 +622,7 @@ mod tests {
             travel: TravelRules { max_kmh: 900.0, min_km: 500.0, memory_ms: 3_600_000.0 },
             profile_ttl_ms: 30.0 * 86_400_000.0,
             subjects: Subjects {
-                rotation: crate::intel::rotation::Budget { per_48: 16, per_asn: 3000 },
+                rotation: crate::intel::rotation::Budget { per_48: 256, per_asn: 6000 },
                 seen_once_ttl_ms: 24.0 * 3_600_000.0,
             },
             jurisdiction: None,

@@ -117,8 +117,8 @@ pub static SETTINGS: &[Setting] = &[
     s("PROFILE_TTL_DAYS", Some("30"), Kind::Number { max: 3650.0, what: "a number of days" }, "delete a profile (and a visitor) after this long without activity; decimals allowed, e.g. `0.5`"),
     s("SEEN_ONCE_TTL_HOURS", Some("24"), Kind::Number { max: 87_600.0, what: "a number of hours" }, "a profile seen once (one request, no signal, no event) is deleted this long after it, unless a second request or any signal or event makes it a normal profile (kept `PROFILE_TTL_DAYS`); never longer than `PROFILE_TTL_DAYS`; decimals allowed"),
     // Subjects: rotation budget and where objects live.
-    s("ROTATION_BUDGET_PER_48", Some("16"), int(0, 1_000_000), "new IPv6 /64 subjects per /48 per minute one isolate creates; past it a new /64's requests go to the /48's profile with `subnet_rotation` (0 = no budget)"),
-    s("ROTATION_BUDGET_PER_ASN", Some("3000"), int(0, 1_000_000), "new subjects per ASN per minute one isolate creates; past it a new IPv6 /64 goes to its /48, a new IPv4 address to its /24, with `subnet_rotation` (0 = no budget)"),
+    s("ROTATION_BUDGET_PER_48", Some("256"), int(0, 1_000_000), "distinct new IPv6 /64 subjects per /48 per minute one isolate admits (new: no cached verdict and not admitted in the last 10 minutes); past it a new /64's requests go to the /48's profile with `subnet_rotation`, and are at most challenged on score, never blocked (0 = no budget)"),
+    s("ROTATION_BUDGET_PER_ASN", Some("6000"), int(0, 1_000_000), "distinct new subjects per ASN per minute one isolate admits; past it a new IPv6 /64 goes to its /48, a new IPv4 address to its /24, with `subnet_rotation` (0 = no budget)"),
     s("DATA_JURISDICTION", None, Kind::Choice(&["eu", "fedramp"]), "create every Durable Object (profiles, visitors, hubs) in this jurisdiction; unset = anywhere. Changing it later starts with new, empty objects (see [DEPLOY.md](DEPLOY.md))"),
     // Impossible travel.
     s("TRAVEL_MAX_KMH", Some("900"), int(1, 100_000), "impossible travel: faster than this between two sightings"),

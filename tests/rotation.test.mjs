@@ -4,6 +4,7 @@
 // carries `subnet_rotation`. Against the built Worker in the local runtime.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { startEdge, intelHeaders, BROWSER_HEADERS, eventually } from "./harness.mjs";
 import { recordCounts } from "./counts.mjs";
 
@@ -15,6 +16,32 @@ async function seen(edge, ip, asn, path = "/products") {
   await res.arrayBuffer();
   assert.ok(res.status < 500, `status ${res.status}`);
   return intelHeaders(edge.origin.requests.at(-1));
+}
+
+const JSON_ACCEPT = { ...BROWSER_HEADERS, Accept: "application/json" };
+const KEY = "rotation-test-challenge-key-0123456789";
+
+/** Solves the proof-of-work like the challenge page's script does. */
+function solve(token, difficulty) {
+  for (let c = 0; ; c++) {
+    const d = createHash("sha256").update(`${token}:${c}`).digest();
+    let zeros = 0;
+    for (const b of d) {
+      if (b === 0) { zeros += 8; continue; }
+      zeros += Math.clz32(b) - 24;
+      break;
+    }
+    if (zeros >= difficulty) return c;
+  }
+}
+
+/** Sends a request and returns its status and JSON body (if any). */
+async function answer(edge, ip, { path = "/products", headers = JSON_ACCEPT, asn = 64500 } = {}) {
+  const res = await edge.send(path, { cf: { ...BERLIN, asn }, ip, headers });
+  const text = await res.text();
+  let json;
+  try { json = JSON.parse(text); } catch { json = undefined; }
+  return { status: res.status, json };
 }
 
 const rotated = (h) => (h["x-risk-reasons"] ?? "").split(",").includes("subnet_rotation");
@@ -90,5 +117,91 @@ test("the ASN budget widens new IPv4 addresses to their /24; other ASNs are unaf
     assert.equal(rotated(await seen(edge, "2001:db8:55:1::1", 64501)), true);
   } finally {
     await edge.close();
+  }
+});
+
+test("an attacker scanning from rotating /64s of a shared /48: a new neighbour widened to the /48 is challenged, never blocked, and its clearance is its own /64's", async () => {
+  const budget = 2;
+  const edge = await startEdge({
+    vars: {
+      ROTATION_BUDGET_PER_48: String(budget), FLUSH_INTERVAL_MS: "100",
+      // docs/enforcement.md: `block` blocks from BLOCK_AT, challenges from CHALLENGE_AT.
+      ENFORCE: "block", CHALLENGE_AT: "40", BLOCK_AT: "65", CHALLENGE_SIGNING_KEY: KEY, CHALLENGE_DIFFICULTY: "4",
+      // Low, so that the widened crowd's rate would trip it if it counted.
+      VELOCITY_RPM: "5",
+    },
+  });
+  try {
+    await startOfAMinute();
+    // The attacker: probes (path_scan, 40) from a new /64 of 2001:db8:66::/48 each.
+    const probes = [];
+    for (let i = 1; i <= 12; i++) probes.push(await answer(edge, `2001:db8:66:${i.toString(16)}::1`, { path: "/.env" }));
+    // Score 40 + 15 + the /48's history: past BLOCK_AT, yet challenged.
+    for (const p of probes) assert.equal(p.status, 403);
+    assert.ok(probes.slice(budget).every((p) => p.json?.error === "challenge_required"), JSON.stringify(probes.map((p) => p.json?.error)));
+    // The /48's own score is past BLOCK_AT (without subnet_rotation's 15).
+    const wide = await eventually(async () => {
+      const r = await edge.api("GET", "/api/ip-intelligence/2001:db8:66::/48");
+      return r.json?.metrics?.historyRisk?.score >= 65 && r.json.profile.requestCount === 12 - budget ? r.json : null;
+    });
+    assert.ok(wide, "the /48's history scores past BLOCK_AT");
+    const reasons = wide.metrics.historyRisk.contributions.map((c) => c.reason);
+    assert.ok(reasons.includes("path_scan"), reasons.join(","));
+    assert.ok(!reasons.includes("high_velocity"), "a widened crowd's rate is not one client's velocity");
+    assert.ok(wide.metrics.requestsLastMinute > 5);
+    await new Promise((r) => setTimeout(r, 300));
+    // A neighbour: a new /64 of the same /48, a plain browser on a plain page.
+    const neighbour = "2001:db8:66:1000::7";
+    const first = await answer(edge, neighbour);
+    assert.equal(first.status, 403);
+    assert.equal(first.json?.error, "challenge_required", "challenged, not blocked");
+    // It solves the challenge: the clearance is bound to its own /64.
+    const { token, difficulty, verify } = first.json.challenge;
+    const solved = await edge.send(verify, { cf: { ...BERLIN, asn: 64500 }, ip: neighbour, method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token, counter: solve(token, difficulty) }) });
+    assert.equal(solved.status, 200, await solved.clone().text());
+    const cookie = solved.headers.get("set-cookie").split(";")[0];
+    await solved.arrayBuffer();
+    const cleared = await edge.send("/products", { cf: { ...BERLIN, asn: 64500 }, ip: neighbour, headers: { ...BROWSER_HEADERS, Cookie: cookie } });
+    await cleared.arrayBuffer();
+    assert.equal(cleared.status, 200, "its clearance passes while it is still widened");
+    assert.equal(rotated(intelHeaders(edge.origin.requests.at(-1))), true);
+    // The same cookie from another /64 widened to the /48 does not.
+    const other = await edge.send("/products", { cf: { ...BERLIN, asn: 64500 }, ip: "2001:db8:66:1001::7", headers: { ...JSON_ACCEPT, Cookie: cookie } });
+    assert.equal(other.status, 403);
+    assert.equal((await other.json()).error, "challenge_required");
+    // The block list still blocks a widened request.
+    await edge.api("PUT", "/api/config/lists", { body: { allow: [], block: ["2001:db8:66::/48"] } });
+    const listed = await eventually(async () => {
+      const r = await answer(edge, "2001:db8:66:1002::7");
+      return r.json?.error === "blocked" ? r : null;
+    });
+    assert.ok(listed, "block-listed");
+  } finally {
+    await edge.close();
+  }
+});
+
+test("the defaults (256 per /48 a minute): 60 new /64s of one /48 are all their own; one device's concurrent first requests count once", async () => {
+  const edge = await startEdge({ vars: { FLUSH_INTERVAL_MS: "100" } });
+  try {
+    await startOfAMinute();
+    const flags = [];
+    for (let i = 1; i <= 60; i++) flags.push(rotated(await seen(edge, `2001:db8:88:${i.toString(16)}::1`, 64503)));
+    assert.equal(flags.filter(Boolean).length, 0, "none widened under the default budget");
+  } finally {
+    await edge.close();
+  }
+  const small = await startEdge({ vars: { ROTATION_BUDGET_PER_48: "2", FLUSH_INTERVAL_MS: "100", CACHE_TTL_MS: "0" } });
+  try {
+    await startOfAMinute();
+    // Ten requests of one new device at once (none has a verdict yet), and
+    // with CACHE_TTL_MS=0 no request ever has one: the device is counted once.
+    await Promise.all(Array.from({ length: 10 }, () => seen(small, "2001:db8:89:1::1", 64504)));
+    for (let i = 0; i < 5; i++) assert.equal(rotated(await seen(small, "2001:db8:89:1::2", 64504)), false);
+    assert.equal(rotated(await seen(small, "2001:db8:89:2::1", 64504)), false, "the second device is within the budget");
+    assert.equal(rotated(await seen(small, "2001:db8:89:3::1", 64504)), true, "the third is past it");
+    assert.equal(rotated(await seen(small, "2001:db8:89:1::1", 64504)), false, "an admitted device stays its own");
+  } finally {
+    await small.close();
   }
 });

@@ -63,6 +63,11 @@ struct RequestCtx<'a> {
     cookies: Option<String>,
     // identify
     identity: Option<Identity>,
+    /// The request's own subject key (its /64 or address) even when widened:
+    /// challenges and clearances are bound to it (`rotation::Subject`).
+    own_key: Option<String>,
+    /// Identified as its widened subject (`subnet_rotation`).
+    widened: bool,
     visitor: Option<Visitor>,
     /// The request's own signals (then the profile's, once scored).
     signals: Vec<Signal>,
@@ -169,6 +174,8 @@ fn extract<'a>(req: &'a Request, io: Io<'a>, config: &'a Config) -> RequestCtx<'
         request,
         cookies,
         identity: None,
+        own_key: None,
+        widened: false,
         visitor: None,
         signals: Vec::new(),
     }
@@ -179,12 +186,14 @@ fn extract<'a>(req: &'a Request, io: Io<'a>, config: &'a Config) -> RequestCtx<'
 /// A new subject past the rotation budget of its /48 or ASN is identified
 /// as its widened subject and carries `subnet_rotation` (`edge::rotation`).
 fn identify(rc: &mut RequestCtx) {
-    let subject = rc.ip.map(|ip| rotation::subject(rc.config, ip, rc.cf.asn));
-    let widened = subject.as_ref().is_some_and(|(_, w)| *w);
-    rc.identity = subject.map(|(id, _)| id);
+    if let Some(s) = rc.ip.map(|ip| rotation::subject(rc.config, ip, rc.cf.asn)) {
+        rc.widened = s.widened;
+        rc.own_key = Some(s.own_key);
+        rc.identity = Some(s.identity);
+    }
     rc.visitor = visitor::identify(rc.cookies.as_deref(), &rc.config.visitor, &rc.config.secrets);
     rc.signals = signals::request_signals(&rc.cf, &rc.request, &rc.config.signals);
-    if widened {
+    if rc.widened {
         rc.signals.push(Signal { reason: Reason::SubnetRotation, points: None });
     }
 }
@@ -300,7 +309,7 @@ fn decide(rc: &RequestCtx, found: &Found, scored: &Scored) -> Action {
     let config = rc.config;
     let cleared = match (&config.secrets.challenge_key, rc.cookies.as_deref().and_then(|h| cookie(h, CLEARANCE_COOKIE)))
     {
-        (Some(k), Some(v)) => clearance_valid(k, subject_key(rc), v, rc.started),
+        (Some(k), Some(v)) => clearance_valid(k, own_key(rc), v, rc.started),
         _ => false,
     };
     enforce::decide(&DecideInput {
@@ -311,11 +320,14 @@ fn decide(rc: &RequestCtx, found: &Found, scored: &Scored) -> Action {
         verified_bot: rc.cf.verified_bot == Some(true),
         list: found.list,
         cleared,
+        widened: rc.widened,
     })
 }
 
-fn subject_key<'a>(rc: &'a RequestCtx) -> &'a str {
-    rc.identity.as_ref().map_or("", |id| id.key.as_str())
+/// What a challenge and a clearance are bound to: the request's own
+/// subject, never the widened one (one solved challenge clears one device).
+fn own_key<'a>(rc: &'a RequestCtx) -> &'a str {
+    rc.own_key.as_deref().unwrap_or("")
 }
 
 /// Phase 6a: to the origin, with our headers replacing any the client sent
@@ -347,7 +359,7 @@ async fn forward(rc: &RequestCtx<'_>, found: &Found, scored: &Scored) -> Result<
 fn respond(rc: &RequestCtx, action: Action) -> Response {
     let accept = extract::header(rc.req, "accept").unwrap_or_default();
     match action {
-        Action::Challenge => respond::challenge(&accept, rc.config, subject_key(rc), &rc.request.path, rc.started),
+        Action::Challenge => respond::challenge(&accept, rc.config, own_key(rc), &rc.request.path, rc.started),
         _ => respond::blocked(&accept),
     }
 }

@@ -4,7 +4,11 @@
 //! gets the challenge), `block` (score >= `BLOCK_AT` is blocked, from
 //! `CHALLENGE_AT` challenged). The allow list always forwards, the block list
 //! always blocks (when enforcing). Verified bots are never challenged or
-//! blocked on score alone. A valid clearance cookie passes a challenge.
+//! blocked on score alone. A request widened by the rotation budget
+//! (`subnet_rotation`) is at most challenged on score: its score is mostly
+//! its /48's (or /24's), a crowd that may hold one attacker and many
+//! neighbours, so it never blocks a device for what others did. A valid
+//! clearance cookie passes a challenge.
 //!
 //! The challenge: the worker issues a signed token bound to the subject; the
 //! browser finds a counter such that SHA-256(`token:counter`) starts with
@@ -55,6 +59,9 @@ pub struct DecideInput {
     pub verified_bot: bool,
     pub list: ListVerdict,
     pub cleared: bool,
+    /// Identified as its widened /48 or /24 (`subnet_rotation`): a block
+    /// by score becomes a challenge.
+    pub widened: bool,
 }
 
 pub fn decide(i: &DecideInput) -> Action {
@@ -68,7 +75,7 @@ pub fn decide(i: &DecideInput) -> Action {
         return Action::Forward;
     }
     let by_score = match i.mode {
-        Mode::Block if i.score >= i.block_at => Action::Block,
+        Mode::Block if i.score >= i.block_at && !i.widened => Action::Block,
         Mode::Block | Mode::Challenge if i.score >= i.challenge_at => Action::Challenge,
         _ => Action::Forward,
     };
@@ -194,6 +201,7 @@ mod tests {
             verified_bot: false,
             list: ListVerdict::Neither,
             cleared: false,
+            widened: false,
         }
     }
 
@@ -213,6 +221,25 @@ mod tests {
         for (mode, score, want) in table {
             assert_eq!(decide(&input(mode, score)), want, "{mode:?} {score}");
         }
+    }
+
+    #[test]
+    fn a_widened_request_is_challenged_not_blocked_on_score_but_lists_still_block() {
+        let widened = |mode, score, list, cleared| {
+            let mut i = input(mode, score);
+            i.widened = true;
+            i.list = list;
+            i.cleared = cleared;
+            decide(&i)
+        };
+        assert_eq!(widened(Mode::Block, 100, ListVerdict::Neither, false), Action::Challenge);
+        assert_eq!(widened(Mode::Block, 80, ListVerdict::Neither, false), Action::Challenge);
+        assert_eq!(widened(Mode::Block, 50, ListVerdict::Neither, false), Action::Forward);
+        // Cleared (its own /64's clearance): a challenge passes.
+        assert_eq!(widened(Mode::Block, 100, ListVerdict::Neither, true), Action::Forward);
+        assert_eq!(widened(Mode::Block, 0, ListVerdict::Blocked, true), Action::Block, "the block list still blocks");
+        assert_eq!(widened(Mode::Block, 100, ListVerdict::Allowed, false), Action::Forward);
+        assert_eq!(widened(Mode::Off, 100, ListVerdict::Neither, false), Action::Forward);
     }
 
     #[test]

@@ -356,7 +356,14 @@ impl Profile {
         self.counters.minute.add(now, MINUTE, 1);
         self.counters.hour.add(now, HOUR, 1);
         self.counters.day.add(now, DAY, 1);
-        if rpm_before <= rules.velocity_rpm && self.counters.minute.estimate(now, MINUTE) > rules.velocity_rpm {
+        // A widened profile (a /48 or /24 many devices land on) is a crowd:
+        // its request rate is theirs together, not one client's, so it
+        // never raises `high_velocity` (counted all the same, for metrics).
+        // Rotation itself is what `subnet_rotation` marks.
+        if self.widened.is_none()
+            && rpm_before <= rules.velocity_rpm
+            && self.counters.minute.estimate(now, MINUTE) > rules.velocity_rpm
+        {
             detections.push("high_velocity");
             self.bump_threat(now, VELOCITY_THREAT, rules);
             self.lower_reputation(now, BURST_REPUTATION / 2.0, rules);
@@ -645,7 +652,7 @@ impl Profile {
         if recent(self.geo_jump_at) {
             out.push(Signal { reason: Reason::GeoJump, points: None });
         }
-        if self.counters.minute.estimate(now, MINUTE) > rules.velocity_rpm {
+        if self.widened.is_none() && self.counters.minute.estimate(now, MINUTE) > rules.velocity_rpm {
             out.push(Signal { reason: Reason::HighVelocity, points: None });
         }
         if self.counters.auth_failures.estimate(now, w) >= rules.auth_failure_burst {
@@ -925,6 +932,33 @@ mod tests {
         old.as_object_mut().unwrap().remove("eventful");
         let back: Profile = serde_json::from_value(old).unwrap();
         assert!(!back.eventful && back.widened.is_none());
+    }
+
+    #[test]
+    fn a_widened_profile_is_a_crowd_its_rate_raises_no_high_velocity_but_probes_still_count() {
+        let r = rules();
+        let rotated = |at: f64, path: &str, signals: Vec<Reason>| {
+            let mut signals = signals;
+            signals.push(Reason::SubnetRotation);
+            Observation { signals, ..obs(at, path) }
+        };
+        let mut p = Profile::new("2001:db8:1::/48", "2001:db8:1::/48", T0);
+        let mut ch = Changes::default();
+        for i in 0..300 {
+            let c = p.observe(&rotated(T0 + f64::from(i) * 100.0, "/", vec![]), &r);
+            ch.new_alerts.extend(c.new_alerts);
+        }
+        let now = T0 + 30.0 * SEC;
+        assert!(p.counters.minute.estimate(now, MINUTE) > r.velocity_rpm, "counted (metrics)");
+        assert!(!codes(&p, now).contains(&"high_velocity"));
+        assert!(ch.new_alerts.iter().all(|a| a.kind != "high_velocity"));
+        assert!(p.threat_at(now, &r) < 1.0, "no threat from the crowd's rate");
+        // What a client does (a probe) still lands on the /48's history.
+        for i in 0..3 {
+            p.observe(&rotated(now + f64::from(i), "/.env", vec![Reason::PathScan]), &r);
+        }
+        assert!(codes(&p, now + 10.0).contains(&"path_scan"));
+        assert!(p.threat_at(now + 10.0, &r) >= 20.0);
     }
 
     #[test]

@@ -7,15 +7,21 @@
 //! IPv4 address to its /24: `ip::widened_subject_of`) and carries
 //! `subnet_rotation`.
 //!
-//! "New" is the caller's: a subject this isolate has no cached verdict for.
-//! Counting happens in the isolate, in two bounded maps, so the budget costs
-//! no object call; the price is that K isolates of a location admit up to K
-//! times the budget between them. Pure: time is an argument.
+//! "New" is a subject this isolate neither holds a cached verdict for (the
+//! caller's check) nor admitted within the last `ADMITTED_FOR_MS`: an
+//! admitted subject is remembered, so a device counts once however many of
+//! its requests arrive before its first verdict is cached, however often its
+//! cached verdict expires, and with `CACHE_TTL_MS=0`. The budget counts
+//! distinct subjects, not requests. Counting happens in the isolate, in three
+//! LRU maps (O(1) per request, bounded), so it costs no object call; the
+//! price is that K isolates of a location admit up to K times the budget
+//! between them. Pure: time is an argument.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 
+use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
 /// `ROTATION_BUDGET_PER_48` and `ROTATION_BUDGET_PER_ASN`: new subjects per
@@ -26,11 +32,20 @@ pub struct Budget {
     pub per_asn: u32,
 }
 
-/// /48s and ASNs counted at once, each. Past it the counters of earlier
-/// minutes go first, then the smallest count (an attacker spreading over more
-/// /48s than this in one minute gets their budgets back; the ASN budget
-/// still holds them).
+/// /48s and ASNs counted at once, each. Past it the least recently counted
+/// goes (earlier minutes' counters first, as they are older; an attacker
+/// spreading over more /48s than this in one minute gets their budgets
+/// back, each such /48 costing them a new subject; the ASN budget still
+/// holds them).
 pub const MAX_COUNTED: usize = 4096;
+
+/// Admitted subjects remembered (least recently seen out first): ~40 bytes
+/// each, under 1 MB.
+pub const MAX_ADMITTED: usize = 16_384;
+
+/// How long an admitted subject stays known without a cached verdict: a
+/// device that comes back within it is not counted again.
+pub const ADMITTED_FOR_MS: f64 = 10.0 * MINUTE_MS;
 
 const MINUTE_MS: f64 = 60_000.0;
 
@@ -63,38 +78,44 @@ impl Widened {
     }
 }
 
-/// Counts per key within the current minute, bounded to `MAX_COUNTED` keys.
-struct Counts<K> {
-    map: HashMap<K, (u64, u32)>,
+/// What the budget says about a subject with no cached verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Its own subject: admitted now (and counted), or admitted before
+    /// (within `ADMITTED_FOR_MS`), or no budget applies.
+    Own,
+    /// Past the budget: identified as its /48 or /24 (not counted: the
+    /// widened subject is one object however many addresses land on it).
+    /// What the profile shows is derived there (`Widened::of_display`).
+    Widened,
 }
 
-impl<K: Eq + Hash + Clone> Counts<K> {
-    fn new() -> Self {
-        Counts { map: HashMap::new() }
+/// Counts per key within the current minute, bounded to `MAX_COUNTED` keys.
+struct Counts<K: Hash + Eq> {
+    map: LruCache<K, (u64, u32)>,
+}
+
+impl<K: Eq + Hash> Counts<K> {
+    fn new(cap: usize) -> Self {
+        Counts { map: LruCache::new(NonZeroUsize::new(cap).unwrap_or(NonZeroUsize::MIN)) }
     }
 
     fn get(&self, key: &K, minute: u64) -> u32 {
-        match self.map.get(key) {
+        match self.map.peek(key) {
             Some((m, n)) if *m == minute => *n,
             _ => 0,
         }
     }
 
+    /// O(1): a full map drops its least recently bumped key.
     fn bump(&mut self, key: K, minute: u64) {
-        if !self.map.contains_key(&key) && self.map.len() >= MAX_COUNTED {
-            self.map.retain(|_, (m, _)| *m == minute);
-            if self.map.len() >= MAX_COUNTED {
-                let smallest = self.map.iter().min_by_key(|(_, (_, n))| *n).map(|(k, _)| k.clone());
-                if let Some(k) = smallest {
-                    self.map.remove(&k);
-                }
+        match self.map.get_mut(&key) {
+            Some(entry) if entry.0 == minute => entry.1 = entry.1.saturating_add(1),
+            Some(entry) => *entry = (minute, 1),
+            None => {
+                self.map.push(key, (minute, 1));
             }
         }
-        let entry = self.map.entry(key).or_insert((minute, 0));
-        if entry.0 != minute {
-            *entry = (minute, 0);
-        }
-        entry.1 = entry.1.saturating_add(1);
     }
 
     fn len(&self) -> usize {
@@ -102,41 +123,68 @@ impl<K: Eq + Hash + Clone> Counts<K> {
     }
 }
 
-/// One isolate's counters of new subjects.
+/// A subject as a number: an IPv6 /64 or an IPv4 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum SubjectId {
+    V4(u32),
+    V6(u64),
+}
+
+fn subject_id(ip: IpAddr) -> SubjectId {
+    match ip {
+        IpAddr::V4(v4) => SubjectId::V4(u32::from(v4)),
+        IpAddr::V6(v6) => SubjectId::V6((u128::from(v6) >> 64) as u64),
+    }
+}
+
+/// One isolate's counters of new subjects and the subjects it admitted.
 pub struct Rotation {
     per_48: Counts<u64>,
     per_asn: Counts<u32>,
+    admitted: LruCache<SubjectId, f64>,
 }
 
 impl Default for Rotation {
     fn default() -> Self {
-        Rotation { per_48: Counts::new(), per_asn: Counts::new() }
+        Rotation {
+            per_48: Counts::new(MAX_COUNTED),
+            per_asn: Counts::new(MAX_COUNTED),
+            admitted: LruCache::new(NonZeroUsize::new(MAX_ADMITTED).unwrap_or(NonZeroUsize::MIN)),
+        }
     }
 }
 
 /// The /48 of an IPv6 address as a number (a map key without a string).
 fn prefix_48(ip: IpAddr) -> Option<u64> {
     match ip {
-        IpAddr::V6(v6) => {
-            let [a, b, c, ..] = v6.segments();
-            Some((u64::from(a) << 32) | (u64::from(b) << 16) | u64::from(c))
-        }
+        IpAddr::V6(v6) => Some((u128::from(v6) >> 80) as u64),
         IpAddr::V4(_) => None,
     }
 }
 
 impl Rotation {
-    /// A new subject of `ip` (in `asn`) at `now`: `None` admits it as its own
-    /// subject (and counts it); `Some` widens it (not counted: the widened
-    /// subject is one object however many addresses land on it).
-    pub fn admit(&mut self, budget: Budget, ip: IpAddr, asn: Option<u32>, now: f64) -> Option<Widened> {
-        let minute = (now.max(0.0) / MINUTE_MS) as u64;
+    /// A subject of `ip` (in `asn`) at `now` that has no cached verdict:
+    /// its own subject if this isolate admitted it within `ADMITTED_FOR_MS`
+    /// (not counted again) or if its /48 and ASN are within their budgets
+    /// (counted, remembered); widened otherwise.
+    pub fn admit(&mut self, budget: Budget, ip: IpAddr, asn: Option<u32>, now: f64) -> Admission {
         let p48 = prefix_48(ip).filter(|_| budget.per_48 > 0);
         let asn = asn.filter(|_| budget.per_asn > 0);
+        if p48.is_none() && asn.is_none() {
+            return Admission::Own;
+        }
+        let id = subject_id(ip);
+        if let Some(at) = self.admitted.get_mut(&id) {
+            if now - *at <= ADMITTED_FOR_MS {
+                *at = now;
+                return Admission::Own;
+            }
+        }
+        let minute = (now.max(0.0) / MINUTE_MS) as u64;
         let over_48 = p48.is_some_and(|p| self.per_48.get(&p, minute) >= budget.per_48);
         let over_asn = asn.is_some_and(|a| self.per_asn.get(&a, minute) >= budget.per_asn);
         if over_48 || over_asn {
-            return Some(Widened::of(ip));
+            return Admission::Widened;
         }
         if let Some(p) = p48 {
             self.per_48.bump(p, minute);
@@ -144,12 +192,18 @@ impl Rotation {
         if let Some(a) = asn {
             self.per_asn.bump(a, minute);
         }
-        None
+        self.admitted.push(id, now);
+        Admission::Own
     }
 
     /// (/48s, ASNs) counted now: bounded by `MAX_COUNTED` each.
     pub fn counted(&self) -> (usize, usize) {
         (self.per_48.len(), self.per_asn.len())
+    }
+
+    /// Subjects remembered as admitted: bounded by `MAX_ADMITTED`.
+    pub fn admitted(&self) -> usize {
+        self.admitted.len()
     }
 }
 
@@ -171,18 +225,15 @@ mod tests {
         let mut own = 0;
         for i in 0..1000u32 {
             let a = ip(&format!("2001:db8:1:{i:x}::1"));
-            match r.admit(BUDGET, a, Some(64496), t0 + f64::from(i)) {
-                None => own += 1,
-                Some(w) => {
-                    assert_eq!((w.from.as_str(), w.to.as_str(), w.reason.as_str()), ("/64", "/48", "subnet_rotation"))
-                }
+            if r.admit(BUDGET, a, Some(64496), t0 + f64::from(i)) == Admission::Own {
+                own += 1;
             }
         }
         assert_eq!(own, 16, "the budget, then every new /64 widens");
         // Another /48 has its own budget.
-        assert_eq!(r.admit(BUDGET, ip("2001:db8:2::1"), Some(64496), t0), None);
+        assert_eq!(r.admit(BUDGET, ip("2001:db8:2::1"), Some(64496), t0), Admission::Own);
         // The next minute, the budget is back.
-        assert_eq!(r.admit(BUDGET, ip("2001:db8:1:ffff::1"), Some(64496), t0 + MINUTE_MS), None);
+        assert_eq!(r.admit(BUDGET, ip("2001:db8:1:ffff::1"), Some(64496), t0 + MINUTE_MS), Admission::Own);
     }
 
     #[test]
@@ -190,15 +241,13 @@ mod tests {
         let mut r = Rotation::default();
         let budget = Budget { per_48: 16, per_asn: 10 };
         for i in 0..10u8 {
-            assert_eq!(r.admit(budget, ip(&format!("198.51.100.{i}")), Some(7), 0.0), None);
+            assert_eq!(r.admit(budget, ip(&format!("198.51.100.{i}")), Some(7), 0.0), Admission::Own);
         }
-        let w = r.admit(budget, ip("198.51.100.200"), Some(7), 1.0).unwrap();
-        assert_eq!((w.from.as_str(), w.to.as_str()), ("/32", "/24"));
-        let w = r.admit(budget, ip("2001:db8:9::1"), Some(7), 1.0).unwrap();
-        assert_eq!((w.from.as_str(), w.to.as_str()), ("/64", "/48"));
+        assert_eq!(r.admit(budget, ip("198.51.100.200"), Some(7), 1.0), Admission::Widened);
+        assert_eq!(r.admit(budget, ip("2001:db8:9::1"), Some(7), 1.0), Admission::Widened);
         // Another ASN, or none known, is not limited by this one.
-        assert_eq!(r.admit(budget, ip("203.0.113.1"), Some(8), 1.0), None);
-        assert_eq!(r.admit(budget, ip("203.0.113.2"), None, 1.0), None);
+        assert_eq!(r.admit(budget, ip("203.0.113.1"), Some(8), 1.0), Admission::Own);
+        assert_eq!(r.admit(budget, ip("203.0.113.2"), None, 1.0), Admission::Own);
     }
 
     #[test]
@@ -206,9 +255,10 @@ mod tests {
         let mut r = Rotation::default();
         let off = Budget { per_48: 0, per_asn: 0 };
         for i in 0..500u32 {
-            assert_eq!(r.admit(off, ip(&format!("2001:db8:1:{i:x}::1")), Some(1), 0.0), None);
+            assert_eq!(r.admit(off, ip(&format!("2001:db8:1:{i:x}::1")), Some(1), 0.0), Admission::Own);
         }
         assert_eq!(r.counted(), (0, 0), "nothing counted when off");
+        assert_eq!(r.admitted(), 0, "nothing remembered when off");
     }
 
     #[test]
@@ -221,7 +271,46 @@ mod tests {
             let _ = r.admit(Budget { per_48: 16, per_asn: 0 }, a, None, at);
             let (p48, asns) = r.counted();
             assert!(p48 <= MAX_COUNTED && asns == 0);
+            assert!(r.admitted() <= MAX_ADMITTED);
         }
+    }
+
+    #[test]
+    fn a_subject_counts_once_however_many_of_its_requests_come_before_its_verdict() {
+        // Concurrent first requests of one device (no verdict cached yet),
+        // or CACHE_TTL_MS=0: every request reaches the budget.
+        let mut r = Rotation::default();
+        let budget = Budget { per_48: 2, per_asn: 0 };
+        for i in 0..50u32 {
+            assert_eq!(r.admit(budget, ip("2001:db8:1:1::1"), None, f64::from(i)), Admission::Own);
+            // Another address in the same /64 is the same subject.
+            assert_eq!(r.admit(budget, ip("2001:db8:1:1::ffff"), None, f64::from(i)), Admission::Own);
+        }
+        assert_eq!(r.admit(budget, ip("2001:db8:1:2::1"), None, 60.0), Admission::Own, "the second device");
+        assert_eq!(r.admit(budget, ip("2001:db8:1:3::1"), None, 61.0), Admission::Widened, "the budget is 2");
+        // Both admitted devices stay their own for the rest of the minute and after.
+        assert_eq!(r.admit(budget, ip("2001:db8:1:1::1"), None, 62.0), Admission::Own);
+        assert_eq!(r.admit(budget, ip("2001:db8:1:2::1"), None, ADMITTED_FOR_MS), Admission::Own);
+        // A device gone longer than ADMITTED_FOR_MS is new again (and counted).
+        let later = 2.0 * ADMITTED_FOR_MS + 1.0;
+        assert_eq!(r.admit(budget, ip("2001:db8:1:1::1"), None, later), Admission::Own);
+        assert_eq!(r.admit(budget, ip("2001:db8:1:4::1"), None, later), Admission::Own);
+        assert_eq!(r.admit(budget, ip("2001:db8:1:5::1"), None, later), Admission::Widened);
+    }
+
+    #[test]
+    fn a_full_map_evicts_the_least_recently_counted_key() {
+        let mut c: Counts<u64> = Counts::new(3);
+        for k in [1, 2, 3] {
+            c.bump(k, 0);
+        }
+        c.bump(1, 0);
+        c.bump(4, 0); // 2 is the least recently bumped
+        assert_eq!((c.get(&1, 0), c.get(&2, 0), c.get(&3, 0), c.get(&4, 0)), (2, 0, 1, 1));
+        assert_eq!(c.len(), 3);
+        // A counter from an earlier minute starts over.
+        c.bump(1, 1);
+        assert_eq!(c.get(&1, 1), 1);
     }
 
     #[test]
