@@ -458,6 +458,42 @@ describe("stream relays", () => {
     await Promise.all(steady.map((c) => c.closedPromise));
   });
 
+  test("with the root down a new connection gets 503 stream_unavailable from one relay, not every relay's", async () => {
+    // Fresh relays (not registered): the next socket on any of them asks the root.
+    for (const n of [0, 1, 2, 3]) await relays.restartStream(`relay:${n}`);
+    assert.equal(await relays.setStreamDown("root", true), "down");
+    let down;
+    let refused;
+    try {
+      down = await upgrade(relays, "/api/intelligence/stream", { Authorization: `Bearer ${ADMIN_TOKEN}` });
+    } finally {
+      refused = Number(await relays.setStreamDown("root", false));
+    }
+    assert.equal(down.status, 503);
+    assert.equal(down.body.error, "stream_unavailable");
+    assert.equal(refused, 1, "one relay asked the root, and the edge passed its refusal back");
+    const held = await Promise.all([0, 1, 2, 3].map((n) => stillHeld(`relay:${n}`)));
+    assert.deepEqual(held.map((h) => h.intel + h.perf), [0, 0, 0, 0], "no socket was accepted for it");
+    // The root back: the next connection opens and gets events.
+    const client = relays.stream("/api/intelligence/stream");
+    await client.opened;
+    await post(relays, [threat("198.51.100.250")]);
+    await client.until(() => client.updates("198.51.100.250").length === 1, 10000);
+    client.close();
+    await client.closedPromise;
+  });
+
+  test("the root's answer to the hub counts what its bounds dropped (none here)", async () => {
+    const ns = await relays.mf.getDurableObjectNamespace("STREAMS", "edge");
+    const res = await ns.get(ns.idFromName("root")).fetch("http://stream/", { method: "POST", body: JSON.stringify({ broadcast: { intel: [], perf: [] } }) });
+    const clients = await res.json();
+    assert.deepEqual(
+      [clients.dropped, clients.late_deliveries, clients.uncounted_dropped],
+      [0, 0, 0],
+      JSON.stringify(clients),
+    );
+  });
+
   test("a restarted root or relay loses no registration and no subscriber", async () => {
     const clients = Array.from({ length: 8 }, () => relays.stream("/api/intelligence/stream"));
     await Promise.all(clients.map((c) => c.opened));
