@@ -492,6 +492,9 @@ describe("stream relays", () => {
       [0, 0, 0],
       JSON.stringify(clients),
     );
+    // The hub keeps the root's answer to its tick: the health API shows it.
+    const h = await eventually(async () => (await relays.api("GET", "/api/performance/health")).json?.health);
+    assert.deepEqual(h.streamRoot, { droppedMessages: 0, lateDeliveries: 0, uncountedDropped: 0 }, JSON.stringify(h));
   });
 
   test("a restarted root or relay loses no registration and no subscriber", async () => {

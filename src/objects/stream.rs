@@ -7,9 +7,13 @@
 //!   (`RootBuffer`: at once after a quiet interval, by the request that
 //!   brought it; else on the alarm, `ROOT_FLUSH_MS` after the last
 //!   publication, or at once when the batch is large): one `Deliver` call per
-//!   relay with subscribers, concurrently; one publication at a time. It
-//!   forwards the events' updates to the hub for counting (`HubOp::Publish`)
-//!   at most once a second. It keeps the registered relays in storage (a
+//!   relay with subscribers, concurrently, each bounded in size
+//!   (`DELIVER_MAX`) and in time (`RELAY_TIMEOUT_MS`: a late relay is skipped
+//!   for that batch); one publication at a time. It forwards the events'
+//!   updates to the hub for counting (`HubOp::Publish`) at most once a second.
+//!   What piles up while relays or the hub fall behind is capped
+//!   (`ROOT_PENDING_MAX`, `COUNT_PENDING_MAX`; the oldest dropped, counted in
+//!   its `Clients` answer, logged). It keeps the registered relays in storage (a
 //!   restart loses none) and spends stream tickets (`SpendTicket`: each opens
 //!   one socket, whichever relay or profile object it lands in).
 //! - `relay:<n>`: holds at most `relay_capacity` sockets (hibernating,
