@@ -497,6 +497,32 @@ describe("stream relays", () => {
     assert.deepEqual(h.streamRoot, { droppedMessages: 0, lateDeliveries: 0, uncountedDropped: 0 }, JSON.stringify(h));
   });
 
+  test("a relay that answers late is skipped for that batch and counted; the others get it without waiting", async () => {
+    const clients = Array.from({ length: 6 }, () => relays.stream("/api/intelligence/stream"));
+    await Promise.all(clients.map((c) => c.opened));
+    const held = await Promise.all([0, 1, 2, 3].map((n) => stillHeld(`relay:${n}`)));
+    const slow = [0, 1, 2, 3].find((n) => held[n].intel > 0);
+    const root = async () => {
+      const ns = await relays.mf.getDurableObjectNamespace("STREAMS", "edge");
+      const res = await ns.get(ns.idFromName("root")).fetch("http://stream/", { method: "POST", body: JSON.stringify({ broadcast: {} }) });
+      return res.json();
+    };
+    const before = (await root()).late_deliveries;
+    assert.equal(await relays.setStreamSlow(`relay:${slow}`, 4000), "slow");
+    try {
+      const started = Date.now();
+      await post(relays, [threat("198.51.100.251")]);
+      assert.ok(Date.now() - started < 3900, `the publication did not wait for the slow relay: ${Date.now() - started} ms`);
+      // Every client gets it once: the slow relay's too, when its late delivery lands.
+      await Promise.all(clients.map((c) => c.until(() => c.updates("198.51.100.251").length === 1, 10000)));
+      assert.equal((await root()).late_deliveries, before + 1, "the late delivery is counted");
+    } finally {
+      await relays.setStreamSlow(`relay:${slow}`, 0);
+    }
+    for (const c of clients) c.close();
+    await Promise.all(clients.map((c) => c.closedPromise));
+  });
+
   test("a restarted root or relay loses no registration and no subscriber", async () => {
     const clients = Array.from({ length: 8 }, () => relays.stream("/api/intelligence/stream"));
     await Promise.all(clients.map((c) => c.opened));
