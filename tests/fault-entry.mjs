@@ -74,16 +74,40 @@ export class FaultyHub {
 // fresh instance over the same state, as the runtime does after an eviction:
 // memory (the root's buffer and relay copy, a relay's subscriber list and
 // registration flag) is gone, storage and the hibernated sockets stay.
+// `/__down` makes it answer every other request 500 (an object that fails)
+// until `/__up`, which answers how many requests it refused meanwhile;
+// `/__slow` (body: ms) delays every later request but upgrades by that long.
 export class RestartableStream {
   constructor(state, env) {
     this.state = state;
     this.env = env;
     this.inner = new edge.StreamObject(state, env);
+    this.down = false;
+    this.refused = 0;
+    this.slowMs = 0;
   }
   async fetch(request) {
-    if (new URL(request.url).pathname === "/__restart") {
+    const path = new URL(request.url).pathname;
+    if (path === "/__restart") {
       this.inner = new edge.StreamObject(this.state, this.env);
       return new Response("restarted");
+    }
+    if (path === "/__down") {
+      [this.down, this.refused] = [true, 0];
+      return new Response("down");
+    }
+    if (path === "/__up") {
+      this.down = false;
+      return new Response(String(this.refused));
+    }
+    if (path === "/__slow") {
+      this.slowMs = Number(await request.text());
+      return new Response("slow");
+    }
+    if (this.slowMs > 0 && !request.headers.get("upgrade")) await new Promise((r) => setTimeout(r, this.slowMs));
+    if (this.down) {
+      this.refused++;
+      return new Response("injected stream fault", { status: 500 });
     }
     return this.inner.fetch(request);
   }

@@ -62,7 +62,7 @@ export const ADMIN_TOKEN = "test-admin-token-0123456789";
  * `hubAlarmFaults`: {before, after} makes the hub's alarm throw (see tests/fault-entry.mjs).
  * `hubSlowMs`: every call to a hub object waits this long first (tests/fault-entry.mjs).
  * `port`: a fixed port (a restarted runtime comes back at the same address).
- * `streamRestarts`: STREAMS objects can be restarted one at a time (`restartStream`).
+ * `streamRestarts`: STREAMS objects can be restarted one at a time (`restartStream`) or made to fail (`setStreamDown`) or slow (`setStreamSlow`).
  */
 export async function startEdge({ vars = {}, originUrl, persistTo, profileFault, kvFault, hubAlarmFaults, hubSlowMs, port, streamRestarts } = {}) {
   const faultyHub = Boolean(hubAlarmFaults || hubSlowMs);
@@ -211,6 +211,20 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
     return res.text();
   }
 
+  /** Makes a STREAMS object fail every request (true) or serve again (false: answers how many it refused). */
+  async function setStreamDown(name, down) {
+    const ns = await mf.getDurableObjectNamespace("STREAMS", "edge");
+    const res = await ns.get(ns.idFromName(name)).fetch(`http://stream/${down ? "__down" : "__up"}`);
+    return res.text();
+  }
+
+  /** Delays every later non-upgrade request to a STREAMS object by `ms` (0: none). */
+  async function setStreamSlow(name, ms) {
+    const ns = await mf.getDurableObjectNamespace("STREAMS", "edge");
+    const res = await ns.get(ns.idFromName(name)).fetch("http://stream/__slow", { method: "POST", body: String(ms) });
+    return res.text();
+  }
+
   /** A hub shard's raw window and state (HubOp::Window), by object name ("global", "shard-1", ...). */
   async function hubWindow(name) {
     const ns = await mf.getDurableObjectNamespace("HUB", "edge");
@@ -225,7 +239,7 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
     return res.json();
   }
 
-  return { mf, origin, send, api, stream, close, setKvDown, setKvSlow, hubFaults, hubWindow, aggregatorState, restartStream, runtimeLog, url: httpUrl };
+  return { mf, origin, send, api, stream, close, setKvDown, setKvSlow, hubFaults, hubWindow, aggregatorState, restartStream, setStreamDown, setStreamSlow, runtimeLog, url: httpUrl };
 }
 
 /** Polls `check` (bounded: `tries` times, `everyMs` apart) until it returns a truthy value. */

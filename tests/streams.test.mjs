@@ -458,6 +458,71 @@ describe("stream relays", () => {
     await Promise.all(steady.map((c) => c.closedPromise));
   });
 
+  test("with the root down a new connection gets 503 stream_unavailable from one relay, not every relay's", async () => {
+    // Fresh relays (not registered): the next socket on any of them asks the root.
+    for (const n of [0, 1, 2, 3]) await relays.restartStream(`relay:${n}`);
+    assert.equal(await relays.setStreamDown("root", true), "down");
+    let down;
+    let refused;
+    try {
+      down = await upgrade(relays, "/api/intelligence/stream", { Authorization: `Bearer ${ADMIN_TOKEN}` });
+    } finally {
+      refused = Number(await relays.setStreamDown("root", false));
+    }
+    assert.equal(down.status, 503);
+    assert.equal(down.body.error, "stream_unavailable");
+    assert.equal(refused, 1, "one relay asked the root, and the edge passed its refusal back");
+    const held = await Promise.all([0, 1, 2, 3].map((n) => stillHeld(`relay:${n}`)));
+    assert.deepEqual(held.map((h) => h.intel + h.perf), [0, 0, 0, 0], "no socket was accepted for it");
+    // The root back: the next connection opens and gets events.
+    const client = relays.stream("/api/intelligence/stream");
+    await client.opened;
+    await post(relays, [threat("198.51.100.250")]);
+    await client.until(() => client.updates("198.51.100.250").length === 1, 10000);
+    client.close();
+    await client.closedPromise;
+  });
+
+  test("the root's answer to the hub counts what its bounds dropped (none here)", async () => {
+    const ns = await relays.mf.getDurableObjectNamespace("STREAMS", "edge");
+    const res = await ns.get(ns.idFromName("root")).fetch("http://stream/", { method: "POST", body: JSON.stringify({ broadcast: { intel: [], perf: [] } }) });
+    const clients = await res.json();
+    assert.deepEqual(
+      [clients.dropped, clients.late_deliveries, clients.uncounted_dropped],
+      [0, 0, 0],
+      JSON.stringify(clients),
+    );
+    // The hub keeps the root's answer to its tick: the health API shows it.
+    const h = await eventually(async () => (await relays.api("GET", "/api/performance/health")).json?.health);
+    assert.deepEqual(h.streamRoot, { droppedMessages: 0, lateDeliveries: 0, uncountedDropped: 0 }, JSON.stringify(h));
+  });
+
+  test("a relay that answers late is skipped for that batch and counted; the others get it without waiting", async () => {
+    const clients = Array.from({ length: 6 }, () => relays.stream("/api/intelligence/stream"));
+    await Promise.all(clients.map((c) => c.opened));
+    const held = await Promise.all([0, 1, 2, 3].map((n) => stillHeld(`relay:${n}`)));
+    const slow = [0, 1, 2, 3].find((n) => held[n].intel > 0);
+    const root = async () => {
+      const ns = await relays.mf.getDurableObjectNamespace("STREAMS", "edge");
+      const res = await ns.get(ns.idFromName("root")).fetch("http://stream/", { method: "POST", body: JSON.stringify({ broadcast: {} }) });
+      return res.json();
+    };
+    const before = (await root()).late_deliveries;
+    assert.equal(await relays.setStreamSlow(`relay:${slow}`, 4000), "slow");
+    try {
+      const started = Date.now();
+      await post(relays, [threat("198.51.100.251")]);
+      assert.ok(Date.now() - started < 3900, `the publication did not wait for the slow relay: ${Date.now() - started} ms`);
+      // Every client gets it once: the slow relay's too, when its late delivery lands.
+      await Promise.all(clients.map((c) => c.until(() => c.updates("198.51.100.251").length === 1, 10000)));
+      assert.equal((await root()).late_deliveries, before + 1, "the late delivery is counted");
+    } finally {
+      await relays.setStreamSlow(`relay:${slow}`, 0);
+    }
+    for (const c of clients) c.close();
+    await Promise.all(clients.map((c) => c.closedPromise));
+  });
+
   test("a restarted root or relay loses no registration and no subscriber", async () => {
     const clients = Array.from({ length: 8 }, () => relays.stream("/api/intelligence/stream"));
     await Promise.all(clients.map((c) => c.opened));

@@ -30,6 +30,26 @@ const RELAY_PREFIX: &str = "relay:";
 pub const ROOT_FLUSH_MS: u64 = 100;
 /// Messages in a batch that make the root publish at once.
 pub const ROOT_BATCH_MAX: usize = 256;
+/// Messages in one `Deliver` call (a publication sends at most this many; the
+/// rest go in the next publication, at once): a relay's request stays small
+/// however much piled up.
+pub const DELIVER_MAX: usize = 512;
+/// Messages the root holds at most while its publications fall behind (the
+/// relays slow or failing): past it the oldest are dropped and counted
+/// (`RootBuffer::dropped`). ~5 MB at ~500 bytes a message.
+pub const ROOT_PENDING_MAX: usize = 10_000;
+/// How long the root waits for one relay's answer to a `Deliver` (ms): a
+/// relay that does not answer in time is skipped for that batch and counted,
+/// so a publication never waits longer than this on the relays.
+pub const RELAY_TIMEOUT_MS: u64 = 2_000;
+/// Updates the root keeps for the hub's count while the hub does not answer:
+/// past it the oldest are dropped and counted (`Counting::dropped`).
+pub const COUNT_PENDING_MAX: usize = 10_000;
+/// Updates in one count forward to the hub (`HubOp::Publish`).
+pub const COUNT_MAX: usize = 500;
+/// The root forwards updates to the hub for counting at most this often
+/// (ms), or sooner when `COUNT_MAX` wait.
+pub const COUNT_EVERY_MS: f64 = 1_000.0;
 
 /// The object name of relay `n`.
 pub fn relay_name(n: u32) -> String {
@@ -121,6 +141,45 @@ impl Delivery {
         self.intel.append(&mut o.intel);
         self.perf.append(&mut o.perf);
     }
+
+    /// Drops the oldest messages until at most `max` are left: events first
+    /// (the bulk), then alerts, then the tick's texts. Returns how many went.
+    fn drop_oldest(&mut self, max: usize) -> usize {
+        let mut excess = self.len().saturating_sub(max);
+        let dropped = excess;
+        excess -= drain_front(&mut self.updates, excess);
+        excess -= drain_front(&mut self.alerts, excess);
+        excess -= drain_front(&mut self.intel, excess);
+        drain_front(&mut self.perf, excess);
+        dropped
+    }
+
+    /// The first `max` messages (each kind in order; the tick's texts first,
+    /// they are few), leaving the rest.
+    fn split_front(&mut self, max: usize) -> Delivery {
+        let mut left = max;
+        Delivery {
+            intel: split_front(&mut self.intel, &mut left),
+            perf: split_front(&mut self.perf, &mut left),
+            alerts: split_front(&mut self.alerts, &mut left),
+            updates: split_front(&mut self.updates, &mut left),
+        }
+    }
+}
+
+/// The first `*left` items of `v` (at most), leaving the rest in `v`.
+fn split_front<T>(v: &mut Vec<T>, left: &mut usize) -> Vec<T> {
+    let n = (*left).min(v.len());
+    *left -= n;
+    let rest = v.split_off(n);
+    std::mem::replace(v, rest)
+}
+
+/// Removes up to `n` items from the front of `v`; returns how many.
+fn drain_front<T>(v: &mut Vec<T>, n: usize) -> usize {
+    let n = n.min(v.len());
+    v.drain(..n);
+    n
 }
 
 /// A relay's answer to `Deliver`: its sockets now, and its latest
@@ -132,13 +191,28 @@ pub struct Delivered {
     pub intel: usize,
     pub perf: usize,
     pub sent: usize,
+    /// Upgrades registering now (their sockets not accepted yet: the relay
+    /// is not empty, whatever its count says).
+    #[serde(default)]
+    pub opening: usize,
 }
 
-/// The root's count of the streams' sockets (as the relays last reported).
+/// The root's count of the streams' sockets (as the relays last reported),
+/// and what its bounds cost since it started (memory only: a restart starts
+/// them at 0): messages dropped from its buffer (`ROOT_PENDING_MAX`),
+/// deliveries a relay did not answer in time (`RELAY_TIMEOUT_MS`, the batch
+/// skipped for that relay), updates dropped before the hub counted them
+/// (`COUNT_PENDING_MAX`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Clients {
     pub intel: usize,
     pub total: usize,
+    #[serde(default)]
+    pub dropped: u64,
+    #[serde(default)]
+    pub late_deliveries: u64,
+    #[serde(default)]
+    pub uncounted_dropped: u64,
 }
 
 /// What the root does after a push to its buffer.
@@ -156,12 +230,16 @@ pub enum Pushed {
 /// the ones that come within `ROOT_FLUSH_MS` of a publication wait for the
 /// next (so under load the root publishes every `ROOT_FLUSH_MS`, and a lone
 /// event pays no batching delay); a batch of `ROOT_BATCH_MAX` goes at once.
+/// It holds at most `ROOT_PENDING_MAX` messages (the oldest go first,
+/// counted in `dropped`), and a publication takes at most `DELIVER_MAX`.
 #[derive(Debug, Default)]
 pub struct RootBuffer {
     pending: Delivery,
     scheduled: bool,
     urgent: bool,
     last_published: f64,
+    /// Messages dropped by the cap since this buffer was made.
+    pub dropped: u64,
 }
 
 impl RootBuffer {
@@ -170,6 +248,7 @@ impl RootBuffer {
             return Pushed::Waiting;
         }
         self.pending.append(d);
+        self.dropped += self.pending.drop_oldest(ROOT_PENDING_MAX) as u64;
         if self.pending.len() >= ROOT_BATCH_MAX && !self.urgent {
             self.urgent = true;
             self.scheduled = true;
@@ -183,19 +262,85 @@ impl RootBuffer {
     }
 
     /// How long the pending messages wait from `now`: until `ROOT_FLUSH_MS`
-    /// after the last publication.
+    /// after the last publication, none when a large batch waits.
     pub fn wait(&self, now: f64) -> u64 {
+        if self.pending.len() >= ROOT_BATCH_MAX {
+            return 0;
+        }
         let due = self.last_published + ROOT_FLUSH_MS as f64 - now;
         due.clamp(0.0, ROOT_FLUSH_MS as f64) as u64
     }
 
-    /// Everything pending, for one publication at `now`; the next push
-    /// schedules again.
+    /// The oldest `DELIVER_MAX` pending messages, for one publication at
+    /// `now`; the next push schedules again (and the caller schedules what
+    /// is left).
     pub fn take(&mut self, now: f64) -> Delivery {
         self.scheduled = false;
         self.urgent = false;
         self.last_published = now;
-        std::mem::take(&mut self.pending)
+        self.pending.split_front(DELIVER_MAX)
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+/// The updates the root has published and the hub has not yet counted:
+/// forwarded at most every `COUNT_EVERY_MS` (or when `COUNT_MAX` wait), at
+/// most `COUNT_MAX` a call; at most `COUNT_PENDING_MAX` kept while the hub
+/// fails (the oldest dropped, counted in `dropped`).
+#[derive(Debug)]
+pub struct Counting<T> {
+    pending: std::collections::VecDeque<T>,
+    counted_at: f64,
+    pub dropped: u64,
+}
+
+impl<T> Default for Counting<T> {
+    fn default() -> Self {
+        Counting { pending: std::collections::VecDeque::new(), counted_at: 0.0, dropped: 0 }
+    }
+}
+
+impl<T> Counting<T> {
+    pub fn add(&mut self, items: impl IntoIterator<Item = T>) {
+        self.pending.extend(items);
+        self.cap();
+    }
+
+    fn cap(&mut self) {
+        let excess = self.pending.len().saturating_sub(COUNT_PENDING_MAX);
+        self.pending.drain(..excess);
+        self.dropped += excess as u64;
+    }
+
+    /// The next forward at `now`, if one is due (at most `COUNT_MAX`, oldest first).
+    pub fn due(&mut self, now: f64) -> Vec<T> {
+        let due = now - self.counted_at >= COUNT_EVERY_MS || self.pending.len() >= COUNT_MAX;
+        if !due || self.pending.is_empty() {
+            return Vec::new();
+        }
+        self.counted_at = now;
+        let n = self.pending.len().min(COUNT_MAX);
+        self.pending.drain(..n).collect()
+    }
+
+    /// A forward that failed goes back in front (counted with the next).
+    pub fn failed(&mut self, items: Vec<T>) {
+        for item in items.into_iter().rev() {
+            self.pending.push_front(item);
+        }
+        self.cap();
+    }
+
+    /// When the next forward is due (ms from `now`), if anything waits.
+    pub fn next_in(&self, now: f64) -> Option<u64> {
+        (!self.pending.is_empty()).then(|| (self.counted_at + COUNT_EVERY_MS - now).clamp(1.0, COUNT_EVERY_MS) as u64)
     }
 
     pub fn len(&self) -> usize {
@@ -232,7 +377,7 @@ impl Membership {
     /// than the one kept: it is closed (its last close went unreported).
     /// True when that changed something.
     pub fn delivered(&mut self, relay: u32, d: &Delivered) -> bool {
-        if d.intel + d.perf > 0 {
+        if d.intel + d.perf + d.opening > 0 {
             return false;
         }
         match self.relays.get(&relay) {
@@ -311,6 +456,76 @@ mod tests {
     }
 
     #[test]
+    fn buffer_is_bounded_and_deliveries_are_split() {
+        let mut b = RootBuffer::default();
+        let t = 1_000_000.0;
+        b.push(Delivery { perf: vec!["p".into()], ..texts(1) }, t);
+        let events = |from: usize, n: usize| Delivery {
+            alerts: Vec::new(),
+            updates: Vec::new(),
+            intel: (from..from + n).map(|i| format!("e{i}")).collect(),
+            perf: Vec::new(),
+        };
+        b.push(events(0, ROOT_PENDING_MAX + 5), t);
+        assert_eq!(b.len(), ROOT_PENDING_MAX, "capped");
+        assert_eq!(b.dropped, 7, "the oldest intel texts (\"0\", e0..e5) dropped and counted; perf goes last");
+        assert_eq!(b.wait(t), 0, "a large batch waits no interval");
+        let first = b.take(t);
+        assert_eq!(first.len(), DELIVER_MAX, "one delivery holds at most DELIVER_MAX");
+        assert_eq!(first.intel.first().map(String::as_str), Some("e6"), "oldest kept first, in order");
+        let mut seen = first.len();
+        let mut last = first.intel.last().cloned();
+        while !b.is_empty() {
+            let d = b.take(t);
+            assert!(d.len() <= DELIVER_MAX && !d.is_empty());
+            let n: usize = d.intel.first().and_then(|s| s[1..].parse().ok()).unwrap();
+            let prev: usize = last.as_deref().and_then(|s| s[1..].parse().ok()).unwrap();
+            assert_eq!(n, prev + 1, "no gap, no reordering between deliveries");
+            last = d.intel.last().cloned();
+            seen += d.len();
+        }
+        assert_eq!(seen, ROOT_PENDING_MAX);
+        // The tick's performance texts go last.
+        let mut b = RootBuffer::default();
+        b.push(Delivery { perf: vec!["p".into(); 3], ..Delivery::default() }, t);
+        b.push(events(0, ROOT_PENDING_MAX), t);
+        assert_eq!(b.dropped, 3);
+        let d = b.take(t);
+        assert_eq!(d.intel.first().map(String::as_str), Some("e3"), "the oldest events went");
+        let mut rest = 0;
+        while !b.is_empty() {
+            rest += b.take(t).perf.len();
+        }
+        assert_eq!(rest, 3, "the perf texts stayed");
+    }
+
+    #[test]
+    fn counting_is_bounded_and_chunked() {
+        let mut c = Counting::default();
+        let t = 1_000_000.0;
+        c.add(0..10);
+        assert_eq!(c.due(t), (0..10).collect::<Vec<_>>(), "the first is due at once");
+        c.add(10..20);
+        assert!(c.due(t + 10.0).is_empty(), "at most once a second");
+        assert_eq!(c.next_in(t + 10.0), Some(990));
+        assert_eq!(c.due(t + 1_000.0).len(), 10);
+        c.add(0..COUNT_PENDING_MAX + 3);
+        assert_eq!((c.len(), c.dropped), (COUNT_PENDING_MAX, 3), "the oldest dropped, counted");
+        let chunk = c.due(t + 1_001.0);
+        assert_eq!((chunk.len(), chunk.first().copied()), (COUNT_MAX, Some(3)), "a big backlog goes in chunks");
+        c.failed(chunk);
+        assert_eq!(c.len(), COUNT_PENDING_MAX, "a failed forward goes back in front");
+        assert_eq!(c.due(t + 1_002.0).first().copied(), Some(3), "still oldest first");
+        c.add(0..COUNT_MAX + 1);
+        assert_eq!((c.len(), c.dropped), (COUNT_PENDING_MAX, 4));
+        assert_eq!(c.next_in(t + 2_002.0), Some(1), "due now");
+        assert_eq!(c.next_in(t), Some(1_000), "never more than an interval");
+        let mut empty = Counting::<u8>::default();
+        assert_eq!(empty.next_in(t), None);
+        assert!(empty.due(t).is_empty() && empty.is_empty());
+    }
+
+    #[test]
     fn membership_keeps_the_newest_change() {
         let mut m = Membership::default();
         assert!(m.register(1, 5, true));
@@ -330,6 +545,7 @@ mod tests {
         let empty = |seq| Delivered { seq, ..Delivered::default() };
         assert!(!m.delivered(1, &empty(4)), "its newer open arrived before this answer");
         assert!(!m.delivered(1, &Delivered { seq: 5, intel: 2, ..Delivered::default() }));
+        assert!(!m.delivered(1, &Delivered { seq: 5, opening: 1, ..Delivered::default() }), "a socket on its way");
         assert!(m.delivered(1, &empty(5)));
         assert_eq!(m.open(), Vec::<u32>::new());
         assert!(!m.register(1, 5, true), "the same open again changes nothing");

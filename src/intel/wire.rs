@@ -222,6 +222,10 @@ pub struct WindowState {
     pub rules: Vec<RuleState>,
     pub stream_clients: usize,
     pub intel_clients: usize,
+    /// The stream root's last answer, for what its bounds dropped (`dropped`,
+    /// `late_deliveries`, `uncounted_dropped`); shard 0 only.
+    #[serde(default)]
+    pub stream_root: crate::intel::fanout::Clients,
     pub last_tick: Option<f64>,
     pub next_tick: Option<f64>,
     pub kv_writes: Vec<KvWrite>,

@@ -89,7 +89,8 @@ pub struct HubObject {
     /// The global streams' sockets (intelligence, both) as the stream root
     /// last reported them (its answer to this hub's tick `Broadcast`): the
     /// `stream_clients` gauge and the analytics API's counts, a tick behind.
-    clients: Cell<(usize, usize)>,
+    /// With the root's counts of what its bounds dropped (`Clients`).
+    clients: Cell<Clients>,
 }
 
 impl DurableObject for HubObject {
@@ -100,7 +101,7 @@ impl DurableObject for HubObject {
             loaded: RefCell::new(None),
             dirty: RefCell::new(BTreeSet::new()),
             persisted: RefCell::new(BTreeMap::new()),
-            clients: Cell::new((0, 0)),
+            clients: Cell::new(Clients::default()),
         }
     }
 
@@ -201,7 +202,8 @@ impl DurableObject for HubObject {
                 self.ensure_loaded(&sql)?;
                 let loaded = self.loaded.borrow();
                 let Some(l) = loaded.as_ref() else { return reply(500, &json!({"error": "not_loaded"})) };
-                let (intel_clients, stream_clients) = self.clients.get();
+                let root = self.clients.get();
+                let (intel_clients, stream_clients) = (root.intel, root.total);
                 let SitePart { slides, hours, totals } = site_part(l, &config, now);
                 let window = WindowState {
                     slides,
@@ -210,6 +212,7 @@ impl DurableObject for HubObject {
                     rules: l.meta.rules.clone(),
                     stream_clients,
                     intel_clients,
+                    stream_root: root,
                     last_tick: l.meta.last_tick,
                     next_tick: l.meta.next_tick,
                     kv_writes: l.meta.kv_writes.clone(),
@@ -310,7 +313,7 @@ impl DurableObject for HubObject {
                 log.error("wake", format_args!("shard {shard} could not wake {}: {e}", keys::GLOBAL_HUB));
             }
         }
-        let (_, clients) = self.clients.get();
+        let clients = self.clients.get().total;
         let now = now_ms();
         let plan = {
             let mut loaded = self.loaded.borrow_mut();
@@ -396,7 +399,7 @@ impl HubObject {
         }
         let op = StreamOp::Broadcast { intel, perf };
         match platform::call_object::<_, Clients>(&self.env, bindings::STREAMS, ROOT, &op).await {
-            Ok((200, Some(c))) => self.clients.set((c.intel, c.total)),
+            Ok((200, Some(c))) => self.clients.set(c),
             Ok((status, _)) => log.error("streams", format_args!("the stream root answered {status}")),
             Err(e) => log.error("streams", format_args!("the stream root: {e}")),
         }

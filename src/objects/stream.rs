@@ -7,9 +7,13 @@
 //!   (`RootBuffer`: at once after a quiet interval, by the request that
 //!   brought it; else on the alarm, `ROOT_FLUSH_MS` after the last
 //!   publication, or at once when the batch is large): one `Deliver` call per
-//!   relay with subscribers, concurrently; one publication at a time. It
-//!   forwards the events' updates to the hub for counting (`HubOp::Publish`)
-//!   at most once a second. It keeps the registered relays in storage (a
+//!   relay with subscribers, concurrently, each bounded in size
+//!   (`DELIVER_MAX`) and in time (`RELAY_TIMEOUT_MS`: a late relay is skipped
+//!   for that batch); one publication at a time. It forwards the events'
+//!   updates to the hub for counting (`HubOp::Publish`) at most once a second.
+//!   What piles up while relays or the hub fall behind is capped
+//!   (`ROOT_PENDING_MAX`, `COUNT_PENDING_MAX`; the oldest dropped, counted in
+//!   its `Clients` answer, logged). It keeps the registered relays in storage (a
 //!   restart loses none) and spends stream tickets (`SpendTicket`: each opens
 //!   one socket, whichever relay or profile object it lands in).
 //! - `relay:<n>`: holds at most `relay_capacity` sockets (hibernating,
@@ -36,8 +40,8 @@ use worker::{
 use crate::bindings;
 use crate::clock::now_ms;
 use crate::intel::fanout::{
-    relay_capacity, relay_index, relay_name, Clients, Delivered, Delivery, Membership, Pushed, RootBuffer, StreamOp,
-    ROOT, ROOT_FLUSH_MS,
+    relay_capacity, relay_index, relay_name, Clients, Counting, Delivered, Delivery, Membership, Pushed, RootBuffer,
+    StreamOp, RELAY_TIMEOUT_MS, ROOT, ROOT_FLUSH_MS,
 };
 use crate::intel::keys::GLOBAL_HUB;
 use crate::intel::protocol::Update;
@@ -48,14 +52,12 @@ use crate::platform::{self, call_object, reply};
 use super::sockets::{self, Accepted};
 use super::Entry;
 
-/// The root forwards events to the hub for counting at most this often (ms),
-/// or sooner when this many wait (the hub's request rate stays ~1/s however
-/// many events flow).
-const COUNT_EVERY_MS: f64 = 1_000.0;
-const COUNT_MAX: usize = 500;
-/// A publication running longer than this is taken as gone (its request
-/// cancelled): the alarm publishes again.
-const PUBLISH_STALE_MS: f64 = 10_000.0;
+/// A publication waits at most `RELAY_TIMEOUT_MS` on the relays and on the
+/// hub (both run at once), so one running longer than this is not running
+/// any more: its request was abandoned by the runtime with its timers (a
+/// dropped one clears `publishing_since` itself, `Publishing`). Only then
+/// does the alarm publish again, so two publications never overlap.
+const PUBLISH_STALE_MS: f64 = 10.0 * RELAY_TIMEOUT_MS as f64;
 
 #[derive(Deserialize)]
 struct RelayRow {
@@ -81,9 +83,13 @@ pub struct StreamObject {
     counts: RefCell<BTreeMap<u32, (usize, usize)>>,
     /// Root: since when a publication runs (one at a time, in order).
     publishing_since: Cell<Option<f64>>,
-    /// Root: updates not yet counted by the hub, and when it last counted.
-    uncounted: RefCell<Vec<Update>>,
-    counted_at: Cell<f64>,
+    /// Root: updates not yet counted by the hub (bounded, `Counting`).
+    uncounted: RefCell<Counting<Update>>,
+    /// Root: deliveries a relay did not answer within `RELAY_TIMEOUT_MS`.
+    late_deliveries: Cell<u64>,
+    /// Relay: upgrades registering with the root now (the last close does
+    /// not deregister while one is on its way).
+    opening: Cell<usize>,
     /// Relay: the intelligence stream's subscribers and their filters.
     subscribers: sockets::Subscribers,
     /// Relay: never read (the perf stream's texts go to all its sockets), so
@@ -104,8 +110,9 @@ impl DurableObject for StreamObject {
             members: RefCell::new(None),
             counts: RefCell::new(BTreeMap::new()),
             publishing_since: Cell::new(None),
-            uncounted: RefCell::new(Vec::new()),
-            counted_at: Cell::new(0.0),
+            uncounted: RefCell::new(Counting::default()),
+            late_deliveries: Cell::new(0),
+            opening: Cell::new(0),
             subscribers: sockets::Subscribers::default(),
             perf_subscribers: sockets::Subscribers::default(),
             registered: Cell::new(false),
@@ -169,11 +176,12 @@ impl DurableObject for StreamObject {
                     + sockets::send_all(&self.state, PERF_TAG, &d.perf);
                 let intel = sockets::sockets(&self.state, INTEL_TAG).len();
                 let perf = sockets::sockets(&self.state, PERF_TAG).len();
-                if intel + perf == 0 {
+                let opening = self.opening.get();
+                if intel + perf + opening == 0 {
                     // The root drops this relay on this answer (`Membership::delivered`).
                     self.registered.set(false);
                 }
-                reply(200, &Delivered { seq: current_seq(&sql)?, intel, perf, sent })
+                reply(200, &Delivered { seq: current_seq(&sql)?, intel, perf, sent, opening })
             }
         }
     }
@@ -242,24 +250,33 @@ impl StreamObject {
         let counts = self.counts.borrow();
         let intel = counts.values().map(|c| c.0).sum();
         let perf: usize = counts.values().map(|c| c.1).sum();
-        Clients { intel, total: intel + perf }
+        Clients {
+            intel,
+            total: intel + perf,
+            dropped: self.buffer.borrow().dropped,
+            late_deliveries: self.late_deliveries.get(),
+            uncounted_dropped: self.uncounted.borrow().dropped,
+        }
     }
 
     /// Root: publishes what is buffered (one batch), forwards the updates to
     /// the hub for counting when it is time, and arms the alarm if anything
     /// is left. One at a time (`publishing_since`).
     async fn publish_round(&self) -> Result<()> {
-        self.publishing_since.set(Some(now_ms()));
-        let out = self.publish_batch().await;
-        self.publishing_since.set(None);
+        let out = {
+            let _publishing = Publishing::start(&self.publishing_since);
+            self.publish_batch().await
+        };
         out?;
-        // Checked and armed with no await between: a push after this arms its own.
-        let wait = { self.buffer.borrow().wait(now_ms()) };
+        // Checked and armed with no await between: a push after this arms its
+        // own. What a publication left (more than `DELIVER_MAX`) goes at once.
+        let now = now_ms();
+        let wait = { self.buffer.borrow().wait(now) };
+        let counting = { self.uncounted.borrow().next_in(now) };
         if !self.buffer.borrow().is_empty() {
             self.state.storage().set_alarm(std::time::Duration::from_millis(wait.max(1))).await?;
-        } else if !self.uncounted.borrow().is_empty() {
-            let wait = (self.counted_at.get() + COUNT_EVERY_MS - now_ms()).max(1.0);
-            self.state.storage().set_alarm(std::time::Duration::from_millis(wait as u64)).await?;
+        } else if let Some(wait) = counting {
+            self.state.storage().set_alarm(std::time::Duration::from_millis(wait)).await?;
         }
         Ok(())
     }
@@ -272,14 +289,12 @@ impl StreamObject {
         let batch = self.buffer.borrow_mut().take(now);
         let count = {
             let mut u = self.uncounted.borrow_mut();
-            u.extend(batch.updates.iter().cloned());
-            let due = now - self.counted_at.get() >= COUNT_EVERY_MS || u.len() >= COUNT_MAX;
-            if due && !u.is_empty() {
-                self.counted_at.set(now);
-                std::mem::take(&mut *u)
-            } else {
-                Vec::new()
+            let before = u.dropped;
+            u.add(batch.updates.iter().cloned());
+            if u.dropped > before {
+                log.error("events not counted", format_args!("{} dropped: the hub is behind", u.dropped - before));
             }
+            u.due(now)
         };
         let relays = self.with_members(&sql, |m| m.open())?;
         let deliveries = async {
@@ -289,7 +304,11 @@ impl StreamObject {
             let op = StreamOp::Deliver(batch);
             let calls = relays.iter().map(|r| {
                 let op = &op;
-                async move { (*r, call_object::<_, Delivered>(&self.env, bindings::STREAMS, &relay_name(*r), op).await) }
+                async move {
+                    let name = relay_name(*r);
+                    let call = call_object::<_, Delivered>(&self.env, bindings::STREAMS, &name, op);
+                    (*r, within(RELAY_TIMEOUT_MS, call).await)
+                }
             });
             join_all(calls).await
         };
@@ -298,21 +317,32 @@ impl StreamObject {
                 return Ok(());
             }
             let op = HubOp::Publish { updates: count.clone(), alerts: Vec::new() };
-            match call_object::<_, serde_json::Value>(&self.env, bindings::HUB, GLOBAL_HUB, &op).await {
-                Ok((200, _)) => Ok(()),
-                Ok((status, _)) => Err(format!("hub answered {status}")),
-                Err(e) => Err(e.to_string()),
+            let call = call_object::<_, serde_json::Value>(&self.env, bindings::HUB, GLOBAL_HUB, &op);
+            match within(RELAY_TIMEOUT_MS, call).await {
+                Some(Ok((200, _))) => Ok(()),
+                Some(Ok((status, _))) => Err(format!("hub answered {status}")),
+                Some(Err(e)) => Err(e.to_string()),
+                // The hub may still count this one: sent again, it may be
+                // counted twice (at least once rather than at most once).
+                None => Err(format!("no answer within {RELAY_TIMEOUT_MS} ms")),
             }
         };
         let (answers, counted) = futures::join!(deliveries, counting);
         if let Err(e) = counted {
-            // Counted with the next batch (a failed call was not counted).
+            // Counted with the next forward (in front, in order).
             log.error("events not counted", format_args!("{} updates kept for the next try: {e}", count.len()));
-            let mut u = self.uncounted.borrow_mut();
-            let later = std::mem::replace(&mut *u, count);
-            u.extend(later);
+            self.uncounted.borrow_mut().failed(count);
         }
         for (relay, answer) in answers {
+            let Some(answer) = answer else {
+                // Skipped for this batch: the next one goes to it again.
+                self.late_deliveries.set(self.late_deliveries.get() + 1);
+                log.error(
+                    "delivery",
+                    format_args!("{} did not answer within {RELAY_TIMEOUT_MS} ms", relay_name(relay)),
+                );
+                continue;
+            };
             match answer {
                 Ok((200, Some(d))) => {
                     self.counts.borrow_mut().insert(relay, (d.intel, d.perf));
@@ -332,7 +362,14 @@ impl StreamObject {
         if self.state.id().name().as_deref() != Some(ROOT) {
             return Err(worker::Error::RustError("only the stream root publishes".into()));
         }
-        let pushed = self.buffer.borrow_mut().push(d, now_ms());
+        let (pushed, dropped) = {
+            let mut b = self.buffer.borrow_mut();
+            let before = b.dropped;
+            (b.push(d, now_ms()), b.dropped - before)
+        };
+        if dropped > 0 {
+            Log::new("stream.push").error("buffer full", format_args!("{dropped} oldest messages dropped"));
+        }
         let Pushed::Schedule(wait) = pushed else { return Ok(()) };
         if wait == 0 && self.publishing_since.get().is_none() {
             // Due now and nobody publishing: this request publishes (no
@@ -371,9 +408,10 @@ impl StreamObject {
     }
 
     /// Relay: accepts a socket (up to `capacity`) and, if the root may not
-    /// have this relay open, registers it before answering the 101: an event
-    /// published after the client sees its socket open reaches it.
-    /// None when this relay is full.
+    /// have this relay open, registers it first: an event published after
+    /// the client sees its socket open reaches it. If the root does not
+    /// answer, nothing was accepted and the client gets 503
+    /// `stream_unavailable`. None when this relay is full.
     async fn accept(
         &self,
         sql: &SqlStorage,
@@ -383,24 +421,32 @@ impl StreamObject {
         bearer: bool,
     ) -> Result<Option<Response>> {
         let subscribers = if tag == PERF_TAG { &self.perf_subscribers } else { &self.subscribers };
-        let (client, server) = match sockets::accept_pair(&self.state, tag, subscribers, capacity)? {
-            Accepted::Refused(_) => return Ok(None),
-            Accepted::Open { client, server } => (client, server),
-        };
+        let open = self.state.as_raw().get_websockets().map(|v| v.len()).unwrap_or(0);
+        if open >= capacity {
+            return Ok(None);
+        }
         if !self.registered.get() {
+            // While this is on its way a last close does not deregister
+            // (`last_closed`): the socket accepted after it is covered.
             let seq = next_seq(sql)?;
+            self.opening.set(self.opening.get() + 1);
             let op = StreamOp::Register { relay, seq, open: true };
-            match call_object::<_, serde_json::Value>(&self.env, bindings::STREAMS, ROOT, &op).await {
-                // Unless a newer change (a last close) came meanwhile.
-                Ok((200, _)) => self.registered.set(current_seq(sql)? == seq),
+            let answer = call_object::<_, serde_json::Value>(&self.env, bindings::STREAMS, ROOT, &op).await;
+            self.opening.set(self.opening.get().saturating_sub(1));
+            match answer {
+                // Unless a newer registration (another upgrade's) came
+                // meanwhile: that one sets it.
+                Ok((200, _)) => {
+                    if current_seq(sql)? == seq {
+                        self.registered.set(true);
+                    }
+                }
                 other => {
                     let e = match other {
                         Ok((status, _)) => format!("root answered {status}"),
                         Err(e) => e.to_string(),
                     };
                     Log::new("stream.accept").error("register", &e);
-                    subscribers.removed(&server);
-                    let _ = server.close(Some(1011), Some("stream root unavailable"));
                     return reply(
                         503,
                         &json!({"error": "stream_unavailable", "message": "the stream root did not answer; retry"}),
@@ -409,6 +455,12 @@ impl StreamObject {
                 }
             }
         }
+        // Counted again with no await before the accept: concurrent upgrades
+        // never pass the capacity.
+        let (client, _server) = match sockets::accept_pair(&self.state, tag, subscribers, capacity)? {
+            Accepted::Refused(_) => return Ok(None),
+            Accepted::Open { client, server } => (client, server),
+        };
         sockets::upgrade(client, bearer).map(Some)
     }
 
@@ -422,7 +474,7 @@ impl StreamObject {
             .get_websockets()
             .map(|v| v.iter().filter(|w| !js_sys::Object::is(w, ws.as_ref())).count())
             .unwrap_or(0);
-        if left > 0 || !self.registered.get() {
+        if left > 0 || !self.registered.get() || self.opening.get() > 0 {
             return;
         }
         let sql = self.state.storage().sql();
@@ -456,5 +508,33 @@ impl MembersResult for bool {
 impl MembersResult for Vec<u32> {
     fn changed(&self) -> bool {
         false
+    }
+}
+
+/// Marks a publication running for as long as it lives: dropped (finished,
+/// or its future abandoned mid-way), it clears the mark.
+struct Publishing<'a>(&'a Cell<Option<f64>>);
+
+impl<'a> Publishing<'a> {
+    fn start(since: &'a Cell<Option<f64>>) -> Self {
+        since.set(Some(now_ms()));
+        Publishing(since)
+    }
+}
+
+impl Drop for Publishing<'_> {
+    fn drop(&mut self) {
+        self.0.set(None);
+    }
+}
+
+/// `f`'s output, or None when it takes longer than `ms`.
+async fn within<T>(ms: u64, f: impl std::future::Future<Output = T>) -> Option<T> {
+    use futures::future::{select, Either};
+    let f = std::pin::pin!(f);
+    let late = worker::Delay::from(std::time::Duration::from_millis(ms));
+    match select(f, late).await {
+        Either::Left((v, _)) => Some(v),
+        Either::Right(_) => None,
     }
 }

@@ -182,6 +182,12 @@ fn health_of(m: &Merged, analytics: &AnalyticsConfig, now: f64) -> Value {
         "aggregatorForwardFailures": m.tier().forward_failures,
         "aggregatorLagMs": m.tier().lag_ms,
         "streamClients": m.stream_clients(),
+        // What the stream root's bounds cost since it started (docs/streams.md, "Bounds").
+        "streamRoot": m.shards.first().map(|s| json!({
+            "droppedMessages": s.stream_root.dropped,
+            "lateDeliveries": s.stream_root.late_deliveries,
+            "uncountedDropped": s.stream_root.uncounted_dropped,
+        })),
         "activeProfiles": m.active_profiles(),
     })
 }

@@ -83,7 +83,7 @@ pub async fn stream(
     // A ticket is checked here, in the isolate: garbage is refused by its
     // shape, a forgery by its tag under the cached key (only an isolate's
     // very first ticket fetches that key from the hub, once). It is spent
-    // by the handler, in the hub.
+    // by the handler, in the stream root.
     let ticket = match presented {
         Some(t) if !ticket::well_formed(&t) => return Err(unauthorized()),
         Some(t) => {

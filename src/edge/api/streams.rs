@@ -73,20 +73,37 @@ async fn open(c: Call<'_>, tag: &'static str) -> Result<Response, ApiError> {
     if let Some(key) = subject {
         return upgrade_at(env, bindings::PROFILES, &key, &headers).await;
     }
-    // The global streams: from a random relay onwards, the next when one is full.
+    // The global streams: from a random relay onwards, the next only when one
+    // is full; any other refusal (the root down: `stream_unavailable`) goes
+    // back at once, since every relay would give the same.
     let count = relay_count(config.streams.max_clients, config.streams.relay_max_sockets);
     let mut start = [0u8; 4];
     getrandom::fill(&mut start)
         .map_err(|e| ApiError::new(500, "internal", "no randomness to pick a relay").with_detail(e.to_string()))?;
     let mut last = None;
     for relay in relay_order(u32::from_le_bytes(start), count) {
-        let res = upgrade_at(env, bindings::STREAMS, &relay_name(relay), &headers).await?;
-        if res.status() != 503 {
-            return Ok(res);
+        let mut res = upgrade_raw(env, bindings::STREAMS, &relay_name(relay), &headers).await?;
+        if !relay_full(&mut res).await {
+            return Ok(res.into());
         }
-        last = Some(res);
+        last = Some(res.into());
     }
     last.ok_or_else(|| ApiError::new(500, "internal", "no stream relay"))
+}
+
+/// Whether a relay's answer is its "full" refusal (503
+/// `too_many_stream_clients`), read from a copy of the body.
+async fn relay_full(res: &mut worker::Response) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Refusal {
+        error: String,
+    }
+    if res.status_code() != 503 {
+        return false;
+    }
+    let Ok(mut copy) = res.cloned() else { return false };
+    let text = copy.text().await.unwrap_or_default();
+    serde_json::from_str::<Refusal>(&text).is_ok_and(|r| r.error == "too_many_stream_clients")
 }
 
 /// Hands the upgrade to one object: its 101 with the WebSocket, or its refusal, as is.
@@ -96,11 +113,19 @@ async fn upgrade_at(
     name: &str,
     headers: &[(&str, &str)],
 ) -> Result<Response, ApiError> {
+    Ok(upgrade_raw(env, binding, name, headers).await?.into())
+}
+
+async fn upgrade_raw(
+    env: &worker::Env,
+    binding: &str,
+    name: &str,
+    headers: &[(&str, &str)],
+) -> Result<worker::Response, ApiError> {
     let internal = || ApiError::new(500, "internal", "could not build the upgrade request");
     let inner = crate::platform::new_request("https://object/stream", "GET", headers, None).map_err(|_| internal())?;
     let object_error = ApiError::from;
     // Through `object_stub`: the object lives in DATA_JURISDICTION when it is set.
     let stub = crate::platform::object_stub(env, binding, name)?;
-    let res = stub.fetch_with_request(inner).await.map_err(object_error)?;
-    Ok(res.into())
+    stub.fetch_with_request(inner).await.map_err(object_error)
 }
