@@ -549,3 +549,16 @@ describe("stream relays", () => {
     await Promise.all(clients.map((c) => c.closedPromise));
   });
 });
+
+test("rollout: a stream upgrade handed to the hub (as the previous release's isolates do) gets 503 stream_moved with Retry-After", async () => {
+  const edge = await startEdge({});
+  try {
+    const ns = await edge.mf.getDurableObjectNamespace("HUB", "edge");
+    const res = await ns.get(ns.idFromName("global")).fetch("http://hub/stream", { headers: { Upgrade: "websocket" } });
+    assert.equal(res.status, 503);
+    assert.equal(res.headers.get("retry-after"), "5");
+    assert.equal((await res.json()).error, "stream_moved");
+  } finally {
+    await edge.close();
+  }
+});
