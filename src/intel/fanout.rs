@@ -28,6 +28,10 @@ pub const ROOT: &str = "root";
 const RELAY_PREFIX: &str = "relay:";
 /// How long the root gathers messages before publishing them (ms).
 pub const ROOT_FLUSH_MS: u64 = 100;
+/// The root forwards the updates it published to the hub for counting at
+/// most this often (ms): the hub's request rate for them stays ~1/s however
+/// many events flow.
+pub const ROOT_COUNT_EVERY_MS: u64 = 1_000;
 /// Messages in a batch that make the root publish at once.
 pub const ROOT_BATCH_MAX: usize = 256;
 

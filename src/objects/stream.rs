@@ -37,7 +37,7 @@ use crate::bindings;
 use crate::clock::now_ms;
 use crate::intel::fanout::{
     relay_capacity, relay_index, relay_name, Clients, Delivered, Delivery, Membership, Pushed, RootBuffer, StreamOp,
-    ROOT, ROOT_FLUSH_MS,
+    ROOT, ROOT_COUNT_EVERY_MS, ROOT_FLUSH_MS,
 };
 use crate::intel::keys::GLOBAL_HUB;
 use crate::intel::protocol::Update;
@@ -51,7 +51,7 @@ use super::Entry;
 /// The root forwards events to the hub for counting at most this often (ms),
 /// or sooner when this many wait (the hub's request rate stays ~1/s however
 /// many events flow).
-const COUNT_EVERY_MS: f64 = 1_000.0;
+const COUNT_EVERY_MS: f64 = ROOT_COUNT_EVERY_MS as f64;
 const COUNT_MAX: usize = 500;
 /// A publication running longer than this is taken as gone (its request
 /// cancelled): the alarm publishes again.
