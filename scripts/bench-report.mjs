@@ -1,6 +1,7 @@
 // Writes BENCHMARKS.md from bench-results.json (and the native Criterion
 // estimates it carries): every number comes from one `npm run bench` run.
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { BUSIEST_REGION_SHARE, ROOT_FLUSH_MS } from "./scale-model.mjs";
 
 const r = JSON.parse(readFileSync("bench-results.json", "utf8"));
 // Fixed decimals with trailing zeros after the point trimmed ("100", "2.5").
@@ -283,11 +284,12 @@ function scaleBlock(sc) {
     o();
     o(`with T fitted to the measurements: ${n(m.periodS, 3)} s (configured \`FLUSH_INTERVAL_MS\`: ${n(m.configuredPeriodS, 3)} s; per K: ${m.perK.map((p) => `K=${p.k} ${n(p.periodS, 3)} s`).join(", ")}), and the hub's other calls (profile events, reads) split by how they moved with K at a fixed client rate: b = ${n(m.extraPerIsolate, 3)}/s per isolate, e = ${n(m.extraPerRequest, 5)} per client request.`);
   } else {
-    o(`*Model* (the design under test has aggregator objects: "tiered"). An isolate sends its aggregator one report per report period P, an aggregator forwards to the hub once per forward period F, so for R client requests/s at r per isolate (R / r isolates) the busiest objects receive`);
+    o(`*Model* (the design under test has aggregator objects: "tiered"). An isolate sends its aggregator one report per report period P (its slide deltas and its profile events); aggregators are keyed by region (G = ${m.regions ?? 7} continents) and isolate hash (A = ${m.aggregatorsPerRegion ?? m.aggregatorsPerColo} per region); an aggregator forwards to the hub and publishes its events to the stream root once per forward period; the root makes one delivery per relay per publication. For R client requests/s at r per isolate (R / r isolates), s the busiest region's share of the isolates, the busiest objects receive`);
     o();
-    o(`    aggregator(R, r) = (R / r) / A / P        hub(R, r) = min(C·A, R / r) / F + b·(R / r) + e·R`);
+    o(`    aggregator(R, r) = s·(R / r) / A / P      hub(R, r) = min(G·A, R / r) / F + b·(R / r) + e·R`);
+    o(`    root(R, r) = min(G·A, R / r) / F' + c     relay(R, r) = min(root(R, r), 1000 / ${ROOT_FLUSH_MS} ms)`);
     o();
-    o(`with A = ${m.aggregatorsPerColo} aggregators per colo, P fitted ${n(m.reportPeriodS, 3)} s (configured \`REPORT_INTERVAL_MS\`: ${n(m.configuredReportPeriodS, 3)} s), F fitted ${n(m.forwardPeriodS, 3)} s (configured \`AGGREGATOR_FORWARD_MS\`: ${n(m.configuredForwardPeriodS, 3)} s), and the hub's calls besides the forwards (profile events, isolates' event reports, reads) split by how they moved with K at a fixed client rate: b = ${n(m.extraPerIsolate, 3)}/s per isolate, e = ${n(m.extraPerRequest, 5)} per client request. Assumed, not measured: every isolate in one colo for the aggregator (its worst case), and C = 330 colos each with A active aggregators for the hub. Read the other way: an aggregator stays under 500 requests/s while its colo runs fewer than 500·A·P = ${Math.round(500 * m.aggregatorsPerColo * m.reportPeriodS).toLocaleString("en-US")} isolates (${Math.round(500 * m.aggregatorsPerColo * m.reportPeriodS * 100).toLocaleString("en-US")} client requests/s at 100 per isolate).`);
+    o(`with P fitted ${n(m.reportPeriodS, 3)} s (configured \`REPORT_INTERVAL_MS\`: ${n(m.configuredReportPeriodS, 3)} s), F fitted ${n(m.forwardPeriodS, 3)} s (configured \`AGGREGATOR_FORWARD_MS\`: ${n(m.configuredForwardPeriodS, 3)} s), F' ${m.rootMeasured ? `fitted from the root's publications per active aggregator: ${n(m.rootPeriodS, 3)} s` : `not measured (no stream root calls in the runs): taken as F`}, c = ${n(m.rootOtherPerSecond ?? 0, 3)}/s of the root's other calls (the hub's tick broadcasts: per tick, not per request), and the hub's calls besides the forwards (the root's event counts, reads) split by how they moved with K at a fixed client rate: b = ${n(m.extraPerIsolate, 3)}/s per isolate, e = ${n(m.extraPerRequest, 5)} per client request. Assumed, not measured: s = ${BUSIEST_REGION_SHARE} (half of all isolates in one continent) and every region's A aggregators active for the hub and the root. Read the other way: an aggregator stays under 500 requests/s while its region runs fewer than 500·A·P = ${Math.round(500 * (m.aggregatorsPerRegion ?? 1) * m.reportPeriodS).toLocaleString("en-US")} isolates (${Math.round(500 * (m.aggregatorsPerRegion ?? 1) * m.reportPeriodS * 100).toLocaleString("en-US")} client requests/s at 100 per isolate).`);
   }
   o();
   const otherClasses = Object.keys(m.othersPerRequest ?? {});
@@ -297,7 +299,7 @@ function scaleBlock(sc) {
   }
   o("*Extrapolated* (busiest shared object; profile and visitor objects are one per subject and follow that subject's traffic, not the site's: see below):");
   o();
-  const cols = ["hub", ...(m.design === "flat" ? [] : ["aggregator"]), ...otherClasses];
+  const cols = ["hub", ...(m.design === "flat" ? [] : ["aggregator", "streamRoot", "streamRelay"]), ...otherClasses];
   o(`| client requests/s | per isolate | isolates | ${cols.map((c) => `${c} req/s`).join(" | ")} | busiest req/s |`);
   o(`|---|---|---|${cols.map(() => "---|").join("")}---|`);
   const fmt = (x) => Math.round(x).toLocaleString("en-US");

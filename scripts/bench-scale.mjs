@@ -13,7 +13,8 @@
 // that call them), whose entry (build/bench-objects.mjs, written here from
 // wrangler.toml's classes) wraps each class of the built Worker: the same
 // object code, plus a counter per object id and operation (the first name in
-// the JSON body, e.g. "Report"). The K copies bind those classes by
+// the JSON body, e.g. "Report"; objects by name where the runtime gives it,
+// so the stream root and its relays count apart). The K copies bind those classes by
 // `scriptName`. KV is wrapped the same way (a binding that forwards every
 // call and logs each put with its key), in every worker. Both are bench-only:
 // nothing here is part of a deployment.
@@ -58,7 +59,7 @@ function objectsEntry(classes) {
     "}",
     "function counted(name, Inner) {",
     "  class Counted {",
-    "    constructor(state, env) { this.inner = new Inner(state, env); this.objectId = state.id.toString(); }",
+    "    constructor(state, env) { this.inner = new Inner(state, env); this.objectId = state.id.name ?? state.id.toString(); }",
     "    async fetch(request) {",
     "      let op = 'empty';",
     "      try {",
@@ -284,12 +285,41 @@ function summarize(now, before, seconds) {
     }
     const alarms = Object.values(objs).reduce((a, o) => a + (o.byOp.alarm ?? 0), 0);
     classes[cls] = { objects: n, calls: clsCalls, totalRps: r2(clsCalls / seconds), maxObjectRps: r2(busiest.total / seconds), peakObjectCallsInOneSecond: peak, byOp, alarms };
+    const roles = rolesOf(objs, before?.[cls], seconds);
+    if (roles) classes[cls].roles = roles;
     calls += clsCalls;
     if (busiest.total / seconds > max.rps) max = { rps: busiest.total / seconds, cls };
   }
   let totalIncludingEarlier = 0;
   for (const objs of Object.values(now)) for (const o of Object.values(objs)) totalIncludingEarlier += o.total - (o.byOp.alarm ?? 0);
   return { classes, calls, maxObjectRps: r2(max.rps), maxObjectClass: max.cls, totalIncludingEarlier };
+}
+
+/**
+ * Named objects of a class grouped by role (the name before its first ':':
+ * "root", "relay", "agg", ...): per role, how many and the busiest one's
+ * rate and operations. Null when the runtime gave no names (hex ids).
+ */
+function rolesOf(objs, before, seconds) {
+  const roles = {};
+  for (const [id, o] of Object.entries(objs)) {
+    if (/^[0-9a-f]{64}$/.test(id)) continue;
+    const role = id.split(":")[0];
+    const b = before?.[id];
+    const total = o.total - (b?.total ?? 0) - (o.byOp.alarm ?? 0) + (b?.byOp?.alarm ?? 0);
+    if (total <= 0) continue;
+    const r = (roles[role] ??= { objects: 0, maxObjectRps: 0, byOp: {} });
+    r.objects++;
+    if (total / seconds >= r.maxObjectRps) {
+      r.maxObjectRps = r2(total / seconds);
+      r.byOp = {};
+      for (const [op, c] of Object.entries(o.byOp)) {
+        const d = c - (b?.byOp?.[op] ?? 0);
+        if (d > 0 && op !== "alarm") r.byOp[op] = r2(d / seconds);
+      }
+    }
+  }
+  return Object.keys(roles).length ? roles : null;
 }
 
 /** KV puts per key: the most in any one second (sliding), and the mean rate of the busiest key. */

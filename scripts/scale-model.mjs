@@ -12,16 +12,21 @@
 //   a shard x / (1 + min(x*T, S)) reports/s for x samples/s to that shard
 //   (x = r / H with H shards). The busiest shard gets (R / r) of those.
 // - "tiered" (aggregator objects between isolates and hub): an isolate sends
-//   its aggregator one report per report period P, whatever its rate; an
-//   aggregator serving n isolates gets n / P; the hub gets one forward per
-//   aggregator per forward period F: (aggregators that exist) / F, whatever
-//   the traffic.
+//   its aggregator one report per report period P (its deltas and its
+//   profile events), whatever its rate; aggregators are keyed by region
+//   (G = 7 continents) x AGGREGATORS_PER_REGION (A); the busiest region holds
+//   a share s of the isolates (`busiestRegionShare`, default 0.5), so its
+//   busiest aggregator gets s x isolates / A / P; the hub gets one forward
+//   per aggregator per forward period F, and the stream root one `Publish`
+//   per aggregator holding events per period F' (fitted from the root's
+//   measured publish rate per active aggregator): min(G x A, isolates) / F,
+//   whatever the traffic. A relay gets one delivery per root publication,
+//   at most 1000 / ROOT_FLUSH_MS (10) per second (the root's batching).
 // In both, the hub's other calls (profile events, isolates' event reports,
 // reads) are split by how they moved with K at a fixed client rate: b per
 // isolate, and the rest read as following the traffic, a / R per client
-// request. The busiest object of any other shared class (stream roots,
-// relays) is extrapolated with the traffic: its measured rate per client
-// request times R.
+// request. The busiest object of any other shared class is extrapolated
+// with the traffic: its measured rate per client request times R.
 //
 // Fitting: the formula's periods are not taken on trust. The measured rates
 // give the effective period (T, P, F) per K; their mean is used for the
@@ -58,6 +63,14 @@ export function objectBindings(wranglerToml) {
 
 const isAggregatorClass = (c) => /aggregat/i.test(c);
 const isHubClass = (c) => /^hub/i.test(c);
+const isStreamClass = (c) => /^stream/i.test(c);
+const PUBLISH_OP = /^publish$/i;
+/** Regions aggregators are keyed by (src/intel/keys.rs `REGIONS`: the continents). */
+export const REGIONS = 7;
+/** The stream root publishes to its relays at most once per this many ms (src/intel/fanout.rs `ROOT_FLUSH_MS`). */
+export const ROOT_FLUSH_MS = 100;
+/** The busiest region's share of all isolates (a parameter, not a measurement: stated in docs/SCALING.md). */
+export const BUSIEST_REGION_SHARE = 0.5;
 // One object per subject or visitor: their load follows one client's traffic,
 // not the site's (docs/SCALING.md, "Profile objects").
 const isPerSubjectClass = (c) => /profile|visitor/i.test(c);
@@ -68,7 +81,7 @@ const FORWARD_OP = /forward/i;
  * the aggregator tier), "flat" otherwise.
  */
 export function designOf({ classNames = [], settings = {} }) {
-  if (classNames.some(isAggregatorClass) || "AGGREGATORS_PER_COLO" in settings) return "tiered";
+  if (classNames.some(isAggregatorClass) || "AGGREGATORS_PER_REGION" in settings || "AGGREGATORS_PER_COLO" in settings) return "tiered";
   return "flat";
 }
 
@@ -93,6 +106,8 @@ export function fit(design, runs, settings) {
   const others = {};
   for (const cls of new Set(usable.flatMap((r) => Object.keys(r.classes ?? {})))) {
     if (isHubClass(cls) || isAggregatorClass(cls) || isPerSubjectClass(cls)) continue;
+    // The tiered design has a formula for the stream root and its relays.
+    if (design !== "flat" && isStreamClass(cls)) continue;
     others[cls] = mean(usable.map((r) => (r.classes[cls]?.maxObjectRps ?? 0) / r.clientRps));
   }
   // The hub's calls besides the design's own (reports in the flat design,
@@ -128,7 +143,7 @@ export function fit(design, runs, settings) {
   }
   // Tiered: the aggregators' calls per isolate give P; the hub's non-traffic
   // calls per aggregator that called it give F.
-  const aggregatorsPerColo = num(settings, "AGGREGATORS_PER_COLO", 1);
+  const aggregatorsPerRegion = num(settings, "AGGREGATORS_PER_REGION", num(settings, "AGGREGATORS_PER_COLO", 1));
   const configuredP = num(settings, "REPORT_INTERVAL_MS", 10_000) / 1000;
   const configuredF = num(settings, "AGGREGATOR_FORWARD_MS", 10_000) / 1000;
   const perK = usable.map((r) => {
@@ -139,23 +154,39 @@ export function fit(design, runs, settings) {
     // The hub's calls from aggregators: its "forward" op.
     const hubForwards = sumOps(hubOf(r), (op) => FORWARD_OP.test(op));
     const activeAggregators = agg?.objects ?? 0;
+    // The stream root's publications from aggregators, per active aggregator.
+    const root = rootOf(r);
+    const rootPublishes = sumOps(root, (op) => PUBLISH_OP.test(op));
     return {
       k: r.k,
       perIsolateReportsPerSecond: perIsolate,
       reportPeriodS: perIsolate > 0 ? 1 / perIsolate : null,
       forwardPeriodS: hubForwards > 0 && activeAggregators > 0 ? activeAggregators / hubForwards : null,
+      rootPublishesPerSecond: root ? rootPublishes : null,
+      rootPeriodS: rootPublishes > 0 && activeAggregators > 0 ? activeAggregators / rootPublishes : null,
+      rootOtherPerSecond: root ? sumOps(root, (op) => !PUBLISH_OP.test(op)) : null,
     };
   });
   const ps = perK.map((p) => p.reportPeriodS).filter((x) => x !== null);
   const fs = perK.map((p) => p.forwardPeriodS).filter((x) => x !== null);
+  const rs = perK.map((p) => p.rootPeriodS).filter((x) => x !== null);
+  const ro = perK.map((p) => p.rootOtherPerSecond).filter((x) => x !== null);
   return {
     design,
     shards,
-    aggregatorsPerColo,
+    aggregatorsPerRegion,
+    regions: REGIONS,
     configuredReportPeriodS: configuredP,
     configuredForwardPeriodS: configuredF,
     reportPeriodS: mean(ps) ?? configuredP,
     forwardPeriodS: mean(fs) ?? configuredF,
+    // The root's publish period per aggregator (F when every aggregator
+    // holds events each period; longer when some periods carry none).
+    rootPeriodS: mean(rs) ?? configuredF,
+    rootMeasured: rs.length > 0,
+    // The root's other calls (the hub's tick broadcasts, relay
+    // registrations): per tick or per socket change, not per request.
+    rootOtherPerSecond: mean(ro) ?? 0,
     perK,
     extraPerIsolate: extra.perIsolate,
     extraPerRequest: extra.perRequest,
@@ -179,6 +210,17 @@ function hubOf(run) {
   const name = Object.keys(run.classes ?? {}).find(isHubClass);
   return name ? run.classes[name] : null;
 }
+/**
+ * The stream root's counts in a run: the object named `root` when the bench
+ * recorded names (`roles`), else the busiest StreamObject (without sockets,
+ * the relays receive nothing).
+ */
+function rootOf(run) {
+  const name = Object.keys(run.classes ?? {}).find(isStreamClass);
+  if (!name) return null;
+  const cls = run.classes[name];
+  return cls.roles?.root ?? cls;
+}
 function aggOf(run) {
   const name = Object.keys(run.classes ?? {}).find(isAggregatorClass);
   return name ? run.classes[name] : null;
@@ -191,11 +233,12 @@ function sumOps(cls, pick) {
 /**
  * Requests/s into the busiest shared object at `clientRps` client requests/s
  * and `perIsolate` requests/s per isolate, by tier, and their max.
- * Tiered assumptions (parameters, stated in docs/SCALING.md): all isolates in
- * one colo load its aggregators (the worst case for an aggregator), and the
- * hub hears from every aggregator of `colos` locations.
+ * Tiered assumptions (parameters, stated in docs/SCALING.md): the busiest
+ * region holds `busiestRegionShare` of the isolates (its aggregators share
+ * them by isolate hash), and the hub and the stream root hear from every
+ * aggregator of `regions` regions.
  */
-export function predict(model, clientRps, perIsolate, { colos = 330 } = {}) {
+export function predict(model, clientRps, perIsolate, { busiestRegionShare = BUSIEST_REGION_SHARE, regions = model.regions ?? REGIONS } = {}) {
   const isolates = clientRps / perIsolate;
   const extra = model.extraPerIsolate * isolates + model.extraPerRequest * clientRps;
   const others = {};
@@ -207,13 +250,19 @@ export function predict(model, clientRps, perIsolate, { colos = 330 } = {}) {
     const hub = isolates * perIsolateReports + extra;
     return { isolates, hub, ...others, max: Math.max(hub, othersMax) };
   }
-  const aggregators = model.aggregatorsPerColo;
-  // The isolates of one colo spread over its aggregators (by isolate hash);
-  // never more aggregators than isolates.
-  const aggregator = isolates / Math.min(aggregators, Math.max(1, isolates)) / model.reportPeriodS;
-  const activeAggregators = Math.min(colos * aggregators, isolates);
+  const perRegion = model.aggregatorsPerRegion ?? model.aggregatorsPerColo;
+  // The busiest region's isolates spread over its aggregators (by isolate
+  // hash); never more aggregators than isolates.
+  const regionIsolates = isolates * busiestRegionShare;
+  const aggregator = regionIsolates / Math.min(perRegion, Math.max(1, regionIsolates)) / model.reportPeriodS;
+  const activeAggregators = Math.min(regions * perRegion, isolates);
   const hub = activeAggregators / model.forwardPeriodS + extra;
-  return { isolates, aggregator, hub, ...others, max: Math.max(aggregator, hub, othersMax) };
+  // Every aggregator publishes its isolates' events once per period: the
+  // root's load follows the aggregators, not the traffic; each publication
+  // it makes is one delivery per relay, at most one per ROOT_FLUSH_MS.
+  const streamRoot = activeAggregators / (model.rootPeriodS ?? model.forwardPeriodS) + (model.rootOtherPerSecond ?? 0);
+  const streamRelay = Math.min(streamRoot, 1000 / ROOT_FLUSH_MS);
+  return { isolates, aggregator, hub, streamRoot, streamRelay, ...others, max: Math.max(aggregator, hub, streamRoot, streamRelay, othersMax) };
 }
 
 /** The extrapolation table: every scale at every per-isolate rate. */

@@ -7,7 +7,7 @@
 pub const PROFILES: &str = "PROFILES";
 /// One `VisitorObject` per visitor cookie (Durable Object namespace).
 pub const VISITORS: &str = "VISITORS";
-/// The `AggregatorObject`s: the analytics' middle tier, `agg:<colo>:<i>` (Durable Object namespace).
+/// The `AggregatorObject`s: the analytics' middle tier, `agg:<region>:<i>` (Durable Object namespace).
 pub const AGGREGATORS: &str = "AGGREGATORS";
 /// The `HubObject` shards: analytics, stream-ticket keys, challenge solutions (Durable Object namespace).
 pub const HUB: &str = "HUB";

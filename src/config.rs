@@ -138,8 +138,8 @@ pub struct Flush {
     /// `REPORT_INTERVAL_MS`: how long the isolate folds analytics samples
     /// into slide deltas before reporting them to its aggregator (jittered).
     pub report_ms: u32,
-    /// `AGGREGATORS_PER_COLO`: aggregator objects per location.
-    pub aggregators_per_colo: u32,
+    /// `AGGREGATORS_PER_REGION`: aggregator objects per region (continent).
+    pub aggregators_per_region: u32,
 }
 
 /// How new subjects are admitted and kept (docs/profiles.md, "Rotation
@@ -327,7 +327,7 @@ impl Config {
         let flush_calm_ms = raw.int("FLUSH_CALM_MS")? as u32;
         let flush_max_batch = raw.int("FLUSH_MAX_BATCH")? as usize;
         let report_ms = raw.int("REPORT_INTERVAL_MS")? as u32;
-        let aggregators_per_colo = raw.int("AGGREGATORS_PER_COLO")? as u32;
+        let aggregators_per_region = raw.int("AGGREGATORS_PER_REGION")? as u32;
         let forward_ms = raw.int("AGGREGATOR_FORWARD_MS")? as u32;
         let cache_ttl_ms = raw.int("CACHE_TTL_MS")? as u32;
         let cache_max_entries = raw.int("CACHE_MAX_ENTRIES")? as usize;
@@ -434,7 +434,7 @@ impl Config {
                 calm_ms: flush_calm_ms,
                 max_batch: flush_max_batch,
                 report_ms,
-                aggregators_per_colo,
+                aggregators_per_region,
             },
             weights,
             signals,
@@ -473,7 +473,12 @@ impl Config {
 /// `REPORT_INTERVAL_MS`) in its isolate, then up to a forward period in its
 /// aggregator, plus one more forward period when that forward is retried;
 /// profile events come through a profile flush (`FLUSH_INTERVAL_MS`, twice
-/// with its retry); 500 ms for the calls themselves.
+/// with its retry), the same report and the aggregator's forward period,
+/// then the stream root's batching and its counting forward to the hub
+/// (`ROOT_FLUSH_MS` + `ROOT_COUNT_EVERY_MS`), which the second forward
+/// period covers when `AGGREGATOR_FORWARD_MS` >= 1.1 s (the default, 2 s;
+/// a shorter one, as in the tests, may count a fast-mode event after its
+/// slide was judged); 500 ms for the calls themselves.
 pub fn grace_ms(flush_interval_ms: u32, report_ms: u32, forward_ms: u32) -> f64 {
     2.0 * f64::from(flush_interval_ms) + 1.2 * f64::from(report_ms) + 2.0 * f64::from(forward_ms) + 500.0
 }
@@ -604,7 +609,7 @@ mod tests {
                 calm_ms: 10_000,
                 max_batch: 64,
                 report_ms: 2000,
-                aggregators_per_colo: 2,
+                aggregators_per_region: 16,
             },
             weights: Weights::default(),
             signals: SignalConfig::default(),
@@ -652,8 +657,16 @@ mod tests {
         assert_eq!(c.analytics.grace_ms, 1660.0);
         let worst_report = crate::intel::deltas::jittered(300, u32::MAX) as f64;
         assert!(c.analytics.grace_ms >= worst_report + 2.0 * 300.0 + 2.0 * 100.0);
-        assert_eq!((c.flush.report_ms, c.flush.aggregators_per_colo, c.hub.forward_ms), (300, 2, 300));
-        assert_eq!(parse(&[("AGGREGATORS_PER_COLO", "0")]).map(|_| ()).unwrap_err().var, "AGGREGATORS_PER_COLO");
+        // At the defaults a fast-mode event's way fits too: flush (and retry),
+        // report, the aggregator's period, the root's batching and count.
+        use crate::intel::fanout::{ROOT_COUNT_EVERY_MS, ROOT_FLUSH_MS};
+        let event = 2.0 * 1000.0
+            + crate::intel::deltas::jittered(2000, u32::MAX) as f64
+            + 2000.0
+            + (ROOT_FLUSH_MS + ROOT_COUNT_EVERY_MS) as f64;
+        assert!(AnalyticsConfig::default().grace_ms >= event + 400.0, "{event}");
+        assert_eq!((c.flush.report_ms, c.flush.aggregators_per_region, c.hub.forward_ms), (300, 16, 300));
+        assert_eq!(parse(&[("AGGREGATORS_PER_REGION", "0")]).map(|_| ()).unwrap_err().var, "AGGREGATORS_PER_REGION");
     }
 
     #[test]

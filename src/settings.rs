@@ -142,7 +142,7 @@ pub static SETTINGS: &[Setting] = &[
     s("METRICS_TTL_DAYS", Some("7"), int(1, 365), "TTL of the KV rollups"),
     // Tiered aggregation (docs/analytics.md, "Tiers").
     s("REPORT_INTERVAL_MS", Some("2000"), int(100, 20_000), "how long an isolate folds its analytics samples into slide deltas before it reports them to its aggregator object (jittered +-20%; earlier when the deltas pass 256 KB)"),
-    s("AGGREGATORS_PER_COLO", Some("2"), int(1, 64), "aggregator objects per Cloudflare location (`agg:<colo>:<i>`); an isolate reports to one of them, chosen by a hash of its id"),
+    s("AGGREGATORS_PER_REGION", Some("16"), int(1, 64), "aggregator objects per region (continent: `agg:<continent>:<i>`, `other` when unknown); an isolate reports to one of them, chosen by a hash of its id; hub and stream root requests/s = regions x this / AGGREGATOR_FORWARD_MS"),
     s("AGGREGATOR_FORWARD_MS", Some("2000"), int(100, 60_000), "how often an aggregator object forwards one summary per hub shard of what it merged; hub requests/s = aggregators / this period"),
 ];
 

@@ -1,7 +1,10 @@
 // Tiered aggregation (issue 17, item 1; docs/analytics.md, "Tiers"): the
 // isolate folds its samples into slide deltas and reports them to an
-// aggregator object (agg:<colo>:<i>), which forwards one summary per period
-// to the hub shards; the hub merges in memory and persists on its tick.
+// aggregator object (agg:<region>:<i>, the region being the request's
+// continent), which forwards one summary per period to the hub shards; the
+// hub merges in memory and persists on its tick. The profile events ride in
+// the same reports and each aggregator publishes them to the stream root
+// once per forward period.
 // Counts must equal what was sent: through the tiers, with HUB_SHARDS=4, and
 // across a restart of the runtime that takes the hub's unpersisted merges
 // and the aggregators' memory with it (their SQLite keeps what the hub has
@@ -21,7 +24,12 @@ after(() => recordCounts("aggregation", counts));
 const eventually = (check, opts) => poll(check, { tries: 150, everyMs: 100, ...opts });
 
 const COLOS = ["FRA", "CDG", "IAD"];
-const cfOf = (i) => ({ country: ["DE", "FR", "US"][i % 3], asn: 3320 + (i % 3), colo: COLOS[i % 3] });
+const CONTINENTS = ["EU", "EU", "NA"];
+// Isolates report by region, not colo: FRA and CDG share Europe's aggregators.
+const REGIONS = ["EU", "NA", "other"];
+const PER_REGION = 2;
+const cfOf = (i) => ({ country: ["DE", "FR", "US"][i % 3], asn: 3320 + (i % 3), colo: COLOS[i % 3], continent: CONTINENTS[i % 3] });
+const VARS = { ANALYTICS_SLIDE_SECONDS: "2", ANALYTICS_WINDOW_SECONDS: "120", AGGREGATORS_PER_REGION: String(PER_REGION) };
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -53,13 +61,13 @@ async function totals(edge) {
   return r.status === 200 ? r.json : null;
 }
 
-/** Every aggregator this isolate may use for the test's colos. */
+/** Every aggregator this isolate may use for the test's regions. */
 async function aggregators(edge) {
   const out = {};
-  for (const colo of [...COLOS, "local"]) {
-    for (const i of [0, 1]) {
-      const s = await edge.aggregatorState(`agg:${colo}:${i}`);
-      if (s.reports > 0) out[`agg:${colo}:${i}`] = s;
+  for (const region of REGIONS) {
+    for (let i = 0; i < PER_REGION; i++) {
+      const s = await edge.aggregatorState(`agg:${region}:${i}`);
+      if (s.reports > 0) out[`agg:${region}:${i}`] = s;
     }
   }
   return out;
@@ -67,7 +75,7 @@ async function aggregators(edge) {
 
 test("requests through the tiers: the hub counts exactly what was sent, the isolate calls its aggregator per report, not per request", async () => {
   counts.cases++;
-  const edge = await startEdge({ vars: { ANALYTICS_SLIDE_SECONDS: "2", ANALYTICS_WINDOW_SECONDS: "120" } });
+  const edge = await startEdge({ vars: VARS });
   try {
     const N = 120;
     await sendAll(edge, N);
@@ -106,7 +114,7 @@ test("requests through the tiers: the hub counts exactly what was sent, the isol
 test("a hub refusing forwards, then losing its answers: the aggregator keeps and re-sends, the hub counts each summary once", async () => {
   counts.cases++;
   const edge = await startEdge({
-    vars: { ANALYTICS_SLIDE_SECONDS: "2", ANALYTICS_WINDOW_SECONDS: "120" },
+    vars: VARS,
     hubAlarmFaults: { forward: 4, forwardLost: 3 },
   });
   try {
@@ -135,7 +143,7 @@ test("a hub refusing forwards, then losing its answers: the aggregator keeps and
 
 test("the hub's request rate follows the aggregators and the forward period, not the traffic", async () => {
   counts.cases++;
-  const edge = await startEdge({ vars: { ANALYTICS_SLIDE_SECONDS: "2", ANALYTICS_WINDOW_SECONDS: "120" } });
+  const edge = await startEdge({ vars: VARS });
   try {
     // Two phases of 4 s each: ~10 requests/s, then as fast as 8 clients go.
     const measure = async (rate) => {
@@ -160,8 +168,9 @@ test("the hub's request rate follows the aggregators and the forward period, not
     const fast = await measure(0);
     counts.rates = { slow, fast };
     assert.ok(fast.requestsPerSecond > 3 * slow.requestsPerSecond, JSON.stringify(counts.rates));
-    // At most one forward per aggregator per 300 ms period (the test's three
-    // colos: up to three aggregators), whatever the traffic; 25% for timer slack.
+    // At most one forward per aggregator per 300 ms period (the test's two
+    // regions: up to two aggregators for this one isolate), whatever the
+    // traffic; 25% for timer slack.
     for (const p of [slow, fast]) assert.ok(p.hubForwardsPerSecond <= p.aggregators * (1000 / 300) * 1.25, JSON.stringify(p));
     const trafficRatio = fast.requestsPerSecond / slow.requestsPerSecond;
     const hubRatio = fast.hubForwardsPerSecond / slow.hubForwardsPerSecond;
@@ -171,9 +180,75 @@ test("the hub's request rate follows the aggregators and the forward period, not
   }
 });
 
+test("profile events reach the global stream through the aggregators: the root hears once per aggregator and period, not per isolate or request", async () => {
+  counts.cases++;
+  const edge = await startEdge({ vars: VARS });
+  const ws = edge.stream("/api/intelligence/stream");
+  try {
+    await ws.opened;
+    // Every request from a new IP with a city: its first observation
+    // publishes a location_update (fast mode: the consult records it).
+    let n = 0;
+    const place = (i) => ({ ...cfOf(i), city: ["Berlin", "Paris", "Ashburn"][i % 3], latitude: "50.1", longitude: "8.6" });
+    const visit = async () => {
+      const i = n++;
+      const res = await edge.send(`/page/${i}`, { cf: place(i), ip: `203.0.${113 + (i >> 8)}.${i & 255}`, headers: BROWSER_HEADERS });
+      await res.arrayBuffer();
+      assert.equal(res.status, 200);
+    };
+    const publications = async () => Object.values(await aggregators(edge)).reduce((a, s) => a + s.publications, 0);
+    const measure = async (concurrency, pause) => {
+      const start = await publications();
+      const first = n;
+      const t0 = Date.now();
+      while (Date.now() - t0 < 4000) {
+        await Promise.all(Array.from({ length: concurrency }, visit));
+        if (pause) await new Promise((r) => setTimeout(r, pause));
+      }
+      // The last reports leave within a report period, their publication within a forward period.
+      await new Promise((r) => setTimeout(r, 1000));
+      const secs = (Date.now() - t0) / 1000;
+      const aggs = await aggregators(edge);
+      const active = Object.values(aggs).filter((s) => s.publications > 0).length;
+      return { requestsPerSecond: (n - first) / (secs - 1), publicationsPerSecond: ((await publications()) - start) / secs, active, first, last: n };
+    };
+    const slow = await measure(1, 100);
+    const fast = await measure(8, 0);
+    counts.requests += n;
+    counts.eventRates = { slow, fast };
+    // Every new IP's location_update reached the socket.
+    const ips = new Set(Array.from({ length: n }, (_, i) => `203.0.${113 + (i >> 8)}.${i & 255}`));
+    const arrived = await ws
+      .until((msgs) => new Set(msgs.filter((m) => m.type === "intelligence_update" && m.data.event.eventType === "location_update").map((m) => m.data.event.ip)).size >= ips.size, 10000)
+      .then(() => true, () => false);
+    const got = new Set(ws.updates(undefined, "location_update").map((m) => m.data.event.ip));
+    assert.ok(arrived, `${got.size} of ${ips.size} IPs' updates on the stream`);
+    // They came through the aggregators: what they published covers every update the socket got.
+    const aggs = await aggregators(edge);
+    const published = Object.values(aggs).reduce((a, s) => a + s.eventsPublished, 0);
+    assert.ok(published >= got.size, `aggregators published ${published} events, the socket got ${got.size}: ${JSON.stringify(aggs)}`);
+    assert.ok(Object.values(aggs).every((s) => s.eventsHeld === 0), "nothing held after the forward periods");
+    // The hub counted them (the root forwards them for counting): exact.
+    const counted = await eventually(async () => {
+      const a = await totals(edge);
+      return a && a.metrics.totals.events >= got.size ? a.metrics.totals.events : null;
+    });
+    assert.ok(counted >= got.size, `the analytics counted ${counted} events for ${got.size}`);
+    // The root's publications follow the aggregators and the 300 ms period, not the traffic.
+    assert.ok(fast.requestsPerSecond > 2 * slow.requestsPerSecond, JSON.stringify(counts.eventRates));
+    for (const p of [slow, fast]) assert.ok(p.publicationsPerSecond <= Math.max(1, p.active) * (1000 / 300) * 1.25, JSON.stringify(p));
+    const trafficRatio = fast.requestsPerSecond / slow.requestsPerSecond;
+    const rootRatio = fast.publicationsPerSecond / slow.publicationsPerSecond;
+    assert.ok(rootRatio < trafficRatio / 2, `traffic x${trafficRatio.toFixed(1)}, root publications x${rootRatio.toFixed(2)}`);
+  } finally {
+    ws.close();
+    await edge.close();
+  }
+});
+
 test("HUB_SHARDS=4: summaries keep the subjects' shards, the site's totals add up to what was sent", async () => {
   counts.cases++;
-  const edge = await startEdge({ vars: { HUB_SHARDS: "4", ANALYTICS_SLIDE_SECONDS: "2", ANALYTICS_WINDOW_SECONDS: "60" } });
+  const edge = await startEdge({ vars: { ...VARS, HUB_SHARDS: "4", ANALYTICS_WINDOW_SECONDS: "60" } });
   try {
     const N = 80;
     await sendAll(edge, N);
@@ -201,7 +276,7 @@ test("a restart of the runtime with merges unpersisted at the hub and summaries 
   const port = await freePort();
   // Long slides: the hub persists on its tick, every 10 s, so the restart
   // can come while its merges live only in memory.
-  const vars = { ANALYTICS_SLIDE_SECONDS: "10", ANALYTICS_WINDOW_SECONDS: "300", RISK_MODE: "consistent" };
+  const vars = { ...VARS, ANALYTICS_SLIDE_SECONDS: "10", ANALYTICS_WINDOW_SECONDS: "300", RISK_MODE: "consistent" };
   const start = () => startEdge({ vars, originUrl: origin.url, persistTo: dir, port });
   // Each IP always comes from the same place: after its first request, its
   // profile publishes no events (an event publish would make the hub persist).

@@ -5,11 +5,14 @@
 //! - analytics samples are folded into slide deltas (`intel::deltas`), one
 //!   per hub shard, and reported every `REPORT_INTERVAL_MS` (jittered
 //!   +-20%, or at once past `MAX_REPORT_BYTES`) to this isolate's
-//!   aggregator object (`agg:<colo>:<i>`), which forwards them to the hub
-//!   (docs/analytics.md, "Tiers");
-//! - profile events ride with the report and leave with it through one
-//!   function, `publish_events`, to the stream root (`objects::stream`), which
-//!   publishes them to the relays and forwards them to the hub for counting.
+//!   aggregator object (`agg:<region>:<i>`, the region being the request's
+//!   continent), which forwards them to the hub (docs/analytics.md, "Tiers");
+//! - profile events ride in the same report (`AggOp::Report`): the
+//!   aggregator publishes them to the stream root (`objects::stream`) once
+//!   per forward period, so the root hears from aggregators, not isolates.
+//!   Only a report that failed twice, or an isolate that has not yet learnt
+//!   its aggregator, sends its events straight to the root
+//!   (`publish_events`, also used by consistent mode).
 //!
 //! In fast mode a request whose consult missed the verdict cache was
 //! recorded by the consult itself (`consult::fast`, one call per new
@@ -47,7 +50,7 @@ use crate::intel::batches::{BatchItems, Batches, Enqueued};
 use crate::intel::deltas::{jittered, SlideDeltas};
 use crate::intel::fanout::{StreamOp, ROOT};
 use crate::intel::ip::Identity;
-use crate::intel::keys::aggregator_name;
+use crate::intel::keys::{aggregator_name, region_of};
 use crate::intel::outcome::Answer;
 use crate::intel::profile::Observation;
 use crate::intel::protocol::{AlertNotice, Update};
@@ -62,7 +65,7 @@ use super::Io;
 /// goes at once (memory and message bound; a busy isolate's deltas of one
 /// shard and slide stay near 70 KB: the slide's key bound plus sketches).
 const MAX_REPORT_BYTES: usize = 256 * 1024;
-/// Profile events a report carries at most: past it, they are published at once.
+/// Profile events a report carries at most: past it, the report is sent at once.
 const MAX_REPORT_EVENTS: usize = 500;
 /// Open batches (subjects) an isolate keeps at most, observations in all of
 /// them, and their estimated bytes (`Items::bytes`): past any, the batch is
@@ -123,14 +126,22 @@ thread_local! {
         RefCell::new(Batches::new(MAX_OPEN_BATCHES, MAX_QUEUED_ITEMS).with_max_bytes(MAX_QUEUED_BYTES));
     static REPORT: RefCell<Option<Report>> = const { RefCell::new(None) };
     static REPORTS_OPENED: Cell<u64> = const { Cell::new(0) };
-    /// This isolate's id (random, made once): which of its location's
+    /// This isolate's id (random, made once): which of its region's
     /// aggregators it reports to.
     static ISOLATE: Cell<Option<u64>> = const { Cell::new(None) };
-    /// The location this isolate last saw a request from.
-    static COLO: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// Where this isolate reports (its aggregator, from the region of the
+    /// last request it sampled) and how long a report stays open: learnt
+    /// from the request path, used by events that arrive with no report open.
+    static ROUTE: RefCell<Option<Route>> = const { RefCell::new(None) };
     /// Observations and samples lost (a flush or report failed twice) and
     /// not yet folded into a report.
     static DROPPED: Cell<u64> = const { Cell::new(0) };
+}
+
+#[derive(Clone)]
+struct Route {
+    aggregator: String,
+    report_ms: u32,
 }
 
 /// Observations and samples waiting in this isolate (the analytics API's `queueSize`).
@@ -186,16 +197,16 @@ pub fn observation(io: Io<'_>, b: Batching<'_>, id: &Identity, obs: Observation,
 
 /// Records one request's analytics sample, folded into this isolate's
 /// report for hub shard `shard`, with the count of anything this isolate
-/// lost since its last report. `colo`: the request's location (names the
-/// aggregator).
-pub fn sample(io: Io<'_>, b: Batching<'_>, shard: u32, colo: Option<&str>, s: Sample) {
-    if let Some(c) = colo {
-        COLO.with(|k| {
-            if k.borrow().as_deref() != Some(c) {
-                *k.borrow_mut() = Some(c.to_string());
-            }
-        });
-    }
+/// lost since its last report. `continent`: the request's (`cf.continent`;
+/// its region names the aggregator).
+pub fn sample(io: Io<'_>, b: Batching<'_>, shard: u32, continent: Option<&str>, s: Sample) {
+    let aggregator = aggregator_name(region_of(continent), isolate_id(), b.flush.aggregators_per_region);
+    ROUTE.with(|k| {
+        let mut k = k.borrow_mut();
+        if k.as_ref().is_none_or(|r| r.aggregator != aggregator || r.report_ms != b.flush.report_ms) {
+            *k = Some(Route { aggregator, report_ms: b.flush.report_ms });
+        }
+    });
     let lost = DROPPED.with(|d| d.replace(0));
     fold(io, b, |d, cfg, now| {
         d.add_sample(cfg, shard, &s, now);
@@ -222,20 +233,12 @@ fn fold(io: Io<'_>, b: Batching<'_>, add: impl FnOnce(&mut SlideDeltas, &Analyti
         let mut r = r.borrow_mut();
         let mut opened = None;
         let report = r.get_or_insert_with(|| {
-            let id = REPORTS_OPENED.with(|n| {
-                n.set(n.get().wrapping_add(1));
-                n.get()
-            });
-            opened = Some(id);
-            let colo = COLO.with(|c| c.borrow().clone());
-            Report {
-                id,
-                aggregator: aggregator_name(colo.as_deref(), isolate_id(), b.flush.aggregators_per_colo),
-                deltas: SlideDeltas::default(),
-                samples: 0,
-                updates: Vec::new(),
-                alerts: Vec::new(),
-            }
+            let aggregator = ROUTE
+                .with(|k| k.borrow().as_ref().map(|r| r.aggregator.clone()))
+                .unwrap_or_else(|| aggregator_name(region_of(None), isolate_id(), b.flush.aggregators_per_region));
+            let rep = new_report(aggregator);
+            opened = Some(rep.id);
+            rep
         });
         add(&mut report.deltas, b.analytics, now);
         report.samples += 1;
@@ -246,34 +249,47 @@ fn fold(io: Io<'_>, b: Batching<'_>, add: impl FnOnce(&mut SlideDeltas, &Analyti
     if let Some(report) = full {
         io.ctx.wait_until(async move { send_report(&env, report).await });
     } else if let Some(id) = opened {
-        let wait = jittered(b.flush.report_ms, random_u32());
-        io.ctx.wait_until(async move {
-            Delay::from(Duration::from_millis(wait)).await;
-            // Unless it already went (full).
-            let report = REPORT.with(|r| {
-                let mut r = r.borrow_mut();
-                if r.as_ref().is_some_and(|rep| rep.id == id) {
-                    r.take()
-                } else {
-                    None
-                }
-            });
-            if let Some(report) = report {
-                send_report(&env, report).await;
-            }
-        });
+        let period = b.flush.report_ms;
+        io.ctx.wait_until(async move { send_when_due(&env, id, period).await });
     }
 }
 
-/// Sends a report: its events through `publish_events`, its deltas to its
-/// aggregator (tried twice; if both fail, its samples and the losses it
-/// carried are counted lost and ride on the next report).
+/// A new, empty report to `aggregator`, numbered for its timer.
+fn new_report(aggregator: String) -> Report {
+    let id = REPORTS_OPENED.with(|n| {
+        n.set(n.get().wrapping_add(1));
+        n.get()
+    });
+    Report { id, aggregator, deltas: SlideDeltas::default(), samples: 0, updates: Vec::new(), alerts: Vec::new() }
+}
+
+/// Waits out a report's period (jittered), then sends it unless it already
+/// went (full).
+async fn send_when_due(env: &Env, id: u64, period_ms: u32) {
+    Delay::from(Duration::from_millis(jittered(period_ms, random_u32()))).await;
+    let report = REPORT.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.as_ref().is_some_and(|rep| rep.id == id) {
+            r.take()
+        } else {
+            None
+        }
+    });
+    if let Some(report) = report {
+        send_report(env, report).await;
+    }
+}
+
+/// Sends a report, deltas and events in one call, to its aggregator (tried
+/// twice). If both fail, its samples and the losses it carried are counted
+/// lost and ride on the next report, and its events go straight to the
+/// stream root (`publish_events`): the profiles have them, the streams
+/// should still show them.
 async fn send_report(env: &Env, report: Report) {
-    publish_events(env, report.updates, report.alerts).await;
-    if report.deltas.is_empty() {
+    if report.deltas.is_empty() && report.updates.is_empty() && report.alerts.is_empty() {
         return;
     }
-    let op = AggOp::Report { deltas: report.deltas };
+    let op = AggOp::Report { deltas: report.deltas, updates: report.updates, alerts: report.alerts };
     for attempt in 1..=2 {
         let outcome =
             match call_object::<_, serde_json::Value>(env, bindings::AGGREGATORS, &report.aggregator, &op).await {
@@ -287,14 +303,16 @@ async fn send_report(env: &Env, report: Report) {
             format_args!("{} samples to {}, attempt {attempt}: {outcome}", report.samples, report.aggregator),
         );
     }
-    if let AggOp::Report { deltas } = &op {
+    if let AggOp::Report { deltas, updates, alerts } = op {
         count_dropped(deltas.lost_if_dropped());
+        publish_events(env, updates, alerts).await;
     }
 }
 
-/// Sends profile events to the stream root (which also forwards them to the
-/// hub for counting): one call, in order, tried twice. Every event leaves
-/// the isolate through here.
+/// Sends profile events straight to the stream root (which also forwards
+/// them to the hub for counting): one call, in order, tried twice. Only for
+/// what cannot ride a report: consistent mode's events, a report that
+/// failed twice, events before this isolate knows its aggregator.
 pub async fn publish_events(env: &Env, updates: Vec<Update>, alerts: Vec<AlertNotice>) {
     if updates.is_empty() && alerts.is_empty() {
         return;
@@ -326,23 +344,53 @@ async fn publish(env: &Env, updates: Vec<Update>, alerts: Vec<AlertNotice>) -> R
     }
 }
 
-/// Adds profile events to this isolate's open report, if there is one
-/// (there usually is: the same requests added their samples); otherwise, or
-/// when the report holds `MAX_REPORT_EVENTS` already, they go out at once.
+/// Adds profile events to this isolate's open report (sent at once when it
+/// then holds `MAX_REPORT_EVENTS`); with none open (a calm batch flushed
+/// after its requests' report went), opens one for them and holds it for a
+/// report period in this context, as the request that opens a report does.
+/// Before this isolate sampled any request it does not know its
+/// aggregator: the events go straight to the root.
 async fn forward_published(env: &Env, mut updates: Vec<Update>, mut alerts: Vec<AlertNotice>) {
     if updates.is_empty() && alerts.is_empty() {
         return;
     }
-    let appended = REPORT.with(|r| match r.borrow_mut().as_mut() {
-        Some(rep) if rep.updates.len() + rep.alerts.len() < MAX_REPORT_EVENTS => {
+    enum Next {
+        Done,
+        Send(Report),
+        Hold(u64, u32),
+        Direct(Vec<Update>, Vec<AlertNotice>),
+    }
+    let next = REPORT.with(|r| {
+        let mut r = r.borrow_mut();
+        if let Some(rep) = r.as_mut() {
             rep.updates.append(&mut updates);
             rep.alerts.append(&mut alerts);
-            true
+            let full = rep.updates.len() + rep.alerts.len() >= MAX_REPORT_EVENTS;
+            return match (full, r.take()) {
+                (true, Some(rep)) => Next::Send(rep),
+                (_, rep) => {
+                    *r = rep;
+                    Next::Done
+                }
+            };
         }
-        _ => false,
+        match ROUTE.with(|k| k.borrow().clone()) {
+            Some(route) => {
+                let mut rep = new_report(route.aggregator);
+                rep.updates = std::mem::take(&mut updates);
+                rep.alerts = std::mem::take(&mut alerts);
+                let id = rep.id;
+                *r = Some(rep);
+                Next::Hold(id, route.report_ms)
+            }
+            None => Next::Direct(std::mem::take(&mut updates), std::mem::take(&mut alerts)),
+        }
     });
-    if !appended {
-        publish_events(env, updates, alerts).await;
+    match next {
+        Next::Done => {}
+        Next::Send(report) => send_report(env, report).await,
+        Next::Hold(id, period) => send_when_due(env, id, period).await,
+        Next::Direct(updates, alerts) => publish_events(env, updates, alerts).await,
     }
 }
 

@@ -400,5 +400,5 @@ fn record_sample(rc: &RequestCtx, found: &Found, scored: &Scored, answer: &Answe
     let scores = (scored.verdict.score, found.profile.threat);
     let sample = outcome::sample(rc.started, subject, &rc.request, &rc.cf, scores, &found.consulted, answer);
     let shard = shard_of(subject, rc.config.hub.shards);
-    record::sample(rc.io, rc.batching(), shard, rc.cf.colo.as_deref(), sample);
+    record::sample(rc.io, rc.batching(), shard, rc.cf.continent.as_deref(), sample);
 }

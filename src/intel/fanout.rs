@@ -28,6 +28,10 @@ pub const ROOT: &str = "root";
 const RELAY_PREFIX: &str = "relay:";
 /// How long the root gathers messages before publishing them (ms).
 pub const ROOT_FLUSH_MS: u64 = 100;
+/// The root forwards the updates it published to the hub for counting at
+/// most this often (ms): the hub's request rate for them stays ~1/s however
+/// many events flow.
+pub const ROOT_COUNT_EVERY_MS: u64 = 1_000;
 /// Messages in a batch that make the root publish at once.
 pub const ROOT_BATCH_MAX: usize = 256;
 /// Messages in one `Deliver` call (a publication sends at most this many; the
@@ -47,9 +51,9 @@ pub const RELAY_TIMEOUT_MS: u64 = 2_000;
 pub const COUNT_PENDING_MAX: usize = 10_000;
 /// Updates in one count forward to the hub (`HubOp::Publish`).
 pub const COUNT_MAX: usize = 500;
-/// The root forwards updates to the hub for counting at most this often
-/// (ms), or sooner when `COUNT_MAX` wait.
-pub const COUNT_EVERY_MS: f64 = 1_000.0;
+/// `ROOT_COUNT_EVERY_MS` as the root's clock arithmetic uses it (sooner
+/// when `COUNT_MAX` wait).
+pub const COUNT_EVERY_MS: f64 = ROOT_COUNT_EVERY_MS as f64;
 
 /// The object name of relay `n`.
 pub fn relay_name(n: u32) -> String {

@@ -78,14 +78,33 @@ pub fn hub_name(i: u32) -> String {
     }
 }
 
-/// The aggregator object an isolate reports to: `agg:<colo>:<i>`, with `i`
-/// its (random) isolate id modulo `AGGREGATORS_PER_COLO`, so that a
-/// location's isolates spread over its aggregators; `local` when the request
-/// had no colo (local development). The colo is `CfFacts::colo` (validated
-/// letters).
-pub fn aggregator_name(colo: Option<&str>, isolate: u64, per_colo: u32) -> String {
-    let i = isolate % u64::from(per_colo.max(1));
-    format!("agg:{}:{i}", colo.unwrap_or("local"))
+/// The regions aggregators are keyed by: Cloudflare's continent codes
+/// (`request.cf.continent`). Anything else (absent, "T1" for Tor, a value we
+/// do not know) is `other`, so there are at most 8 regions and object names
+/// stay bounded whatever a request's `cf` says.
+pub const REGIONS: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
+/// The region of a request whose continent is unknown.
+pub const OTHER_REGION: &str = "other";
+
+/// The region (aggregator key) of a request's continent.
+pub fn region_of(continent: Option<&str>) -> &'static str {
+    continent
+        .map(str::trim)
+        .and_then(|c| REGIONS.iter().find(|r| r.eq_ignore_ascii_case(c)))
+        .copied()
+        .unwrap_or(OTHER_REGION)
+}
+
+/// The aggregator object an isolate reports to: `agg:<region>:<i>`, with
+/// `i` its (random) isolate id modulo `AGGREGATORS_PER_REGION`, so that a
+/// region's isolates spread over its aggregators. The region is a continent
+/// (`region_of`), not a location: the hub and the stream root hear from
+/// every aggregator once per forward period, so the number of aggregators
+/// must stay small (8 regions x `AGGREGATORS_PER_REGION`), and an
+/// aggregator's load must not depend on how isolates crowd into one colo.
+pub fn aggregator_name(region: &str, isolate: u64, per_region: u32) -> String {
+    let i = isolate % u64::from(per_region.max(1));
+    format!("agg:{region}:{i}")
 }
 
 /// The shard index of a hub object name (`hub_name`'s inverse).
@@ -158,5 +177,20 @@ mod tests {
         assert_eq!(parse_solution_key(&solution_key("abc")), Some("abc"));
         assert_eq!(parse_solution_key("abc"), None);
         assert_eq!(LISTS_KEY, "config:v1:lists");
+    }
+
+    #[test]
+    fn aggregators_are_keyed_by_a_bounded_region() {
+        assert_eq!(region_of(Some("EU")), "EU");
+        assert_eq!(region_of(Some(" na ")), "NA");
+        for odd in [None, Some(""), Some("XX"), Some("T1"), Some("EUROPE"), Some("E\u{301}")] {
+            assert_eq!(region_of(odd), OTHER_REGION, "{odd:?}");
+        }
+        assert_eq!(aggregator_name("EU", 35, 16), "agg:EU:3");
+        assert_eq!(aggregator_name(OTHER_REGION, 7, 0), "agg:other:0");
+        // Every isolate id lands on one of the region's aggregators.
+        let names: std::collections::BTreeSet<String> =
+            (0..1000u64).map(|i| aggregator_name("AS", i * 7919, 16)).collect();
+        assert_eq!(names.len(), 16);
     }
 }

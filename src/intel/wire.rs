@@ -174,8 +174,17 @@ pub struct Forwarded {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AggOp {
-    /// An isolate's slide deltas since its last report.
-    Report { deltas: SlideDeltas },
+    /// An isolate's slide deltas since its last report, and the profile
+    /// events (updates, alerts) its profile calls returned meanwhile: the
+    /// aggregator publishes those to the stream root once per forward
+    /// period (one call per aggregator, not per isolate).
+    Report {
+        deltas: SlideDeltas,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        updates: Vec<Update>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        alerts: Vec<AlertNotice>,
+    },
     /// What it holds and how its forwards went (`AggState`), for tests and operators.
     State,
 }
@@ -191,6 +200,15 @@ pub struct AggState {
     pub forwards: u64,
     pub forward_failures: u64,
     pub reports: u64,
+    /// Events held for the next publication to the stream root (memory).
+    #[serde(default)]
+    pub events_held: u64,
+    /// Events published to the stream root since this object started (memory).
+    #[serde(default)]
+    pub events_published: u64,
+    /// `Publish` calls to the stream root since this object started (memory).
+    #[serde(default)]
+    pub publications: u64,
 }
 
 /// One shard's window as shard 0's tick fetches it (`HubOp::Part`).
@@ -322,8 +340,13 @@ mod tests {
         use crate::intel::deltas::ShardDelta;
         let mut deltas = SlideDeltas::default();
         deltas.shards.insert(1, ShardDelta::default());
-        let report = AggOp::Report { deltas };
+        let report = AggOp::Report { deltas, updates: vec![], alerts: vec![] };
         assert_eq!(serde_json::to_string(&report).unwrap(), r#"{"report":{"deltas":{"1":{"slides":{}}}}}"#);
+        // An older isolate's report (no events) still reads.
+        let read: AggOp = serde_json::from_str(r#"{"report":{"deltas":{}}}"#).unwrap();
+        assert!(
+            matches!(read, AggOp::Report { ref updates, ref alerts, .. } if updates.is_empty() && alerts.is_empty())
+        );
         assert_eq!(serde_json::to_string(&AggOp::State).unwrap(), r#""state""#);
         let fwd = HubOp::Forward {
             from: "agg:FRA:0".into(),

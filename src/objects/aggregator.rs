@@ -1,7 +1,7 @@
 //! `AggregatorObject`: the middle tier of the analytics (docs/analytics.md,
-//! "Tiers"). One per location and isolate hash (`agg:<colo>:<i>`,
-//! `keys::aggregator_name`): the isolates of a location report their slide
-//! deltas here every `REPORT_INTERVAL_MS` (`AggOp::Report`), and every
+//! "Tiers"). One per region (continent) and isolate hash (`agg:<region>:<i>`,
+//! `keys::aggregator_name`): the isolates of a region report their slide
+//! deltas (and profile events) here every `REPORT_INTERVAL_MS` (`AggOp::Report`), and every
 //! `AGGREGATOR_FORWARD_MS` its alarm forwards one summary per hub shard of
 //! what it merged since the last forward (`HubOp::Forward`). The hub then
 //! receives `aggregators / forward period` requests per second, whatever the
@@ -15,6 +15,16 @@
 //! or after a hub restart (the hub's applied sequence falls back to what it
 //! persisted, and the aggregator sends again from there).
 //!
+//! Profile events: an isolate's report also carries the updates and alerts
+//! its profile calls returned (`AggOp::Report`). They are held in memory and
+//! published to the stream root in one `StreamOp::Publish` at the start of
+//! each alarm (in the order the reports arrived), so the root receives
+//! (active aggregators) / `AGGREGATOR_FORWARD_MS` publications per second,
+//! not one per isolate. Memory only, by choice: events are not
+//! observations (the profiles keep them), and a restart of an aggregator
+//! loses at most one forward period of stream events, as a restart of the
+//! root loses its buffer.
+//!
 //! Storage (SQLite): `open` (per shard, the summary being merged), `sent`
 //! (sealed summaries not yet confirmed persisted), `shards` (per shard: the
 //! next sequence, the highest the hub applied and the highest it confirmed,
@@ -24,6 +34,8 @@
 
 use std::time::Duration;
 
+use std::cell::{Cell, RefCell};
+
 use serde::Deserialize;
 use serde_json::json;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
@@ -32,7 +44,9 @@ use crate::bindings;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::intel::deltas::{ShardDelta, SlideDeltas, Summary};
+use crate::intel::fanout::{StreamOp, ROOT};
 use crate::intel::keys::hub_name;
+use crate::intel::protocol::{AlertNotice, Update};
 use crate::intel::wire::{AggOp, AggState, Forwarded, HubOp};
 use crate::log::Log;
 use crate::platform::{self, call_object, reply};
@@ -46,6 +60,9 @@ const SUMMARIES_PER_FORWARD: u32 = 30;
 /// period): past it, while a hub stays unreachable, the oldest is dropped and
 /// its requests are counted in `observations_dropped` (storage bound).
 const MAX_UNCONFIRMED: u64 = 1_800;
+/// Events held at most (memory bound): a report that brings the held events
+/// past it has them published at once, from its own request.
+const MAX_HELD_EVENTS: usize = 5_000;
 
 #[derive(Deserialize)]
 struct DataRow {
@@ -83,15 +100,37 @@ struct CountRow {
     n: f64,
 }
 
+/// Profile events waiting for the next publication, in arrival order.
+#[derive(Default)]
+struct Held {
+    updates: Vec<Update>,
+    alerts: Vec<AlertNotice>,
+}
+
+impl Held {
+    fn len(&self) -> usize {
+        self.updates.len() + self.alerts.len()
+    }
+}
+
 #[durable_object]
 pub struct AggregatorObject {
     state: State,
     env: Env,
+    events: RefCell<Held>,
+    published: Cell<u64>,
+    publications: Cell<u64>,
 }
 
 impl DurableObject for AggregatorObject {
     fn new(state: State, env: Env) -> Self {
-        AggregatorObject { state, env }
+        AggregatorObject {
+            state,
+            env,
+            events: RefCell::new(Held::default()),
+            published: Cell::new(0),
+            publications: Cell::new(0),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -109,7 +148,7 @@ impl DurableObject for AggregatorObject {
         let sql = self.state.storage().sql();
         migrate(&sql)?;
         match op {
-            AggOp::Report { deltas } => {
+            AggOp::Report { deltas, mut updates, mut alerts } => {
                 if let Some(name) = self.state.id().name() {
                     sql.exec("UPDATE info SET name = ? WHERE id = 1", vec![name.into()])?;
                 }
@@ -129,10 +168,25 @@ impl DurableObject for AggregatorObject {
                     )?;
                 }
                 sql.exec("UPDATE info SET reports = reports + 1 WHERE id = 1", None)?;
+                let overflow = {
+                    let mut held = self.events.borrow_mut();
+                    held.updates.append(&mut updates);
+                    held.alerts.append(&mut alerts);
+                    held.len() >= MAX_HELD_EVENTS
+                };
                 self.ensure_alarm(&config).await?;
+                if overflow {
+                    self.publish(&Log::new("aggregator.fetch")).await;
+                }
                 reply(200, &json!({"merged": deltas.shards.len()}))
             }
-            AggOp::State => reply(200, &agg_state(&sql)?),
+            AggOp::State => {
+                let mut state = agg_state(&sql)?;
+                state.events_held = self.events.borrow().len() as u64;
+                state.events_published = self.published.get();
+                state.publications = self.publications.get();
+                reply(200, &state)
+            }
         }
     }
 
@@ -160,6 +214,7 @@ impl DurableObject for AggregatorObject {
         }
         // Re-arm first: whatever fails below, the next forward comes.
         self.state.storage().set_alarm(Duration::from_millis(u64::from(config.hub.forward_ms))).await?;
+        self.publish(&log).await;
         seal(&sql, &config, now_ms())?;
         let shards: Vec<u32> = sql
             .exec("SELECT DISTINCT shard FROM sent ORDER BY shard", None)?
@@ -170,7 +225,9 @@ impl DurableObject for AggregatorObject {
         for shard in shards {
             self.forward(&sql, &name, shard, &log).await?;
         }
-        let left = count(&sql, "SELECT COUNT(*) AS n FROM sent")? + count(&sql, "SELECT COUNT(*) AS n FROM open")?;
+        let left = count(&sql, "SELECT COUNT(*) AS n FROM sent")?
+            + count(&sql, "SELECT COUNT(*) AS n FROM open")?
+            + self.events.borrow().len() as u64;
         if left == 0 {
             // Nothing to forward or to see confirmed: sleep until the next report.
             self.state.storage().delete_alarm().await?;
@@ -305,10 +362,49 @@ fn agg_state(sql: &SqlStorage) -> Result<AggState> {
         forwards: c.forwards as u64,
         forward_failures: c.failures as u64,
         reports: c.reports as u64,
+        ..AggState::default()
     })
 }
 
 impl AggregatorObject {
+    /// Publishes the held events to the stream root in one call (tried
+    /// twice). If both tries fail they go back in front of what arrived
+    /// meanwhile, for the next alarm (bounded: past `MAX_HELD_EVENTS` the
+    /// oldest are dropped, logged).
+    async fn publish(&self, log: &Log) {
+        let Held { updates, alerts } = std::mem::take(&mut *self.events.borrow_mut());
+        let n = updates.len() + alerts.len();
+        if n == 0 {
+            return;
+        }
+        let op = StreamOp::Publish { updates, alerts };
+        let mut last = String::new();
+        for _ in 0..2 {
+            self.publications.set(self.publications.get().saturating_add(1));
+            match call_object::<_, serde_json::Value>(&self.env, bindings::STREAMS, ROOT, &op).await {
+                Ok((200, _)) => {
+                    self.published.set(self.published.get().saturating_add(n as u64));
+                    return;
+                }
+                Ok((status, _)) => last = format!("stream root answered {status}"),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        let StreamOp::Publish { mut updates, mut alerts } = op else { return };
+        let mut held = self.events.borrow_mut();
+        updates.append(&mut held.updates);
+        alerts.append(&mut held.alerts);
+        let over = (updates.len() + alerts.len()).saturating_sub(MAX_HELD_EVENTS);
+        let cut = over.min(updates.len());
+        updates.drain(..cut);
+        alerts.drain(..(over - cut).min(alerts.len()));
+        *held = Held { updates, alerts };
+        log.error(
+            "publish",
+            format_args!("{n} events to the stream root: {last} (kept for the next alarm; {over} dropped)"),
+        );
+    }
+
     /// Arms the forward if no alarm is set (the first report after a quiet spell).
     async fn ensure_alarm(&self, config: &Config) -> Result<()> {
         let storage = self.state.storage();
