@@ -225,6 +225,10 @@ export async function scaleRuns({ mix, newIps, ks = [1, 2, 4, 8], requests = 400
       stored,
       lost: sent - stored,
       hubRequestsCounted: analytics?.metrics?.totals?.requests ?? null,
+      // Profile events the hub counted per request it counted (the model's
+      // count calls from the stream root follow the events).
+      eventsCounted: analytics?.metrics?.totals?.events ?? null,
+      eventsPerRequest: analytics?.metrics?.totals?.requests ? Math.round(((analytics.metrics.totals.events ?? 0) / analytics.metrics.totals.requests) * 10000) / 10000 : null,
       // Calls made by the isolates themselves (the objects also call each other: publishes).
       isolateObjectCalls: isolateCalls,
       countedObjectCalls: worstStats.totalIncludingEarlier,

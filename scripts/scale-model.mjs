@@ -69,6 +69,13 @@ const PUBLISH_OP = /^publish$/i;
 export const REGIONS = 7;
 /** The stream root publishes to its relays at most once per this many ms (src/intel/fanout.rs `ROOT_FLUSH_MS`). */
 export const ROOT_FLUSH_MS = 100;
+/**
+ * The stream root forwards the events it published to the hub for counting
+ * at most once per this many ms, or sooner when this many wait
+ * (src/intel/fanout.rs `ROOT_COUNT_EVERY_MS`, `COUNT_MAX`).
+ */
+export const ROOT_COUNT_EVERY_MS = 1000;
+export const COUNT_MAX = 500;
 /** The busiest region's share of all isolates (a parameter, not a measurement: stated in docs/SCALING.md). */
 export const BUSIEST_REGION_SHARE = 0.5;
 // One object per subject or visitor: their load follows one client's traffic,
@@ -115,7 +122,9 @@ export function fit(design, runs, settings) {
   // reads. At a fixed client rate, what grows with K is per isolate (b), the
   // rest is read as following the traffic (a / R), the conservative reading
   // of a constant: y = a + b*K, least squares over the runs.
-  const own = (op) => (design === "flat" ? REPORT_OPS.has(op) : FORWARD_OP.test(op));
+  // Tiered: the hub's `publish` calls are the stream root's event counting,
+  // with a rule of their own (`countCallsPerSecond`), not read off the line.
+  const own = (op) => (design === "flat" ? REPORT_OPS.has(op) : FORWARD_OP.test(op) || PUBLISH_OP.test(op));
   const extra = lineOverK(usable.map((r) => ({ k: r.k, y: sumOps(hubOf(r), (op) => !own(op)), clientRps: r.clientRps })));
   if (design === "flat") {
     const batchMax = num(settings, "HUB_BATCH", 500);
@@ -171,6 +180,10 @@ export function fit(design, runs, settings) {
   const fs = perK.map((p) => p.forwardPeriodS).filter((x) => x !== null);
   const rs = perK.map((p) => p.rootPeriodS).filter((x) => x !== null);
   const ro = perK.map((p) => p.rootOtherPerSecond).filter((x) => x !== null);
+  // Events per client request, as the hub counted them (the runs' analytics
+  // totals): the root's counting calls to the hub follow the events only
+  // past COUNT_MAX per ROOT_COUNT_EVERY_MS.
+  const ev = usable.map((r) => r.eventsPerRequest).filter((x) => typeof x === "number" && Number.isFinite(x));
   return {
     design,
     shards,
@@ -187,6 +200,9 @@ export function fit(design, runs, settings) {
     // The root's other calls (the hub's tick broadcasts, relay
     // registrations): per tick or per socket change, not per request.
     rootOtherPerSecond: mean(ro) ?? 0,
+    // null when the runs did not record it: then every event is assumed to
+    // be one count call's worth (the conservative reading).
+    eventsPerRequest: mean(ev),
     perK,
     extraPerIsolate: extra.perIsolate,
     extraPerRequest: extra.perRequest,
@@ -256,13 +272,25 @@ export function predict(model, clientRps, perIsolate, { busiestRegionShare = BUS
   const regionIsolates = isolates * busiestRegionShare;
   const aggregator = regionIsolates / Math.min(perRegion, Math.max(1, regionIsolates)) / model.reportPeriodS;
   const activeAggregators = Math.min(regions * perRegion, isolates);
-  const hub = activeAggregators / model.forwardPeriodS + extra;
+  const hub = activeAggregators / model.forwardPeriodS + countCallsPerSecond(model, clientRps) + extra;
   // Every aggregator publishes its isolates' events once per period: the
   // root's load follows the aggregators, not the traffic; each publication
   // it makes is one delivery per relay, at most one per ROOT_FLUSH_MS.
   const streamRoot = activeAggregators / (model.rootPeriodS ?? model.forwardPeriodS) + (model.rootOtherPerSecond ?? 0);
   const streamRelay = Math.min(streamRoot, 1000 / ROOT_FLUSH_MS);
   return { isolates, aggregator, hub, streamRoot, streamRelay, ...others, max: Math.max(aggregator, hub, streamRoot, streamRelay, othersMax) };
+}
+
+/**
+ * The stream root's event-counting calls into the hub at `clientRps`: one
+ * per ROOT_COUNT_EVERY_MS while events flow, more only when over COUNT_MAX
+ * events wait per period. Without a measured events-per-request, one event
+ * per request (conservative).
+ */
+export function countCallsPerSecond(model, clientRps) {
+  const events = (model.eventsPerRequest ?? 1) * clientRps;
+  if (events <= 0) return 0;
+  return Math.max(1000 / ROOT_COUNT_EVERY_MS, events / COUNT_MAX);
 }
 
 /** The extrapolation table: every scale at every per-isolate rate. */

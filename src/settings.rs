@@ -119,7 +119,7 @@ pub static SETTINGS: &[Setting] = &[
     // Subjects: rotation budget and where objects live.
     s("ROTATION_BUDGET_PER_48", Some("256"), int(0, 1_000_000), "distinct new IPv6 /64 subjects per /48 per minute one isolate admits (new: no cached verdict and not admitted in the last 10 minutes); past it a new /64's requests go to the /48's profile with `subnet_rotation`, and are at most challenged on score, never blocked (0 = no budget)"),
     s("ROTATION_BUDGET_PER_ASN", Some("6000"), int(0, 1_000_000), "distinct new subjects per ASN per minute one isolate admits; past it a new IPv6 /64 goes to its /48, a new IPv4 address to its /24, with `subnet_rotation` (0 = no budget)"),
-    s("DATA_JURISDICTION", None, Kind::Choice(&["eu", "fedramp"]), "create every Durable Object (profiles, visitors, hubs) in this jurisdiction; unset = anywhere. Changing it later starts with new, empty objects (see [DEPLOY.md](DEPLOY.md))"),
+    s("DATA_JURISDICTION", None, Kind::Choice(&["eu", "fedramp"]), "create every Durable Object (profiles, visitors, aggregators, hubs, stream root and relays) in this jurisdiction; unset = anywhere. Changing it later starts with new, empty objects (see [DEPLOY.md](DEPLOY.md))"),
     // Impossible travel.
     s("TRAVEL_MAX_KMH", Some("900"), int(1, 100_000), "impossible travel: faster than this between two sightings"),
     s("TRAVEL_MIN_KM", Some("500"), int(0, 20_100), "impossible travel: shorter hops are within geolocation error"),

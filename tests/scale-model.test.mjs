@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { REGIONS, designOf, extrapolate, fit, objectBindings, predict, settingDefaults } from "../scripts/scale-model.mjs";
+import { REGIONS, countCallsPerSecond, designOf, extrapolate, fit, objectBindings, predict, settingDefaults } from "../scripts/scale-model.mjs";
 
 const close = (a, b, eps = 1e-6) => assert.ok(Math.abs(a - b) <= eps * Math.max(1, Math.abs(b)), `${a} != ${b}`);
 
@@ -53,6 +53,7 @@ test("tiered: aggregators carry the isolates by region, the hub and the stream r
   const runs = [1, 2, 4, 8].map((k) => ({
     k,
     clientRps: 200,
+    eventsPerRequest: 0.05,
     classes: {
       AggregatorObject: { objects: Math.min(k, 4), totalRps: k / 10, byOp: { Delta: Math.ceil(k / 4) / 10 } },
       HubObject: { objects: 1, byOp: { forward: Math.min(k, 4) / 5, publish: 0.1, report: 0.1 } },
@@ -67,26 +68,32 @@ test("tiered: aggregators carry the isolates by region, the hub and the stream r
   close(m.rootPeriodS, 5);
   assert.ok(m.rootMeasured);
   close(m.rootOtherPerSecond, 0.5);
-  close(m.extraPerRequest, 0.001);
+  // The hub's `publish` calls are the root's counting (their own rule), only `report` is left on the line.
+  close(m.extraPerRequest, 0.0005);
   close(m.extraPerIsolate, 0);
+  close(m.eventsPerRequest, 0.05);
   assert.equal(m.othersPerRequest.StreamObject, undefined, "the stream root has its own formula, not the traffic's");
   const p = predict(m, 1_000_000, 100);
   // Half of 10,000 isolates in the busiest region, over its 4 aggregators.
   close(p.aggregator, (0.5 * 10_000) / 4 / 10);
   close(predict(m, 1_000_000, 100, { busiestRegionShare: 1 }).aggregator, 10_000 / 4 / 10);
-  // Publishes and the isolates' event reports follow the traffic; so does any other shared class.
-  close(p.hub, (REGIONS * 4) / 5 + 1000);
+  // The root's count calls: 50,000 events/s at 1M requests/s, 500 per call:
+  // 100/s; the rest follows the traffic, as does any other shared class.
+  close(countCallsPerSecond(m, 1_000_000), 100);
+  close(countCallsPerSecond(m, 1000), 1); // at least one per ROOT_COUNT_EVERY_MS while events flow
+  close(countCallsPerSecond({ ...m, eventsPerRequest: null }, 1_000_000), 2000); // unmeasured: one event per request
+  close(p.hub, (REGIONS * 4) / 5 + 100 + 500);
   close(p.streamRoot, (REGIONS * 4) / 5 + 0.5);
   close(p.streamRelay, Math.min(p.streamRoot, 10));
   close(p.Other, 10_000);
   assert.equal(p.ProfileObject, undefined, "per-subject objects are not extrapolated with the site's traffic");
   close(p.max, Math.max(p.aggregator, p.hub, p.streamRoot, p.Other));
   // Never more active aggregators than isolates.
-  close(predict(m, 1000, 500).hub, 2 / 5 + 1);
+  close(predict(m, 1000, 500).hub, 2 / 5 + 1 + 0.5);
   // The root's load does not follow the traffic: the same at 10k and 1M client requests/s (enough isolates).
   close(predict(m, 100_000, 100).streamRoot, predict(m, 1_000_000, 100).streamRoot);
   // The default settings: 7 regions x 16 aggregators / 2 s = 56/s into the hub and the root.
-  const d = { ...m, aggregatorsPerRegion: 16, reportPeriodS: 2, forwardPeriodS: 2, rootPeriodS: 2, rootOtherPerSecond: 0, extraPerRequest: 0, extraPerIsolate: 0 };
+  const d = { ...m, aggregatorsPerRegion: 16, reportPeriodS: 2, forwardPeriodS: 2, rootPeriodS: 2, rootOtherPerSecond: 0, extraPerRequest: 0, extraPerIsolate: 0, eventsPerRequest: 0 };
   const at1M = predict(d, 1_000_000, 100);
   close(at1M.hub, 56);
   close(at1M.streamRoot, 56);
