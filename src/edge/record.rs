@@ -397,8 +397,7 @@ async fn forward_published(env: &Env, mut updates: Vec<Update>, mut alerts: Vec<
 /// Adds to the target's open batch (`add` returns a new batch's items when
 /// there is none), opening its timer, bringing the timer forward when the
 /// batch turns urgent, or flushing it at once when it is full (a subject's
-/// at `FLUSH_MAX_BATCH`, a hub shard's at `HUB_BATCH`) or the isolate's
-/// bounds are reached.
+/// at `FLUSH_MAX_BATCH`) or the isolate's bounds are reached.
 fn enqueue(
     io: Io<'_>,
     b: Batching<'_>,
@@ -464,7 +463,7 @@ async fn flush(env: &Env, cache: &Consult, target: &Target, items: Items) {
 }
 
 /// Events a fast consult's recording published (joining this isolate's
-/// events batch in the record phase: `forward_events`).
+/// analytics report in the record phase: `forward_events`).
 #[derive(Default)]
 pub struct Recorded {
     pub updates: Vec<Update>,
@@ -517,8 +516,8 @@ pub async fn late_consult(env: &Env, cache: &Consult, key: &str, answer: Result<
     }
 }
 
-/// Adds what a fast consult's recording published to this isolate's events
-/// batch (one stream-root call per isolate and interval).
+/// Adds what a fast consult's recording published to this isolate's open
+/// analytics report (`forward_published`: the aggregator publishes them).
 pub fn forward_events(io: Io<'_>, recorded: Recorded) {
     if recorded.updates.is_empty() && recorded.alerts.is_empty() {
         return;

@@ -262,7 +262,8 @@ pub struct Gauges {
 impl Gauges {
     /// Another hub's gauges for the same slide (the whole site's view): the
     /// worst lag, latency and tick duration (as `rollups::merge_rule` merges
-    /// their KV history), the sockets of all (they live on one hub).
+    /// their KV history), the sockets of all (only shard 0 counts them, from
+    /// the stream root's answer).
     pub fn merge(&mut self, o: &Gauges) {
         fn max(a: Option<f64>, b: Option<f64>) -> Option<f64> {
             match (a, b) {
@@ -1600,7 +1601,7 @@ mod tests {
         assert!(zero.clone().take_rollups(&c, later).is_empty(), "shard 0 alone has nothing to roll up");
         let points = site.take_rollups(&c, later);
         assert_eq!(points.iter().map(|p| p.requests).sum::<u64>(), 4);
-        assert_eq!(points[0].gauges.stream_clients, Some(9.0), "sockets add up (one hub has them)");
+        assert_eq!(points[0].gauges.stream_clients, Some(9.0), "sockets add up (one shard counts them)");
         let mut g = Gauges { alarm_lag_ms: Some(5.0), stream_clients: Some(2.0), ..Gauges::default() };
         g.merge(&Gauges {
             alarm_lag_ms: Some(900.0),

@@ -2,13 +2,19 @@
 //! (`objects::stream::StreamObject`, binding `STREAMS`) say to each other and
 //! decide, tested natively.
 //!
-//! - The root (object `root`) receives every profile event (`StreamOp::Publish`,
-//!   from isolates, the events API and profile objects) and the analytics
-//!   hub's per-tick texts (`StreamOp::Broadcast`: insights, site alerts,
-//!   metrics). It buffers them (`RootBuffer`) and publishes one `Delivery`
-//!   per batch, one call per relay that has subscribers, every
-//!   `ROOT_FLUSH_MS`, or at once when the batch holds `ROOT_BATCH_MAX`
-//!   messages. It also spends stream tickets (single use across relays).
+//! - The root (object `root`) receives every profile event (`StreamOp::Publish`:
+//!   from the aggregators once per forward period; straight from an isolate
+//!   in consistent mode, for a report that failed twice or before it knows
+//!   its aggregator; from the events API and profile objects) and the
+//!   analytics hub's per-tick texts (`StreamOp::Broadcast`: insights, site
+//!   alerts, metrics). It buffers them (`RootBuffer`) and publishes one
+//!   `Delivery` per batch, one call per relay that has subscribers: a
+//!   message after a quiet interval at once (a lone event waits for no
+//!   batch), the ones within `ROOT_FLUSH_MS` of the last publication
+//!   `ROOT_FLUSH_MS` after it, and a batch of `ROOT_BATCH_MAX` messages at
+//!   once. It forwards the published updates to the hub for counting at most
+//!   every `ROOT_COUNT_EVERY_MS` (`COUNT_MAX` per call), and spends stream
+//!   tickets (single use across relays).
 //! - A relay (object `relay:<n>`) holds at most `RELAY_MAX_SOCKETS` sockets,
 //!   applies each subscriber's filter itself and registers with the root
 //!   when its first socket opens, deregisters when its last closes

@@ -1,14 +1,16 @@
 //! Every storage key and object name the code builds, and how each is read
 //! back: KV keys (the analytics rollups, the allow/block lists), Durable
-//! Object names (the hub's shards), and the keys of SQLite rows whose key is
-//! made rather than taken as is (the hub's meta row, the store's schema
-//! version, spent challenge solutions). Build and parse live side by side and
-//! are tested both ways, so a key is never built in one file and taken apart
-//! with `split` in another.
+//! Object names (the hub's shards, the aggregators), and the keys of SQLite
+//! rows whose key is made rather than taken as is (the hub's meta row, the
+//! store's schema version, spent challenge solutions). Build and parse live
+//! side by side and are tested both ways, so a key is never built in one
+//! file and taken apart with `split` in another.
 //!
-//! Not here: a subject's key (the name of its profile object, `ip::identify`:
-//! an address or a hashed one), and a visitor's id (`edge::visitor`), which
-//! are identities rather than layouts.
+//! Not here: the stream objects' names (`root`, `relay:<n>`), built and
+//! parsed with the rest of the streams' logic in `intel::fanout`; a
+//! subject's key (the name of its profile object, `ip::identify`: an address
+//! or a hashed one), and a visitor's id (`edge::visitor`), which are
+//! identities rather than layouts.
 //!
 //! Rollup key: `metrics:v2:<name>:<hour start>:<slide start>:<shard>`,
 //! seconds since the epoch in 10 digits and the shard in 2, so lexicographic
@@ -69,7 +71,8 @@ pub fn parse_latest_key(key: &str) -> Option<u32> {
     (shard.len() >= 2 && shard.bytes().all(|b| b.is_ascii_digit())).then(|| shard.parse().ok()).flatten()
 }
 
-/// The object name of hub shard `i`: shard 0 is also the global stream hub.
+/// The object name of hub shard `i`: shard 0 (`global`) also evaluates the
+/// site's alert rules and insights and counts the streams' events.
 pub fn hub_name(i: u32) -> String {
     if i == 0 {
         GLOBAL_HUB.to_string()

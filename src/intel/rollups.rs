@@ -185,7 +185,8 @@ pub fn merge_rule(name: &str) -> Merge {
         "error_rate" | "high_risk_share" | "degraded_share" | "mean_risk" | "origin_latency_ms"
         | "consult_latency_ms" => Merge::Weighted,
         "alarm_lag_ms" | "kv_write_latency_ms" | "tick_duration_ms" => Merge::Max,
-        // Counts, and `stream_clients` (sockets live on one hub, the others count 0).
+        // Counts, and `stream_clients` (only shard 0 has it, from the stream
+        // root's answer; the others count 0).
         _ => Merge::Sum,
     }
 }

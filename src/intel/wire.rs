@@ -1,8 +1,10 @@
 //! Messages between the request path and the Durable Objects (internal):
-//! the one home of every op an isolate or an object sends to an object
-//! (`ProfileOp`, `VisitorOp`, `HubOp`), their replies, and the headers and
+//! the ops an isolate or an object sends to the profile, visitor, aggregator
+//! and hub objects (`ProfileOp`, `VisitorOp`, `AggOp`, `HubOp`), their
+//! replies (`ObserveReply`, `AggState`, `Forwarded`, ...), and the headers and
 //! stream tags of a WebSocket upgrade handed to an object. `src/edge/` and
-//! `src/objects/` both import them from here, never from each other.
+//! `src/objects/` both import them from here, never from each other. The
+//! stream objects' ops (`StreamOp`) live with their logic in `intel::fanout`.
 //! Enums use serde's default external tagging (`{"observe":{...}}`, `"verdict"`):
 //! internal tagging and `flatten` pull serde's buffering `Content` machinery
 //! into the wasm (~100 KB), and nothing outside this Worker reads these. Kept pure so both sides share one definition
@@ -108,9 +110,10 @@ pub enum HubOp {
         /// Observations and samples the isolate lost (flushes that failed twice).
         #[serde(default)]
         dropped: u64,
-        /// Profile events (sent empty since the stream objects: events go
-        /// to the stream root; a report of an older isolate still has its
-        /// updates counted).
+        /// Profile events. Isolates no longer send `Report` (they report to
+        /// their aggregator, `AggOp::Report`, and their events reach the
+        /// stream root); a report of an older isolate still has its updates
+        /// counted.
         #[serde(default)]
         updates: Vec<Update>,
         #[serde(default)]

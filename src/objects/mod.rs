@@ -34,7 +34,7 @@ pub enum Entry {
 }
 
 /// What every object does when the configuration does not parse, the same in
-/// all three: a fetch is answered `500 {"error":"config_invalid",...}` (the
+/// all five classes: a fetch is answered `500 {"error":"config_invalid",...}` (the
 /// caller reports it as it would any failed object call); an alarm does no
 /// work, never deletes anything (a TTL or a window is not trusted from a bad
 /// deploy), and re-arms in `CONFIG_RETRY`, so a fixed deploy resumes within a

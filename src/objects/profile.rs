@@ -337,8 +337,9 @@ impl ProfileObject {
     }
 
     /// Sends what an update published to this subject's own sockets and
-    /// returns it with the verdict, for the caller to forward to the stream
-    /// root in its events batch (one root call per isolate and interval).
+    /// returns it with the verdict, for the caller to pass on: an isolate adds
+    /// it to its analytics report (its aggregator publishes it to the stream
+    /// root), consistent mode sends it to the root at once.
     fn answer(&self, verdict: ProfileVerdict, p: Published) -> ObserveReply {
         sockets::broadcast(&self.state, SUBJECT_TAG, &self.subscribers, &p.updates, &p.alerts);
         ObserveReply { verdict, before: None, updates: p.updates, alerts: p.alerts }
