@@ -89,7 +89,8 @@ pub enum Consult {
     Error,
 }
 
-/// One request as the edge reports it to the hub (short names: many per report).
+/// One request's analytics sample, as the isolate folds it into its slide
+/// deltas (short names: the raw samples of an older isolate's `HubOp::Report`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     #[serde(rename = "t")]
@@ -294,7 +295,7 @@ pub struct Slide {
     pub do_errors: u64,
     pub events: u64,
     pub events_rejected: u64,
-    /// Observations and samples the isolates lost (reported with their next batch).
+    /// Observations and samples the isolates lost (reported with their next report).
     #[serde(default)]
     pub observations_dropped: u64,
     pub unique: Hll,

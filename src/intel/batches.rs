@@ -1,5 +1,5 @@
 //! The isolate's open batches (phase 7, record), bounded: at most
-//! `max_open` batches (one per subject, one per hub shard), `max_queued`
+//! `max_open` batches (one per subject), `max_queued`
 //! items and `max_bytes` estimated bytes in all (`BatchItems::bytes`: a
 //! request path can be kilobytes long, so a count of items alone does not
 //! bound memory). What would go past a bound is never dropped: its batch is

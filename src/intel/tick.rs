@@ -1,6 +1,6 @@
 //! The analytics hub's tick, decided here and executed by `HubObject::alarm`
 //! (`src/objects/hub.rs`), which only does the I/O: storage, KV, the other
-//! shards, the sockets.
+//! shards, the stream root.
 //!
 //! A tick is two pure steps around its I/O (with `KvRun`, a pure helper that
 //! orders the KV writes between them), each over the hub's loaded state
@@ -27,7 +27,7 @@
 //! in the aggregator, the profile flushes' events): no slide is rolled up or
 //! judged before its data can have arrived.
 //!
-//! Between the two steps the object may take reports (the state is the one
+//! Between the two steps the object may take forwards (the state is the one
 //! in memory then): what `begin` took is not taken again, and `finish` works
 //! on the window as it is when the I/O is done.
 

@@ -8,8 +8,8 @@
 //! key the global hub makes once and every isolate caches. The key is not
 //! derived from `ADMIN_TOKEN`: a ticket seen in a log must not let anyone
 //! test token guesses offline. Only a correctly signed, unexpired ticket
-//! reaches a Durable Object, and the hub remembers its nonce until it
-//! expires, so it opens one socket only.
+//! reaches a Durable Object, and the stream root remembers its nonce until
+//! it expires, so it opens one socket only.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;

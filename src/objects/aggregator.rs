@@ -9,7 +9,7 @@
 //!
 //! Nothing is lost on either side of it: a report is merged and stored
 //! before it is answered (a write per report is fine here: this tier is
-//! spread over locations); a sealed summary is numbered (per hub shard,
+//! spread over regions x `AGGREGATORS_PER_REGION` objects); a sealed summary is numbered (per hub shard,
 //! from one) and kept until the hub says it has *persisted* it (`Forwarded`), so it
 //! is sent again after a lost answer (the hub skips a sequence it applied)
 //! or after a hub restart (the hub's applied sequence falls back to what it

@@ -1,6 +1,6 @@
 //! Durable Objects: one `ProfileObject` per subject (SQLite-backed storage is
 //! the source of truth; memory only caches), one `VisitorObject` per visitor
-//! (impossible travel), `AggregatorObject`s per location (the analytics'
+//! (impossible travel), `AggregatorObject`s per region (the analytics'
 //! middle tier: isolates report slide deltas to them, they forward summaries
 //! to the hub), one `HubObject` per analytics shard (`HUB_SHARDS`), and the
 //! `StreamObject`s of the global streams (a root and its relays: `stream`).

@@ -39,7 +39,8 @@ use crate::intel::wire::BEARER_HEADER;
 
 /// Tag of this subject's own stream sockets (`...stream?ip=`).
 const SUBJECT_TAG: &str = "subject";
-/// How long a batch waits for the hub to take its events before moving on.
+/// How long a travel finding's publication waits for the stream root before
+/// moving on.
 const PUBLISH_BUDGET_MS: u64 = 1000;
 /// Visitor objects erased at once by an erasure (up to `MAX_VISITORS` in all).
 const VISITOR_ERASE_CHUNK: usize = 50;

@@ -1,7 +1,7 @@
 //! `POST /api/events`: a batch of intelligence events from the site's own
 //! systems, validated one by one (`intel::events`), stored per subject (one
 //! profile-object call per subject) and published to the streams in one
-//! hub call.
+//! stream-root call (`StreamOp::Publish`).
 
 use futures::future::join_all;
 use serde_json::{json, Value};
