@@ -347,3 +347,21 @@ test("a restart of the runtime with merges unpersisted at the hub and summaries 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("a report sent again after its answer was lost is merged once (its id is remembered)", async () => {
+  counts.cases++;
+  const edge = await startEdge({});
+  try {
+    const ns = await edge.mf.getDurableObjectNamespace("AGGREGATORS", "edge");
+    const agg = ns.get(ns.idFromName("agg:EU:0"));
+    const report = (id) => agg.fetch("http://agg/", { method: "POST", body: JSON.stringify({ report: { deltas: {}, id } }) }).then((r) => r.json());
+    assert.equal((await report("00000000000000ff-1")).duplicate, undefined);
+    assert.equal((await report("00000000000000ff-1")).duplicate, true, "the same id again");
+    assert.equal((await report("00000000000000ff-2")).duplicate, undefined, "the next report");
+    const state = await edge.aggregatorState("agg:EU:0");
+    assert.equal(state.reports, 2);
+    assert.equal(state.duplicateReports, 1);
+  } finally {
+    await edge.close();
+  }
+});

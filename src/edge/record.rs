@@ -289,7 +289,10 @@ async fn send_report(env: &Env, report: Report) {
     if report.deltas.is_empty() && report.updates.is_empty() && report.alerts.is_empty() {
         return;
     }
-    let op = AggOp::Report { deltas: report.deltas, updates: report.updates, alerts: report.alerts };
+    // Numbered, so the retry below after an answer that was lost (the
+    // aggregator merged it) is not merged twice.
+    let id = Some(format!("{:016x}-{}", isolate_id(), report.id));
+    let op = AggOp::Report { deltas: report.deltas, updates: report.updates, alerts: report.alerts, id };
     for attempt in 1..=2 {
         let outcome =
             match call_object::<_, serde_json::Value>(env, bindings::AGGREGATORS, &report.aggregator, &op).await {
@@ -303,7 +306,7 @@ async fn send_report(env: &Env, report: Report) {
             format_args!("{} samples to {}, attempt {attempt}: {outcome}", report.samples, report.aggregator),
         );
     }
-    if let AggOp::Report { deltas, updates, alerts } = op {
+    if let AggOp::Report { deltas, updates, alerts, .. } = op {
         count_dropped(deltas.lost_if_dropped());
         publish_events(env, updates, alerts).await;
     }

@@ -187,6 +187,11 @@ pub enum AggOp {
         updates: Vec<Update>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         alerts: Vec<AlertNotice>,
+        /// The report's id (`<isolate>-<report number>`): a report sent again
+        /// after a lost answer is merged once (the aggregator remembers the
+        /// ids of the last `REPORT_IDS_KEPT_MS`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
     /// What it holds and how its forwards went (`AggState`), for tests and operators.
     State,
@@ -212,6 +217,9 @@ pub struct AggState {
     /// `Publish` calls to the stream root since this object started (memory).
     #[serde(default)]
     pub publications: u64,
+    /// Reports that came again (their id already merged) and were not merged twice.
+    #[serde(default)]
+    pub duplicate_reports: u64,
 }
 
 /// One shard's window as shard 0's tick fetches it (`HubOp::Part`).
@@ -343,8 +351,14 @@ mod tests {
         use crate::intel::deltas::ShardDelta;
         let mut deltas = SlideDeltas::default();
         deltas.shards.insert(1, ShardDelta::default());
-        let report = AggOp::Report { deltas, updates: vec![], alerts: vec![] };
+        let report = AggOp::Report { deltas: deltas.clone(), updates: vec![], alerts: vec![], id: None };
         assert_eq!(serde_json::to_string(&report).unwrap(), r#"{"report":{"deltas":{"1":{"slides":{}}}}}"#);
+        let numbered = AggOp::Report { deltas, updates: vec![], alerts: vec![], id: Some("00000000000000ff-7".into()) };
+        let text = serde_json::to_string(&numbered).unwrap();
+        assert_eq!(text, r#"{"report":{"deltas":{"1":{"slides":{}}},"id":"00000000000000ff-7"}}"#);
+        assert!(
+            matches!(serde_json::from_str::<AggOp>(&text).unwrap(), AggOp::Report { id: Some(ref i), .. } if i == "00000000000000ff-7")
+        );
         // An older isolate's report (no events) still reads.
         let read: AggOp = serde_json::from_str(r#"{"report":{"deltas":{}}}"#).unwrap();
         assert!(

@@ -63,6 +63,11 @@ const MAX_UNCONFIRMED: u64 = 1_800;
 /// Events held at most (memory bound): a report that brings the held events
 /// past it has them published at once, from its own request.
 const MAX_HELD_EVENTS: usize = 5_000;
+/// How long a report's id is remembered: an isolate sends a report again at
+/// once when its answer is lost (`record::send_report`), so minutes are plenty.
+const REPORT_IDS_KEPT_MS: f64 = 5.0 * 60_000.0;
+/// Longer ids are not ours (`<16 hex>-<number>`) and are not remembered.
+const MAX_REPORT_ID_BYTES: usize = 64;
 
 #[derive(Deserialize)]
 struct DataRow {
@@ -120,6 +125,8 @@ pub struct AggregatorObject {
     events: RefCell<Held>,
     published: Cell<u64>,
     publications: Cell<u64>,
+    /// Reports not merged because their id was (memory, for `AggState`).
+    duplicates: Cell<u64>,
 }
 
 impl DurableObject for AggregatorObject {
@@ -130,6 +137,7 @@ impl DurableObject for AggregatorObject {
             events: RefCell::new(Held::default()),
             published: Cell::new(0),
             publications: Cell::new(0),
+            duplicates: Cell::new(0),
         }
     }
 
@@ -148,9 +156,28 @@ impl DurableObject for AggregatorObject {
         let sql = self.state.storage().sql();
         migrate(&sql)?;
         match op {
-            AggOp::Report { deltas, mut updates, mut alerts } => {
+            AggOp::Report { deltas, mut updates, mut alerts, id } => {
                 if let Some(name) = self.state.id().name() {
                     sql.exec("UPDATE info SET name = ? WHERE id = 1", vec![name.into()])?;
+                }
+                // A report sent again after its answer was lost: merged once.
+                // The id is checked and recorded with the merge, with no
+                // await in between, so they are stored together.
+                let id = id.filter(|i| i.len() <= MAX_REPORT_ID_BYTES);
+                if let Some(id) = &id {
+                    let seen = sql
+                        .exec("SELECT COUNT(*) AS n FROM report_ids WHERE id = ?", vec![id.clone().into()])?
+                        .to_array::<CountRow>()?
+                        .first()
+                        .is_some_and(|r| r.n > 0.0);
+                    if seen {
+                        self.duplicates.set(self.duplicates.get().saturating_add(1));
+                        return reply(200, &json!({"merged": 0, "duplicate": true}));
+                    }
+                    sql.exec(
+                        "INSERT INTO report_ids (id, at) VALUES (?, ?)",
+                        vec![id.clone().into(), now_ms().into()],
+                    )?;
                 }
                 // Read, merge and write with no await in between: reports
                 // arriving together never overwrite each other.
@@ -185,6 +212,7 @@ impl DurableObject for AggregatorObject {
                 state.events_held = self.events.borrow().len() as u64;
                 state.events_published = self.published.get();
                 state.publications = self.publications.get();
+                state.duplicate_reports = self.duplicates.get();
                 reply(200, &state)
             }
         }
@@ -216,6 +244,7 @@ impl DurableObject for AggregatorObject {
         self.state.storage().set_alarm(Duration::from_millis(u64::from(config.hub.forward_ms))).await?;
         self.publish(&log).await;
         seal(&sql, &config, now_ms())?;
+        sql.exec("DELETE FROM report_ids WHERE at < ?", vec![(now_ms() - REPORT_IDS_KEPT_MS).into()])?;
         let shards: Vec<u32> = sql
             .exec("SELECT DISTINCT shard FROM sent ORDER BY shard", None)?
             .to_array::<ShardRow>()?
@@ -247,7 +276,9 @@ fn migrate(sql: &SqlStorage) -> Result<()> {
          CREATE TABLE IF NOT EXISTS info (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL DEFAULT '',
            reports INTEGER NOT NULL DEFAULT 0, forwards INTEGER NOT NULL DEFAULT 0,
            failures INTEGER NOT NULL DEFAULT 0);
-         INSERT OR IGNORE INTO info (id) VALUES (1);",
+         INSERT OR IGNORE INTO info (id) VALUES (1);
+         CREATE TABLE IF NOT EXISTS report_ids (id TEXT PRIMARY KEY, at REAL NOT NULL);
+         CREATE INDEX IF NOT EXISTS report_ids_at ON report_ids (at);",
         None,
     )?;
     Ok(())
