@@ -218,6 +218,12 @@ export async function scaleRuns({ mix, newIps, ks = [1, 2, 4, 8], requests = 400
       hubRps: hubName ? classes[hubName].maxObjectRps : null,
       aggregatorRps: aggName ? classes[aggName].maxObjectRps : null,
       objectRequestsPer1000: r2((mixStats.calls * 1000) / plan.length),
+      // The floor of this design: each isolate sends its own observations of
+      // a subject to the subject's object, so a subject seen by j isolates
+      // costs at least j calls. Distinct (isolate, subject) pairs of the mix
+      // (request i goes to isolate i % k, bench-load.mjs), per 1,000 requests.
+      isolateSubjectPairsPer1000: r2((isolateSubjectPairs(plan, k) * 1000) / plan.length),
+      distinctSubjects: new Set(plan.map((q) => q.ip)).size,
       classes,
       newSubjects: { subjects: worst.length, objectCalls: worstStats.calls, perSubject: r2(worstStats.calls / worst.length), byClass: Object.fromEntries(Object.entries(worstStats.classes).map(([c, v]) => [c, v.calls])) },
       kv: { ...kv, all: kvAll },
@@ -261,6 +267,11 @@ export async function scaleRuns({ mix, newIps, ks = [1, 2, 4, 8], requests = 400
     extrapolation: extrapolate(model),
     runs,
   };
+}
+
+/** Distinct (isolate, client IP) pairs when request i goes to isolate i % k. */
+function isolateSubjectPairs(plan, k) {
+  return new Set(plan.map((q, i) => `${i % k} ${q.ip}`)).size;
 }
 
 /** Calls per class and object between two count snapshots, as rates over `seconds`. */
