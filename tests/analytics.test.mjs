@@ -125,6 +125,41 @@ test("a scanning campaign and a threat spike show in patterns, on the stream, an
   perf.close();
 });
 
+test("insights the stream root could not take (down during the tick) reach the stream at a later tick, once", async () => {
+  const own = await startEdge({
+    vars: { RISK_MODE: "consistent", ANALYTICS_SLIDE_SECONDS: "1", ANALYTICS_WINDOW_SECONDS: "20", FLUSH_INTERVAL_MS: "100" },
+    streamRestarts: true,
+  });
+  try {
+    const intel = own.stream("/api/intelligence/stream");
+    await intel.opened;
+    assert.equal(await own.setStreamDown("root", true), "down");
+    const scanners = ["203.0.113.61", "203.0.113.62", "203.0.113.63", "203.0.113.64", "203.0.113.65"];
+    await Promise.all(
+      scanners.map(async (ip) => {
+        const res = await own.send("/.env", { cf: { country: "NL", asn: 14061, colo: "AMS" }, ip, headers: { "User-Agent": "python-requests/2.32.3", Accept: "*/*" } });
+        await res.arrayBuffer();
+      }),
+    );
+    const scanning = (ms) => ms.some((m) => m.type === "insight" && m.data.pattern?.kind === "scanning_campaign");
+    await eventually(async () => ((await own.api("GET", "/api/analytics/patterns")).json?.patterns ?? []).some((p) => p.kind === "scanning_campaign"));
+    // The hub's tick takes the pattern as news once the slide's grace is
+    // over (~1.7 s here, ticks every second) and fails to hand it to the
+    // root: the log says what it kept.
+    const kept = () => own.runtimeLog.join("").match(/(\d+) intelligence messages kept for the next tick/g) ?? [];
+    await eventually(() => kept().some((line) => !line.startsWith("0 ")), { tries: 100 });
+    await new Promise((r) => setTimeout(r, 4000)); // more ticks while the root is down
+    assert.ok(!scanning(intel.messages), "nothing reached the stream while the root was down");
+    assert.ok(Number(await own.setStreamDown("root", false)) > 0, "the root refused the hub's broadcasts");
+    await intel.until(scanning, 15000);
+    await new Promise((r) => setTimeout(r, 2500)); // two more ticks
+    assert.equal(intel.messages.filter((m) => m.type === "insight" && m.data.pattern?.kind === "scanning_campaign").length, 1, "pushed once, not again at every tick");
+    intel.close();
+  } finally {
+    await own.close();
+  }
+});
+
 test("metric endpoints, insights, trends, anomalies, correlations and health answer with measured values", async () => {
   for (const path of ["/api/analytics/insights", "/api/analytics/trends", "/api/analytics/anomalies", "/api/analytics/correlations"]) {
     const r = await edge.api("GET", path);

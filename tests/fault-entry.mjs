@@ -124,3 +124,31 @@ export class RestartableStream {
     return this.inner.webSocketError(ws, error);
   }
 }
+
+// `RestartableAggregator`: the real AggregatorObject, which `/__restart`
+// replaces by a fresh instance over the same state, as the runtime does after
+// an eviction or a crash: what it held in memory (the events waiting for
+// their publication, its counters, anything cached from storage) is gone,
+// its SQLite storage (stored reports, unconfirmed summaries, merged report
+// ids) stays. Its alarm stays armed, as the runtime keeps it. Work the old
+// instance had begun still finishes (workerd would cut it off): this shows
+// what the new instance finds, not a crash half way through a write (SQLite
+// writes without an await between them are atomic anyway).
+export class RestartableAggregator {
+  constructor(state, env) {
+    this.state = state;
+    this.env = env;
+    this.inner = new edge.AggregatorObject(state, env);
+    this.restarts = 0;
+  }
+  async fetch(request) {
+    if (new URL(request.url).pathname === "/__restart") {
+      this.inner = new edge.AggregatorObject(this.state, this.env);
+      return new Response(String(++this.restarts));
+    }
+    return this.inner.fetch(request);
+  }
+  alarm(info) {
+    return this.inner.alarm(info);
+  }
+}

@@ -63,15 +63,63 @@ export const ADMIN_TOKEN = "test-admin-token-0123456789";
  * `hubSlowMs`: every call to a hub object waits this long first (tests/fault-entry.mjs).
  * `port`: a fixed port (a restarted runtime comes back at the same address).
  * `streamRestarts`: STREAMS objects can be restarted one at a time (`restartStream`) or made to fail (`setStreamDown`) or slow (`setStreamSlow`).
+ * `aggregatorRestarts`: an aggregator object can be restarted on its own (`restartAggregator`).
+ * `isolates`: how many copies of the Worker run, each its own isolate (as
+ *   on Cloudflare, where a site's requests land in many): "edge" holds the
+ *   Durable Object classes, "edge1", "edge2", ... bind the same objects by
+ *   script name and share the KV namespace. `send`/`api` take `isolate: i`.
  */
-export async function startEdge({ vars = {}, originUrl, persistTo, profileFault, kvFault, hubAlarmFaults, hubSlowMs, port, streamRestarts } = {}) {
+export async function startEdge({ vars = {}, originUrl, persistTo, profileFault, kvFault, hubAlarmFaults, hubSlowMs, port, streamRestarts, aggregatorRestarts, isolates = 1 } = {}) {
   const faultyHub = Boolean(hubAlarmFaults || hubSlowMs);
-  const faultEntry = faultyHub || Boolean(streamRestarts);
+  const faultEntry = faultyHub || Boolean(streamRestarts) || Boolean(aggregatorRestarts);
   const origin = originUrl ? null : await startOrigin({ port: 0 });
   // Everything the runtime prints (the Worker's console, workerd's own
   // errors) is kept for assertions such as "no panic in the log", and still
   // shown as before.
   const runtimeLog = [];
+  const edge = {
+    name: "edge",
+    modules: true,
+    scriptPath: faultEntry ? "tests/fault-entry.mjs" : "build/index.js",
+    modulesRoot: ".",
+    modulesRules: [
+      { type: "ESModule", include: ["**/*.js"] },
+      { type: "CompiledWasm", include: ["**/*.wasm"] },
+    ],
+    compatibilityDate: COMPATIBILITY_DATE,
+    bindings: {
+      ORIGIN_URL: originUrl ?? origin.url,
+      ADMIN_TOKEN,
+      // Suites wait for profiles in seconds; the calm interval has its own test.
+      FLUSH_CALM_MS: "1000",
+      // The analytics tiers report and forward fast in tests (defaults: 2 s each).
+      REPORT_INTERVAL_MS: "300",
+      AGGREGATOR_FORWARD_MS: "300",
+      ...(hubAlarmFaults ? { HUB_ALARM_FAULTS: JSON.stringify(hubAlarmFaults) } : {}),
+      ...(hubSlowMs ? { HUB_SLOW_MS: String(hubSlowMs) } : {}),
+      ...vars,
+    },
+    ...(kvFault ? { wrappedBindings: { METRICS: { scriptName: "kvfault" } } } : { kvNamespaces: ["METRICS"] }),
+    assets: { directory: "www", binding: "ASSETS", routerConfig: { has_user_worker: true, invoke_user_worker_ahead_of_assets: true } },
+    durableObjects: {
+      PROFILES: profileFault
+        ? { className: profileFault === "slow" ? "SlowProfile" : "ThrowingProfile", scriptName: "faults" }
+        : { className: "ProfileObject", useSQLite: true },
+      VISITORS: { className: "VisitorObject", useSQLite: true },
+      HUB: { className: faultyHub ? "FaultyHub" : "HubObject", useSQLite: true },
+      AGGREGATORS: { className: aggregatorRestarts ? "RestartableAggregator" : "AggregatorObject", useSQLite: true },
+      STREAMS: { className: streamRestarts ? "RestartableStream" : "StreamObject", useSQLite: true },
+    },
+  };
+  // The other isolates: the same Worker, its objects bound from "edge" (one
+  // set of objects, as one Cloudflare namespace), the same KV namespace.
+  const copies = Array.from({ length: Math.max(0, isolates - 1) }, (_, j) => {
+    const { assets: _assets, ...rest } = edge;
+    const objects = Object.fromEntries(
+      Object.entries(edge.durableObjects).map(([binding, o]) => [binding, { className: o.className, scriptName: o.scriptName ?? "edge" }]),
+    );
+    return { ...rest, name: `edge${j + 1}`, durableObjects: objects };
+  });
   const mf = new Miniflare({
     handleRuntimeStdio(stdout, stderr) {
       for (const [stream, sink] of [[stdout, process.stdout], [stderr, process.stderr]]) {
@@ -85,40 +133,8 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
     ...(persistTo ? { durableObjectsPersist: persistTo, kvPersist: persistTo } : {}),
     ...(port ? { port } : {}),
     workers: [
-      {
-        name: "edge",
-        modules: true,
-        scriptPath: faultEntry ? "tests/fault-entry.mjs" : "build/index.js",
-        modulesRoot: ".",
-        modulesRules: [
-          { type: "ESModule", include: ["**/*.js"] },
-          { type: "CompiledWasm", include: ["**/*.wasm"] },
-        ],
-        compatibilityDate: COMPATIBILITY_DATE,
-        bindings: {
-          ORIGIN_URL: originUrl ?? origin.url,
-          ADMIN_TOKEN,
-          // Suites wait for profiles in seconds; the calm interval has its own test.
-          FLUSH_CALM_MS: "1000",
-          // The analytics tiers report and forward fast in tests (defaults: 2 s each).
-          REPORT_INTERVAL_MS: "300",
-          AGGREGATOR_FORWARD_MS: "300",
-          ...(hubAlarmFaults ? { HUB_ALARM_FAULTS: JSON.stringify(hubAlarmFaults) } : {}),
-          ...(hubSlowMs ? { HUB_SLOW_MS: String(hubSlowMs) } : {}),
-          ...vars,
-        },
-        ...(kvFault ? { wrappedBindings: { METRICS: { scriptName: "kvfault" } } } : { kvNamespaces: ["METRICS"] }),
-        assets: { directory: "www", binding: "ASSETS", routerConfig: { has_user_worker: true, invoke_user_worker_ahead_of_assets: true } },
-        durableObjects: {
-          PROFILES: profileFault
-            ? { className: profileFault === "slow" ? "SlowProfile" : "ThrowingProfile", scriptName: "faults" }
-            : { className: "ProfileObject", useSQLite: true },
-          VISITORS: { className: "VisitorObject", useSQLite: true },
-          HUB: { className: faultyHub ? "FaultyHub" : "HubObject", useSQLite: true },
-          AGGREGATORS: { className: "AggregatorObject", useSQLite: true },
-          STREAMS: { className: streamRestarts ? "RestartableStream" : "StreamObject", useSQLite: true },
-        },
-      },
+      edge,
+      ...copies,
       ...(kvFault
         ? [{ name: "kvfault", modules: true, script: KV_FAULT_MODULE, kvNamespaces: { INNER: "metrics-store" } }]
         : []),
@@ -139,9 +155,10 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
    * Sends one request. `cf`: the exact cf object (null = no cf at all);
    * `ip`: CF-Connecting-IP; `headers`: any others.
    */
-  async function send(path, { cf = {}, ip = "198.51.100.10", method = "GET", headers = {}, body } = {}) {
+  async function send(path, { cf = {}, ip = "198.51.100.10", method = "GET", headers = {}, body, isolate = 0 } = {}) {
     const h = new Headers(headers);
     if (ip !== null) h.set("CF-Connecting-IP", ip);
+    if (isolate > 0) h.set("MF-Route-Override", `edge${isolate}`);
     const init = { method, headers: h, body, redirect: "manual" };
     if (cf === null) return noCf.fetch(BASE + path, init);
     h.set("MF-CF-Blob", asciiJson({ clientAcceptEncoding: "", ...cf }));
@@ -149,9 +166,10 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
   }
 
   /** Calls the authenticated API. */
-  async function api(method, path, { body, token = ADMIN_TOKEN, headers = {} } = {}) {
+  async function api(method, path, { body, token = ADMIN_TOKEN, headers = {}, isolate = 0 } = {}) {
     const h = new Headers(headers);
     if (token) h.set("Authorization", `Bearer ${token}`);
+    if (isolate > 0) h.set("MF-Route-Override", `edge${isolate}`);
     if (body !== undefined && !h.has("Content-Type")) h.set("Content-Type", "application/json");
     const payload = body === undefined || typeof body === "string" ? body : JSON.stringify(body);
     const res = await mf.dispatchFetch(`${BASE}/_intel${path}`, { method, headers: h, body: payload });
@@ -232,6 +250,16 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
     return res.json();
   }
 
+  /**
+   * With `aggregatorRestarts`: restarts one aggregator ("agg:EU:0", ...) as an
+   * eviction would: its memory is gone, its storage stays (tests/fault-entry.mjs).
+   */
+  async function restartAggregator(name) {
+    const ns = await mf.getDurableObjectNamespace("AGGREGATORS", "edge");
+    const res = await ns.get(ns.idFromName(name)).fetch("http://agg/__restart");
+    return Number(await res.text());
+  }
+
   /** An aggregator object's state (AggOp::State), by name ("agg:local:0", ...). */
   async function aggregatorState(name) {
     const ns = await mf.getDurableObjectNamespace("AGGREGATORS", "edge");
@@ -239,7 +267,7 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
     return res.json();
   }
 
-  return { mf, origin, send, api, stream, close, setKvDown, setKvSlow, hubFaults, hubWindow, aggregatorState, restartStream, setStreamDown, setStreamSlow, runtimeLog, url: httpUrl };
+  return { mf, origin, send, api, stream, close, setKvDown, setKvSlow, hubFaults, hubWindow, aggregatorState, restartAggregator, restartStream, setStreamDown, setStreamSlow, runtimeLog, url: httpUrl };
 }
 
 /** Polls `check` (bounded: `tries` times, `everyMs` apart) until it returns a truthy value. */

@@ -405,6 +405,18 @@ impl Membership {
     }
 }
 
+/// Puts `failed` (sent before what `queue` holds now) back in front of it
+/// and keeps the newest `max`: a sender's retry queue that keeps the order.
+/// Answers how many are kept and how many of the oldest were dropped.
+pub fn requeue_front<T>(queue: &mut Vec<T>, failed: Vec<T>, max: usize) -> (usize, usize) {
+    let newer = std::mem::take(queue);
+    queue.extend(failed);
+    queue.extend(newer);
+    let dropped = queue.len().saturating_sub(max);
+    queue.drain(..dropped);
+    (queue.len(), dropped)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -570,5 +582,16 @@ mod tests {
         assert_eq!(serde_json::to_string(&op).unwrap(), r#"{"deliver":{"intel":["0"]}}"#);
         let back: StreamOp = serde_json::from_str(r#"{"publish":{"updates":[]}}"#).unwrap();
         assert!(matches!(back, StreamOp::Publish { updates, alerts } if updates.is_empty() && alerts.is_empty()));
+    }
+
+    #[test]
+    fn requeue_front_keeps_the_order_and_the_newest() {
+        let mut q = vec![3, 4];
+        assert_eq!(requeue_front(&mut q, vec![1, 2], 10), (4, 0));
+        assert_eq!(q, vec![1, 2, 3, 4], "the failed ones go first: they are older");
+        assert_eq!(requeue_front(&mut q, vec![0], 3), (3, 2));
+        assert_eq!(q, vec![2, 3, 4], "past the bound the oldest go");
+        let mut empty: Vec<u8> = Vec::new();
+        assert_eq!(requeue_front(&mut empty, Vec::new(), 3), (0, 0));
     }
 }

@@ -51,7 +51,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::intel::analytics::{Aggregator, Slide};
 use crate::intel::deltas::{self, Forward};
-use crate::intel::fanout::{Clients, StreamOp, ROOT};
+use crate::intel::fanout::{requeue_front, Clients, StreamOp, ROOT};
 use crate::intel::keys::{self, hub_name, shard_index};
 use crate::intel::tick::{self, HubState, KvRun, Meta, Others, TickConfig};
 use crate::intel::wire::{Forwarded, HubOp, SitePart, Spent, TicketKey, WindowState};
@@ -91,7 +91,17 @@ pub struct HubObject {
     /// `stream_clients` gauge and the analytics API's counts, a tick behind.
     /// With the root's counts of what its bounds dropped (`Clients`).
     clients: Cell<Clients>,
+    /// Intelligence-stream texts of earlier ticks the stream root did not
+    /// take (its call failed): insights are news once (the tick marks them
+    /// pushed), so they go again, first, with the next tick's
+    /// (`UNSENT_INTEL_MAX` at most, the oldest dropped; memory only: a
+    /// restart of the hub loses them). Performance texts are not kept: the
+    /// next tick's metrics replace them.
+    unsent_intel: RefCell<Vec<String>>,
 }
+
+/// Intelligence texts kept for the next tick when the stream root fails.
+const UNSENT_INTEL_MAX: usize = 500;
 
 impl DurableObject for HubObject {
     fn new(state: State, env: Env) -> Self {
@@ -102,6 +112,7 @@ impl DurableObject for HubObject {
             dirty: RefCell::new(BTreeSet::new()),
             persisted: RefCell::new(BTreeMap::new()),
             clients: Cell::new(Clients::default()),
+            unsent_intel: RefCell::new(Vec::new()),
         }
     }
 
@@ -393,16 +404,33 @@ fn site_part(l: &HubState, config: &Config, now: f64) -> SitePart {
 impl HubObject {
     /// Hands the tick's texts for the streams to the stream root (which
     /// publishes them to every relay) and keeps the socket counts it answers.
+    /// The intelligence texts of a failed call are kept for the next tick
+    /// (`unsent_intel`).
     async fn broadcast(&self, intel: Vec<String>, perf: Vec<String>, log: &Log) {
+        let intel = {
+            let mut unsent = self.unsent_intel.borrow_mut();
+            unsent.extend(intel);
+            std::mem::take(&mut *unsent)
+        };
         if intel.is_empty() && perf.is_empty() {
             return;
         }
         let op = StreamOp::Broadcast { intel, perf };
-        match platform::call_object::<_, Clients>(&self.env, bindings::STREAMS, ROOT, &op).await {
-            Ok((200, Some(c))) => self.clients.set(c),
-            Ok((status, _)) => log.error("streams", format_args!("the stream root answered {status}")),
-            Err(e) => log.error("streams", format_args!("the stream root: {e}")),
-        }
+        let failed = match platform::call_object::<_, Clients>(&self.env, bindings::STREAMS, ROOT, &op).await {
+            Ok((200, Some(c))) => {
+                self.clients.set(c);
+                None
+            }
+            Ok((status, _)) => Some(format!("the stream root answered {status}")),
+            Err(e) => Some(format!("the stream root: {e}")),
+        };
+        let Some(why) = failed else { return };
+        let StreamOp::Broadcast { intel, .. } = op else { return };
+        let (kept, dropped) = requeue_front(&mut self.unsent_intel.borrow_mut(), intel, UNSENT_INTEL_MAX);
+        log.error(
+            "streams",
+            format_args!("{why}; {kept} intelligence messages kept for the next tick, {dropped} oldest dropped"),
+        );
     }
 
     fn ensure_loaded(&self, sql: &SqlStorage) -> Result<()> {
