@@ -48,6 +48,7 @@ fn core_path(c: &mut Criterion) {
                 reputation: 50,
                 cf: &cf,
                 status: IntelStatus::Ok,
+                rule: None,
             });
             black_box(headers)
         })

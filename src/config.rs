@@ -14,6 +14,7 @@ use crate::intel::analytics::AnalyticsConfig;
 use crate::intel::facts::country_code;
 use crate::intel::lists::{Lists, RawLists};
 use crate::intel::profile::ProfileRules;
+use crate::intel::rules::{describe, parse_rules as parse_route_rules, usable, RouteRule};
 use crate::intel::score::Weights;
 use crate::intel::signals::{Reason, SignalConfig};
 use crate::intel::travel::TravelRules;
@@ -186,6 +187,9 @@ pub struct Enforcement {
     pub turnstile: Option<(String, String)>,
     /// `TURNSTILE_VERIFY_URL`: the siteverify endpoint (tests override it).
     pub turnstile_verify_url: String,
+    /// `RULES`: per-route rules (`intel::rules`), evaluated after the rules
+    /// stored through the API (KV) and before `mode`.
+    pub rules: Vec<RouteRule>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -314,6 +318,19 @@ impl Config {
                 "challenge and block modes need the secret CHALLENGE_SIGNING_KEY (at least 16 characters): wrangler secret put CHALLENGE_SIGNING_KEY",
             ));
         }
+        let route_rules = match text("RULES")? {
+            None => Vec::new(),
+            Some(v) => {
+                let value: serde_json::Value =
+                    serde_json::from_str(v).map_err(|e| err("RULES", format!("not JSON: {e}")))?;
+                let rules = parse_route_rules(&value).map_err(|e| err("RULES", describe(&e)))?;
+                let unusable = usable(&rules, challenge_key.is_some());
+                if !unusable.is_empty() {
+                    return Err(err("RULES", describe(&unusable)));
+                }
+                rules
+            }
+        };
         let risk_mode = match raw.choice("RISK_MODE")? {
             "consistent" => RiskMode::Consistent,
             _ => RiskMode::Fast,
@@ -447,6 +464,7 @@ impl Config {
                 clearance_ttl_s,
                 turnstile,
                 turnstile_verify_url,
+                rules: route_rules,
             },
             rules,
             travel,
@@ -622,6 +640,7 @@ mod tests {
                 clearance_ttl_s: 3600,
                 turnstile: None,
                 turnstile_verify_url: "https://challenges.cloudflare.com/turnstile/v0/siteverify".to_string(),
+                rules: Vec::new(),
             },
             rules: ProfileRules::default(),
             travel: TravelRules { max_kmh: 900.0, min_km: 500.0, memory_ms: 3_600_000.0 },

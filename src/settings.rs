@@ -90,6 +90,7 @@ pub static SETTINGS: &[Setting] = &[
     s("RISK_WEIGHTS", Some("{}"), Kind::Text("JSON object"), "reason code -> points 0-100 over the built-in points of the [reason codes](../README.md#reason-codes), e.g. `{\"tor_exit\": 60}`"),
     s("COUNTRY_RISK", Some("{}"), Kind::Text("JSON object"), "country code -> points 0-100, e.g. `{\"XX\": 30}`"),
     s("HOSTING_ASNS", Some("[]"), Kind::Text("JSON array"), "extra hosting ASNs, `64496` or `\"AS64496\"`, added to the embedded hosting/VPN list"),
+    s("RULES", None, Kind::Text("JSON array"), "per-route rules `{id, match: {path, methods, countries, asns, reasons, minScore}, action (allow, monitor, challenge, block), dryRun}`, evaluated in order after the allow and block lists and after the rules stored through the API; the first that matches decides (docs/policies.md)"),
     s("ALLOW_LIST", Some("[]"), Kind::Text("JSON array"), "IPs, CIDRs, `AS64496`, `country:XX` always allowed; the API's lists (KV) are added to these"),
     s("BLOCK_LIST", Some("[]"), Kind::Text("JSON array"), "IPs, CIDRs, `AS64496`, `country:XX` always blocked; the API's lists (KV) are added to these"),
     // Enforcement.
@@ -347,6 +348,7 @@ mod tests {
                     "HOSTING_ASNS" => "[64496]",
                     "ALLOW_LIST" | "BLOCK_LIST" => r#"["192.0.2.1"]"#,
                     "ALERT_RULES" => "[]",
+                    "RULES" => r#"[{"id": "a", "action": "block"}]"#,
                     "VISITOR_COOKIE" => "sid",
                     _ => "0123456789abcdef-other",
                 },

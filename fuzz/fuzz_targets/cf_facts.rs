@@ -60,6 +60,7 @@ fuzz_target!(|data: &[u8]| {
         reputation: 0,
         cf: &f,
         status: IntelStatus::Ok,
+        rule: None,
     };
     for (name, value) in render(&input) {
         assert!(value.bytes().all(|b| (0x20..0x7f).contains(&b)), "{name}: {value:?} is not printable ASCII");

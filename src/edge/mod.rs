@@ -14,6 +14,7 @@ mod record;
 mod request;
 mod respond;
 mod rotation;
+mod rules;
 mod verdicts;
 mod visitor;
 

@@ -20,6 +20,7 @@
 //! wasm instance and every co-located object).
 
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 use futures::future::{join, select, Either};
@@ -31,13 +32,14 @@ use crate::clock::now_ms;
 use crate::config::{Config, RiskMode};
 use crate::error::Error;
 use crate::intel::analytics::{shard_of, Consult};
-use crate::intel::enforce::{self, clearance_valid, Action, DecideInput, CLEARANCE_COOKIE};
+use crate::intel::enforce::{self, clearance_valid, Action, DecideInput, Decision, CLEARANCE_COOKIE};
 use crate::intel::facts::{CfFacts, RequestFacts};
-use crate::intel::headers::{self, HeaderInput, IntelStatus};
+use crate::intel::headers::{self, HeaderInput, IntelStatus, RuleHeader};
 use crate::intel::ip::Identity;
 use crate::intel::lists::ListVerdict;
 use crate::intel::outcome::{self, Answer, Consulted};
 use crate::intel::profile::{Observation, ProfileVerdict};
+use crate::intel::rules::{first_match, RouteRule, RuleInput};
 use crate::intel::score::{self, Level, Verdict};
 use crate::intel::secrets::cookie;
 use crate::intel::signals::{self, Reason, Signal};
@@ -46,7 +48,7 @@ use crate::intel::travel::TravelFinding;
 
 use super::record::{Batching, Recorded};
 use super::visitor::Visitor;
-use super::{consult, extract, forward, lists, record, respond, rotation, visitor, Io};
+use super::{consult, extract, forward, lists, record, respond, rotation, rules, visitor, Io};
 
 /// One request on its way through the phases.
 struct RequestCtx<'a> {
@@ -91,6 +93,8 @@ struct Found {
     /// Fast mode: the consult's call recorded this request's observation
     /// (a cache miss); holds what that published, for the hub.
     recorded: Option<Recorded>,
+    /// The per-route rules in force (stored, then the vars': `edge::rules`).
+    rules: Rc<Vec<RouteRule>>,
 }
 
 /// The score phase's result.
@@ -122,10 +126,11 @@ pub async fn handle(req: &Request, io: Io<'_>, config: &Config) -> Response {
         note_subject(&rc);
         return respond::error(&e);
     }
-    let action = decide(&rc, &found, &scored);
+    let decision = decide(&rc, &found, &scored);
+    let action = decision.action;
     let sent = now_ms();
     let result = match action {
-        Action::Forward => forward(&rc, &found, &scored).await,
+        Action::Forward => forward(&rc, &found, &scored, &decision).await,
         Action::Block | Action::Challenge => Ok(respond(&rc, action)),
     };
     let status = result.as_ref().map_or_else(|e| e.status, Response::status);
@@ -209,6 +214,7 @@ async fn consult(rc: &mut RequestCtx<'_>) -> (Found, Observation) {
         rc.io.log.warn("lists", format_args!("kept the last lists read: {e}"));
     }
     let list = lists.lists.check(rc.ip, rc.cf.asn, rc.cf.country.as_deref());
+    let rules = rules::effective(rc.io, rc.config).await;
     if list == ListVerdict::Blocked {
         rc.signals.push(Signal { reason: Reason::Blocklisted, points: None });
     }
@@ -220,7 +226,7 @@ async fn consult(rc: &mut RequestCtx<'_>) -> (Found, Observation) {
     };
     // Time only advances across I/O in Workers, so this is the consult's I/O wait.
     let consulted = Consulted { consult, consult_ms: now_ms() - rc.started, lists_stale: !lists.fresh };
-    (Found { list, profile, status, travel, consulted, recorded }, obs)
+    (Found { list, profile, status, travel, consulted, recorded, rules }, obs)
 }
 
 /// The profile verdict and the visitor's travel finding, asked concurrently;
@@ -304,15 +310,16 @@ fn score(rc: &mut RequestCtx, found: &Found) -> Scored {
     Scored { verdict, level, status }
 }
 
-/// Phase 5: forward, challenge or block (`intel::enforce`).
-fn decide(rc: &RequestCtx, found: &Found, scored: &Scored) -> Action {
+/// Phase 5: forward, challenge or block (`intel::enforce`): the lists, then
+/// the first per-route rule that matches (`intel::rules`), then the mode.
+fn decide<'f>(rc: &RequestCtx, found: &'f Found, scored: &Scored) -> Decision<'f> {
     let config = rc.config;
     let cleared = match (&config.secrets.challenge_key, rc.cookies.as_deref().and_then(|h| cookie(h, CLEARANCE_COOKIE)))
     {
         (Some(k), Some(v)) => clearance_valid(k, own_key(rc), v, rc.started),
         _ => false,
     };
-    enforce::decide(&DecideInput {
+    let input = DecideInput {
         mode: config.enforce.mode,
         score: scored.verdict.score,
         challenge_at: config.enforce.challenge_at,
@@ -321,7 +328,24 @@ fn decide(rc: &RequestCtx, found: &Found, scored: &Scored) -> Action {
         list: found.list,
         cleared,
         widened: rc.widened,
-    })
+    };
+    let rule = if found.rules.is_empty() {
+        None
+    } else {
+        let reasons: Vec<_> = scored.verdict.reasons().collect();
+        first_match(
+            &found.rules,
+            &RuleInput {
+                path: &rc.request.path,
+                method: &rc.request.method,
+                country: rc.cf.country.as_deref(),
+                asn: rc.cf.asn,
+                reasons: &reasons,
+                score: scored.verdict.score,
+            },
+        )
+    };
+    enforce::decide_policy(&input, rule)
 }
 
 /// What a challenge and a clearance are bound to: the request's own
@@ -332,7 +356,14 @@ fn own_key<'a>(rc: &'a RequestCtx) -> &'a str {
 
 /// Phase 6a: to the origin, with our headers replacing any the client sent
 /// (signed when `HEADER_SIGNING_KEY` is set: `intel::signature`).
-async fn forward(rc: &RequestCtx<'_>, found: &Found, scored: &Scored) -> Result<Response, Error> {
+async fn forward(
+    rc: &RequestCtx<'_>,
+    found: &Found,
+    scored: &Scored,
+    decision: &Decision<'_>,
+) -> Result<Response, Error> {
+    let rule =
+        decision.rule.map(|d| RuleHeader { id: &d.rule.id, action: d.rule.action.as_str(), dry_run: d.rule.dry_run });
     let mut ours = headers::render(&HeaderInput {
         verdict: &scored.verdict,
         level: scored.level,
@@ -340,6 +371,7 @@ async fn forward(rc: &RequestCtx<'_>, found: &Found, scored: &Scored) -> Result<
         reputation: found.profile.reputation,
         cf: &rc.cf,
         status: scored.status,
+        rule,
     });
     if let Some(k) = &rc.config.secrets.header_signing_key {
         // The address the verdict is about, signed with it.

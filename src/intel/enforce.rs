@@ -20,6 +20,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 use super::lists::ListVerdict;
+use super::rules::{RouteRule, RuleAction};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -84,6 +85,55 @@ pub fn decide(i: &DecideInput) -> Action {
     } else {
         by_score
     }
+}
+
+/// What a matched rule made of a request (issue 18): the rule, and what it
+/// would do (`would`); for a dry run the request is forwarded all the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleDecision<'r> {
+    pub rule: &'r RouteRule,
+    pub would: Action,
+}
+
+/// The decision for a request: what happens, and the rule that decided, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision<'r> {
+    pub action: Action,
+    pub rule: Option<RuleDecision<'r>>,
+}
+
+/// The whole policy (docs/policies.md): the allow list forwards and the
+/// block list blocks (when `ENFORCE` is on) before any rule; then the first
+/// matching rule (`rules::first_match`, passed in as `rule`) decides,
+/// whatever `ENFORCE` says; no rule falls back to `decide` (the mode and its
+/// thresholds). A rule that matches on `minScore` judges by score, so it
+/// keeps the score's exemptions: a verified bot is not challenged or blocked
+/// by it, and a widened subject (`subnet_rotation`) is challenged instead of
+/// blocked. A valid clearance passes a challenge rule. A dry run forwards
+/// and reports what the rule would have done.
+pub fn decide_policy<'r>(i: &DecideInput, rule: Option<&'r RouteRule>) -> Decision<'r> {
+    let listed = i.list == ListVerdict::Allowed || (i.list == ListVerdict::Blocked && i.mode != Mode::Off);
+    let Some(rule) = rule.filter(|_| !listed) else {
+        return Decision { action: decide(i), rule: None };
+    };
+    let by_score = rule.when.min_score.is_some();
+    let mut would = match rule.action {
+        RuleAction::Allow | RuleAction::Monitor => Action::Forward,
+        RuleAction::Challenge if i.cleared => Action::Forward,
+        RuleAction::Challenge => Action::Challenge,
+        RuleAction::Block => Action::Block,
+        // Counted by the rate limiter (not in this release: such rules are
+        // refused when the rules are loaded, `usable`).
+        RuleAction::RateLimit => Action::Forward,
+    };
+    if by_score && i.verified_bot {
+        would = Action::Forward;
+    }
+    if by_score && i.widened && would == Action::Block {
+        would = if i.cleared { Action::Forward } else { Action::Challenge };
+    }
+    let action = if rule.dry_run { Action::Forward } else { would };
+    Decision { action, rule: Some(RuleDecision { rule, would }) }
 }
 
 fn mac(key: &str, parts: &[&str]) -> Option<HmacSha256> {
@@ -203,6 +253,68 @@ mod tests {
             cleared: false,
             widened: false,
         }
+    }
+
+    fn rule(json: serde_json::Value) -> RouteRule {
+        crate::intel::rules::parse_rules(&serde_json::json!([json])).unwrap().remove(0)
+    }
+
+    #[test]
+    fn policy_lists_first_then_the_rule_whatever_the_mode_then_the_mode() {
+        let block = rule(serde_json::json!({"id": "b", "action": "block"}));
+        let allow = rule(serde_json::json!({"id": "a", "action": "allow"}));
+        // A rule decides even in monitor mode (it is the operator's explicit policy).
+        let d = decide_policy(&input(Mode::Off, 0), Some(&block));
+        assert_eq!(
+            (d.action, d.rule.map(|r| (r.rule.id.as_str(), r.would))),
+            (Action::Block, Some(("b", Action::Block)))
+        );
+        // An allow rule forwards what the thresholds would block.
+        assert_eq!(decide_policy(&input(Mode::Block, 100), Some(&allow)).action, Action::Forward);
+        // No rule: the mode and its thresholds.
+        assert_eq!(decide_policy(&input(Mode::Block, 100), None), Decision { action: Action::Block, rule: None });
+        // The lists come before any rule.
+        let mut i = input(Mode::Off, 0);
+        i.list = ListVerdict::Allowed;
+        assert_eq!(decide_policy(&i, Some(&block)), Decision { action: Action::Forward, rule: None });
+        let mut i = input(Mode::Challenge, 0);
+        i.list = ListVerdict::Blocked;
+        assert_eq!(decide_policy(&i, Some(&allow)), Decision { action: Action::Block, rule: None });
+        // In monitor mode the block list does not block, so the rule decides.
+        let mut i = input(Mode::Off, 0);
+        i.list = ListVerdict::Blocked;
+        assert_eq!(decide_policy(&i, Some(&allow)).rule.map(|r| r.rule.id.as_str()), Some("a"));
+    }
+
+    #[test]
+    fn policy_dry_runs_forward_and_say_what_would_have_happened() {
+        let dry = rule(serde_json::json!({"id": "d", "action": "block", "dryRun": true}));
+        let d = decide_policy(&input(Mode::Block, 0), Some(&dry));
+        assert_eq!(d.action, Action::Forward);
+        assert_eq!(d.rule.map(|r| r.would), Some(Action::Block));
+        let challenge = rule(serde_json::json!({"id": "c", "action": "challenge"}));
+        let mut i = input(Mode::Off, 0);
+        assert_eq!(decide_policy(&i, Some(&challenge)).action, Action::Challenge);
+        i.cleared = true;
+        assert_eq!(decide_policy(&i, Some(&challenge)).action, Action::Forward, "a clearance passes a challenge rule");
+    }
+
+    #[test]
+    fn policy_rules_on_score_keep_the_score_exemptions() {
+        let risky = rule(serde_json::json!({"id": "r", "match": {"minScore": 40}, "action": "block"}));
+        let plain = rule(serde_json::json!({"id": "p", "match": {"path": "/admin*"}, "action": "block"}));
+        let mut bot = input(Mode::Off, 90);
+        bot.verified_bot = true;
+        assert_eq!(decide_policy(&bot, Some(&risky)).action, Action::Forward, "a verified bot is not blocked on score");
+        assert_eq!(decide_policy(&bot, Some(&plain)).action, Action::Block, "but a rule on the path applies to it");
+        let mut crowd = input(Mode::Off, 90);
+        crowd.widened = true;
+        assert_eq!(
+            decide_policy(&crowd, Some(&risky)).action,
+            Action::Challenge,
+            "a widened subject is challenged, not blocked, on score"
+        );
+        assert_eq!(decide_policy(&crowd, Some(&plain)).action, Action::Block);
     }
 
     #[test]

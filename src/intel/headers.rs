@@ -69,6 +69,19 @@ pub struct HeaderInput<'a> {
     pub reputation: u8,
     pub cf: &'a CfFacts,
     pub status: IntelStatus,
+    /// The per-route rule that matched (issue 18), if any.
+    pub rule: Option<RuleHeader<'a>>,
+}
+
+/// What `X-Intel` says of the rule that matched: `rule="login", action=block`,
+/// and `dry_run` when the rule only reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleHeader<'a> {
+    /// `[A-Za-z0-9_.-]` (`intel::rules`): an RFC 8941 string with nothing to escape.
+    pub id: &'a str,
+    /// The rule's action, an RFC 8941 token (`allow`, `monitor`, `challenge`, `block`, `rate_limit`).
+    pub action: &'static str,
+    pub dry_run: bool,
 }
 
 /// Characters escaped in echoed free text: controls, non-ASCII (by
@@ -128,10 +141,11 @@ fn format_degrees(x: f64) -> String {
 
 /// `score=82, level=high, reasons=("tor_exit" "path_scan"), threat=70, reputation=35`
 /// (RFC 8941: integers, a token, an inner list of strings; reason codes are
-/// lower-case ASCII so need no escaping).
+/// lower-case ASCII so need no escaping), then, when a rule matched,
+/// `rule="login", action=block` and `dry_run` (a boolean member: true).
 fn structured(input: &HeaderInput<'_>, reasons: &[&str]) -> String {
     let list: Vec<String> = reasons.iter().map(|r| format!("\"{r}\"")).collect();
-    format!(
+    let mut out = format!(
         "score={}, level={}, reasons=({}), threat={}, reputation={}, status={}",
         input.verdict.score,
         input.level.as_str(),
@@ -139,7 +153,18 @@ fn structured(input: &HeaderInput<'_>, reasons: &[&str]) -> String {
         input.threat,
         input.reputation,
         input.status.as_str(),
-    )
+    );
+    if let Some(r) = &input.rule {
+        // Ids are checked when the rules load; anything else is left out
+        // rather than written unescaped.
+        if r.id.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+            out.push_str(&format!(", rule=\"{}\", action={}", r.id, r.action));
+            if r.dry_run {
+                out.push_str(", dry_run");
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -214,6 +239,7 @@ mod tests {
             reputation: 35,
             cf: &cf,
             status: IntelStatus::Ok,
+            rule: None,
         });
         let names: Vec<_> = h.iter().map(|(n, _)| *n).collect();
         assert_eq!(
@@ -252,6 +278,35 @@ mod tests {
     }
 
     #[test]
+    fn a_matched_rule_adds_its_members() {
+        let v = score(&[], &Weights::default());
+        let cf = CfFacts::default();
+        let intel = |rule| {
+            let h = render(&HeaderInput {
+                verdict: &v,
+                level: v.level,
+                threat: 0,
+                reputation: 50,
+                cf: &cf,
+                status: IntelStatus::Ok,
+                rule,
+            });
+            get(&h, INTEL).unwrap().to_string()
+        };
+        let login = RuleHeader { id: "login", action: "block", dry_run: true };
+        assert!(
+            intel(Some(login)).ends_with(r#", status=ok, rule="login", action=block, dry_run"#),
+            "{}",
+            intel(Some(login))
+        );
+        let monitor = RuleHeader { id: "a.b-c_d", action: "rate_limit", dry_run: false };
+        assert!(intel(Some(monitor)).ends_with(r#", rule="a.b-c_d", action=rate_limit"#));
+        let bad = RuleHeader { id: "a\"b", action: "block", dry_run: false };
+        assert!(!intel(Some(bad)).contains("rule="), "an id that would need escaping is left out");
+        assert!(!intel(None).contains("rule="));
+    }
+
+    #[test]
     fn unknown_geo_is_omitted() {
         let v = score(&[], &Weights::default());
         let cf = CfFacts::default();
@@ -262,6 +317,7 @@ mod tests {
             reputation: 50,
             cf: &cf,
             status: IntelStatus::Degraded,
+            rule: None,
         });
         assert!(h.iter().all(|(n, _)| !n.starts_with("X-Geo-")));
         assert_eq!(get(&h, RISK_REASONS), Some(""));

@@ -24,6 +24,8 @@ pub const ROLLUP_PREFIX: &str = "metrics:v2";
 pub const HOUR_S: i64 = 3600;
 /// The KV key of the allow and block lists (`/api/lists`).
 pub const LISTS_KEY: &str = "config:v1:lists";
+/// The KV key of the per-route rules stored through `/api/config/rules`.
+pub const RULES_KEY: &str = "config:v1:rules";
 /// The hub's one meta row (`meta` table, `key` column).
 pub const HUB_META_ROW: &str = "hub";
 /// The profile store's schema version row (`meta` table, `key` column).
@@ -180,6 +182,7 @@ mod tests {
         assert_eq!(parse_solution_key(&solution_key("abc")), Some("abc"));
         assert_eq!(parse_solution_key("abc"), None);
         assert_eq!(LISTS_KEY, "config:v1:lists");
+        assert_eq!(RULES_KEY, "config:v1:rules");
     }
 
     #[test]

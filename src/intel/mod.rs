@@ -28,6 +28,7 @@ pub mod protocol;
 pub mod redirect;
 pub mod rollups;
 pub mod rotation;
+pub mod rules;
 pub mod score;
 pub mod secrets;
 pub mod signals;

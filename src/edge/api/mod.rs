@@ -51,6 +51,8 @@ mod openapi;
 #[cfg(target_arch = "wasm32")]
 mod profiles;
 #[cfg(target_arch = "wasm32")]
+mod rules;
+#[cfg(target_arch = "wasm32")]
 mod streams;
 #[cfg(target_arch = "wasm32")]
 mod window;
@@ -130,6 +132,8 @@ static ROUTES: &[Route<Handler>] = &[
     row(GET_HEAD, "/api/performance/metrics/{name}/history", Auth::Admin, handler!(analytics::history)),
     row(GET, "/api/config/lists", Auth::Admin, handler!(lists::get)),
     row(PUT, "/api/config/lists", Auth::Admin, handler!(lists::put)),
+    row(GET, "/api/config/rules", Auth::Admin, handler!(rules::get)),
+    row(PUT, "/api/config/rules", Auth::Admin, handler!(rules::put)),
     row(GET, "/api/openapi.json", Auth::Admin, handler!(openapi::document)),
     row(GET_HEAD, "", Auth::Files, handler!(dashboard::redirect)),
     row(GET_HEAD, "/", Auth::Files, handler!(dashboard::file)),
