@@ -35,12 +35,24 @@ const RUN_TIMEOUT_MS = 5 * 60_000;
 // messages are covered by tests/streams.test.mjs.
 const EXCLUDED_PATHS = ["/api/intelligence/stream", "/api/performance/stream"];
 
-// schemathesis.toml, written for the run. Every check is on (named here,
-// not with `--checks all`: a check named on the command line would
-// override the per-operation setting below).
+// Operations per auth pass (below): fewer wrong tokens from one client than
+// the limiter allows in a minute (intel::auth_guard, 10), so every probe
+// gets its 401 rather than the lockout's 429.
+const AUTH_BATCH = 8;
+
+// schemathesis.toml, written for the main run. Every check is on (named
+// here, not with `--checks all`: a check named on the command line would
+// override the per-operation setting below) but ignored_auth, which gets a
+// pass of its own: it sends one wrong token per operation, and from one
+// client the 11th within a minute locks that client out, so every later
+// request of the run, with the right token too, would get 429 and test
+// nothing (schemathesis accepts 429 as an answer to valid data).
 const CONFIG = `
 [checks]
 enabled = true
+
+[checks.ignored_auth]
+enabled = false
 
 # POST /api/events validates each event of a batch on its own: a batch with
 # invalid events is answered 202 with those events listed in \`rejected\`
@@ -53,6 +65,15 @@ enabled = true
 include-path = "/api/events"
 include-method = "POST"
 checks.negative_data_rejection.enabled = false
+
+# PUT /api/config/rules refuses two rules with one id (rule ids name the hit
+# counters and the origin's rule="..." member), which JSON Schema cannot
+# say: a schema-valid body may be answered 400 invalid_rules there. The
+# acceptance of valid rules and the naming of every bad field are asserted
+# by tests/policies.test.mjs and the parser's native tests.
+[[operations]]
+include-name = "PUT /api/config/rules"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "429", "5xx"]
 `;
 
 let edge;
@@ -112,23 +133,25 @@ test("the served OpenAPI document holds for the running API (schemathesis, all c
   const config = join(tmp, "schemathesis.toml");
   writeFileSync(config, CONFIG);
   mkdirSync(join(ARTIFACTS, "contract"), { recursive: true });
-  const args = [
-    "--config-file", config,
-    "run", served,
+  const common = [
     "--url", base,
     "-H", `Authorization: Bearer ${ADMIN_TOKEN}`,
-    "--phases", "examples,coverage,fuzzing,stateful",
-    "--max-examples", String(MAX_EXAMPLES),
-    "--seed", String(SEED),
     // Repeatable: no example database carried between runs, one worker.
+    "--seed", String(SEED),
     "--generation-database", "none",
     "--workers", "1",
     "--continue-on-failure",
     "--request-timeout", "10",
     ...EXCLUDED_PATHS.flatMap((p) => ["--exclude-path", p]),
+    "--no-color",
+  ];
+  const args = [
+    "--config-file", config,
+    "run", served, ...common,
+    "--phases", "examples,coverage,fuzzing,stateful",
+    "--max-examples", String(MAX_EXAMPLES),
     "--report", "junit",
     "--report-junit-path", JUNIT,
-    "--no-color",
   ];
   const started = Date.now();
   const env = { ...process.env, NO_COLOR: "1", PYTHONDONTWRITEBYTECODE: "1" };
@@ -152,4 +175,25 @@ test("the served OpenAPI document holds for the running API (schemathesis, all c
   assert.ok(Number.isInteger(tested) && Number.isInteger(cases), `could not read the counts from:\n${tail}`);
   assert.equal(tested, expected.length, `every documented operation but the streams is tested (${expected.join(", ")})`);
   assert.ok(cases >= expected.length * 10, `${cases} test cases for ${tested} operations is too few`);
+  // A run whose requests mostly got 429 tested nothing behind the limiter.
+  assert.doesNotMatch(out, /Rate limited:/, `requests were answered 429, so the run tested little:\n${tail}`);
+
+  // ignored_auth, a few operations at a time, each batch as another client
+  // (CF-Connecting-IP), so no batch reaches the limiter.
+  for (let i = 0; i * AUTH_BATCH < expected.length; i++) {
+    const batch = expected.slice(i * AUTH_BATCH, (i + 1) * AUTH_BATCH);
+    const authArgs = [
+      "run", served, ...common,
+      "-H", `CF-Connecting-IP: 203.0.113.${10 + i}`,
+      "--checks", "ignored_auth",
+      "--phases", "examples,coverage",
+      "--max-examples", "5",
+      ...batch.flatMap((op) => ["--include-name", op]),
+    ];
+    const pass = await run(SCHEMATHESIS, authArgs, { timeoutMs: RUN_TIMEOUT_MS, env });
+    const passTail = pass.out.split("\n").slice(-120).join("\n");
+    assert.equal(pass.code, 0, `ignored_auth pass ${i + 1} (${batch.join(", ")}) failed:\n${passTail}`);
+    assert.equal(Number(pass.out.match(/^\s*Tested:\s*(\d+)/m)?.[1]), batch.length, `pass ${i + 1} tested every operation:\n${passTail}`);
+    assert.doesNotMatch(pass.out, /Rate limited:/, `ignored_auth pass ${i + 1} met the lockout:\n${passTail}`);
+  }
 });

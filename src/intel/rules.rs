@@ -430,7 +430,8 @@ fn parse_match(v: &Value, at: &str, errors: &mut Vec<FieldError>) -> Option<Matc
         obj.get("countries"),
         &format!("{at}.countries"),
         errors,
-        |v| country_code(v.as_str()?),
+        // As written: the API's schema says two letters or digits, so " de" is refused, not trimmed.
+        |v| v.as_str().filter(|s| s.len() == 2).and_then(country_code),
         "a two-letter country code (cf.country: XX, T1 for Tor)",
     );
     m.asns = list(
@@ -496,7 +497,7 @@ fn parse_path(v: &Value, at: &str, errors: &mut Vec<FieldError>) -> Option<PathP
     };
     let problem = if !s.starts_with('/') {
         Some("must start with /")
-    } else if s.len() > MAX_PATH_LEN {
+    } else if s.chars().count() > MAX_PATH_LEN {
         Some("is too long (at most 1024 characters)")
     } else if body.contains('*') {
         Some("`*` is allowed only at the end (a prefix)")
@@ -617,6 +618,10 @@ mod tests {
             assert!(bad(p), "{p:?} accepted");
         }
         assert!(bad(&format!("/{}", "a".repeat(MAX_PATH_LEN))));
+        assert!(
+            !bad(&format!("/{}", "é".repeat(MAX_PATH_LEN - 1))),
+            "the bound counts characters, as the schema's maxLength does"
+        );
         for p in ["/", "/*", "/login", "/api/*", "/%6Cogin"] {
             assert!(!bad(p), "{p:?} refused");
         }
@@ -706,5 +711,21 @@ mod tests {
         for s in ["%", "%%", "%1", "/%", "/%%%", "\u{0}%00"] {
             let _ = match_path(s);
         }
+    }
+
+    /// The API's schema for a rule (src/openapi.json) holds what this parser
+    /// accepts: schemathesis sends schema-valid rules and expects them taken.
+    #[test]
+    fn the_openapi_schema_lists_the_same_reasons_and_country_form() {
+        let doc: Value = serde_json::from_str(include_str!("../openapi.json")).unwrap();
+        let m = &doc["components"]["schemas"]["RouteRule"]["properties"]["match"]["properties"];
+        let listed: Vec<&str> =
+            m["reasons"]["items"]["enum"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        let codes: Vec<&str> = Reason::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(listed, codes);
+        let country =
+            |c: &str| parse_rules(&json!([{"id": "a", "match": {"countries": [c]}, "action": "block"}])).is_ok();
+        assert!(country("de") && country("T1") && country("XX"));
+        assert!(!country(" de") && !country("d") && !country("deu") && !country("d-"));
     }
 }
