@@ -13,13 +13,15 @@ pub const AGGREGATORS: &str = "AGGREGATORS";
 pub const HUB: &str = "HUB";
 /// The `StreamObject`s: the global streams' root and relays (Durable Object namespace).
 pub const STREAMS: &str = "STREAMS";
+/// The `LimiterObject`s: one per rate-limit rule and key (Durable Object namespace).
+pub const LIMITS: &str = "LIMITS";
 /// KV: the analytics rollups and the allow/block lists (`intel::keys`).
 pub const METRICS: &str = "METRICS";
 /// Static assets: the dashboard (`www/`).
 pub const ASSETS: &str = "ASSETS";
 
 /// Every binding above.
-pub const ALL: [&str; 7] = [PROFILES, VISITORS, AGGREGATORS, HUB, STREAMS, METRICS, ASSETS];
+pub const ALL: [&str; 8] = [PROFILES, VISITORS, AGGREGATORS, HUB, STREAMS, LIMITS, METRICS, ASSETS];
 
 #[cfg(test)]
 mod tests {

@@ -57,7 +57,8 @@ export const ADMIN_TOKEN = "test-admin-token-0123456789";
 
 /**
  * Starts the origin (unless `originUrl` is given) and the Worker with `vars`.
- * `profileFault`: "slow" | "throw" binds PROFILES to a faulty object.
+ * `profileFault`: "slow" | "throw" binds PROFILES to a faulty object;
+ * `limitsFault`: the same for LIMITS (the rate limiters).
  * `kvFault`: METRICS is a KV that fails while `setKvDown(true)`.
  * `hubAlarmFaults`: {before, after} makes the hub's alarm throw (see tests/fault-entry.mjs).
  * `hubSlowMs`: every call to a hub object waits this long first (tests/fault-entry.mjs).
@@ -69,7 +70,7 @@ export const ADMIN_TOKEN = "test-admin-token-0123456789";
  *   Durable Object classes, "edge1", "edge2", ... bind the same objects by
  *   script name and share the KV namespace. `send`/`api` take `isolate: i`.
  */
-export async function startEdge({ vars = {}, originUrl, persistTo, profileFault, kvFault, hubAlarmFaults, hubSlowMs, port, streamRestarts, aggregatorRestarts, isolates = 1 } = {}) {
+export async function startEdge({ vars = {}, originUrl, persistTo, profileFault, limitsFault, kvFault, hubAlarmFaults, hubSlowMs, port, streamRestarts, aggregatorRestarts, isolates = 1 } = {}) {
   const faultyHub = Boolean(hubAlarmFaults || hubSlowMs);
   const faultEntry = faultyHub || Boolean(streamRestarts) || Boolean(aggregatorRestarts);
   const origin = originUrl ? null : await startOrigin({ port: 0 });
@@ -109,6 +110,9 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
       HUB: { className: faultyHub ? "FaultyHub" : "HubObject", useSQLite: true },
       AGGREGATORS: { className: aggregatorRestarts ? "RestartableAggregator" : "AggregatorObject", useSQLite: true },
       STREAMS: { className: streamRestarts ? "RestartableStream" : "StreamObject", useSQLite: true },
+      LIMITS: limitsFault
+        ? { className: limitsFault === "slow" ? "SlowProfile" : "ThrowingProfile", scriptName: "faults" }
+        : { className: "LimiterObject", useSQLite: true },
     },
   };
   // The other isolates: the same Worker, its objects bound from "edge" (one

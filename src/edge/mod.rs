@@ -10,6 +10,7 @@ mod consult;
 mod extract;
 mod forward;
 mod lists;
+mod ratelimit;
 mod record;
 mod request;
 mod respond;

@@ -39,7 +39,8 @@ use crate::intel::ip::Identity;
 use crate::intel::lists::ListVerdict;
 use crate::intel::outcome::{self, Answer, Consulted};
 use crate::intel::profile::{Observation, ProfileVerdict};
-use crate::intel::rules::{first_match, RouteRule, RuleInput};
+use crate::intel::ratelimit::Taken;
+use crate::intel::rules::{first_match, RouteRule, RuleAction, RuleInput};
 use crate::intel::score::{self, Level, Verdict};
 use crate::intel::secrets::cookie;
 use crate::intel::signals::{self, Reason, Signal};
@@ -48,7 +49,7 @@ use crate::intel::travel::TravelFinding;
 
 use super::record::{Batching, Recorded};
 use super::visitor::Visitor;
-use super::{consult, extract, forward, lists, record, respond, rotation, rules, visitor, Io};
+use super::{consult, extract, forward, lists, ratelimit, record, respond, rotation, rules, visitor, Io};
 
 /// One request on its way through the phases.
 struct RequestCtx<'a> {
@@ -127,11 +128,13 @@ pub async fn handle(req: &Request, io: Io<'_>, config: &Config) -> Response {
         return respond::error(&e);
     }
     let decision = decide(&rc, &found, &scored);
+    let (decision, taken) = limit(&rc, decision).await;
     let action = decision.action;
     let sent = now_ms();
-    let result = match action {
-        Action::Forward => forward(&rc, &found, &scored, &decision).await,
-        Action::Block | Action::Challenge => Ok(respond(&rc, action)),
+    let result = match (action, decision.rule, taken) {
+        (Action::Forward, ..) => forward(&rc, &found, &scored, &decision).await,
+        (Action::RateLimit, Some(d), Some(t)) => Ok(rate_limited(&rc, d.rule, &t)),
+        (action, ..) => Ok(respond(&rc, action)),
     };
     let status = result.as_ref().map_or_else(|e| e.status, Response::status);
     let answer = match action {
@@ -348,6 +351,31 @@ fn decide<'f>(rc: &RequestCtx, found: &'f Found, scored: &Scored) -> Decision<'f
     enforce::decide_policy(&input, rule)
 }
 
+/// Phase 5b: a matched rate-limit rule counts the request with its limiter
+/// (`edge::ratelimit`); over the limit it becomes a 429 (or, in a dry run,
+/// a forward the origin learns was `limited`). A limiter that cannot answer
+/// lets the request through: the request path fails open, as for a profile.
+async fn limit<'f>(rc: &RequestCtx<'_>, decision: Decision<'f>) -> (Decision<'f>, Option<Taken>) {
+    let Some(d) = decision.rule.filter(|d| d.rule.action == RuleAction::RateLimit) else { return (decision, None) };
+    let (Some(limit), Some(id)) = (&d.rule.rate_limit, &rc.identity) else { return (decision, None) };
+    let key = ratelimit::key_of(limit.by, id.key.as_str(), rc.visitor.as_ref().map(|v| v.key.as_str()), rc.cf.asn);
+    match ratelimit::take(rc.io.env, &d.rule.id, limit, &key, rc.config.consult.timeout_ms).await {
+        Ok(t) if !t.allowed => (enforce::over_limit(decision), Some(t)),
+        Ok(t) => (decision, Some(t)),
+        Err(e) => {
+            rc.io.log.warn("rate limit", &e);
+            (decision, None)
+        }
+    }
+}
+
+/// The 429 of a rate-limit rule, with its `RateLimit` fields.
+fn rate_limited(rc: &RequestCtx, rule: &RouteRule, taken: &Taken) -> Response {
+    let accept = extract::header(rc.req, "accept").unwrap_or_default();
+    let (limit, period) = rule.rate_limit.as_ref().map_or((0, 0), |l| (l.requests, l.period_seconds));
+    respond::rate_limited(&accept, &rule.id, limit, period, taken)
+}
+
 /// What a challenge and a clearance are bound to: the request's own
 /// subject, never the widened one (one solved challenge clears one device).
 fn own_key<'a>(rc: &'a RequestCtx) -> &'a str {
@@ -362,8 +390,12 @@ async fn forward(
     scored: &Scored,
     decision: &Decision<'_>,
 ) -> Result<Response, Error> {
-    let rule =
-        decision.rule.map(|d| RuleHeader { id: &d.rule.id, action: d.rule.action.as_str(), dry_run: d.rule.dry_run });
+    let rule = decision.rule.map(|d| RuleHeader {
+        id: &d.rule.id,
+        action: d.rule.action.as_str(),
+        dry_run: d.rule.dry_run,
+        limited: d.would == Action::RateLimit,
+    });
     let mut ours = headers::render(&HeaderInput {
         verdict: &scored.verdict,
         level: scored.level,

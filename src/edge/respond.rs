@@ -8,6 +8,7 @@ use web_sys::{Response, ResponseInit};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::intel::ratelimit::{self, Taken};
 
 pub fn json<T: Serialize>(status: u16, body: &T) -> Response {
     let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".to_string());
@@ -62,6 +63,33 @@ pub fn blocked(accept: &str) -> Response {
         let body = serde_json::json!({"error": "blocked", "message": "blocked by the site's security policy", "reference": id});
         with_body(403, "application/json; charset=utf-8", &body.to_string())
     }
+}
+
+/// 429 for a request over a rate-limit rule: `Retry-After` and the
+/// `RateLimit-Policy` / `RateLimit` fields (draft-ietf-httpapi-ratelimit-headers),
+/// an HTML page or JSON by `Accept`.
+pub fn rate_limited(accept: &str, rule_id: &str, limit: u32, period_s: u32, taken: &Taken) -> Response {
+    let wait = taken.reset_s;
+    let response = if wants_html(accept) {
+        let page = format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>Too many requests</title>\
+             <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:15vh auto;padding:0 1rem;color:#222}}</style></head>\
+             <body><h1>Too many requests</h1><p>Please wait {wait} seconds before trying again.</p></body></html>"
+        );
+        with_body(429, "text/html; charset=utf-8", &page)
+    } else {
+        let body = serde_json::json!({
+            "error": "rate_limited",
+            "message": format!("too many requests; retry in {wait} s"),
+            "retryAfter": wait,
+        });
+        with_body(429, "application/json; charset=utf-8", &body.to_string())
+    };
+    let headers = response.headers();
+    let _ = headers.set("retry-after", &wait.to_string());
+    let _ = headers.set("ratelimit-policy", &ratelimit::policy_header(rule_id, limit, period_s));
+    let _ = headers.set("ratelimit", &ratelimit::state_header(rule_id, taken));
+    response
 }
 
 /// 403 with the self-hosted proof-of-work challenge: an HTML page whose

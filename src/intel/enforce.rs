@@ -40,6 +40,8 @@ pub enum Action {
     Forward,
     Challenge,
     Block,
+    /// Over a rate-limit rule's limit: 429 (`intel::ratelimit`).
+    RateLimit,
 }
 
 impl Action {
@@ -48,6 +50,7 @@ impl Action {
             Action::Forward => "forward",
             Action::Challenge => "challenge",
             Action::Block => "block",
+            Action::RateLimit => "rate_limit",
         }
     }
 }
@@ -122,8 +125,7 @@ pub fn decide_policy<'r>(i: &DecideInput, rule: Option<&'r RouteRule>) -> Decisi
         RuleAction::Challenge if i.cleared => Action::Forward,
         RuleAction::Challenge => Action::Challenge,
         RuleAction::Block => Action::Block,
-        // Counted by the rate limiter (not in this release: such rules are
-        // refused when the rules are loaded, `usable`).
+        // Forwarded unless the limiter refuses it: `over_limit`, once it answered.
         RuleAction::RateLimit => Action::Forward,
     };
     if by_score && i.verified_bot {
@@ -134,6 +136,19 @@ pub fn decide_policy<'r>(i: &DecideInput, rule: Option<&'r RouteRule>) -> Decisi
     }
     let action = if rule.dry_run { Action::Forward } else { would };
     Decision { action, rule: Some(RuleDecision { rule, would }) }
+}
+
+/// A rate-limit rule's decision once its limiter refused the request: 429,
+/// or for a dry run forwarded with what would have happened. Any other
+/// decision is returned as it is.
+pub fn over_limit(d: Decision<'_>) -> Decision<'_> {
+    match d.rule {
+        Some(r) if r.rule.action == RuleAction::RateLimit => {
+            let action = if r.rule.dry_run { Action::Forward } else { Action::RateLimit };
+            Decision { action, rule: Some(RuleDecision { rule: r.rule, would: Action::RateLimit }) }
+        }
+        _ => d,
+    }
 }
 
 fn mac(key: &str, parts: &[&str]) -> Option<HmacSha256> {

@@ -82,6 +82,9 @@ pub struct RuleHeader<'a> {
     /// The rule's action, an RFC 8941 token (`allow`, `monitor`, `challenge`, `block`, `rate_limit`).
     pub action: &'static str,
     pub dry_run: bool,
+    /// A rate-limit rule's limiter refused the request (`limited`; with
+    /// `dry_run` the request was forwarded all the same).
+    pub limited: bool,
 }
 
 /// Characters escaped in echoed free text: controls, non-ASCII (by
@@ -142,7 +145,7 @@ fn format_degrees(x: f64) -> String {
 /// `score=82, level=high, reasons=("tor_exit" "path_scan"), threat=70, reputation=35`
 /// (RFC 8941: integers, a token, an inner list of strings; reason codes are
 /// lower-case ASCII so need no escaping), then, when a rule matched,
-/// `rule="login", action=block` and `dry_run` (a boolean member: true).
+/// `rule="login", action=block`, `limited` and `dry_run` (boolean members: true).
 fn structured(input: &HeaderInput<'_>, reasons: &[&str]) -> String {
     let list: Vec<String> = reasons.iter().map(|r| format!("\"{r}\"")).collect();
     let mut out = format!(
@@ -159,6 +162,9 @@ fn structured(input: &HeaderInput<'_>, reasons: &[&str]) -> String {
         // rather than written unescaped.
         if r.id.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
             out.push_str(&format!(", rule=\"{}\", action={}", r.id, r.action));
+            if r.limited {
+                out.push_str(", limited");
+            }
             if r.dry_run {
                 out.push_str(", dry_run");
             }
@@ -293,15 +299,17 @@ mod tests {
             });
             get(&h, INTEL).unwrap().to_string()
         };
-        let login = RuleHeader { id: "login", action: "block", dry_run: true };
+        let login = RuleHeader { id: "login", action: "block", dry_run: true, limited: false };
         assert!(
             intel(Some(login)).ends_with(r#", status=ok, rule="login", action=block, dry_run"#),
             "{}",
             intel(Some(login))
         );
-        let monitor = RuleHeader { id: "a.b-c_d", action: "rate_limit", dry_run: false };
+        let monitor = RuleHeader { id: "a.b-c_d", action: "rate_limit", dry_run: false, limited: false };
         assert!(intel(Some(monitor)).ends_with(r#", rule="a.b-c_d", action=rate_limit"#));
-        let bad = RuleHeader { id: "a\"b", action: "block", dry_run: false };
+        let over = RuleHeader { id: "login", action: "rate_limit", dry_run: true, limited: true };
+        assert!(intel(Some(over)).ends_with(r#", rule="login", action=rate_limit, limited, dry_run"#));
+        let bad = RuleHeader { id: "a\"b", action: "block", dry_run: false, limited: false };
         assert!(!intel(Some(bad)).contains("rule="), "an id that would need escaping is left out");
         assert!(!intel(None).contains("rule="));
     }

@@ -25,6 +25,7 @@ pub mod lists;
 pub mod outcome;
 pub mod profile;
 pub mod protocol;
+pub mod ratelimit;
 pub mod redirect;
 pub mod rollups;
 pub mod rotation;

@@ -80,6 +80,14 @@ pub enum LimitBy {
 }
 
 impl LimitBy {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LimitBy::Subject => "subject",
+            LimitBy::Visitor => "visitor",
+            LimitBy::Asn => "asn",
+        }
+    }
+
     fn parse(s: &str) -> Option<LimitBy> {
         match s {
             "subject" => Some(LimitBy::Subject),
@@ -299,7 +307,7 @@ pub fn parse_rules(v: &Value) -> Result<Vec<RouteRule>, Vec<FieldError>> {
 /// What this deployment cannot do with otherwise valid rules (checked where
 /// the rules are loaded: the `RULES` setting and the API's `PUT`): a
 /// challenge needs `CHALLENGE_SIGNING_KEY` (the clearance is signed with it,
-/// with Turnstile too), and rate limits are not counted yet in this release.
+/// with Turnstile too).
 pub fn usable(rules: &[RouteRule], challenge_key: bool) -> Vec<FieldError> {
     let mut errors = Vec::new();
     for (i, r) in rules.iter().enumerate() {
@@ -307,12 +315,6 @@ pub fn usable(rules: &[RouteRule], challenge_key: bool) -> Vec<FieldError> {
             errors.push(err(
                 &format!("rules[{i}].action"),
                 "challenge needs the secret CHALLENGE_SIGNING_KEY (wrangler secret put CHALLENGE_SIGNING_KEY)",
-            ));
-        }
-        if r.action == RuleAction::RateLimit {
-            errors.push(err(
-                &format!("rules[{i}].action"),
-                "rate_limit is not available in this release yet (issue 18: counting in progress)",
             ));
         }
     }
@@ -695,8 +697,8 @@ mod tests {
         ]))
         .unwrap();
         let fields = |key| usable(&rules, key).into_iter().map(|e| e.field).collect::<Vec<_>>();
-        assert_eq!(fields(false), ["rules[1].action", "rules[2].action"]);
-        assert_eq!(fields(true), ["rules[2].action"]);
+        assert_eq!(fields(false), ["rules[1].action"]);
+        assert!(fields(true).is_empty(), "a rate limit needs nothing but its LIMITS binding");
         assert!(describe(&usable(&rules, false)).contains("rules[1].action: challenge needs"));
     }
 

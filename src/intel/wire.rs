@@ -98,6 +98,16 @@ pub struct VisitorAnswer {
     pub finding: Option<TravelFinding>,
 }
 
+/// A request to a rate limiter (`LimiterObject`, one per rule and key:
+/// `intel::ratelimit`); the rule's numbers travel with each call, so an
+/// edited rule applies at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimiterOp {
+    /// Count one request if the limit allows it; answers `ratelimit::Taken`.
+    Take { limit: u32, period_s: u32 },
+}
+
 /// A request to an analytics hub shard (`HubObject`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

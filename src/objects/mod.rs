@@ -9,6 +9,7 @@
 
 pub mod aggregator;
 pub mod hub;
+pub mod limiter;
 pub mod profile;
 pub mod sockets;
 pub mod store;
