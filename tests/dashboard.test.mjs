@@ -230,3 +230,50 @@ test("without the analytics endpoints (404) the page signs in, streams, and says
   assert.deepEqual(pageErrors, []);
   await page.close();
 });
+
+test("the rules panel: the editor validates through the API and names each bad field, saved rules are listed with their hits, dry runs apart", async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const pageErrors = [];
+  page.on("pageerror", (e) => pageErrors.push(String(e)));
+  page.on("console", (m) => m.type() === "error" && !/status of 400/.test(m.text()) && pageErrors.push(m.text()));
+  await page.goto(new URL("_intel/", edge.url).href);
+  await page.fill("#token", ADMIN_TOKEN);
+  await page.press("#token", "Enter");
+  await page.waitForSelector("#app:not([hidden])");
+  await page.waitForFunction(() => /no rules/.test(document.getElementById("rules-body").textContent), null, { timeout: 15000 });
+
+  await page.click("#rules-editor summary");
+  await page.fill("#rules-text", '[{"id": "bad id", "action": "explode"}]');
+  await page.click("#rules-save");
+  await page.waitForSelector("#rules-errors li");
+  const errors = await page.textContent("#rules-errors");
+  assert.match(errors, /rules\[0\]\.id/);
+  assert.match(errors, /rules\[0\]\.action/);
+  assert.match(await page.textContent("#rules-status"), /nothing was stored/);
+  await page.fill("#rules-text", "[not json");
+  await page.click("#rules-save");
+  await page.waitForFunction(() => /Not JSON/.test(document.getElementById("rules-status").textContent));
+
+  const rules = [
+    { id: "watch-cart", match: { path: "/cart" }, action: "monitor" },
+    { id: "beta-dry", match: { path: "/beta*" }, action: "block", dryRun: true },
+  ];
+  await page.fill("#rules-text", JSON.stringify(rules));
+  await page.click("#rules-save");
+  await page.waitForFunction(() => /Saved 2 rule/.test(document.getElementById("rules-status").textContent));
+  await page.waitForSelector('#rules-body tr[data-rule="beta-dry"]');
+  assert.match(await page.textContent('#rules-body tr[data-rule="beta-dry"]'), /dry run/);
+
+  for (let i = 0; i < 3; i++) await drain(edge.send("/cart", { cf: cfFor(city("London")), ip: `198.51.100.${60 + i}`, headers: BROWSER_HEADERS }));
+  for (let i = 0; i < 2; i++) await drain(edge.send("/beta/new", { cf: cfFor(city("London")), ip: `198.51.100.${70 + i}`, headers: BROWSER_HEADERS }));
+  const cell = (rule, k) => `#rules-body tr[data-rule="${rule}"] td[data-k="${k}"]`;
+  await page.waitForFunction((sel) => document.querySelector(sel)?.textContent === "3", cell("watch-cart", "hits"), { timeout: 30000 });
+  assert.equal(await page.textContent(cell("watch-cart", "enforced")), "0");
+  await page.waitForFunction((sel) => document.querySelector(sel)?.textContent === "2", cell("beta-dry", "dryRunHits"), { timeout: 30000 });
+  assert.equal(await page.textContent(cell("beta-dry", "dryRunWouldEnforce")), "2");
+  assert.equal(await page.textContent(cell("beta-dry", "hits")), "0");
+  await page.screenshot({ path: "tests/artifacts/dashboard-rules.png", fullPage: true });
+  assert.deepEqual(pageErrors, []);
+  assert.equal((await edge.api("PUT", "/api/config/rules", { body: { rules: [] } })).status, 200);
+  await page.close();
+});

@@ -117,3 +117,27 @@ test("a limiter that fails lets the request through (fail open), with the rule n
     await broken.close();
   }
 });
+
+test("each rule's hits reach the analytics API and /metrics, dry runs apart (after the tests above)", async () => {
+  // The tests above sent: login 8 decided (4 answered 429), search-dry 4 in a dry run (2 would have been limited).
+  const want = (r) => r?.sinceStart.hits === 8 && r.sinceStart.enforced === 4;
+  let rules = [];
+  for (let i = 0; i < 60 && !want(rules.find((r) => r.id === "login")); i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    rules = (await edge.api("GET", "/api/intelligence/analytics")).json.rules ?? [];
+  }
+  const login = rules.find((r) => r.id === "login");
+  assert.deepEqual(login, {
+    id: "login",
+    action: "rate_limit",
+    sinceStart: { hits: 8, enforced: 4, dryRunHits: 0, dryRunWouldEnforce: 0 },
+    window: { hits: 8, enforced: 4, dryRunHits: 0, dryRunWouldEnforce: 0 },
+  });
+  const dry = rules.find((r) => r.id === "search-dry");
+  assert.deepEqual(dry.sinceStart, { hits: 0, enforced: 0, dryRunHits: 4, dryRunWouldEnforce: 2 });
+  const text = (await edge.api("GET", "/metrics")).text;
+  assert.match(text, /^edgeintel_rule_hits\{rule="login",action="rate_limit",dry_run="false"\} 8$/m);
+  assert.match(text, /^edgeintel_rule_enforced\{rule="login",action="rate_limit",dry_run="false"\} 4$/m);
+  assert.match(text, /^edgeintel_rule_hits\{rule="search-dry",action="rate_limit",dry_run="true"\} 4$/m);
+  assert.match(text, /^edgeintel_rule_enforced\{rule="search-dry",action="rate_limit",dry_run="true"\} 2$/m);
+});

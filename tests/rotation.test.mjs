@@ -70,8 +70,10 @@ test("rotating through the /64s of one /48: the budget's worth of profiles, the 
     await new Promise((r) => setTimeout(r, 2500));
     const calls = (await profileCalls()) - base;
     t.diagnostic(`${n} new /64s of one /48, budget ${budget}: ${calls} PROFILES calls`);
-    // One consult per admitted /64, one for the /48, and the /48's batches.
-    assert.ok(calls <= budget + 4, `${calls} profile calls`);
+    // One consult per admitted /64, one for the /48, and the /48's batches
+    // (how many depends on the machine's timing: 3 on a quiet one, 5 seen
+    // under load). Without the budget it would be at least one per /64 (40).
+    assert.ok(calls <= budget + 6, `${calls} profile calls`);
     const wide = await eventually(async () => {
       const r = await edge.api("GET", "/api/ip-intelligence/2001:db8:77::/48");
       return r.json?.profile?.requestCount === n - budget ? r.json : null;

@@ -31,7 +31,7 @@ use worker::Delay;
 use crate::clock::now_ms;
 use crate::config::{Config, RiskMode};
 use crate::error::Error;
-use crate::intel::analytics::{shard_of, Consult};
+use crate::intel::analytics::{rule_key, shard_of, Consult, RuleSample};
 use crate::intel::enforce::{self, clearance_valid, Action, DecideInput, Decision, CLEARANCE_COOKIE};
 use crate::intel::facts::{CfFacts, RequestFacts};
 use crate::intel::headers::{self, HeaderInput, IntelStatus, RuleHeader};
@@ -116,7 +116,7 @@ pub async fn handle(req: &Request, io: Io<'_>, config: &Config) -> Response {
     if scored.status == IntelStatus::Degraded && config.consult.fail_closed {
         // FAIL_MODE=closed: the operator prefers no answer to an unscored
         // one. Counted (degraded and fail-closed), so the degraded-share alert sees it.
-        record_sample(&rc, &found, &scored, &Answer::FailedClosed);
+        record_sample(&rc, &found, &scored, &Answer::FailedClosed, None);
         // A consult that recorded the observation (stale lists fail closed
         // too) published events all the same.
         if let Some(recorded) = found.recorded {
@@ -141,7 +141,13 @@ pub async fn handle(req: &Request, io: Io<'_>, config: &Config) -> Response {
         Action::Forward => Answer::Forwarded { status, latency_ms: now_ms() - sent },
         _ => Answer::Enforced { action, status },
     };
-    record(&rc, found, &scored, obs, &answer);
+    // The rule's hit, for its counters (analytics, /metrics, the dashboard).
+    let hit = decision.rule.map(|d| RuleSample {
+        key: rule_key(&d.rule.id, d.rule.action.as_str()),
+        enforces: d.would != Action::Forward,
+        dry_run: d.rule.dry_run,
+    });
+    record(&rc, found, &scored, obs, &answer, hit);
     let response = match result {
         Ok(res) => res,
         Err(e) => {
@@ -433,9 +439,9 @@ fn respond(rc: &RequestCtx, action: Action) -> Response {
 /// Fast mode queues the observation with its answer unless the consult
 /// already recorded it (a cache miss: docs/profiles.md, "One call per new
 /// subject"); then only an answer the profile counts follows it.
-fn record(rc: &RequestCtx, found: Found, scored: &Scored, obs: Observation, answer: &Answer) {
+fn record(rc: &RequestCtx, found: Found, scored: &Scored, obs: Observation, answer: &Answer, hit: Option<RuleSample>) {
     let Some(id) = &rc.identity else { return };
-    record_sample(rc, &found, scored, answer);
+    record_sample(rc, &found, scored, answer, hit);
     let io = rc.io;
     match (rc.config.consult.mode, found.recorded) {
         (RiskMode::Fast, None) => {
@@ -458,11 +464,12 @@ fn record(rc: &RequestCtx, found: Found, scored: &Scored, obs: Observation, answ
     }
 }
 
-fn record_sample(rc: &RequestCtx, found: &Found, scored: &Scored, answer: &Answer) {
+fn record_sample(rc: &RequestCtx, found: &Found, scored: &Scored, answer: &Answer, hit: Option<RuleSample>) {
     let Some(id) = &rc.identity else { return };
     let subject = id.key.as_str();
     let scores = (scored.verdict.score, found.profile.threat);
-    let sample = outcome::sample(rc.started, subject, &rc.request, &rc.cf, scores, &found.consulted, answer);
+    let mut sample = outcome::sample(rc.started, subject, &rc.request, &rc.cf, scores, &found.consulted, answer);
+    sample.rule = hit;
     let shard = shard_of(subject, rc.config.hub.shards);
     record::sample(rc.io, rc.batching(), shard, rc.cf.continent.as_deref(), sample);
 }

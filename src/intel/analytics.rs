@@ -129,6 +129,134 @@ pub struct Sample {
     /// The probe rule the request matched (`signals::probe_rule`), when it was one.
     #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<String>,
+    /// The per-route rule that decided the request, if one did.
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RuleSample>,
+}
+
+/// What a sample says of the per-route rule that decided it (issue 18).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleSample {
+    /// `<rule id>|<action>` (`rule_key`): the counters are per rule and action.
+    #[serde(rename = "i")]
+    pub key: String,
+    /// The rule answered the request itself, or in a dry run would have
+    /// (challenge, block, 429).
+    #[serde(rename = "w", default, skip_serializing_if = "std::ops::Not::not")]
+    pub enforces: bool,
+    #[serde(rename = "y", default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+/// The counters' key of a rule: `<rule id>|<action>` (ids hold no `|`).
+pub fn rule_key(id: &str, action: &str) -> String {
+    format!("{id}|{action}")
+}
+
+/// A rule's hits: the requests it decided, and those it answered itself;
+/// a dry run's apart, with those it would have answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleHits {
+    #[serde(rename = "h", default)]
+    pub hits: u64,
+    #[serde(rename = "e", default)]
+    pub enforced: u64,
+    #[serde(rename = "dh", default)]
+    pub dry_run_hits: u64,
+    #[serde(rename = "de", default)]
+    pub dry_run_would_enforce: u64,
+}
+
+impl RuleHits {
+    fn count(&mut self, s: &RuleSample) {
+        if s.dry_run {
+            self.dry_run_hits += 1;
+            self.dry_run_would_enforce += u64::from(s.enforces);
+        } else {
+            self.hits += 1;
+            self.enforced += u64::from(s.enforces);
+        }
+    }
+
+    pub fn add(&mut self, o: &RuleHits) {
+        self.hits += o.hits;
+        self.enforced += o.enforced;
+        self.dry_run_hits += o.dry_run_hits;
+        self.dry_run_would_enforce += o.dry_run_would_enforce;
+    }
+}
+
+/// One rule's counters as the API and the dashboard show them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleCounter {
+    pub id: String,
+    pub action: String,
+    pub since_start: RuleHitsView,
+    pub window: RuleHitsView,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleHitsView {
+    pub hits: u64,
+    pub enforced: u64,
+    pub dry_run_hits: u64,
+    pub dry_run_would_enforce: u64,
+}
+
+impl From<RuleHits> for RuleHitsView {
+    fn from(h: RuleHits) -> Self {
+        RuleHitsView {
+            hits: h.hits,
+            enforced: h.enforced,
+            dry_run_hits: h.dry_run_hits,
+            dry_run_would_enforce: h.dry_run_would_enforce,
+        }
+    }
+}
+
+/// Every rule key counted since start or in the window's `slides`, with
+/// both counts, most hits (real and dry) in the window first.
+pub fn rule_counters<'a>(
+    totals: &BTreeMap<String, RuleHits>,
+    slides: impl Iterator<Item = &'a Slide>,
+) -> Vec<RuleCounter> {
+    let mut window: BTreeMap<String, RuleHits> = BTreeMap::new();
+    for s in slides {
+        for (k, v) in &s.rules {
+            add_rule_hits(&mut window, k, v, MAX_RULE_TOTALS);
+        }
+    }
+    let keys: std::collections::BTreeSet<&String> = totals.keys().chain(window.keys()).collect();
+    let mut out: Vec<RuleCounter> = keys
+        .into_iter()
+        .map(|k| {
+            let (id, action) = k.split_once('|').unwrap_or((k.as_str(), ""));
+            RuleCounter {
+                id: id.to_string(),
+                action: action.to_string(),
+                since_start: totals.get(k).copied().unwrap_or_default().into(),
+                window: window.get(k).copied().unwrap_or_default().into(),
+            }
+        })
+        .collect();
+    out.sort_by_key(|c| std::cmp::Reverse(c.window.hits + c.window.dry_run_hits));
+    out
+}
+
+/// Rule keys kept in the totals since start: 200 stored and 200 `RULES`
+/// rules, with room for ids that were removed or renamed; past it a new key
+/// is not counted there (the slides still count it, within `MAX_KEYS`).
+pub const MAX_RULE_TOTALS: usize = 1_000;
+
+/// Adds `hits` of `key` to a map of rule counters bounded at `max` keys.
+pub fn add_rule_hits(map: &mut BTreeMap<String, RuleHits>, key: &str, hits: &RuleHits, max: usize) {
+    if let Some(h) = map.get_mut(key) {
+        h.add(hits);
+    } else if map.len() < max {
+        map.insert(key.to_string(), *hits);
+    }
 }
 
 impl Sample {
@@ -319,6 +447,9 @@ pub struct Slide {
     /// Bytes of keys and members held, and how many were dropped.
     #[serde(default)]
     pub budget: Budget,
+    /// Hits per per-route rule and action (`rule_key`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rules: BTreeMap<String, RuleHits>,
 }
 
 fn agg_for<'a, K: Ord + Clone>(map: &'a mut BTreeMap<K, KeyAgg>, key: &K) -> Option<&'a mut KeyAgg> {
@@ -397,6 +528,11 @@ impl Slide {
         }
         if s.reached_origin() && matches!(s.status, 401 | 403) && !forgotten {
             self.auth_failures.insert_within(&s.subject, budget);
+        }
+        if let Some(r) = &s.rule {
+            if let Some(h) = entry_within(&mut self.rules, &r.key, r.key.len(), budget) {
+                h.count(r);
+            }
         }
     }
 
@@ -500,6 +636,11 @@ impl Slide {
         members(&mut self.travel, &o.travel, budget);
         self.high_threat_events += o.high_threat_events;
         self.travel_events += o.travel_events;
+        for (k, v) in &o.rules {
+            if let Some(h) = entry_within(&mut self.rules, k, k.len(), budget) {
+                h.add(v);
+            }
+        }
         budget.dropped += o.budget.dropped;
     }
 
@@ -558,6 +699,9 @@ impl Slide {
         self.budget.bytes += o.budget.bytes;
         self.budget.dropped += o.budget.dropped;
         self.gauges.merge(&o.gauges);
+        for (k, v) in &o.rules {
+            add_rule_hits(&mut self.rules, k, v, MAX_KEYS);
+        }
     }
 
     fn ratio(a: u64, b: u64) -> f64 {
@@ -748,6 +892,9 @@ pub struct Totals {
     /// Requests `FAIL_MODE=closed` answered with 503.
     #[serde(default)]
     pub fail_closed: u64,
+    /// Hits per per-route rule and action since start (`MAX_RULE_TOTALS` keys).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rules: BTreeMap<String, RuleHits>,
 }
 
 impl Aggregator {
@@ -789,6 +936,11 @@ impl Aggregator {
         t.fail_closed += u64::from(s.fail_closed);
         t.degraded += u64::from(s.degraded());
         t.do_errors += u64::from(s.consult == Consult::Error);
+        if let Some(r) = &s.rule {
+            let mut one = RuleHits::default();
+            one.count(r);
+            add_rule_hits(&mut t.rules, &r.key, &one, MAX_RULE_TOTALS);
+        }
         true
     }
 
@@ -960,6 +1112,9 @@ impl Totals {
         self.enforced += o.enforced;
         self.fail_closed += o.fail_closed;
         self.observations_dropped += o.observations_dropped;
+        for (k, v) in &o.rules {
+            add_rule_hits(&mut self.rules, k, v, MAX_RULE_TOTALS);
+        }
     }
 }
 
@@ -1209,6 +1364,71 @@ mod tests {
             latency_ms: Some(20.0),
             ..Sample::default()
         }
+    }
+
+    #[test]
+    fn rule_hits_are_counted_per_rule_and_action_dry_runs_apart_through_every_tier() {
+        let c = cfg();
+        let now = 1_700_000_000_000.0;
+        let hit = |key: &str, enforces: bool, dry_run: bool| RuleSample { key: key.into(), enforces, dry_run };
+        let mut samples = Vec::new();
+        for i in 0..5 {
+            let mut s = sample(now, &format!("198.51.100.{i}"));
+            s.rule = Some(hit("login|rate_limit", i >= 3, false));
+            samples.push(s);
+        }
+        for i in 0..3 {
+            let mut s = sample(now, &format!("192.0.2.{i}"));
+            s.rule = Some(hit("beta|block", true, true));
+            samples.push(s);
+        }
+        samples.push(sample(now, "203.0.113.1"));
+        // Straight into one aggregator, and split over two slides absorbed and
+        // then merged as two shards: the same counts.
+        let mut direct = Aggregator::default();
+        for s in &samples {
+            assert!(direct.ingest_sample(&c, s, now));
+        }
+        let start = Aggregator::slide_start(&c, now);
+        let (mut a, mut b) = (Slide::new(start), Slide::new(start));
+        for (i, s) in samples.iter().enumerate() {
+            if i % 2 == 0 {
+                a.add_sample(s, false)
+            } else {
+                b.add_sample(s, false)
+            }
+        }
+        let mut absorbed = Slide::new(start);
+        absorbed.absorb(&a);
+        absorbed.absorb(&b);
+        let mut merged = a.clone();
+        merged.merge(&b);
+        assert_eq!(absorbed.rules, merged.rules);
+        assert_eq!(direct.slides.values().next().map(|s| &s.rules), Some(&merged.rules));
+        let counters = rule_counters(&direct.totals.rules, direct.slides.values());
+        assert_eq!(counters.len(), 2);
+        let login = counters.iter().find(|r| r.id == "login").unwrap();
+        assert_eq!(login.action, "rate_limit");
+        assert_eq!((login.window.hits, login.window.enforced, login.window.dry_run_hits), (5, 2, 0));
+        assert_eq!(login.since_start, login.window);
+        let beta = counters.iter().find(|r| r.id == "beta").unwrap();
+        assert_eq!((beta.window.hits, beta.window.dry_run_hits, beta.window.dry_run_would_enforce), (0, 3, 3));
+        assert_eq!(counters.first().map(|r| r.id.as_str()), Some("login"), "most hits first");
+        let mut totals = Totals::default();
+        for _ in 0..MAX_RULE_TOTALS + 5 {
+            totals.add(&direct.totals);
+        }
+        assert_eq!(totals.rules.get("login|rate_limit").map(|h| h.hits), Some(5 * (MAX_RULE_TOTALS as u64 + 5)));
+        let mut many = BTreeMap::new();
+        for i in 0..MAX_RULE_TOTALS + 10 {
+            add_rule_hits(
+                &mut many,
+                &format!("r{i}|block"),
+                &RuleHits { hits: 1, ..RuleHits::default() },
+                MAX_RULE_TOTALS,
+            );
+        }
+        assert_eq!(many.len(), MAX_RULE_TOTALS, "bounded");
     }
 
     fn kinds(v: &[Pattern]) -> Vec<String> {

@@ -348,6 +348,9 @@ fn add_totals(t: &mut Totals, s: &Slide) {
     t.enforced += s.enforced;
     t.observations_dropped += s.observations_dropped;
     t.fail_closed += s.fail_closed;
+    for (k, v) in &s.rules {
+        super::analytics::add_rule_hits(&mut t.rules, k, v, super::analytics::MAX_RULE_TOTALS);
+    }
 }
 
 #[cfg(test)]

@@ -135,6 +135,8 @@ pub fn sample(
         // one path are one analytics key. A fail-closed answer is counted,
         // not analysed.
         probe: if fail_closed { None } else { signals::probe_rule(&request.path).map(String::from) },
+        // Set by the request path when a rule decided (`RuleSample`).
+        rule: None,
     }
 }
 

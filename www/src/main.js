@@ -545,7 +545,7 @@ async function refresh() {
   if (refreshing) return;
   refreshing = true;
   try {
-    const [a, p, t, an, c, health, alerts, lat] = await Promise.all([
+    const [a, p, t, an, c, health, alerts, lat, routeRules] = await Promise.all([
       json("intelligence/analytics"),
       json("analytics/patterns"),
       json("analytics/trends"),
@@ -554,11 +554,13 @@ async function refresh() {
       json("performance/health"),
       json("performance/alerts"),
       json("performance/metrics/origin_latency_ms?timeframe=300000"),
+      json("config/rules"),
     ]);
     renderAnalytics(a);
     renderHealth(health, lat, a);
     renderInsights(p, t, an, c);
     renderRules(alerts);
+    renderRouteRules(routeRules, a?.rules);
     $("updated").hidden = false;
     $("updated").textContent = `updated ${timeOf(Date.now())}`;
   } finally {
@@ -655,6 +657,62 @@ function renderRules(alerts) {
     );
   $("alerts").innerHTML = rows.join("") || `<li class="empty">no rule evaluated yet</li>`;
 }
+// ---------- per-route rules ----------
+// The rules in force (stored, then RULES), each with its hits over the
+// analytics window (`rules` of the analytics API: per rule and action).
+let rulesEdited = false;
+function renderRouteRules(config, counters) {
+  const body = $("rules-body");
+  if (!config) {
+    body.innerHTML = `<tr><td colspan="7" class="empty">no data yet</td></tr>`;
+    return;
+  }
+  const stored = Array.isArray(config.rules) ? config.rules : [];
+  const vars = Array.isArray(config.fromVars) ? config.fromVars : [];
+  const counts = new Map((Array.isArray(counters) ? counters : []).map((c) => [`${c.id}|${c.action}`, c.window ?? {}]));
+  const num = (v) => (isNum(v) ? String(v) : "0");
+  const row = (r, from) => {
+    const w = counts.get(`${r.id}|${r.action}`) ?? {};
+    const limit = r.rateLimit ? ` <span class="muted">${esc(r.rateLimit.requests)} / ${esc(r.rateLimit.periodSeconds)} s by ${esc(r.rateLimit.by ?? "subject")}</span>` : "";
+    return `<tr data-rule="${esc(r.id)}"><th scope="row">${esc(r.id)}${r.dryRun ? ' <span class="tag">dry run</span>' : ""}</th><td>${esc(human(r.action))}${limit}</td><td>${from}</td>` +
+      `<td class="num" data-k="hits">${num(w.hits)}</td><td class="num" data-k="enforced">${num(w.enforced)}</td><td class="num" data-k="dryRunHits">${num(w.dryRunHits)}</td><td class="num" data-k="dryRunWouldEnforce">${num(w.dryRunWouldEnforce)}</td></tr>`;
+  };
+  const rows = [...stored.map((r) => row(r, "API")), ...vars.map((r) => row(r, "RULES"))];
+  const problems = Array.isArray(config.problems) ? config.problems : [];
+  body.innerHTML =
+    rows.join("") +
+    problems.map((p) => `<tr><td colspan="7" class="error">not in force: ${esc(p.field)}: ${esc(p.message)}</td></tr>`).join("") ||
+    `<tr><td colspan="7" class="empty">no rules: ENFORCE and its thresholds decide alone</td></tr>`;
+  if (!rulesEdited) $("rules-text").value = JSON.stringify(stored, null, 2);
+}
+async function saveRules() {
+  const status = $("rules-status");
+  const errors = $("rules-errors");
+  errors.innerHTML = "";
+  let rules;
+  try {
+    rules = JSON.parse($("rules-text").value);
+  } catch (e) {
+    status.textContent = `Not JSON: ${e.message}`;
+    return;
+  }
+  status.textContent = "Checking…";
+  const res = await api("config/rules", { method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ rules }) }).catch(() => null);
+  const body = res ? await res.json().catch(() => ({})) : {};
+  if (res?.ok) {
+    rulesEdited = false;
+    status.textContent = `Saved ${Array.isArray(body.rules) ? body.rules.length : 0} rule(s): in force in this location within 5 s, everywhere within about a minute.`;
+    refresh();
+  } else if (res?.status === 400) {
+    status.textContent = body.message ?? "The rules were refused; nothing was saved.";
+    errors.innerHTML = (body.errors ?? []).map((e) => `<li class="error"><code>${esc(e.field)}</code> ${esc(e.message)}</li>`).join("");
+  } else {
+    status.textContent = res ? `The API answered ${res.status}${body.message ? `: ${body.message}` : ""}; nothing was saved.` : "The API did not answer; nothing was saved.";
+  }
+}
+$("rules-text").addEventListener("input", () => (rulesEdited = true));
+$("rules-save").addEventListener("click", saveRules);
+
 function onPerf(m) {
   if (m.type === "alert" && m.data) {
     const d = m.data;

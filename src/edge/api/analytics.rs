@@ -12,7 +12,7 @@ use crate::clock::now_ms;
 use crate::edge::{record, respond};
 use crate::error::ApiError;
 use crate::intel::alerting::State;
-use crate::intel::analytics::{AnalyticsConfig, LatencySummary, METRIC_NAMES};
+use crate::intel::analytics::{AnalyticsConfig, LatencySummary, Totals, METRIC_NAMES};
 use crate::intel::rollups::{self, HistoryScan};
 use crate::intel::sketch::Histogram;
 use crate::intel::views::{Direction, Views};
@@ -45,7 +45,8 @@ pub async fn overview(c: Call<'_>) -> Result<Response, ApiError> {
         &json!({
             "metrics": {
                 "latestSlide": latest,
-                "totals": m.agg.totals,
+                // The per-rule counters are `rules` below, named.
+                "totals": Totals { rules: Default::default(), ..m.agg.totals.clone() },
                 "kvWrites": m.shards.first().map(|s| s.kv_writes.clone()).unwrap_or_default(),
                 "kvPending": m.shards.iter().map(|s| s.kv_pending).sum::<usize>(),
                 "kvFailures": m.shards.iter().map(|s| s.kv_failures).sum::<u64>(),
@@ -56,6 +57,7 @@ pub async fn overview(c: Call<'_>) -> Result<Response, ApiError> {
             "queueSize": queued,
             "subscriptions": {"streamClients": m.stream_clients(), "intelligence": m.shards.first().map_or(0, |s| s.intel_clients)},
             "series": {"slideSeconds": config.analytics.slide_s, "windowSeconds": config.analytics.window_s, "slides": points},
+            "rules": m.rule_counters(),
             "hubShards": config.hub.shards,
             "tier": m.tier(),
             "isolate": {

@@ -9,11 +9,16 @@ use crate::clock::now_ms;
 use crate::edge::respond;
 use crate::error::ApiError;
 use crate::intel::alerting::State;
-use crate::intel::analytics::AnalyticsConfig;
+use crate::intel::analytics::{AnalyticsConfig, RuleHitsView};
 use crate::intel::sketch::Histogram;
 
 use super::common::Call;
 use super::window::{merged, Merged};
+
+/// A rule's dry-run counts in the places of its real ones, so one picker reads both.
+fn dry_view(h: &RuleHitsView) -> RuleHitsView {
+    RuleHitsView { hits: h.dry_run_hits, enforced: h.dry_run_would_enforce, ..RuleHitsView::default() }
+}
 
 pub async fn prometheus(c: Call<'_>) -> Result<Response, ApiError> {
     let now = now_ms();
@@ -43,6 +48,29 @@ fn exposition(m: &Merged, analytics: &AnalyticsConfig, now: f64) -> Response {
     metric("do_errors", "counter", "Profile consults that failed with an error.", c(t.do_errors));
     metric("origin_errors", "counter", "Origin answers of 5xx (including unreachable: 502).", c(t.server_errors));
     metric("enforced_count", "counter", "Requests the edge challenged or blocked itself.", c(t.enforced));
+    // Per-route rules (docs/policies.md): since the hubs started, by rule,
+    // action and dry run; `enforced` counts the requests the rule answered
+    // itself (or, in a dry run, would have).
+    let rules = m.rule_counters();
+    let rule_samples = |pick: fn(&RuleHitsView) -> u64| -> Vec<(String, f64)> {
+        rules
+            .iter()
+            .flat_map(|r| {
+                let (real, dry) = (pick(&r.since_start), pick(&dry_view(&r.since_start)));
+                [("false", real), ("true", dry)].map(|(d, v)| {
+                    let label = |s: &str| s.replace(['"', '\\', '\n'], "_");
+                    (format!("{{rule=\"{}\",action=\"{}\",dry_run=\"{d}\"}}", label(&r.id), label(&r.action)), v as f64)
+                })
+            })
+            .collect()
+    };
+    metric("rule_hits", "counter", "Requests a per-route rule decided (dry runs apart).", rule_samples(|h| h.hits));
+    metric(
+        "rule_enforced",
+        "counter",
+        "Requests a per-route rule answered itself: challenge, block or 429 (in a dry run: would have).",
+        rule_samples(|h| h.enforced),
+    );
     let site_failures = m.shards.first().map_or(0, |s| s.site_failures);
     metric(
         "site_evaluation_failures",

@@ -10,7 +10,9 @@ use crate::bindings;
 use crate::config::Hub;
 use crate::error::ApiError;
 use crate::intel::alerting::RuleState;
-use crate::intel::analytics::{merge_shards, Aggregator, AnalyticsConfig, ShardPart, SlidePoint};
+use crate::intel::analytics::{
+    merge_shards, rule_counters, Aggregator, AnalyticsConfig, RuleCounter, ShardPart, SlidePoint,
+};
 use crate::intel::deltas::TierCounters;
 use crate::intel::keys::hub_name;
 use crate::intel::sketch::Hll;
@@ -26,6 +28,11 @@ pub struct Merged {
 impl Merged {
     pub fn points(&self) -> Vec<SlidePoint> {
         self.agg.slides.values().map(|s| s.point()).collect()
+    }
+
+    /// Each per-route rule's hits, since start and in the window.
+    pub fn rule_counters(&self) -> Vec<RuleCounter> {
+        rule_counters(&self.agg.totals.rules, self.agg.slides.values())
     }
 
     /// The alert rules' states: shard 0 (`global`) evaluates them for the
