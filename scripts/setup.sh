@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Idempotent set-up for a fresh machine that has only Rust (x86_64), Node 20
-# and npm: adds the wasm32 target, installs worker-build and the wasm-bindgen
+# Idempotent set-up for a fresh machine that has Rust (x86_64), Node 20 and
+# npm, plus a C compiler, pkg-config and the OpenSSL headers (checked below;
+# the README's "What you need"): adds the wasm32 target, installs worker-build and the wasm-bindgen
 # CLI that matches Cargo.lock, and the npm dev dependencies (Node 22, wrangler,
 # miniflare 4, binaryen for wasm-opt, esbuild). Skips whatever is in place.
 set -euo pipefail

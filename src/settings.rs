@@ -77,7 +77,7 @@ pub static SETTINGS: &[Setting] = &[
     s("TRUST_X_REAL_IP", Some("false"), Kind::Bool, "take the client IP from `X-Real-IP` when `CF-Connecting-IP` is missing (only behind your own proxy)"),
     // Consulting the profile.
     s("RISK_MODE", Some("fast"), Kind::Choice(&["fast", "consistent"]), "`fast`: never wait longer than `CONSULT_TIMEOUT_MS`, observations are coalesced and recorded after the response; `consistent`: the verdict includes this request (one object call per request)"),
-    s("CONSULT_TIMEOUT_MS", Some("50"), int(1, 10_000), "fast mode's budget for the profile lookup (and the lists' KV read)"),
+    s("CONSULT_TIMEOUT_MS", Some("50"), int(1, 10_000), "fast mode's budget for the profile lookup (and the lists' and rules' KV reads, and a rate-limit rule's limiter call)"),
     s("CONSISTENT_TIMEOUT_MS", Some("5000"), int(1, 60_000), "consistent mode's limit for a stuck object (then degraded)"),
     s("FAIL_MODE", Some("open"), Kind::Choice(&["open", "closed"]), "`open`: forward degraded when the profile store or the lists' KV read fails; `closed`: answer 503 (counted as degraded and in `fail_closed_count`, never as an origin 5xx)"),
     s("CACHE_TTL_MS", Some("30000"), int(0, 600_000), "lifetime of an entry in the in-isolate verdict cache (bounded LRU); every flush refreshes the entries of the subjects it carried, and an event pushed through the API drops its subject in the isolate that received it"),
@@ -90,7 +90,7 @@ pub static SETTINGS: &[Setting] = &[
     s("RISK_WEIGHTS", Some("{}"), Kind::Text("JSON object"), "reason code -> points 0-100 over the built-in points of the [reason codes](../README.md#reason-codes), e.g. `{\"tor_exit\": 60}`"),
     s("COUNTRY_RISK", Some("{}"), Kind::Text("JSON object"), "country code -> points 0-100, e.g. `{\"XX\": 30}`"),
     s("HOSTING_ASNS", Some("[]"), Kind::Text("JSON array"), "extra hosting ASNs, `64496` or `\"AS64496\"`, added to the embedded hosting/VPN list"),
-    s("RULES", None, Kind::Text("JSON array"), "per-route rules `{id, match: {path, methods, countries, asns, reasons, minScore}, action (allow, monitor, challenge, block), dryRun}`, evaluated in order after the allow and block lists and after the rules stored through the API; the first that matches decides (docs/policies.md)"),
+    s("RULES", None, Kind::Text("JSON array"), "per-route rules `{id, match: {path, methods, countries, asns, reasons, minScore}, action (allow, monitor, challenge, block, rate_limit), rateLimit: {requests, periodSeconds, by}, dryRun}`, evaluated in order after the allow and block lists and after the rules stored through the API; the first that matches decides (docs/policies.md)"),
     s("ALLOW_LIST", Some("[]"), Kind::Text("JSON array"), "IPs, CIDRs, `AS64496`, `country:XX` always allowed; the API's lists (KV) are added to these"),
     s("BLOCK_LIST", Some("[]"), Kind::Text("JSON array"), "IPs, CIDRs, `AS64496`, `country:XX` always blocked; the API's lists (KV) are added to these"),
     // Enforcement.

@@ -113,6 +113,11 @@ test("the rules API: validation names every bad field and stores nothing; stored
     assert.ok(fields.includes(f), `${f} in ${JSON.stringify(bad.json.errors)}`);
   }
   assert.equal((await edge.api("PUT", "/api/config/rules", { body: { rules: [{ id: "admin-block", action: "block" }] } })).status, 400, "an id the vars use");
+  const many = await edge.api("PUT", "/api/config/rules", { body: { rules: [{ id: "m", match: { methods: Array(300).fill("G E T") }, action: "block" }] } });
+  assert.equal(many.status, 400);
+  assert.equal(many.json.errors.length, 100, "the first 100 problems named");
+  assert.equal(many.json.truncated, 200, "the rest counted");
+  assert.match(many.json.message, /^300 problem/);
   assert.equal((await edge.api("PUT", "/api/config/rules", { body: [] })).status, 400, "not {rules: [...]}");
   assert.equal((await edge.api("PUT", "/api/config/rules", { body: "{not json" })).status, 400);
   assert.deepEqual((await edge.api("GET", "/api/config/rules")).json.rules, [], "nothing stored");

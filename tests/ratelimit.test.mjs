@@ -13,20 +13,22 @@ const RULES = [
   { id: "search-dry", match: { path: "/search" }, action: "rate_limit", rateLimit: { requests: 2, periodSeconds: 60 }, dryRun: true },
   { id: "api-asn", match: { path: "/api/*" }, action: "rate_limit", rateLimit: { requests: 4, periodSeconds: 60, by: "asn" } },
   { id: "tick", match: { path: "/tick" }, action: "rate_limit", rateLimit: { requests: 1, periodSeconds: 1 } },
+  { id: "vis", match: { path: "/vis" }, action: "rate_limit", rateLimit: { requests: 2, periodSeconds: 60, by: "visitor" } },
 ];
 
 let edge;
 before(async () => {
-  edge = await startEdge({ isolates: 2, vars: { RULES: JSON.stringify(RULES) } });
+  edge = await startEdge({ isolates: 2, vars: { RULES: JSON.stringify(RULES), VISITOR_COOKIE: "session", SET_VISITOR_COOKIE: "true", VISITOR_SIGNING_KEY: "visitor-signing-key-0123456789" } });
 });
 after(async () => {
   await edge?.close();
 });
 
 /** One request; its status, headers, body, and the X-Intel the origin got (null: not forwarded). */
-async function through(path, { ip = "198.51.100.30", method = "GET", asn = 3320, accept = "application/json", isolate = 0 } = {}) {
+async function through(path, { ip = "198.51.100.30", method = "GET", asn = 3320, accept = "application/json", isolate = 0, cookie } = {}) {
   const before = edge.origin.requests.length;
-  const res = await edge.send(path, { ip, method, isolate, cf: { country: "DE", asn }, headers: { ...BROWSER_HEADERS, Accept: accept } });
+  const headers = { ...BROWSER_HEADERS, Accept: accept, ...(cookie ? { Cookie: cookie } : {}) };
+  const res = await edge.send(path, { ip, method, isolate, cf: { country: "DE", asn }, headers });
   const body = await res.text();
   const forwarded = edge.origin.requests.length > before;
   return { status: res.status, headers: res.headers, body, intel: forwarded ? edge.origin.requests.at(-1).headers["x-intel"] : null };
@@ -63,6 +65,19 @@ test("by asn: every address of the network shares one quota", async () => {
   for (let i = 0; i < 6; i++) statuses.push((await through("/api/items", { ip: `203.0.113.${40 + i}`, asn: 64500, isolate: i % 2 })).status);
   assert.deepEqual(statuses, [200, 200, 200, 200, 429, 429]);
   assert.equal((await through("/api/items", { ip: "203.0.113.60", asn: 64501 })).status, 200, "another network");
+});
+
+test("by visitor: each visitor behind one address has its own quota; requests without the cookie share the address's", async () => {
+  const ip = "198.51.100.36";
+  const statuses = async (cookie, n) => {
+    const out = [];
+    for (let i = 0; i < n; i++) out.push((await through("/vis", { ip, cookie, isolate: i % 2 })).status);
+    return out;
+  };
+  assert.deepEqual(await statuses("session=alice", 3), [200, 200, 429]);
+  assert.deepEqual(await statuses("session=bob", 3), [200, 200, 429]);
+  // Each of these is given a new signed ei_vid: that is not a visitor yet.
+  assert.deepEqual(await statuses(undefined, 3), [200, 200, 429], "no cookie: counted by the subject, not as a new visitor each time");
 });
 
 test("a dry run forwards every request and tells the origin which would have been limited", async () => {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::future::{select, Either};
 use futures::FutureExt;
-use worker::{Delay, Env};
+use worker::Delay;
 
 use crate::bindings;
 use crate::clock::now_ms;
@@ -20,14 +20,16 @@ use crate::intel::rules::{LimitBy, RateLimit};
 use crate::intel::wire::LimiterOp;
 use crate::platform::call_object;
 
+use super::Io;
+
 thread_local! {
     /// Refusals this isolate has seen, until they end (bounded: `ratelimit::MAX_DENIED`).
     static DENIED: RefCell<DenyCache> = RefCell::new(DenyCache::default());
 }
 
-/// What a request is counted by: its subject (the widened /48 or /24 for a
-/// rotating client, so rotation does not buy a fresh quota), its visitor
-/// when there is one (else its subject), or its ASN (else its subject).
+/// What a request is counted by: its subject (the widened /48 or /24 once a
+/// client's rotation passed the budget), its visitor when its cookie came
+/// with the request (else its subject), or its ASN (else its subject).
 pub fn key_of(by: LimitBy, subject: &str, visitor: Option<&str>, asn: Option<u32>) -> String {
     match (by, visitor, asn) {
         (LimitBy::Visitor, Some(v), _) => format!("v:{v}"),
@@ -36,16 +38,22 @@ pub fn key_of(by: LimitBy, subject: &str, visitor: Option<&str>, asn: Option<u32
     }
 }
 
-/// Counts this request against `rule_id`'s limit for `key`.
-pub async fn take(env: &Env, rule_id: &str, limit: &RateLimit, key: &str, timeout_ms: u32) -> Result<Taken, Error> {
+/// Counts this request against `rule_id`'s limit for `key`. Past the
+/// budget the request goes on (fail open) but the call is not dropped: it
+/// still counts at the object, and a refusal it brings back is remembered
+/// for the key's next requests here.
+pub async fn take(io: Io<'_>, rule_id: &str, limit: &RateLimit, key: &str, timeout_ms: u32) -> Result<Taken, Error> {
+    // The numbers are part of the name the isolate remembers a refusal by:
+    // an edited limit is not held to a refusal made under the old one.
     let name = limiter_name(rule_id, limit.by, key);
+    let remembered = format!("{name}|{}/{}", limit.requests, limit.period_seconds);
     let now = now_ms();
-    if let Some(reset_s) = DENIED.with(|d| d.borrow_mut().refused(&name, now)) {
+    if let Some(reset_s) = DENIED.with(|d| d.borrow_mut().refused(&remembered, now)) {
         return Ok(Taken { allowed: false, remaining: 0, reset_s });
     }
     let op = LimiterOp::Take { limit: limit.requests, period_s: limit.period_seconds };
     let ask = {
-        let (env, name) = (env.clone(), name.clone());
+        let (env, name) = (io.env.clone(), name.clone());
         async move { call_object::<_, Taken>(&env, bindings::LIMITS, &name, &op).await }
     }
     .boxed_local();
@@ -54,10 +62,20 @@ pub async fn take(env: &Env, rule_id: &str, limit: &RateLimit, key: &str, timeou
         Either::Left((Ok((200, Some(t))), _)) => t,
         Either::Left((Ok((status, _)), _)) => return Err(Error::platform(format!("limiter answered {status}"))),
         Either::Left((Err(e), _)) => return Err(e),
-        Either::Right(_) => return Err(Error::late(format!("no limiter answer within {timeout_ms} ms"))),
+        Either::Right(((), pending)) => {
+            let late = remembered.clone();
+            io.ctx.wait_until(async move {
+                if let Ok((200, Some(t))) = pending.await {
+                    if !t.allowed {
+                        DENIED.with(|d| d.borrow_mut().remember(&late, now_ms(), t.reset_s));
+                    }
+                }
+            });
+            return Err(Error::late(format!("no limiter answer within {timeout_ms} ms")));
+        }
     };
     if !taken.allowed {
-        DENIED.with(|d| d.borrow_mut().remember(&name, now_ms(), taken.reset_s));
+        DENIED.with(|d| d.borrow_mut().remember(&remembered, now_ms(), taken.reset_s));
     }
     Ok(taken)
 }

@@ -218,12 +218,14 @@ fn identify(rc: &mut RequestCtx) {
 /// observation of the request (consistent mode records it while consulting;
 /// fast mode when the verdict cache misses: `Found::recorded`).
 async fn consult(rc: &mut RequestCtx<'_>) -> (Found, Observation) {
-    let lists = lists::effective(rc.io, &rc.config.lists, &rc.config.consult).await;
+    // Both KV reads at once: a cold isolate waits for the slower, not the sum.
+    let (lists, rules) =
+        join(lists::effective(rc.io, &rc.config.lists, &rc.config.consult), rules::effective(rc.io, rc.config)).await;
     if let Some(e) = &lists.error {
         rc.io.log.warn("lists", format_args!("kept the last lists read: {e}"));
     }
     let list = lists.lists.check(rc.ip, rc.cf.asn, rc.cf.country.as_deref());
-    let rules = rules::effective(rc.io, rc.config).await;
+    let (rules, rules_fresh) = (rules.rules, rules.fresh);
     if list == ListVerdict::Blocked {
         rc.signals.push(Signal { reason: Reason::Blocklisted, points: None });
     }
@@ -234,7 +236,9 @@ async fn consult(rc: &mut RequestCtx<'_>) -> (Found, Observation) {
         Some(id) => consult_profile(rc, id, &obs).await,
     };
     // Time only advances across I/O in Workers, so this is the consult's I/O wait.
-    let consulted = Consulted { consult, consult_ms: now_ms() - rc.started, lists_stale: !lists.fresh };
+    // Stale lists or rules (KV failed or was late for 30 s, or never
+    // answered this isolate) mark the request degraded alike.
+    let consulted = Consulted { consult, consult_ms: now_ms() - rc.started, lists_stale: !lists.fresh || !rules_fresh };
     (Found { list, profile, status, travel, consulted, recorded, rules }, obs)
 }
 
@@ -364,8 +368,11 @@ fn decide<'f>(rc: &RequestCtx, found: &'f Found, scored: &Scored) -> Decision<'f
 async fn limit<'f>(rc: &RequestCtx<'_>, decision: Decision<'f>) -> (Decision<'f>, Option<Taken>) {
     let Some(d) = decision.rule.filter(|d| d.rule.action == RuleAction::RateLimit) else { return (decision, None) };
     let (Some(limit), Some(id)) = (&d.rule.rate_limit, &rc.identity) else { return (decision, None) };
-    let key = ratelimit::key_of(limit.by, id.key.as_str(), rc.visitor.as_ref().map(|v| v.key.as_str()), rc.cf.asn);
-    match ratelimit::take(rc.io.env, &d.rule.id, limit, &key, rc.config.consult.timeout_ms).await {
+    // A visitor id made for this request (no cookie came) is no key: every
+    // cookie-less request would be a first one. Such requests count by subject.
+    let visitor = rc.visitor.as_ref().filter(|v| v.set_cookie.is_none()).map(|v| v.key.as_str());
+    let key = ratelimit::key_of(limit.by, id.key.as_str(), visitor, rc.cf.asn);
+    match ratelimit::take(rc.io, &d.rule.id, limit, &key, rc.config.consult.timeout_ms).await {
         Ok(t) if !t.allowed => (enforce::over_limit(decision), Some(t)),
         Ok(t) => (decision, Some(t)),
         Err(e) => {

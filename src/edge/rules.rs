@@ -31,11 +31,25 @@ const RULES_CACHE_MS: f64 = 5_000.0;
 /// After a failed KV read, try again this soon (not on every request).
 const RULES_RETRY_MS: f64 = 1_000.0;
 
-/// (read again after, stored rules followed by the vars' rules).
-type Cached = (f64, Rc<Vec<RouteRule>>);
+/// A kept copy older than this (or none) marks the request degraded, as
+/// stale lists do (`lists::LISTS_GOOD_FOR_MS`).
+const RULES_GOOD_FOR_MS: f64 = 30_000.0;
+
+/// (read again after, stored rules followed by the vars' rules, when KV last answered).
+type Cached = (f64, Rc<Vec<RouteRule>>, Option<f64>);
+
+/// The rules for one request, and whether they are what KV holds now
+/// (`fresh`), or a kept copy older than `RULES_GOOD_FOR_MS` or none (the
+/// vars' alone) because KV failed or missed its budget.
+pub struct Effective {
+    pub rules: Rc<Vec<RouteRule>>,
+    pub fresh: bool,
+}
 
 thread_local! {
     static CACHE: RefCell<Option<Cached>> = const { RefCell::new(None) };
+    /// Bumped by `invalidate`: a late read begun before it is not cached.
+    static GENERATION: RefCell<u64> = const { RefCell::new(0) };
 }
 
 /// KV (the rules' store) did not answer: 503, the cause for the log.
@@ -74,13 +88,16 @@ pub async fn stored_as_written(env: &Env) -> Result<Vec<RouteRule>, Error> {
 
 /// The rules for one request: stored first, then the vars'. Never fails:
 /// without KV the last rules read are kept (the request's log says so), and
-/// before any read succeeded the vars' rules alone apply.
-pub async fn effective(io: Io<'_>, config: &Config) -> Rc<Vec<RouteRule>> {
+/// before any read succeeded the vars' rules alone apply; either way past
+/// `RULES_GOOD_FOR_MS` the request is marked degraded (`fresh: false`), so
+/// `FAIL_MODE=closed` refuses it rather than serve it without the stored rules.
+pub async fn effective(io: Io<'_>, config: &Config) -> Effective {
     let now = now_ms();
     let cached = CACHE.with(|c| c.borrow().clone());
-    if let Some((until, rules)) = &cached {
+    let fresh = |good: Option<f64>| good.is_some_and(|g| now - g <= RULES_GOOD_FOR_MS);
+    if let Some((until, rules, good)) = &cached {
         if now < *until {
-            return rules.clone();
+            return Effective { rules: rules.clone(), fresh: fresh(*good) };
         }
     }
     let vars = &config.enforce.rules;
@@ -90,27 +107,36 @@ pub async fn effective(io: Io<'_>, config: &Config) -> Rc<Vec<RouteRule>> {
         async move { stored(&env, &config).await.map(|s| combined(s, &config.enforce.rules)) }
     }
     .boxed_local();
-    let kept = cached.map(|(_, r)| r).unwrap_or_else(|| Rc::new(vars.clone()));
+    let (kept, good) = match cached {
+        Some((_, r, good)) => (r, good),
+        None => (Rc::new(vars.clone()), None),
+    };
     let budget = Delay::from(Duration::from_millis(u64::from(config.consult.timeout_ms)));
     match select(read, budget).await {
         Either::Left((Ok(rules), _)) => {
             let rules = Rc::new(rules);
-            CACHE.with(|c| *c.borrow_mut() = Some((now + RULES_CACHE_MS, rules.clone())));
-            rules
+            CACHE.with(|c| *c.borrow_mut() = Some((now + RULES_CACHE_MS, rules.clone(), Some(now))));
+            Effective { rules, fresh: true }
         }
         Either::Left((Err(e), _)) => {
             io.log.warn("rules", format_args!("kept the last rules read: {e}"));
-            keep(now, &kept);
-            kept
+            keep(now, &kept, good);
+            Effective { rules: kept, fresh: fresh(good) }
         }
         Either::Right(((), pending)) => {
-            keep(now, &kept);
+            io.log.warn("rules", "kept the last rules read: KV missed CONSULT_TIMEOUT_MS");
+            keep(now, &kept, good);
+            let generation = GENERATION.with(|g| *g.borrow());
             io.ctx.wait_until(async move {
-                if let Ok(rules) = pending.await {
-                    CACHE.with(|c| *c.borrow_mut() = Some((now_ms() + RULES_CACHE_MS, Rc::new(rules))));
+                let read = pending.await;
+                // Not over a PUT's invalidation that came after this read began.
+                let current = GENERATION.with(|g| *g.borrow());
+                if let (Ok(rules), true) = (read, generation == current) {
+                    let at = now_ms();
+                    CACHE.with(|c| *c.borrow_mut() = Some((at + RULES_CACHE_MS, Rc::new(rules), Some(at))));
                 }
             });
-            kept
+            Effective { rules: kept, fresh: fresh(good) }
         }
     }
 }
@@ -121,11 +147,12 @@ fn combined(mut stored: Vec<RouteRule>, vars: &[RouteRule]) -> Vec<RouteRule> {
     stored
 }
 
-fn keep(now: f64, rules: &Rc<Vec<RouteRule>>) {
-    CACHE.with(|c| *c.borrow_mut() = Some((now + RULES_RETRY_MS, rules.clone())));
+fn keep(now: f64, rules: &Rc<Vec<RouteRule>>, good: Option<f64>) {
+    CACHE.with(|c| *c.borrow_mut() = Some((now + RULES_RETRY_MS, rules.clone(), good)));
 }
 
 /// Drops the cache (after a PUT in this isolate: its next request reads KV).
 pub fn invalidate() {
+    GENERATION.with(|g| *g.borrow_mut() += 1);
     CACHE.with(|c| *c.borrow_mut() = None);
 }

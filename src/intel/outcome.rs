@@ -51,7 +51,8 @@ pub struct Consulted {
     pub consult: Consult,
     /// The consult's I/O wait (Workers advance the clock only across I/O).
     pub consult_ms: f64,
-    /// The lists were not read fresh (KV failed or was late).
+    /// The lists or the rules were not read fresh (KV failed or was late:
+    /// `edge::lists`, `edge::rules`).
     pub lists_stale: bool,
 }
 

@@ -18,10 +18,12 @@
 //! its path (`rules[2].match.path`), and unknown fields are refused (a typo
 //! such as `minscore` would otherwise match everything).
 //!
-//! Paths are matched after `match_path` normalises them (percent-decoding,
-//! repeated slashes collapsed): `/%6Cogin` and `//login` are `/login` here, so
-//! a rule cannot be stepped around by spelling a path differently from how the
-//! origin reads it. Case is kept (paths are case-sensitive).
+//! Paths are compared in two readings (`PathForms`): raw, and normalised by
+//! `match_path` (decoded, `;params` cut, dot segments resolved). A rule that
+//! stops requests holds if either matches, one that lets them through only if
+//! both do, so `/public/..;/admin` meets a block rule on `/admin*` and is not
+//! waved through by an allow rule on `/public/*`. Case is kept (paths are
+//! case-sensitive; docs/policies.md says what that leaves open).
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -68,6 +70,12 @@ impl RuleAction {
     fn parse(s: &str) -> Option<RuleAction> {
         RuleAction::ALL.into_iter().find(|a| a.as_str() == s)
     }
+
+    /// Whether the action can stop a request (challenge, block, rate limit)
+    /// rather than let it through (allow, monitor: both skip `ENFORCE`).
+    pub const fn stops(self) -> bool {
+        matches!(self, RuleAction::Challenge | RuleAction::Block | RuleAction::RateLimit)
+    }
 }
 
 /// Whose requests a rate limit counts together.
@@ -107,22 +115,57 @@ pub struct RateLimit {
 }
 
 /// `match.path`: exact, or a prefix when written with a trailing `*`. Kept
-/// as written (what `GET` shows and KV stores, so it reads back the same)
-/// and normalised (`match_path`: what requests are compared with).
+/// as written (what `GET` shows and KV stores, so it reads back the same),
+/// and in both forms a request's path is compared in (`PathForms`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathPattern {
     written: String,
+    raw: String,
     normalised: String,
     prefix: bool,
 }
 
 impl PathPattern {
-    fn matches(&self, path: &str) -> bool {
+    fn hit(&self, path: &str, pattern: &str) -> bool {
         if self.prefix {
-            path.starts_with(self.normalised.as_str())
+            path.starts_with(pattern)
         } else {
-            path == self.normalised
+            // `/login/` is `/login` to most origins (Express, Rails, Django's
+            // APPEND_SLASH): an exact path holds with one trailing slash too.
+            path == pattern || path.strip_suffix('/') == Some(pattern)
         }
+    }
+
+    /// A rule that stops requests (challenge, block, rate limit) holds when
+    /// either form of the path matches; one that lets them through (allow,
+    /// monitor: both skip `ENFORCE`) only when both do. So a spelling that
+    /// one origin reads as another path (`/public/..;/admin`,
+    /// `/public/..%2Fadmin`) can be caught but never waved through.
+    fn matches(&self, path: &PathForms, stops: bool) -> bool {
+        let raw = self.hit(&path.raw, &self.raw);
+        let normalised = self.hit(&path.normalised, &self.normalised);
+        if stops {
+            raw || normalised
+        } else {
+            raw && normalised
+        }
+    }
+}
+
+/// A request's path in the two forms rules compare: `raw`, as an origin
+/// that decodes nothing reads it (the query dropped, repeated slashes
+/// collapsed), and `normalised` (`match_path`), as one that decodes and
+/// normalises reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathForms {
+    pub raw: String,
+    pub normalised: String,
+}
+
+impl PathForms {
+    pub fn of(path: &str) -> PathForms {
+        let path = path.split(['?', '#']).next().unwrap_or("");
+        PathForms { raw: collapse_slashes(path), normalised: match_path(path) }
     }
 }
 
@@ -189,10 +232,10 @@ pub struct RuleInput<'a> {
 }
 
 impl Match {
-    /// Whether every given field holds for `input`; `path` is the
-    /// normalised path (`match_path`).
-    fn holds(&self, input: &RuleInput<'_>, path: &str) -> bool {
-        self.path.as_ref().is_none_or(|p| p.matches(path))
+    /// Whether every given field holds for `input`; `path` is its path in
+    /// both forms, `stops`: the rule's action stops requests (`PathPattern::matches`).
+    fn holds(&self, input: &RuleInput<'_>, path: &PathForms, stops: bool) -> bool {
+        self.path.as_ref().is_none_or(|p| p.matches(path, stops))
             && (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(input.method)))
             && (self.countries.is_empty() || input.country.is_some_and(|c| self.countries.iter().any(|x| x == c)))
             && (self.asns.is_empty() || input.asn.is_some_and(|a| self.asns.contains(&a)))
@@ -206,23 +249,51 @@ pub fn first_match<'r>(rules: &'r [RouteRule], input: &RuleInput<'_>) -> Option<
     if rules.is_empty() {
         return None;
     }
-    let path = match_path(input.path);
-    rules.iter().find(|r| r.when.holds(input, &path))
+    let path = PathForms::of(input.path);
+    rules.iter().find(|r| r.when.holds(input, &path, r.action.stops()))
 }
 
-/// The path rules match against: the query dropped, percent-escapes
-/// decoded (bytes that are not UTF-8 stay escaped, upper-cased), and
-/// repeated slashes collapsed. The runtime's URL parser has already removed
-/// dot segments (`/a/../login`, `/%2e%2e/`).
+/// The normalised path: the query dropped, percent-escapes decoded once
+/// (bytes that are not UTF-8 stay escaped, upper-cased), `\` read as `/`,
+/// `;parameters` cut from each segment (Tomcat, Jetty), `.` and `..`
+/// segments resolved after decoding (the runtime's URL parser resolved the
+/// undecoded ones: `/a/..%2Flogin` is resolved here), repeated slashes
+/// collapsed; a trailing slash is kept.
 pub fn match_path(raw: &str) -> String {
     let path = raw.split(['?', '#']).next().unwrap_or("");
-    let decoded = percent_decode(path);
+    let decoded = percent_decode(path).replace('\\', "/");
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing = false;
+    for seg in decoded.split('/') {
+        let seg = seg.split(';').next().unwrap_or("");
+        trailing = seg.is_empty() || seg == "." || seg == "..";
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
     let mut out = String::with_capacity(decoded.len() + 1);
-    if !decoded.starts_with('/') {
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if trailing || segments.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// `/` prepended if missing, repeated slashes collapsed; nothing decoded.
+fn collapse_slashes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 1);
+    if !path.starts_with('/') {
         out.push('/');
     }
     let mut last_slash = false;
-    for c in decoded.chars() {
+    for c in path.chars() {
         if c == '/' && last_slash {
             continue;
         }
@@ -288,7 +359,7 @@ pub fn parse_rules(v: &Value) -> Result<Vec<RouteRule>, Vec<FieldError>> {
         // Duplicate ids are named by the item's own index, whether or not
         // the rule parsed.
         if let Some(id) = item.get("id").and_then(Value::as_str) {
-            if ids.contains(&id) {
+            if ids.contains(&id) && valid_id(id) {
                 errors.push(err(&format!("rules[{i}].id"), &format!("`{id}` is used by an earlier rule")));
             }
             ids.push(id);
@@ -333,7 +404,9 @@ fn err(field: &str, message: &str) -> FieldError {
 /// Refuses fields other than `known` in `obj` (typos must not widen a rule).
 fn unknown_fields(obj: &Map<String, Value>, known: &[&str], at: &str, errors: &mut Vec<FieldError>) {
     for k in obj.keys().filter(|k| !known.contains(&k.as_str())) {
-        errors.push(err(&format!("{at}.{k}"), &format!("unknown field (known: {})", known.join(", "))));
+        // Named, not echoed whole: a 1 MiB key is not sent back.
+        let shown: String = k.chars().take(64).collect();
+        errors.push(err(&format!("{at}.{shown}"), &format!("unknown field (known: {})", known.join(", "))));
     }
 }
 
@@ -516,7 +589,7 @@ fn parse_path(v: &Value, at: &str, errors: &mut Vec<FieldError>) -> Option<PathP
     }
     // Compared the way requests are, so `/%6Cogin` and `//login` in a rule
     // mean `/login` too.
-    Some(PathPattern { written: s.to_string(), normalised: match_path(body), prefix })
+    Some(PathPattern { written: s.to_string(), raw: collapse_slashes(body), normalised: match_path(body), prefix })
 }
 
 fn parse_rate_limit(v: &Value, at: &str, errors: &mut Vec<FieldError>) -> Option<RateLimit> {
@@ -630,10 +703,43 @@ mod tests {
         let rules = parse_rules(&json!([{"id": "a", "match": {"path": "/login"}, "action": "block"}])).unwrap();
         let hit = |path: &str| first_match(&rules, &input(path, "GET", &[], 0)).is_some();
         assert!(hit("/login") && hit("/login?next=/") && hit("//login") && hit("/%6Cogin") && hit("/%6cogin"));
-        assert!(!hit("/login/") && !hit("/Login") && !hit("/logins") && !hit("/"));
+        assert!(hit("/login/"), "one trailing slash: the same page to most origins");
+        assert!(!hit("/Login") && !hit("/logins") && !hit("/") && !hit("/login//x"));
         let rules = parse_rules(&json!([{"id": "a", "match": {"path": "/api/*"}, "action": "block"}])).unwrap();
         let hit = |path: &str| first_match(&rules, &input(path, "GET", &[], 0)).is_some();
         assert!(hit("/api/") && hit("/api/x/y") && hit("//api//x") && !hit("/api") && !hit("/apix"));
+    }
+
+    /// Spellings an origin may read as another path: a rule that stops
+    /// requests holds if either reading matches, one that lets them through
+    /// only if both do (the attacker review of issue 18).
+    #[test]
+    fn path_spellings_cannot_stretch_an_allow_rule_or_dodge_a_block_rule() {
+        let rules = parse_rules(&json!([
+            {"id": "pub", "match": {"path": "/public/*"}, "action": "allow"},
+            {"id": "adm", "match": {"path": "/admin*"}, "action": "block"},
+        ]))
+        .unwrap();
+        let decided = |path: &str| first_match(&rules, &input(path, "GET", &[], 0)).map(|r| r.id.as_str());
+        assert_eq!(decided("/public/app.css"), Some("pub"));
+        for sneaky in [
+            "/public/..;/admin",
+            "/public/..%2Fadmin",
+            "/public/..%2fadmin",
+            "/public/..%5Cadmin",
+            "/public/%2e%2e/admin",
+        ] {
+            assert_eq!(decided(sneaky), Some("adm"), "{sneaky}");
+        }
+        for sneaky in ["/x/..;/admin", "/x/..%2Fadmin", "/admin;jsessionid=1", "/%61dmin", "/x\\..\\admin"] {
+            assert_eq!(decided(sneaky), Some("adm"), "{sneaky}");
+        }
+        // An allow rule needs both readings: a decoded spelling of the same place passes neither way.
+        assert_eq!(decided("/%70ublic/app.css"), None);
+        assert_eq!(match_path("/a/./b/../c/"), "/a/c/");
+        assert_eq!(match_path("/..%2F..%2Fetc"), "/etc");
+        assert_eq!(match_path("/a;x/b;y"), "/a/b");
+        assert_eq!(PathForms::of("//a//%41?q=/b").raw, "/a/%41");
     }
 
     #[test]

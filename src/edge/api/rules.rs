@@ -29,6 +29,9 @@ pub async fn get(c: Call<'_>) -> Result<Response, ApiError> {
     Ok(respond::json(200, &body))
 }
 
+/// Problems named in one 400 answer; the rest are counted (`truncated`).
+const MAX_ERRORS: usize = 100;
+
 /// Replaces the stored rules (validated first; nothing is stored on error).
 pub async fn put(c: Call<'_>) -> Result<Response, ApiError> {
     let (req, env, config) = (c.req, c.io.env, c.config);
@@ -65,5 +68,14 @@ pub async fn put(c: Call<'_>) -> Result<Response, ApiError> {
         }
     }
     let message = format!("{} problem(s) in the rules; nothing was stored", errors.len());
-    Ok(respond::json(400, &json!({"error": "invalid_rules", "message": message, "errors": errors})))
+    // The first `MAX_ERRORS` named: a body of 300,000 bad entries does not
+    // get an answer of tens of megabytes.
+    let total = errors.len();
+    errors.truncate(MAX_ERRORS);
+    let body = if total > MAX_ERRORS {
+        json!({"error": "invalid_rules", "message": message, "errors": errors, "truncated": total - MAX_ERRORS})
+    } else {
+        json!({"error": "invalid_rules", "message": message, "errors": errors})
+    };
+    Ok(respond::json(400, &body))
 }
