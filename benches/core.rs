@@ -49,6 +49,7 @@ fn core_path(c: &mut Criterion) {
                 cf: &cf,
                 status: IntelStatus::Ok,
                 rule: None,
+                cleared: None,
             });
             black_box(headers)
         })

@@ -40,6 +40,7 @@ fn main() {
                 Signal { reason: Reason::HostingAsn, points: None },
                 Signal { reason: Reason::HighVelocity, points: None },
             ],
+            step_ups: Vec::new(),
         };
         now += 1.0; // 1 ms apart: all within the TTL, so only the bound evicts
         cache.put(&ip, verdict, now);

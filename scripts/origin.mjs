@@ -1,7 +1,9 @@
 // Demo and recording origin: stands in for the website behind edgeintel.
 // Shows (HTML) or echoes (JSON) the edgeintel headers it received, records
 // every request for the tests, and has helper paths: /status/<code>,
-// /slow/<ms>, /echo, and /turnstile/siteverify (a stand-in for tests).
+// /slow/<ms>, /echo, and /turnstile/siteverify (a stand-in for tests). Any
+// path with `?step-up=<value>` answers with `X-Intel-Step-Up: <value>`, as an
+// application asking edgeintel to step the client up would (docs/policies.md).
 import http from "node:http";
 import { pathToFileURL } from "node:url";
 
@@ -83,6 +85,11 @@ export async function startOrigin({ port = 0, host = "127.0.0.1", log = null } =
 
 function respond(req, res, path, record) {
   if (res.destroyed || res.writableEnded) return;
+  let stepUp = null;
+  try {
+    stepUp = new URL(req.url, "http://origin").searchParams.get("step-up");
+  } catch {}
+  if (stepUp !== null) res.setHeader("x-intel-step-up", stepUp);
   const json = { ok: true, method: req.method, url: req.url, headers: record.headers };
   const status = path.match(/^\/status\/(\d+)$/);
   if (status) {

@@ -7,6 +7,7 @@
 // every cf field its case has and nothing else. A second, test-only worker
 // ("nocf") forwards requests to ours through a service binding with a fresh
 // Request, which has no `cf` at all: the one way to test a truly missing cf.
+import { createHash } from "node:crypto";
 import { Miniflare } from "miniflare";
 import { startOrigin } from "../scripts/origin.mjs";
 
@@ -275,6 +276,23 @@ export async function startEdge({ vars = {}, originUrl, persistTo, profileFault,
 }
 
 /** Polls `check` (bounded: `tries` times, `everyMs` apart) until it returns a truthy value. */
+/** Whether `c` solves `token` at `difficulty` (leading zero bits of SHA-256). */
+export function works(token, c, difficulty) {
+  const d = createHash("sha256").update(`${token}:${c}`).digest();
+  let zeros = 0;
+  for (const b of d) {
+    if (b === 0) { zeros += 8; continue; }
+    zeros += Math.clz32(b) - 24;
+    break;
+  }
+  return zeros >= difficulty;
+}
+
+/** Solves the proof-of-work like the challenge page's script does. */
+export function solve(token, difficulty) {
+  for (let c = 0; ; c++) if (works(token, c, difficulty)) return c;
+}
+
 export async function eventually(check, { tries = 50, everyMs = 100 } = {}) {
   for (let i = 0; i < tries; i++) {
     const v = await check();

@@ -61,6 +61,7 @@ fuzz_target!(|data: &[u8]| {
         cf: &f,
         status: IntelStatus::Ok,
         rule: None,
+        cleared: None,
     };
     for (name, value) in render(&input) {
         assert!(value.bytes().all(|b| (0x20..0x7f).contains(&b)), "{name}: {value:?} is not printable ASCII");

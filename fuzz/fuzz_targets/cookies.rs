@@ -1,5 +1,6 @@
 //! Cookies and credentials: the `Cookie` header (`cookie`), the visitor
-//! cookie (`verify_visitor_cookie`), the clearance cookie (`clearance_valid`),
+//! cookie (`verify_visitor_cookie`), the clearance cookie (`clearance_valid`,
+//! `clearance_issued`),
 //! a solved challenge (`verify_solution`) and `Authorization` (`bearer`).
 //!
 //! Input: lines `Cookie header`, `Authorization header`, `challenge token`,
@@ -7,7 +8,9 @@
 //! anything that verifies was issued with the key, for this subject.
 #![no_main]
 
-use edgeintel::intel::enforce::{clearance, clearance_valid, issue_token, verify_solution, work_ok, CLEARANCE_COOKIE};
+use edgeintel::intel::enforce::{
+    clearance, clearance_issued, clearance_valid, issue_token, verify_solution, work_ok, CLEARANCE_COOKIE,
+};
 use edgeintel::intel::secrets::{bearer, cookie, sign_visitor_id, verify_visitor_cookie, VISITOR_COOKIE_NAME};
 use libfuzzer_sys::fuzz_target;
 
@@ -44,9 +47,20 @@ fn check_clearance(value: &str) {
     if !clearance_valid(KEY, SUBJECT, value, NOW) {
         return;
     }
-    let expires = value.split_once('.').and_then(|(e, _)| e.parse::<u64>().ok());
-    let issued = expires.and_then(|e| clearance(KEY, SUBJECT, e)).unwrap_or_default();
-    assert!(issued.eq_ignore_ascii_case(value), "clearance {value:?} was not issued with the key ({issued})");
+    let parts: Vec<&str> = value.split('.').collect();
+    let expires = parts.first().and_then(|e| e.parse::<u64>().ok());
+    let at = clearance_issued(KEY, SUBJECT, value, NOW);
+    if let [e, i, _sig] = parts.as_slice() {
+        // `<expires>.<issued>.<sig>`: exactly what `clearance` issues.
+        let (e, i) = (e.parse::<u64>().ok(), i.parse::<u64>().ok());
+        let reissued = e.zip(i).and_then(|(e, i)| clearance(KEY, SUBJECT, i, e)).unwrap_or_default();
+        assert!(reissued.eq_ignore_ascii_case(value), "clearance {value:?} was not issued with the key ({reissued})");
+        assert_eq!(at, i.map(|i| i as f64), "clearance {value:?}: issue time");
+    } else {
+        // The earlier `<expires>.<sig>`: issued before any step-up.
+        assert_eq!(parts.len(), 2, "clearance {value:?} has neither form");
+        assert_eq!(at, Some(0.0), "clearance {value:?}: an earlier cookie is issued at 0");
+    }
     assert!(expires.is_some_and(|e| e as f64 > NOW), "clearance {value:?} has expired");
     assert!(!clearance_valid(OTHER_KEY, SUBJECT, value, NOW), "clearance {value:?} is valid with another key");
     assert!(!clearance_valid(KEY, OTHER_SUBJECT, value, NOW), "clearance {value:?} is valid for another subject");

@@ -13,6 +13,7 @@ use worker::Delay;
 use crate::config::Origin;
 use crate::error::Error;
 use crate::intel::headers::is_reserved;
+use crate::intel::stepup::HEADER as STEP_UP_HEADER;
 
 use super::extract::path_and_query;
 
@@ -96,16 +97,22 @@ pub fn target_url(req: &Request, origin: &Origin) -> String {
     }
 }
 
-/// The origin's response with a `Set-Cookie` added (its own headers are
-/// immutable, so status, status text, headers and body stream are copied).
-/// On any failure the response goes back without the cookie.
-pub fn with_cookie(res: Response, cookie: &str) -> Response {
-    if res.status() == 101 {
+/// The origin's response as the client gets it: without `X-Intel-Step-Up`
+/// (meant for edgeintel alone: `edge::stepup`) and with `cookie` added as a
+/// `Set-Cookie`. A fetched response's headers are immutable, so status,
+/// status text, headers and body stream are copied, only when something
+/// changes. On any failure the response goes back as it came.
+pub fn finish(res: Response, cookie: Option<&str>) -> Response {
+    let step_up = res.headers().has(STEP_UP_HEADER).unwrap_or(false);
+    if res.status() == 101 || (!step_up && cookie.is_none()) {
         return res; // a WebSocket upgrade cannot be rebuilt
     }
     let copy = || -> Result<Response, JsValue> {
         let headers = Headers::new_with_headers(res.headers().as_ref())?;
-        headers.append("set-cookie", cookie)?;
+        headers.delete(STEP_UP_HEADER)?;
+        if let Some(c) = cookie {
+            headers.append("set-cookie", c)?;
+        }
         let init = web_sys::ResponseInit::new();
         init.set_status(res.status());
         init.set_status_text(&res.status_text());

@@ -16,6 +16,7 @@ mod request;
 mod respond;
 mod rotation;
 mod rules;
+mod stepup;
 mod verdicts;
 mod visitor;
 

@@ -32,7 +32,7 @@ use crate::clock::now_ms;
 use crate::config::{Config, RiskMode};
 use crate::error::Error;
 use crate::intel::analytics::{rule_key, shard_of, Consult, RuleSample};
-use crate::intel::enforce::{self, clearance_valid, Action, DecideInput, Decision, CLEARANCE_COOKIE};
+use crate::intel::enforce::{self, clearance_issued, Action, DecideInput, Decision, CLEARANCE_COOKIE};
 use crate::intel::facts::{CfFacts, RequestFacts};
 use crate::intel::headers::{self, HeaderInput, IntelStatus, RuleHeader};
 use crate::intel::ip::Identity;
@@ -40,14 +40,16 @@ use crate::intel::lists::ListVerdict;
 use crate::intel::outcome::{self, Answer, Consulted};
 use crate::intel::profile::{Observation, ProfileVerdict};
 use crate::intel::ratelimit::Taken;
-use crate::intel::rules::{first_match, RouteRule, RuleAction, RuleInput};
+use crate::intel::rules::{first_match, PathForms, RouteRule, RuleAction, RuleInput};
 use crate::intel::score::{self, Level, Verdict};
 use crate::intel::secrets::cookie;
 use crate::intel::signals::{self, Reason, Signal};
 use crate::intel::signature;
+use crate::intel::stepup::{self, StepUp};
 use crate::intel::travel::TravelFinding;
 
 use super::record::{Batching, Recorded};
+use super::stepup as edge_stepup;
 use super::visitor::Visitor;
 use super::{consult, extract, forward, lists, ratelimit, record, respond, rotation, rules, visitor, Io};
 
@@ -90,6 +92,9 @@ struct Found {
     profile: ProfileVerdict,
     status: IntelStatus,
     travel: Option<TravelFinding>,
+    /// The step-ups the visitor's object holds (`edge::stepup`; the
+    /// subject's come with `profile`).
+    visitor_step_ups: Vec<StepUp>,
     consulted: Consulted,
     /// Fast mode: the consult's call recorded this request's observation
     /// (a cache miss); holds what that published, for the hub.
@@ -157,10 +162,14 @@ pub async fn handle(req: &Request, io: Io<'_>, config: &Config) -> Response {
         }
     };
     note_subject(&rc);
-    match rc.visitor.and_then(|v| v.set_cookie) {
-        Some(cookie) => forward::with_cookie(response, &cookie),
-        None => response,
+    if let (Some(value), Some(id)) = (response.headers().get(stepup::HEADER).ok().flatten(), &rc.identity) {
+        edge_stepup::take(rc.io, rc.config, id, visitor_key(&rc), &value);
     }
+    forward::finish(response, rc.visitor.as_ref().and_then(|v| v.set_cookie.as_deref()))
+}
+
+fn visitor_key<'a>(rc: &'a RequestCtx) -> Option<&'a str> {
+    rc.visitor.as_ref().map(|v| v.key.as_str())
 }
 
 /// Names the subject (display form only) in the request's log line, if
@@ -231,24 +240,27 @@ async fn consult(rc: &mut RequestCtx<'_>) -> (Found, Observation) {
     }
     let visitor = rc.visitor.as_ref().map(|v| v.key.as_str());
     let obs = outcome::observation(rc.started, &rc.request, &rc.cf, &rc.signals, visitor);
-    let (profile, status, travel, consult, recorded) = match &rc.identity {
-        None => (ProfileVerdict::unknown_subject(), IntelStatus::Ok, None, Consult::Cached, None),
+    let (profile, status, (travel, visitor_step_ups), consult, recorded) = match &rc.identity {
+        None => (ProfileVerdict::unknown_subject(), IntelStatus::Ok, (None, Vec::new()), Consult::Cached, None),
         Some(id) => consult_profile(rc, id, &obs).await,
     };
     // Time only advances across I/O in Workers, so this is the consult's I/O wait.
     // Stale lists or rules (KV failed or was late for 30 s, or never
     // answered this isolate) mark the request degraded alike.
     let consulted = Consulted { consult, consult_ms: now_ms() - rc.started, lists_stale: !lists.fresh || !rules_fresh };
-    (Found { list, profile, status, travel, consulted, recorded, rules }, obs)
+    (Found { list, profile, status, travel, visitor_step_ups, consulted, recorded, rules }, obs)
 }
 
-/// The profile verdict and the visitor's travel finding, asked concurrently;
-/// with whether the consult recorded the observation (fast mode).
+/// What the visitor's object said: its travel finding and step-ups.
+type VisitorFound = (Option<TravelFinding>, Vec<StepUp>);
+
+/// The profile verdict and the visitor's travel finding and step-ups, asked
+/// concurrently; with whether the consult recorded the observation (fast mode).
 async fn consult_profile(
     rc: &RequestCtx<'_>,
     id: &Identity,
     obs: &Observation,
-) -> (ProfileVerdict, IntelStatus, Option<TravelFinding>, Consult, Option<Recorded>) {
+) -> (ProfileVerdict, IntelStatus, VisitorFound, Consult, Option<Recorded>) {
     let (io, settings) = (rc.io, &rc.config.consult);
     let subject = &id.key;
     let profile = async {
@@ -267,7 +279,7 @@ async fn consult_profile(
         .as_ref()
         .and_then(|v| outcome::sighting(&rc.cf, &rc.signals, &id.display, rc.started).map(|s| (v.key.clone(), s)));
     let travel = async {
-        let (key, sighting) = sighting?;
+        let Some((key, sighting)) = sighting else { return (None, Vec::new()) };
         let ask = {
             let env = io.env.clone();
             let subject = subject.as_str().to_string();
@@ -283,16 +295,16 @@ async fn consult_profile(
                     Either::Right(((), pending)) => {
                         // The sighting is still recorded (and any finding reported).
                         io.ctx.wait_until(pending.map(|_| ()));
-                        return None;
+                        return (None, Vec::new());
                     }
                 }
             }
         };
         match answer {
-            Ok(a) => a.finding,
+            Ok(a) => (a.finding, a.step_ups),
             Err(e) => {
                 io.log.warn("visitor", &e);
-                None
+                (None, Vec::new())
             }
         }
     };
@@ -327,11 +339,8 @@ fn score(rc: &mut RequestCtx, found: &Found) -> Scored {
 /// the first per-route rule that matches (`intel::rules`), then the mode.
 fn decide<'f>(rc: &RequestCtx, found: &'f Found, scored: &Scored) -> Decision<'f> {
     let config = rc.config;
-    let cleared = match (&config.secrets.challenge_key, rc.cookies.as_deref().and_then(|h| cookie(h, CLEARANCE_COOKIE)))
-    {
-        (Some(k), Some(v)) => clearance_valid(k, own_key(rc), v, rc.started),
-        _ => false,
-    };
+    let cleared_at = cleared_at(rc);
+    let cleared = cleared_at.is_some();
     let input = DecideInput {
         mode: config.enforce.mode,
         score: scored.verdict.score,
@@ -358,7 +367,15 @@ fn decide<'f>(rc: &RequestCtx, found: &'f Found, scored: &Scored) -> Decision<'f
             },
         )
     };
-    enforce::decide_policy(&input, rule)
+    let decision = enforce::decide_policy(&input, rule);
+    // Then what the origin asked for this client (`X-Intel-Step-Up`): the
+    // profile's and the visitor's step-ups, and those this isolate took
+    // before they reached either object.
+    let Some(id) = &rc.identity else { return decision };
+    let held = edge_stepup::held(id.key.as_str(), visitor_key(rc));
+    let all = found.profile.step_ups.iter().chain(&found.visitor_step_ups).chain(&held);
+    let demand = stepup::demand(all, &PathForms::of(&rc.request.path), cleared_at, rc.started);
+    enforce::step_up(decision, demand, found.list)
 }
 
 /// Phase 5b: a matched rate-limit rule counts the request with its limiter
@@ -389,6 +406,14 @@ fn rate_limited(rc: &RequestCtx, rule: &RouteRule, taken: &Taken) -> Response {
     respond::rate_limited(&accept, &rule.id, limit, period, taken)
 }
 
+/// When the request's clearance (a solved challenge) was issued (ms), if it
+/// holds a valid one for its own subject.
+fn cleared_at(rc: &RequestCtx) -> Option<f64> {
+    let key = rc.config.secrets.challenge_key.as_deref()?;
+    let value = rc.cookies.as_deref().and_then(|h| cookie(h, CLEARANCE_COOKIE))?;
+    clearance_issued(key, own_key(rc), value, rc.started)
+}
+
 /// What a challenge and a clearance are bound to: the request's own
 /// subject, never the widened one (one solved challenge clears one device).
 fn own_key<'a>(rc: &'a RequestCtx) -> &'a str {
@@ -417,6 +442,7 @@ async fn forward(
         cf: &rc.cf,
         status: scored.status,
         rule,
+        cleared: cleared_at(rc).map(|ms| (ms / 1000.0) as u64),
     });
     if let Some(k) = &rc.config.secrets.header_signing_key {
         // The address the verdict is about, signed with it.

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::lists::ListVerdict;
 use super::rules::{RouteRule, RuleAction};
+use super::stepup::StepUpAction;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -151,6 +152,22 @@ pub fn over_limit(d: Decision<'_>) -> Decision<'_> {
     }
 }
 
+/// A step-up from the origin (`intel::stepup::demand`) over the policy's
+/// decision. It only makes the answer stricter: a challenge where the
+/// request would be forwarded, a block where it would be forwarded or
+/// challenged. The allow list is exempt, as it is from every rule; `ENFORCE`
+/// does not matter (the origin asked). A dry-run rule's forward is
+/// stepped up too: the dry run is the rule's, the step-up the origin's.
+pub fn step_up(d: Decision<'_>, demand: Option<StepUpAction>, list: ListVerdict) -> Decision<'_> {
+    let action = match (demand, d.action) {
+        _ if list == ListVerdict::Allowed => d.action,
+        (Some(StepUpAction::Block), Action::Forward | Action::Challenge) => Action::Block,
+        (Some(StepUpAction::Challenge), Action::Forward) => Action::Challenge,
+        _ => d.action,
+    };
+    Decision { action, ..d }
+}
+
 fn mac(key: &str, parts: &[&str]) -> Option<HmacSha256> {
     let mut m = HmacSha256::new_from_slice(key.as_bytes()).ok()?;
     for (i, p) in parts.iter().enumerate() {
@@ -237,19 +254,40 @@ pub fn verify_solution(
     Ok(())
 }
 
-/// The clearance cookie value: `<expires ms>.<sig>` bound to the subject.
-pub fn clearance(key: &str, subject: &str, expires_ms: u64) -> Option<String> {
-    let e = expires_ms.to_string();
-    let sig = mac(key, &["clearance", subject, &e])?.finalize().into_bytes();
-    Some(format!("{e}.{}", hex::encode(sig)))
+/// The clearance cookie value: `<expires ms>.<issued ms>.<sig>` bound to the
+/// subject. The issue time lets a step-up from the origin (`intel::stepup`)
+/// refuse a clearance solved before it asked.
+pub fn clearance(key: &str, subject: &str, issued_ms: u64, expires_ms: u64) -> Option<String> {
+    let (e, i) = (expires_ms.to_string(), issued_ms.to_string());
+    let sig = mac(key, &["clearance", subject, &e, &i])?.finalize().into_bytes();
+    Some(format!("{e}.{i}.{}", hex::encode(sig)))
+}
+
+/// When a clearance cookie value was issued (ms), if it is genuine, for this
+/// subject and unexpired. A value from before issue times were signed
+/// (`<expires>.<sig>`) is still genuine, issued at 0: before any step-up.
+pub fn clearance_issued(key: &str, subject: &str, value: &str, now_ms: f64) -> Option<f64> {
+    let parts: Vec<&str> = value.splitn(3, '.').collect();
+    let (e, i, sig) = match parts.as_slice() {
+        [e, i, sig] => (*e, Some(*i), *sig),
+        [e, sig] => (*e, None, *sig),
+        _ => return None,
+    };
+    let (Ok(sig), Ok(expires)) = (hex::decode(sig), e.parse::<f64>()) else { return None };
+    let issued = match i {
+        Some(i) => i.parse::<f64>().ok()?,
+        None => 0.0,
+    };
+    let m = match i {
+        Some(i) => mac(key, &["clearance", subject, e, i])?,
+        None => mac(key, &["clearance", subject, e])?,
+    };
+    (m.verify_slice(&sig).is_ok() && expires > now_ms).then_some(issued)
 }
 
 /// Whether a clearance cookie value is genuine, for this subject, unexpired.
 pub fn clearance_valid(key: &str, subject: &str, value: &str, now_ms: f64) -> bool {
-    let Some((e, sig)) = value.split_once('.') else { return false };
-    let (Ok(sig), Ok(expires)) = (hex::decode(sig), e.parse::<f64>()) else { return false };
-    let Some(m) = mac(key, &["clearance", subject, e]) else { return false };
-    m.verify_slice(&sig).is_ok() && expires > now_ms
+    clearance_issued(key, subject, value, now_ms).is_some()
 }
 
 #[cfg(test)]
@@ -418,9 +456,34 @@ mod tests {
     }
 
     #[test]
+    fn a_step_up_only_makes_the_answer_stricter_and_spares_the_allow_list() {
+        let d = |action| Decision { action, rule: None };
+        let (c, b) = (Some(StepUpAction::Challenge), Some(StepUpAction::Block));
+        let none = ListVerdict::Neither;
+        assert_eq!(step_up(d(Action::Forward), c, none).action, Action::Challenge);
+        assert_eq!(step_up(d(Action::Forward), b, none).action, Action::Block);
+        assert_eq!(step_up(d(Action::Challenge), b, none).action, Action::Block);
+        assert_eq!(step_up(d(Action::Block), c, none).action, Action::Block);
+        assert_eq!(step_up(d(Action::RateLimit), c, none).action, Action::RateLimit);
+        assert_eq!(step_up(d(Action::Forward), None, none).action, Action::Forward);
+        assert_eq!(step_up(d(Action::Forward), b, ListVerdict::Allowed).action, Action::Forward);
+    }
+
+    #[test]
     fn clearance_cookie() {
         let key = "challenge-key-0123456789";
-        let v = clearance(key, "203.0.113.7", 2_000).unwrap();
+        let v = clearance(key, "203.0.113.7", 1_500, 2_000).unwrap();
+        assert_eq!(clearance_issued(key, "203.0.113.7", &v, 1_999.0), Some(1_500.0));
+        assert!(
+            !clearance_valid(key, "203.0.113.7", &v.replacen(".1500.", ".1000.", 1), 1_999.0),
+            "tampered issue time"
+        );
+        // A cookie of the earlier format (no issue time) is genuine, issued before any step-up.
+        let legacy = {
+            let sig = mac(key, &["clearance", "203.0.113.7", "2000"]).unwrap().finalize().into_bytes();
+            format!("2000.{}", hex::encode(sig))
+        };
+        assert_eq!(clearance_issued(key, "203.0.113.7", &legacy, 1_999.0), Some(0.0));
         assert!(clearance_valid(key, "203.0.113.7", &v, 1_999.0));
         assert!(!clearance_valid(key, "203.0.113.7", &v, 2_000.0), "expired");
         assert!(!clearance_valid(key, "203.0.113.8", &v, 1_000.0), "bound to the subject");

@@ -71,6 +71,11 @@ pub struct HeaderInput<'a> {
     pub status: IntelStatus,
     /// The per-route rule that matched (issue 18), if any.
     pub rule: Option<RuleHeader<'a>>,
+    /// The request holds a valid clearance (a solved challenge), issued at
+    /// this time (unix seconds; 0 for a cookie from before issue times were
+    /// kept): `cleared=<t>`, so an origin that asked for a step-up
+    /// (`intel::stepup`) can tell a client that has just passed one.
+    pub cleared: Option<u64>,
 }
 
 /// What `X-Intel` says of the rule that matched: `rule="login", action=block`,
@@ -145,7 +150,8 @@ fn format_degrees(x: f64) -> String {
 /// `score=82, level=high, reasons=("tor_exit" "path_scan"), threat=70, reputation=35`
 /// (RFC 8941: integers, a token, an inner list of strings; reason codes are
 /// lower-case ASCII so need no escaping), then, when a rule matched,
-/// `rule="login", action=block`, `limited` and `dry_run` (boolean members: true).
+/// `rule="login", action=block`, `limited` and `dry_run` (boolean members: true),
+/// and `cleared=<unix seconds>` for a request holding a valid clearance.
 fn structured(input: &HeaderInput<'_>, reasons: &[&str]) -> String {
     let list: Vec<String> = reasons.iter().map(|r| format!("\"{r}\"")).collect();
     let mut out = format!(
@@ -169,6 +175,9 @@ fn structured(input: &HeaderInput<'_>, reasons: &[&str]) -> String {
                 out.push_str(", dry_run");
             }
         }
+    }
+    if let Some(t) = input.cleared {
+        out.push_str(&format!(", cleared={t}"));
     }
     out
 }
@@ -246,6 +255,7 @@ mod tests {
             cf: &cf,
             status: IntelStatus::Ok,
             rule: None,
+            cleared: None,
         });
         let names: Vec<_> = h.iter().map(|(n, _)| *n).collect();
         assert_eq!(
@@ -287,7 +297,7 @@ mod tests {
     fn a_matched_rule_adds_its_members() {
         let v = score(&[], &Weights::default());
         let cf = CfFacts::default();
-        let intel = |rule| {
+        let intel_cleared = |rule, cleared| {
             let h = render(&HeaderInput {
                 verdict: &v,
                 level: v.level,
@@ -296,9 +306,11 @@ mod tests {
                 cf: &cf,
                 status: IntelStatus::Ok,
                 rule,
+                cleared,
             });
             get(&h, INTEL).unwrap().to_string()
         };
+        let intel = |rule| intel_cleared(rule, None);
         let login = RuleHeader { id: "login", action: "block", dry_run: true, limited: false };
         assert!(
             intel(Some(login)).ends_with(r#", status=ok, rule="login", action=block, dry_run"#),
@@ -312,6 +324,8 @@ mod tests {
         let bad = RuleHeader { id: "a\"b", action: "block", dry_run: false, limited: false };
         assert!(!intel(Some(bad)).contains("rule="), "an id that would need escaping is left out");
         assert!(!intel(None).contains("rule="));
+        assert!(intel_cleared(Some(login), Some(1_764_000_000)).ends_with(r#", dry_run, cleared=1764000000"#));
+        assert!(!intel(None).contains("cleared"));
     }
 
     #[test]
@@ -326,6 +340,7 @@ mod tests {
             cf: &cf,
             status: IntelStatus::Degraded,
             rule: None,
+            cleared: None,
         });
         assert!(h.iter().all(|(n, _)| !n.starts_with("X-Geo-")));
         assert_eq!(get(&h, RISK_REASONS), Some(""));

@@ -36,6 +36,7 @@ pub mod signals;
 pub mod signature;
 pub mod sketch;
 pub mod stats;
+pub mod stepup;
 pub mod tick;
 pub mod ticket;
 pub mod travel;

@@ -13,6 +13,7 @@ use super::geo::haversine_km;
 use super::rotation::Widened;
 use super::score::Weights;
 use super::signals::{Reason, Signal};
+use super::stepup::{self, StepUp};
 use super::travel::TravelFinding;
 use super::window::SlidingCount;
 
@@ -231,6 +232,10 @@ pub struct Profile {
     /// one request without it is "seen once" (`retention_ms`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub eventful: bool,
+    /// Step-ups the origin asked for (`intel::stepup`), at most
+    /// `stepup::MAX_PER_CLIENT`; the expired ones go at the next one added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_ups: Vec<StepUp>,
     #[serde(skip)]
     pub history: VecDeque<Location>,
     #[serde(skip)]
@@ -293,6 +298,7 @@ impl Profile {
             enforced: 0,
             widened: None,
             eventful: false,
+            step_ups: Vec::new(),
             history: VecDeque::new(),
             alerts: VecDeque::new(),
         }
@@ -681,7 +687,17 @@ impl Profile {
             threat: clamp_u8(self.threat_at(now, rules)),
             reputation: clamp_u8(self.reputation_at(now, rules)),
             signals: self.signals(now, rules, weights),
+            step_ups: self.step_ups.iter().filter(|s| s.active(now)).cloned().collect(),
         }
+    }
+
+    /// The origin asked to step this subject up (`X-Intel-Step-Up`). It
+    /// makes the profile eventful: kept `PROFILE_TTL_DAYS`, not "seen once".
+    pub fn add_step_up(&mut self, s: StepUp, now: f64) -> Changes {
+        stepup::add(&mut self.step_ups, s, now);
+        self.eventful = true;
+        self.last_updated = self.last_updated.max(now);
+        Changes::default()
     }
 
     /// Seen once: one request (or none: only an unremarkable status), and
@@ -802,12 +818,21 @@ pub struct ProfileVerdict {
     pub threat: u8,
     pub reputation: u8,
     pub signals: Vec<Signal>,
+    /// The step-ups in force (`intel::stepup`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_ups: Vec<StepUp>,
 }
 
 impl ProfileVerdict {
     /// A subject never seen: no threat, neutral reputation, no history.
     pub fn unknown_subject() -> ProfileVerdict {
-        ProfileVerdict { exists: false, threat: 0, reputation: NEUTRAL as u8, signals: Vec::new() }
+        ProfileVerdict {
+            exists: false,
+            threat: 0,
+            reputation: NEUTRAL as u8,
+            signals: Vec::new(),
+            step_ups: Vec::new(),
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::geo::haversine_km;
+use super::stepup::StepUp;
 
 /// Where and when a visitor was seen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +71,9 @@ pub struct TravelRules {
 pub struct VisitorState {
     pub last: Option<Sighting>,
     pub finding: Option<TravelFinding>,
+    /// Step-ups the origin asked for this visitor (`intel::stepup`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_ups: Vec<StepUp>,
 }
 
 impl VisitorState {

@@ -18,6 +18,7 @@ use super::deltas::{SlideDeltas, Summary, TierCounters};
 use super::events::IntelEvent;
 use super::profile::{Observation, ProfileVerdict};
 use super::protocol::{AlertNotice, Update};
+use super::stepup::StepUp;
 use super::travel::{Sighting, TravelFinding};
 
 /// Header by which the edge tells an object which stream a socket is for
@@ -60,6 +61,8 @@ pub enum ProfileOp {
     Events { subject: String, ip: String, events: Vec<IntelEvent> },
     /// An impossible hop found by a visitor's object.
     Travel { subject: String, ip: String, finding: Box<TravelFinding> },
+    /// The origin asked to step the subject up (`X-Intel-Step-Up`); answers the verdict.
+    StepUp { subject: String, ip: String, step_up: StepUp },
     /// The API view: `{profile, metrics}`, or 404.
     Get,
     /// Erase everything stored for the subject.
@@ -88,6 +91,8 @@ pub struct ObserveReply {
 pub enum VisitorOp {
     /// Record a sighting; answers `VisitorAnswer`.
     Sight { sighting: Sighting, subject: String },
+    /// The origin asked to step the visitor up (`X-Intel-Step-Up`).
+    StepUp { step_up: StepUp },
     /// Erase the visitor.
     Delete,
 }
@@ -96,6 +101,9 @@ pub enum VisitorOp {
 pub struct VisitorAnswer {
     /// The impossible hop in effect for this visitor, if any.
     pub finding: Option<TravelFinding>,
+    /// The step-ups in force for this visitor.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_ups: Vec<StepUp>,
 }
 
 /// A request to a rate limiter (`LimiterObject`, one per rule and key:

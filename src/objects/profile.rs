@@ -166,6 +166,14 @@ impl DurableObject for ProfileObject {
                 self.publish(published, &log).await;
                 reply(200, &verdict)
             }
+            ProfileOp::StepUp { subject, ip, step_up } => {
+                if erased(step_up.at) {
+                    return reply(200, &self.current(&config.rules, &config.weights, now)?);
+                }
+                let (verdict, _) = self.update(&config, now, &subject, &ip, |p| p.add_step_up(step_up, now))?;
+                self.arm_alarm(&config).await?;
+                reply(200, &verdict)
+            }
             ProfileOp::Verdict => reply(200, &self.current(&config.rules, &config.weights, now)?),
             ProfileOp::Get => {
                 self.ensure_loaded()?;

@@ -58,8 +58,19 @@ impl DurableObject for VisitorObject {
                         log.error("travel report", e);
                     }
                 }
-                let finding = state.active_finding(now_ms(), &config.travel).cloned();
-                reply(200, &VisitorAnswer { finding })
+                let now = now_ms();
+                let finding = state.active_finding(now, &config.travel).cloned();
+                let step_ups = state.step_ups.iter().filter(|s| s.active(now)).cloned().collect();
+                reply(200, &VisitorAnswer { finding, step_ups })
+            }
+            VisitorOp::StepUp { step_up } => {
+                let mut state = load(&storage).await?.unwrap_or_default();
+                crate::intel::stepup::add(&mut state.step_ups, step_up, now_ms());
+                save(&storage, &state).await?;
+                if storage.get_alarm().await?.is_none() {
+                    storage.set_alarm(std::time::Duration::from_millis(config.profile_ttl_ms as u64)).await?;
+                }
+                reply(200, &json!({"stepUps": state.step_ups.len()}))
             }
             VisitorOp::Delete => {
                 storage.delete_alarm().await?;

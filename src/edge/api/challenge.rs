@@ -69,7 +69,7 @@ pub async fn verify(c: Call<'_>) -> Result<Response, ApiError> {
         }
     }
     let expires = now + f64::from(config.enforce.clearance_ttl_s) * 1000.0;
-    let value = crate::intel::enforce::clearance(key, subject.as_str(), expires as u64)
+    let value = crate::intel::enforce::clearance(key, subject.as_str(), now as u64, expires as u64)
         .ok_or_else(|| ApiError::new(500, "internal", "could not sign the clearance"))?;
     let cookie = format!(
         "{}={value}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
