@@ -74,6 +74,13 @@ checks.negative_data_rejection.enabled = false
 [[operations]]
 include-name = "PUT /api/config/rules"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "429", "5xx"]
+
+# POST /api/policy/preview reads its rules with the same parser, so the same
+# holds there (two candidate rules with one id: 400 invalid_policy); its
+# answers are asserted by tests/policies.test.mjs.
+[[operations]]
+include-name = "POST /api/policy/preview"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "429", "5xx"]
 `;
 
 let edge;

@@ -272,6 +272,23 @@ test("the rules panel: the editor validates through the API and names each bad f
   await page.waitForFunction((sel) => document.querySelector(sel)?.textContent === "2", cell("beta-dry", "dryRunHits"), { timeout: 30000 });
   assert.equal(await page.textContent(cell("beta-dry", "dryRunWouldEnforce")), "2");
   assert.equal(await page.textContent(cell("beta-dry", "hits")), "0");
+
+  // The what-if preview, before saving: the candidate blocks the /cart
+  // requests of the window's sample (the 3 above, and the first test's 2
+  // while they are in the window); the rules in force block none; nothing is saved.
+  await page.fill("#rules-text", JSON.stringify([{ id: "cart-block", match: { path: "/cart" }, action: "block" }]));
+  await page.click("#rules-preview");
+  await page.waitForSelector('#rules-preview-result li[data-rule="cart-block"]', { timeout: 15000 });
+  const matched = /matched (\d+), would answer (\d+)/.exec(await page.textContent('#rules-preview-result li[data-rule="cart-block"]'));
+  assert.ok(matched && Number(matched[1]) >= 3 && matched[1] === matched[2], matched?.[0]);
+  const [withIt, inForce] = await page.$$eval('#rules-preview-result tr[data-k="block"] td', (tds) => tds.map((t) => t.textContent));
+  assert.deepEqual([withIt, inForce], [matched[1], "0"]);
+  assert.match(await page.textContent("#rules-status"), /Preview only: nothing was saved/);
+  assert.equal(await page.locator('#rules-body tr[data-rule="cart-block"]').count(), 0, "not saved");
+  // A candidate the API refuses names its fields, as saving does.
+  await page.fill("#rules-text", '[{"id": "x", "action": "nope"}]');
+  await page.click("#rules-preview");
+  await page.waitForFunction(() => /rules\[0\]\.action/.test(document.getElementById("rules-errors").textContent));
   await page.screenshot({ path: "tests/artifacts/dashboard-rules.png", fullPage: true });
   assert.deepEqual(pageErrors, []);
   assert.equal((await edge.api("PUT", "/api/config/rules", { body: { rules: [] } })).status, 200);

@@ -52,6 +52,7 @@ use crate::intel::fanout::{StreamOp, ROOT};
 use crate::intel::ip::Identity;
 use crate::intel::keys::{aggregator_name, region_of};
 use crate::intel::outcome::Answer;
+use crate::intel::preview::Facts;
 use crate::intel::profile::Observation;
 use crate::intel::protocol::{AlertNotice, Update};
 use crate::intel::wire::{AggOp, ObserveReply, ProfileOp};
@@ -199,7 +200,7 @@ pub fn observation(io: Io<'_>, b: Batching<'_>, id: &Identity, obs: Observation,
 /// report for hub shard `shard`, with the count of anything this isolate
 /// lost since its last report. `continent`: the request's (`cf.continent`;
 /// its region names the aggregator).
-pub fn sample(io: Io<'_>, b: Batching<'_>, shard: u32, continent: Option<&str>, s: Sample) {
+pub fn sample(io: Io<'_>, b: Batching<'_>, shard: u32, continent: Option<&str>, s: Sample, facts: Facts) {
     let aggregator = aggregator_name(region_of(continent), isolate_id(), b.flush.aggregators_per_region);
     ROUTE.with(|k| {
         let mut k = k.borrow_mut();
@@ -210,6 +211,7 @@ pub fn sample(io: Io<'_>, b: Batching<'_>, shard: u32, continent: Option<&str>, 
     let lost = DROPPED.with(|d| d.replace(0));
     fold(io, b, |d, cfg, now| {
         d.add_sample(cfg, shard, &s, now);
+        d.add_facts(cfg, shard, facts, now);
         if lost > 0 {
             d.add_dropped(cfg, lost, now);
         }

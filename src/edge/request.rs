@@ -38,6 +38,7 @@ use crate::intel::headers::{self, HeaderInput, IntelStatus, RuleHeader};
 use crate::intel::ip::Identity;
 use crate::intel::lists::ListVerdict;
 use crate::intel::outcome::{self, Answer, Consulted};
+use crate::intel::preview::Facts;
 use crate::intel::profile::{Observation, ProfileVerdict};
 use crate::intel::ratelimit::Taken;
 use crate::intel::rules::{first_match, PathForms, RouteRule, RuleAction, RuleInput};
@@ -503,6 +504,21 @@ fn record_sample(rc: &RequestCtx, found: &Found, scored: &Scored, answer: &Answe
     let scores = (scored.verdict.score, found.profile.threat);
     let mut sample = outcome::sample(rc.started, subject, &rc.request, &rc.cf, scores, &found.consulted, answer);
     sample.rule = hit;
+    // What a policy decides on, for the what-if preview's sample.
+    let facts = Facts {
+        at: rc.started,
+        subject: subject.to_string(),
+        path: Facts::path_of(&rc.request.path),
+        method: rc.request.method.clone(),
+        country: rc.cf.country.clone(),
+        asn: rc.cf.asn,
+        score: scored.verdict.score,
+        reasons: scored.verdict.reasons().collect(),
+        verified_bot: rc.cf.verified_bot == Some(true),
+        list: Facts::list_code(found.list),
+        widened: rc.widened,
+        cleared: cleared_at(rc).is_some(),
+    };
     let shard = shard_of(subject, rc.config.hub.shards);
-    record::sample(rc.io, rc.batching(), shard, rc.cf.continent.as_deref(), sample);
+    record::sample(rc.io, rc.batching(), shard, rc.cf.continent.as_deref(), sample, facts);
 }

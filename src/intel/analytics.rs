@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::events::EventType;
+use super::preview;
 use super::protocol::Update;
 use super::sketch::{Histogram, Hll};
 use super::stats::{mean_std, pearson, slope, z_score};
@@ -859,6 +860,10 @@ pub struct Aggregator {
     /// ingested anyway.
     #[serde(default)]
     pub forgotten: BTreeMap<String, f64>,
+    /// The what-if preview's sample, per slide (`intel::preview`): memory
+    /// only, never stored (a restarted hub starts a new one).
+    #[serde(skip)]
+    pub reservoirs: preview::Reservoirs,
 }
 
 /// Erased subjects a hub remembers at most (the oldest go first).
@@ -998,7 +1003,20 @@ impl Aggregator {
         }
         let t = self.forgotten.entry(remembered).or_insert(at);
         *t = t.max(at);
+        for r in self.reservoirs.values_mut() {
+            r.items.retain(|f| f.subject != subject);
+        }
         self.slides.iter_mut().filter_map(|(start, slide)| slide.forget(subject).then_some(*start)).collect()
+    }
+
+    /// The what-if preview's sample of this shard's window (its reservoirs
+    /// of the window's slides merged: at most `preview::PREVIEW_CAP` items),
+    /// and where it begins (ms).
+    pub fn preview_sample(&self, cfg: &AnalyticsConfig, now_ms: f64) -> (preview::Reservoir, Option<f64>) {
+        let newest = Aggregator::slide_start(cfg, now_ms);
+        let window: Vec<(&i64, &preview::Reservoir)> = self.reservoirs.range(newest - cfg.window_s + 1..).collect();
+        let since = window.first().map(|(start, _)| **start as f64 * 1000.0);
+        (preview::window_sample(window.into_iter().map(|(_, r)| r), preview::PREVIEW_CAP), since)
     }
 
     /// The window's slides, oldest first; `closed_only` leaves out the open one.

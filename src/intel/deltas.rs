@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::analytics::{forgotten_key, Aggregator, AnalyticsConfig, Sample, Slide, Totals, MAX_SLIDE_BYTES};
+use super::preview::{self, Facts, Reservoir, Reservoirs};
 
 /// Bytes a slide costs beyond its keys (the HyperLogLog's 1 KiB as hex, the
 /// counters and field names): used to estimate a delta's size on the wire.
@@ -32,6 +33,10 @@ pub struct ShardDelta {
     /// lag the hub reports is measured from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<f64>,
+    /// A uniform sample of the requests' facts per slide, for the what-if
+    /// preview (`intel::preview`; at most `preview::DELTA_CAP` per slide).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reservoirs: Reservoirs,
 }
 
 impl ShardDelta {
@@ -60,8 +65,14 @@ impl ShardDelta {
         true
     }
 
+    fn add_facts(&mut self, cfg: &AnalyticsConfig, f: Facts, now_ms: f64) {
+        let Some(start) = self.slide(cfg, f.at, now_ms).map(|s| s.start) else { return };
+        self.reservoirs.entry(start).or_default().offer(f, preview::DELTA_CAP);
+    }
+
     /// Adds another delta of the same shard.
     pub fn absorb(&mut self, o: &ShardDelta) {
+        preview::merge_all(&mut self.reservoirs, &o.reservoirs, preview::DELTA_CAP);
         for (start, s) in &o.slides {
             self.slides.entry(*start).or_insert_with(|| Slide::new(*start)).absorb(s);
         }
@@ -87,14 +98,16 @@ impl ShardDelta {
     /// Its size on the wire, estimated (each slide's keys are already
     /// charged in its `budget`).
     pub fn bytes(&self) -> usize {
-        self.slides
+        let slides: usize = self
+            .slides
             .values()
             .map(|s| {
                 SLIDE_OVERHEAD
                     + (s.budget.bytes as usize).min(MAX_SLIDE_BYTES)
                     + BUCKET_BYTES * (s.latency.buckets() + s.consult_latency.buckets())
             })
-            .sum()
+            .sum();
+        slides + self.reservoirs.values().map(Reservoir::bytes).sum::<usize>()
     }
 }
 
@@ -110,6 +123,12 @@ impl SlideDeltas {
     /// outside the window (the hub would refuse it too).
     pub fn add_sample(&mut self, cfg: &AnalyticsConfig, shard: u32, s: &Sample, now_ms: f64) -> bool {
         self.shards.entry(shard).or_default().add_sample(cfg, s, now_ms)
+    }
+
+    /// Offers one request's facts to `shard`'s sample for the preview
+    /// (outside the window: nothing, as for its sample).
+    pub fn add_facts(&mut self, cfg: &AnalyticsConfig, shard: u32, f: Facts, now_ms: f64) {
+        self.shards.entry(shard).or_default().add_facts(cfg, f, now_ms);
     }
 
     /// Counts events the API rejected (shard 0: totals are summed over shards).
@@ -197,6 +216,20 @@ pub fn apply(agg: &mut Aggregator, cfg: &AnalyticsConfig, d: &ShardDelta, now_ms
         add_totals(&mut agg.totals, slide);
         out.slides.push(*start);
     }
+    // The preview's sample: kept in memory for the window's slides (an
+    // erased subject's facts from before its erasure are left out).
+    for (start, r) in &d.reservoirs {
+        if !agg.slides.contains_key(start) {
+            continue; // late (rolled up or out of the window), as its slide
+        }
+        let mut r = r.clone();
+        if !agg.forgotten.is_empty() {
+            r.items.retain(|f| agg.forgotten.get(&forgotten_key(&f.subject)).is_none_or(|t| *t < f.at));
+        }
+        agg.reservoirs.entry(*start).or_default().merge(&r, preview::HUB_CAP);
+    }
+    let oldest = agg.slides.keys().next().copied().unwrap_or(i64::MAX);
+    agg.reservoirs.retain(|start, _| *start >= oldest);
     if !out.slides.is_empty() && !d.hours.is_empty() {
         if agg.hours.len() != 24 {
             agg.hours = vec![0; 24];

@@ -23,6 +23,7 @@ pub mod ip;
 pub mod keys;
 pub mod lists;
 pub mod outcome;
+pub mod preview;
 pub mod profile;
 pub mod protocol;
 pub mod ratelimit;

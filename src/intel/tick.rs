@@ -377,7 +377,7 @@ impl KvRun {
 #[derive(Debug)]
 pub enum Others {
     /// Shards `1..n`'s windows, added up (`Aggregator::site`, `add_shard`).
-    Merged(Aggregator),
+    Merged(Box<Aggregator>),
     /// A shard did not answer (in time): nothing is judged this tick.
     Failed,
 }
@@ -852,7 +852,7 @@ mod tests {
         let mut site = Aggregator::site();
         let slides: Vec<Slide> = other.agg.slides.values().cloned().collect();
         site.add_shard(&ShardPart { slides: &slides, hours: &other.agg.hours, totals: &other.agg.totals });
-        let plan = finish(&mut st, &parts, begun, kv, Some(Others::Merged(site)), 0, now);
+        let plan = finish(&mut st, &parts, begun, kv, Some(Others::Merged(Box::new(site))), 0, now);
         // Both slides, judged in order on the merged window: 2 errors of 3
         // requests fire the rule at the first slide's close, then it resolves.
         let seen: Vec<(State, f64)> = plan.transitions.iter().map(|t| (t.to, t.at)).collect();

@@ -16,6 +16,7 @@ use super::alerting::RuleState;
 use super::analytics::{Sample, Slide, Totals};
 use super::deltas::{SlideDeltas, Summary, TierCounters};
 use super::events::IntelEvent;
+use super::preview::Reservoir;
 use super::profile::{Observation, ProfileVerdict};
 use super::protocol::{AlertNotice, Update};
 use super::stepup::StepUp;
@@ -162,6 +163,9 @@ pub enum HubOp {
     /// after. Used for solved challenges (`keys::solution_key`); stream
     /// tickets are spent by the stream root (`fanout::StreamOp::SpendTicket`).
     SpendTicket { nonce: String, expires: f64 },
+    /// The what-if preview's sample of this shard's window
+    /// (`intel::preview`): answers `PreviewSample`.
+    Preview,
     /// Erases a subject (its key) from the window's member sets
     /// (`Aggregator::forget`); sent to every shard by `DELETE
     /// /api/ip-intelligence/:ip`.
@@ -253,6 +257,15 @@ impl SitePart {
     pub fn as_shard(&self) -> crate::intel::analytics::ShardPart<'_> {
         crate::intel::analytics::ShardPart { slides: &self.slides, hours: &self.hours, totals: &self.totals }
     }
+}
+
+/// One shard's sample for the what-if preview (`HubOp::Preview`): its
+/// window's reservoirs merged, and where the window's sample begins (ms).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PreviewSample {
+    pub sample: Reservoir,
+    #[serde(default)]
+    pub since: Option<f64>,
 }
 
 /// What the read API gets from one shard (`HubOp::Window`).

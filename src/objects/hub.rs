@@ -49,12 +49,12 @@ use crate::bindings;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::Error;
-use crate::intel::analytics::{Aggregator, Slide};
+use crate::intel::analytics::{Aggregator, AnalyticsConfig, Slide};
 use crate::intel::deltas::{self, Forward};
 use crate::intel::fanout::{requeue_front, Clients, StreamOp, ROOT};
 use crate::intel::keys::{self, hub_name, shard_index};
 use crate::intel::tick::{self, HubState, KvRun, Meta, Others, TickConfig};
-use crate::intel::wire::{Forwarded, HubOp, SitePart, Spent, TicketKey, WindowState};
+use crate::intel::wire::{Forwarded, HubOp, PreviewSample, SitePart, Spent, TicketKey, WindowState};
 use crate::log::Log;
 use crate::platform::{self, reply};
 
@@ -266,6 +266,13 @@ impl DurableObject for HubObject {
                 let valid = spend_ticket(&sql, &nonce, expires, now_ms())?;
                 reply(200, &Spent { valid })
             }
+            HubOp::Preview => {
+                let now = now_ms();
+                self.ensure_loaded(&sql)?;
+                let loaded = self.loaded.borrow();
+                let Some(l) = loaded.as_ref() else { return reply(500, &json!({"error": "not_loaded"})) };
+                reply(200, &preview_sample(&l.agg, &config.analytics, now))
+            }
             HubOp::Forget { subject, at } => {
                 let changed = self.with_state(&sql, |l, touched| {
                     let starts = l.agg.forget(&subject, at);
@@ -310,7 +317,7 @@ impl DurableObject for HubObject {
         self.write_rollups(&mut kv, config.hub.metrics_ttl_s, &log).await;
         let others = match begun.fetch_others {
             Some(n) => Some(match self.other_shards(&config, n).await {
-                Ok(site) => Others::Merged(site),
+                Ok(site) => Others::Merged(Box::new(site)),
                 Err(e) => {
                     log.error("site evaluation", format_args!("alert rules and insights wait for the next tick: {e}"));
                     Others::Failed
@@ -393,6 +400,12 @@ fn migrate(sql: &SqlStorage) -> Result<()> {
 }
 
 /// This hub's window as another reader gets it: its slides, hours and totals.
+/// The window's reservoirs merged into one sample (`HubOp::Preview`).
+fn preview_sample(agg: &Aggregator, cfg: &AnalyticsConfig, now: f64) -> PreviewSample {
+    let (sample, since) = agg.preview_sample(cfg, now);
+    PreviewSample { sample, since }
+}
+
 fn site_part(l: &HubState, config: &Config, now: f64) -> SitePart {
     SitePart {
         slides: l.agg.window(&config.analytics, now, false).into_iter().cloned().collect(),

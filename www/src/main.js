@@ -684,7 +684,60 @@ function renderRouteRules(config, counters) {
     problems.map((p) => `<tr><td colspan="7" class="error">not in force: ${esc(p.field)}: ${esc(p.message)}</td></tr>`).join("") ||
     `<tr><td colspan="7" class="empty">no rules: ENFORCE and its thresholds decide alone</td></tr>`;
   if (!rulesEdited) $("rules-text").value = JSON.stringify(stored, null, 2);
+  rulesFromVars = vars;
 }
+let rulesFromVars = [];
+
+// The what-if preview: the edited rules (then the RULES var's, as they would
+// be checked) on the hub's sample of the window's requests, beside the
+// rules in force; nothing is saved (POST /api/policy/preview, docs/policies.md).
+async function previewRules() {
+  const status = $("rules-status");
+  const errors = $("rules-errors");
+  const out = $("rules-preview-result");
+  errors.innerHTML = "";
+  out.innerHTML = "";
+  let rules;
+  try {
+    rules = JSON.parse($("rules-text").value);
+  } catch (e) {
+    status.textContent = `Not JSON: ${e.message}`;
+    return;
+  }
+  if (!Array.isArray(rules)) {
+    status.textContent = "The stored rules are a JSON array.";
+    return;
+  }
+  status.textContent = "Evaluating on recent traffic…";
+  const res = await api("policy/preview", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ rules: [...rules, ...rulesFromVars] }) }).catch(() => null);
+  const body = res ? await res.json().catch(() => ({})) : {};
+  if (res?.status === 400) {
+    status.textContent = body.message ?? "The rules were refused.";
+    errors.innerHTML = (body.errors ?? []).map((e) => `<li class="error"><code>${esc(e.field)}</code> ${esc(e.message)}</li>`).join("");
+    return;
+  }
+  if (!res?.ok) {
+    status.textContent = res ? `The API answered ${res.status}${body.message ? `: ${body.message}` : ""}.` : "The API did not answer.";
+    return;
+  }
+  status.textContent = `Preview only: nothing was saved. ${body.evaluated} sampled requests, standing for ${body.represents} over ${body.spanSeconds} s.`;
+  out.innerHTML = renderPreview(body);
+}
+function renderPreview(p) {
+  const kinds = [["forward", "forwarded"], ["challenge", "challenged"], ["block", "blocked"], ["rate_limit", "429"]];
+  const a = p.actions ?? {};
+  const c = p.current?.actions ?? {};
+  const head = `<tr><th scope="col">Outcome</th><th scope="col">With these rules</th><th scope="col">With the rules in force</th></tr>`;
+  const rows = kinds.map(([k, label]) => `<tr data-k="${k}"><th scope="row">${label}</th><td class="num">${esc(a[k] ?? 0)}</td><td class="num">${esc(c[k] ?? 0)}</td></tr>`).join("");
+  const byRule = Object.entries(p.byRule ?? {}).map(([id, r]) =>
+    `<li data-rule="${esc(id)}"><b>${esc(id)}</b> ${esc(human(r.action))}${r.dryRun ? ' <span class="tag">dry run</span>' : ""}: matched ${esc(r.matched)}, would answer ${esc(r.wouldEnforce)}</li>`).join("");
+  const top = (p.topSubjects ?? []).map((s) =>
+    `<li><code>${esc(s.subject)}</code> ${esc(s.challenge)} challenged, ${esc(s.block)} blocked, ${esc(s.rateLimit)} limited of ${esc(s.evaluated)}</li>`).join("");
+  return `<table class="preview"><caption>Preview on the window's sample</caption><thead>${head}</thead><tbody>${rows}</tbody></table>` +
+    `<h3>By rule</h3><ul class="list">${byRule || '<li class="empty">no rule matched a sampled request</li>'}</ul>` +
+    `<h3>Most affected</h3><ul class="list">${top || '<li class="empty">no sampled client would be stopped</li>'}</ul>`;
+}
+$("rules-preview").addEventListener("click", previewRules);
 async function saveRules() {
   const status = $("rules-status");
   const errors = $("rules-errors");

@@ -49,6 +49,8 @@ mod metrics;
 #[cfg(target_arch = "wasm32")]
 mod openapi;
 #[cfg(target_arch = "wasm32")]
+mod preview;
+#[cfg(target_arch = "wasm32")]
 mod profiles;
 #[cfg(target_arch = "wasm32")]
 mod rules;
@@ -134,6 +136,7 @@ static ROUTES: &[Route<Handler>] = &[
     row(PUT, "/api/config/lists", Auth::Admin, handler!(lists::put)),
     row(GET, "/api/config/rules", Auth::Admin, handler!(rules::get)),
     row(PUT, "/api/config/rules", Auth::Admin, handler!(rules::put)),
+    row(POST, "/api/policy/preview", Auth::Admin, handler!(preview::post)),
     row(GET, "/api/openapi.json", Auth::Admin, handler!(openapi::document)),
     row(GET_HEAD, "", Auth::Files, handler!(dashboard::redirect)),
     row(GET_HEAD, "/", Auth::Files, handler!(dashboard::file)),
