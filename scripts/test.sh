@@ -8,6 +8,14 @@ export PATH="$PWD/node_modules/.bin:$PATH"   # Node 22 and the local tools first
 step() { printf '\n=== %s\n' "$*"; }
 STARTED=$(date +%s)   # the summary at the end shows only this run's counts
 
+# The test-only installs first: a machine that cannot get them fails in the
+# first minutes, not after the builds and the fuzzing.
+step "browser for the dashboard test (Debian chromium)"
+bash scripts/setup-browser.sh
+
+step "schemathesis for the API contract test (Python venv)"
+bash scripts/setup-python.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -25,12 +33,6 @@ bash scripts/fuzz.sh "${FUZZ_SECONDS:-4}"
 
 step "wasm release build"
 bash scripts/build.sh
-
-step "browser for the dashboard test (Debian chromium)"
-bash scripts/setup-browser.sh
-
-step "schemathesis for the API contract test (Python venv)"
-bash scripts/setup-python.sh
 
 step "integration and browser tests (Miniflare, node --test)"
 node --test --test-concurrency=1 "tests/*.test.mjs"
