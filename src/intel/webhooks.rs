@@ -446,8 +446,8 @@ impl Outbox {
 
     /// The attempts due at `now`, per target (in `targets`' order), each
     /// target's in queue order and at most `PER_TARGET_PER_TICK`. Deliveries
-    /// whose target is gone are finished as `Removed` first. `t_unix` is the
-    /// signature's time.
+    /// whose target is gone are finished as `Removed` first. Each attempt is
+    /// signed with `now` (in seconds) as its `t`.
     pub fn due(&mut self, targets: &[Target], now: f64) -> Vec<Vec<Attempt>> {
         let (kept, gone): (Vec<Delivery>, Vec<Delivery>) =
             std::mem::take(&mut self.queue).into_iter().partition(|d| targets.iter().any(|t| t.key == d.target));
