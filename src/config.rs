@@ -18,6 +18,7 @@ use crate::intel::rules::{describe, parse_rules as parse_route_rules, usable, Ro
 use crate::intel::score::Weights;
 use crate::intel::signals::{Reason, SignalConfig};
 use crate::intel::travel::TravelRules;
+use crate::intel::webhooks::{parse_targets, Target};
 pub use crate::settings::ConfigError;
 use crate::settings::Raw;
 
@@ -227,6 +228,9 @@ pub struct Hub {
     pub metrics_ttl_s: u64,
     /// `AGGREGATOR_FORWARD_MS`: an aggregator object's forward period.
     pub forward_ms: u32,
+    /// `ALERT_WEBHOOKS`: where shard 0's alarm POSTs each alert rule
+    /// transition (`intel::webhooks`; empty: none). Secrets resolved.
+    pub webhooks: Vec<Target>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -242,6 +246,9 @@ pub struct Secrets {
     /// `VISITOR_SIGNING_KEY`: signs `ei_vid` (at least 16 characters when
     /// `SET_VISITOR_COOKIE` is on; otherwise unchecked).
     pub visitor_signing_key: Option<String>,
+    /// `ALERT_WEBHOOK_SECRET`: the key of the webhooks whose `secretVar`
+    /// names it (others may name `ALERT_WEBHOOK_SECRET_<NAME>`).
+    pub alert_webhook_secret: Option<String>,
 }
 
 fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
@@ -254,11 +261,13 @@ impl Config {
     /// has the table's default, so `KEY = ""` in wrangler.toml means default.
     /// Variables are checked in a fixed order and the first invalid one is
     /// the error.
+    /// Besides the table's variables, only those a webhook's `secretVar`
+    /// names (`ALERT_WEBHOOK_SECRET_<NAME>`) are read.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        Config::from_raw(&Raw::read(get))
+        Config::from_raw(&Raw::read(&get), &get)
     }
 
-    fn from_raw(raw: &Raw) -> Result<Config, ConfigError> {
+    fn from_raw(raw: &Raw, get: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let text = |var: &'static str| raw.text(var);
         let intel_prefix = parse_prefix(text("INTEL_PREFIX")?.unwrap_or_default())?;
         let trust_x_real_ip = raw.bool("TRUST_X_REAL_IP")?;
@@ -420,6 +429,19 @@ impl Config {
             None => default_rules(slide_s as f64),
         };
         let metrics_ttl_s = raw.int("METRICS_TTL_DAYS")? * 86_400;
+        let alert_webhook_secret = raw.secret("ALERT_WEBHOOK_SECRET")?;
+        let webhooks = match text("ALERT_WEBHOOKS")? {
+            None => Vec::new(),
+            Some(v) => {
+                // `secretVar` names a variable: the table's ALERT_WEBHOOK_SECRET
+                // (length checked there) or any ALERT_WEBHOOK_SECRET_<NAME>.
+                let var = |name: &str| match name {
+                    "ALERT_WEBHOOK_SECRET" => alert_webhook_secret.clone(),
+                    _ => get(name),
+                };
+                parse_targets(v, var).map_err(|e| err("ALERT_WEBHOOKS", e))?
+            }
+        };
         let visitor_cookie = match text("VISITOR_COOKIE")? {
             Some(v) if v.len() > 64 || !v.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch)) => {
                 return Err(err("VISITOR_COOKIE", format!("`{v}` is not a cookie name")));
@@ -479,8 +501,15 @@ impl Config {
                 ticket_ttl_ms: stream_ticket_ttl_ms,
             },
             analytics,
-            hub: Hub { shards: hub_shards, alert_rules, metrics_ttl_s, forward_ms },
-            secrets: Secrets { admin_token, challenge_key, header_signing_key, ip_hash_key, visitor_signing_key },
+            hub: Hub { shards: hub_shards, alert_rules, metrics_ttl_s, forward_ms, webhooks },
+            secrets: Secrets {
+                admin_token,
+                challenge_key,
+                header_signing_key,
+                ip_hash_key,
+                visitor_signing_key,
+                alert_webhook_secret,
+            },
         })
     }
 }
@@ -654,13 +683,20 @@ mod tests {
             max_event_batch: 500,
             streams: Streams { max_clients: 10_000, relay_max_sockets: 1_000, ticket_ttl_ms: 60_000.0 },
             analytics: AnalyticsConfig::default(),
-            hub: Hub { shards: 1, alert_rules: default_rules(60.0), metrics_ttl_s: 7 * 86_400, forward_ms: 2000 },
+            hub: Hub {
+                shards: 1,
+                alert_rules: default_rules(60.0),
+                metrics_ttl_s: 7 * 86_400,
+                forward_ms: 2000,
+                webhooks: Vec::new(),
+            },
             secrets: Secrets {
                 admin_token: None,
                 challenge_key: None,
                 header_signing_key: None,
                 ip_hash_key: None,
                 visitor_signing_key: None,
+                alert_webhook_secret: None,
             },
         }
     }
@@ -787,6 +823,33 @@ mod tests {
     }
 
     #[test]
+    fn webhook_secrets_come_inline_or_from_a_named_variable() {
+        let hooks = r#"[{"url": "https://a.example/in", "secretVar": "ALERT_WEBHOOK_SECRET"},
+                        {"url": "https://b.example/in", "secretVar": "ALERT_WEBHOOK_SECRET_OPS"},
+                        {"url": "https://hooks.slack.com/services/T/B/X", "format": "slack"}]"#;
+        let c = parse(&[
+            ("ALERT_WEBHOOKS", hooks),
+            ("ALERT_WEBHOOK_SECRET", "default-secret-0123456789"),
+            ("ALERT_WEBHOOK_SECRET_OPS", "ops-secret-0123456789"),
+        ])
+        .unwrap();
+        let secrets: Vec<Option<&str>> = c.hub.webhooks.iter().map(|t| t.secret.as_deref()).collect();
+        assert_eq!(secrets, [Some("default-secret-0123456789"), Some("ops-secret-0123456789"), None]);
+        // A named variable that is unset is an error naming ALERT_WEBHOOKS,
+        // which never shows a URL's path (a Slack URL's secret) or a secret.
+        let e = parse(&[("ALERT_WEBHOOKS", hooks), ("ALERT_WEBHOOK_SECRET", "default-secret-0123456789")]).unwrap_err();
+        assert_eq!(e.var, "ALERT_WEBHOOKS");
+        assert!(e.message.contains("webhook 2") && e.message.contains("ALERT_WEBHOOK_SECRET_OPS"), "{e}");
+        let e = parse(&[("ALERT_WEBHOOKS", hooks)]).unwrap_err();
+        assert!(e.message.contains("webhook 1"), "{e}");
+        let e =
+            parse(&[("ALERT_WEBHOOKS", r#"[{"url": "http://hooks.slack.com/services/T/B/X", "format": "slack"}]"#)])
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("https://") && !e.contains("/services"), "{e}");
+    }
+
+    #[test]
     fn invalid_values_name_their_variable() {
         let cases = [
             ("INTEL_PREFIX", "_intel"),
@@ -826,6 +889,9 @@ mod tests {
             ("TREND_SENSITIVITY", "-1"),
             ("HUB_SHARDS", "0"),
             ("ALERT_RULES", "[{}]"),
+            ("ALERT_WEBHOOKS", r#"[{"url": "http://hooks.example.com/x", "format": "slack"}]"#),
+            ("ALERT_WEBHOOKS", r#"[{"url": "https://hooks.example.com/x"}]"#),
+            ("ALERT_WEBHOOK_SECRET", "short"),
         ];
         // 64 shards x 5 slides (the default window) = 320 slides to merge: too many.
         assert_eq!(parse(&[("HUB_SHARDS", "64")]).unwrap_err().var, "HUB_SHARDS");

@@ -203,3 +203,61 @@ fn reply_text(status: u16, text: String) -> worker::Result<Response> {
     headers.set("content-type", "application/json")?;
     Ok(Response::ok(text)?.with_headers(headers).with_status(status))
 }
+
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    /// The runtime's global `fetch`, called with a Request and no init (no
+    /// `cf` options: see `new_request`).
+    #[wasm_bindgen(js_name = fetch, catch)]
+    fn global_fetch(req: &web_sys::Request) -> Result<js_sys::Promise, JsValue>;
+}
+
+/// POSTs `body` to `url` and returns the status, waiting at most
+/// `timeout_ms` for the response headers (then the request is aborted, not
+/// only our wait). Redirects are not followed (a 3xx is the answer). The
+/// response body is cancelled unread: nothing of it is kept, however large.
+/// Errors are the runtime's words without any URL (a URL's path may be a secret).
+pub async fn post_bounded(
+    url: &str,
+    headers: &[(&str, String)],
+    body: &str,
+    timeout_ms: u64,
+) -> std::result::Result<u16, String> {
+    use futures::future::{select, Either};
+    let clean = |e: JsValue| {
+        let text = e
+            .dyn_ref::<js_sys::Error>()
+            .map(|e| String::from(e.message()))
+            .or_else(|| e.as_string())
+            .unwrap_or_else(|| "the request failed".to_string());
+        crate::log::without_urls(&text)
+    };
+    let controller = web_sys::AbortController::new().map_err(clean)?;
+    let h = web_sys::Headers::new().map_err(clean)?;
+    for (name, value) in headers {
+        h.set(name, value).map_err(clean)?;
+    }
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_headers(h.as_ref());
+    init.set_body(&JsValue::from_str(body));
+    init.set_redirect(web_sys::RequestRedirect::Manual);
+    init.set_signal(Some(&controller.signal()));
+    let req = web_sys::Request::new_with_str_and_init(url, &init).map_err(clean)?;
+    let promise = global_fetch(&req).map_err(clean)?;
+    let limit = worker::Delay::from(std::time::Duration::from_millis(timeout_ms));
+    match select(wasm_bindgen_futures::JsFuture::from(promise), limit).await {
+        Either::Left((Ok(res), _)) => {
+            let res: web_sys::Response = res.dyn_into().map_err(|_| "fetch did not return a Response".to_string())?;
+            if let Some(stream) = res.body() {
+                let _ = stream.cancel();
+            }
+            Ok(res.status())
+        }
+        Either::Left((Err(e), _)) => Err(clean(e)),
+        Either::Right(_) => {
+            controller.abort();
+            Err(format!("no answer within {timeout_ms} ms"))
+        }
+    }
+}

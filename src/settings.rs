@@ -139,6 +139,8 @@ pub static SETTINGS: &[Setting] = &[
     s("TREND_SENSITIVITY", Some("0.2"), Kind::Number { max: 100.0, what: "a number" }, "relative change over the window (slope x (n-1) / mean) beyond which a metric is a trend"),
     s("ANOMALY_THRESHOLD", Some("2.0"), Kind::Number { max: 100.0, what: "a number" }, "z-score of a slide against the window beyond which it is an anomaly"),
     s("ALERT_RULES", None, Kind::Text("JSON array"), "alert rules `{name, metric, operator (> >= < <=), threshold, duration, severity, message, cooldown}`; unset = the 5 built-in rules"),
+    s("ALERT_WEBHOOKS", None, Kind::Text("JSON array"), "alert webhooks `{url, format (json, slack), secret or secretVar}`: each rule's transition to firing or resolved is POSTed from the hub's alarm, signed (`X-Intel-Webhook-Signature`), retried with backoff; `https://` only (`http://` for localhost, 127.0.0.1, [::1]); at most 8 (see [analytics.md](analytics.md#alert-webhooks))"),
+    s("ALERT_WEBHOOK_SECRET", None, SECRET_16, "the HMAC key of the webhooks whose `secretVar` is `ALERT_WEBHOOK_SECRET` (more keys: `ALERT_WEBHOOK_SECRET_<NAME>`, named the same way)"),
     s("HUB_SHARDS", Some("1"), int(1, 64), "analytics hubs by subject hash, merged on read; shards x slides per window at most 256"),
     s("METRICS_TTL_DAYS", Some("7"), int(1, 365), "TTL of the KV rollups"),
     // Tiered aggregation (docs/analytics.md, "Tiers").
@@ -348,6 +350,7 @@ mod tests {
                     "HOSTING_ASNS" => "[64496]",
                     "ALLOW_LIST" | "BLOCK_LIST" => r#"["192.0.2.1"]"#,
                     "ALERT_RULES" => "[]",
+                    "ALERT_WEBHOOKS" => r#"[{"url": "https://hooks.example.com/x", "format": "slack"}]"#,
                     "RULES" => r#"[{"id": "a", "action": "block"}]"#,
                     "VISITOR_COOKIE" => "sid",
                     _ => "0123456789abcdef-other",

@@ -12,6 +12,7 @@ use edgeintel::intel::lists::Entry;
 use edgeintel::intel::protocol::parse_client;
 use edgeintel::intel::secrets::{bearer, cookie, verify_visitor_cookie};
 use edgeintel::intel::signals::is_probe_path;
+use edgeintel::intel::webhooks::parse_targets;
 
 /// xorshift64*: deterministic, so a failure reproduces.
 struct Rng(u64);
@@ -46,6 +47,7 @@ const SEEDS: &[&str] = &[
     "t=1,v1=00",
     "00ff11.1780000000000.16.abcd",
     "1780000000000.deadbeef",
+    r#"[{"url":"https://hooks.slack.com/services/T/B/X","format":"slack"},{"url":"http://[::1]:8/a","secretVar":"ALERT_WEBHOOK_SECRET_A"}]"#,
 ];
 const ALPHABET: &[u8] = b"0123456789abcdefABCDEF:./%-_,;= {}[]\\\"\\\\ntrue false null \x00\xff\xc3\xa9-1e309NaN";
 
@@ -99,6 +101,7 @@ fn parsers_never_panic_on_mutated_input() {
         let _ = bearer(&text);
         let _ = verify_visitor_cookie("key-0123456789abcdef", &text);
         let _ = is_probe_path(&text);
+        let _ = parse_targets(&text, |_| Some("0123456789abcdef-secret".to_string()));
         let _ = verify_solution("key-0123456789abcdef", "s", &text, 7, now, 1);
         let _ = clearance_valid("key-0123456789abcdef", "s", &text, now);
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
@@ -107,7 +110,7 @@ fn parsers_never_panic_on_mutated_input() {
         }
         let _ = Config::from_vars(|k| match k {
             "RISK_WEIGHTS" | "COUNTRY_RISK" | "HOSTING_ASNS" | "ALLOW_LIST" | "ALERT_RULES" | "BLOCK_AT"
-            | "ORIGIN_URL" | "INTEL_PREFIX" | "PROFILE_TTL_DAYS" => Some(text.clone()),
+            | "ORIGIN_URL" | "INTEL_PREFIX" | "PROFILE_TTL_DAYS" | "ALERT_WEBHOOKS" => Some(text.clone()),
             _ => None,
         });
         tried += 1;

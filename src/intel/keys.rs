@@ -28,6 +28,8 @@ pub const LISTS_KEY: &str = "config:v1:lists";
 pub const RULES_KEY: &str = "config:v1:rules";
 /// The hub's one meta row (`meta` table, `key` column).
 pub const HUB_META_ROW: &str = "hub";
+/// The hub's alert-webhook outbox row (`meta` table; `webhooks::Outbox`, shard 0 only).
+pub const HUB_WEBHOOKS_ROW: &str = "webhooks:v1";
 /// The profile store's schema version row (`meta` table, `key` column).
 pub const SCHEMA_VERSION_ROW: &str = "schema_version";
 /// The object name of hub shard 0, also the global stream hub.

@@ -42,5 +42,6 @@ pub mod tick;
 pub mod ticket;
 pub mod travel;
 pub mod views;
+pub mod webhooks;
 pub mod window;
 pub mod wire;

@@ -184,6 +184,9 @@ pub enum HubOp {
         #[serde(default)]
         failures: u64,
     },
+    /// The alert webhooks' outbox as `GET /api/alerts/webhooks` shows it
+    /// (`webhooks::Outbox::view`; shard 0 alone delivers). Answers a JSON object.
+    Webhooks,
 }
 
 /// The hub's answer to `HubOp::Forward`: the highest sequence of this
@@ -421,6 +424,7 @@ mod tests {
             (HubOp::Part, r#""part""#),
             (HubOp::TicketKey, r#""ticket_key""#),
             (HubOp::Wake, r#""wake""#),
+            (HubOp::Webhooks, r#""webhooks""#),
             (HubOp::SpendTicket { nonce: "n".into(), expires: 5.0 }, r#"{"spend_ticket":{"nonce":"n","expires":5.0}}"#),
             (HubOp::Forget { subject: "s".into(), at: 1.5 }, r#"{"forget":{"subject":"s","at":1.5}}"#),
             (HubOp::Publish { updates: vec![], alerts: vec![] }, r#"{"publish":{"updates":[],"alerts":[]}}"#),

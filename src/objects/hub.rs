@@ -27,10 +27,18 @@
 //!   `Meta::site_last_rolled`). Every decision of the tick is `intel::tick`'s
 //!   (`begin`, `KvRun`, `finish`: pure, tested natively); `alarm` only
 //!   executes it: the alarm, KV, the other shards, the stream root, storage.
+//! - Alert webhooks (`intel::webhooks`, shard 0 only): the tick's alert
+//!   transitions are queued in the outbox, stored in the same write as the
+//!   rule states; then, after the tick's own work, the deliveries due are
+//!   sent (`deliver`: each attempt bounded by `webhooks::timeout_ms`, no new
+//!   one after `webhooks::tick_budget_ms`, a target's first failure ends its
+//!   turn) and their outcomes stored. Only the alarm sends: a request never
+//!   waits for a receiver. `HubOp::Webhooks` reads the outbox for the API.
 //!
 //! Storage (SQLite): `slides` (one row per slide in the window), `meta`
 //! (aggregator scalars, alert rule states, KV write log, next tick, the
-//! summary sequence applied per aggregator object),
+//! summary sequence applied per aggregator object; and the webhook outbox,
+//! row `keys::HUB_WEBHOOKS_ROW`),
 //! `spent_tickets` (nonces of solved challenges, and of stream tickets
 //! spent before the stream objects, until they expire). Memory caches the
 //! loaded state, so a hibernated or evicted hub loses nothing.
@@ -54,6 +62,7 @@ use crate::intel::deltas::{self, Forward};
 use crate::intel::fanout::{requeue_front, Clients, StreamOp, ROOT};
 use crate::intel::keys::{self, hub_name, shard_index};
 use crate::intel::tick::{self, HubState, KvRun, Meta, Others, TickConfig};
+use crate::intel::webhooks::{self, Outbox, Sent};
 use crate::intel::wire::{Forwarded, HubOp, PreviewSample, SitePart, Spent, TicketKey, WindowState};
 use crate::log::Log;
 use crate::platform::{self, reply};
@@ -98,6 +107,8 @@ pub struct HubObject {
     /// restart of the hub loses them). Performance texts are not kept: the
     /// next tick's metrics replace them.
     unsent_intel: RefCell<Vec<String>>,
+    /// The alert webhooks' outbox (shard 0), as stored (loaded on first use).
+    outbox: RefCell<Option<Outbox>>,
 }
 
 /// Intelligence texts kept for the next tick when the stream root fails.
@@ -113,6 +124,7 @@ impl DurableObject for HubObject {
             persisted: RefCell::new(BTreeMap::new()),
             clients: Cell::new(Clients::default()),
             unsent_intel: RefCell::new(Vec::new()),
+            outbox: RefCell::new(None),
         }
     }
 
@@ -273,6 +285,12 @@ impl DurableObject for HubObject {
                 let Some(l) = loaded.as_ref() else { return reply(500, &json!({"error": "not_loaded"})) };
                 reply(200, &preview_sample(&l.agg, &config.analytics, now))
             }
+            HubOp::Webhooks => {
+                self.ensure_outbox(&sql)?;
+                let outbox = self.outbox.borrow();
+                let view = outbox.as_ref().map(|o| o.view(&config.hub.webhooks));
+                reply(200, &view.unwrap_or_else(|| Outbox::default().view(&config.hub.webhooks)))
+            }
             HubOp::Forget { subject, at } => {
                 let changed = self.with_state(&sql, |l, touched| {
                     let starts = l.agg.forget(&subject, at);
@@ -338,6 +356,19 @@ impl DurableObject for HubObject {
             let Some(l) = loaded.as_mut() else { return Response::ok("not loaded") };
             tick::finish(l, &parts, begun, kv, others, clients, now)
         };
+        // Shard 0's transitions, queued for the webhooks (stored below, in
+        // the same write as the rule states that made them).
+        let alerts = if shard == 0 && !config.hub.webhooks.is_empty() {
+            webhooks::alerts(&plan.transitions, &config.hub.alert_rules)
+        } else {
+            Vec::new()
+        };
+        if !alerts.is_empty() {
+            self.ensure_outbox(&sql)?;
+            if let Some(o) = self.outbox.borrow_mut().as_mut() {
+                o.enqueue(&config.hub.webhooks, &alerts, now);
+            }
+        }
         self.broadcast(plan.intel, plan.perf, &log).await;
         // Sockets a version before the stream objects accepted here: closed
         // (1012, service restart), so their clients reconnect to a relay.
@@ -347,6 +378,12 @@ impl DurableObject for HubObject {
         self.with_state(&sql, |_, touched| {
             touched.insert(plan.slide);
         })?;
+        if !alerts.is_empty() {
+            self.save_outbox(&sql)?;
+        }
+        if shard == 0 {
+            self.deliver(&sql, &config, &log).await?;
+        }
         Response::ok("tick")
     }
 
@@ -444,6 +481,81 @@ impl HubObject {
             "streams",
             format_args!("{why}; {kept} intelligence messages kept for the next tick, {dropped} oldest dropped"),
         );
+    }
+
+    /// Loads the webhook outbox once (an unreadable row is an empty outbox:
+    /// a version's format change must not stop the tick).
+    fn ensure_outbox(&self, sql: &SqlStorage) -> Result<()> {
+        if self.outbox.borrow().is_some() {
+            return Ok(());
+        }
+        let outbox: Outbox = sql
+            .exec("SELECT data FROM meta WHERE key = ?", vec![keys::HUB_WEBHOOKS_ROW.into()])?
+            .to_array::<DataRow>()?
+            .first()
+            .and_then(|r| serde_json::from_str(&r.data).ok())
+            .unwrap_or_default();
+        *self.outbox.borrow_mut() = Some(outbox);
+        Ok(())
+    }
+
+    fn save_outbox(&self, sql: &SqlStorage) -> Result<()> {
+        let data = match self.outbox.borrow().as_ref() {
+            Some(o) => platform::to_json(o)?,
+            None => return Ok(()),
+        };
+        sql.exec(
+            "INSERT OR REPLACE INTO meta (key, data) VALUES (?, ?)",
+            vec![keys::HUB_WEBHOOKS_ROW.into(), data.into()],
+        )?;
+        Ok(())
+    }
+
+    /// Sends the webhook deliveries due now (`Outbox::due`): the targets in
+    /// parallel, each target's deliveries in order, each attempt bounded by
+    /// `webhooks::timeout_ms`, none started after `webhooks::tick_budget_ms`;
+    /// a target's failure ends its turn (a dead receiver costs one timeout
+    /// per tick). Outcomes go into the outbox, stored once at the end.
+    async fn deliver(&self, sql: &SqlStorage, config: &Config, log: &Log) -> Result<()> {
+        use futures::future::join_all;
+        self.ensure_outbox(sql)?;
+        let started = now_ms();
+        let slide_ms = config.analytics.slide_s as f64 * 1000.0;
+        let rounds = {
+            let mut outbox = self.outbox.borrow_mut();
+            let Some(o) = outbox.as_mut() else { return Ok(()) };
+            if o.queue.is_empty() {
+                return Ok(());
+            }
+            o.due(&config.hub.webhooks, started)
+        };
+        let timeout = webhooks::timeout_ms(slide_ms);
+        let budget = webhooks::tick_budget_ms(slide_ms);
+        let targets = &config.hub.webhooks;
+        let runs = rounds.into_iter().filter(|r| !r.is_empty()).map(|attempts| async move {
+            for a in attempts {
+                if now_ms() - started > budget {
+                    break;
+                }
+                let sent = match platform::post_bounded(&a.url, &a.headers, &a.body, timeout).await {
+                    Ok(status) => Sent::Status(status),
+                    Err(e) => Sent::Error(e),
+                };
+                let why = match &sent {
+                    Sent::Status(s) => format!("answered {s}"),
+                    Sent::Error(e) => e.clone(),
+                };
+                let delivered =
+                    self.outbox.borrow_mut().as_mut().is_some_and(|o| o.record(&a.id, sent, now_ms(), slide_ms));
+                if !delivered {
+                    let endpoint = targets.get(a.target).map_or("?", |t| t.endpoint.as_str());
+                    log.warn("webhook", format_args!("webhook {} ({endpoint}) not delivered: {why}", a.target));
+                    break;
+                }
+            }
+        });
+        join_all(runs).await;
+        self.save_outbox(sql)
     }
 
     fn ensure_loaded(&self, sql: &SqlStorage) -> Result<()> {

@@ -57,6 +57,8 @@ mod rules;
 #[cfg(target_arch = "wasm32")]
 mod streams;
 #[cfg(target_arch = "wasm32")]
+mod webhooks;
+#[cfg(target_arch = "wasm32")]
 mod window;
 
 use routing::{Auth, Method, Route};
@@ -130,6 +132,7 @@ static ROUTES: &[Route<Handler>] = &[
     row(GET_HEAD, "/api/analytics/correlations", Auth::Admin, handler!(analytics::correlations)),
     row(GET_HEAD, "/api/performance/health", Auth::Admin, handler!(analytics::health)),
     row(GET_HEAD, "/api/performance/alerts", Auth::Admin, handler!(analytics::alerts)),
+    row(GET_HEAD, "/api/alerts/webhooks", Auth::Admin, handler!(webhooks::get)),
     row(GET_HEAD, "/api/performance/metrics/{name}", Auth::Admin, handler!(analytics::metric)),
     row(GET_HEAD, "/api/performance/metrics/{name}/history", Auth::Admin, handler!(analytics::history)),
     row(GET, "/api/config/lists", Auth::Admin, handler!(lists::get)),
