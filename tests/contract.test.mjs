@@ -77,7 +77,7 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403",
 
 # POST /api/policy/preview reads its rules with the same parser, so the same
 # holds there (two candidate rules with one id: 400 invalid_policy); its
-# answers are asserted by tests/policies.test.mjs.
+# answers are asserted by tests/preview.test.mjs.
 [[operations]]
 include-name = "POST /api/policy/preview"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "429", "5xx"]

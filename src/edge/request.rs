@@ -498,6 +498,15 @@ fn record(rc: &RequestCtx, found: Found, scored: &Scored, obs: Observation, answ
     }
 }
 
+/// A uniform random priority for the preview's bottom-k sample (0 if the
+/// random source fails: such a request is then always kept, a bias too
+/// small to matter).
+fn random_priority() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
+}
+
 fn record_sample(rc: &RequestCtx, found: &Found, scored: &Scored, answer: &Answer, hit: Option<RuleSample>) {
     let Some(id) = &rc.identity else { return };
     let subject = id.key.as_str();
@@ -509,7 +518,7 @@ fn record_sample(rc: &RequestCtx, found: &Found, scored: &Scored, answer: &Answe
         at: rc.started,
         subject: subject.to_string(),
         path: Facts::path_of(&rc.request.path),
-        method: rc.request.method.clone(),
+        method: Facts::method_of(&rc.request.method),
         country: rc.cf.country.clone(),
         asn: rc.cf.asn,
         score: scored.verdict.score,
@@ -518,6 +527,7 @@ fn record_sample(rc: &RequestCtx, found: &Found, scored: &Scored, answer: &Answe
         list: Facts::list_code(found.list),
         widened: rc.widened,
         cleared: cleared_at(rc).is_some(),
+        priority: random_priority(),
     };
     let shard = shard_of(subject, rc.config.hub.shards);
     record::sample(rc.io, rc.batching(), shard, rc.cf.continent.as_deref(), sample, facts);

@@ -1004,19 +1004,20 @@ impl Aggregator {
         let t = self.forgotten.entry(remembered).or_insert(at);
         *t = t.max(at);
         for r in self.reservoirs.values_mut() {
-            r.items.retain(|f| f.subject != subject);
+            r.forget(subject);
         }
         self.slides.iter_mut().filter_map(|(start, slide)| slide.forget(subject).then_some(*start)).collect()
     }
 
     /// The what-if preview's sample of this shard's window (its reservoirs
-    /// of the window's slides merged: at most `preview::PREVIEW_CAP` items),
+    /// of the window's slides merged: at most `cap` items, and never more
+    /// than `preview::PREVIEW_CAP`),
     /// and where it begins (ms).
-    pub fn preview_sample(&self, cfg: &AnalyticsConfig, now_ms: f64) -> (preview::Reservoir, Option<f64>) {
+    pub fn preview_sample(&self, cfg: &AnalyticsConfig, now_ms: f64, cap: usize) -> (preview::Reservoir, Option<f64>) {
         let newest = Aggregator::slide_start(cfg, now_ms);
         let window: Vec<(&i64, &preview::Reservoir)> = self.reservoirs.range(newest - cfg.window_s + 1..).collect();
         let since = window.first().map(|(start, _)| **start as f64 * 1000.0);
-        (preview::window_sample(window.into_iter().map(|(_, r)| r), preview::PREVIEW_CAP), since)
+        (preview::window_sample(window.into_iter().map(|(_, r)| r), cap.min(preview::PREVIEW_CAP)), since)
     }
 
     /// The window's slides, oldest first; `closed_only` leaves out the open one.

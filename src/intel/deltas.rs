@@ -226,7 +226,7 @@ pub fn apply(agg: &mut Aggregator, cfg: &AnalyticsConfig, d: &ShardDelta, now_ms
         if !agg.forgotten.is_empty() {
             r.items.retain(|f| agg.forgotten.get(&forgotten_key(&f.subject)).is_none_or(|t| *t < f.at));
         }
-        agg.reservoirs.entry(*start).or_default().merge(&r, preview::HUB_CAP);
+        agg.reservoirs.entry(*start).or_default().merge(&r, preview::hub_cap(cfg.window_s / cfg.slide_s.max(1)));
     }
     let oldest = agg.slides.keys().next().copied().unwrap_or(i64::MAX);
     agg.reservoirs.retain(|start, _| *start >= oldest);

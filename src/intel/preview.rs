@@ -4,17 +4,18 @@
 //!
 //! The sample is a reservoir per slide, kept by the analytics tiers like the
 //! slides' counts: each isolate offers every request's `Facts` to its report
-//! (Algorithm R, `DELTA_CAP` per slide), each aggregator merges its isolates'
-//! reservoirs, and each hub shard merges the aggregators' into its own
-//! (`HUB_CAP` per slide, in memory) for the slides of its window. A merge
-//! keeps the sample uniform: every kept item stands for the same number of
-//! requests (`Reservoir::merge`). The preview merges the window's
-//! reservoirs (at most `PREVIEW_CAP` items) and decides each item with the
-//! same pure functions the request path uses (`rules::first_match`,
+//! (`DELTA_CAP` per slide), each aggregator merges its isolates' reservoirs,
+//! and each hub shard merges the aggregators' into its own (in memory, at
+//! most `HUB_WINDOW_CAP` over its window) for the slides of its window. It is
+//! a bottom-k sample: every request gets a random priority where it is seen
+//! (`Facts::priority`, from the platform's random source), and every tier
+//! keeps the `cap` lowest priorities. The union's lowest are the lowest of
+//! all requests, so each merge is exactly a uniform sample of everything
+//! merged, however unequal the parts (a quiet isolate or region is not
+//! thinned away by a busy one). The preview merges the window's reservoirs
+//! (at most `PREVIEW_CAP` items) and decides each item with the same pure
+//! functions the request path uses (`rules::first_match`,
 //! `enforce::decide_policy`).
-//!
-//! Randomness comes from a hash of the inputs (splitmix64), so this module
-//! stays pure and its tests exact; the requests themselves are the entropy.
 
 use std::collections::BTreeMap;
 
@@ -28,8 +29,15 @@ use super::signals::Reason;
 
 /// Items per slide in an isolate's or an aggregator's delta.
 pub const DELTA_CAP: usize = 128;
-/// Items per slide a hub shard keeps.
-pub const HUB_CAP: usize = 512;
+/// Items a hub shard keeps over its whole window (split evenly over its
+/// slides: `hub_cap`), so memory does not grow with the number of slides.
+pub const HUB_WINDOW_CAP: usize = 8_192;
+/// The longest method kept (a custom method is cut).
+pub const MAX_METHOD: usize = 16;
+/// Sampled requests of one key a rate-limit estimate needs: one or two
+/// sampled hits of a key say nothing of its rate when each sampled request
+/// stands for many (a million one-request clients are not over any limit).
+pub const MIN_KEY_HITS: u64 = 3;
 /// Items one preview evaluates at most (over the whole window).
 pub const PREVIEW_CAP: usize = 2_000;
 /// The longest path kept (longer ones are cut: a rule's prefix still holds).
@@ -69,6 +77,18 @@ pub struct Facts {
     /// Held a valid clearance (passes a challenge).
     #[serde(rename = "k", default, skip_serializing_if = "std::ops::Not::not")]
     pub cleared: bool,
+    /// The random priority the bottom-k sample keeps the lowest of
+    /// (uniform over u64, drawn once per request where it is seen).
+    #[serde(rename = "q", default)]
+    pub priority: u64,
+}
+
+fn cut(s: &str, max: usize) -> String {
+    let mut at = s.len().min(max);
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    s.get(..at).unwrap_or("").to_string()
 }
 
 fn is_zero(n: &u8) -> bool {
@@ -94,12 +114,12 @@ impl Facts {
 
     /// A path cut to `MAX_PATH` bytes (at a character boundary), no query.
     pub fn path_of(path: &str) -> String {
-        let path = path.split(['?', '#']).next().unwrap_or("");
-        let mut cut = path.len().min(MAX_PATH);
-        while !path.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        path.get(..cut).unwrap_or("").to_string()
+        cut(path.split(['?', '#']).next().unwrap_or(""), MAX_PATH)
+    }
+
+    /// A method cut to `MAX_METHOD` bytes.
+    pub fn method_of(method: &str) -> String {
+        cut(method, MAX_METHOD)
     }
 
     fn bytes(&self) -> usize {
@@ -108,55 +128,87 @@ impl Facts {
 }
 
 /// A uniform sample of the requests a tier saw in one slide: `seen` of
-/// them, `items` kept; each item stands for `seen / items.len()` requests.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// them; `items` holds every one whose priority is at most `threshold`
+/// (each request is in with the same chance), so each item stands for
+/// about `seen / items.len()` requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reservoir {
     #[serde(rename = "n")]
     pub seen: u64,
     #[serde(rename = "i", default)]
     pub items: Vec<Facts>,
+    /// `u64::MAX` until an item was left out; then the highest priority kept.
+    #[serde(rename = "h", default = "no_threshold")]
+    pub threshold: u64,
+}
+
+impl Default for Reservoir {
+    fn default() -> Reservoir {
+        Reservoir { seen: 0, items: Vec::new(), threshold: u64::MAX }
+    }
+}
+
+fn no_threshold() -> u64 {
+    u64::MAX
 }
 
 impl Reservoir {
-    /// Algorithm R: the n-th request replaces a random item with probability cap/n.
+    /// Counts a request and keeps its facts if their priority is among the
+    /// `cap` lowest seen.
     pub fn offer(&mut self, f: Facts, cap: usize) {
         self.seen += 1;
-        if self.items.len() < cap {
-            self.items.push(f);
+        self.keep(f, cap);
+    }
+
+    fn keep(&mut self, f: Facts, cap: usize) {
+        if f.priority > self.threshold {
             return;
         }
-        let r = mix(self.seen ^ f.at.to_bits() ^ hash(&f.subject) ^ hash(&f.path).rotate_left(17));
-        let j = r % self.seen;
-        if let Some(slot) = usize::try_from(j).ok().and_then(|j| self.items.get_mut(j)) {
-            *slot = f;
+        self.items.push(f);
+        if self.items.len() > cap {
+            self.trim(cap);
         }
     }
 
-    /// Merges another tier's sample of the same slide, keeping at most `cap`
-    /// items that each stand for the same number of requests: the side
-    /// whose items stand for fewer requests is thinned to match, then both
-    /// are thinned alike down to `cap`.
+    /// Keeps the `cap` lowest priorities; the highest kept is the new threshold.
+    fn trim(&mut self, cap: usize) {
+        self.items.sort_by_key(|f| f.priority);
+        self.items.truncate(cap);
+        self.threshold = self.items.last().map_or(0, |f| f.priority);
+    }
+
+    /// Merges another tier's sample of the same slide: the items both hold
+    /// under the lower threshold (below it each side holds every request it
+    /// saw), at most `cap` of them, and both counts. Exactly a uniform
+    /// sample of every request the two saw, however unequal they are.
     pub fn merge(&mut self, o: &Reservoir, cap: usize) {
-        if o.items.is_empty() {
-            self.seen += o.seen;
-            return;
-        }
-        let (a, b) = (std::mem::take(&mut self.items), o.items.clone());
-        let wa = if a.is_empty() { 0.0 } else { self.seen as f64 / a.len() as f64 };
-        let wb = o.seen as f64 / b.len() as f64;
-        let w = wa.max(wb).max(1.0);
-        let mut ka = ((a.len() as f64) * wa / w).round() as usize;
-        let mut kb = ((b.len() as f64) * wb / w).round() as usize;
-        if ka + kb > cap {
-            let scale = cap as f64 / (ka + kb) as f64;
-            ka = ((ka as f64) * scale).floor() as usize;
-            kb = cap - ka;
-        }
-        let mut seed = mix(self.seen ^ o.seen.rotate_left(32) ^ (a.len() as u64) << 20 ^ b.len() as u64);
-        let mut items = pick(a, ka.min(cap), &mut seed);
-        items.extend(pick(b, kb, &mut seed));
         self.seen += o.seen;
-        self.items = items;
+        self.threshold = self.threshold.min(o.threshold);
+        let t = self.threshold;
+        self.items.retain(|f| f.priority <= t);
+        self.items.extend(o.items.iter().filter(|f| f.priority <= t).cloned());
+        if self.items.len() > cap {
+            self.trim(cap);
+        }
+    }
+
+    /// Drops a subject's items (an erasure), and the requests they stood for
+    /// from `seen`, so the others do not seem to stand for more.
+    pub fn forget(&mut self, subject: &str) {
+        let before = self.items.len();
+        let weight = self.weight();
+        self.items.retain(|f| f.subject != subject);
+        let removed = (before - self.items.len()) as f64 * weight;
+        self.seen = self.seen.saturating_sub(removed.round() as u64);
+    }
+
+    /// How many requests each item stands for.
+    pub fn weight(&self) -> f64 {
+        if self.items.is_empty() {
+            0.0
+        } else {
+            self.seen as f64 / self.items.len() as f64
+        }
     }
 
     /// Its size on the wire, estimated.
@@ -165,30 +217,9 @@ impl Reservoir {
     }
 }
 
-/// `k` items of `v` chosen uniformly (a partial Fisher-Yates shuffle).
-fn pick(mut v: Vec<Facts>, k: usize, seed: &mut u64) -> Vec<Facts> {
-    let k = k.min(v.len());
-    for i in 0..k {
-        *seed = mix(*seed);
-        let span = (v.len() - i) as u64;
-        let j = i + (*seed % span) as usize;
-        v.swap(i, j);
-    }
-    v.truncate(k);
-    v
-}
-
-/// splitmix64's finaliser: a well-mixed 64-bit value from any input.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// FNV-1a of a string.
-fn hash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+/// Items per slide a hub shard keeps for a window of `slides` slides.
+pub fn hub_cap(slides: i64) -> usize {
+    (HUB_WINDOW_CAP / usize::try_from(slides.max(1)).unwrap_or(1)).max(DELTA_CAP)
 }
 
 /// Reservoirs by slide start, as deltas and hub shards carry them.
@@ -256,6 +287,8 @@ pub struct SubjectOutcome {
     pub evaluated: u64,
     pub challenge: u64,
     pub block: u64,
+    /// Spelled as in `actions` (and the contract's `rate_limit`).
+    #[serde(rename = "rate_limit")]
     pub rate_limit: u64,
 }
 
@@ -271,11 +304,13 @@ pub struct Outcome {
 
 /// Decides every item of `sample` with `policy`. `span_s` is how many
 /// seconds the sample covers, for the rate-limit estimate: a `rate_limit`
-/// rule's key is estimated to send `matches x (seen / items) x period / span`
-/// requests a period; past the limit, the share `1 - limit / estimate` of
-/// its sampled requests counts as `rate_limit` (the limiter itself counts
-/// exactly; a sample can only estimate). `by: visitor` is estimated per
-/// subject (the sample keeps no visitor).
+/// rule's key with at least `MIN_KEY_HITS` sampled requests is estimated to
+/// send `matches x (seen / items) x period / span` requests a period; past
+/// the limit, the share `1 - limit / estimate` of its sampled requests
+/// counts as `rate_limit` (for a dry run: in `wouldEnforce` only, the
+/// requests forwarded). The limiter itself counts exactly; a sample can only
+/// estimate. `by: visitor` is estimated per subject (the sample keeps no
+/// visitor).
 pub fn evaluate(sample: &Reservoir, policy: &Policy<'_>, span_s: f64) -> Outcome {
     let mut out = Outcome { evaluated: sample.items.len() as u64, ..Outcome::default() };
     let mut subjects: BTreeMap<&str, SubjectOutcome> = BTreeMap::new();
@@ -315,7 +350,7 @@ pub fn evaluate(sample: &Reservoir, policy: &Policy<'_>, span_s: f64) -> Outcome
                 ..RuleOutcome::default()
             });
             o.matched += 1;
-            if r.rule.action == RuleAction::RateLimit && d.action == Action::Forward && !r.rule.dry_run {
+            if r.rule.action == RuleAction::RateLimit && d.action == Action::Forward {
                 let key = match r.rule.rate_limit.as_ref().map(|l| l.by) {
                     Some(LimitBy::Asn) => format!("asn:{}", f.asn.unwrap_or(0)),
                     _ => f.subject.clone(),
@@ -331,17 +366,23 @@ pub fn evaluate(sample: &Reservoir, policy: &Policy<'_>, span_s: f64) -> Outcome
         out.actions.add(d.action, 1);
         count(s, d.action, 1);
     }
-    let per_item = if sample.items.is_empty() { 0.0 } else { sample.seen as f64 / sample.items.len() as f64 };
+    let per_item = sample.weight();
     for ((i, _), members) in limited {
         let Some(rule) = policy.rules.get(i) else { continue };
         let Some(limit) = &rule.rate_limit else { continue };
         let n = members.len() as u64;
         let estimate = n as f64 * per_item * f64::from(limit.period_seconds) / span_s.max(1.0);
-        let over = if estimate > f64::from(limit.requests) { 1.0 - f64::from(limit.requests) / estimate } else { 0.0 };
-        let refused = ((n as f64) * over).round() as u64;
+        let over = if n >= MIN_KEY_HITS && estimate > f64::from(limit.requests) {
+            1.0 - f64::from(limit.requests) / estimate
+        } else {
+            0.0
+        };
+        let would = (((n as f64) * over).round() as u64).min(n);
         if let Some(o) = out.by_rule.get_mut(&rule.id) {
-            o.would_enforce += refused;
+            o.would_enforce += would;
         }
+        // A dry run forwards them all; the origin is told `limited`.
+        let refused = if rule.dry_run { 0 } else { would };
         out.actions.add(Action::RateLimit, refused);
         out.actions.add(Action::Forward, n - refused);
         // Who gets the refusals: the key's requests in order (for `by:
@@ -391,6 +432,14 @@ mod tests {
     use super::*;
     use crate::intel::rules::parse_rules;
 
+    /// splitmix64: the tests' stand-in for the platform's random priorities.
+    fn mix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
     fn facts(i: usize, subject: &str, path: &str, score: u8) -> Facts {
         Facts {
             at: 1_000.0 + i as f64,
@@ -405,6 +454,7 @@ mod tests {
             list: 0,
             widened: false,
             cleared: false,
+            priority: mix(i as u64 ^ 0x5eed),
         }
     }
 
@@ -418,35 +468,55 @@ mod tests {
         assert_eq!((r.seen, r.items.len()), (10_000, 100));
         let a = r.items.iter().filter(|f| f.path == "/a").count();
         assert!((30..=70).contains(&a), "{a} of 100 from the first half");
+        assert!(r.items.iter().all(|f| f.priority <= r.threshold));
     }
 
     #[test]
-    fn a_merge_keeps_every_item_standing_for_as_many_requests() {
-        // A saw 1,000 (100 kept: 10 each), B saw 10 (10 kept: 1 each):
-        // B is thinned to 1 item, so the merged sample stays uniform.
-        let mut a = Reservoir::default();
+    fn merges_stay_uniform_however_unequal_the_parts() {
+        // One busy report (1,280 requests) and 100 quiet ones of 3 (300): the
+        // quiet ones are 19% of the traffic, and keep about that share.
+        let (mut n, mut merged) = (0, Reservoir::default());
+        let mut busy = Reservoir::default();
+        for _ in 0..1_280 {
+            busy.offer(facts(n, "busy", "/busy", 0), DELTA_CAP);
+            n += 1;
+        }
+        merged.merge(&busy, 400);
+        for _ in 0..100 {
+            let mut quiet = Reservoir::default();
+            for _ in 0..3 {
+                quiet.offer(facts(n, "quiet", "/quiet", 0), DELTA_CAP);
+                n += 1;
+            }
+            merged.merge(&quiet, 400);
+        }
+        assert_eq!(merged.seen, 1_580);
+        assert!(merged.items.len() <= DELTA_CAP.max(400));
+        let quiet = merged.items.iter().filter(|f| f.path == "/quiet").count() as f64 / merged.items.len() as f64;
+        assert!((0.08..=0.32).contains(&quiet), "quiet share {quiet:.2} of {} items", merged.items.len());
+        // The same requests offered to one reservoir keep exactly the same items.
+        let mut one = Reservoir::default();
+        for i in 0..n {
+            one.offer(facts(i, if i < 1_280 { "busy" } else { "quiet" }, "/", 0), DELTA_CAP);
+        }
+        let mut a: Vec<u64> = merged.items.iter().map(|f| f.priority).filter(|p| *p <= one.threshold).collect();
+        a.sort_unstable();
+        let mut b: Vec<u64> = one.items.iter().map(|f| f.priority).collect();
+        b.sort_unstable();
+        assert_eq!(a, b, "a merge is the lowest priorities of all the requests");
+    }
+
+    #[test]
+    fn an_erasure_takes_the_subjects_share_of_the_count() {
+        let mut r = Reservoir::default();
         for i in 0..1_000 {
-            a.offer(facts(i, "a", "/a", 0), 100);
+            r.offer(facts(i, if i % 2 == 0 { "gone" } else { "kept" }, "/", 0), 100);
         }
-        let mut b = Reservoir::default();
-        for i in 0..10 {
-            b.offer(facts(i, "b", "/b", 0), 100);
-        }
-        let mut m = a.clone();
-        m.merge(&b, 500);
-        assert_eq!(m.seen, 1_010);
-        assert_eq!(m.items.iter().filter(|f| f.path == "/b").count(), 1);
-        assert_eq!(m.items.len(), 101);
-        // Merged into a smaller cap: both thinned alike.
-        let mut small = a.clone();
-        small.merge(&a, 50);
-        assert_eq!((small.seen, small.items.len()), (2_000, 50));
-        // Into an empty one: a copy; an empty one merged: only its count.
-        let mut e = Reservoir::default();
-        e.merge(&b, 500);
-        assert_eq!((e.seen, e.items.len()), (b.seen, b.items.len()));
-        e.merge(&Reservoir { seen: 5, items: vec![] }, 500);
-        assert_eq!(e.seen, 15);
+        let weight = r.weight();
+        r.forget("gone");
+        assert!(r.items.iter().all(|f| f.subject == "kept"));
+        assert!((r.weight() - weight).abs() < 0.01, "the others stand for as many as before");
+        assert!((400..=600).contains(&r.seen), "{}", r.seen);
     }
 
     #[test]
@@ -475,7 +545,7 @@ mod tests {
         let mut allowed = facts(99, "ok", "/admin", 90);
         allowed.list = 1;
         items.push(allowed);
-        let sample = Reservoir { seen: items.len() as u64, items };
+        let sample = Reservoir { seen: items.len() as u64, items, threshold: u64::MAX };
         let policy = Policy { rules: &rules, mode: Mode::Block, challenge_at: 40, block_at: 65 };
         let o = evaluate(&sample, &policy, 60.0);
         assert_eq!(o.evaluated, 47);
@@ -490,10 +560,33 @@ mod tests {
         assert_eq!(o.top_subjects[0].subject, "l");
         assert_eq!(o.top_subjects[0].rate_limit, 30);
         assert_eq!(o.top_subjects.iter().map(|s| s.subject.as_str()).collect::<Vec<_>>(), ["l", "x", "z"]);
+        // As a dry run, the limit is reported and nothing refused.
+        let mut dry = rules.clone();
+        dry[2].dry_run = true;
+        let o = evaluate(&sample, &Policy { rules: &dry, mode: Mode::Block, challenge_at: 40, block_at: 65 }, 60.0);
+        assert_eq!((o.actions.rate_limit, o.by_rule["login"].would_enforce), (0, 30));
         // The same sample with no rules and ENFORCE=off: everything forwarded.
         let off = evaluate(&sample, &Policy { rules: &[], mode: Mode::Off, challenge_at: 40, block_at: 65 }, 60.0);
         assert_eq!(off.actions.forward, 47);
         assert!(off.top_subjects.is_empty() && off.by_rule.is_empty());
+    }
+
+    #[test]
+    fn a_thinned_sample_does_not_invent_rate_limited_clients() {
+        // A million logins by a million clients over 600 s, 2,000 sampled: no
+        // client is over 10 a minute, and one sampled hit each says so.
+        let rules = parse_rules(
+            &serde_json::from_str::<serde_json::Value>(
+                r#"[{"id": "login", "match": {"path": "/login"}, "action": "rate_limit",
+                     "rateLimit": {"requests": 10, "periodSeconds": 60}}]"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let items: Vec<Facts> = (0..2_000).map(|i| facts(i, &format!("c{i}"), "/login", 0)).collect();
+        let sample = Reservoir { seen: 1_000_000, items, threshold: u64::MAX / 500 };
+        let o = evaluate(&sample, &Policy { rules: &rules, mode: Mode::Off, challenge_at: 40, block_at: 65 }, 600.0);
+        assert_eq!((o.actions.rate_limit, o.actions.forward), (0, 2_000));
     }
 
     #[test]

@@ -164,8 +164,8 @@ pub enum HubOp {
     /// tickets are spent by the stream root (`fanout::StreamOp::SpendTicket`).
     SpendTicket { nonce: String, expires: f64 },
     /// The what-if preview's sample of this shard's window
-    /// (`intel::preview`): answers `PreviewSample`.
-    Preview,
+    /// (`intel::preview`), at most `cap` items: answers `PreviewSample`.
+    Preview { cap: usize },
     /// Erases a subject (its key) from the window's member sets
     /// (`Aggregator::forget`); sent to every shard by `DELETE
     /// /api/ip-intelligence/:ip`.

@@ -278,12 +278,12 @@ impl DurableObject for HubObject {
                 let valid = spend_ticket(&sql, &nonce, expires, now_ms())?;
                 reply(200, &Spent { valid })
             }
-            HubOp::Preview => {
+            HubOp::Preview { cap } => {
                 let now = now_ms();
                 self.ensure_loaded(&sql)?;
                 let loaded = self.loaded.borrow();
                 let Some(l) = loaded.as_ref() else { return reply(500, &json!({"error": "not_loaded"})) };
-                reply(200, &preview_sample(&l.agg, &config.analytics, now))
+                reply(200, &preview_sample(&l.agg, &config.analytics, now, cap))
             }
             HubOp::Webhooks => {
                 self.ensure_outbox(&sql)?;
@@ -436,13 +436,13 @@ fn migrate(sql: &SqlStorage) -> Result<()> {
     Ok(())
 }
 
-/// This hub's window as another reader gets it: its slides, hours and totals.
 /// The window's reservoirs merged into one sample (`HubOp::Preview`).
-fn preview_sample(agg: &Aggregator, cfg: &AnalyticsConfig, now: f64) -> PreviewSample {
-    let (sample, since) = agg.preview_sample(cfg, now);
+fn preview_sample(agg: &Aggregator, cfg: &AnalyticsConfig, now: f64, cap: usize) -> PreviewSample {
+    let (sample, since) = agg.preview_sample(cfg, now, cap);
     PreviewSample { sample, since }
 }
 
+/// This hub's window as another reader gets it: its slides, hours and totals.
 fn site_part(l: &HubState, config: &Config, now: f64) -> SitePart {
     SitePart {
         slides: l.agg.window(&config.analytics, now, false).into_iter().cloned().collect(),

@@ -732,7 +732,7 @@ function renderPreview(p) {
   const byRule = Object.entries(p.byRule ?? {}).map(([id, r]) =>
     `<li data-rule="${esc(id)}"><b>${esc(id)}</b> ${esc(human(r.action))}${r.dryRun ? ' <span class="tag">dry run</span>' : ""}: matched ${esc(r.matched)}, would answer ${esc(r.wouldEnforce)}</li>`).join("");
   const top = (p.topSubjects ?? []).map((s) =>
-    `<li><code>${esc(s.subject)}</code> ${esc(s.challenge)} challenged, ${esc(s.block)} blocked, ${esc(s.rateLimit)} limited of ${esc(s.evaluated)}</li>`).join("");
+    `<li><code>${esc(s.subject)}</code> ${esc(s.challenge)} challenged, ${esc(s.block)} blocked, ${esc(s.rate_limit)} limited of ${esc(s.evaluated)}</li>`).join("");
   return `<table class="preview"><caption>Preview on the window's sample</caption><thead>${head}</thead><tbody>${rows}</tbody></table>` +
     `<h3>By rule</h3><ul class="list">${byRule || '<li class="empty">no rule matched a sampled request</li>'}</ul>` +
     `<h3>Most affected</h3><ul class="list">${top || '<li class="empty">no sampled client would be stopped</li>'}</ul>`;

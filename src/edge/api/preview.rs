@@ -97,9 +97,13 @@ pub async fn post(c: Call<'_>) -> Result<Response, ApiError> {
 /// Every shard's sample, merged (each item standing for as many requests).
 async fn site_sample(c: &Call<'_>) -> Result<(Reservoir, Option<f64>), ApiError> {
     let env = c.io.env;
-    let calls = (0..c.config.hub.shards).map(|i| {
+    // Each shard sends its share of the sample, so the answers together
+    // stay within `PREVIEW_CAP` items however many shards there are.
+    let shards = c.config.hub.shards.max(1);
+    let cap = (preview::PREVIEW_CAP / usize::try_from(shards).unwrap_or(1)).max(1);
+    let calls = (0..shards).map(|i| {
         let name = hub_name(i);
-        async move { call_object::<_, PreviewSample>(env, bindings::HUB, &name, &HubOp::Preview).await }
+        async move { call_object::<_, PreviewSample>(env, bindings::HUB, &name, &HubOp::Preview { cap }).await }
     });
     let mut merged = Reservoir::default();
     let mut since: Option<f64> = None;
