@@ -98,6 +98,10 @@ pub fn default_rules(slide_s: f64) -> Vec<Rule> {
     ]
 }
 
+/// The longest rule name and message `ALERT_RULES` takes.
+pub const MAX_NAME_LEN: usize = 128;
+pub const MAX_MESSAGE_LEN: usize = 1_024;
+
 /// Parses `ALERT_RULES` (a JSON array of rules).
 pub fn parse_rules(text: &str) -> Result<Vec<Rule>, String> {
     let rules: Vec<Rule> = serde_json::from_str(text).map_err(|e| e.to_string())?;
@@ -106,6 +110,14 @@ pub fn parse_rules(text: &str) -> Result<Vec<Rule>, String> {
             return Err(format!(
                 "rule `{}`: needs a name, a finite threshold, non-negative duration and cooldown",
                 r.name
+            ));
+        }
+        // Each transition carries both into the webhook outbox (one stored
+        // row, at most 2 MB): bounded here, with the rule named by its start.
+        if r.name.len() > MAX_NAME_LEN || r.message.len() > MAX_MESSAGE_LEN {
+            let start: String = r.name.chars().take(32).collect();
+            return Err(format!(
+                "rule `{start}`: the name may have at most {MAX_NAME_LEN} bytes and the message {MAX_MESSAGE_LEN}"
             ));
         }
         // A rule on a name no slide answers would never fire, silently.
@@ -213,6 +225,16 @@ pub fn evaluate(
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
+    #[test]
+    fn the_docs_test_rule_parses_and_long_names_are_refused() {
+        // docs/analytics.md, "Trying it out".
+        let doc = r#"[{"name": "webhook_test", "metric": "request_count", "operator": ">=", "threshold": 0,
+  "severity": "low", "message": "webhook test"}]"#;
+        assert_eq!(super::parse_rules(doc).map(|r| r.len()), Ok(1));
+        let long = doc.replace("webhook test", &"m".repeat(super::MAX_MESSAGE_LEN + 1));
+        assert!(super::parse_rules(&long).is_err());
+    }
+
     use super::*;
 
     fn rule(duration: f64, cooldown: f64) -> Rule {

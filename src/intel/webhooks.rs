@@ -36,7 +36,7 @@ pub const QUEUE_MAX: usize = 200;
 /// Finished deliveries kept for `GET /api/alerts/webhooks`.
 pub const LOG_MAX: usize = 50;
 /// Attempts per delivery: the first at the tick of the transition, then
-/// after 1, 2, 4 and 8 slides (`backoff_ms`); after the last it is given up.
+/// after 1, 2, 4, 8 and 16 slides (`backoff_ms`); after the last it is given up.
 pub const MAX_ATTEMPTS: u32 = 6;
 /// Attempts per target per tick at most (a target's deliveries go in
 /// order; its first failure ends its turn for the tick).
@@ -120,8 +120,14 @@ fn parse_target(item: &Value, var: &impl Fn(&str) -> Option<String>) -> Result<T
     let obj = item.as_object().ok_or("must be an object {url, format, secret | secretVar}")?;
     for k in obj.keys() {
         if !matches!(k.as_str(), "url" | "format" | "secret" | "secretVar") {
-            let shown: String = k.chars().take(32).collect();
-            return Err(format!("unknown field `{shown}` (url, format, secret, secretVar)"));
+            // Config errors are served to every client: a key is named only
+            // when it looks like a field name (a pasted secret or URL is not).
+            let plain = k.len() <= 32 && k.chars().all(|c| c.is_ascii_alphabetic());
+            return Err(if plain {
+                format!("unknown field `{k}` (url, format, secret, secretVar)")
+            } else {
+                "an unknown field (url, format, secret, secretVar)".to_string()
+            });
         }
     }
     let url = match obj.get("url") {
