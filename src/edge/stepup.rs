@@ -22,8 +22,9 @@ use crate::platform::call_object;
 
 use super::Io;
 
-/// Clients this isolate holds step-ups for (the least recently used go first).
-const LOCAL_CAPACITY: usize = 10_000;
+/// Clients this isolate holds step-ups for (the least recently used go
+/// first): at most 16 step-ups of 512-byte scopes each, ~18 MB at worst.
+const LOCAL_CAPACITY: usize = 2_000;
 
 thread_local! {
     static LOCAL: RefCell<Option<TtlLru<Vec<StepUp>>>> = const { RefCell::new(None) };
@@ -48,7 +49,7 @@ pub fn held(subject: &str, visitor: Option<&str>) -> Vec<StepUp> {
 
 /// The origin's `X-Intel-Step-Up` value, for the client of this request:
 /// taken if it parses and edgeintel can do what it asks (a challenge needs
-/// `CHALLENGE_SIGNING_KEY` or Turnstile, as a challenge rule does), else
+/// `CHALLENGE_SIGNING_KEY`, as a challenge rule does), else
 /// logged and ignored. The header never reaches the client either way
 /// (`forward::finish`).
 pub fn take(io: Io<'_>, config: &Config, id: &Identity, visitor: Option<&str>, value: &str) {
@@ -57,12 +58,10 @@ pub fn take(io: Io<'_>, config: &Config, id: &Identity, visitor: Option<&str>, v
         Ok(s) => s,
         Err(why) => return io.log.warn("step-up", format_args!("ignored the origin's X-Intel-Step-Up: {why}")),
     };
-    let can_challenge = config.secrets.challenge_key.is_some() || config.enforce.turnstile.is_some();
-    if step_up.action == StepUpAction::Challenge && !can_challenge {
-        return io.log.error(
-            "step-up",
-            "ignored the origin's X-Intel-Step-Up: challenge needs CHALLENGE_SIGNING_KEY or Turnstile",
-        );
+    // The clearance a challenge ends with is signed with CHALLENGE_SIGNING_KEY
+    // (with Turnstile too): without it a challenge could never be passed.
+    if step_up.action == StepUpAction::Challenge && config.secrets.challenge_key.is_none() {
+        return io.log.error("step-up", "ignored the origin's X-Intel-Step-Up: challenge needs CHALLENGE_SIGNING_KEY");
     }
     with_local(|c| {
         for k in keys(id.key.as_str(), visitor) {

@@ -145,7 +145,9 @@ pub fn decide_policy<'r>(i: &DecideInput, rule: Option<&'r RouteRule>) -> Decisi
 pub fn over_limit(d: Decision<'_>) -> Decision<'_> {
     match d.rule {
         Some(r) if r.rule.action == RuleAction::RateLimit => {
-            let action = if r.rule.dry_run { Action::Forward } else { Action::RateLimit };
+            // A dry run keeps what was decided before the limiter: a forward,
+            // or what an origin's step-up made of it (never loosened here).
+            let action = if r.rule.dry_run { d.action } else { Action::RateLimit };
             Decision { action, rule: Some(RuleDecision { rule: r.rule, would: Action::RateLimit }) }
         }
         _ => d,
@@ -467,6 +469,22 @@ mod tests {
         assert_eq!(step_up(d(Action::RateLimit), c, none).action, Action::RateLimit);
         assert_eq!(step_up(d(Action::Forward), None, none).action, Action::Forward);
         assert_eq!(step_up(d(Action::Forward), b, ListVerdict::Allowed).action, Action::Forward);
+    }
+
+    #[test]
+    fn a_dry_run_limit_does_not_undo_a_step_up() {
+        let rule = crate::intel::rules::parse_rules(
+            &serde_json::from_str::<serde_json::Value>(
+                r#"[{"id": "l", "action": "rate_limit", "rateLimit": {"requests": 1, "periodSeconds": 60}, "dryRun": true}]"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let i = input(Mode::Off, 0);
+        let d = decide_policy(&i, rule.first());
+        let stepped = step_up(d, Some(StepUpAction::Block), ListVerdict::Neither);
+        assert_eq!(over_limit(stepped).action, Action::Block, "the step-up's block stays");
+        assert_eq!(over_limit(d).action, Action::Forward, "a dry run alone forwards");
     }
 
     #[test]

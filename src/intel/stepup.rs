@@ -72,8 +72,11 @@ impl StepUp {
     /// a stopping rule, either reading of the path is enough (`PathForms`):
     /// `/x/..%2Fcheckout` is in the scope `/checkout`.
     pub fn covers(&self, path: &PathForms) -> bool {
+        // Case is ignored: many origins (Express by default) route
+        // `/Checkout` as `/checkout`, and covering more only makes the answer stricter.
         let scope = PathForms::of(&self.scope);
-        path.raw.starts_with(&scope.raw) || path.normalised.starts_with(&scope.normalised)
+        let starts = |p: &str, s: &str| p.to_ascii_lowercase().starts_with(&s.to_ascii_lowercase());
+        starts(&path.raw, &scope.raw) || starts(&path.normalised, &scope.normalised)
     }
 }
 
@@ -86,7 +89,10 @@ pub fn parse(value: &str, now: f64) -> Result<StepUp, String> {
     let action = match p.token()?.as_str() {
         "challenge" => StepUpAction::Challenge,
         "block" => StepUpAction::Block,
-        other => return Err(format!("unknown action {other:?} (challenge or block)")),
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(format!("unknown action {shown:?} (challenge or block)"));
+        }
     };
     let (mut scope, mut ttl) = (None, None);
     while p.eat(b';') {
@@ -318,7 +324,7 @@ mod tests {
         {
             assert!(s.covers(&PathForms::of(inside)), "{inside}");
         }
-        for outside in ["/", "/check", "/cart", "/CHECKOUT"] {
+        for outside in ["/", "/check", "/cart"] {
             assert!(!s.covers(&PathForms::of(outside)), "{outside}");
         }
     }
