@@ -42,6 +42,13 @@ pub const fn default_weight(r: Reason) -> u8 {
         Reason::GeoJump => 10,
         // Weak alone: a mobile carrier's /48 can hold many devices' /64s.
         Reason::SubnetRotation => 15,
+        // Listed so the origin knows; verification exempts from score-based
+        // challenges and blocks (`enforce::decide`), it does not lower the score.
+        Reason::VerifiedBot | Reason::SignedAgent => 0,
+        // A lie about who is asking: alone it reaches `medium`.
+        Reason::BotImpersonation => 60,
+        Reason::FingerprintSwarm => 25,
+        Reason::UaFingerprintMismatch => 30,
     }
 }
 

@@ -46,10 +46,21 @@ pub enum Reason {
     /// A new subject past the rotation budget of its /48 or ASN
     /// (`intel::rotation`): widened to the /48 (IPv6) or /24 (IPv4).
     SubnetRotation,
+    /// The User-Agent claims a well-known crawler and the address is in that
+    /// crawler's published ranges (0 points: listed so the origin knows).
+    VerifiedBot,
+    /// The User-Agent claims a well-known crawler from outside its ranges.
+    BotImpersonation,
+    /// A valid HTTP Message Signature (Web Bot Auth) from a known agent.
+    SignedAgent,
+    /// A client fingerprint shared by many subjects whose traffic is mostly risky.
+    FingerprintSwarm,
+    /// A browser User-Agent on a fingerprint seen only from HTTP libraries.
+    UaFingerprintMismatch,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 21] = [
         Reason::Blocklisted,
         Reason::TorExit,
         Reason::ImpossibleTravel,
@@ -66,6 +77,11 @@ impl Reason {
         Reason::MissingBrowserHeaders,
         Reason::GeoJump,
         Reason::SubnetRotation,
+        Reason::VerifiedBot,
+        Reason::BotImpersonation,
+        Reason::SignedAgent,
+        Reason::FingerprintSwarm,
+        Reason::UaFingerprintMismatch,
     ];
 
     /// The stable wire code.
@@ -87,6 +103,11 @@ impl Reason {
             Reason::MissingBrowserHeaders => "missing_browser_headers",
             Reason::GeoJump => "geo_jump",
             Reason::SubnetRotation => "subnet_rotation",
+            Reason::VerifiedBot => "verified_bot",
+            Reason::BotImpersonation => "bot_impersonation",
+            Reason::SignedAgent => "signed_agent",
+            Reason::FingerprintSwarm => "fingerprint_swarm",
+            Reason::UaFingerprintMismatch => "ua_fingerprint_mismatch",
         }
     }
 
