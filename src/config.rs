@@ -181,8 +181,16 @@ pub struct Enforcement {
     pub block_at: u8,
     /// `CHALLENGE_DIFFICULTY`: leading zero bits of the proof-of-work.
     pub difficulty: u8,
+    /// `CHALLENGE_DIFFICULTY_MAX` and `_STEP`: the difficulty grows with the
+    /// score (`intel::challenge::Difficulty`; `difficulty` is its base).
+    pub difficulty_max: u8,
+    pub difficulty_step: u8,
+    /// `CHALLENGE_NOSCRIPT_WAIT_SECONDS`: the no-script path's wait (0 = off).
+    pub noscript_wait_s: u32,
     /// `CLEARANCE_TTL_SECONDS`: how long a solved challenge lasts.
     pub clearance_ttl_s: u32,
+    /// `CLEARANCE_BINDING`: what challenges and clearances are bound to.
+    pub binding: crate::intel::challenge::Binding,
     /// `TURNSTILE_SITE_KEY` (var) and `TURNSTILE_SECRET` (secret): use
     /// Cloudflare Turnstile for challenges instead of the proof-of-work.
     pub turnstile: Option<(String, String)>,
@@ -346,6 +354,10 @@ impl Config {
         };
         let challenge_difficulty = raw.int("CHALLENGE_DIFFICULTY")? as u8;
         let clearance_ttl_s = raw.int("CLEARANCE_TTL_SECONDS")? as u32;
+        let difficulty_max = raw.int("CHALLENGE_DIFFICULTY_MAX")? as u8;
+        let difficulty_step = raw.int("CHALLENGE_DIFFICULTY_STEP")? as u8;
+        let noscript_wait_s = raw.int("CHALLENGE_NOSCRIPT_WAIT_SECONDS")? as u32;
+        let binding = crate::intel::challenge::Binding::parse(raw.choice("CLEARANCE_BINDING")?).unwrap_or_default();
         let consult_timeout_ms = raw.int("CONSULT_TIMEOUT_MS")? as u32;
         let consistent_timeout_ms = raw.int("CONSISTENT_TIMEOUT_MS")? as u32;
         let origin_timeout_ms = raw.int("ORIGIN_TIMEOUT_MS")? as u32;
@@ -365,6 +377,8 @@ impl Config {
             geo_jump_km: raw.int("GEO_JUMP_KM")? as f64,
             threat_half_life_ms: raw.int("THREAT_HALF_LIFE_MIN")? as f64 * 60_000.0,
             reputation_half_life_ms: raw.int("REPUTATION_HALF_LIFE_MIN")? as f64 * 60_000.0,
+            shared_min_visitors: raw.int("SHARED_MIN_VISITORS")? as usize,
+            shared_max_factor: raw.int("SHARED_MAX_FACTOR")? as f64,
             ..ProfileRules::default()
         };
         let travel = TravelRules {
@@ -483,7 +497,11 @@ impl Config {
                 challenge_at,
                 block_at,
                 difficulty: challenge_difficulty,
+                difficulty_max,
+                difficulty_step,
+                noscript_wait_s,
                 clearance_ttl_s,
+                binding,
                 turnstile,
                 turnstile_verify_url,
                 rules: route_rules,
@@ -666,7 +684,11 @@ mod tests {
                 challenge_at: 75,
                 block_at: 90,
                 difficulty: 16,
+                difficulty_max: 20,
+                difficulty_step: 10,
+                noscript_wait_s: 5,
                 clearance_ttl_s: 3600,
+                binding: crate::intel::challenge::Binding::Subject,
                 turnstile: None,
                 turnstile_verify_url: "https://challenges.cloudflare.com/turnstile/v0/siteverify".to_string(),
                 rules: Vec::new(),

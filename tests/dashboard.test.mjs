@@ -9,7 +9,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { chromium } from "playwright-core";
-import { startEdge, BROWSER_HEADERS, ADMIN_TOKEN } from "./harness.mjs";
+import { startEdge, BROWSER_HEADERS, ADMIN_TOKEN, solve } from "./harness.mjs";
 import { CITIES, cfFor } from "../scripts/simulate.mjs";
 
 const city = (name) => CITIES.find((c) => c.city === name);
@@ -24,6 +24,9 @@ before(async () => {
       ANALYTICS_SLIDE_SECONDS: "2",
       ANALYTICS_WINDOW_SECONDS: "60",
       FLUSH_INTERVAL_MS: "200",
+      // ENFORCE stays off; the key lets the challenges panel's test save a challenge rule.
+      CHALLENGE_SIGNING_KEY: "challenge-key-for-tests-0123456789",
+      CHALLENGE_DIFFICULTY: "4",
     },
   });
   browser = await chromium.launch({
@@ -293,4 +296,42 @@ test("the rules panel: the editor validates through the API and names each bad f
   assert.deepEqual(pageErrors, []);
   assert.equal((await edge.api("PUT", "/api/config/rules", { body: { rules: [] } })).status, 200);
   await page.close();
+});
+
+test("the challenges panel: a rule's challenges issued and solved, by trigger and reason", async () => {
+  const rules = [{ id: "gate", match: { path: "/gate" }, action: "challenge" }];
+  assert.equal((await edge.api("PUT", "/api/config/rules", { body: { rules } })).status, 200);
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const pageErrors = [];
+  page.on("pageerror", (e) => pageErrors.push(String(e)));
+  page.on("console", (m) => m.type() === "error" && pageErrors.push(m.text()));
+  try {
+    await page.goto(new URL("_intel/", edge.url).href);
+    await page.fill("#token", ADMIN_TOKEN);
+    await page.press("#token", "Enter");
+    await page.waitForSelector("#app:not([hidden])");
+    const headers = { ...BROWSER_HEADERS, Accept: "application/json" };
+    const cf = cfFor(city("London"));
+    let challenged;
+    for (let i = 0; i < 3; i++) {
+      const r = await edge.send("/gate", { cf, ip: "198.51.100.80", headers });
+      assert.equal(r.status, 403);
+      challenged = await r.json();
+    }
+    const { token, difficulty, verify } = challenged.challenge;
+    const ok = await edge.send(verify, { cf, ip: "198.51.100.80", method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token, counter: solve(token, difficulty) }) });
+    assert.equal(ok.status, 200);
+    await ok.arrayBuffer();
+    const row = '#challenges-body tr[data-trigger="rule"]';
+    await page.waitForFunction((sel) => document.querySelector(`${sel} td[data-k="solved"]`)?.textContent === "1", row, { timeout: 30000 });
+    assert.equal(await page.textContent(`${row} td[data-k="issued"]`), "3");
+    assert.match(await page.textContent(`${row} th`), /rule gate/);
+    assert.equal(await page.textContent(`${row} td[data-k="pending"]`), "2");
+    assert.match(await page.textContent(`${row} td[data-k="meanSolveMs"]`), /^\d+\.\d s$/);
+    await page.screenshot({ path: "tests/artifacts/dashboard-challenges.png", fullPage: true });
+    assert.deepEqual(pageErrors, []);
+  } finally {
+    await page.close();
+    assert.equal((await edge.api("PUT", "/api/config/rules", { body: { rules: [] } })).status, 200);
+  }
 });

@@ -71,13 +71,23 @@ fn check_solution(token: &str, counter: u64) {
         return;
     }
     let parts: Vec<&str> = token.split('.').collect();
-    let [nonce, issued, difficulty, _sig] = parts.as_slice() else {
-        panic!("accepted token {token:?} has not 4 parts")
+    let (nonce, issued, difficulty, label) = match parts.as_slice() {
+        [n, i, d, l, _sig] => (*n, *i, *d, Some(*l)),
+        // The earlier `nonce.issued.difficulty.sig` (no label) still verifies.
+        [n, i, d, _sig] => (*n, *i, *d, None),
+        _ => panic!("accepted token {token:?} has not 4 or 5 parts"),
     };
     let issued_ms = issued.parse::<u64>().unwrap_or_else(|_| panic!("accepted token {token:?}: issued {issued:?}"));
     let d = difficulty.parse::<u8>().unwrap_or_else(|_| panic!("accepted token {token:?}: difficulty {difficulty:?}"));
-    let reissued = issue_token(KEY, SUBJECT, nonce, issued_ms, d).unwrap_or_default();
-    assert!(reissued.eq_ignore_ascii_case(token), "token {token:?} was not issued with the key ({reissued})");
+    if let Some(l) = label {
+        let bytes: Option<Vec<u8>> = (l.len() % 2 == 0)
+            .then(|| (0..l.len()).step_by(2).map(|i| l.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect())
+            .flatten();
+        let label = bytes.and_then(|b| String::from_utf8(b).ok());
+        let label = label.unwrap_or_else(|| panic!("accepted token {token:?}: label {l:?}"));
+        let reissued = issue_token(KEY, SUBJECT, nonce, issued_ms, d, &label).unwrap_or_default();
+        assert!(reissued.eq_ignore_ascii_case(token), "token {token:?} was not issued with the key ({reissued})");
+    }
     assert!(d >= 1 && work_ok(token, counter, d), "token {token:?} accepted without the work (counter {counter})");
     assert!(verify_solution(OTHER_KEY, SUBJECT, token, counter, NOW, 1).is_err(), "token valid with another key");
     assert!(verify_solution(KEY, OTHER_SUBJECT, token, counter, NOW, 1).is_err(), "token valid for another subject");

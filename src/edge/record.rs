@@ -47,6 +47,7 @@ use crate::config::{Consult, Flush};
 use crate::error::Error;
 use crate::intel::analytics::{AnalyticsConfig, Sample};
 use crate::intel::batches::{BatchItems, Batches, Enqueued};
+use crate::intel::challenge::Outcome;
 use crate::intel::deltas::{jittered, SlideDeltas};
 use crate::intel::fanout::{StreamOp, ROOT};
 use crate::intel::ip::Identity;
@@ -216,6 +217,13 @@ pub fn sample(io: Io<'_>, b: Batching<'_>, shard: u32, continent: Option<&str>, 
             d.add_dropped(cfg, lost, now);
         }
     });
+}
+
+/// Counts one challenge outcome under its label (`intel::challenge::Why`)
+/// in the slide of `at` (a solution: its token's issue time), reported with
+/// this isolate's next report like a sample.
+pub fn challenge(io: Io<'_>, b: Batching<'_>, label: &str, outcome: Outcome, at: f64) {
+    fold(io, b, |d, cfg, now| d.add_challenge(cfg, label, outcome, at, now));
 }
 
 /// Counts events the API rejected (reported with the next report).

@@ -32,6 +32,7 @@ use crate::clock::now_ms;
 use crate::config::{Config, RiskMode};
 use crate::error::Error;
 use crate::intel::analytics::{rule_key, shard_of, Consult, RuleSample};
+use crate::intel::challenge::{self, Difficulty, Outcome, Why};
 use crate::intel::enforce::{self, clearance_issued, Action, DecideInput, Decision, CLEARANCE_COOKIE};
 use crate::intel::facts::{CfFacts, RequestFacts};
 use crate::intel::headers::{self, HeaderInput, IntelStatus, RuleHeader};
@@ -50,6 +51,7 @@ use crate::intel::stepup::{self, StepUp};
 use crate::intel::travel::TravelFinding;
 
 use super::record::{Batching, Recorded};
+use super::respond::ChallengeAsk;
 use super::stepup as edge_stepup;
 use super::visitor::Visitor;
 use super::{consult, extract, forward, lists, ratelimit, record, respond, rotation, rules, visitor, Io};
@@ -133,14 +135,14 @@ pub async fn handle(req: &Request, io: Io<'_>, config: &Config) -> Response {
         note_subject(&rc);
         return respond::error(&e);
     }
-    let decision = decide(&rc, &found, &scored);
+    let (decision, stepped_up) = decide(&rc, &found, &scored);
     let (decision, taken) = limit(&rc, decision).await;
     let action = decision.action;
     let sent = now_ms();
     let result = match (action, decision.rule, taken) {
         (Action::Forward, ..) => forward(&rc, &found, &scored, &decision).await,
         (Action::RateLimit, Some(d), Some(t)) => Ok(rate_limited(&rc, d.rule, &t)),
-        (action, ..) => Ok(respond(&rc, action)),
+        (action, ..) => Ok(respond(&rc, &scored, &decision, stepped_up, action)),
     };
     let status = result.as_ref().map_or_else(|e| e.status, Response::status);
     let answer = match action {
@@ -240,7 +242,8 @@ async fn consult(rc: &mut RequestCtx<'_>) -> (Found, Observation) {
         rc.signals.push(Signal { reason: Reason::Blocklisted, points: None });
     }
     let visitor = rc.visitor.as_ref().map(|v| v.key.as_str());
-    let obs = outcome::observation(rc.started, &rc.request, &rc.cf, &rc.signals, visitor);
+    let mut obs = outcome::observation(rc.started, &rc.request, &rc.cf, &rc.signals, visitor);
+    obs.returning = rc.visitor.as_ref().is_some_and(|v| v.set_cookie.is_none());
     let (profile, status, (travel, visitor_step_ups), consult, recorded) = match &rc.identity {
         None => (ProfileVerdict::unknown_subject(), IntelStatus::Ok, (None, Vec::new()), Consult::Cached, None),
         Some(id) => consult_profile(rc, id, &obs).await,
@@ -337,8 +340,9 @@ fn score(rc: &mut RequestCtx, found: &Found) -> Scored {
 }
 
 /// Phase 5: forward, challenge or block (`intel::enforce`): the lists, then
-/// the first per-route rule that matches (`intel::rules`), then the mode.
-fn decide<'f>(rc: &RequestCtx, found: &'f Found, scored: &Scored) -> Decision<'f> {
+/// the first per-route rule that matches (`intel::rules`), then the mode,
+/// then the origin's step-ups (true when one made the answer stricter).
+fn decide<'f>(rc: &RequestCtx, found: &'f Found, scored: &Scored) -> (Decision<'f>, bool) {
     let config = rc.config;
     let cleared_at = cleared_at(rc);
     let cleared = cleared_at.is_some();
@@ -372,11 +376,12 @@ fn decide<'f>(rc: &RequestCtx, found: &'f Found, scored: &Scored) -> Decision<'f
     // Then what the origin asked for this client (`X-Intel-Step-Up`): the
     // profile's and the visitor's step-ups, and those this isolate took
     // before they reached either object.
-    let Some(id) = &rc.identity else { return decision };
+    let Some(id) = &rc.identity else { return (decision, false) };
     let held = edge_stepup::held(id.key.as_str(), visitor_key(rc));
     let all = found.profile.step_ups.iter().chain(&found.visitor_step_ups).chain(&held);
     let demand = stepup::demand(all, &PathForms::of(&rc.request.path), cleared_at, rc.started);
-    enforce::step_up(decision, demand, found.list)
+    let stepped = enforce::step_up(decision, demand, found.list);
+    (stepped, stepped.action != decision.action)
 }
 
 /// Phase 5b: a matched rate-limit rule counts the request with its limiter
@@ -408,11 +413,25 @@ fn rate_limited(rc: &RequestCtx, rule: &RouteRule, taken: &Taken) -> Response {
 }
 
 /// When the request's clearance (a solved challenge) was issued (ms), if it
-/// holds a valid one for its own subject.
+/// holds a valid one for what challenges are bound to (`CLEARANCE_BINDING`:
+/// its visitor and browser family, then its own subject).
 fn cleared_at(rc: &RequestCtx) -> Option<f64> {
     let key = rc.config.secrets.challenge_key.as_deref()?;
     let value = rc.cookies.as_deref().and_then(|h| cookie(h, CLEARANCE_COOKIE))?;
-    clearance_issued(key, own_key(rc), value, rc.started)
+    let bound = bound_to(rc);
+    clearance_issued(key, &bound, value, rc.started).or_else(|| {
+        // A clearance bound to the subject (issued before a visitor cookie
+        // existed, or before `CLEARANCE_BINDING=visitor`) still holds there.
+        (bound != own_key(rc)).then(|| clearance_issued(key, own_key(rc), value, rc.started)).flatten()
+    })
+}
+
+/// What this request's challenge and clearance are bound to
+/// (`intel::challenge::bound_to`): only a visitor whose cookie came with
+/// the request counts (one minted now is not in the browser yet).
+fn bound_to(rc: &RequestCtx) -> String {
+    let visitor = rc.visitor.as_ref().filter(|v| v.set_cookie.is_none()).map(|v| v.key.as_str());
+    challenge::bound_to(rc.config.enforce.binding, own_key(rc), visitor, rc.request.user_agent.as_deref())
 }
 
 /// What a challenge and a clearance are bound to: the request's own
@@ -459,13 +478,40 @@ async fn forward(
     forward::send(rc.req, &rc.config.origin, &ours).await
 }
 
-/// Phase 6b: the edge's own answer, a block page or a challenge.
-fn respond(rc: &RequestCtx, action: Action) -> Response {
+/// Phase 6b: the edge's own answer, a block page or a challenge. A
+/// challenge's difficulty grows with the score; why it was issued (the
+/// origin's step-up, the rule, or the score, with the top reason) goes into
+/// its token and its counters (`intel::challenge`).
+fn respond(rc: &RequestCtx, scored: &Scored, decision: &Decision, stepped_up: bool, action: Action) -> Response {
     let accept = extract::header(rc.req, "accept").unwrap_or_default();
-    match action {
-        Action::Challenge => respond::challenge(&accept, rc.config, own_key(rc), &rc.request.path, rc.started),
-        _ => respond::blocked(&accept),
+    if action != Action::Challenge {
+        return respond::blocked(&accept);
     }
+    let e = &rc.config.enforce;
+    let pow = Difficulty { base: e.difficulty, max: e.difficulty_max, step: e.difficulty_step };
+    let trigger = match decision.rule {
+        _ if stepped_up => "step_up".to_string(),
+        Some(d) if d.would == Action::Challenge => format!("rule:{}", d.rule.id),
+        _ => "score".to_string(),
+    };
+    let reason = scored.verdict.contributions.iter().find(|c| c.points > 0).map_or("none", |c| c.reason.code());
+    let label = Why { trigger, reason: reason.to_string() }.label();
+    let bound = bound_to(rc);
+    let ask = ChallengeAsk {
+        bound: &bound,
+        return_to: &rc.request.path,
+        now_ms: rc.started,
+        difficulty: pow.for_score(scored.verdict.score, e.challenge_at),
+        label: &label,
+    };
+    record::challenge(rc.io, rc.batching(), &label, Outcome::Issued, rc.started);
+    let response = respond::challenge(&accept, rc.config, &ask);
+    // The visitor cookie goes with the challenge too, so that a clearance
+    // bound to the visitor can be issued when the answer comes back.
+    if let Some(set_cookie) = rc.visitor.as_ref().and_then(|v| v.set_cookie.as_deref()) {
+        let _ = response.headers().append("set-cookie", set_cookie);
+    }
+    response
 }
 
 /// Phase 7: the sample for the analytics and the observation for the

@@ -92,41 +92,88 @@ pub fn rate_limited(accept: &str, rule_id: &str, limit: u32, period_s: u32, take
     response
 }
 
+/// What a challenge is issued for: what the token is bound to
+/// (`intel::challenge::bound_to`), where to go back, its difficulty
+/// (`Difficulty::for_score`) and why it was issued (`Why::label`).
+pub struct ChallengeAsk<'a> {
+    pub bound: &'a str,
+    pub return_to: &'a str,
+    pub now_ms: f64,
+    pub difficulty: u8,
+    pub label: &'a str,
+}
+
 /// 403 with the self-hosted proof-of-work challenge: an HTML page whose
-/// script solves it and posts the answer, or JSON for API clients. Takes
-/// the whole `Config` for three of its parts: the challenge's settings
-/// (`enforce`), its signing key (`secrets`) and the prefix of `verify`.
-pub fn challenge(accept: &str, config: &Config, subject: &str, return_to: &str, now_ms: f64) -> Response {
+/// script solves it and posts the answer, or JSON for API clients. Without
+/// JavaScript the page refreshes itself to the no-script path after its wait
+/// (`CHALLENGE_NOSCRIPT_WAIT_SECONDS`; docs/enforcement.md). Takes the whole
+/// `Config` for three of its parts: the challenge's settings (`enforce`),
+/// its signing key (`secrets`) and the prefix of `verify`.
+pub fn challenge(accept: &str, config: &Config, ask: &ChallengeAsk) -> Response {
     if let Some((site_key, _)) = &config.enforce.turnstile {
-        return turnstile(accept, &config.intel_prefix, site_key, return_to);
+        return turnstile(accept, &config.intel_prefix, site_key, ask.return_to, ask.label);
     }
     let mut nonce = [0u8; 12];
     let _ = getrandom::fill(&mut nonce);
     let key = config.secrets.challenge_key.as_deref().unwrap_or_default();
-    let d = config.enforce.difficulty;
-    let Some(token) = crate::intel::enforce::issue_token(key, subject, &hex::encode(nonce), now_ms as u64, d) else {
+    let d = ask.difficulty;
+    let nonce = hex::encode(nonce);
+    let Some(token) = crate::intel::enforce::issue_token(key, ask.bound, &nonce, ask.now_ms as u64, d, ask.label)
+    else {
         return blocked(accept);
     };
-    let verify = format!("{}/challenge/verify", config.intel_prefix);
-    let ret = if return_to.starts_with('/') && !return_to.starts_with("//") { return_to } else { "/" };
+    let prefix = &config.intel_prefix;
+    let verify = format!("{prefix}/challenge/verify");
+    let ret = if ask.return_to.starts_with('/') && !ask.return_to.starts_with("//") { ask.return_to } else { "/" };
+    let wait = crate::intel::challenge::noscript_wait_s(config.enforce.noscript_wait_s, d, config.enforce.difficulty);
+    // The token is hex, digits and dots; the return path is encoded.
+    let ret_q: String = url::form_urlencoded::byte_serialize(ret.as_bytes()).collect();
+    let wait_url = wait.map(|_| format!("{prefix}/challenge/wait?token={token}&return={ret_q}"));
     if !wants_html(accept) {
+        let mut challenge = serde_json::json!({"token": token, "difficulty": d, "verify": verify});
+        if let (Some(w), Some(url), Some(c)) = (wait, &wait_url, challenge.as_object_mut()) {
+            c.insert("noscript".into(), serde_json::json!({"url": url, "waitSeconds": w}));
+        }
         let body = serde_json::json!({
             "error": "challenge_required",
             "message": "solve the proof-of-work: find counter such that SHA-256(token + \":\" + counter) has `difficulty` leading zero bits, then POST {token, counter} to `verify`",
-            "challenge": {"token": token, "difficulty": d, "verify": verify},
+            "challenge": challenge,
         });
         return with_body(403, "application/json; charset=utf-8", &body.to_string());
     }
+    let esc = |s: &str| s.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;");
     let ret_json = serde_json::to_string(ret).unwrap_or_else(|_| "\"/\"".into()).replace('<', "\\u003c");
+    let wait_json = serde_json::to_string(&wait_url).unwrap_or_else(|_| "null".into()).replace('<', "\\u003c");
+    let (refresh, noscript) = match (wait, &wait_url) {
+        (Some(w), Some(url)) => (
+            format!(r#"<noscript><meta http-equiv="refresh" content="{w};url={}"></noscript>"#, esc(url)),
+            format!(
+                r#"<p><b>JavaScript is off.</b> This page will reload by itself in {w} seconds and let you through: please keep it open. If it does not, <a href="{}">continue here</a> after {w} seconds.</p>"#,
+                esc(url)
+            ),
+        ),
+        _ => (
+            String::new(),
+            "<p><b>This check needs JavaScript.</b> Please turn it on for this site and reload the page.</p>"
+                .to_string(),
+        ),
+    };
     let page = format!(
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>Checking your browser</title>
-<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:15vh auto;padding:0 1rem;color:#222}}progress{{width:100%}}</style></head>
-<body><h1>One moment…</h1><p>Your browser is doing a short calculation to show it is not an automated client. This takes a second or two.</p>
-<progress id="p"></progress><noscript><p>This check needs JavaScript.</p></noscript>
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>Checking your browser</title>{refresh}
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:15vh auto;padding:0 1rem;color:#222}}progress{{width:100%}}#why{{color:#a00}}</style></head>
+<body><h1>One moment…</h1><p>Your browser is doing a short calculation to show it is not an automated client. This usually takes a few seconds.</p>
+<progress id="p"></progress><p id="why" role="alert"></p><noscript>{noscript}</noscript>
 <script>
-const token = "{token}", difficulty = {d}, verify = "{verify}", ret = {ret_json};
+const token = "{token}", difficulty = {d}, verify = "{verify}", ret = {ret_json}, waitUrl = {wait_json};
 function zeros(b) {{ let n = 0; for (const x of b) {{ if (x === 0) {{ n += 8; continue; }} return n + Math.clz32(x) - 24; }} return n; }}
+function cannot(why) {{
+  document.getElementById("p").remove();
+  const p = document.getElementById("why");
+  p.textContent = why + " ";
+  if (waitUrl) {{ const a = document.createElement("a"); a.href = waitUrl; a.textContent = "Continue without it (after a short wait)"; p.appendChild(a); }}
+}}
 (async () => {{
+  if (!(window.crypto && crypto.subtle)) return cannot("This browser cannot run the check here (it needs Web Crypto, which browsers offer only over HTTPS).");
   const enc = new TextEncoder();
   for (let c = 0; ; c++) {{
     const d = new Uint8Array(await crypto.subtle.digest("SHA-256", enc.encode(token + ":" + c)));
@@ -136,7 +183,7 @@ function zeros(b) {{ let n = 0; for (const x of b) {{ if (x === 0) {{ n += 8; co
       document.body.appendChild(f); f.submit(); return;
     }}
   }}
-}})();
+}})().catch((e) => cannot("The check could not run (" + String(e && e.message || e).slice(0, 100) + ")."));
 </script></body></html>"#
     );
     with_body(403, "text/html; charset=utf-8", &page)
@@ -144,14 +191,15 @@ function zeros(b) {{ let n = 0; for (const x of b) {{ if (x === 0) {{ n += 8; co
 
 /// The Turnstile variant of the challenge (when configured): Cloudflare's
 /// widget, whose token the worker checks with siteverify (`prefix`: `INTEL_PREFIX`).
-fn turnstile(accept: &str, prefix: &str, site_key: &str, return_to: &str) -> Response {
+/// `label` goes back with the answer (unsigned: only the metrics read it).
+fn turnstile(accept: &str, prefix: &str, site_key: &str, return_to: &str, label: &str) -> Response {
     let verify = format!("{prefix}/challenge/verify");
     let ret = if return_to.starts_with('/') && !return_to.starts_with("//") { return_to } else { "/" };
     if !wants_html(accept) {
         let body = serde_json::json!({
             "error": "challenge_required",
             "message": "solve the Turnstile challenge, then POST cf-turnstile-response to `verify`",
-            "challenge": {"type": "turnstile", "siteKey": site_key, "verify": verify},
+            "challenge": {"type": "turnstile", "siteKey": site_key, "verify": verify, "why": label},
         });
         return with_body(403, "application/json; charset=utf-8", &body.to_string());
     }
@@ -160,12 +208,13 @@ fn turnstile(accept: &str, prefix: &str, site_key: &str, return_to: &str) -> Res
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>Checking your browser</title>
 <script src="https://challenges.cloudflare.com/turnstile/v0/api.js" async defer></script></head>
 <body style="font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:15vh auto;padding:0 1rem">
-<h1>One moment…</h1><form method="POST" action="{verify}"><input type="hidden" name="return" value="{ret}">
+<h1>One moment…</h1><form method="POST" action="{verify}"><input type="hidden" name="return" value="{ret}"><input type="hidden" name="why" value="{why}">
 <div class="cf-turnstile" data-sitekey="{site_key}" data-callback="edgeintelDone"></div><noscript><p>This check needs JavaScript.</p></noscript></form>
 <script>function edgeintelDone() {{ document.forms[0].submit(); }}</script></body></html>"#,
         verify = esc(&verify),
         ret = esc(ret),
         site_key = esc(site_key),
+        why = esc(label),
     );
     with_body(403, "text/html; charset=utf-8", &page)
 }

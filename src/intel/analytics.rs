@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::challenge::{add_counts, ChallengeCounts, Outcome};
 use super::events::EventType;
 use super::preview;
 use super::protocol::Update;
@@ -451,6 +452,10 @@ pub struct Slide {
     /// Hits per per-route rule and action (`rule_key`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rules: BTreeMap<String, RuleHits>,
+    /// Challenges issued, solved and failed per `<trigger>|<reason>` label
+    /// (`intel::challenge`; a solution in the slide its token was issued in).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub challenges: BTreeMap<String, ChallengeCounts>,
 }
 
 fn agg_for<'a, K: Ord + Clone>(map: &'a mut BTreeMap<K, KeyAgg>, key: &K) -> Option<&'a mut KeyAgg> {
@@ -534,6 +539,13 @@ impl Slide {
             if let Some(h) = entry_within(&mut self.rules, &r.key, r.key.len(), budget) {
                 h.count(r);
             }
+        }
+    }
+
+    /// Counts one challenge outcome under its label (within the slide's bounds).
+    pub(super) fn add_challenge(&mut self, label: &str, o: Outcome) {
+        if let Some(c) = entry_within(&mut self.challenges, &label.to_string(), label.len(), &mut self.budget) {
+            c.count(o);
         }
     }
 
@@ -642,6 +654,11 @@ impl Slide {
                 h.add(v);
             }
         }
+        for (k, v) in &o.challenges {
+            if let Some(c) = entry_within(&mut self.challenges, k, k.len(), budget) {
+                c.add(v);
+            }
+        }
         budget.dropped += o.budget.dropped;
     }
 
@@ -702,6 +719,11 @@ impl Slide {
         self.gauges.merge(&o.gauges);
         for (k, v) in &o.rules {
             add_rule_hits(&mut self.rules, k, v, MAX_KEYS);
+        }
+        for (k, v) in &o.challenges {
+            if let Some(c) = entry_within(&mut self.challenges, k, k.len(), &mut self.budget) {
+                c.add(v);
+            }
         }
     }
 
@@ -900,6 +922,9 @@ pub struct Totals {
     /// Hits per per-route rule and action since start (`MAX_RULE_TOTALS` keys).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rules: BTreeMap<String, RuleHits>,
+    /// Challenge counters per label since start (`challenge::MAX_LABELS` keys).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub challenges: BTreeMap<String, ChallengeCounts>,
 }
 
 impl Aggregator {
@@ -1133,6 +1158,9 @@ impl Totals {
         self.observations_dropped += o.observations_dropped;
         for (k, v) in &o.rules {
             add_rule_hits(&mut self.rules, k, v, MAX_RULE_TOTALS);
+        }
+        for (k, v) in &o.challenges {
+            add_counts(&mut self.challenges, k, v);
         }
     }
 }

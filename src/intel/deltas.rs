@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::analytics::{forgotten_key, Aggregator, AnalyticsConfig, Sample, Slide, Totals, MAX_SLIDE_BYTES};
+use super::challenge::Outcome;
 use super::preview::{self, Facts, Reservoir, Reservoirs};
 
 /// Bytes a slide costs beyond its keys (the HyperLogLog's 1 KiB as hex, the
@@ -135,6 +136,24 @@ impl SlideDeltas {
     pub fn add_rejected(&mut self, cfg: &AnalyticsConfig, n: u64, now_ms: f64) {
         if let Some(slide) = self.shards.entry(0).or_default().slide(cfg, now_ms, now_ms) {
             slide.events_rejected += n;
+        }
+    }
+
+    /// Counts one challenge outcome (shard 0: the counters are summed over
+    /// shards) in the slide of `at`: a solution in the slide its token was
+    /// issued in, so `issued - solved` of a settled slide is what was
+    /// abandoned. Outside the window: the newest slide.
+    pub fn add_challenge(&mut self, cfg: &AnalyticsConfig, label: &str, o: Outcome, at: f64, now_ms: f64) {
+        let d = self.shards.entry(0).or_default();
+        let start = match d.slide(cfg, at, now_ms) {
+            Some(s) => s.start,
+            None => match d.slide(cfg, now_ms, now_ms) {
+                Some(s) => s.start,
+                None => return,
+            },
+        };
+        if let Some(slide) = d.slides.get_mut(&start) {
+            slide.add_challenge(label, o);
         }
     }
 
@@ -384,6 +403,9 @@ fn add_totals(t: &mut Totals, s: &Slide) {
     for (k, v) in &s.rules {
         super::analytics::add_rule_hits(&mut t.rules, k, v, super::analytics::MAX_RULE_TOTALS);
     }
+    for (k, v) in &s.challenges {
+        super::challenge::add_counts(&mut t.challenges, k, v);
+    }
 }
 
 #[cfg(test)]
@@ -490,6 +512,45 @@ mod tests {
         let json = serde_json::to_string(&d).unwrap_or_default();
         assert_eq!(serde_json::from_str::<SlideDeltas>(&json).ok(), Some(d.clone()));
         assert!(d.bytes() >= SLIDE_OVERHEAD * 2);
+    }
+
+    #[test]
+    fn challenge_outcomes_reach_the_hub_through_every_tier_in_their_issue_slide() {
+        use crate::intel::challenge::{counters, SlideCounts};
+        let c = cfg();
+        let (a, b) = (SlideDeltas::default(), SlideDeltas::default());
+        let (mut a, mut b) = (a, b);
+        let issued_at = NOW - 120_000.0;
+        a.add_challenge(&c, "score|tor_exit", Outcome::Issued, issued_at, NOW);
+        a.add_challenge(&c, "score|tor_exit", Outcome::Issued, issued_at, NOW);
+        // Solved in another isolate, two minutes later: counted in the issue slide.
+        b.add_challenge(
+            &c,
+            "score|tor_exit",
+            Outcome::Solved { solve_ms: Some(3_000), noscript: true },
+            issued_at,
+            NOW,
+        );
+        b.add_challenge(&c, "unknown|none", Outcome::Failed, NOW, NOW);
+        // An aggregator absorbs both; the hub applies its summary (round trip on the wire).
+        let mut agg = SlideDeltas::default();
+        agg.absorb(&a);
+        agg.absorb(&b);
+        let json = serde_json::to_string(&agg).unwrap_or_default();
+        let agg: SlideDeltas = serde_json::from_str(&json).unwrap_or_default();
+        assert_eq!(agg.requests(), 0, "challenge outcomes are not requests");
+        let mut hub = Aggregator::default();
+        apply(&mut hub, &c, agg.shards.get(&0).unwrap_or(&ShardDelta::default()), NOW);
+        let start = Aggregator::slide_start(&c, issued_at);
+        let tor = hub.slides.get(&start).and_then(|s| s.challenges.get("score|tor_exit")).copied().unwrap_or_default();
+        assert_eq!((tor.issued, tor.solved, tor.solved_noscript, tor.solve_ms), (2, 1, 1, 3_000));
+        assert_eq!(hub.totals.challenges.get("unknown|none").map(|x| x.failed), Some(1));
+        let out = counters(
+            &hub.totals.challenges,
+            hub.slides.values().map(|s| SlideCounts { counts: &s.challenges, settled: false }),
+        );
+        let tor = out.iter().find(|x| x.reason == "tor_exit").map(|x| x.window).unwrap_or_default();
+        assert_eq!((tor.issued, tor.solved, tor.pending, tor.abandoned), (2, 1, 1, 0));
     }
 
     #[test]

@@ -181,11 +181,57 @@ fn mac(key: &str, parts: &[&str]) -> Option<HmacSha256> {
     Some(m)
 }
 
-/// `nonce.issued.difficulty.sig` (all hex / decimal, URL- and cookie-safe).
-pub fn issue_token(key: &str, subject: &str, nonce_hex: &str, issued_ms: u64, difficulty: u8) -> Option<String> {
-    let (i, d) = (issued_ms.to_string(), difficulty.to_string());
-    let sig = mac(key, &["challenge", subject, nonce_hex, &i, &d])?.finalize().into_bytes();
-    Some(format!("{nonce_hex}.{i}.{d}.{}", hex::encode(sig)))
+/// `nonce.issued.difficulty.label.sig` (hex / decimal, URL- and
+/// cookie-safe): `label` is why the challenge was issued
+/// (`challenge::Why::label`, hex-encoded), signed with the rest so a
+/// solution is counted against what issued it.
+pub fn issue_token(
+    key: &str,
+    bound: &str,
+    nonce_hex: &str,
+    issued_ms: u64,
+    difficulty: u8,
+    label: &str,
+) -> Option<String> {
+    let (i, d, l) = (issued_ms.to_string(), difficulty.to_string(), hex::encode(label));
+    let sig = mac(key, &["challenge", bound, nonce_hex, &i, &d, &l])?.finalize().into_bytes();
+    Some(format!("{nonce_hex}.{i}.{d}.{l}.{}", hex::encode(sig)))
+}
+
+/// What a genuine token says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenFacts {
+    pub issued_ms: f64,
+    pub difficulty: u8,
+    /// Why it was issued (`challenge::Why::label`); empty for a token from
+    /// before labels (`nonce.issued.difficulty.sig`).
+    pub label: String,
+}
+
+/// A token that was issued to `bound` with `key` and is not expired.
+pub fn check_token(key: &str, bound: &str, token: &str, now_ms: f64) -> Result<TokenFacts, &'static str> {
+    let parts: Vec<&str> = token.split('.').collect();
+    let (nonce, issued, diff, label_hex, sig) = match parts.as_slice() {
+        [n, i, d, l, s] => (*n, *i, *d, Some(*l), *s),
+        [n, i, d, s] => (*n, *i, *d, None, *s),
+        _ => return Err("malformed token"),
+    };
+    let sig = hex::decode(sig).map_err(|_| "malformed token")?;
+    let m = match label_hex {
+        Some(l) => mac(key, &["challenge", bound, nonce, issued, diff, l]),
+        None => mac(key, &["challenge", bound, nonce, issued, diff]),
+    };
+    m.ok_or("bad key")?.verify_slice(&sig).map_err(|_| "token not issued to this client")?;
+    let issued_ms: f64 = issued.parse().map_err(|_| "malformed token")?;
+    if !(now_ms - issued_ms >= -5_000.0 && now_ms - issued_ms <= TOKEN_TTL_MS) {
+        return Err("token expired");
+    }
+    let difficulty: u8 = diff.parse().map_err(|_| "malformed token")?;
+    let label = match label_hex {
+        Some(l) => hex::decode(l).ok().and_then(|b| String::from_utf8(b).ok()).ok_or("malformed token")?,
+        None => String::new(),
+    };
+    Ok(TokenFacts { issued_ms, difficulty, label })
 }
 
 /// Leading zero bits of a digest.
@@ -225,35 +271,38 @@ pub fn solution_id(token: &str) -> Option<(String, f64)> {
 
 pub fn verify_solution(
     key: &str,
-    subject: &str,
+    bound: &str,
     token: &str,
     counter: u64,
     now_ms: f64,
     min_difficulty: u8,
-) -> Result<(), &'static str> {
-    let mut parts = token.split('.');
-    let (Some(nonce), Some(issued), Some(diff), Some(sig), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err("malformed token");
-    };
-    let sig = hex::decode(sig).map_err(|_| "malformed token")?;
-    mac(key, &["challenge", subject, nonce, issued, diff])
-        .ok_or("bad key")?
-        .verify_slice(&sig)
-        .map_err(|_| "token not issued to this client")?;
-    let issued_ms: f64 = issued.parse().map_err(|_| "malformed token")?;
-    if !(now_ms - issued_ms >= -5_000.0 && now_ms - issued_ms <= TOKEN_TTL_MS) {
-        return Err("token expired");
-    }
-    let difficulty: u8 = diff.parse().map_err(|_| "malformed token")?;
-    if difficulty < min_difficulty {
+) -> Result<TokenFacts, &'static str> {
+    let facts = check_token(key, bound, token, now_ms)?;
+    if facts.difficulty < min_difficulty {
         return Err("token too easy");
     }
-    if !work_ok(token, counter, difficulty) {
+    if !work_ok(token, counter, facts.difficulty) {
         return Err("work not done");
     }
-    Ok(())
+    Ok(facts)
+}
+
+/// The no-script path (docs/enforcement.md): a genuine token, for this
+/// client, whose holder waited `wait_s(difficulty)` seconds since it was
+/// issued. Weaker than the work: any client that waits passes.
+pub fn verify_wait(
+    key: &str,
+    bound: &str,
+    token: &str,
+    now_ms: f64,
+    wait_s: impl Fn(u8) -> Option<u32>,
+) -> Result<TokenFacts, &'static str> {
+    let facts = check_token(key, bound, token, now_ms)?;
+    let Some(wait) = wait_s(facts.difficulty) else { return Err("the no-script path is off") };
+    if now_ms - facts.issued_ms < f64::from(wait) * 1000.0 {
+        return Err("too early: wait the time the page says");
+    }
+    Ok(facts)
 }
 
 /// The clearance cookie value: `<expires ms>.<issued ms>.<sig>` bound to the
@@ -433,12 +482,32 @@ mod tests {
     }
 
     #[test]
+    fn a_token_from_before_labels_still_verifies_and_the_wait_path_needs_the_wait() {
+        let key = "challenge-key-0123456789";
+        let now = 1_780_000_000_000.0;
+        // The earlier `nonce.issued.difficulty.sig`, as it was signed then.
+        let sig = mac(key, &["challenge", "s", "ab", "1780000000000", "4"]).unwrap().finalize().into_bytes();
+        let old = format!("ab.1780000000000.4.{}", hex::encode(sig));
+        let c = solve(&old, 4);
+        assert_eq!(verify_solution(key, "s", &old, c, now, 4).map(|f| f.label), Ok(String::new()));
+
+        let token = issue_token(key, "s", "cd", now as u64, 18, "score|tor_exit").unwrap();
+        let wait = |d: u8| super::super::challenge::noscript_wait_s(5, d, 16);
+        assert_eq!(verify_wait(key, "s", &token, now + 14_000.0, wait), Err("too early: wait the time the page says"));
+        assert!(verify_wait(key, "s", &token, now + 15_000.0, wait).is_ok());
+        assert_eq!(verify_wait(key, "t", &token, now + 15_000.0, wait), Err("token not issued to this client"));
+        assert_eq!(verify_wait(key, "s", &token, now + TOKEN_TTL_MS + 1.0, wait), Err("token expired"));
+        assert_eq!(verify_wait(key, "s", &token, now + 15_000.0, |_| None), Err("the no-script path is off"));
+    }
+
+    #[test]
     fn proof_of_work_round_trip() {
         let key = "challenge-key-0123456789";
         let now = 1_780_000_000_000.0;
-        let token = issue_token(key, "203.0.113.7", "a1b2c3", now as u64, 8).unwrap();
+        let token = issue_token(key, "203.0.113.7", "a1b2c3", now as u64, 8, "score|tor_exit").unwrap();
         let counter = solve(&token, 8);
-        assert!(verify_solution(key, "203.0.113.7", &token, counter, now + 1000.0, 8).is_ok());
+        let facts = verify_solution(key, "203.0.113.7", &token, counter, now + 1000.0, 8).unwrap();
+        assert_eq!(facts, TokenFacts { issued_ms: now, difficulty: 8, label: "score|tor_exit".into() });
         assert_eq!(
             verify_solution(key, "203.0.113.8", &token, counter, now, 8),
             Err("token not issued to this client")
@@ -452,7 +521,10 @@ mod tests {
         assert_eq!(verify_solution(key, "203.0.113.7", &token, wrong, now, 8), Err("work not done"));
         let forged = token.replacen(".8.", ".1.", 1);
         assert!(verify_solution(key, "203.0.113.7", &forged, counter, now, 1).is_err());
-        for bad in ["", "a.b", "a.b.c.d.e", "x.1.8.zz"] {
+        let relabelled = issue_token(key, "203.0.113.7", "a1b2c3", now as u64, 8, "step_up|none").unwrap();
+        let (head, tail) = (token.rsplit_once('.').unwrap().0, relabelled.rsplit_once('.').unwrap().1);
+        assert!(verify_solution(key, "203.0.113.7", &format!("{head}.{tail}"), counter, now, 1).is_err());
+        for bad in ["", "a.b", "a.b.c.d.e.f", "x.1.8.zz", "x.1.8.zz.00"] {
             assert!(verify_solution(key, "203.0.113.7", bad, 0, now, 1).is_err(), "{bad}");
         }
     }

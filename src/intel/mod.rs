@@ -11,6 +11,7 @@ pub mod asn;
 pub mod auth_guard;
 pub mod batches;
 pub mod cache;
+pub mod challenge;
 pub mod deltas;
 pub mod enforce;
 pub mod events;

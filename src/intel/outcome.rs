@@ -75,6 +75,7 @@ pub fn observation(
         signals: request_signals.iter().map(|s| s.reason).collect(),
         action: None,
         visitor: visitor.map(String::from),
+        returning: false,
         admin_auth_failed: false,
     }
 }

@@ -28,6 +28,8 @@ const MAX_DISTINCT: usize = 50;
 /// (a NAT, an office) with more visitors loses its oldest keys, whose
 /// objects then expire after `PROFILE_TTL_DAYS` instead.
 pub const MAX_VISITORS: usize = 200;
+/// Returning visitors remembered per subject for the shared-address count.
+pub const MAX_CROWD: usize = 64;
 const MINUTE: f64 = 60_000.0;
 const HOUR: f64 = 60.0 * MINUTE;
 const DAY: f64 = 24.0 * HOUR;
@@ -68,6 +70,12 @@ pub struct ProfileRules {
     pub reputation_half_life_ms: f64,
     /// How long `geo_jump` and `impossible_travel` keep flagging (1 h).
     pub signal_memory_ms: f64,
+    /// `SHARED_MIN_VISITORS` (3): distinct returning visitors within the
+    /// hour from which a subject is a shared address (0 = never).
+    pub shared_min_visitors: usize,
+    /// `SHARED_MAX_FACTOR` (8): the most a shared address's rate and burst
+    /// thresholds are multiplied by.
+    pub shared_max_factor: f64,
 }
 
 impl Default for ProfileRules {
@@ -81,6 +89,8 @@ impl Default for ProfileRules {
             threat_half_life_ms: 360.0 * MINUTE,
             reputation_half_life_ms: 1440.0 * MINUTE,
             signal_memory_ms: HOUR,
+            shared_min_visitors: 3,
+            shared_max_factor: 8.0,
         }
     }
 }
@@ -110,6 +120,10 @@ pub struct Observation {
     /// The visitor key (a hash), so erasing the subject can erase its visitors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visitor: Option<String>,
+    /// The visitor came back with its cookie (not one minted for this
+    /// request): only such visitors make a subject a shared address.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub returning: bool,
     /// A wrong admin credential sent to edgeintel's own API: an auth failure
     /// (the `auth_failures` signal), but not an origin answer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -220,6 +234,10 @@ pub struct Profile {
     /// Visitor keys seen from this subject (bounded), for erasure.
     #[serde(default)]
     pub visitors: Vec<String>,
+    /// Returning visitors seen from this subject and when last (at most
+    /// `MAX_CROWD`, the oldest out first): how many people share it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crowd: Vec<CrowdMember>,
     /// Requests the edge challenged or blocked.
     #[serde(default)]
     pub enforced: u64,
@@ -265,6 +283,15 @@ fn push_bounded<T>(q: &mut VecDeque<T>, item: T, cap: usize) {
     }
 }
 
+/// One returning visitor of a subject (`Profile::crowd`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrowdMember {
+    /// The visitor key (already a hash).
+    pub v: String,
+    /// Last seen (ms).
+    pub t: f64,
+}
+
 fn remember<T: PartialEq>(v: &mut Vec<T>, item: T, cap: usize) {
     if let Some(i) = v.iter().position(|x| *x == item) {
         v.remove(i);
@@ -295,6 +322,7 @@ impl Profile {
             travel: None,
             reasons: Vec::new(),
             visitors: Vec::new(),
+            crowd: Vec::new(),
             enforced: 0,
             widened: None,
             eventful: false,
@@ -358,6 +386,13 @@ impl Profile {
             self.widened = Some(Widened::of_display(&self.ip));
         }
         self.behavioral_profile.last_activity = self.behavioral_profile.last_activity.max(now);
+        if let (Some(v), true) = (&obs.visitor, obs.returning) {
+            self.see_in_crowd(v, now);
+        }
+        // A shared address (carrier NAT, an office): its thresholds scale
+        // with the people behind it (`shared_factor`).
+        let factor = self.shared_factor(now, rules);
+        let velocity_rpm = rules.velocity_rpm * factor;
         let rpm_before = self.counters.minute.estimate(now, MINUTE);
         self.counters.minute.add(now, MINUTE, 1);
         self.counters.hour.add(now, HOUR, 1);
@@ -367,13 +402,13 @@ impl Profile {
         // never raises `high_velocity` (counted all the same, for metrics).
         // Rotation itself is what `subnet_rotation` marks.
         if self.widened.is_none()
-            && rpm_before <= rules.velocity_rpm
-            && self.counters.minute.estimate(now, MINUTE) > rules.velocity_rpm
+            && rpm_before <= velocity_rpm
+            && self.counters.minute.estimate(now, MINUTE) > velocity_rpm
         {
             detections.push("high_velocity");
             self.bump_threat(now, VELOCITY_THREAT, rules);
             self.lower_reputation(now, BURST_REPUTATION / 2.0, rules);
-            let d = format!("more than {} requests per minute", rules.velocity_rpm);
+            let d = format!("more than {velocity_rpm} requests per minute");
             ch.alert(self, "high_velocity", Priority::Medium, now, d);
         }
         if obs.signals.contains(&Reason::PathScan) {
@@ -392,11 +427,11 @@ impl Profile {
             // 401/403 (the same signal), shown apart from origin statuses.
             None if obs.admin_auth_failed => {
                 self.counters.admin_auth_failures.add(now, rules.burst_window_ms, 1);
-                self.count_status(401, now, rules, &mut ch, &mut detections);
+                self.count_status(401, now, rules, factor, &mut ch, &mut detections);
             }
             None => {
                 if let Some(status) = obs.status {
-                    self.count_status(status, now, rules, &mut ch, &mut detections);
+                    self.count_status(status, now, rules, factor, &mut ch, &mut detections);
                 }
             }
         }
@@ -435,32 +470,32 @@ impl Profile {
         status: u16,
         now: f64,
         rules: &ProfileRules,
+        factor: f64,
         ch: &mut Changes,
         detections: &mut Vec<&'static str>,
     ) {
         let w = rules.burst_window_ms;
+        let (auth_failure_burst, not_found_burst) = (rules.auth_failure_burst * factor, rules.not_found_burst * factor);
         match status {
             401 | 403 => {
                 let before = self.counters.auth_failures.estimate(now, w);
                 self.counters.auth_failures.add(now, w, 1);
-                if before < rules.auth_failure_burst
-                    && self.counters.auth_failures.estimate(now, w) >= rules.auth_failure_burst
-                {
+                if before < auth_failure_burst && self.counters.auth_failures.estimate(now, w) >= auth_failure_burst {
                     detections.push("auth_failures");
                     self.bump_threat(now, BURST_THREAT, rules);
                     self.lower_reputation(now, BURST_REPUTATION, rules);
-                    let d = format!("{} or more 401/403 answers within {:.0} s", rules.auth_failure_burst, w / 1000.0);
+                    let d = format!("{} or more 401/403 answers within {:.0} s", auth_failure_burst, w / 1000.0);
                     ch.alert(self, "auth_failures", Priority::High, now, d);
                 }
             }
             404 => {
                 let before = self.counters.not_found.estimate(now, w);
                 self.counters.not_found.add(now, w, 1);
-                if before < rules.not_found_burst && self.counters.not_found.estimate(now, w) >= rules.not_found_burst {
+                if before < not_found_burst && self.counters.not_found.estimate(now, w) >= not_found_burst {
                     detections.push("not_found_burst");
                     self.bump_threat(now, BURST_THREAT / 2.0, rules);
                     self.lower_reputation(now, BURST_REPUTATION / 2.0, rules);
-                    let d = format!("{} or more 404 answers within {:.0} s", rules.not_found_burst, w / 1000.0);
+                    let d = format!("{} or more 404 answers within {:.0} s", not_found_burst, w / 1000.0);
                     ch.alert(self, "not_found_burst", Priority::Medium, now, d);
                 }
             }
@@ -533,7 +568,8 @@ impl Profile {
         let mut detections = Vec::new();
         let before = self.threat_at(now, rules);
         self.eventful |= counts_status(status);
-        self.count_status(status, now, rules, &mut ch, &mut detections);
+        let factor = self.shared_factor(now, rules);
+        self.count_status(status, now, rules, factor, &mut ch, &mut detections);
         let after = self.threat_at(now, rules);
         if after > before + 0.5 {
             let data = EventData {
@@ -644,6 +680,38 @@ impl Profile {
         ch
     }
 
+    /// Remembers a returning visitor of this subject (bounded: the oldest
+    /// goes first).
+    fn see_in_crowd(&mut self, visitor: &str, now: f64) {
+        if let Some(m) = self.crowd.iter_mut().find(|m| m.v == visitor) {
+            m.t = m.t.max(now);
+            return;
+        }
+        if self.crowd.len() >= MAX_CROWD {
+            if let Some(oldest) = self.crowd.iter().enumerate().min_by(|a, b| a.1.t.total_cmp(&b.1.t)).map(|(i, _)| i) {
+                self.crowd.swap_remove(oldest);
+            }
+        }
+        self.crowd.push(CrowdMember { v: visitor.to_string(), t: now });
+    }
+
+    /// Distinct returning visitors seen from this subject within the hour.
+    pub fn crowd_size(&self, now: f64) -> usize {
+        self.crowd.iter().filter(|m| now - m.t <= HOUR).count()
+    }
+
+    /// What the rate and burst thresholds are multiplied by: the crowd's
+    /// size once it reaches `shared_min_visitors`, at most
+    /// `shared_max_factor`; 1 otherwise. Probes, threat reports and the
+    /// request's own signals are not scaled: a crowd does not make them safer.
+    pub fn shared_factor(&self, now: f64, rules: &ProfileRules) -> f64 {
+        let n = self.crowd_size(now);
+        if rules.shared_min_visitors == 0 || n < rules.shared_min_visitors {
+            return 1.0;
+        }
+        (n as f64).min(rules.shared_max_factor).max(1.0)
+    }
+
     /// The signals the profile's history adds to a request's own.
     pub fn signals(&self, now: f64, rules: &ProfileRules, weights: &Weights) -> Vec<Signal> {
         let mut out = Vec::new();
@@ -658,13 +726,14 @@ impl Profile {
         if recent(self.geo_jump_at) {
             out.push(Signal { reason: Reason::GeoJump, points: None });
         }
-        if self.widened.is_none() && self.counters.minute.estimate(now, MINUTE) > rules.velocity_rpm {
+        let factor = self.shared_factor(now, rules);
+        if self.widened.is_none() && self.counters.minute.estimate(now, MINUTE) > rules.velocity_rpm * factor {
             out.push(Signal { reason: Reason::HighVelocity, points: None });
         }
-        if self.counters.auth_failures.estimate(now, w) >= rules.auth_failure_burst {
+        if self.counters.auth_failures.estimate(now, w) >= rules.auth_failure_burst * factor {
             out.push(Signal { reason: Reason::AuthFailures, points: None });
         }
-        if self.counters.not_found.estimate(now, w) >= rules.not_found_burst {
+        if self.counters.not_found.estimate(now, w) >= rules.not_found_burst * factor {
             out.push(Signal { reason: Reason::NotFoundBurst, points: None });
         }
         let threat = self.threat_at(now, rules);
@@ -751,7 +820,13 @@ impl Profile {
             o.remove("reputation");
             o.remove("counters");
             o.remove("visitors");
+            o.remove("crowd");
             o.remove("eventful");
+            let factor = self.shared_factor(now, rules);
+            o.insert(
+                "shared".into(),
+                json!({"shared": factor > 1.0, "visitorsLastHour": self.crowd_size(now), "thresholdFactor": factor}),
+            );
             o.insert("retention".into(), json!(if self.seen_once() { "seen_once" } else { "standard" }));
             o.insert("threatScore".into(), json!(self.threat_at(now, rules).round()));
             o.insert("reputationScore".into(), json!(self.reputation_at(now, rules).round()));
@@ -877,6 +952,7 @@ mod tests {
             signals: vec![],
             action: None,
             visitor: None,
+            returning: false,
             admin_auth_failed: false,
         }
     }
@@ -1041,6 +1117,76 @@ mod tests {
             source: "feed".into(),
             priority: Priority::High,
         }
+    }
+
+    #[test]
+    fn a_shared_address_scales_its_rate_and_burst_thresholds_with_its_returning_visitors() {
+        let r = rules();
+        let with = |at: f64, visitor: Option<String>, returning: bool| Observation {
+            visitor,
+            returning,
+            ..obs(at, "/products")
+        };
+        // One office: 5 returning visitors, 200 requests within a minute together.
+        let mut office = Profile::new("203.0.113.8", "203.0.113.8", T0);
+        // One client alone, the same 200 requests.
+        let mut alone = Profile::new("203.0.113.9", "203.0.113.9", T0);
+        // 200 requests whose visitor ids were minted for each (no cookie came back): no crowd.
+        let mut minted = Profile::new("203.0.113.10", "203.0.113.10", T0);
+        for i in 0..200u32 {
+            let at = T0 + f64::from(i) * 250.0;
+            office.observe(&with(at, Some(format!("v{}", i % 5)), true), &r);
+            alone.observe(&with(at, None, false), &r);
+            minted.observe(&with(at, Some(format!("m{i}")), false), &r);
+        }
+        let now = T0 + 50.0 * SEC;
+        assert_eq!((office.crowd_size(now), office.shared_factor(now, &r)), (5, 5.0));
+        assert!(!codes(&office, now).contains(&"high_velocity"), "200/min is under 120 x 5");
+        assert!(codes(&alone, now).contains(&"high_velocity"));
+        assert!(codes(&minted, now).contains(&"high_velocity"), "visitors that never came back make no crowd");
+        assert_eq!(minted.shared_factor(now, &r), 1.0);
+        let api = office.to_api(now, &r);
+        assert_eq!(api["shared"], json!({"shared": true, "visitorsLastHour": 5, "thresholdFactor": 5.0}));
+        assert!(api.get("crowd").is_none(), "the visitor keys are not shown");
+
+        // Capped at SHARED_MAX_FACTOR, bounded, and gone after the hour.
+        let mut crowd = Profile::new("203.0.113.11", "203.0.113.11", T0);
+        for i in 0..100u32 {
+            crowd.observe(&with(T0 + f64::from(i), Some(format!("c{i}")), true), &r);
+        }
+        assert_eq!(crowd.crowd.len(), MAX_CROWD);
+        assert_eq!(crowd.shared_factor(T0 + SEC, &r), 8.0);
+        assert_eq!(crowd.shared_factor(T0 + 2.0 * HOUR, &r), 1.0);
+        // Two visitors are not a crowd (SHARED_MIN_VISITORS 3); 0 turns it off.
+        let two = ProfileRules { shared_min_visitors: 3, ..r.clone() };
+        let mut pair = Profile::new("203.0.113.12", "203.0.113.12", T0);
+        pair.observe(&with(T0, Some("a".into()), true), &two);
+        pair.observe(&with(T0, Some("b".into()), true), &two);
+        assert_eq!(pair.shared_factor(T0, &two), 1.0);
+        let off = ProfileRules { shared_min_visitors: 0, ..r };
+        assert_eq!(office.shared_factor(now, &off), 1.0);
+    }
+
+    #[test]
+    fn a_shared_address_needs_more_404s_for_a_burst() {
+        let r = rules();
+        let mut p = Profile::new("203.0.113.13", "203.0.113.13", T0);
+        for i in 0..40u32 {
+            let o = Observation {
+                status: Some(404),
+                visitor: Some(format!("v{}", i % 4)),
+                returning: true,
+                ..obs(T0 + f64::from(i) * SEC, "/missing")
+            };
+            p.observe(&o, &r);
+        }
+        // 40 404s: a burst for one client (20), not for four (80).
+        assert!(!codes(&p, T0 + 40.0 * SEC).contains(&"not_found_burst"));
+        let mut one = Profile::new("203.0.113.14", "203.0.113.14", T0);
+        for i in 0..40u32 {
+            one.observe(&Observation { status: Some(404), ..obs(T0 + f64::from(i) * SEC, "/missing") }, &r);
+        }
+        assert!(codes(&one, T0 + 40.0 * SEC).contains(&"not_found_burst"));
     }
 
     #[test]

@@ -561,6 +561,7 @@ async function refresh() {
     renderInsights(p, t, an, c);
     renderRules(alerts);
     renderRouteRules(routeRules, a?.rules);
+    renderChallenges(a?.challenges);
     $("updated").hidden = false;
     $("updated").textContent = `updated ${timeOf(Date.now())}`;
   } finally {
@@ -657,6 +658,24 @@ function renderRules(alerts) {
     );
   $("alerts").innerHTML = rows.join("") || `<li class="empty">no rule evaluated yet</li>`;
 }
+// ---------- challenges ----------
+// Issued, solved, failed, abandoned and solve time over the analytics
+// window, by trigger (score, rule, step_up) and top reason
+// (`challenges` of the analytics API; docs/enforcement.md).
+function renderChallenges(list) {
+  const body = $("challenges-body");
+  const rows = (Array.isArray(list) ? list : []).filter((c) => (c.window?.issued ?? 0) + (c.window?.solved ?? 0) + (c.window?.failed ?? 0) > 0);
+  const num = (v) => (isNum(v) ? String(v) : "0");
+  body.innerHTML = rows.map((c) => {
+    const w = c.window ?? {};
+    const by = c.trigger === "rule" ? `rule ${esc(c.rule ?? "")}` : esc(human(c.trigger ?? ""));
+    const mean = isNum(w.meanSolveMs) ? `${(w.meanSolveMs / 1000).toFixed(1)} s` : "–";
+    return `<tr data-trigger="${esc(c.trigger)}" data-reason="${esc(c.reason)}"><th scope="row">${by}</th><td>${esc(human(c.reason ?? ""))}</td>` +
+      ["issued", "solved", "solvedNoscript", "failed", "abandoned", "pending"].map((k) => `<td class="num" data-k="${k}">${num(w[k])}</td>`).join("") +
+      `<td class="num" data-k="meanSolveMs">${mean}</td></tr>`;
+  }).join("") || `<tr><td colspan="9" class="empty">no challenge in the window</td></tr>`;
+}
+
 // ---------- per-route rules ----------
 // The rules in force (stored, then RULES), each with its hits over the
 // analytics window (`rules` of the analytics API: per rule and action).

@@ -46,7 +46,7 @@ pub async fn overview(c: Call<'_>) -> Result<Response, ApiError> {
             "metrics": {
                 "latestSlide": latest,
                 // The per-rule counters are `rules` below, named.
-                "totals": Totals { rules: Default::default(), ..m.agg.totals.clone() },
+                "totals": Totals { rules: Default::default(), challenges: Default::default(), ..m.agg.totals.clone() },
                 "kvWrites": m.shards.first().map(|s| s.kv_writes.clone()).unwrap_or_default(),
                 "kvPending": m.shards.iter().map(|s| s.kv_pending).sum::<usize>(),
                 "kvFailures": m.shards.iter().map(|s| s.kv_failures).sum::<u64>(),
@@ -58,6 +58,7 @@ pub async fn overview(c: Call<'_>) -> Result<Response, ApiError> {
             "subscriptions": {"streamClients": m.stream_clients(), "intelligence": m.shards.first().map_or(0, |s| s.intel_clients)},
             "series": {"slideSeconds": config.analytics.slide_s, "windowSeconds": config.analytics.window_s, "slides": points},
             "rules": m.rule_counters(),
+            "challenges": m.challenge_counters(&config.analytics, now),
             "hubShards": config.hub.shards,
             "tier": m.tier(),
             "isolate": {

@@ -10,6 +10,7 @@ use crate::edge::respond;
 use crate::error::ApiError;
 use crate::intel::alerting::State;
 use crate::intel::analytics::{AnalyticsConfig, RuleHitsView};
+use crate::intel::challenge::ChallengeView;
 use crate::intel::sketch::Histogram;
 
 use super::common::Call;
@@ -70,6 +71,51 @@ fn exposition(m: &Merged, analytics: &AnalyticsConfig, now: f64) -> Response {
         "counter",
         "Requests a per-route rule answered itself: challenge, block or 429 (in a dry run: would have).",
         rule_samples(|h| h.enforced),
+    );
+    // Challenges (docs/enforcement.md, "Challenge metrics"): since the hubs
+    // started, by trigger (score, rule, step_up), rule id and top reason.
+    let challenges = m.challenge_counters(analytics, now);
+    let challenge_samples = |pick: fn(&ChallengeView) -> Option<u64>| -> Vec<(String, f64)> {
+        challenges
+            .iter()
+            .filter_map(|ch| {
+                let label = |s: &str| s.replace(['"', '\\', '\n'], "_");
+                let rule = ch.rule.as_deref().unwrap_or("");
+                let labels = format!(
+                    "{{trigger=\"{}\",rule=\"{}\",reason=\"{}\"}}",
+                    label(&ch.trigger),
+                    label(rule),
+                    label(&ch.reason)
+                );
+                pick(&ch.since_start).map(|v| (labels, v as f64))
+            })
+            .collect()
+    };
+    metric("challenges_issued", "counter", "Challenges the edge issued.", challenge_samples(|v| Some(v.issued)));
+    metric(
+        "challenges_solved",
+        "counter",
+        "Challenges solved (the no-script wait included).",
+        challenge_samples(|v| Some(v.solved)),
+    );
+    metric(
+        "challenges_solved_noscript",
+        "counter",
+        "Challenges passed by the no-script wait instead of the proof-of-work.",
+        challenge_samples(|v| Some(v.solved_noscript)),
+    );
+    metric("challenges_failed", "counter", "Challenge answers refused.", challenge_samples(|v| Some(v.failed)));
+    metric(
+        "challenges_abandoned",
+        "gauge",
+        "Challenges issued longer ago than a token lives and never solved (a page's challenged subresources count too).",
+        challenge_samples(|v| Some(v.abandoned)),
+    );
+    metric(
+        "challenge_solve_ms_mean",
+        "gauge",
+        "Mean milliseconds from issue to solution since start (proof-of-work and no-script; not Turnstile; only labels with a timed solution).",
+        challenge_samples(|v| v.mean_solve_ms),
     );
     let site_failures = m.shards.first().map_or(0, |s| s.site_failures);
     metric(

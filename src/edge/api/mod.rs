@@ -117,6 +117,7 @@ const fn row(methods: &'static [Method], path: &'static str, auth: Auth, handler
 static ROUTES: &[Route<Handler>] = &[
     row(GET_HEAD, "/health/intelligence", Auth::Open, handler!(health::liveness)),
     row(POST, "/challenge/verify", Auth::Public, handler!(challenge::verify)),
+    row(GET, "/challenge/wait", Auth::Public, handler!(challenge::wait)),
     row(GET_HEAD, "/metrics", Auth::Admin, handler!(metrics::prometheus)),
     row(GET, "/api/ip-intelligence/{*ip}", Auth::Admin, handler!(profiles::get)),
     row(DELETE, "/api/ip-intelligence/{*ip}", Auth::Admin, handler!(profiles::delete)),

@@ -13,6 +13,7 @@ use crate::intel::alerting::RuleState;
 use crate::intel::analytics::{
     merge_shards, rule_counters, Aggregator, AnalyticsConfig, RuleCounter, ShardPart, SlidePoint,
 };
+use crate::intel::challenge::{self, ChallengeCounter, SlideCounts};
 use crate::intel::deltas::TierCounters;
 use crate::intel::keys::hub_name;
 use crate::intel::sketch::Hll;
@@ -33,6 +34,20 @@ impl Merged {
     /// Each per-route rule's hits, since start and in the window.
     pub fn rule_counters(&self) -> Vec<RuleCounter> {
         rule_counters(&self.agg.totals.rules, self.agg.slides.values())
+    }
+
+    /// The challenge counters per trigger and reason, since start and in
+    /// the window; a slide's challenges count as abandoned once a token
+    /// issued at its end has expired (`intel::challenge::counters`).
+    pub fn challenge_counters(&self, analytics: &AnalyticsConfig, now_ms: f64) -> Vec<ChallengeCounter> {
+        let ttl_s = (crate::intel::enforce::TOKEN_TTL_MS / 1000.0) as i64;
+        let now_s = (now_ms / 1000.0) as i64;
+        let slides = self
+            .agg
+            .slides
+            .values()
+            .map(|s| SlideCounts { counts: &s.challenges, settled: s.start + analytics.slide_s + ttl_s <= now_s });
+        challenge::counters(&self.agg.totals.challenges, slides)
     }
 
     /// The alert rules' states: shard 0 (`global`) evaluates them for the
