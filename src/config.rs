@@ -63,6 +63,9 @@ pub struct Config {
     pub weights: Weights,
     /// `COUNTRY_RISK` and `HOSTING_ASNS`, for the request signals.
     pub signals: SignalConfig,
+    /// `GOOD_BOT_SOURCES`: crawler name -> the URLs the Cron Trigger fetches
+    /// its ranges from instead of the published ones (`intel::crawlers`).
+    pub crawler_sources: std::collections::BTreeMap<String, Vec<String>>,
     /// `ALLOW_LIST`, `BLOCK_LIST`; the API's lists (KV) are added to these.
     pub lists: Lists,
     /// What to do with a risky request, and the challenge.
@@ -304,6 +307,8 @@ impl Config {
             signals.country_risk.push((cc, points));
         }
         signals.extra_hosting_asns = parse_asn_list("HOSTING_ASNS", text("HOSTING_ASNS")?.unwrap_or("[]"))?;
+        let crawler_sources = crate::intel::crawlers::parse_sources(text("GOOD_BOT_SOURCES")?.unwrap_or("{}"))
+            .map_err(|e| err("GOOD_BOT_SOURCES", e))?;
         let fail_closed = raw.choice("FAIL_MODE")? == "closed";
         let list = |var: &'static str| -> Result<Vec<String>, ConfigError> {
             serde_json::from_str::<Vec<String>>(text(var)?.unwrap_or("[]"))
@@ -491,6 +496,7 @@ impl Config {
             },
             weights,
             signals,
+            crawler_sources,
             lists,
             enforce: Enforcement {
                 mode: enforce,
@@ -678,6 +684,7 @@ mod tests {
             },
             weights: Weights::default(),
             signals: SignalConfig::default(),
+            crawler_sources: Default::default(),
             lists: Lists::default(),
             enforce: Enforcement {
                 mode: Enforce::Off,

@@ -34,3 +34,11 @@ mod clock;
 async fn fetch(req: web_sys::Request, env: worker::Env, ctx: worker::Context) -> worker::Result<web_sys::Response> {
     Ok(edge::handle(req, env, ctx).await)
 }
+
+/// The Cron Trigger's entry point: refreshes the verified crawlers' ranges
+/// (`edge::scheduled`).
+#[cfg(target_arch = "wasm32")]
+#[worker::event(scheduled)]
+async fn scheduled(_event: worker::ScheduledEvent, env: worker::Env, _ctx: worker::ScheduleContext) {
+    edge::scheduled(env).await;
+}

@@ -261,3 +261,45 @@ pub async fn post_bounded(
         }
     }
 }
+
+/// GETs `url` and reads at most `max_bytes` of its body, all within
+/// `timeout_ms` (then the request is aborted). Redirects are not followed (a
+/// 3xx is the answer). For the Cron Trigger's refresh of crawler ranges.
+/// Errors are the runtime's words without any URL.
+pub async fn get_bounded(url: &str, timeout_ms: u64, max_bytes: usize) -> std::result::Result<(u16, Vec<u8>), String> {
+    use futures::future::{select, Either};
+    let clean = |e: JsValue| {
+        let text = e
+            .dyn_ref::<js_sys::Error>()
+            .map(|e| String::from(e.message()))
+            .or_else(|| e.as_string())
+            .unwrap_or_else(|| "the request failed".to_string());
+        crate::log::without_urls(&text)
+    };
+    let controller = web_sys::AbortController::new().map_err(clean)?;
+    let init = web_sys::RequestInit::new();
+    init.set_method("GET");
+    init.set_redirect(web_sys::RequestRedirect::Manual);
+    init.set_signal(Some(&controller.signal()));
+    let req = web_sys::Request::new_with_str_and_init(url, &init).map_err(clean)?;
+    let promise = global_fetch(&req).map_err(clean)?;
+    let fetch_and_read = async move {
+        let res = wasm_bindgen_futures::JsFuture::from(promise).await.map_err(clean)?;
+        let res: web_sys::Response = res.dyn_into().map_err(|_| "fetch did not return a Response".to_string())?;
+        let status = res.status();
+        let Some(stream) = res.body() else { return Ok((status, Vec::new())) };
+        match crate::edge::body::read_stream(&stream, max_bytes).await {
+            Ok(bytes) => Ok((status, bytes)),
+            Err(crate::edge::body::StreamError::TooLarge) => Err(format!("body larger than {max_bytes} bytes")),
+            Err(crate::edge::body::StreamError::Unreadable) => Err("body unreadable".to_string()),
+        }
+    };
+    let limit = worker::Delay::from(std::time::Duration::from_millis(timeout_ms));
+    match select(Box::pin(fetch_and_read), limit).await {
+        Either::Left((r, _)) => r,
+        Either::Right(_) => {
+            controller.abort();
+            Err(format!("no answer within {timeout_ms} ms"))
+        }
+    }
+}

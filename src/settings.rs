@@ -89,6 +89,7 @@ pub static SETTINGS: &[Setting] = &[
     // Scoring and lists.
     s("RISK_WEIGHTS", Some("{}"), Kind::Text("JSON object"), "reason code -> points 0-100 over the built-in points of the [reason codes](../README.md#reason-codes), e.g. `{\"tor_exit\": 60}`"),
     s("COUNTRY_RISK", Some("{}"), Kind::Text("JSON object"), "country code -> points 0-100, e.g. `{\"XX\": 30}`"),
+    s("GOOD_BOT_SOURCES", Some("{}"), Kind::Text("JSON object"), "crawler name -> URL (or array of URLs) the Cron Trigger fetches that crawler's IP ranges from instead of its published files, e.g. `{\"googlebot\": \"https://mirror.example/googlebot.json\"}`; an empty array: that crawler is not refreshed; https only (http for localhost); names: googlebot, bingbot, applebot, duckduckbot, openai, perplexity"),
     s("HOSTING_ASNS", Some("[]"), Kind::Text("JSON array"), "extra hosting ASNs, `64496` or `\"AS64496\"`, added to the embedded hosting/VPN list"),
     s("RULES", None, Kind::Text("JSON array"), "per-route rules `{id, match: {path, methods, countries, asns, reasons, minScore}, action (allow, monitor, challenge, block, rate_limit), rateLimit: {requests, periodSeconds, by}, dryRun}`, evaluated in order after the allow and block lists and after the rules stored through the API; the first that matches decides (docs/policies.md)"),
     s("ALLOW_LIST", Some("[]"), Kind::Text("JSON array"), "IPs, CIDRs, `AS64496`, `country:XX` always allowed; the API's lists (KV) are added to these"),

@@ -22,21 +22,38 @@ pub async fn read_limited(req: &Request, limit: usize) -> Result<Vec<u8>, ApiErr
         return Err(too_large(limit));
     }
     let Some(stream) = req.body() else { return Ok(Vec::new()) };
-    let reader = ReadableStreamDefaultReader::new(&stream).map_err(|_| unreadable())?;
+    read_stream(&stream, limit).await.map_err(|e| match e {
+        StreamError::TooLarge => too_large(limit),
+        StreamError::Unreadable => unreadable(),
+    })
+}
+
+/// Why a body stream was not read whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamError {
+    TooLarge,
+    Unreadable,
+}
+
+/// Reads at most `limit` bytes of a body stream (a request's, or a
+/// response's: `edge::crawlers` reads published range files with it),
+/// chunk by chunk, cancelling it as soon as the total passes the limit.
+pub async fn read_stream(stream: &web_sys::ReadableStream, limit: usize) -> Result<Vec<u8>, StreamError> {
+    let reader = ReadableStreamDefaultReader::new(stream).map_err(|_| StreamError::Unreadable)?;
     let mut out = Vec::new();
     loop {
-        let chunk = JsFuture::from(reader.read()).await.map_err(|_| unreadable())?;
+        let chunk = JsFuture::from(reader.read()).await.map_err(|_| StreamError::Unreadable)?;
         let done = js_sys::Reflect::get(&chunk, &JsValue::from_str("done")).ok().and_then(|d| d.as_bool());
         if done != Some(false) {
             return Ok(out);
         }
-        let value = js_sys::Reflect::get(&chunk, &JsValue::from_str("value")).map_err(|_| unreadable())?;
-        let bytes: js_sys::Uint8Array = value.dyn_into().map_err(|_| unreadable())?;
+        let value = js_sys::Reflect::get(&chunk, &JsValue::from_str("value")).map_err(|_| StreamError::Unreadable)?;
+        let bytes: js_sys::Uint8Array = value.dyn_into().map_err(|_| StreamError::Unreadable)?;
         // Checked before copying: an oversized chunk never enters wasm memory.
         if out.len().saturating_add(bytes.length() as usize) > limit {
             // Not awaited: the answer does not wait for the stream to wind down.
             let _ = reader.cancel();
-            return Err(too_large(limit));
+            return Err(StreamError::TooLarge);
         }
         out.extend_from_slice(&bytes.to_vec());
     }

@@ -5,8 +5,9 @@
 //! below noted a failure.
 
 mod api;
-mod body;
+pub(crate) mod body;
 mod consult;
+pub(crate) mod crawlers;
 mod extract;
 mod forward;
 mod lists;
@@ -35,6 +36,16 @@ pub struct Io<'a> {
     pub env: &'a Env,
     pub ctx: &'a Context,
     pub log: &'a Log,
+}
+
+/// The Cron Trigger (`[triggers] crons` in wrangler.toml): refreshes the
+/// well-known crawlers' ranges into KV (`edge::crawlers::refresh`). An
+/// invalid configuration refreshes nothing (its requests answer 500 anyway).
+pub async fn scheduled(env: Env) {
+    match platform::config(&env) {
+        Ok(config) => crawlers::refresh(&env, &config).await,
+        Err(e) => crate::log::background("cron", "config", Error::config(&e).parts().body),
+    }
 }
 
 pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {

@@ -33,6 +33,7 @@ use crate::config::{Config, RiskMode};
 use crate::error::Error;
 use crate::intel::analytics::{rule_key, shard_of, Consult, RuleSample};
 use crate::intel::challenge::{self, Difficulty, Outcome, Why};
+use crate::intel::crawlers::{self, Claim, Ranges};
 use crate::intel::enforce::{self, clearance_issued, Action, DecideInput, Decision, CLEARANCE_COOKIE};
 use crate::intel::facts::{CfFacts, RequestFacts};
 use crate::intel::headers::{self, HeaderInput, IntelStatus, RuleHeader};
@@ -50,6 +51,7 @@ use crate::intel::signature;
 use crate::intel::stepup::{self, StepUp};
 use crate::intel::travel::TravelFinding;
 
+use super::crawlers as edge_crawlers;
 use super::record::{Batching, Recorded};
 use super::respond::ChallengeAsk;
 use super::stepup as edge_stepup;
@@ -79,6 +81,10 @@ struct RequestCtx<'a> {
     visitor: Option<Visitor>,
     /// The request's own signals (then the profile's, once scored).
     signals: Vec<Signal>,
+    /// A well-known crawler from inside its published ranges (`verified_bot`),
+    /// or Cloudflare's `botManagement.verifiedBot`: never challenged or
+    /// blocked on score alone.
+    verified_bot: bool,
 }
 
 impl RequestCtx<'_> {
@@ -190,6 +196,7 @@ fn extract<'a>(req: &'a Request, io: Io<'a>, config: &'a Config) -> RequestCtx<'
     crate::platform::count_request();
     let (ip, cf, request) = extract::facts(req, config.trust_x_real_ip);
     let cookies = extract::cookie_header(req);
+    let verified_bot = cf_verified(&cf);
     RequestCtx {
         req,
         io,
@@ -204,7 +211,12 @@ fn extract<'a>(req: &'a Request, io: Io<'a>, config: &'a Config) -> RequestCtx<'
         widened: false,
         visitor: None,
         signals: Vec::new(),
+        verified_bot,
     }
+}
+
+fn cf_verified(cf: &CfFacts) -> bool {
+    cf.verified_bot == Some(true)
 }
 
 /// Phase 2: the subject (profile key, hashed with `IP_HASH_KEY`), the visitor
@@ -230,9 +242,23 @@ fn identify(rc: &mut RequestCtx) {
 /// observation of the request (consistent mode records it while consulting;
 /// fast mode when the verdict cache misses: `Found::recorded`).
 async fn consult(rc: &mut RequestCtx<'_>) -> (Found, Observation) {
-    // Both KV reads at once: a cold isolate waits for the slower, not the sum.
-    let (lists, rules) =
-        join(lists::effective(rc.io, &rc.config.lists, &rc.config.consult), rules::effective(rc.io, rc.config)).await;
+    // Both KV reads at once: a cold isolate waits for the slower, not the
+    // sum; with them, the crawler ranges, read only when the User-Agent
+    // claims a crawler.
+    let (io, config) = (rc.io, rc.config);
+    let claims_crawler = crawlers::claimed(rc.request.user_agent.as_deref()).is_some();
+    let ranges = async move {
+        if claims_crawler {
+            Some(edge_crawlers::ranges(io, config.consult.timeout_ms).await)
+        } else {
+            None
+        }
+    };
+    let ((lists, rules), ranges) =
+        join(join(lists::effective(io, &config.lists, &config.consult), rules::effective(io, config)), ranges).await;
+    if let Some(r) = ranges {
+        verify_crawler(rc, &r);
+    }
     if let Some(e) = &lists.error {
         rc.io.log.warn("lists", format_args!("kept the last lists read: {e}"));
     }
@@ -253,6 +279,23 @@ async fn consult(rc: &mut RequestCtx<'_>) -> (Found, Observation) {
     // answered this isolate) mark the request degraded alike.
     let consulted = Consulted { consult, consult_ms: now_ms() - rc.started, lists_stale: !lists.fresh || !rules_fresh };
     (Found { list, profile, status, travel, visitor_step_ups, consulted, recorded, rules }, obs)
+}
+
+/// A User-Agent that claims a well-known crawler (`intel::crawlers`): from
+/// inside its ranges it is `verified_bot`, exempt like Cloudflare's verified
+/// bots, and its `automation_ua` and `hosting_asn` are dropped (a crawler is
+/// automated and hosted by nature); from outside them, `bot_impersonation`.
+fn verify_crawler(rc: &mut RequestCtx, ranges: &Ranges) {
+    let ua = rc.request.user_agent.as_deref();
+    match crawlers::check(ua, rc.ip, rc.cf.asn, cf_verified(&rc.cf), ranges) {
+        Claim::Verified(_) => {
+            rc.signals.retain(|s| !matches!(s.reason, Reason::AutomationUa | Reason::HostingAsn));
+            rc.signals.push(Signal { reason: Reason::VerifiedBot, points: None });
+            rc.verified_bot = true;
+        }
+        Claim::Impersonation(_) => rc.signals.push(Signal { reason: Reason::BotImpersonation, points: None }),
+        Claim::None => {}
+    }
 }
 
 /// What the visitor's object said: its travel finding and step-ups.
@@ -351,7 +394,7 @@ fn decide<'f>(rc: &RequestCtx, found: &'f Found, scored: &Scored) -> (Decision<'
         score: scored.verdict.score,
         challenge_at: config.enforce.challenge_at,
         block_at: config.enforce.block_at,
-        verified_bot: rc.cf.verified_bot == Some(true),
+        verified_bot: rc.verified_bot,
         list: found.list,
         cleared,
         widened: rc.widened,
@@ -376,12 +419,23 @@ fn decide<'f>(rc: &RequestCtx, found: &'f Found, scored: &Scored) -> (Decision<'
     // Then what the origin asked for this client (`X-Intel-Step-Up`): the
     // profile's and the visitor's step-ups, and those this isolate took
     // before they reached either object.
-    let Some(id) = &rc.identity else { return (decision, false) };
+    let Some(id) = &rc.identity else { return (exempt_paths(rc, decision), false) };
     let held = edge_stepup::held(id.key.as_str(), visitor_key(rc));
     let all = found.profile.step_ups.iter().chain(&found.visitor_step_ups).chain(&held);
     let demand = stepup::demand(all, &PathForms::of(&rc.request.path), cleared_at, rc.started);
     let stepped = enforce::step_up(decision, demand, found.list);
-    (stepped, stepped.action != decision.action)
+    (exempt_paths(rc, stepped), stepped.action != decision.action)
+}
+
+/// `robots.txt` and `/.well-known/` are never challenged, whatever decided
+/// it (score, rule, step-up): crawlers and agents must read them. A block
+/// or a 429 still applies.
+fn exempt_paths<'f>(rc: &RequestCtx, d: Decision<'f>) -> Decision<'f> {
+    if d.action == Action::Challenge && crawlers::never_challenged(&rc.request.path) {
+        Decision { action: Action::Forward, ..d }
+    } else {
+        d
+    }
 }
 
 /// Phase 5b: a matched rate-limit rule counts the request with its limiter
@@ -569,7 +623,7 @@ fn record_sample(rc: &RequestCtx, found: &Found, scored: &Scored, answer: &Answe
         asn: rc.cf.asn,
         score: scored.verdict.score,
         reasons: scored.verdict.reasons().collect(),
-        verified_bot: rc.cf.verified_bot == Some(true),
+        verified_bot: rc.verified_bot,
         list: Facts::list_code(found.list),
         widened: rc.widened,
         cleared: cleared_at(rc).is_some(),

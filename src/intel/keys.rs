@@ -24,6 +24,9 @@ pub const ROLLUP_PREFIX: &str = "metrics:v2";
 pub const HOUR_S: i64 = 3600;
 /// The KV key of the allow and block lists (`/api/lists`).
 pub const LISTS_KEY: &str = "config:v1:lists";
+/// Well-known crawlers' published ranges as the Cron Trigger last fetched
+/// them (`intel::crawlers::Stored`).
+pub const CRAWLERS_KEY: &str = "config:v1:crawlers";
 /// The KV key of the per-route rules stored through `/api/config/rules`.
 pub const RULES_KEY: &str = "config:v1:rules";
 /// The hub's one meta row (`meta` table, `key` column).

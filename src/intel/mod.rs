@@ -12,6 +12,7 @@ pub mod auth_guard;
 pub mod batches;
 pub mod cache;
 pub mod challenge;
+pub mod crawlers;
 pub mod deltas;
 pub mod enforce;
 pub mod events;
