@@ -66,6 +66,10 @@ pub struct Config {
     /// `GOOD_BOT_SOURCES`: crawler name -> the URLs the Cron Trigger fetches
     /// its ranges from instead of the published ones (`intel::crawlers`).
     pub crawler_sources: std::collections::BTreeMap<String, Vec<String>>,
+    /// `SIGNED_AGENTS`: whose Web Bot Auth signatures are verified.
+    pub signed_agents: crate::intel::signed_agent::Trust,
+    /// `SIGNED_AGENT_MAX_WINDOW_SECONDS`.
+    pub signed_agents_window_s: u32,
     /// `ALLOW_LIST`, `BLOCK_LIST`; the API's lists (KV) are added to these.
     pub lists: Lists,
     /// What to do with a risky request, and the challenge.
@@ -309,6 +313,9 @@ impl Config {
         signals.extra_hosting_asns = parse_asn_list("HOSTING_ASNS", text("HOSTING_ASNS")?.unwrap_or("[]"))?;
         let crawler_sources = crate::intel::crawlers::parse_sources(text("GOOD_BOT_SOURCES")?.unwrap_or("{}"))
             .map_err(|e| err("GOOD_BOT_SOURCES", e))?;
+        let signed_agents = crate::intel::signed_agent::Trust::parse(text("SIGNED_AGENTS")?.unwrap_or("any"))
+            .map_err(|e| err("SIGNED_AGENTS", e))?;
+        let signed_agents_window_s = raw.int("SIGNED_AGENT_MAX_WINDOW_SECONDS")? as u32;
         let fail_closed = raw.choice("FAIL_MODE")? == "closed";
         let list = |var: &'static str| -> Result<Vec<String>, ConfigError> {
             serde_json::from_str::<Vec<String>>(text(var)?.unwrap_or("[]"))
@@ -497,6 +504,8 @@ impl Config {
             weights,
             signals,
             crawler_sources,
+            signed_agents,
+            signed_agents_window_s,
             lists,
             enforce: Enforcement {
                 mode: enforce,
@@ -685,6 +694,8 @@ mod tests {
             weights: Weights::default(),
             signals: SignalConfig::default(),
             crawler_sources: Default::default(),
+            signed_agents: Default::default(),
+            signed_agents_window_s: 3600,
             lists: Lists::default(),
             enforce: Enforcement {
                 mode: Enforce::Off,

@@ -17,6 +17,7 @@ mod request;
 mod respond;
 mod rotation;
 mod rules;
+mod signed_agent;
 mod stepup;
 mod verdicts;
 mod visitor;

@@ -48,6 +48,7 @@ use crate::intel::score::{self, Level, Verdict};
 use crate::intel::secrets::cookie;
 use crate::intel::signals::{self, Reason, Signal};
 use crate::intel::signature;
+use crate::intel::signed_agent::Trust;
 use crate::intel::stepup::{self, StepUp};
 use crate::intel::travel::TravelFinding;
 
@@ -56,7 +57,7 @@ use super::record::{Batching, Recorded};
 use super::respond::ChallengeAsk;
 use super::stepup as edge_stepup;
 use super::visitor::Visitor;
-use super::{consult, extract, forward, lists, ratelimit, record, respond, rotation, rules, visitor, Io};
+use super::{consult, extract, forward, lists, ratelimit, record, respond, rotation, rules, signed_agent, visitor, Io};
 
 /// One request on its way through the phases.
 struct RequestCtx<'a> {
@@ -254,10 +255,26 @@ async fn consult(rc: &mut RequestCtx<'_>) -> (Found, Observation) {
             None
         }
     };
-    let ((lists, rules), ranges) =
-        join(join(lists::effective(io, &config.lists, &config.consult), rules::effective(io, config)), ranges).await;
+    // A Web Bot Auth signature is checked with a key directory the isolate
+    // already holds (no I/O; a missing one is fetched after the response).
+    let req = rc.req;
+    let signed = async move { config.signed_agents != Trust::Off && signed_agent::verified(io, config, req).await };
+    let ((lists, rules), (ranges, signed)) = join(
+        join(lists::effective(io, &config.lists, &config.consult), rules::effective(io, config)),
+        join(ranges, signed),
+    )
+    .await;
     if let Some(r) = ranges {
         verify_crawler(rc, &r);
+    }
+    if signed {
+        // Treated like a verified crawler (docs/enforcement.md, "Signed agents").
+        rc.signals
+            .retain(|s| !matches!(s.reason, Reason::AutomationUa | Reason::HostingAsn | Reason::BotImpersonation));
+        if !rc.signals.iter().any(|s| s.reason == Reason::SignedAgent) {
+            rc.signals.push(Signal { reason: Reason::SignedAgent, points: None });
+        }
+        rc.verified_bot = true;
     }
     if let Some(e) = &lists.error {
         rc.io.log.warn("lists", format_args!("kept the last lists read: {e}"));

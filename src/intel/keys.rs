@@ -27,6 +27,12 @@ pub const LISTS_KEY: &str = "config:v1:lists";
 /// Well-known crawlers' published ranges as the Cron Trigger last fetched
 /// them (`intel::crawlers::Stored`).
 pub const CRAWLERS_KEY: &str = "config:v1:crawlers";
+
+/// A signed agent's key directory as fetched from its origin
+/// (`edge::signed_agent`; KV expires it).
+pub fn agent_directory_key(origin: &str) -> String {
+    format!("agents:v1:{origin}")
+}
 /// The KV key of the per-route rules stored through `/api/config/rules`.
 pub const RULES_KEY: &str = "config:v1:rules";
 /// The hub's one meta row (`meta` table, `key` column).

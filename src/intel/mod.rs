@@ -37,6 +37,7 @@ pub mod score;
 pub mod secrets;
 pub mod signals;
 pub mod signature;
+pub mod signed_agent;
 pub mod sketch;
 pub mod stats;
 pub mod stepup;
