@@ -27,6 +27,7 @@ pub fn facts(req: &Request, trust_x_real_ip: bool) -> (Option<IpAddr>, CfFacts, 
         user_agent: header(req, "user-agent"),
         accept: header(req, "accept"),
         accept_language: header(req, "accept-language"),
+        header_names: header_names(req),
     };
     (ip, cf, request)
 }
@@ -45,6 +46,21 @@ fn cf_json(req: &Request) -> Value {
         .and_then(|s| s.as_string())
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or(Value::Null)
+}
+
+/// The request's header names, at most `fingerprint::MAX_NAMES` of them
+/// (the runtime lists them sorted and lower case). A failure reads as none.
+fn header_names(req: &Request) -> Vec<String> {
+    // Iterated as [name, value] entries, as `forward::build` does.
+    let Ok(Some(entries)) = js_sys::try_iter(req.headers().as_ref()) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| js_sys::Array::from(&entry).get(0).as_string())
+        .filter(|k| k.len() <= 128)
+        .take(crate::intel::fingerprint::MAX_NAMES)
+        .collect()
 }
 
 pub fn header(req: &Request, name: &str) -> Option<String> {

@@ -36,6 +36,7 @@ use crate::intel::challenge::{self, Difficulty, Outcome, Why};
 use crate::intel::crawlers::{self, Claim, Ranges};
 use crate::intel::enforce::{self, clearance_issued, Action, DecideInput, Decision, CLEARANCE_COOKIE};
 use crate::intel::facts::{CfFacts, RequestFacts};
+use crate::intel::fingerprint;
 use crate::intel::headers::{self, HeaderInput, IntelStatus, RuleHeader};
 use crate::intel::ip::Identity;
 use crate::intel::lists::ListVerdict;
@@ -525,6 +526,7 @@ async fn forward(
         dry_run: d.rule.dry_run,
         limited: d.would == Action::RateLimit,
     });
+    let fingerprint = fingerprint::id(&rc.cf, &rc.request.header_names);
     let mut ours = headers::render(&HeaderInput {
         verdict: &scored.verdict,
         level: scored.level,
@@ -534,6 +536,7 @@ async fn forward(
         status: scored.status,
         rule,
         cleared: cleared_at(rc).map(|ms| (ms / 1000.0) as u64),
+        fingerprint: fingerprint.as_deref(),
     });
     if let Some(k) = &rc.config.secrets.header_signing_key {
         // The address the verdict is about, signed with it.

@@ -26,6 +26,15 @@ pub struct CfFacts {
     pub colo: Option<String>,
     pub http_protocol: Option<String>,
     pub tls_version: Option<String>,
+    /// `tlsClientCiphersSha1`: base64 SHA-1 of the ClientHello's cipher list
+    /// (all plans; absent over plain HTTP). Part of the fingerprint (`intel::fingerprint`).
+    pub tls_ciphers_sha1: Option<String>,
+    /// `tlsClientExtensionsSha1`: the same for its extensions.
+    pub tls_extensions_sha1: Option<String>,
+    /// `tlsClientHelloLength`: the ClientHello's length in bytes.
+    pub tls_hello_length: Option<u32>,
+    /// `botManagement.ja4`, only on zones with Bot Management.
+    pub ja4: Option<String>,
     pub is_eu_country: Option<bool>,
     /// `botManagement.score` (1-99), only on zones with Bot Management.
     pub bot_score: Option<u8>,
@@ -71,6 +80,14 @@ impl CfFacts {
                 .map(str::to_ascii_uppercase),
             http_protocol: text("httpProtocol"),
             tls_version: text("tlsVersion"),
+            tls_ciphers_sha1: text("tlsClientCiphersSha1"),
+            tls_extensions_sha1: text("tlsClientExtensionsSha1"),
+            tls_hello_length: obj
+                .get("tlsClientHelloLength")
+                .and_then(number)
+                .filter(|v| v.fract() == 0.0 && *v > 0.0 && *v <= 65_535.0)
+                .map(|v| v as u32),
+            ja4: bot.and_then(|b| b.get("ja4")).and_then(clean_text),
             is_eu_country: obj.get("isEUCountry").and_then(boolish),
             bot_score: bot
                 .and_then(|b| b.get("score"))
@@ -136,6 +153,9 @@ pub struct RequestFacts {
     pub user_agent: Option<String>,
     pub accept: Option<String>,
     pub accept_language: Option<String>,
+    /// The names of the request's headers as the runtime lists them (sorted,
+    /// lower case; at most `fingerprint::MAX_NAMES`), for the fingerprint.
+    pub header_names: Vec<String>,
 }
 
 #[cfg(test)]

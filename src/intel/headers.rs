@@ -76,6 +76,8 @@ pub struct HeaderInput<'a> {
     /// kept): `cleared=<t>`, so an origin that asked for a step-up
     /// (`intel::stepup`) can tell a client that has just passed one.
     pub cleared: Option<u64>,
+    /// The client's fingerprint id (`intel::fingerprint`): `fp="<16 hex>"`.
+    pub fingerprint: Option<&'a str>,
 }
 
 /// What `X-Intel` says of the rule that matched: `rule="login", action=block`,
@@ -151,7 +153,8 @@ fn format_degrees(x: f64) -> String {
 /// (RFC 8941: integers, a token, an inner list of strings; reason codes are
 /// lower-case ASCII so need no escaping), then, when a rule matched,
 /// `rule="login", action=block`, `limited` and `dry_run` (boolean members: true),
-/// and `cleared=<unix seconds>` for a request holding a valid clearance.
+/// `cleared=<unix seconds>` for a request holding a valid clearance, and
+/// `fp="<16 hex>"`, the client's fingerprint, when its TLS facts are known.
 fn structured(input: &HeaderInput<'_>, reasons: &[&str]) -> String {
     let list: Vec<String> = reasons.iter().map(|r| format!("\"{r}\"")).collect();
     let mut out = format!(
@@ -178,6 +181,11 @@ fn structured(input: &HeaderInput<'_>, reasons: &[&str]) -> String {
     }
     if let Some(t) = input.cleared {
         out.push_str(&format!(", cleared={t}"));
+    }
+    // 16 lower-case hex characters: an RFC 8941 string with nothing to escape;
+    // anything else is left out rather than written unescaped.
+    if let Some(fp) = input.fingerprint.filter(|f| f.len() == 16 && f.chars().all(|c| c.is_ascii_hexdigit())) {
+        out.push_str(&format!(", fp=\"{fp}\""));
     }
     out
 }
@@ -256,6 +264,7 @@ mod tests {
             status: IntelStatus::Ok,
             rule: None,
             cleared: None,
+            fingerprint: None,
         });
         let names: Vec<_> = h.iter().map(|(n, _)| *n).collect();
         assert_eq!(
@@ -307,6 +316,7 @@ mod tests {
                 status: IntelStatus::Ok,
                 rule,
                 cleared,
+                fingerprint: None,
             });
             get(&h, INTEL).unwrap().to_string()
         };
@@ -329,6 +339,30 @@ mod tests {
     }
 
     #[test]
+    fn the_fingerprint_is_a_string_member_and_only_sixteen_hex_pass() {
+        let v = score(&[], &Weights::default());
+        let cf = CfFacts::default();
+        let intel = |fingerprint| {
+            let h = render(&HeaderInput {
+                verdict: &v,
+                level: v.level,
+                threat: 0,
+                reputation: 50,
+                cf: &cf,
+                status: IntelStatus::Ok,
+                rule: None,
+                cleared: Some(7),
+                fingerprint,
+            });
+            get(&h, INTEL).unwrap().to_string()
+        };
+        assert!(intel(Some("0123456789abcdef")).ends_with(r#", cleared=7, fp="0123456789abcdef""#));
+        assert!(!intel(None).contains("fp="));
+        assert!(!intel(Some("0123456789abcde\"")).contains("fp="));
+        assert!(!intel(Some("short")).contains("fp="));
+    }
+
+    #[test]
     fn unknown_geo_is_omitted() {
         let v = score(&[], &Weights::default());
         let cf = CfFacts::default();
@@ -341,6 +375,7 @@ mod tests {
             status: IntelStatus::Degraded,
             rule: None,
             cleared: None,
+            fingerprint: None,
         });
         assert!(h.iter().all(|(n, _)| !n.starts_with("X-Geo-")));
         assert_eq!(get(&h, RISK_REASONS), Some(""));

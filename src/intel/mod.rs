@@ -18,6 +18,7 @@ pub mod enforce;
 pub mod events;
 pub mod facts;
 pub mod fanout;
+pub mod fingerprint;
 pub mod geo;
 pub mod headers;
 pub mod insights;

@@ -342,6 +342,7 @@ mod tests {
             user_agent: Some(CHROME.into()),
             accept: Some("text/html".into()),
             accept_language: Some("de-DE,de;q=0.9".into()),
+            header_names: Vec::new(),
         }
     }
 
