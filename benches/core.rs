@@ -27,6 +27,7 @@ fn request() -> RequestFacts {
         user_agent: Some("python-requests/2.32.3".into()),
         accept: Some("*/*".into()),
         accept_language: None,
+        header_names: vec!["accept".into(), "accept-encoding".into(), "user-agent".into()],
     }
 }
 
@@ -50,6 +51,7 @@ fn core_path(c: &mut Criterion) {
                 status: IntelStatus::Ok,
                 rule: None,
                 cleared: None,
+                fingerprint: None,
             });
             black_box(headers)
         })

@@ -44,6 +44,9 @@ fuzz_target!(|data: &[u8]| {
         &f.as_organization,
         &f.http_protocol,
         &f.tls_version,
+        &f.tls_ciphers_sha1,
+        &f.tls_extensions_sha1,
+        &f.ja4,
     ];
     for t in texts.into_iter().flatten() {
         assert!(!t.is_empty() && t.chars().count() <= 128, "text field {t:?}");
@@ -53,6 +56,9 @@ fuzz_target!(|data: &[u8]| {
     let signals = request_signals(&f, &RequestFacts::default(), &SignalConfig::default());
     let verdict = score(&signals, &Weights::default());
     assert!(verdict.score <= 100);
+    // Whatever the TLS facts hold, the fingerprint is 16 hex or absent.
+    let fp = edgeintel::intel::fingerprint::id(&f, &[]);
+    assert!(fp.as_deref().is_none_or(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit())));
     let input = HeaderInput {
         verdict: &verdict,
         level: verdict.level,
@@ -62,6 +68,7 @@ fuzz_target!(|data: &[u8]| {
         status: IntelStatus::Ok,
         rule: None,
         cleared: None,
+        fingerprint: fp.as_deref(),
     };
     for (name, value) in render(&input) {
         assert!(value.bytes().all(|b| (0x20..0x7f).contains(&b)), "{name}: {value:?} is not printable ASCII");
