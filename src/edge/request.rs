@@ -54,6 +54,7 @@ use crate::intel::stepup::{self, StepUp};
 use crate::intel::travel::TravelFinding;
 
 use super::crawlers as edge_crawlers;
+use super::fingerprints as edge_fingerprints;
 use super::record::{Batching, Recorded};
 use super::respond::ChallengeAsk;
 use super::stepup as edge_stepup;
@@ -73,6 +74,8 @@ struct RequestCtx<'a> {
     cf: CfFacts,
     request: RequestFacts,
     cookies: Option<String>,
+    /// The client's fingerprint id (`intel::fingerprint`), when its TLS facts are known.
+    fingerprint: Option<String>,
     // identify
     identity: Option<Identity>,
     /// The request's own subject key (its /64 or address) even when widened:
@@ -199,6 +202,7 @@ fn extract<'a>(req: &'a Request, io: Io<'a>, config: &'a Config) -> RequestCtx<'
     let (ip, cf, request) = extract::facts(req, config.trust_x_real_ip);
     let cookies = extract::cookie_header(req);
     let verified_bot = cf_verified(&cf);
+    let fingerprint = fingerprint::id(&cf, &request.header_names);
     RequestCtx {
         req,
         io,
@@ -208,6 +212,7 @@ fn extract<'a>(req: &'a Request, io: Io<'a>, config: &'a Config) -> RequestCtx<'
         cf,
         request,
         cookies,
+        fingerprint,
         identity: None,
         own_key: None,
         widened: false,
@@ -260,9 +265,19 @@ async fn consult(rc: &mut RequestCtx<'_>) -> (Found, Observation) {
     // already holds (no I/O; a missing one is fetched after the response).
     let req = rc.req;
     let signed = async move { config.signed_agents != Trust::Off && signed_agent::verified(io, config, req).await };
-    let ((lists, rules), (ranges, signed)) = join(
+    // The fingerprints the hub flagged, read only by a request that has one.
+    let has_fingerprint = rc.fingerprint.is_some();
+    let flagged = async move {
+        if has_fingerprint {
+            let slide_ms = (config.analytics.slide_s.clamp(1, 60) * 1000) as f64;
+            Some(edge_fingerprints::sets(io, config.consult.timeout_ms, slide_ms).await)
+        } else {
+            None
+        }
+    };
+    let ((lists, rules), (ranges, (signed, flagged))) = join(
         join(lists::effective(io, &config.lists, &config.consult), rules::effective(io, config)),
-        join(ranges, signed),
+        join(ranges, join(signed, flagged)),
     )
     .await;
     if let Some(r) = ranges {
@@ -276,6 +291,12 @@ async fn consult(rc: &mut RequestCtx<'_>) -> (Found, Observation) {
             rc.signals.push(Signal { reason: Reason::SignedAgent, points: None });
         }
         rc.verified_bot = true;
+    }
+    if let (Some(fp), Some(sets)) = (&rc.fingerprint, &flagged) {
+        let ua = rc.request.user_agent.as_deref();
+        for reason in fingerprint::reasons(fp, sets, ua, rc.verified_bot) {
+            rc.signals.push(Signal { reason, points: None });
+        }
     }
     if let Some(e) = &lists.error {
         rc.io.log.warn("lists", format_args!("kept the last lists read: {e}"));
@@ -526,7 +547,6 @@ async fn forward(
         dry_run: d.rule.dry_run,
         limited: d.would == Action::RateLimit,
     });
-    let fingerprint = fingerprint::id(&rc.cf, &rc.request.header_names);
     let mut ours = headers::render(&HeaderInput {
         verdict: &scored.verdict,
         level: scored.level,
@@ -536,7 +556,7 @@ async fn forward(
         status: scored.status,
         rule,
         cleared: cleared_at(rc).map(|ms| (ms / 1000.0) as u64),
-        fingerprint: fingerprint.as_deref(),
+        fingerprint: rc.fingerprint.as_deref(),
     });
     if let Some(k) = &rc.config.secrets.header_signing_key {
         // The address the verdict is about, signed with it.
@@ -633,6 +653,10 @@ fn record_sample(rc: &RequestCtx, found: &Found, scored: &Scored, answer: &Answe
     let scores = (scored.verdict.score, found.profile.threat);
     let mut sample = outcome::sample(rc.started, subject, &rc.request, &rc.cf, scores, &found.consulted, answer);
     sample.rule = hit;
+    if let Some(fp) = &rc.fingerprint {
+        (sample.fp_ua, sample.fp_risky) = fingerprint::sample_facts(&scored.verdict, rc.request.user_agent.as_deref());
+        sample.fp = Some(fp.clone());
+    }
     // What a policy decides on, for the what-if preview's sample.
     let facts = Facts {
         at: rc.started,

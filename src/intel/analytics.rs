@@ -134,6 +134,24 @@ pub struct Sample {
     /// The per-route rule that decided the request, if one did.
     #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<RuleSample>,
+    /// The client's fingerprint id (`intel::fingerprint`), when known.
+    #[serde(rename = "f", default, skip_serializing_if = "Option::is_none")]
+    pub fp: Option<String>,
+    /// Its User-Agent's kind (`fingerprint::UaKind::code`); a browser's
+    /// flagged `ua_fingerprint_mismatch` is recorded as other.
+    #[serde(rename = "g", default, skip_serializing_if = "is_zero")]
+    pub fp_ua: u8,
+    /// Risky (`fingerprint::RISKY_AT`) without the fingerprint's own reasons.
+    #[serde(rename = "q", default, skip_serializing_if = "std::ops::Not::not")]
+    pub fp_risky: bool,
+}
+
+/// `Sample::fp_ua` codes (`fingerprint::UaKind::code`); 0 is other.
+pub const UA_BROWSER: u8 = 1;
+pub const UA_LIBRARY: u8 = 2;
+
+fn is_zero(v: &u8) -> bool {
+    *v == 0
 }
 
 /// What a sample says of the per-route rule that decided it (issue 18).
@@ -381,6 +399,51 @@ impl KeyAgg {
     }
 }
 
+/// Per-fingerprint aggregates of one slide (`intel::fingerprint`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FpAgg {
+    #[serde(rename = "n", default)]
+    pub requests: u64,
+    /// Requests risky without the fingerprint's own reasons.
+    #[serde(rename = "r", default)]
+    pub risky: u64,
+    /// Requests with a browser's User-Agent (not flagged as a mismatch).
+    #[serde(rename = "b", default)]
+    pub browser: u64,
+    /// Requests with an HTTP library's User-Agent.
+    #[serde(rename = "l", default)]
+    pub library: u64,
+    /// The subjects using it (up to `MAX_MEMBERS`).
+    #[serde(rename = "s", default)]
+    pub subjects: Members,
+    /// The ASNs it came from (up to `MAX_FP_ASNS`).
+    #[serde(rename = "a", default)]
+    pub asns: Vec<u32>,
+}
+
+/// ASNs kept per fingerprint and slide.
+pub const MAX_FP_ASNS: usize = 16;
+
+impl FpAgg {
+    /// Adds another's counts and sets (the window's sum, unbounded by a budget).
+    pub fn add(&mut self, o: &FpAgg) {
+        self.requests += o.requests;
+        self.risky += o.risky;
+        self.browser += o.browser;
+        self.library += o.library;
+        self.subjects.union(&o.subjects);
+        self.add_asns(&o.asns);
+    }
+
+    fn add_asns(&mut self, asns: &[u32]) {
+        for a in asns {
+            if !self.asns.contains(a) && self.asns.len() < MAX_FP_ASNS {
+                self.asns.push(*a);
+            }
+        }
+    }
+}
+
 /// Measured by the hub itself during a slide (the tick's own numbers).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Gauges {
@@ -456,6 +519,9 @@ pub struct Slide {
     /// (`intel::challenge`; a solution in the slide its token was issued in).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub challenges: BTreeMap<String, ChallengeCounts>,
+    /// Per fingerprint id (`intel::fingerprint`): who uses it and how.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fingerprints: BTreeMap<String, FpAgg>,
 }
 
 fn agg_for<'a, K: Ord + Clone>(map: &'a mut BTreeMap<K, KeyAgg>, key: &K) -> Option<&'a mut KeyAgg> {
@@ -540,6 +606,18 @@ impl Slide {
                 h.count(r);
             }
         }
+        if let Some(f) = s.fp.as_ref().and_then(|f| entry_within(&mut self.fingerprints, f, f.len(), budget)) {
+            f.requests += 1;
+            f.risky += u64::from(s.fp_risky);
+            f.browser += u64::from(s.fp_ua == UA_BROWSER);
+            f.library += u64::from(s.fp_ua == UA_LIBRARY);
+            if !forgotten {
+                f.subjects.insert_within(&s.subject, budget);
+            }
+            if let Some(a) = s.asn {
+                f.add_asns(&[a]);
+            }
+        }
     }
 
     /// Counts one challenge outcome under its label (within the slide's bounds).
@@ -590,6 +668,9 @@ impl Slide {
         any |= self.auth_failures.remove(subject, b);
         any |= self.high_threat.remove(subject, b);
         any |= self.travel.remove(subject, b);
+        for f in self.fingerprints.values_mut() {
+            any |= f.subjects.remove(subject, b);
+        }
         any
     }
 
@@ -659,6 +740,16 @@ impl Slide {
                 c.add(v);
             }
         }
+        for (k, v) in &o.fingerprints {
+            if let Some(f) = entry_within(&mut self.fingerprints, k, k.len(), budget) {
+                f.requests += v.requests;
+                f.risky += v.risky;
+                f.browser += v.browser;
+                f.library += v.library;
+                members(&mut f.subjects, &v.subjects, budget);
+                f.add_asns(&v.asns);
+            }
+        }
         budget.dropped += o.budget.dropped;
     }
 
@@ -671,7 +762,8 @@ impl Slide {
             .map(|a| &a.high_risk)
             .chain(self.asns.values().map(|a| &a.high_risk))
             .chain(self.probes.values())
-            .chain([&self.auth_failures, &self.high_threat, &self.travel]);
+            .chain([&self.auth_failures, &self.high_threat, &self.travel])
+            .chain(self.fingerprints.values().map(|f| &f.subjects));
         for set in sets {
             out.extend(set.members.iter().cloned());
         }
@@ -723,6 +815,11 @@ impl Slide {
         for (k, v) in &o.challenges {
             if let Some(c) = entry_within(&mut self.challenges, k, k.len(), &mut self.budget) {
                 c.add(v);
+            }
+        }
+        for (k, v) in &o.fingerprints {
+            if self.fingerprints.contains_key(k) || self.fingerprints.len() < MAX_KEYS {
+                self.fingerprints.entry(k.clone()).or_default().add(v);
             }
         }
     }
@@ -1411,6 +1508,40 @@ mod tests {
             latency_ms: Some(20.0),
             ..Sample::default()
         }
+    }
+
+    #[test]
+    fn fingerprints_are_counted_absorbed_merged_and_forgotten() {
+        let start = 1_764_000_000;
+        let at = start as f64 * 1000.0;
+        use crate::intel::fingerprint::UaKind;
+        let fp = |subject: &str, ua: UaKind, risky: bool, asn: u32| Sample {
+            fp: Some("00000000000000aa".into()),
+            fp_ua: ua.code(),
+            fp_risky: risky,
+            asn: Some(asn),
+            ..sample(at, subject)
+        };
+        let (mut a, mut b) = (Slide::new(start), Slide::new(start));
+        a.add_sample(&fp("s1", UaKind::Library, true, 14061), false);
+        a.add_sample(&fp("s2", UaKind::Browser, false, 3320), false);
+        b.add_sample(&fp("s1", UaKind::Library, true, 14061), false);
+        b.add_sample(&sample(at, "s3"), false);
+        let mut absorbed = Slide::new(start);
+        absorbed.absorb(&a);
+        absorbed.absorb(&b);
+        let mut merged = a.clone();
+        merged.merge(&b);
+        for s in [&absorbed, &merged] {
+            let f = &s.fingerprints["00000000000000aa"];
+            assert_eq!((f.requests, f.risky, f.browser, f.library), (3, 2, 1, 2));
+            assert_eq!(f.subjects.members, ["s1", "s2"]);
+            assert_eq!(f.asns, [14061, 3320]);
+            assert_eq!(s.fingerprints.len(), 1, "a sample without a fingerprint adds none");
+        }
+        assert!(absorbed.all_members().contains(&"s2".to_string()));
+        assert!(absorbed.forget("s2"));
+        assert_eq!(absorbed.fingerprints["00000000000000aa"].subjects.members, ["s1"]);
     }
 
     #[test]

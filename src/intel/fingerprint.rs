@@ -9,13 +9,161 @@
 //! to the origin (`X-Intel: fp="…"`) and kept in the profile, where it can be
 //! joined with everything else known about the client.
 //!
+//! What the analytics learn (`analytics::FpAgg`, per fingerprint and slide:
+//! requests, risky requests, browser and HTTP-library User-Agents, the
+//! subjects and ASNs using it) shard 0's hub judges over the window each tick
+//! (`judge`) and publishes to KV (`keys::FINGERPRINTS_KEY`); the request path
+//! reads that (cached a minute per isolate) and adds
+//! - `fingerprint_swarm`: the fingerprint was used by at least
+//!   `SWARM_SUBJECTS` subjects in the window, and at least `SWARM_RISKY_SHARE`
+//!   of its requests were risky (medium or high, not counting the
+//!   fingerprint's own reasons: the reason must not feed itself). A popular
+//!   browser's fingerprint carries mostly honest traffic, so it is not one.
+//! - `ua_fingerprint_mismatch`: the request's User-Agent claims a browser, and
+//!   the fingerprint was seen at least `LIBRARY_REQUESTS` times in the window
+//!   with HTTP-library User-Agents (curl, python-requests, Go, ...), at least
+//!   `LIBRARY_PER_BROWSER` times as often as with a browser's. Not "never":
+//!   the browser-claiming requests sent before the flag reached an isolate
+//!   would clear it; a real browser does not share a TLS stack and header set
+//!   with curl. Requests flagged with this reason do not count as a
+//!   browser's, or the flag would clear itself.
+//!
 //! Header order is not part of it: the Workers runtime hands a Worker the
 //! headers sorted by name, so the order the client sent them in is gone
 //! before our code runs. Only which names are present counts.
 
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::intel::analytics::{FpAgg, UA_BROWSER, UA_LIBRARY};
 use crate::intel::facts::CfFacts;
+use crate::intel::score::Verdict;
+use crate::intel::signals::{is_automation_ua, looks_like_browser, Reason};
+
+/// `fingerprint_swarm` needs at least this many subjects on the fingerprint
+/// in the window (at most `analytics::MAX_MEMBERS`, the subjects kept per key).
+pub const SWARM_SUBJECTS: usize = 20;
+/// ... and at least this share of its requests risky.
+pub const SWARM_RISKY_SHARE: f64 = 0.5;
+/// `ua_fingerprint_mismatch` needs the fingerprint seen this many times in
+/// the window, every time from an HTTP library.
+pub const LIBRARY_REQUESTS: u64 = 20;
+/// ... at least this many times as often as a browser's User-Agent.
+pub const LIBRARY_PER_BROWSER: u64 = 5;
+/// A request this risky (medium or high) counts as risky for a swarm.
+pub const RISKY_AT: u8 = 40;
+/// At most this many fingerprints are published per reason (the most
+/// used first): the KV value and each isolate's copy stay small.
+pub const MAX_PUBLISHED: usize = 1_000;
+
+/// What a User-Agent says it is, for the fingerprint's statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UaKind {
+    #[default]
+    Other,
+    /// A graphical browser's (`Mozilla/5.0 ...`), not an HTTP library's.
+    Browser,
+    /// An HTTP library's or a command-line tool's (`signals::is_automation_ua`).
+    Library,
+}
+
+impl UaKind {
+    pub fn of(ua: Option<&str>) -> UaKind {
+        match ua {
+            Some(u) if is_automation_ua(u) => UaKind::Library,
+            Some(u) if looks_like_browser(u) => UaKind::Browser,
+            _ => UaKind::Other,
+        }
+    }
+
+    /// Its code in an analytics sample.
+    pub fn code(self) -> u8 {
+        match self {
+            UaKind::Other => 0,
+            UaKind::Browser => UA_BROWSER,
+            UaKind::Library => UA_LIBRARY,
+        }
+    }
+}
+
+/// The fingerprints the request path adds a reason for (published by the
+/// hub, read by every isolate).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sets {
+    /// `fingerprint_swarm`.
+    #[serde(default)]
+    pub swarm: BTreeSet<String>,
+    /// `ua_fingerprint_mismatch` (with a browser User-Agent).
+    #[serde(rename = "libraryOnly", default)]
+    pub library_only: BTreeSet<String>,
+}
+
+impl Sets {
+    /// Keeps only well-formed ids (a KV value written by hand or damaged
+    /// cannot put anything else into a header or a reason).
+    pub fn checked(mut self) -> Sets {
+        let ok = |f: &String| f.len() == 16 && f.bytes().all(|b| b.is_ascii_hexdigit());
+        self.swarm.retain(ok);
+        self.library_only.retain(ok);
+        self
+    }
+}
+
+/// The reasons the request path adds for `fp` (none for a verified crawler
+/// or signed agent, who are known by better means).
+pub fn reasons(fp: &str, sets: &Sets, user_agent: Option<&str>, verified: bool) -> Vec<Reason> {
+    let mut out = Vec::new();
+    if verified {
+        return out;
+    }
+    if sets.swarm.contains(fp) {
+        out.push(Reason::FingerprintSwarm);
+    }
+    if sets.library_only.contains(fp) && UaKind::of(user_agent) == UaKind::Browser {
+        out.push(Reason::UaFingerprintMismatch);
+    }
+    out
+}
+
+/// What the analytics sample says for the fingerprint's statistics: the
+/// User-Agent's kind (a browser's flagged as a mismatch counts as other, so
+/// the flag does not clear itself) and whether the request was risky without
+/// the fingerprint's own reasons (so a swarm's flag does not feed itself).
+pub fn sample_facts(verdict: &Verdict, user_agent: Option<&str>) -> (u8, bool) {
+    let own = |r: Reason| matches!(r, Reason::FingerprintSwarm | Reason::UaFingerprintMismatch);
+    let mismatch = verdict.reasons().any(|r| r == Reason::UaFingerprintMismatch);
+    let kind = if mismatch { UaKind::Other } else { UaKind::of(user_agent) };
+    let without: u32 = verdict.contributions.iter().filter(|c| !own(c.reason)).map(|c| u32::from(c.points)).sum();
+    (kind.code(), without.min(100) >= u32::from(RISKY_AT))
+}
+
+/// Judges the window's per-fingerprint statistics (the slides' `fingerprints`).
+pub fn judge<'a>(slides: impl Iterator<Item = &'a std::collections::BTreeMap<String, FpAgg>>) -> Sets {
+    let mut window: std::collections::BTreeMap<&str, FpAgg> = std::collections::BTreeMap::new();
+    for s in slides {
+        for (k, v) in s {
+            window.entry(k.as_str()).or_default().add(v);
+        }
+    }
+    let mut swarm: Vec<(&str, u64)> = Vec::new();
+    let mut library: Vec<(&str, u64)> = Vec::new();
+    for (k, v) in &window {
+        let subjects = v.subjects.members.len();
+        if subjects >= SWARM_SUBJECTS && v.requests > 0 && v.risky as f64 >= SWARM_RISKY_SHARE * v.requests as f64 {
+            swarm.push((k, v.requests));
+        }
+        if v.library >= LIBRARY_REQUESTS && v.library >= LIBRARY_PER_BROWSER.saturating_mul(v.browser) {
+            library.push((k, v.requests));
+        }
+    }
+    let top = |mut v: Vec<(&str, u64)>| -> BTreeSet<String> {
+        v.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        v.into_iter().take(MAX_PUBLISHED).map(|(k, _)| k.to_string()).collect()
+    };
+    Sets { swarm: top(swarm), library_only: top(library) }.checked()
+}
 
 /// Headers that say nothing about the client's software: those Cloudflare or
 /// a proxy adds, those that come and go with the request's state (cookies,
@@ -172,6 +320,85 @@ mod tests {
             "signature-input",
         ]));
         assert_eq!(id(&chrome(), &more), base);
+    }
+
+    fn agg(requests: u64, risky: u64, browser: u64, library: u64, subjects: usize) -> FpAgg {
+        let mut a = FpAgg { requests, risky, browser, library, ..FpAgg::default() };
+        a.subjects.members = (0..subjects).map(|i| format!("s{i}")).collect();
+        a
+    }
+
+    fn slide(entries: &[(&str, FpAgg)]) -> std::collections::BTreeMap<String, FpAgg> {
+        entries.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    const A: &str = "00000000000000aa";
+    const B: &str = "00000000000000bb";
+
+    #[test]
+    fn a_swarm_needs_many_subjects_and_mostly_risky_traffic_over_the_window() {
+        // 12 + 12 subjects over two slides (distinct names: the sets union).
+        let mut second = agg(30, 20, 0, 0, 0);
+        second.subjects.members = (100..112).map(|i| format!("s{i}")).collect();
+        let slides = [slide(&[(A, agg(30, 20, 0, 0, 12))]), slide(&[(A, second)])];
+        assert!(judge(slides.iter()).swarm.contains(A));
+        // One slide alone has too few subjects.
+        assert!(!judge(slides.iter().take(1)).swarm.contains(A));
+        // A popular browser: many subjects, mostly honest traffic.
+        let browser = [slide(&[(B, agg(10_000, 300, 10_000, 0, 64))])];
+        assert!(judge(browser.iter()).swarm.is_empty());
+        // Exactly half risky is a swarm; just under is not.
+        assert!(judge([slide(&[(A, agg(100, 50, 0, 0, 20))])].iter()).swarm.contains(A));
+        assert!(judge([slide(&[(A, agg(100, 49, 0, 0, 20))])].iter()).swarm.is_empty());
+    }
+
+    #[test]
+    fn library_only_needs_enough_library_requests_and_few_browsers() {
+        assert!(judge([slide(&[(A, agg(20, 0, 0, 20, 1))])].iter()).library_only.contains(A));
+        assert!(judge([slide(&[(A, agg(19, 0, 0, 19, 1))])].iter()).library_only.is_empty());
+        assert!(judge([slide(&[(A, agg(48, 0, 8, 40, 1))])].iter()).library_only.contains(A));
+        assert!(judge([slide(&[(A, agg(49, 0, 9, 40, 1))])].iter()).library_only.is_empty());
+    }
+
+    #[test]
+    fn only_well_formed_ids_are_kept() {
+        let s = judge([slide(&[("not-hex-at-all!!", agg(20, 20, 0, 20, 30))])].iter());
+        assert_eq!(s, Sets::default());
+        let read: Sets = serde_json::from_str(r#"{"swarm":["x\"y", "00000000000000aa"],"libraryOnly":[]}"#).unwrap();
+        assert_eq!(read.checked().swarm.into_iter().collect::<Vec<_>>(), [A]);
+    }
+
+    #[test]
+    fn reasons_for_a_request() {
+        let sets = Sets { swarm: [A.to_string()].into(), library_only: [B.to_string()].into() };
+        let chrome = Some("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36");
+        assert_eq!(reasons(A, &sets, Some("curl/8.5.0"), false), [Reason::FingerprintSwarm]);
+        assert_eq!(reasons(B, &sets, chrome, false), [Reason::UaFingerprintMismatch]);
+        // The library itself, saying what it is: no mismatch.
+        assert!(reasons(B, &sets, Some("curl/8.5.0"), false).is_empty());
+        assert!(reasons(B, &sets, None, false).is_empty());
+        // Verified crawlers and signed agents are known by better means.
+        assert!(reasons(A, &sets, chrome, true).is_empty());
+        assert!(reasons("00000000000000cc", &sets, chrome, false).is_empty());
+    }
+
+    #[test]
+    fn the_sample_leaves_out_the_fingerprints_own_reasons() {
+        use crate::intel::score::{score, Weights};
+        use crate::intel::signals::Signal;
+        let w = Weights::default();
+        let sig = |r| Signal { reason: r, points: None };
+        let chrome =
+            Some("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36");
+        // Flagged by both reasons alone (55 points): not risky, and the
+        // browser flagged as a mismatch is not counted as a browser.
+        let v = score(&[sig(Reason::FingerprintSwarm), sig(Reason::UaFingerprintMismatch)], &w);
+        assert!(v.score >= RISKY_AT);
+        assert_eq!(sample_facts(&v, chrome), (UaKind::Other.code(), false));
+        // Tor (risky on its own) from a library.
+        let v = score(&[sig(Reason::TorExit)], &w);
+        assert_eq!(sample_facts(&v, Some("python-requests/2.32")), (UaKind::Library.code(), true));
+        assert_eq!(sample_facts(&score(&[], &w), chrome), (UaKind::Browser.code(), false));
     }
 
     #[test]

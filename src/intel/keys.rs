@@ -28,6 +28,10 @@ pub const LISTS_KEY: &str = "config:v1:lists";
 /// them (`intel::crawlers::Stored`).
 pub const CRAWLERS_KEY: &str = "config:v1:crawlers";
 
+/// The fingerprints shard 0's hub judged over the window
+/// (`intel::fingerprint::Sets`), read by the request path.
+pub const FINGERPRINTS_KEY: &str = "config:v1:fingerprints";
+
 /// A signed agent's key directory as fetched from its origin
 /// (`edge::signed_agent`; KV expires it).
 pub fn agent_directory_key(origin: &str) -> String {

@@ -139,6 +139,10 @@ pub fn sample(
         probe: if fail_closed { None } else { signals::probe_rule(&request.path).map(String::from) },
         // Set by the request path when a rule decided (`RuleSample`).
         rule: None,
+        // Set by the request path from the fingerprint it computed.
+        fp: None,
+        fp_ua: 0,
+        fp_risky: false,
     }
 }
 

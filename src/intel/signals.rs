@@ -231,14 +231,14 @@ const AUTOMATION_UA_MARKERS: &[&str] = &[
     "zmeu",
 ];
 
-fn is_automation_ua(ua: &str) -> bool {
+pub(crate) fn is_automation_ua(ua: &str) -> bool {
     let ua = ua.to_ascii_lowercase();
     AUTOMATION_UA_MARKERS.iter().any(|m| ua.contains(m))
 }
 
 /// A UA that claims to be a graphical browser: real ones always send Accept
 /// and Accept-Language, scripts faking the UA often forget.
-fn looks_like_browser(ua: &str) -> bool {
+pub(crate) fn looks_like_browser(ua: &str) -> bool {
     ua.starts_with("Mozilla/5.0") || ua.starts_with("Opera/")
 }
 

@@ -39,6 +39,7 @@ use serde_json::{json, Value};
 use super::alerting::{self, Rule, RuleState, Transition};
 use super::analytics::{Aggregator, AnalyticsConfig, Gauges, ShardPart, Slide, SlidePoint, Totals, METRIC_NAMES};
 use super::deltas::{Seen, TierCounters};
+use super::fingerprint::{self, Sets};
 use super::insights;
 use super::keys;
 use super::protocol::{iso, MessageType, ServerMessage};
@@ -397,6 +398,9 @@ pub struct Plan {
     pub slide: i64,
     /// Retries dropped this tick (over `KV_PENDING_MAX`).
     pub kv_dropped: u64,
+    /// The site's fingerprint judgement (`fingerprint::judge`), when this
+    /// tick judged the site: the object publishes it to KV when it changed.
+    pub fingerprints: Option<Sets>,
 }
 
 /// The second step, at `now`, when the KV writes are done and, for shard 0
@@ -453,6 +457,7 @@ pub fn finish(
             None
         }
     };
+    let fingerprints = evaluated.as_ref().map(|(_, _, news)| news.fingerprints.clone());
     let (perf, intel, transitions) = match evaluated {
         Some((points, transitions, news)) => {
             let (perf, intel) = messages(&points, &transitions, &news, now);
@@ -468,7 +473,15 @@ pub fn finish(
     };
     state.agg.record_gauges(cfg.analytics, gauges.clone(), now);
     state.agg.evict(cfg.analytics, now);
-    Plan { perf, intel, transitions, gauges, slide: slide_of(cfg.analytics, now), kv_dropped: dropped as u64 }
+    Plan {
+        perf,
+        intel,
+        transitions,
+        gauges,
+        slide: slide_of(cfg.analytics, now),
+        kv_dropped: dropped as u64,
+        fingerprints,
+    }
 }
 
 /// What a tick found worth telling the intelligence stream.
@@ -477,6 +490,8 @@ struct News {
     anomalies: Vec<Anomaly>,
     trends: Vec<Trend>,
     correlations: Vec<Correlation>,
+    /// Not stream news: what the request path flags (`fingerprint::judge`).
+    fingerprints: Sets,
 }
 
 /// Alert rules on each slide closed since the last evaluation and what the
@@ -511,7 +526,8 @@ fn evaluate(
     let (correlations, keys) =
         insights::changed(&meta.correlation_keys, views.correlations.iter().map(|c| (c.news_key(), c)));
     meta.correlation_keys = keys;
-    (points, transitions, News { patterns, anomalies, trends, correlations })
+    let fingerprints = fingerprint::judge(agg.slides.values().map(|s| &s.fingerprints));
+    (points, transitions, News { patterns, anomalies, trends, correlations, fingerprints })
 }
 
 /// The tick's stream messages (the streams live on shard 0, the only shard

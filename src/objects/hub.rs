@@ -60,6 +60,7 @@ use crate::error::Error;
 use crate::intel::analytics::{Aggregator, AnalyticsConfig, Slide};
 use crate::intel::deltas::{self, Forward};
 use crate::intel::fanout::{requeue_front, Clients, StreamOp, ROOT};
+use crate::intel::fingerprint::Sets;
 use crate::intel::keys::{self, hub_name, shard_index};
 use crate::intel::tick::{self, HubState, KvRun, Meta, Others, TickConfig};
 use crate::intel::webhooks::{self, Outbox, Sent};
@@ -109,6 +110,9 @@ pub struct HubObject {
     unsent_intel: RefCell<Vec<String>>,
     /// The alert webhooks' outbox (shard 0), as stored (loaded on first use).
     outbox: RefCell<Option<Outbox>>,
+    /// The fingerprint judgement last written to KV (memory only: a
+    /// restarted hub writes its first one again).
+    fingerprints_published: RefCell<Option<Sets>>,
 }
 
 /// Intelligence texts kept for the next tick when the stream root fails.
@@ -123,6 +127,7 @@ impl DurableObject for HubObject {
             dirty: RefCell::new(BTreeSet::new()),
             persisted: RefCell::new(BTreeMap::new()),
             clients: Cell::new(Clients::default()),
+            fingerprints_published: RefCell::new(None),
             unsent_intel: RefCell::new(Vec::new()),
             outbox: RefCell::new(None),
         }
@@ -368,6 +373,9 @@ impl DurableObject for HubObject {
             if let Some(o) = self.outbox.borrow_mut().as_mut() {
                 o.enqueue(&config.hub.webhooks, &alerts, now);
             }
+        }
+        if let Some(sets) = plan.fingerprints {
+            self.publish_fingerprints(sets, &log).await;
         }
         self.broadcast(plan.intel, plan.perf, &log).await;
         // Sockets a version before the stream objects accepted here: closed
@@ -635,6 +643,30 @@ impl HubObject {
             meta.shard = named;
         }
         meta.shard
+    }
+
+    /// Writes the site's fingerprint judgement to KV when it changed (the
+    /// request path reads it: `edge::fingerprints`); a failed write is tried
+    /// again next tick. No expiry: an old judgement stays until replaced.
+    async fn publish_fingerprints(&self, sets: Sets, log: &Log) {
+        if self.fingerprints_published.borrow().as_ref() == Some(&sets) {
+            return;
+        }
+        let body = match serde_json::to_string(&sets) {
+            Ok(b) => b,
+            Err(e) => return log.error("fingerprints", format_args!("not written: {e}")),
+        };
+        let written = match self.env.kv(bindings::METRICS) {
+            Ok(kv) => match kv.put(keys::FINGERPRINTS_KEY, body) {
+                Ok(b) => b.execute().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        match written {
+            Ok(()) => *self.fingerprints_published.borrow_mut() = Some(sets),
+            Err(e) => log.error("kv", format_args!("KV write {} failed (next tick): {e}", keys::FINGERPRINTS_KEY)),
+        }
     }
 
     /// Runs the tick's KV writes (`tick::KvRun`: it says what to write next
