@@ -423,6 +423,11 @@ pub struct FpAgg {
 
 /// ASNs kept per fingerprint and slide.
 pub const MAX_FP_ASNS: usize = 16;
+/// Fingerprints kept per slide (first come; the rest counted as dropped).
+pub const MAX_FP_KEYS: usize = 64;
+/// Subjects kept per fingerprint and slide: a few more than a swarm needs
+/// (`fingerprint::SWARM_SUBJECTS`), so its bytes stay small.
+pub const MAX_FP_SUBJECTS: usize = 24;
 
 impl FpAgg {
     /// Adds another's counts and sets (the window's sum, unbounded by a budget).
@@ -433,6 +438,15 @@ impl FpAgg {
         self.library += o.library;
         self.subjects.union(&o.subjects);
         self.add_asns(&o.asns);
+    }
+
+    /// Adds a subject within `MAX_FP_SUBJECTS` and the slide's byte budget.
+    fn add_subject(&mut self, subject: &str, budget: &mut Budget) {
+        if self.subjects.members.len() < MAX_FP_SUBJECTS || self.subjects.members.iter().any(|m| m == subject) {
+            self.subjects.insert_within(subject, budget);
+        } else {
+            self.subjects.overflow += 1;
+        }
     }
 
     fn add_asns(&mut self, asns: &[u32]) {
@@ -524,6 +538,18 @@ pub struct Slide {
     pub fingerprints: BTreeMap<String, FpAgg>,
 }
 
+/// The fingerprint's entry, within `MAX_FP_KEYS` and the byte budget. A
+/// client picks its own fingerprint (any header set is one), so fingerprints
+/// get fewer keys than the slide's other maps: one client varying its
+/// headers can take at most these, not the budget the others need.
+fn fp_entry<'a>(map: &'a mut BTreeMap<String, FpAgg>, key: &str, budget: &mut Budget) -> Option<&'a mut FpAgg> {
+    if !map.contains_key(key) && map.len() >= MAX_FP_KEYS {
+        budget.dropped += 1;
+        return None;
+    }
+    entry_within(map, &key.to_string(), key.len(), budget)
+}
+
 fn agg_for<'a, K: Ord + Clone>(map: &'a mut BTreeMap<K, KeyAgg>, key: &K) -> Option<&'a mut KeyAgg> {
     if !map.contains_key(key) && map.len() >= MAX_KEYS {
         return None;
@@ -606,13 +632,13 @@ impl Slide {
                 h.count(r);
             }
         }
-        if let Some(f) = s.fp.as_ref().and_then(|f| entry_within(&mut self.fingerprints, f, f.len(), budget)) {
+        if let Some(f) = s.fp.as_ref().and_then(|f| fp_entry(&mut self.fingerprints, f, budget)) {
             f.requests += 1;
             f.risky += u64::from(s.fp_risky);
             f.browser += u64::from(s.fp_ua == UA_BROWSER);
             f.library += u64::from(s.fp_ua == UA_LIBRARY);
             if !forgotten {
-                f.subjects.insert_within(&s.subject, budget);
+                f.add_subject(&s.subject, budget);
             }
             if let Some(a) = s.asn {
                 f.add_asns(&[a]);
@@ -741,12 +767,15 @@ impl Slide {
             }
         }
         for (k, v) in &o.fingerprints {
-            if let Some(f) = entry_within(&mut self.fingerprints, k, k.len(), budget) {
+            if let Some(f) = fp_entry(&mut self.fingerprints, k, budget) {
                 f.requests += v.requests;
                 f.risky += v.risky;
                 f.browser += v.browser;
                 f.library += v.library;
-                members(&mut f.subjects, &v.subjects, budget);
+                for m in &v.subjects.members {
+                    f.add_subject(m, budget);
+                }
+                f.subjects.overflow += v.subjects.overflow;
                 f.add_asns(&v.asns);
             }
         }
@@ -818,7 +847,7 @@ impl Slide {
             }
         }
         for (k, v) in &o.fingerprints {
-            if self.fingerprints.contains_key(k) || self.fingerprints.len() < MAX_KEYS {
+            if self.fingerprints.contains_key(k) || self.fingerprints.len() < MAX_FP_KEYS {
                 self.fingerprints.entry(k.clone()).or_default().add(v);
             }
         }
@@ -1508,6 +1537,28 @@ mod tests {
             latency_ms: Some(20.0),
             ..Sample::default()
         }
+    }
+
+    #[test]
+    fn one_client_varying_its_headers_takes_few_keys_and_bytes() {
+        let start = 1_764_000_000;
+        let at = start as f64 * 1000.0;
+        let mut slide = Slide::new(start);
+        for i in 0..200 {
+            let s = Sample { fp: Some(format!("{i:016x}")), ..sample(at, "one-client") };
+            slide.add_sample(&s, false);
+        }
+        assert_eq!(slide.fingerprints.len(), MAX_FP_KEYS);
+        assert!(slide.budget.dropped >= (200 - MAX_FP_KEYS) as u64);
+        assert!(slide.budget.bytes < (MAX_SLIDE_BYTES / 4) as u64, "{} bytes", slide.budget.bytes);
+        // Many subjects on one fingerprint: MAX_FP_SUBJECTS kept, the rest counted.
+        let mut slide = Slide::new(start);
+        for i in 0..40 {
+            let s = Sample { fp: Some("00000000000000aa".into()), ..sample(at, &format!("subject-{i}")) };
+            slide.add_sample(&s, false);
+        }
+        let f = &slide.fingerprints["00000000000000aa"];
+        assert_eq!((f.subjects.members.len(), f.subjects.overflow), (MAX_FP_SUBJECTS, 16));
     }
 
     #[test]

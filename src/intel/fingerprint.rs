@@ -43,7 +43,8 @@ use crate::intel::score::Verdict;
 use crate::intel::signals::{is_automation_ua, looks_like_browser, Reason};
 
 /// `fingerprint_swarm` needs at least this many subjects on the fingerprint
-/// in the window (at most `analytics::MAX_MEMBERS`, the subjects kept per key).
+/// in the window (at most `analytics::MAX_FP_SUBJECTS`, the subjects kept per
+/// fingerprint and slide).
 pub const SWARM_SUBJECTS: usize = 20;
 /// ... and at least this share of its requests risky.
 pub const SWARM_RISKY_SHARE: f64 = 0.5;
