@@ -335,3 +335,40 @@ test("the challenges panel: a rule's challenges issued and solved, by trigger an
     assert.equal((await edge.api("PUT", "/api/config/rules", { body: { rules: [] } })).status, 200);
   }
 });
+
+test("the fingerprints panel: a fingerprint's requests, User-Agent families and reasons", async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const pageErrors = [];
+  page.on("pageerror", (e) => pageErrors.push(String(e)));
+  page.on("console", (m) => m.type() === "error" && pageErrors.push(m.text()));
+  try {
+    await page.goto(new URL("_intel/", edge.url).href);
+    await page.fill("#token", ADMIN_TOKEN);
+    await page.press("#token", "Enter");
+    await page.waitForSelector("#app:not([hidden])");
+    // One script on a hosting network, with its TLS facts (request.cf's shape).
+    const cf = {
+      ...cfFor(city("London")), asn: 14061,
+      tlsClientCiphersSha1: "ZGFzaGJvYXJkLWNpcGhlcnM=", tlsClientExtensionsSha1: "ZGFzaGJvYXJkLWV4dGVucw==",
+      tlsClientHelloLength: "777", tlsVersion: "TLSv1.3", httpProtocol: "HTTP/1.1",
+    };
+    let fp;
+    for (let i = 0; i < 3; i++) {
+      const before = edge.origin.requests.length;
+      await drain(edge.send("/api/items", { cf, ip: "203.0.113.177", headers: { "User-Agent": "python-requests/2.32.3", Accept: "*/*" } }));
+      assert.ok(edge.origin.requests.length > before);
+      fp = /fp="([0-9a-f]{16})"/.exec(edge.origin.requests.at(-1).headers["x-intel"])?.[1];
+    }
+    assert.ok(fp, "the origin got a fingerprint");
+    const row = `#fingerprints-body tr[data-fp="${fp}"]`;
+    await page.waitForFunction((sel) => document.querySelector(`${sel} td[data-k="requests"]`)?.textContent === "3", row, { timeout: 30000 });
+    assert.match(await page.textContent(`${row} td[data-k="families"]`), /python-requests\s*3/);
+    assert.match(await page.textContent(`${row} td[data-k="reasons"]`), /hosting asn\s*3/);
+    assert.match(await page.textContent(`${row} td[data-k="asns"]`), /AS14061/);
+    assert.equal(await page.textContent(`${row} td[data-k="subjects"]`), "1");
+    await page.locator(".fingerprints-card").screenshot({ path: "tests/artifacts/dashboard-fingerprints.png" });
+    assert.deepEqual(pageErrors, []);
+  } finally {
+    await page.close();
+  }
+});

@@ -163,3 +163,38 @@ test("ua_fingerprint_mismatch: a browser User-Agent on a fingerprint seen only f
   await new Promise((r) => setTimeout(r, 2500));
   assert.ok((await published()).libraryOnly.includes(script), "still library-only after the flagged requests");
 });
+
+test("the analytics API shows each fingerprint's subjects, User-Agent families, reasons and judgement, to the admin only", async () => {
+  // After the two tests above: the bot's swarm over Tor and the script's
+  // curl fingerprint that also claimed Chrome.
+  const bot = await fp({ ip: "203.0.113.1", cf: { country: "T1", asn: 14061, ...BOT_TLS }, headers: CURL });
+  const script = await fp({ ip: "198.51.100.60", cf: { ...DE, ...SCRIPT_TLS }, headers: CURL });
+  const view = await eventually(async () => {
+    const r = await edge.api("GET", "/api/analytics/fingerprints");
+    assert.equal(r.status, 200);
+    const list = r.json.fingerprints;
+    const b = list.find((f) => f.id === bot);
+    const s = list.find((f) => f.id === script);
+    return b?.swarm && s?.libraryOnly && s.reasons.ua_fingerprint_mismatch ? { b, s, r: r.json } : null;
+  }, { tries: 60, everyMs: 250 });
+  assert.ok(view, "both flagged fingerprints are listed with their judgement");
+  const { b, s, r } = view;
+  assert.ok(b.subjects >= 20, `swarm subjects ${b.subjects}`);
+  assert.ok(b.riskyShare >= 0.5, `risky share ${b.riskyShare}`);
+  assert.ok(b.reasons.tor_exit >= 24, JSON.stringify(b.reasons));
+  assert.ok(b.asns.includes(14061) && b.asns.includes(3320), "the bots' network and the new subjects'");
+  assert.ok(s.userAgentFamilies.curl >= 40, JSON.stringify(s.userAgentFamilies));
+  assert.ok(s.userAgentFamilies.chrome >= 1, "the impostor's claimed family is counted as such");
+  assert.ok(s.libraryRequests >= 40 && s.libraryRequests >= 5 * s.browserRequests, JSON.stringify(s));
+  assert.ok(r.distinct >= 4 && r.window.windowSeconds === 30, JSON.stringify({ distinct: r.distinct, window: r.window }));
+  // Flagged first; a limit cuts the list; bad limits and no token are refused.
+  assert.ok(r.fingerprints.slice(0, 2).every((f) => f.swarm || f.libraryOnly), "the flagged come first");
+  const one = await edge.api("GET", "/api/analytics/fingerprints?limit=1");
+  assert.equal(one.json.fingerprints.length, 1);
+  for (const bad of ["0", "1001", "x", "-1"]) {
+    const res = await edge.api("GET", `/api/analytics/fingerprints?limit=${bad}`);
+    assert.equal(res.status, 400, bad);
+    assert.equal(res.json.error, "bad_limit");
+  }
+  assert.equal((await edge.api("GET", "/api/analytics/fingerprints", { token: null })).status, 401);
+});

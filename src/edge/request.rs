@@ -654,7 +654,11 @@ fn record_sample(rc: &RequestCtx, found: &Found, scored: &Scored, answer: &Answe
     let mut sample = outcome::sample(rc.started, subject, &rc.request, &rc.cf, scores, &found.consulted, answer);
     sample.rule = hit;
     if let Some(fp) = &rc.fingerprint {
-        (sample.fp_ua, sample.fp_risky) = fingerprint::sample_facts(&scored.verdict, rc.request.user_agent.as_deref());
+        let facts = fingerprint::sample_facts(&scored.verdict, rc.request.user_agent.as_deref());
+        sample.fp_ua = facts.ua;
+        sample.fp_risky = facts.risky;
+        sample.fp_family = Some(facts.family.to_string());
+        sample.fp_reasons = facts.reasons;
         sample.fp = Some(fp.clone());
     }
     // What a policy decides on, for the what-if preview's sample.

@@ -14,6 +14,7 @@ use super::challenge::{add_counts, ChallengeCounts, Outcome};
 use super::events::EventType;
 use super::preview;
 use super::protocol::Update;
+use super::signals::Reason;
 use super::sketch::{Histogram, Hll};
 use super::stats::{mean_std, pearson, slope, z_score};
 use super::views::{Anomaly, Correlation, Direction, Pattern, PatternKind, Severity, Trend, Views};
@@ -144,6 +145,12 @@ pub struct Sample {
     /// Risky (`fingerprint::RISKY_AT`) without the fingerprint's own reasons.
     #[serde(rename = "q", default, skip_serializing_if = "std::ops::Not::not")]
     pub fp_risky: bool,
+    /// Its User-Agent's family (`fingerprint::ua_family`), for the fingerprint's statistics.
+    #[serde(rename = "y", default, skip_serializing_if = "Option::is_none")]
+    pub fp_family: Option<String>,
+    /// The request's reasons (`signals::Reason::bit`), for the fingerprint's statistics.
+    #[serde(rename = "w", default, skip_serializing_if = "is_zero_u32")]
+    pub fp_reasons: u32,
 }
 
 /// `Sample::fp_ua` codes (`fingerprint::UaKind::code`); 0 is other.
@@ -151,6 +158,10 @@ pub const UA_BROWSER: u8 = 1;
 pub const UA_LIBRARY: u8 = 2;
 
 fn is_zero(v: &u8) -> bool {
+    *v == 0
+}
+
+fn is_zero_u32(v: &u32) -> bool {
     *v == 0
 }
 
@@ -419,6 +430,14 @@ pub struct FpAgg {
     /// The ASNs it came from (up to `MAX_FP_ASNS`).
     #[serde(rename = "a", default)]
     pub asns: Vec<u32>,
+    /// Requests per User-Agent family (`fingerprint::ua_family`; up to
+    /// `MAX_FP_FAMILIES`, the first seen).
+    #[serde(rename = "u", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub families: BTreeMap<String, u64>,
+    /// Requests per reason code they carried (up to `MAX_FP_REASONS`, the
+    /// first seen).
+    #[serde(rename = "w", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reasons: BTreeMap<String, u64>,
 }
 
 /// ASNs kept per fingerprint and slide.
@@ -428,6 +447,25 @@ pub const MAX_FP_KEYS: usize = 64;
 /// Subjects kept per fingerprint and slide: a few more than a swarm needs
 /// (`fingerprint::SWARM_SUBJECTS`), so its bytes stay small.
 pub const MAX_FP_SUBJECTS: usize = 24;
+/// User-Agent families kept per fingerprint and slide (the first seen):
+/// an honest fingerprint has one or two; a fingerprint with more is a
+/// client rotating its User-Agent, and four say that.
+pub const MAX_FP_FAMILIES: usize = 4;
+/// Reasons kept per fingerprint and slide (the first seen).
+pub const MAX_FP_REASONS: usize = 6;
+/// What a family's or reason's count costs of the slide's bytes besides its
+/// name (quotes, colon, comma, a count of up to three digits).
+const LABEL_COST: usize = 7;
+
+/// Adds `n` to `label`'s count; a new label only within `cap` labels and
+/// when `fits` says its bytes fit.
+fn count_label(map: &mut BTreeMap<String, u64>, cap: usize, label: &str, n: u64, fits: impl FnOnce(usize) -> bool) {
+    if let Some(c) = map.get_mut(label) {
+        *c += n;
+    } else if map.len() < cap && fits(label.len()) {
+        map.insert(label.to_string(), n);
+    }
+}
 
 impl FpAgg {
     /// Adds another's counts and sets (the window's sum, unbounded by a budget).
@@ -438,6 +476,22 @@ impl FpAgg {
         self.library += o.library;
         self.subjects.union(&o.subjects);
         self.add_asns(&o.asns);
+        for (k, n) in &o.families {
+            count_label(&mut self.families, MAX_FP_FAMILIES, k, *n, |_| true);
+        }
+        for (k, n) in &o.reasons {
+            count_label(&mut self.reasons, MAX_FP_REASONS, k, *n, |_| true);
+        }
+    }
+
+    /// Adds another slide's families and reasons within the slide's byte budget.
+    fn add_labels(&mut self, o: &FpAgg, budget: &mut Budget) {
+        for (k, n) in &o.families {
+            count_label(&mut self.families, MAX_FP_FAMILIES, k, *n, |len| budget.take(len, LABEL_COST));
+        }
+        for (k, n) in &o.reasons {
+            count_label(&mut self.reasons, MAX_FP_REASONS, k, *n, |len| budget.take(len, LABEL_COST));
+        }
     }
 
     /// Adds a subject within `MAX_FP_SUBJECTS` and the slide's byte budget.
@@ -643,6 +697,12 @@ impl Slide {
             if let Some(a) = s.asn {
                 f.add_asns(&[a]);
             }
+            if let Some(family) = &s.fp_family {
+                count_label(&mut f.families, MAX_FP_FAMILIES, family, 1, |len| budget.take(len, LABEL_COST));
+            }
+            for r in Reason::of_bits(s.fp_reasons) {
+                count_label(&mut f.reasons, MAX_FP_REASONS, r.code(), 1, |len| budget.take(len, LABEL_COST));
+            }
         }
     }
 
@@ -777,6 +837,7 @@ impl Slide {
                 }
                 f.subjects.overflow += v.subjects.overflow;
                 f.add_asns(&v.asns);
+                f.add_labels(v, budget);
             }
         }
         budget.dropped += o.budget.dropped;
@@ -1544,13 +1605,32 @@ mod tests {
         let start = 1_764_000_000;
         let at = start as f64 * 1000.0;
         let mut slide = Slide::new(start);
+        // At its worst: every request with every reason, and the User-Agent
+        // rotated through the families.
+        let families = ["curl", "python-requests", "chrome", "firefox", "safari", "go-http-client", "wget"];
+        let all_reasons = Reason::ALL.iter().fold(0, |b, r| b | r.bit());
         for i in 0..200 {
-            let s = Sample { fp: Some(format!("{i:016x}")), ..sample(at, "one-client") };
-            slide.add_sample(&s, false);
+            for family in families {
+                let s = Sample {
+                    fp: Some(format!("{i:016x}")),
+                    fp_family: Some(family.into()),
+                    fp_reasons: all_reasons,
+                    ..sample(at, "one-client")
+                };
+                slide.add_sample(&s, false);
+            }
         }
         assert_eq!(slide.fingerprints.len(), MAX_FP_KEYS);
         assert!(slide.budget.dropped >= (200 - MAX_FP_KEYS) as u64);
-        assert!(slide.budget.bytes < (MAX_SLIDE_BYTES / 4) as u64, "{} bytes", slide.budget.bytes);
+        let f = slide.fingerprints.values().next().unwrap();
+        assert_eq!((f.families.len(), f.reasons.len()), (MAX_FP_FAMILIES, MAX_FP_REASONS));
+        // Under a third of the slide's bytes: the rest stays for the other keys.
+        assert!(slide.budget.bytes < (MAX_SLIDE_BYTES / 3) as u64, "{} bytes", slide.budget.bytes);
+        // What it costs, for docs/enforcement.md.
+        println!("one client's fingerprint flood: {} of {} bytes", slide.budget.bytes, MAX_SLIDE_BYTES);
+        // The bytes charged are at least what the slide takes as JSON.
+        let json = serde_json::to_string(&slide.fingerprints).unwrap();
+        assert!(json.len() as u64 <= slide.budget.bytes, "{} > {}", json.len(), slide.budget.bytes);
         // Many subjects on one fingerprint: MAX_FP_SUBJECTS kept, the rest counted.
         let mut slide = Slide::new(start);
         for i in 0..40 {
@@ -1571,6 +1651,8 @@ mod tests {
             fp_ua: ua.code(),
             fp_risky: risky,
             asn: Some(asn),
+            fp_family: Some(if ua == UaKind::Library { "curl" } else { "chrome" }.into()),
+            fp_reasons: if risky { Reason::TorExit.bit() | Reason::AutomationUa.bit() } else { 0 },
             ..sample(at, subject)
         };
         let (mut a, mut b) = (Slide::new(start), Slide::new(start));
@@ -1588,6 +1670,10 @@ mod tests {
             assert_eq!((f.requests, f.risky, f.browser, f.library), (3, 2, 1, 2));
             assert_eq!(f.subjects.members, ["s1", "s2"]);
             assert_eq!(f.asns, [14061, 3320]);
+            let families: Vec<(&str, u64)> = f.families.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+            assert_eq!(families, [("chrome", 1), ("curl", 2)]);
+            let reasons: Vec<(&str, u64)> = f.reasons.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+            assert_eq!(reasons, [("automation_ua", 2), ("tor_exit", 2)]);
             assert_eq!(s.fingerprints.len(), 1, "a sample without a fingerprint adds none");
         }
         assert!(absorbed.all_members().contains(&"s2".to_string()));

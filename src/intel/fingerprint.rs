@@ -32,7 +32,7 @@
 //! headers sorted by name, so the order the client sent them in is gone
 //! before our code runs. Only which names are present counts.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -40,7 +40,7 @@ use sha2::{Digest, Sha256};
 use crate::intel::analytics::{FpAgg, UA_BROWSER, UA_LIBRARY};
 use crate::intel::facts::CfFacts;
 use crate::intel::score::Verdict;
-use crate::intel::signals::{is_automation_ua, looks_like_browser, Reason};
+use crate::intel::signals::{automation_marker, is_automation_ua, looks_like_browser, Reason};
 
 /// `fingerprint_swarm` needs at least this many subjects on the fingerprint
 /// in the window (at most `analytics::MAX_FP_SUBJECTS`, the subjects kept per
@@ -128,34 +128,83 @@ pub fn reasons(fp: &str, sets: &Sets, user_agent: Option<&str>, verified: bool) 
     out
 }
 
-/// What the analytics sample says for the fingerprint's statistics: the
-/// User-Agent's kind (a browser's flagged as a mismatch counts as other, so
-/// the flag does not clear itself) and whether the request was risky without
-/// the fingerprint's own reasons (so a swarm's flag does not feed itself).
-pub fn sample_facts(verdict: &Verdict, user_agent: Option<&str>) -> (u8, bool) {
+/// The family of a User-Agent, for the statistics of its fingerprint: an
+/// HTTP library's name (`curl`, `python-requests`, ...), a browser's
+/// (`challenge::ua_family`; `browser` when it is none of those), `other` or
+/// `none`. A fixed vocabulary, so a client cannot make up new labels.
+pub fn ua_family(user_agent: Option<&str>) -> &'static str {
+    let Some(ua) = user_agent.filter(|u| !u.is_empty()) else { return "none" };
+    match UaKind::of(Some(ua)) {
+        UaKind::Library => automation_marker(ua).map_or("library", |m| m.trim_end_matches(['/', ' ', '(', ':'])),
+        UaKind::Browser => match crate::intel::challenge::ua_family(ua) {
+            "other" => "browser",
+            f => f,
+        },
+        UaKind::Other => "other",
+    }
+}
+
+/// What the analytics sample says for the fingerprint's statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleFacts {
+    /// The User-Agent's kind (`UaKind::code`): a browser's flagged as a
+    /// mismatch counts as other, so the flag does not clear itself.
+    pub ua: u8,
+    /// The User-Agent's family (`ua_family`), as it claims.
+    pub family: &'static str,
+    /// Risky without the fingerprint's own reasons (so a swarm's flag does
+    /// not feed itself).
+    pub risky: bool,
+    /// The request's reasons (`Reason::bit`), its own included.
+    pub reasons: u32,
+}
+
+pub fn sample_facts(verdict: &Verdict, user_agent: Option<&str>) -> SampleFacts {
     let own = |r: Reason| matches!(r, Reason::FingerprintSwarm | Reason::UaFingerprintMismatch);
     let mismatch = verdict.reasons().any(|r| r == Reason::UaFingerprintMismatch);
     let kind = if mismatch { UaKind::Other } else { UaKind::of(user_agent) };
     let without: u32 = verdict.contributions.iter().filter(|c| !own(c.reason)).map(|c| u32::from(c.points)).sum();
-    (kind.code(), without.min(100) >= u32::from(RISKY_AT))
+    SampleFacts {
+        ua: kind.code(),
+        family: ua_family(user_agent),
+        risky: without.min(100) >= u32::from(RISKY_AT),
+        reasons: verdict.reasons().fold(0, |bits, r| bits | r.bit()),
+    }
 }
 
-/// Judges the window's per-fingerprint statistics (the slides' `fingerprints`).
-pub fn judge<'a>(slides: impl Iterator<Item = &'a std::collections::BTreeMap<String, FpAgg>>) -> Sets {
-    let mut window: std::collections::BTreeMap<&str, FpAgg> = std::collections::BTreeMap::new();
+/// The window's per-fingerprint statistics: the slides' `fingerprints` summed.
+pub fn window<'a>(slides: impl Iterator<Item = &'a BTreeMap<String, FpAgg>>) -> BTreeMap<&'a str, FpAgg> {
+    let mut window: BTreeMap<&str, FpAgg> = BTreeMap::new();
     for s in slides {
         for (k, v) in s {
             window.entry(k.as_str()).or_default().add(v);
         }
     }
+    window
+}
+
+/// Does the fingerprint's window make it a swarm's?
+fn is_swarm(v: &FpAgg) -> bool {
+    v.subjects.members.len() >= SWARM_SUBJECTS
+        && v.requests > 0
+        && v.risky as f64 >= SWARM_RISKY_SHARE * v.requests as f64
+}
+
+/// ... one seen from HTTP libraries only?
+fn is_library_only(v: &FpAgg) -> bool {
+    v.library >= LIBRARY_REQUESTS && v.library >= LIBRARY_PER_BROWSER.saturating_mul(v.browser)
+}
+
+/// Judges the window's per-fingerprint statistics (the slides' `fingerprints`).
+pub fn judge<'a>(slides: impl Iterator<Item = &'a BTreeMap<String, FpAgg>>) -> Sets {
+    let window = window(slides);
     let mut swarm: Vec<(&str, u64)> = Vec::new();
     let mut library: Vec<(&str, u64)> = Vec::new();
     for (k, v) in &window {
-        let subjects = v.subjects.members.len();
-        if subjects >= SWARM_SUBJECTS && v.requests > 0 && v.risky as f64 >= SWARM_RISKY_SHARE * v.requests as f64 {
+        if is_swarm(v) {
             swarm.push((k, v.requests));
         }
-        if v.library >= LIBRARY_REQUESTS && v.library >= LIBRARY_PER_BROWSER.saturating_mul(v.browser) {
+        if is_library_only(v) {
             library.push((k, v.requests));
         }
     }
@@ -164,6 +213,62 @@ pub fn judge<'a>(slides: impl Iterator<Item = &'a std::collections::BTreeMap<Str
         v.into_iter().take(MAX_PUBLISHED).map(|(k, _)| k.to_string()).collect()
     };
     Sets { swarm: top(swarm), library_only: top(library) }.checked()
+}
+
+/// One fingerprint as the analytics API shows it (`GET /api/analytics/fingerprints`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FingerprintView {
+    pub id: String,
+    pub requests: u64,
+    /// Of its requests, the share risky without the fingerprint's own reasons.
+    pub risky_share: f64,
+    /// Requests with a browser's User-Agent (not flagged) and with an HTTP library's.
+    pub browser_requests: u64,
+    pub library_requests: u64,
+    /// Distinct subjects seen (`analytics::MAX_FP_SUBJECTS` kept per slide) ...
+    pub subjects: usize,
+    /// ... and whether more were seen than kept.
+    pub more_subjects: bool,
+    pub asns: Vec<u32>,
+    /// Requests per User-Agent family (`ua_family`) and per reason code.
+    pub user_agent_families: BTreeMap<String, u64>,
+    pub reasons: BTreeMap<String, u64>,
+    /// What the judgement says: the reasons requests with it get.
+    pub swarm: bool,
+    pub library_only: bool,
+}
+
+/// The window's `limit` most used fingerprints, the flagged ones first,
+/// and how many it holds.
+pub fn views<'a>(
+    slides: impl Iterator<Item = &'a BTreeMap<String, FpAgg>>,
+    limit: usize,
+) -> (usize, Vec<FingerprintView>) {
+    let window = window(slides);
+    let distinct = window.len();
+    let mut out: Vec<FingerprintView> = window
+        .into_iter()
+        .map(|(id, v)| FingerprintView {
+            id: id.to_string(),
+            requests: v.requests,
+            risky_share: if v.requests == 0 { 0.0 } else { v.risky as f64 / v.requests as f64 },
+            browser_requests: v.browser,
+            library_requests: v.library,
+            subjects: v.subjects.members.len(),
+            more_subjects: v.subjects.overflow > 0,
+            swarm: is_swarm(&v),
+            library_only: is_library_only(&v),
+            asns: v.asns,
+            user_agent_families: v.families,
+            reasons: v.reasons,
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        (b.swarm || b.library_only, b.requests).cmp(&(a.swarm || a.library_only, a.requests)).then(a.id.cmp(&b.id))
+    });
+    out.truncate(limit);
+    (distinct, out)
 }
 
 /// Headers that say nothing about the client's software: those Cloudflare or
@@ -244,7 +349,7 @@ pub fn id(cf: &CfFacts, header_names: &[String]) -> Option<String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -329,7 +434,7 @@ mod tests {
         a
     }
 
-    fn slide(entries: &[(&str, FpAgg)]) -> std::collections::BTreeMap<String, FpAgg> {
+    fn slide(entries: &[(&str, FpAgg)]) -> BTreeMap<String, FpAgg> {
         entries.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
     }
 
@@ -359,6 +464,32 @@ mod tests {
         assert!(judge([slide(&[(A, agg(19, 0, 0, 19, 1))])].iter()).library_only.is_empty());
         assert!(judge([slide(&[(A, agg(48, 0, 8, 40, 1))])].iter()).library_only.contains(A));
         assert!(judge([slide(&[(A, agg(49, 0, 9, 40, 1))])].iter()).library_only.is_empty());
+    }
+
+    #[test]
+    fn the_view_sums_the_window_and_puts_the_flagged_first() {
+        let mut curl = agg(25, 0, 0, 25, 2);
+        curl.families.insert("curl".into(), 20);
+        curl.reasons.insert("automation_ua".into(), 25);
+        let mut more = agg(5, 0, 0, 5, 1);
+        more.families.insert("curl".into(), 5);
+        more.subjects.overflow = 3;
+        let browser = agg(400, 4, 400, 0, 30);
+        let slides = [slide(&[(A, curl), (B, browser.clone())]), slide(&[(A, more)])];
+        let (distinct, v) = views(slides.iter(), 10);
+        assert_eq!(distinct, 2);
+        assert_eq!(v.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), [A, B], "flagged first, then by requests");
+        let a = &v[0];
+        assert!(a.library_only && !a.swarm && a.more_subjects);
+        assert_eq!((a.requests, a.library_requests, a.browser_requests), (30, 30, 0));
+        assert_eq!(a.user_agent_families.get("curl"), Some(&25));
+        assert_eq!(a.reasons.get("automation_ua"), Some(&25));
+        assert_eq!((v[1].risky_share, v[1].subjects, v[1].library_only), (0.01, 30, false));
+        assert_eq!(views(slides.iter(), 1).1.len(), 1);
+        let json = serde_json::to_value(&v[0]).unwrap();
+        for k in ["riskyShare", "userAgentFamilies", "libraryOnly", "moreSubjects", "browserRequests"] {
+            assert!(json.get(k).is_some(), "{k}");
+        }
     }
 
     #[test]
@@ -395,11 +526,47 @@ mod tests {
         // browser flagged as a mismatch is not counted as a browser.
         let v = score(&[sig(Reason::FingerprintSwarm), sig(Reason::UaFingerprintMismatch)], &w);
         assert!(v.score >= RISKY_AT);
-        assert_eq!(sample_facts(&v, chrome), (UaKind::Other.code(), false));
+        let f = sample_facts(&v, chrome);
+        assert_eq!((f.ua, f.risky, f.family), (UaKind::Other.code(), false, "chrome"));
+        // ... but its reasons are the request's, its own included.
+        let codes: Vec<&str> = Reason::of_bits(f.reasons).map(Reason::code).collect();
+        assert_eq!(codes, ["fingerprint_swarm", "ua_fingerprint_mismatch"]);
         // Tor (risky on its own) from a library.
         let v = score(&[sig(Reason::TorExit)], &w);
-        assert_eq!(sample_facts(&v, Some("python-requests/2.32")), (UaKind::Library.code(), true));
-        assert_eq!(sample_facts(&score(&[], &w), chrome), (UaKind::Browser.code(), false));
+        let f = sample_facts(&v, Some("python-requests/2.32"));
+        assert_eq!((f.ua, f.risky, f.family), (UaKind::Library.code(), true, "python-requests"));
+        assert_eq!(Reason::of_bits(f.reasons).collect::<Vec<_>>(), [Reason::TorExit]);
+        let f = sample_facts(&score(&[], &w), chrome);
+        assert_eq!((f.ua, f.risky, f.reasons), (UaKind::Browser.code(), false, 0));
+    }
+
+    #[test]
+    fn user_agent_families_come_from_a_fixed_vocabulary() {
+        let family = |ua: &str| ua_family(Some(ua));
+        assert_eq!(family("curl/8.5.0"), "curl");
+        assert_eq!(family("Python-Requests/2.32.3"), "python-requests");
+        assert_eq!(family("Go-http-client/2.0"), "go-http-client");
+        assert_eq!(family("got (https://github.com/sindresorhus/got)"), "got");
+        assert_eq!(family("libwww-perl/6.72"), "libwww-perl");
+        assert_eq!(
+            family("Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0"),
+            "firefox"
+        );
+        assert_eq!(family("Mozilla/5.0 (compatible; SomethingNew/1.0)"), "browser");
+        assert_eq!(family("MyApp/1.0"), "other");
+        assert_eq!(ua_family(Some("")), "none");
+        assert_eq!(ua_family(None), "none");
+        // A made-up User-Agent cannot make a new label.
+        assert_eq!(family("curl/ ' \"<script>"), "curl");
+    }
+
+    #[test]
+    fn reason_bits_round_trip_and_ignore_unknown_bits() {
+        for r in Reason::ALL {
+            assert_eq!(Reason::of_bits(r.bit()).collect::<Vec<_>>(), [r]);
+        }
+        let all = Reason::ALL.iter().fold(0u32, |b, r| b | r.bit());
+        assert_eq!(Reason::of_bits(all | 1 << 31).count(), Reason::ALL.len());
     }
 
     #[test]

@@ -143,6 +143,8 @@ pub fn sample(
         fp: None,
         fp_ua: 0,
         fp_risky: false,
+        fp_family: None,
+        fp_reasons: 0,
     }
 }
 

@@ -60,6 +60,8 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason. Append only: a reason's index is its bit in the
+    /// analytics samples (`bit`), which tiers of different versions exchange.
     pub const ALL: [Reason; 21] = [
         Reason::Blocklisted,
         Reason::TorExit,
@@ -114,7 +116,22 @@ impl Reason {
     pub fn from_code(code: &str) -> Option<Reason> {
         Reason::ALL.into_iter().find(|r| r.code() == code)
     }
+
+    /// Its bit in a set of reasons carried as one number (`Reason::ALL`'s index).
+    pub fn bit(self) -> u32 {
+        let i = Reason::ALL.iter().position(|r| *r == self).unwrap_or(0);
+        1 << i
+    }
+
+    /// The reasons of a set made with `bit` (bits no reason has are ignored:
+    /// a newer version's).
+    pub fn of_bits(bits: u32) -> impl Iterator<Item = Reason> {
+        Reason::ALL.into_iter().enumerate().filter(move |(i, _)| bits & (1 << i) != 0).map(|(_, r)| r)
+    }
 }
+
+// The bits fit in a u32.
+const _: () = assert!(Reason::ALL.len() <= 32);
 
 /// Bot Management scores below this are `low_bot_score` (Cloudflare's own
 /// "likely automated" band is 1-29).
@@ -232,8 +249,13 @@ const AUTOMATION_UA_MARKERS: &[&str] = &[
 ];
 
 pub(crate) fn is_automation_ua(ua: &str) -> bool {
+    automation_marker(ua).is_some()
+}
+
+/// The first automation marker the User-Agent carries (any case).
+pub(crate) fn automation_marker(ua: &str) -> Option<&'static str> {
     let ua = ua.to_ascii_lowercase();
-    AUTOMATION_UA_MARKERS.iter().any(|m| ua.contains(m))
+    AUTOMATION_UA_MARKERS.iter().find(|m| ua.contains(*m)).copied()
 }
 
 /// A UA that claims to be a graphical browser: real ones always send Accept

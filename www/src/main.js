@@ -545,7 +545,7 @@ async function refresh() {
   if (refreshing) return;
   refreshing = true;
   try {
-    const [a, p, t, an, c, health, alerts, lat, routeRules] = await Promise.all([
+    const [a, p, t, an, c, health, alerts, lat, routeRules, fps] = await Promise.all([
       json("intelligence/analytics"),
       json("analytics/patterns"),
       json("analytics/trends"),
@@ -555,6 +555,7 @@ async function refresh() {
       json("performance/alerts"),
       json("performance/metrics/origin_latency_ms?timeframe=300000"),
       json("config/rules"),
+      json("analytics/fingerprints?limit=20"),
     ]);
     renderAnalytics(a);
     renderHealth(health, lat, a);
@@ -562,6 +563,7 @@ async function refresh() {
     renderRules(alerts);
     renderRouteRules(routeRules, a?.rules);
     renderChallenges(a?.challenges);
+    renderFingerprints(fps);
     $("updated").hidden = false;
     $("updated").textContent = `updated ${timeOf(Date.now())}`;
   } finally {
@@ -674,6 +676,26 @@ function renderChallenges(list) {
       ["issued", "solved", "solvedNoscript", "failed", "abandoned", "pending"].map((k) => `<td class="num" data-k="${k}">${num(w[k])}</td>`).join("") +
       `<td class="num" data-k="meanSolveMs">${mean}</td></tr>`;
   }).join("") || `<tr><td colspan="9" class="empty">no challenge in the window</td></tr>`;
+}
+
+// ---------- client fingerprints ----------
+// The window's most used fingerprints, flagged first (`GET
+// /api/analytics/fingerprints`; docs/enforcement.md "Client fingerprints").
+function renderFingerprints(reply) {
+  const body = $("fingerprints-body");
+  if (!reply) {
+    body.innerHTML = `<tr><td colspan="8" class="empty">no data yet</td></tr>`;
+    return;
+  }
+  const counts = (o) => Object.entries(o ?? {}).sort((x, y) => y[1] - x[1]).slice(0, 3).map(([k, n]) => `${esc(human(k))} <span class="muted">${esc(n)}</span>`).join(", ");
+  const rows = (Array.isArray(reply.fingerprints) ? reply.fingerprints : []).map((f) => {
+    const judged = [f.swarm ? '<span class="tag">swarm</span>' : "", f.libraryOnly ? '<span class="tag">library only</span>' : ""].join(" ").trim() || '<span class="muted">–</span>';
+    return `<tr data-fp="${esc(f.id)}"><th scope="row"><code>${esc(f.id)}</code></th><td data-k="judged">${judged}</td>` +
+      `<td class="num" data-k="requests">${esc(num(f.requests))}</td><td class="num" data-k="risky">${isNum(f.riskyShare) ? pct(f.riskyShare) : "–"}</td>` +
+      `<td class="num" data-k="subjects">${esc(num(f.subjects))}${f.moreSubjects ? "+" : ""}</td><td data-k="asns">${(f.asns ?? []).slice(0, 4).map((a) => `AS${esc(a)}`).join(", ")}</td>` +
+      `<td data-k="families">${counts(f.userAgentFamilies)}</td><td data-k="reasons">${counts(f.reasons)}</td></tr>`;
+  });
+  body.innerHTML = rows.join("") || `<tr><td colspan="8" class="empty">no fingerprint in the window (requests without TLS facts have none)</td></tr>`;
 }
 
 // ---------- per-route rules ----------

@@ -13,6 +13,7 @@ use crate::edge::{record, respond};
 use crate::error::ApiError;
 use crate::intel::alerting::State;
 use crate::intel::analytics::{AnalyticsConfig, LatencySummary, Totals, METRIC_NAMES};
+use crate::intel::fingerprint;
 use crate::intel::rollups::{self, HistoryScan};
 use crate::intel::sketch::Histogram;
 use crate::intel::views::{Direction, Views};
@@ -128,6 +129,36 @@ pub async fn anomalies(c: Call<'_>) -> Result<Response, ApiError> {
 pub async fn correlations(c: Call<'_>) -> Result<Response, ApiError> {
     let (views, now) = views(&c).await?;
     Ok(view_reply(&c, "correlations", json!(views.correlations), now))
+}
+
+/// Fingerprints `GET /api/analytics/fingerprints` lists by default, and at most.
+const FINGERPRINTS_DEFAULT: usize = 100;
+const FINGERPRINTS_MAX: usize = 1_000;
+
+/// `GET /api/analytics/fingerprints?limit=`: the window's most used client
+/// fingerprints (`intel::fingerprint`), the flagged ones first, with who
+/// uses them and how, and what the judgement says of each.
+pub async fn fingerprints(c: Call<'_>) -> Result<Response, ApiError> {
+    let query = c.query();
+    let limit = match query_param(&query, "limit") {
+        None => FINGERPRINTS_DEFAULT,
+        Some(v) => v.parse::<usize>().ok().filter(|n| (1..=FINGERPRINTS_MAX).contains(n)).ok_or_else(|| {
+            ApiError::new(400, "bad_limit", format!("`limit` is a whole number from 1 to {FINGERPRINTS_MAX}"))
+        })?,
+    };
+    let now = now_ms();
+    let m = merged(c.io.env, &c.config.hub).await?;
+    let (distinct, list) = fingerprint::views(m.agg.slides.values().map(|s| &s.fingerprints), limit);
+    Ok(respond::json(
+        200,
+        &json!({
+            "fingerprints": list,
+            // How many the window holds (the list stops at `limit`).
+            "distinct": distinct,
+            "window": window_json(&c.config.analytics),
+            "timestamp": iso(now),
+        }),
+    ))
 }
 
 /// `GET /api/performance/health`: the window's health (firing alerts, error

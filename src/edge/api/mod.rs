@@ -131,6 +131,7 @@ static ROUTES: &[Route<Handler>] = &[
     row(GET_HEAD, "/api/analytics/trends", Auth::Admin, handler!(analytics::trends)),
     row(GET_HEAD, "/api/analytics/anomalies", Auth::Admin, handler!(analytics::anomalies)),
     row(GET_HEAD, "/api/analytics/correlations", Auth::Admin, handler!(analytics::correlations)),
+    row(GET_HEAD, "/api/analytics/fingerprints", Auth::Admin, handler!(analytics::fingerprints)),
     row(GET_HEAD, "/api/performance/health", Auth::Admin, handler!(analytics::health)),
     row(GET_HEAD, "/api/performance/alerts", Auth::Admin, handler!(analytics::alerts)),
     row(GET_HEAD, "/api/alerts/webhooks", Auth::Admin, handler!(webhooks::get)),
