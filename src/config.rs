@@ -68,6 +68,8 @@ pub struct Config {
     pub crawler_sources: std::collections::BTreeMap<String, Vec<String>>,
     /// `SIGNED_AGENTS`: whose Web Bot Auth signatures are verified.
     pub signed_agents: crate::intel::signed_agent::Trust,
+    /// `SIGNED_AGENTS_TRUSTED`: the verified agents treated like verified crawlers.
+    pub signed_agents_trusted: Vec<String>,
     /// `SIGNED_AGENT_MAX_WINDOW_SECONDS`.
     pub signed_agents_window_s: u32,
     /// `ALLOW_LIST`, `BLOCK_LIST`; the API's lists (KV) are added to these.
@@ -315,6 +317,9 @@ impl Config {
             .map_err(|e| err("GOOD_BOT_SOURCES", e))?;
         let signed_agents = crate::intel::signed_agent::Trust::parse(text("SIGNED_AGENTS")?.unwrap_or("any"))
             .map_err(|e| err("SIGNED_AGENTS", e))?;
+        let signed_agents_trusted =
+            crate::intel::signed_agent::parse_trusted(text("SIGNED_AGENTS_TRUSTED")?.unwrap_or("[]"))
+                .map_err(|e| err("SIGNED_AGENTS_TRUSTED", e))?;
         let signed_agents_window_s = raw.int("SIGNED_AGENT_MAX_WINDOW_SECONDS")? as u32;
         let fail_closed = raw.choice("FAIL_MODE")? == "closed";
         let list = |var: &'static str| -> Result<Vec<String>, ConfigError> {
@@ -505,6 +510,7 @@ impl Config {
             signals,
             crawler_sources,
             signed_agents,
+            signed_agents_trusted,
             signed_agents_window_s,
             lists,
             enforce: Enforcement {
@@ -695,6 +701,7 @@ mod tests {
             signals: SignalConfig::default(),
             crawler_sources: Default::default(),
             signed_agents: Default::default(),
+            signed_agents_trusted: Vec::new(),
             signed_agents_window_s: 3600,
             lists: Lists::default(),
             enforce: Enforcement {

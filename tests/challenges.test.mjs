@@ -118,7 +118,7 @@ test("without JavaScript: the page refreshes to the wait path, which passes only
   assert.equal(meta[1], "1", "the wait at the base difficulty");
   assert.match(page.text, /JavaScript is off/);
   const url = meta[2].replaceAll("&amp;", "&");
-  assert.match(url, /^\/_intel\/challenge\/wait\?token=[0-9a-f.]+&return=%2Fnews%3Fid%3D7$/);
+  assert.match(url, /^\/_intel\/challenge\/wait\?token=[0-9a-fm.]+&return=%2Fnews%3Fid%3D7$/);
 
   const early = await edge.send(url, { ip, cf: TOR, headers: HTML_ACCEPT });
   assert.equal(early.status, 403, "before the wait");

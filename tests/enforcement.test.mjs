@@ -172,7 +172,7 @@ test("a browser challenged 12 times is still challenged, not blocked: the edge's
   }
 });
 
-test("with Turnstile configured, challenges use it: siteverify's answer decides", async () => {
+test("with Turnstile configured, challenges use it: siteverify's answer decides; why it was shown is sealed", async () => {
   const origin = await startOrigin({ port: 0 });
   const edge = await startEdge({
     originUrl: origin.url,
@@ -180,6 +180,7 @@ test("with Turnstile configured, challenges use it: siteverify's answer decides"
       ENFORCE: "challenge", CHALLENGE_AT: "40", CHALLENGE_SIGNING_KEY: KEY,
       TURNSTILE_SITE_KEY: "1x00000000000000000000AA", TURNSTILE_SECRET: "turnstile-secret-0123456789",
       TURNSTILE_VERIFY_URL: `${origin.url}/turnstile/siteverify`,
+      ANALYTICS_SLIDE_SECONDS: "1", ANALYTICS_WINDOW_SECONDS: "30", FLUSH_INTERVAL_MS: "100",
     },
   });
   try {
@@ -188,8 +189,13 @@ test("with Turnstile configured, challenges use it: siteverify's answer decides"
     assert.equal(page.status, 403);
     assert.match(page.body, /data-sitekey="1x00000000000000000000AA"/);
     assert.doesNotMatch(page.body, /crypto\.subtle/, "no proof-of-work when Turnstile is configured");
-    const post = (response, ret = "%2Faccount%3Ftab%3D2") =>
-      edge.send("/_intel/challenge/verify", { ...tor, method: "POST", headers: { "Content-Type": "application/x-www-form-urlencoded" }, body: `cf-turnstile-response=${response}&return=${ret}` });
+    // The page does not say why (the reasons are not told to the client).
+    const why = /name="why" value="([^"]*)"/.exec(page.body)?.[1];
+    assert.ok(why, "the page carries a sealed why");
+    assert.doesNotMatch(page.body, /tor_exit|score\|/);
+    assert.ok(!why.includes(Buffer.from("score|tor_exit").toString("hex")));
+    const post = (response, ret = "%2Faccount%3Ftab%3D2", w = why) =>
+      edge.send("/_intel/challenge/verify", { ...tor, method: "POST", headers: { "Content-Type": "application/x-www-form-urlencoded" }, body: `cf-turnstile-response=${response}&return=${ret}&why=${encodeURIComponent(w)}` });
     const bad = await post("bad");
     assert.equal(bad.status, 403);
     await bad.arrayBuffer();
@@ -208,9 +214,22 @@ test("with Turnstile configured, challenges use it: siteverify's answer decides"
     assert.equal(good.headers.get("location"), "/account?tab=2");
     const cookie = good.headers.get("set-cookie").split(";")[0];
     await good.arrayBuffer();
+    // A made-up why is counted as unknown, not as a label the client chose.
+    const madeUp = await post("bad", undefined, "rule|made-up-by-the-client");
+    assert.equal(madeUp.status, 403);
+    await madeUp.arrayBuffer();
+    let list = [];
+    const counted = (l) => l.find((c) => c.trigger === "score" && c.reason === "tor_exit")?.window.solved >= 2 && l.some((c) => c.trigger === "unknown");
+    for (let i = 0; i < 60 && !counted(list); i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      list = (await edge.api("GET", "/api/intelligence/analytics")).json.challenges ?? [];
+    }
+    assert.ok(counted(list), JSON.stringify(list));
+    assert.ok(!list.some((c) => c.rule === "made-up-by-the-client"), JSON.stringify(list));
     const sent = origin.requests.filter((r) => r.url === "/turnstile/siteverify");
-    assert.equal(sent.length, 4);
+    assert.equal(sent.length, 5);
     assert.match(sent[3].body, /secret=turnstile-secret-0123456789/);
+    assert.ok(!sent.some((r) => /why=|tor_exit/.test(r.body)), "why is not sent to siteverify");
     assert.equal(new URLSearchParams(sent[3].body).get("remoteip"), "198.51.100.55", "the client IP goes to siteverify");
     assert.equal((await status(edge, "/account", { ...tor, headers: { ...BROWSER_HEADERS, Cookie: cookie } })).status, 200);
   } finally {

@@ -264,7 +264,12 @@ async fn consult(rc: &mut RequestCtx<'_>) -> (Found, Observation) {
     // A Web Bot Auth signature is checked with a key directory the isolate
     // already holds (no I/O; a missing one is fetched after the response).
     let req = rc.req;
-    let signed = async move { config.signed_agents != Trust::Off && signed_agent::verified(io, config, req).await };
+    let signed = async move {
+        if config.signed_agents == Trust::Off {
+            return None;
+        }
+        signed_agent::verified(io, config, req).await
+    };
     // The fingerprints the hub flagged, read only by a request that has one.
     let has_fingerprint = rc.fingerprint.is_some();
     let flagged = async move {
@@ -283,14 +288,18 @@ async fn consult(rc: &mut RequestCtx<'_>) -> (Found, Observation) {
     if let Some(r) = ranges {
         verify_crawler(rc, &r);
     }
-    if signed {
-        // Treated like a verified crawler (docs/enforcement.md, "Signed agents").
-        rc.signals
-            .retain(|s| !matches!(s.reason, Reason::AutomationUa | Reason::HostingAsn | Reason::BotImpersonation));
+    if let Some(agent) = signed {
         if !rc.signals.iter().any(|s| s.reason == Reason::SignedAgent) {
             rc.signals.push(Signal { reason: Reason::SignedAgent, points: None });
         }
-        rc.verified_bot = true;
+        // Anyone can publish a key directory: a signature says who is
+        // asking, and only an agent the operator trusts is treated like a
+        // verified crawler (docs/enforcement.md, "Signed agents").
+        if config.signed_agents_trusted.contains(&agent) {
+            rc.signals
+                .retain(|s| !matches!(s.reason, Reason::AutomationUa | Reason::HostingAsn | Reason::BotImpersonation));
+            rc.verified_bot = true;
+        }
     }
     if let (Some(fp), Some(sets)) = (&rc.fingerprint, &flagged) {
         let ua = rc.request.user_agent.as_deref();

@@ -110,12 +110,20 @@ pub struct ChallengeAsk<'a> {
 /// `Config` for three of its parts: the challenge's settings (`enforce`),
 /// its signing key (`secrets`) and the prefix of `verify`.
 pub fn challenge(accept: &str, config: &Config, ask: &ChallengeAsk) -> Response {
-    if let Some((site_key, _)) = &config.enforce.turnstile {
-        return turnstile(accept, &config.intel_prefix, site_key, ask.return_to, ask.label);
-    }
     let mut nonce = [0u8; 12];
     let _ = getrandom::fill(&mut nonce);
     let key = config.secrets.challenge_key.as_deref().unwrap_or_default();
+    if let Some((site_key, _)) = &config.enforce.turnstile {
+        // Why it was shown goes back with the answer, masked and signed
+        // (without a signing key it is not sent: counted as unknown).
+        let why = config
+            .secrets
+            .challenge_key
+            .as_deref()
+            .and_then(|k| crate::intel::enforce::seal_label(k, &hex::encode(nonce), ask.label))
+            .unwrap_or_default();
+        return turnstile(accept, &config.intel_prefix, site_key, ask.return_to, &why);
+    }
     let d = ask.difficulty;
     let nonce = hex::encode(nonce);
     let Some(token) = crate::intel::enforce::issue_token(key, ask.bound, &nonce, ask.now_ms as u64, d, ask.label)
@@ -191,7 +199,7 @@ function cannot(why) {{
 
 /// The Turnstile variant of the challenge (when configured): Cloudflare's
 /// widget, whose token the worker checks with siteverify (`prefix`: `INTEL_PREFIX`).
-/// `label` goes back with the answer (unsigned: only the metrics read it).
+/// `label` goes back with the answer (sealed: `enforce::seal_label`; only the metrics read it).
 fn turnstile(accept: &str, prefix: &str, site_key: &str, return_to: &str, label: &str) -> Response {
     let verify = format!("{prefix}/challenge/verify");
     let ret = if return_to.starts_with('/') && !return_to.starts_with("//") { return_to } else { "/" };

@@ -93,44 +93,43 @@ async fn ed25519_verify(public_key: &[u8], signature: &[u8], data: &[u8]) -> boo
     wasm_bindgen_futures::JsFuture::from(p).await.ok().and_then(|v| v.as_bool()).unwrap_or(false)
 }
 
-/// Whether the request carries a valid `web-bot-auth` signature from an
-/// agent `SIGNED_AGENTS` trusts, whose key directory this isolate already
-/// holds. A request from an agent whose directory is not held starts its
+/// The agent origin of the request's valid `web-bot-auth` signature, when
+/// `SIGNED_AGENTS` verifies that agent and this isolate already holds its key
+/// directory. A request from an agent whose directory is not held starts its
 /// background load (rate-limited) and is treated as unsigned. A nonce is
 /// accepted once per isolate, after the signature verified.
-pub async fn verified(io: Io<'_>, config: &Config, req: &Request) -> bool {
-    let (Some(input), Some(signature)) = (header(req, "signature-input"), header(req, "signature")) else {
-        return false;
-    };
+pub async fn verified(io: Io<'_>, config: &Config, req: &Request) -> Option<String> {
+    let (input, signature) = (header(req, "signature-input")?, header(req, "signature")?);
     let now = now_ms();
     let now_s = (now / 1000.0) as i64;
     let agent = header(req, "signature-agent");
     let window = i64::from(config.signed_agents_window_s);
-    let Ok(s) = signed_agent::parse_request(&input, &signature, agent.as_deref(), now_s, window) else { return false };
+    let s = signed_agent::parse_request(&input, &signature, agent.as_deref(), now_s, window).ok()?;
     if !config.signed_agents.allows(&s.agent) {
-        return false;
+        return None;
     }
     let held = DIRECTORIES.with(|d| d.borrow().get(&s.agent).cloned());
     let keys = match held {
         Some(Directory::Keys { until, keys }) if until > now => keys,
-        Some(Directory::Wait { until }) if until > now => return false,
+        Some(Directory::Wait { until }) if until > now => return None,
         _ => {
             load(io, &s.agent, now);
-            return false;
+            return None;
         }
     };
-    let Some(key) = keys.get(&s.keyid) else { return false };
+    let key = keys.get(&s.keyid)?;
     let url = req.url();
     let lookup = |name: &str| header(req, name);
     let parts = RequestParts { method: &req.method(), url: &url, header: &lookup };
-    let Ok(base) = signed_agent::signature_base(&s, &parts) else { return false };
+    let base = signed_agent::signature_base(&s, &parts).ok()?;
     if !ed25519_verify(key, &s.signature, base.as_bytes()).await {
-        return false;
+        return None;
     }
-    match &s.nonce {
+    let fresh = match &s.nonce {
         Some(n) => NONCES.with(|x| x.borrow_mut().fresh(&s.agent, n, s.expires, now_s, MAX_NONCES)),
         None => true,
-    }
+    };
+    fresh.then_some(s.agent)
 }
 
 /// Starts loading an agent's directory after the response (KV first, then

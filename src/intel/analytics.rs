@@ -156,12 +156,18 @@ pub struct Sample {
 /// `Sample::fp_ua` codes (`fingerprint::UaKind::code`); 0 is other.
 pub const UA_BROWSER: u8 = 1;
 pub const UA_LIBRARY: u8 = 2;
+/// A browser's flagged `ua_fingerprint_mismatch`.
+pub const UA_FLAGGED_BROWSER: u8 = 3;
 
 fn is_zero(v: &u8) -> bool {
     *v == 0
 }
 
 fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+fn is_zero_u64(v: &u64) -> bool {
     *v == 0
 }
 
@@ -424,6 +430,9 @@ pub struct FpAgg {
     /// Requests with an HTTP library's User-Agent.
     #[serde(rename = "l", default)]
     pub library: u64,
+    /// Requests with a browser's User-Agent flagged `ua_fingerprint_mismatch`.
+    #[serde(rename = "m", default, skip_serializing_if = "is_zero_u64")]
+    pub flagged: u64,
     /// The subjects using it (up to `MAX_MEMBERS`).
     #[serde(rename = "s", default)]
     pub subjects: Members,
@@ -474,6 +483,7 @@ impl FpAgg {
         self.risky += o.risky;
         self.browser += o.browser;
         self.library += o.library;
+        self.flagged += o.flagged;
         self.subjects.union(&o.subjects);
         self.add_asns(&o.asns);
         for (k, n) in &o.families {
@@ -595,14 +605,55 @@ pub struct Slide {
 /// The fingerprint's entry, within `MAX_FP_KEYS` and the byte budget. A
 /// client picks its own fingerprint (any header set is one), so fingerprints
 /// get fewer keys than the slide's other maps: one client varying its
-/// headers can take at most these, not the budget the others need.
-fn fp_entry<'a>(map: &'a mut BTreeMap<String, FpAgg>, key: &str, budget: &mut Budget) -> Option<&'a mut FpAgg> {
-    if !map.contains_key(key) && map.len() >= MAX_FP_KEYS {
-        budget.dropped += 1;
-        return None;
+/// headers can take at most these, not the budget the others need. When the
+/// map is full, a fingerprint bringing `incoming` requests takes the place of
+/// the least used one if that one has fewer (its bytes are given back): a
+/// flood of one-request fingerprints early in a slide cannot keep a busy one
+/// out of the aggregators' and the hub's slides.
+fn fp_entry<'a>(
+    map: &'a mut BTreeMap<String, FpAgg>,
+    key: &str,
+    incoming: u64,
+    budget: &mut Budget,
+) -> Option<&'a mut FpAgg> {
+    match make_room(map, key, incoming) {
+        Err(()) => {
+            budget.dropped += 1;
+            return None;
+        }
+        Ok(Some((k, gone))) => {
+            budget.bytes = budget.bytes.saturating_sub(fp_cost(&k, &gone));
+            budget.dropped += 1;
+        }
+        Ok(None) => {}
     }
     entry_within(map, &key.to_string(), key.len(), budget)
 }
+
+/// Room for `key` in a fingerprint map: there already, or a free place, or
+/// the place of the least used entry if it has fewer than `incoming`
+/// requests (returned: it is gone); `Err` when there is none.
+#[allow(clippy::type_complexity)]
+fn make_room(map: &mut BTreeMap<String, FpAgg>, key: &str, incoming: u64) -> Result<Option<(String, FpAgg)>, ()> {
+    if map.contains_key(key) || map.len() < MAX_FP_KEYS {
+        return Ok(None);
+    }
+    match map.iter().min_by_key(|(_, v)| v.requests).map(|(k, v)| (k.clone(), v.requests)) {
+        Some((k, n)) if n < incoming => Ok(map.remove(&k).map(|gone| (k, gone))),
+        _ => Err(()),
+    }
+}
+
+/// What a fingerprint's entry was charged of the slide's bytes.
+fn fp_cost(key: &str, f: &FpAgg) -> u64 {
+    let members: usize = f.subjects.members.iter().map(|m| m.len() + MEMBER_COST).sum();
+    let labels: usize = f.families.keys().chain(f.reasons.keys()).map(|l| l.len() + LABEL_COST).sum();
+    (key.len() + ENTRY_COST + members + labels) as u64
+}
+
+/// New fingerprints one subject may open in a slide of an isolate: a client
+/// varying its headers takes a few of the `MAX_FP_KEYS`, not all.
+pub const MAX_FP_KEYS_PER_SUBJECT: usize = 4;
 
 fn agg_for<'a, K: Ord + Clone>(map: &'a mut BTreeMap<K, KeyAgg>, key: &K) -> Option<&'a mut KeyAgg> {
     if !map.contains_key(key) && map.len() >= MAX_KEYS {
@@ -686,11 +737,23 @@ impl Slide {
                 h.count(r);
             }
         }
-        if let Some(f) = s.fp.as_ref().and_then(|f| fp_entry(&mut self.fingerprints, f, budget)) {
+        let opened = |map: &BTreeMap<String, FpAgg>| {
+            map.values().filter(|f| f.subjects.members.first() == Some(&s.subject)).count()
+        };
+        let fp = s.fp.as_ref().filter(|f| {
+            let new = !self.fingerprints.contains_key(f.as_str());
+            if new && opened(&self.fingerprints) >= MAX_FP_KEYS_PER_SUBJECT {
+                budget.dropped += 1;
+                return false;
+            }
+            true
+        });
+        if let Some(f) = fp.and_then(|f| fp_entry(&mut self.fingerprints, f, 1, budget)) {
             f.requests += 1;
             f.risky += u64::from(s.fp_risky);
             f.browser += u64::from(s.fp_ua == UA_BROWSER);
             f.library += u64::from(s.fp_ua == UA_LIBRARY);
+            f.flagged += u64::from(s.fp_ua == UA_FLAGGED_BROWSER);
             if !forgotten {
                 f.add_subject(&s.subject, budget);
             }
@@ -827,11 +890,12 @@ impl Slide {
             }
         }
         for (k, v) in &o.fingerprints {
-            if let Some(f) = fp_entry(&mut self.fingerprints, k, budget) {
+            if let Some(f) = fp_entry(&mut self.fingerprints, k, v.requests, budget) {
                 f.requests += v.requests;
                 f.risky += v.risky;
                 f.browser += v.browser;
                 f.library += v.library;
+                f.flagged += v.flagged;
                 for m in &v.subjects.members {
                     f.add_subject(m, budget);
                 }
@@ -907,8 +971,9 @@ impl Slide {
                 c.add(v);
             }
         }
+        // Merged on read: unbounded bytes, the same keys bound.
         for (k, v) in &o.fingerprints {
-            if self.fingerprints.contains_key(k) || self.fingerprints.len() < MAX_FP_KEYS {
+            if make_room(&mut self.fingerprints, k, v.requests).is_ok() {
                 self.fingerprints.entry(k.clone()).or_default().add(v);
             }
         }
@@ -1609,17 +1674,25 @@ mod tests {
         // rotated through the families.
         let families = ["curl", "python-requests", "chrome", "firefox", "safari", "go-http-client", "wget"];
         let all_reasons = Reason::ALL.iter().fold(0, |b, r| b | r.bit());
-        for i in 0..200 {
-            for family in families {
-                let s = Sample {
-                    fp: Some(format!("{i:016x}")),
-                    fp_family: Some(family.into()),
-                    fp_reasons: all_reasons,
-                    ..sample(at, "one-client")
-                };
-                slide.add_sample(&s, false);
+        let flood = |slide: &mut Slide, who: &dyn Fn(usize) -> String| {
+            for i in 0..200 {
+                for family in families {
+                    let s = Sample {
+                        fp: Some(format!("{i:016x}")),
+                        fp_family: Some(family.into()),
+                        fp_reasons: all_reasons,
+                        ..sample(at, &who(i))
+                    };
+                    slide.add_sample(&s, false);
+                }
             }
-        }
+        };
+        // One client opens a few fingerprints of the slide, not all.
+        flood(&mut slide, &|_| "one-client".to_string());
+        assert_eq!(slide.fingerprints.len(), MAX_FP_KEYS_PER_SUBJECT);
+        // 200 clients (each with its own header set) fill it, within the bytes.
+        let mut slide = Slide::new(start);
+        flood(&mut slide, &|i| format!("client-{i}"));
         assert_eq!(slide.fingerprints.len(), MAX_FP_KEYS);
         assert!(slide.budget.dropped >= (200 - MAX_FP_KEYS) as u64);
         let f = slide.fingerprints.values().next().unwrap();
@@ -1639,6 +1712,48 @@ mod tests {
         }
         let f = &slide.fingerprints["00000000000000aa"];
         assert_eq!((f.subjects.members.len(), f.subjects.overflow), (MAX_FP_SUBJECTS, 16));
+    }
+
+    #[test]
+    fn a_busy_fingerprint_takes_the_place_of_a_flood_of_one_request_ones_up_the_tiers() {
+        let start = 1_764_000_000;
+        let at = start as f64 * 1000.0;
+        // An aggregator's slide full of one-request fingerprints from many clients.
+        let mut stored = Slide::new(start);
+        for i in 0..MAX_FP_KEYS {
+            stored.add_sample(&Sample { fp: Some(format!("{i:016x}")), ..sample(at, &format!("junk-{i}")) }, false);
+        }
+        let bytes_full = stored.budget.bytes;
+        // An isolate's delta with a busy fingerprint: it gets in, one junk goes,
+        // and the bytes of the one gone are given back.
+        let mut delta = Slide::new(start);
+        for i in 0..30 {
+            delta
+                .add_sample(&Sample { fp: Some("ffffffffffffffff".into()), ..sample(at, &format!("busy-{i}")) }, false);
+        }
+        stored.absorb(&delta);
+        assert_eq!(stored.fingerprints.len(), MAX_FP_KEYS);
+        assert_eq!(stored.fingerprints["ffffffffffffffff"].requests, 30);
+        assert!(stored.budget.bytes < bytes_full + 30 * 64, "{} vs {}", stored.budget.bytes, bytes_full);
+        // A delta of one-request fingerprints does not push it out.
+        let mut junk = Slide::new(start);
+        junk.add_sample(&Sample { fp: Some("eeeeeeeeeeeeeeee".into()), ..sample(at, "junk-late") }, false);
+        stored.absorb(&junk);
+        assert!(
+            stored.fingerprints.contains_key("ffffffffffffffff")
+                && !stored.fingerprints.contains_key("eeeeeeeeeeeeeeee")
+        );
+        // The same on the hub's merge on read.
+        let mut merged = Slide::new(start);
+        merged.merge(&junk);
+        for i in 1..MAX_FP_KEYS {
+            let mut one = Slide::new(start);
+            one.add_sample(&Sample { fp: Some(format!("{i:016x}")), ..sample(at, "x") }, false);
+            merged.merge(&one);
+        }
+        merged.merge(&delta);
+        assert!(merged.fingerprints.contains_key("ffffffffffffffff"));
+        assert_eq!(merged.fingerprints.len(), MAX_FP_KEYS);
     }
 
     #[test]

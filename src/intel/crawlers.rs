@@ -199,6 +199,10 @@ pub fn check(
     }
 }
 
+/// The widest ranges a crawler file may hold.
+const MIN_V4_PREFIX: u8 = 8;
+const MIN_V6_PREFIX: u8 = 19;
+
 /// Parses a published range file: Google's JSON form
 /// (`{"prefixes": [{"ipv4Prefix": ".."}, {"ipv6Prefix": ".."}]}`, also used by
 /// Bing, Apple, DuckDuckGo, OpenAI and Perplexity) or plain text with one
@@ -232,9 +236,19 @@ pub fn parse_source(body: &str) -> Result<Vec<String>, String> {
         return Err(format!("more than {MAX_RANGES} ranges"));
     }
     for r in &raw {
+        let shown = || r.chars().take(64).collect::<String>();
         match Entry::parse(r) {
+            // Wider than any crawler's network (Apple's 17.0.0.0/8 is the
+            // widest published): a file with such a range is not a crawler
+            // list, and one range would verify a large part of the Internet.
+            Ok(Entry::Net(std::net::IpAddr::V4(_), len)) if len < MIN_V4_PREFIX => {
+                return Err(format!("`{}` is wider than /{MIN_V4_PREFIX}", shown()))
+            }
+            Ok(Entry::Net(std::net::IpAddr::V6(_), len)) if len < MIN_V6_PREFIX => {
+                return Err(format!("`{}` is wider than /{MIN_V6_PREFIX}", shown()))
+            }
             Ok(Entry::Net(..)) => {}
-            _ => return Err(format!("`{}` is not a CIDR", r.chars().take(64).collect::<String>())),
+            _ => return Err(format!("`{}` is not a CIDR", shown())),
         }
     }
     Ok(raw)
@@ -389,6 +403,12 @@ mod tests {
         assert!(parse_source(r#"{"prefixes":[{"ipv4Prefix":"66.249.64.0/33"}]}"#).is_err());
         assert!(parse_source(r#"{"prefixes":[{"other":1}]}"#).is_err());
         assert!(parse_source("AS15169\n").is_err(), "an ASN is not a range");
+        // Ranges wider than any crawler's network are refused with the file.
+        assert!(parse_source("17.0.0.0/8\n").is_ok());
+        assert!(parse_source("66.249.64.0/27\n0.0.0.0/0\n").unwrap_err().contains("wider than /8"));
+        assert!(parse_source("64.0.0.0/7\n").is_err());
+        assert!(parse_source("2001:4860::/32\n").is_ok());
+        assert!(parse_source("::/0\n").is_err() && parse_source("2000::/3\n").is_err());
         let many: String = (0..=MAX_RANGES).map(|i| format!("10.{}.{}.0/24\n", i / 256, i % 256)).collect();
         assert!(parse_source(&many).unwrap_err().contains("more than"));
         assert!(parse_source(&"1".repeat(MAX_SOURCE_BYTES + 1)).is_err());

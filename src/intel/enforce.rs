@@ -181,10 +181,35 @@ fn mac(key: &str, parts: &[&str]) -> Option<HmacSha256> {
     Some(m)
 }
 
+/// Labels longer than this are cut (rule ids are shorter).
+const MAX_LABEL_BYTES: usize = 256;
+
+/// XORs `bytes` with a keystream from `key` and `parts` (HMAC-SHA256 in
+/// counter mode): hides why a challenge was issued from the client (SECURITY.md:
+/// the reasons are not told to the client, which would teach an attacker what
+/// to change), while the edge reads it back. Its own inverse.
+fn mask(key: &str, parts: &[&str], bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for (block, chunk) in bytes.chunks(32).enumerate() {
+        let n = block.to_string();
+        let mut all: Vec<&str> = vec!["label"];
+        all.extend_from_slice(parts);
+        all.push(&n);
+        let pad = mac(key, &all)?.finalize().into_bytes();
+        out.extend(chunk.iter().zip(pad.iter()).map(|(b, p)| b ^ p));
+    }
+    Some(out)
+}
+
+fn cut(label: &str) -> &[u8] {
+    label.as_bytes().get(..MAX_LABEL_BYTES).unwrap_or(label.as_bytes())
+}
+
 /// `nonce.issued.difficulty.label.sig` (hex / decimal, URL- and
 /// cookie-safe): `label` is why the challenge was issued
-/// (`challenge::Why::label`, hex-encoded), signed with the rest so a
-/// solution is counted against what issued it.
+/// (`challenge::Why::label`), masked (`m` and hex: the client cannot read
+/// it) and signed with the rest so a solution is counted against what
+/// issued it.
 pub fn issue_token(
     key: &str,
     bound: &str,
@@ -193,7 +218,8 @@ pub fn issue_token(
     difficulty: u8,
     label: &str,
 ) -> Option<String> {
-    let (i, d, l) = (issued_ms.to_string(), difficulty.to_string(), hex::encode(label));
+    let (i, d) = (issued_ms.to_string(), difficulty.to_string());
+    let l = format!("m{}", hex::encode(mask(key, &[nonce_hex, &i], cut(label))?));
     let sig = mac(key, &["challenge", bound, nonce_hex, &i, &d, &l])?.finalize().into_bytes();
     Some(format!("{nonce_hex}.{i}.{d}.{l}.{}", hex::encode(sig)))
 }
@@ -228,10 +254,36 @@ pub fn check_token(key: &str, bound: &str, token: &str, now_ms: f64) -> Result<T
     }
     let difficulty: u8 = diff.parse().map_err(|_| "malformed token")?;
     let label = match label_hex {
-        Some(l) => hex::decode(l).ok().and_then(|b| String::from_utf8(b).ok()).ok_or("malformed token")?,
+        // Masked (`issue_token`), or plain hex in a token from before.
+        Some(l) => match l.strip_prefix('m') {
+            Some(m) => hex::decode(m).ok().and_then(|b| mask(key, &[nonce, issued], &b)),
+            None => hex::decode(l).ok(),
+        }
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or("malformed token")?,
         None => String::new(),
     };
     Ok(TokenFacts { issued_ms, difficulty, label })
+}
+
+/// Why a Turnstile challenge was shown, for its page to send back
+/// (`nonce.masked.sig`): masked like a token's label, and signed, so the
+/// answer cannot name a label the edge did not issue.
+pub fn seal_label(key: &str, nonce_hex: &str, label: &str) -> Option<String> {
+    let masked = hex::encode(mask(key, &["why", nonce_hex], cut(label))?);
+    let sig = mac(key, &["why", nonce_hex, &masked])?.finalize().into_bytes();
+    Some(format!("{nonce_hex}.{masked}.{}", hex::encode(sig)))
+}
+
+/// The label `seal_label` sealed, if `sealed` is one of ours.
+pub fn open_label(key: &str, sealed: &str) -> Option<String> {
+    let mut parts = sealed.split('.');
+    let (nonce, masked, sig) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || sealed.len() > 4 * MAX_LABEL_BYTES {
+        return None;
+    }
+    mac(key, &["why", nonce, masked])?.verify_slice(&hex::decode(sig).ok()?).ok()?;
+    String::from_utf8(mask(key, &["why", nonce], &hex::decode(masked).ok()?)?).ok()
 }
 
 /// Leading zero bits of a digest.
@@ -526,6 +578,36 @@ mod tests {
         assert!(verify_solution(key, "203.0.113.7", &format!("{head}.{tail}"), counter, now, 1).is_err());
         for bad in ["", "a.b", "a.b.c.d.e.f", "x.1.8.zz", "x.1.8.zz.00"] {
             assert!(verify_solution(key, "203.0.113.7", bad, 0, now, 1).is_err(), "{bad}");
+        }
+        // The client cannot read why it was challenged: not in the token's
+        // text, and two tokens for the same reason look unrelated.
+        let plain = hex::encode("score|tor_exit");
+        assert!(!token.contains(&plain) && !token.contains("tor_exit"), "{token}");
+        let again = issue_token(key, "203.0.113.7", "d4e5f6", now as u64, 8, "score|tor_exit").unwrap();
+        assert_ne!(token.split('.').nth(3), again.split('.').nth(3));
+        // A label longer than 32 bytes (several blocks of the keystream) comes back whole.
+        let long = format!("rule|{}", "r".repeat(100));
+        let t = issue_token(key, "s", "ab", now as u64, 8, &long).unwrap();
+        assert_eq!(verify_solution(key, "s", &t, solve(&t, 8), now, 8).map(|f| f.label), Ok(long));
+    }
+
+    #[test]
+    fn a_turnstile_label_is_masked_and_signed() {
+        let key = "challenge-key-0123456789";
+        let sealed = seal_label(key, "a1b2", "rule|gate").unwrap();
+        assert!(!sealed.contains(&hex::encode("rule|gate")));
+        assert_eq!(open_label(key, &sealed).as_deref(), Some("rule|gate"));
+        assert_eq!(open_label("another-key-0123456789", &sealed), None);
+        // A made-up label, or a sealed one changed, is not ours.
+        let (nonce, rest) = sealed.split_once('.').unwrap();
+        let (masked, sig) = rest.split_once('.').unwrap();
+        let mut m = hex::decode(masked).unwrap();
+        if let Some(b) = m.first_mut() {
+            *b ^= 1;
+        }
+        assert_eq!(open_label(key, &format!("{nonce}.{}.{sig}", hex::encode(m))), None);
+        for bad in ["", "rule|anything", "a.b", "a.b.c.d", &"a".repeat(2000)] {
+            assert_eq!(open_label(key, bad), None, "{bad}");
         }
     }
 

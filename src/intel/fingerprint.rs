@@ -26,7 +26,11 @@
 //!   the browser-claiming requests sent before the flag reached an isolate
 //!   would clear it; a real browser does not share a TLS stack and header set
 //!   with curl. Requests flagged with this reason do not count as a
-//!   browser's, or the flag would clear itself.
+//!   browser's, or the flag would clear itself; they are counted apart, and
+//!   when they come `LIBRARY_PER_BROWSER` times as often as the library's
+//!   requests the flag is lifted: an honest crowd on a fingerprint someone
+//!   poisoned with a library User-Agent outweighs the poisoner again, as it
+//!   did before the flag.
 //!
 //! Header order is not part of it: the Workers runtime hands a Worker the
 //! headers sorted by name, so the order the client sent them in is gone
@@ -37,7 +41,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::intel::analytics::{FpAgg, UA_BROWSER, UA_LIBRARY};
+use crate::intel::analytics::{FpAgg, UA_BROWSER, UA_FLAGGED_BROWSER, UA_LIBRARY};
 use crate::intel::facts::CfFacts;
 use crate::intel::score::Verdict;
 use crate::intel::signals::{automation_marker, is_automation_ua, looks_like_browser, Reason};
@@ -147,8 +151,8 @@ pub fn ua_family(user_agent: Option<&str>) -> &'static str {
 /// What the analytics sample says for the fingerprint's statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SampleFacts {
-    /// The User-Agent's kind (`UaKind::code`): a browser's flagged as a
-    /// mismatch counts as other, so the flag does not clear itself.
+    /// The User-Agent's kind (`UaKind::code`); a browser's flagged as a
+    /// mismatch is `UA_FLAGGED_BROWSER`, so the flag does not clear itself.
     pub ua: u8,
     /// The User-Agent's family (`ua_family`), as it claims.
     pub family: &'static str,
@@ -162,10 +166,9 @@ pub struct SampleFacts {
 pub fn sample_facts(verdict: &Verdict, user_agent: Option<&str>) -> SampleFacts {
     let own = |r: Reason| matches!(r, Reason::FingerprintSwarm | Reason::UaFingerprintMismatch);
     let mismatch = verdict.reasons().any(|r| r == Reason::UaFingerprintMismatch);
-    let kind = if mismatch { UaKind::Other } else { UaKind::of(user_agent) };
     let without: u32 = verdict.contributions.iter().filter(|c| !own(c.reason)).map(|c| u32::from(c.points)).sum();
     SampleFacts {
-        ua: kind.code(),
+        ua: if mismatch { UA_FLAGGED_BROWSER } else { UaKind::of(user_agent).code() },
         family: ua_family(user_agent),
         risky: without.min(100) >= u32::from(RISKY_AT),
         reasons: verdict.reasons().fold(0, |bits, r| bits | r.bit()),
@@ -192,7 +195,9 @@ fn is_swarm(v: &FpAgg) -> bool {
 
 /// ... one seen from HTTP libraries only?
 fn is_library_only(v: &FpAgg) -> bool {
-    v.library >= LIBRARY_REQUESTS && v.library >= LIBRARY_PER_BROWSER.saturating_mul(v.browser)
+    v.library >= LIBRARY_REQUESTS
+        && v.library >= LIBRARY_PER_BROWSER.saturating_mul(v.browser)
+        && v.flagged < LIBRARY_PER_BROWSER.saturating_mul(v.library)
 }
 
 /// Judges the window's per-fingerprint statistics (the slides' `fingerprints`).
@@ -226,6 +231,8 @@ pub struct FingerprintView {
     /// Requests with a browser's User-Agent (not flagged) and with an HTTP library's.
     pub browser_requests: u64,
     pub library_requests: u64,
+    /// Requests with a browser's User-Agent flagged `ua_fingerprint_mismatch`.
+    pub flagged_requests: u64,
     /// Distinct subjects seen (`analytics::MAX_FP_SUBJECTS` kept per slide) ...
     pub subjects: usize,
     /// ... and whether more were seen than kept.
@@ -255,6 +262,7 @@ pub fn views<'a>(
             risky_share: if v.requests == 0 { 0.0 } else { v.risky as f64 / v.requests as f64 },
             browser_requests: v.browser,
             library_requests: v.library,
+            flagged_requests: v.flagged,
             subjects: v.subjects.members.len(),
             more_subjects: v.subjects.overflow > 0,
             swarm: is_swarm(&v),
@@ -464,6 +472,11 @@ mod tests {
         assert!(judge([slide(&[(A, agg(19, 0, 0, 19, 1))])].iter()).library_only.is_empty());
         assert!(judge([slide(&[(A, agg(48, 0, 8, 40, 1))])].iter()).library_only.contains(A));
         assert!(judge([slide(&[(A, agg(49, 0, 9, 40, 1))])].iter()).library_only.is_empty());
+        // Flagged browser requests do not clear the flag ...
+        let flagged = |n| FpAgg { flagged: n, ..agg(40, 0, 0, 40, 1) };
+        assert!(judge([slide(&[(A, flagged(199))])].iter()).library_only.contains(A));
+        // ... until an honest crowd outweighs the library's requests again.
+        assert!(judge([slide(&[(A, flagged(200))])].iter()).library_only.is_empty());
     }
 
     #[test]
@@ -527,7 +540,7 @@ mod tests {
         let v = score(&[sig(Reason::FingerprintSwarm), sig(Reason::UaFingerprintMismatch)], &w);
         assert!(v.score >= RISKY_AT);
         let f = sample_facts(&v, chrome);
-        assert_eq!((f.ua, f.risky, f.family), (UaKind::Other.code(), false, "chrome"));
+        assert_eq!((f.ua, f.risky, f.family), (UA_FLAGGED_BROWSER, false, "chrome"));
         // ... but its reasons are the request's, its own included.
         let codes: Vec<&str> = Reason::of_bits(f.reasons).map(Reason::code).collect();
         assert_eq!(codes, ["fingerprint_swarm", "ua_fingerprint_mismatch"]);

@@ -68,16 +68,34 @@ impl Trust {
         }
     }
 
+    /// Whether `origin`'s signatures are verified. A loopback origin (for
+    /// local tests) only when it is listed: `any` means agents on the web.
     pub fn allows(&self, origin: &str) -> bool {
         match self {
-            Trust::Any => true,
+            Trust::Any => !is_loopback_origin(origin),
             Trust::Off => false,
             Trust::Only(list) => list.iter().any(|o| o == origin),
         }
     }
 }
 
-/// One parsed parameter value./// One parsed parameter value.
+/// One parsed parameter value./// `SIGNED_AGENTS_TRUSTED`: a JSON array of agent origins whose verified
+/// signatures are treated like a verified crawler's.
+pub fn parse_trusted(raw: &str) -> Result<Vec<String>, String> {
+    match Trust::parse(raw)? {
+        Trust::Only(list) => Ok(list),
+        _ => Err("a JSON array of agent origins (\"https://agent.example\")".to_string()),
+    }
+}
+
+fn is_loopback_origin(origin: &str) -> bool {
+    url::Url::parse(origin)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| matches!(h, "localhost" | "127.0.0.1" | "[::1]")))
+        .unwrap_or(false)
+}
+
+/// One parsed parameter value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bare {
     Integer(i64),
@@ -522,22 +540,29 @@ pub fn thumbprint(x: &str) -> String {
 }
 
 /// Nonces seen, each until its signature expires: a replay within the
-/// window is refused. Bounded: past `cap`, the entry expiring first goes.
+/// window is refused. Bounded: past `cap`, expired entries go, then the one
+/// expiring first. Each is kept as 16 bytes of a hash of the agent and the
+/// nonce, so a long nonce costs no more memory than a short one.
 #[derive(Debug, Default)]
 pub struct Nonces {
-    seen: BTreeMap<String, i64>,
+    seen: BTreeMap<[u8; 16], i64>,
 }
 
 impl Nonces {
     /// True if `nonce` (of `agent`) is new; remembers it until `expires_s`.
     pub fn fresh(&mut self, agent: &str, nonce: &str, expires_s: i64, now_s: i64, cap: usize) -> bool {
-        self.seen.retain(|_, until| *until > now_s);
-        let key = format!("{agent} {nonce}");
-        if self.seen.contains_key(&key) {
+        let digest = Sha256::new().chain_update(agent).chain_update([0]).chain_update(nonce).finalize();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
+        if self.seen.get(&key).is_some_and(|until| *until > now_s) {
             return false;
         }
+        // The sweep walks the whole set, so only when it is full.
         if self.seen.len() >= cap {
-            if let Some(first) = self.seen.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone()) {
+            self.seen.retain(|_, until| *until > now_s);
+        }
+        if self.seen.len() >= cap {
+            if let Some(first) = self.seen.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k) {
                 self.seen.remove(&first);
             }
         }
@@ -694,6 +719,13 @@ mod tests {
         assert!(only.allows("https://agent.example") && !only.allows("https://other.example"));
         assert!(Trust::parse(r#"["http://agent.example"]"#).is_err());
         assert!(Trust::parse("maybe").is_err());
+        // Loopback (local tests) only when listed, never under `any`.
+        assert!(!Trust::Any.allows("http://127.0.0.1:8787") && !Trust::Any.allows("https://localhost"));
+        assert!(Trust::Any.allows("https://agent.example"));
+        assert!(Trust::parse(r#"["http://127.0.0.1:8787"]"#).unwrap().allows("http://127.0.0.1:8787"));
+        assert_eq!(parse_trusted("[]"), Ok(vec![]));
+        assert_eq!(parse_trusted(r#"["https://agent.example"]"#), Ok(vec!["https://agent.example".to_string()]));
+        assert!(parse_trusted("any").is_err() && parse_trusted("off").is_err());
     }
 
     #[test]
@@ -707,5 +739,10 @@ mod tests {
             n.fresh("https://a", &format!("y{i}"), NOW + 100 + i, NOW + 61, 3);
         }
         assert_eq!(n.len(), 3);
+        // A 2 KB nonce is kept in 16 bytes, and the agent is part of the key.
+        let long = "n".repeat(2048);
+        assert!(n.fresh("https://a", &long, NOW + 300, NOW + 62, 3));
+        assert!(!n.fresh("https://a", &long, NOW + 300, NOW + 63, 3));
+        assert!(n.fresh("https://a ", &long, NOW + 300, NOW + 63, 3), "agent and nonce do not run together");
     }
 }

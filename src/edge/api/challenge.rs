@@ -119,8 +119,10 @@ pub async fn verify(c: Call<'_>) -> Result<Response, ApiError> {
         let Some(response) = turnstile_response else {
             return Err(ApiError::new(400, "bad_request", "send cf-turnstile-response"));
         };
-        // Turnstile's page sends why it was shown unsigned: counted as sent.
-        let label = why.unwrap_or_default();
+        // Turnstile's page sends why it was shown, sealed: anything else is
+        // counted as unknown (a client cannot make up labels).
+        let key = config.secrets.challenge_key.as_deref();
+        let label = why.zip(key).and_then(|(w, k)| crate::intel::enforce::open_label(k, &w)).unwrap_or_default();
         let checked =
             turnstile_verify(&config.enforce.turnstile_verify_url, secret, &response, &ip.to_string(), &req.url())
                 .await;
