@@ -77,7 +77,7 @@ pub static SETTINGS: &[Setting] = &[
     s("TRUST_X_REAL_IP", Some("false"), Kind::Bool, "take the client IP from `X-Real-IP` when `CF-Connecting-IP` is missing (only behind your own proxy)"),
     // Consulting the profile.
     s("RISK_MODE", Some("fast"), Kind::Choice(&["fast", "consistent"]), "`fast`: never wait longer than `CONSULT_TIMEOUT_MS`, observations are coalesced and recorded after the response; `consistent`: the verdict includes this request (one object call per request)"),
-    s("CONSULT_TIMEOUT_MS", Some("50"), int(1, 10_000), "fast mode's budget for the profile lookup (and the lists' and rules' KV reads, and a rate-limit rule's limiter call)"),
+    s("CONSULT_TIMEOUT_MS", Some("50"), int(1, 10_000), "fast mode's budget for the profile lookup (and the lists', rules', crawler ranges' and fingerprint sets' KV reads, and a rate-limit rule's limiter call)"),
     s("CONSISTENT_TIMEOUT_MS", Some("5000"), int(1, 60_000), "consistent mode's limit for a stuck object (then degraded)"),
     s("FAIL_MODE", Some("open"), Kind::Choice(&["open", "closed"]), "`open`: forward degraded when the profile store or the lists' KV read fails; `closed`: answer 503 (counted as degraded and in `fail_closed_count`, never as an origin 5xx)"),
     s("CACHE_TTL_MS", Some("30000"), int(0, 600_000), "lifetime of an entry in the in-isolate verdict cache (bounded LRU); every flush refreshes the entries of the subjects it carried, and an event pushed through the API drops its subject in the isolate that received it"),
@@ -105,7 +105,7 @@ pub static SETTINGS: &[Setting] = &[
     s("CHALLENGE_DIFFICULTY", Some("16"), int(1, 28), "leading zero bits of the proof-of-work (16: ~65k hashes)"),
     s("CHALLENGE_DIFFICULTY_MAX", Some("20"), int(1, 28), "the most leading zero bits a challenge asks for however high the score (at least `CHALLENGE_DIFFICULTY` is always asked)"),
     s("CHALLENGE_DIFFICULTY_STEP", Some("10"), int(0, 100), "points above `CHALLENGE_AT` per extra bit of proof-of-work (each bit doubles the work): difficulty = `CHALLENGE_DIFFICULTY` + floor((score - `CHALLENGE_AT`) / step), at most `CHALLENGE_DIFFICULTY_MAX`; 0 = fixed"),
-    s("CHALLENGE_NOSCRIPT_WAIT_SECONDS", Some("5"), int(0, 300), "browsers without JavaScript may pass the challenge by waiting this long (plus as long again per extra bit of difficulty) and following the page's refresh; weaker than the work: any client that waits passes (0 = off)"),
+    s("CHALLENGE_NOSCRIPT_WAIT_SECONDS", Some("5"), int(0, 300), "browsers without JavaScript may pass the challenge by waiting this long (plus as long again per extra bit of difficulty, at most 150 s: half a token's life) and following the page's refresh; weaker than the work: any client that waits passes (0 = off)"),
     s("CLEARANCE_TTL_SECONDS", Some("3600"), int(1, 2_592_000), "lifetime of a solved challenge"),
     s("CLEARANCE_BINDING", Some("subject"), Kind::Choice(&["subject", "visitor"]), "what a challenge and its clearance are bound to: `subject` (the IPv4 address or IPv6 /64) or `visitor` (the signed `ei_vid` or `VISITOR_COOKIE` visitor plus its browser family: kept across IPv4/IPv6 and networks; falls back to the subject without a visitor)"),
     s("TURNSTILE_SITE_KEY", None, Kind::Text("site key"), "use Cloudflare Turnstile for challenges instead of the proof-of-work; set with `TURNSTILE_SECRET` (both or neither)"),
@@ -117,8 +117,8 @@ pub static SETTINGS: &[Setting] = &[
     s("IP_HASH_KEY", None, SECRET_16, "store keyed hashes and show masked IPs only"),
     // Profiles.
     s("VELOCITY_RPM", Some("120"), int(1, 1_000_000), "`high_velocity` threshold (requests per minute)"),
-    s("SHARED_MIN_VISITORS", Some("3"), int(0, 64), "distinct returning visitors (signed `ei_vid` or `VISITOR_COOKIE`) within the hour from which a subject is a shared address (carrier NAT, an office): its `VELOCITY_RPM`, `AUTH_FAILURE_BURST` and `NOT_FOUND_BURST` are multiplied by that count, at most `SHARED_MAX_FACTOR` (0 = never)"),
-    s("SHARED_MAX_FACTOR", Some("8"), int(1, 64), "the most a shared address's rate and burst thresholds are multiplied by"),
+    s("SHARED_MIN_VISITORS", Some("3"), int(0, 64), "distinct returning visitors (signed `ei_vid` or `VISITOR_COOKIE`) within the hour from which a subject is a shared address (carrier NAT, an office): its `VELOCITY_RPM` and `NOT_FOUND_BURST` are multiplied by that count (never `AUTH_FAILURE_BURST`), at most `SHARED_MAX_FACTOR` (0 = never)"),
+    s("SHARED_MAX_FACTOR", Some("8"), int(1, 64), "the most a shared address's rate and 404-burst thresholds are multiplied by"),
     s("BURST_WINDOW_SECONDS", Some("300"), int(10, 86_400), "window for origin status bursts and probes"),
     s("AUTH_FAILURE_BURST", Some("10"), int(1, 100_000), "401/403 answers (or wrong admin credentials) within the burst window that raise `auth_failures`"),
     s("NOT_FOUND_BURST", Some("20"), int(1, 100_000), "404 answers within the burst window that raise `not_found_burst`"),

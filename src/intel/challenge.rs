@@ -99,8 +99,12 @@ pub fn noscript_wait_s(base_wait_s: u32, difficulty: u8, base: u8) -> Option<u32
         return None;
     }
     let extra = u32::from(difficulty.saturating_sub(base));
-    Some(base_wait_s.saturating_mul(1 + extra))
+    Some(base_wait_s.saturating_mul(1 + extra).min(MAX_NOSCRIPT_WAIT_S))
 }
+
+/// The longest no-script wait: half a token's life, so the page's refresh
+/// always lands while its token is still valid (`enforce::TOKEN_TTL_MS`).
+pub const MAX_NOSCRIPT_WAIT_S: u32 = (crate::intel::enforce::TOKEN_TTL_MS / 2000.0) as u32;
 
 /// Why a challenge was issued: what decided it and the request's top reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,6 +355,10 @@ mod tests {
         assert_eq!(noscript_wait_s(5, 16, 16), Some(5));
         assert_eq!(noscript_wait_s(5, 18, 16), Some(15));
         assert_eq!(noscript_wait_s(0, 18, 16), None);
+        // Capped at half a token's life (150 s), so the refresh is never too late.
+        assert_eq!(MAX_NOSCRIPT_WAIT_S, 150);
+        assert_eq!(noscript_wait_s(100, 20, 16), Some(150));
+        assert_eq!(noscript_wait_s(300, 16, 16), Some(150));
     }
 
     #[test]

@@ -311,7 +311,6 @@ pub fn solve(token: &str, difficulty: u8) -> u64 {
     (0..u64::MAX).find(|c| work_ok(token, *c, difficulty)).unwrap_or(0)
 }
 
-/// Checks a solved challenge for `subject` at `now`.
 /// The single-use id of a challenge token and when it stops mattering (its
 /// expiry): a solved token is accepted once, so the id is remembered until then.
 pub fn solution_id(token: &str) -> Option<(String, f64)> {
@@ -321,6 +320,7 @@ pub fn solution_id(token: &str) -> Option<(String, f64)> {
     Some((super::keys::solution_key(nonce), issued + TOKEN_TTL_MS))
 }
 
+/// Checks a solved challenge for `subject` at `now`.
 pub fn verify_solution(
     key: &str,
     bound: &str,

@@ -13,7 +13,7 @@
 //! requests, risky requests, browser and HTTP-library User-Agents, the
 //! subjects and ASNs using it) shard 0's hub judges over the window each tick
 //! (`judge`) and publishes to KV (`keys::FINGERPRINTS_KEY`); the request path
-//! reads that (cached a minute per isolate) and adds
+//! reads that (kept one slide, at most a minute, per isolate) and adds
 //! - `fingerprint_swarm`: the fingerprint was used by at least
 //!   `SWARM_SUBJECTS` subjects in the window, and at least `SWARM_RISKY_SHARE`
 //!   of its requests were risky (medium or high, not counting the
@@ -53,7 +53,7 @@ pub const SWARM_SUBJECTS: usize = 20;
 /// ... and at least this share of its requests risky.
 pub const SWARM_RISKY_SHARE: f64 = 0.5;
 /// `ua_fingerprint_mismatch` needs the fingerprint seen this many times in
-/// the window, every time from an HTTP library.
+/// the window from an HTTP library ...
 pub const LIBRARY_REQUESTS: u64 = 20;
 /// ... at least this many times as often as a browser's User-Agent.
 pub const LIBRARY_PER_BROWSER: u64 = 5;

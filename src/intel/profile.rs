@@ -475,7 +475,10 @@ impl Profile {
         detections: &mut Vec<&'static str>,
     ) {
         let w = rules.burst_window_ms;
-        let (auth_failure_burst, not_found_burst) = (rules.auth_failure_burst * factor, rules.not_found_burst * factor);
+        // Failed logins are not scaled: a client can collect visitor cookies
+        // and rotate them to look like a crowd, and credential stuffing is
+        // what this burst is for (docs/profiles.md, "Shared addresses").
+        let (auth_failure_burst, not_found_burst) = (rules.auth_failure_burst, rules.not_found_burst * factor);
         match status {
             401 | 403 => {
                 let before = self.counters.auth_failures.estimate(now, w);
@@ -730,7 +733,7 @@ impl Profile {
         if self.widened.is_none() && self.counters.minute.estimate(now, MINUTE) > rules.velocity_rpm * factor {
             out.push(Signal { reason: Reason::HighVelocity, points: None });
         }
-        if self.counters.auth_failures.estimate(now, w) >= rules.auth_failure_burst * factor {
+        if self.counters.auth_failures.estimate(now, w) >= rules.auth_failure_burst {
             out.push(Signal { reason: Reason::AuthFailures, points: None });
         }
         if self.counters.not_found.estimate(now, w) >= rules.not_found_burst * factor {
@@ -1165,6 +1168,26 @@ mod tests {
         assert_eq!(pair.shared_factor(T0, &two), 1.0);
         let off = ProfileRules { shared_min_visitors: 0, ..r };
         assert_eq!(office.shared_factor(now, &off), 1.0);
+    }
+
+    #[test]
+    fn a_shared_address_gets_no_more_failed_logins() {
+        // Eight returning visitors (or one client rotating eight cookies):
+        // the failed-login burst stays one person's.
+        let r = rules();
+        let mut p = Profile::new("203.0.113.14", "203.0.113.14", T0);
+        for i in 0..10u32 {
+            let o = Observation {
+                visitor: Some(format!("v{}", i % 8)),
+                returning: true,
+                status: Some(401),
+                ..obs(T0 + f64::from(i) * 100.0, "/login")
+            };
+            p.observe(&o, &r);
+        }
+        let now = T0 + 2.0 * SEC;
+        assert_eq!(p.shared_factor(now, &r), 8.0);
+        assert!(codes(&p, now).contains(&"auth_failures"), "10 failed logins within the burst window");
     }
 
     #[test]

@@ -142,6 +142,22 @@ pub fn score(signals: &[Signal], weights: &Weights) -> Verdict {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_readme_lists_every_reason_with_its_default_points() {
+        let readme = include_str!("../../README.md");
+        for r in Reason::ALL {
+            let points = match r {
+                // Its points are the profile's threat score, capped by its weight.
+                Reason::ThreatReport => format!("the threat score, at most {}", default_weight(r)),
+                // Its points come from the operator's `COUNTRY_RISK` map.
+                Reason::CountryPolicy => "from the map".to_string(),
+                _ => default_weight(r).to_string(),
+            };
+            let row = format!("| `{}` | {points} |", r.code());
+            assert!(readme.contains(&row), "README.md's reason table lacks `{row}`");
+        }
+    }
+
     fn sig(r: Reason) -> Signal {
         Signal { reason: r, points: None }
     }

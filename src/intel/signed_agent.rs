@@ -79,7 +79,7 @@ impl Trust {
     }
 }
 
-/// One parsed parameter value./// `SIGNED_AGENTS_TRUSTED`: a JSON array of agent origins whose verified
+/// `SIGNED_AGENTS_TRUSTED`: a JSON array of agent origins whose verified
 /// signatures are treated like a verified crawler's.
 pub fn parse_trusted(raw: &str) -> Result<Vec<String>, String> {
     match Trust::parse(raw)? {
