@@ -1,6 +1,6 @@
 //! Native benchmarks of the pure core (`npm run bench` runs them with
 //! `cargo bench`): the request path's own work (cf parsing, signals, score,
-//! headers) and the analytics aggregator at 1 thousand, 100 thousand and 1
+//! the client fingerprint, headers) and the analytics aggregator at 1 thousand, 100 thousand and 1
 //! million events in the window. Numbers go to BENCHMARKS.md.
 
 #![allow(clippy::indexing_slicing, clippy::unwrap_used)] // a benchmark, not a request path
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use edgeintel::intel::analytics::{Aggregator, AnalyticsConfig, Sample};
 use edgeintel::intel::facts::{CfFacts, RequestFacts};
+use edgeintel::intel::fingerprint;
 use edgeintel::intel::headers::{render, HeaderInput, IntelStatus};
 use edgeintel::intel::score::{score, Weights};
 use edgeintel::intel::signals::{request_signals, SignalConfig};
@@ -18,7 +19,8 @@ use edgeintel::intel::signals::{request_signals, SignalConfig};
 const CF: &str = r#"{"country":"DE","city":"Berlin","region":"Land Berlin","regionCode":"BE","continent":"EU",
 "postalCode":"10115","timezone":"Europe/Berlin","latitude":"52.52437","longitude":"13.41053","asn":16276,
 "asOrganization":"OVH SAS","colo":"FRA","httpProtocol":"HTTP/2","tlsVersion":"TLSv1.3","isEUCountry":"1",
-"botManagement":{"score":12,"verifiedBot":false}}"#;
+"tlsClientCiphersSha1":"kXrN3VEKDdzz2cPKTQaKzpxVTxQ=","tlsClientExtensionsSha1":"1eY97BUYYO8vDaTfHQywB1pcNdM=",
+"tlsClientHelloLength":"508","botManagement":{"score":12,"verifiedBot":false}}"#;
 
 fn request() -> RequestFacts {
     RequestFacts {
@@ -31,7 +33,7 @@ fn request() -> RequestFacts {
     }
 }
 
-/// parse cf + signals + score + headers: what the request path computes itself.
+/// parse cf + signals + score + fingerprint + headers: what the request path computes itself.
 fn core_path(c: &mut Criterion) {
     let cfg = SignalConfig::default();
     let weights = Weights::default();
@@ -42,6 +44,7 @@ fn core_path(c: &mut Criterion) {
             let cf = CfFacts::from_json(&v);
             let signals = request_signals(&cf, &req, &cfg);
             let verdict = score(&signals, &weights);
+            let fp = fingerprint::id(&cf, &req.header_names);
             let headers = render(&HeaderInput {
                 verdict: &verdict,
                 level: verdict.level,
@@ -51,7 +54,7 @@ fn core_path(c: &mut Criterion) {
                 status: IntelStatus::Ok,
                 rule: None,
                 cleared: None,
-                fingerprint: None,
+                fingerprint: fp.as_deref(),
             });
             black_box(headers)
         })
@@ -71,6 +74,12 @@ fn sample(i: u64, now: f64) -> Sample {
         status: if i.is_multiple_of(50) { 404 } else { 200 },
         latency_ms: Some(5.0 + (i % 200) as f64),
         probe: i.is_multiple_of(97).then(|| "/.env".to_string()),
+        // A fingerprint on every request, from 200 distinct ones.
+        fp: Some(format!("{:016x}", i % 200)),
+        fp_ua: (i % 3) as u8,
+        fp_risky: i.is_multiple_of(4),
+        fp_family: Some(["chrome", "curl", "python-requests"][(i % 3) as usize].to_string()),
+        fp_reasons: if i.is_multiple_of(4) { 1 << 11 | 1 << 9 } else { 0 },
         ..Sample::default()
     }
 }
@@ -105,6 +114,9 @@ fn analytics(c: &mut Criterion) {
         }
         group.bench_function(format!("tick views with {n} events in the window"), |b| {
             b.iter(|| black_box(agg.views(&cfg, now)))
+        });
+        group.bench_function(format!("fingerprint judgement with {n} events in the window"), |b| {
+            b.iter(|| black_box(fingerprint::judge(agg.slides.values().map(|s| &s.fingerprints))))
         });
         let bytes = serde_json::to_string(&agg).map(|s| s.len()).unwrap_or(0);
         println!("analytics state with {n} events in the window: {bytes} bytes serialized");
