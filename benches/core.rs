@@ -118,6 +118,29 @@ fn analytics(c: &mut Criterion) {
         group.bench_function(format!("fingerprint judgement with {n} events in the window"), |b| {
             b.iter(|| black_box(fingerprint::judge(agg.slides.values().map(|s| &s.fingerprints))))
         });
+        if n == 100_000 {
+            // The same events without a fingerprint: what the fingerprint
+            // statistics cost per event, measured in the same run.
+            let plain: Vec<Sample> = samples
+                .iter()
+                .map(|s| Sample { fp: None, fp_ua: 0, fp_risky: false, fp_family: None, fp_reasons: 0, ..s.clone() })
+                .collect();
+            group.bench_function(format!("ingest without fingerprints, {n} events (time per run of {n})"), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let mut agg = Aggregator::default();
+                        let t = Instant::now();
+                        for s in &plain {
+                            agg.ingest_sample(&cfg, s, now);
+                        }
+                        total += t.elapsed();
+                        black_box(&agg);
+                    }
+                    total
+                })
+            });
+        }
         let bytes = serde_json::to_string(&agg).map(|s| s.len()).unwrap_or(0);
         println!("analytics state with {n} events in the window: {bytes} bytes serialized");
     }

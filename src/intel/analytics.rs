@@ -638,6 +638,11 @@ fn make_room(map: &mut BTreeMap<String, FpAgg>, key: &str, incoming: u64) -> Res
     if map.contains_key(key) || map.len() < MAX_FP_KEYS {
         return Ok(None);
     }
+    // Every entry holds a request: one request never takes a place (and the
+    // isolate's samples, one at a time, skip the scan).
+    if incoming <= 1 {
+        return Err(());
+    }
     match map.iter().min_by_key(|(_, v)| v.requests).map(|(k, v)| (k.clone(), v.requests)) {
         Some((k, n)) if n < incoming => Ok(map.remove(&k).map(|gone| (k, gone))),
         _ => Err(()),
@@ -741,8 +746,9 @@ impl Slide {
             map.values().filter(|f| f.subjects.members.first() == Some(&s.subject)).count()
         };
         let fp = s.fp.as_ref().filter(|f| {
-            let new = !self.fingerprints.contains_key(f.as_str());
-            if new && opened(&self.fingerprints) >= MAX_FP_KEYS_PER_SUBJECT {
+            // The scan only while the map has room (at most MAX_FP_KEYS times a slide).
+            let room = self.fingerprints.len() < MAX_FP_KEYS && !self.fingerprints.contains_key(f.as_str());
+            if room && opened(&self.fingerprints) >= MAX_FP_KEYS_PER_SUBJECT {
                 budget.dropped += 1;
                 return false;
             }
