@@ -2,9 +2,14 @@
 // `wrangler dev` (or Miniflare), using the local-only `MF-CF-Blob` header that
 // replaces `request.cf` there (Cloudflare itself ignores it). Personas:
 // visitors from real cities, a Tor client, hosting-ASN scanners, a curl-like
-// bot, a credential stuffer, and a traveller whose session hops continents.
+// bot, a page scraper, a credential stuffer (a script claiming Chrome on the
+// scraper's TLS stack), a traveller whose session hops continents, Googlebot
+// from Google's network and a fake one from a hosting network. Each request
+// carries the TLS facts of its client's software (made-up values in
+// Cloudflare's shape), so the client fingerprints have something to tell apart.
 // Addresses are from documentation ranges (RFC 5737 / RFC 3849), never real
-// people's.
+// people's; the one exception is the real Googlebot's, from Google's published
+// crawler ranges.
 import { setTimeout as sleep } from "node:timers/promises";
 import { pathToFileURL } from "node:url";
 
@@ -39,19 +44,46 @@ export const HOSTING = [
   { city: "Falkenstein", country: "DE", region: "Saxony", regionCode: "SN", continent: "EU", postal: "08223", lat: 50.4779, lon: 12.3713, tz: "Europe/Berlin", asn: 24940, org: "Hetzner Online GmbH", colo: "FRA", eu: true },
 ];
 
+/**
+ * TLS facts per client software, in the shape `request.cf` has them on every
+ * plan (base64 SHA-1s of the cipher and extension lists, the ClientHello's
+ * length). Made up: only their being the same for the same software matters.
+ */
+const tls = (name, helloLength, httpProtocol = "HTTP/2") => ({
+  tlsClientCiphersSha1: Buffer.from(`${name}-ciphers-sha1`).toString("base64").slice(0, 28),
+  tlsClientExtensionsSha1: Buffer.from(`${name}-extensions-sha1`).toString("base64").slice(0, 28),
+  tlsClientHelloLength: String(helloLength),
+  tlsVersion: "TLSv1.3",
+  httpProtocol,
+});
+export const TLS = {
+  chrome: tls("chrome", 1781),
+  safari: tls("safari", 517),
+  firefox: tls("firefox", 1893),
+  curl: tls("curl", 517, "HTTP/1.1"),
+  python: tls("python", 583, "HTTP/1.1"),
+  go: tls("go", 266, "HTTP/1.1"),
+  google: tls("googlebot", 254),
+};
+
 const HTML_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
 /** Real browser User-Agents with the Accept header each sends for a page. */
 export const BROWSERS = [
-  { ua: "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36", accept: "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7" },
-  { ua: "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Safari/605.1.15", accept: HTML_ACCEPT },
-  { ua: "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0", accept: HTML_ACCEPT },
-  { ua: "Mozilla/5.0 (iPhone; CPU iPhone OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1", accept: HTML_ACCEPT },
-  { ua: "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36", accept: "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7" },
+  { ua: "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36", accept: "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7", tls: TLS.chrome },
+  { ua: "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Safari/605.1.15", accept: HTML_ACCEPT, tls: TLS.safari },
+  { ua: "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0", accept: HTML_ACCEPT, tls: TLS.firefox },
+  { ua: "Mozilla/5.0 (iPhone; CPU iPhone OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1", accept: HTML_ACCEPT, tls: TLS.safari },
+  { ua: "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36", accept: "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7", tls: TLS.chrome },
 ];
+const GOOGLEBOT_UA = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+/** Google's own network, where its crawler's published ranges are. */
+const GOOGLE = { city: "Mountain View", country: "US", region: "California", regionCode: "CA", continent: "NA", postal: "94043", lat: 37.422, lon: -122.084, tz: "America/Los_Angeles", asn: 15169, org: "Google LLC", colo: "SJC" };
 /** Site pages, most popular first (chosen Zipf-like). */
 export const PAGES = ["/", "/products", "/products/42", "/blog/edge-security", "/about", "/cart", "/products/7", "/login", "/blog/release-notes", "/search?q=shoes", "/account", "/blog/2026/11/black-friday"];
 export const PROBES = ["/.env", "/.git/config", "/wp-login.php", "/xmlrpc.php", "/phpmyadmin/", "/cgi-bin/../../etc/passwd", "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php", "/admin/.env"];
 const SCANNER_UAS = ["python-requests/2.32.3", "Mozilla/5.0 zgrab/0.x", "Go-http-client/1.1", "Mozilla/5.0 (compatible; Nmap Scripting Engine; https://nmap.org/book/nse.html)"];
+/** Each scanner User-Agent's TLS stack (zgrab is written in Go; Nmap's scripts use OpenSSL like curl). */
+const SCANNER_TLS = [TLS.python, TLS.go, TLS.go, TLS.curl];
 const USERS = ["admin", "root", "test", "info", "support", "john.smith@example.com", "maria@example.org", "sales"];
 const PASSWORDS = ["123456", "password", "hunter2", "Summer2026!", "qwerty", "letmein"];
 /** The traveller's session cookie value: fixed so that runs are comparable. */
@@ -121,8 +153,13 @@ export function personas() {
   list.push({ kind: "tor", id: "tor", ip: "192.0.2.66", weight: 0.08 });
   HOSTING.forEach((place, i) => list.push({ kind: "scanner", id: `scanner-${place.asn}`, ip: `203.0.113.${150 + i}`, place, weight: 0.06 }));
   list.push({ kind: "curl", id: "curl", ip: "198.51.100.77", place: CITIES[6], weight: 0.05 });
+  // Enough of a share that its TLS stack is seen from python-requests five
+  // times as often as the stuffers claim Chrome on it: ua_fingerprint_mismatch.
+  list.push({ kind: "scraper", id: "scraper", ip: "203.0.113.160", place: HOSTING[0], weight: 0.5 });
   HOSTING.forEach((place, i) => list.push({ kind: "stuffer", id: `stuffer-${place.asn}`, ip: `192.0.2.${180 + i}`, place, weight: 0.03 }));
   list.push({ kind: "traveller", id: "traveller", session: TRAVELLER_SESSION, weight: 0.05 });
+  list.push({ kind: "googlebot", id: "googlebot", ip: "66.249.66.1", place: GOOGLE, weight: 0.05 });
+  list.push({ kind: "fake-googlebot", id: "fake-googlebot", ip: "203.0.113.170", place: HOSTING[1], weight: 0.05 });
   return list;
 }
 
@@ -147,24 +184,34 @@ export function buildRequest(persona, r, step = 0) {
   switch (persona.kind) {
     case "visitor": {
       const headers = browser(persona.browser, persona.place.lang);
-      if (r() < 0.04) return { ip: persona.ip, path: "/login", method: "POST", headers: { ...headers, ...form }, body: login(), cf: cfFor(persona.place) };
-      return { ip: persona.ip, path: zipfPick(PAGES, r), method: "GET", headers, cf: cfFor(persona.place) };
+      const cf = cfFor(persona.place, persona.browser.tls);
+      if (r() < 0.04) return { ip: persona.ip, path: "/login", method: "POST", headers: { ...headers, ...form }, body: login(), cf };
+      return { ip: persona.ip, path: zipfPick(PAGES, r), method: "GET", headers, cf };
     }
     case "tor":
       // Tor exits are reported as country "T1", with no city or coordinates.
-      return { ip: persona.ip, path: zipfPick(PAGES, r), method: "GET", headers: browser(BROWSERS[2], "en-US,en;q=0.5"), cf: { clientAcceptEncoding: "", country: "T1", colo: "FRA", asn: 60729, asOrganization: "Stiftung Erneuerbare Freiheit", httpProtocol: "HTTP/2", tlsVersion: "TLSv1.3" } };
-    case "scanner":
-      return { ip: persona.ip, path: pick(PROBES), method: "GET", headers: { "User-Agent": pick(SCANNER_UAS), Accept: "*/*" }, cf: cfFor(persona.place, { httpProtocol: "HTTP/1.1", tlsVersion: "TLSv1.2" }) };
+      return { ip: persona.ip, path: zipfPick(PAGES, r), method: "GET", headers: browser(BROWSERS[2], "en-US,en;q=0.5"), cf: { clientAcceptEncoding: "", country: "T1", colo: "FRA", asn: 60729, asOrganization: "Stiftung Erneuerbare Freiheit", ...TLS.firefox } };
+    case "scanner": {
+      const i = Math.floor(r() * SCANNER_UAS.length);
+      return { ip: persona.ip, path: pick(PROBES), method: "GET", headers: { "User-Agent": SCANNER_UAS[i], Accept: "*/*" }, cf: cfFor(persona.place, { ...SCANNER_TLS[i], tlsVersion: "TLSv1.2" }) };
+    }
     case "curl":
-      return { ip: persona.ip, path: zipfPick(PAGES, r), method: "GET", headers: { "User-Agent": "curl/8.5.0", Accept: "*/*" }, cf: cfFor(persona.place) };
+      return { ip: persona.ip, path: zipfPick(PAGES, r), method: "GET", headers: { "User-Agent": "curl/8.5.0", Accept: "*/*" }, cf: cfFor(persona.place, TLS.curl) };
+    case "scraper":
+      return { ip: persona.ip, path: zipfPick(PAGES, r), method: "GET", headers: { "User-Agent": "python-requests/2.32.3", Accept: "*/*" }, cf: cfFor(persona.place, TLS.python) };
     case "stuffer":
-      return { ip: persona.ip, path: "/login", method: "POST", headers: { "User-Agent": BROWSERS[0].ua, Accept: "*/*", ...form }, body: login(), cf: cfFor(persona.place, { httpProtocol: "HTTP/1.1" }) };
+      // A script claiming Chrome: the scraper's TLS stack and header set.
+      return { ip: persona.ip, path: "/login", method: "POST", headers: { "User-Agent": BROWSERS[0].ua, Accept: "*/*", ...form }, body: login(), cf: cfFor(persona.place, TLS.python) };
+    case "googlebot":
+    case "fake-googlebot":
+      // The same User-Agent; only the real one comes from Google's ranges (verified_bot, bot_impersonation).
+      return { ip: persona.ip, path: r() < 0.1 ? "/robots.txt" : zipfPick(PAGES, r), method: "GET", headers: { "User-Agent": GOOGLEBOT_UA, Accept: "text/html,*/*" }, cf: cfFor(persona.place, persona.kind === "googlebot" ? TLS.google : TLS.go) };
     case "traveller": {
       // The same session cookie in London, then in Sydney a few minutes later
       // (about a request every 20 s at 5 rps): impossible travel.
       const place = step % 6 < 3 ? CITIES[2] : CITIES[19];
       const ip = place === CITIES[2] ? "198.51.100.200" : "203.0.113.200";
-      return { ip, path: zipfPick(PAGES, r), method: "GET", headers: { ...browser(BROWSERS[1], place.lang), Cookie: `ei_session=${persona.session}` }, cf: cfFor(place) };
+      return { ip, path: zipfPick(PAGES, r), method: "GET", headers: { ...browser(BROWSERS[1], place.lang), Cookie: `ei_session=${persona.session}` }, cf: cfFor(place, BROWSERS[1].tls) };
     }
     default:
       throw new Error(`unknown persona kind ${persona.kind}`);
