@@ -84,6 +84,21 @@ fn sample(i: u64, now: f64) -> Sample {
     }
 }
 
+/// The time of `iters` runs, each ingesting every sample into a new aggregator.
+fn ingest_runs(cfg: &AnalyticsConfig, samples: &[Sample], now: f64, iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let mut agg = Aggregator::default();
+        let t = Instant::now();
+        for s in samples {
+            agg.ingest_sample(cfg, s, now);
+        }
+        total += t.elapsed();
+        black_box(&agg);
+    }
+    total
+}
+
 /// Per-event ingest cost and tick (views) time with 1k, 100k, 1M events in
 /// the window: the per-event cost should stay flat and the tick bounded.
 fn analytics(c: &mut Criterion) {
@@ -94,19 +109,7 @@ fn analytics(c: &mut Criterion) {
     for n in [1_000u64, 100_000, 1_000_000] {
         let samples: Vec<Sample> = (0..n).map(|i| sample(i, now)).collect();
         group.bench_function(format!("ingest {n} events (time per run of {n})"), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let mut agg = Aggregator::default();
-                    let t = Instant::now();
-                    for s in &samples {
-                        agg.ingest_sample(&cfg, s, now);
-                    }
-                    total += t.elapsed();
-                    black_box(&agg);
-                }
-                total
-            })
+            b.iter_custom(|iters| ingest_runs(&cfg, &samples, now, iters))
         });
         let mut agg = Aggregator::default();
         for s in &samples {
@@ -126,19 +129,7 @@ fn analytics(c: &mut Criterion) {
                 .map(|s| Sample { fp: None, fp_ua: 0, fp_risky: false, fp_family: None, fp_reasons: 0, ..s.clone() })
                 .collect();
             group.bench_function(format!("ingest without fingerprints, {n} events (time per run of {n})"), |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let mut agg = Aggregator::default();
-                        let t = Instant::now();
-                        for s in &plain {
-                            agg.ingest_sample(&cfg, s, now);
-                        }
-                        total += t.elapsed();
-                        black_box(&agg);
-                    }
-                    total
-                })
+                b.iter_custom(|iters| ingest_runs(&cfg, &plain, now, iters))
             });
         }
         let bytes = serde_json::to_string(&agg).map(|s| s.len()).unwrap_or(0);

@@ -39,6 +39,22 @@ after(async () => {
   await edge?.close();
 });
 
+/**
+ * A 1280-wide page signed in with the admin token, and the errors it logs
+ * (console errors matching `ignore` left out: a test's expected refusals).
+ */
+async function signedIn({ height = 900, ignore = null } = {}) {
+  const page = await browser.newPage({ viewport: { width: 1280, height } });
+  const pageErrors = [];
+  page.on("pageerror", (e) => pageErrors.push(String(e)));
+  page.on("console", (m) => m.type() === "error" && !ignore?.test(m.text()) && pageErrors.push(m.text()));
+  await page.goto(new URL("_intel/", edge.url).href);
+  await page.fill("#token", ADMIN_TOKEN);
+  await page.press("#token", "Enter");
+  await page.waitForSelector("#app:not([hidden])");
+  return { page, pageErrors };
+}
+
 async function drain(p) {
   const r = await p;
   await r.arrayBuffer();
@@ -235,14 +251,7 @@ test("without the analytics endpoints (404) the page signs in, streams, and says
 });
 
 test("the rules panel: the editor validates through the API and names each bad field, saved rules are listed with their hits, dry runs apart", async () => {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  const pageErrors = [];
-  page.on("pageerror", (e) => pageErrors.push(String(e)));
-  page.on("console", (m) => m.type() === "error" && !/status of 400/.test(m.text()) && pageErrors.push(m.text()));
-  await page.goto(new URL("_intel/", edge.url).href);
-  await page.fill("#token", ADMIN_TOKEN);
-  await page.press("#token", "Enter");
-  await page.waitForSelector("#app:not([hidden])");
+  const { page, pageErrors } = await signedIn({ ignore: /status of 400/ });
   await page.waitForFunction(() => /no rules/.test(document.getElementById("rules-body").textContent), null, { timeout: 15000 });
 
   await page.click("#rules-editor summary");
@@ -301,15 +310,8 @@ test("the rules panel: the editor validates through the API and names each bad f
 test("the challenges panel: a rule's challenges issued and solved, by trigger and reason", async () => {
   const rules = [{ id: "gate", match: { path: "/gate" }, action: "challenge" }];
   assert.equal((await edge.api("PUT", "/api/config/rules", { body: { rules } })).status, 200);
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  const pageErrors = [];
-  page.on("pageerror", (e) => pageErrors.push(String(e)));
-  page.on("console", (m) => m.type() === "error" && pageErrors.push(m.text()));
+  const { page, pageErrors } = await signedIn();
   try {
-    await page.goto(new URL("_intel/", edge.url).href);
-    await page.fill("#token", ADMIN_TOKEN);
-    await page.press("#token", "Enter");
-    await page.waitForSelector("#app:not([hidden])");
     const headers = { ...BROWSER_HEADERS, Accept: "application/json" };
     const cf = cfFor(city("London"));
     let challenged;
@@ -337,15 +339,8 @@ test("the challenges panel: a rule's challenges issued and solved, by trigger an
 });
 
 test("the fingerprints panel: a fingerprint's requests, User-Agent families and reasons", async () => {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  const pageErrors = [];
-  page.on("pageerror", (e) => pageErrors.push(String(e)));
-  page.on("console", (m) => m.type() === "error" && pageErrors.push(m.text()));
+  const { page, pageErrors } = await signedIn();
   try {
-    await page.goto(new URL("_intel/", edge.url).href);
-    await page.fill("#token", ADMIN_TOKEN);
-    await page.press("#token", "Enter");
-    await page.waitForSelector("#app:not([hidden])");
     // One script on a hosting network, with its TLS facts (request.cf's shape).
     const cf = {
       ...cfFor(city("London")), asn: 14061,

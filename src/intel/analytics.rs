@@ -633,7 +633,6 @@ fn fp_entry<'a>(
 /// Room for `key` in a fingerprint map: there already, or a free place, or
 /// the place of the least used entry if it has fewer than `incoming`
 /// requests (returned: it is gone); `Err` when there is none.
-#[allow(clippy::type_complexity)]
 fn make_room(map: &mut BTreeMap<String, FpAgg>, key: &str, incoming: u64) -> Result<Option<(String, FpAgg)>, ()> {
     if map.contains_key(key) || map.len() < MAX_FP_KEYS {
         return Ok(None);

@@ -298,7 +298,7 @@ fn acceptable_url(u: &str) -> bool {
     let Ok(url) = url::Url::parse(u) else { return false };
     match url.scheme() {
         "https" => url.host_str().is_some(),
-        "http" => matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")),
+        "http" => crate::intel::ip::is_loopback(&url),
         _ => false,
     }
 }

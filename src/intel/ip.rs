@@ -30,6 +30,18 @@ impl std::fmt::Display for SubjectKey {
 /// Parses a client address from a header value. Accepts the forms proxies
 /// actually send: plain v4/v6, and v6 in brackets; rejects anything else
 /// (ports, lists, zone ids, garbage) rather than guessing.
+/// Whether a URL's host is this machine (`localhost`, `127.0.0.1`, `[::1]`):
+/// the one case where outbound URLs may be plain `http` (local stand-ins in
+/// tests: webhooks, crawler sources, agent key directories).
+pub fn is_loopback(url: &url::Url) -> bool {
+    matches!(
+        url.host(),
+        Some(url::Host::Domain("localhost"))
+            | Some(url::Host::Ipv4(std::net::Ipv4Addr::LOCALHOST))
+            | Some(url::Host::Ipv6(std::net::Ipv6Addr::LOCALHOST))
+    )
+}
+
 pub fn parse_client_ip(raw: &str) -> Option<IpAddr> {
     let s = raw.trim();
     let s = s.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(s);

@@ -89,10 +89,7 @@ pub fn parse_trusted(raw: &str) -> Result<Vec<String>, String> {
 }
 
 fn is_loopback_origin(origin: &str) -> bool {
-    url::Url::parse(origin)
-        .ok()
-        .and_then(|u| u.host_str().map(|h| matches!(h, "localhost" | "127.0.0.1" | "[::1]")))
-        .unwrap_or(false)
+    url::Url::parse(origin).is_ok_and(|u| crate::intel::ip::is_loopback(&u))
 }
 
 /// One parsed parameter value.
@@ -455,7 +452,7 @@ pub fn agent_origin(header: &str, label: &str) -> Option<String> {
     };
     let u = url::Url::parse(&url).ok()?;
     let host = u.host_str()?;
-    let loopback = matches!(host, "localhost" | "127.0.0.1" | "[::1]");
+    let loopback = crate::intel::ip::is_loopback(&u);
     match u.scheme() {
         "https" if u.port().is_none() && host.parse::<std::net::IpAddr>().is_err() && !host.starts_with('[') => {}
         "http" | "https" if loopback => {}

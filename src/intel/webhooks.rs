@@ -192,12 +192,7 @@ fn check_url(url: &str) -> Result<String, String> {
         return Err("`url` has percent-encoding in its host".into());
     }
     let u = url::Url::parse(url).map_err(|e| format!("`url` is not a URL ({e})"))?;
-    let loopback = matches!(
-        u.host(),
-        Some(url::Host::Domain("localhost"))
-            | Some(url::Host::Ipv4(std::net::Ipv4Addr::LOCALHOST))
-            | Some(url::Host::Ipv6(std::net::Ipv6Addr::LOCALHOST))
-    );
+    let loopback = crate::intel::ip::is_loopback(&u);
     match u.scheme() {
         "https" => {}
         "http" if loopback => {}
