@@ -49,6 +49,12 @@ test("a scanning campaign and a threat spike show in patterns, on the stream, an
       await res.arrayBuffer();
     }),
   );
+  // The threat events go out early in a 1-second slide. A fast-mode event's
+  // way to the hub (profile flush, report, forward, the stream root's count:
+  // up to ~2 s with this file's short periods) is longer than this file's
+  // grace (1.66 s; config::grace_ms says so), so posted late in a slide it
+  // could reach the hub after its slide was judged; early, it has ~2.6 s.
+  while (Date.now() % 1000 > 100) await new Promise((r) => setTimeout(r, 20));
   const post = await edge.api("POST", "/api/events", {
     body: ["198.51.100.61", "198.51.100.62", "198.51.100.63"].map((ip) => ({ ip, eventType: "threat_detected", source: "feed", data: { threatScore: 90 } })),
   });
@@ -69,28 +75,15 @@ test("a scanning campaign and a threat spike show in patterns, on the stream, an
   assert.ok(patterns.some((p) => p.kind === "high_risk_asn" && p.key === "AS14061"), JSON.stringify(patterns));
 
   // The same as insights on the intelligence stream (pushed by the alarm tick
-  // once the slide's grace is over: config::grace_ms, ~3.5 s with this file's
+  // once the slide's grace is over: config::grace_ms, ~1.7 s with this file's
   // settings, then root and relay; 15 s leaves room for a loaded machine).
-  // KNOWN GAP (issue 17 closing note, 2026-12-02): since the streams moved to
-  // the root and relays, these two pushes (and so possibly the correlation's
-  // below, pushed by the same tick broadcasts) were missing in 2 of ~6 full
-  // `npm test` runs (never when this file ran alone), while the patterns API
-  // above had them; the cause is not proven. One way to lose them is fixed
-  // (a tick whose call to the stream root failed: the hub now sends those
-  // texts again with the next tick, tested below); no missing push was seen
-  // in the runs since. Until enough runs show none, a missing push is
-  // reported as a diagnostic with the stream log lines, not a failure;
-  // everything else here stays strict.
-  const pushed = async (kind) => {
-    try {
-      await intel.until((ms) => ms.some((m) => m.type === "insight" && m.data.pattern?.kind === kind), 20000);
-    } catch {
-      t.diagnostic(`KNOWN GAP: the ${kind} insight did not reach the intelligence stream within 20 s`);
-      // The evidence for the next look: what the hub and the stream objects logged.
-      const lines = edge.runtimeLog.join("").split("\n").filter((l) => /"(hub\.alarm|stream\.[a-z]+)"/.test(l));
-      t.diagnostic(`stream-related log lines: ${lines.slice(-20).join(" | ") || "none"}`);
-    }
-  };
+  // These pushes were a known gap from issue 17 to issue 19 (missing in 2 of
+  // ~6 full runs, and in CI on 2026-12-04). Two causes were found and fixed:
+  // a tick whose call to the stream root failed (4c09cc5, tested below), and
+  // the threat spike counted from the tick's wall time, which with a grace
+  // longer than a slide skipped the slide that held it (native test
+  // a_spike_outlives_its_grace_and_a_late_tick). They are strict again.
+  const pushed = (kind) => intel.until((ms) => ms.some((m) => m.type === "insight" && m.data.pattern?.kind === kind), 15000);
   await pushed("scanning_campaign");
   await pushed("threat_spike");
   // Correlations are pushed too, when they appear (not at every tick). The
@@ -101,11 +94,7 @@ test("a scanning campaign and a threat spike show in patterns, on the stream, an
   });
   assert.ok(correlation, "the window has a time-of-day peak");
   const same = (m) => m.type === "insight" && m.data.kind === "correlation" && m.data.correlation?.kind === "time_of_day_peak" && m.data.correlation?.hourUtc === correlation.hourUtc;
-  try {
-    await intel.until((ms) => ms.some(same), 20000);
-  } catch {
-    t.diagnostic("KNOWN GAP: the time-of-day correlation insight did not reach the intelligence stream within 20 s");
-  }
+  await intel.until((ms) => ms.some(same), 15000);
   const pushes = () => intel.messages.filter(same).length;
   const once = pushes();
   await new Promise((r) => setTimeout(r, 2500)); // two more ticks
@@ -167,15 +156,32 @@ test("insights the stream root could not take (down during the tick) reach the s
   }
 });
 
+// Traffic of its own for a test that reads the window: the tests before it
+// may take longer than the window (20 s) on a loaded machine (CI failed on
+// that, 2026-12-04). Six browsers, each from its own address.
+async function freshTraffic() {
+  await Promise.all(
+    Array.from({ length: 6 }, async (_, i) => {
+      const res = await edge.send("/products", { cf: { country: "FR", asn: 3215 }, ip: `192.0.2.${200 + i}`, headers: BROWSER_HEADERS });
+      await res.arrayBuffer();
+    }),
+  );
+}
+
 test("metric endpoints, insights, trends, anomalies, correlations and health answer with measured values", async () => {
+  await freshTraffic();
   for (const path of ["/api/analytics/insights", "/api/analytics/trends", "/api/analytics/anomalies", "/api/analytics/correlations"]) {
     const r = await edge.api("GET", path);
     assert.equal(r.status, 200, path);
     assert.ok(r.json.window.slideSeconds === 1, path);
   }
-  const a = await edge.api("GET", "/api/intelligence/analytics");
+  // The six reach the hub within the tiers' delay (~1.7 s here).
+  const a = await eventually(async () => {
+    const r = await edge.api("GET", "/api/intelligence/analytics");
+    return r.json?.activeProfiles >= 6 ? r : null;
+  });
+  assert.ok(a, "six fresh visitors counted as active profiles");
   assert.equal(a.status, 200);
-  assert.ok(a.json.activeProfiles >= 5);
   assert.ok(Array.isArray(a.json.series.slides) && a.json.series.slides.length > 0);
   assert.equal(typeof a.json.queueSize, "number");
   const m = await edge.api("GET", "/api/performance/metrics/origin_latency_ms?timeframe=20000");
@@ -199,13 +205,20 @@ test("metric endpoints, insights, trends, anomalies, correlations and health ans
 });
 
 test("/metrics is valid Prometheus text", async () => {
-  const r = await edge.api("GET", "/metrics");
+  await freshTraffic();
+  const r = await eventually(async () => {
+    const r = await edge.api("GET", "/metrics");
+    const families = r.status === 200 ? parsePrometheus(r.text) : [];
+    // Origin latency is over the window: it has quantiles once the six are in.
+    return families.find((f) => f.name === "edgeintel_origin_latency_ms")?.metrics.some((x) => x.labels.quantile === "0.95") ? r : null;
+  });
+  assert.ok(r, "the window's origin latency has quantiles");
   assert.equal(r.status, 200);
   assert.match(r.headers.get("content-type"), /text\/plain; version=0.0.4/);
   const families = parsePrometheus(r.text);
   const byName = Object.fromEntries(families.map((f) => [f.name, f]));
   assert.equal(byName.edgeintel_request_count.type, "COUNTER");
-  assert.ok(Number(byName.edgeintel_request_count.metrics[0].value) >= 5);
+  assert.ok(Number(byName.edgeintel_request_count.metrics[0].value) >= 6);
   assert.ok(byName.edgeintel_origin_latency_ms.metrics.some((x) => x.labels.quantile === "0.95"));
   assert.ok(byName.edgeintel_alert_state.metrics.some((x) => x.labels.rule === "busy_site"));
   assert.equal((await edge.api("GET", "/metrics", { token: null })).status, 401);

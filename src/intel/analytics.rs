@@ -1347,10 +1347,20 @@ impl Aggregator {
 
     /// Patterns, trends, anomalies and correlations of the window at `now`.
     pub fn views(&self, cfg: &AnalyticsConfig, now_ms: f64) -> Views {
+        self.views_recent_from(cfg, now_ms, recent_from(cfg, now_ms))
+    }
+
+    /// `views`, with a threat spike counted from slide `spike_from` on. The
+    /// hub's tick passes the oldest slide closed since its last tick, so a
+    /// spike in a slide is judged once its late data is in, however late the
+    /// tick runs (with the newest closed slide only, a tick later than
+    /// `slide - grace` skipped it: with 1-second slides and a 1.66 s grace,
+    /// every tick: one cause of the missing pushes in tests/analytics.test.mjs).
+    pub fn views_recent_from(&self, cfg: &AnalyticsConfig, now_ms: f64, spike_from: i64) -> Views {
         let all = self.window(cfg, now_ms, false);
         let closed = self.window(cfg, now_ms, true);
         Views {
-            patterns: patterns(cfg, &all, now_ms),
+            patterns: patterns(cfg, &all, spike_from),
             trends: trends(cfg, &closed),
             anomalies: anomalies(cfg, &closed),
             correlations: correlations(&all, &closed, &self.hours),
@@ -1443,8 +1453,15 @@ fn pattern(kind: PatternKind, key: &str, members: &Members, min: usize, descript
     }
 }
 
-/// The patterns over the window (docs/analytics.md) (open slide included, so they show fast).
-pub fn patterns(cfg: &AnalyticsConfig, slides: &[&Slide], now_ms: f64) -> Vec<Pattern> {
+/// Where a threat spike's "recent" starts at `now`: the newest closed slide
+/// (its late data is in: `Aggregator::closed`) and the open ones after it.
+pub fn recent_from(cfg: &AnalyticsConfig, now_ms: f64) -> i64 {
+    Aggregator::slide_start(cfg, now_ms - cfg.grace_ms) - cfg.slide_s.max(1)
+}
+
+/// The patterns over the window (docs/analytics.md) (open slide included, so
+/// they show fast); a threat spike counts the slides from `spike_from` on.
+pub fn patterns(cfg: &AnalyticsConfig, slides: &[&Slide], spike_from: i64) -> Vec<Pattern> {
     let min = cfg.min_support.max(1);
     let mut out = Vec::new();
     let mut travel = Members::default();
@@ -1471,15 +1488,14 @@ pub fn patterns(cfg: &AnalyticsConfig, slides: &[&Slide], now_ms: f64) -> Vec<Pa
         let d = format!("{} visitors' IPs made impossible-travel hops in the window", travel.len());
         out.push(pattern(PatternKind::ImpossibleTravelCluster, "impossible_travel", &travel, min, d));
     }
-    // A spike is recent: the open slide and the newest closed one.
+    // A spike is recent: the slides from `spike_from` (`recent_from`) on.
     let (mut n, mut members) = (0u64, Members::default());
-    let recent = Aggregator::slide_start(cfg, now_ms) - cfg.slide_s;
-    for s in slides.iter().filter(|s| s.start >= recent) {
+    for s in slides.iter().filter(|s| s.start >= spike_from) {
         n += s.high_threat_events;
         members.union(&s.high_threat);
     }
     if n as usize >= min {
-        let d = format!("{n} high-threat events (threat >= 75) in the last two slides");
+        let d = format!("{n} high-threat events (threat >= 75) in the newest closed slide and after it");
         out.push(pattern(PatternKind::ThreatSpike, "threat_detected", &members, min, d));
     }
     for (path, m) in &probes {
@@ -1946,6 +1962,27 @@ mod tests {
         assert!(b.views(&c, now).patterns.is_empty());
     }
 
+    /// A spike is judged once its slide's late data is in, also when the
+    /// grace is longer than a slide (1-second slides in the tests) and when
+    /// the tick that judges it runs late.
+    #[test]
+    fn a_spike_outlives_its_grace_and_a_late_tick() {
+        let c = AnalyticsConfig { slide_s: 1, window_s: 20, grace_ms: 1660.0, ..AnalyticsConfig::default() };
+        let mut a = Aggregator::default();
+        let at = T0 + 900.0; // late in slide T0
+        for i in 0..3 {
+            a.ingest_event(&c, &threat_event(&format!("198.51.100.{i}"), at, 90.0), at);
+        }
+        let spike = |v: Views| kinds(&v.patterns).iter().any(|k| k.starts_with("threat_spike"));
+        let closes = T0 + 1000.0 + c.grace_ms; // the tick that takes slide T0
+        assert!(spike(a.views(&c, closes)), "the tick that closes the slide sees its spike");
+        assert!(spike(a.views(&c, closes + 900.0)), "and one that runs 0.9 s late");
+        let late = closes + 3000.0;
+        assert!(!spike(a.views(&c, late)), "three slides on, the API's spike is over");
+        let from = (T0 / 1000.0) as i64;
+        assert!(spike(a.views_recent_from(&c, late, from)), "a tick 3 s late still judges the slides it missed");
+    }
+
     /// Fills slide k (0 = oldest of 5) with `n` requests of risk `risk`.
     fn fill(a: &mut Aggregator, c: &AnalyticsConfig, k: usize, n: usize, risk: u8, now: f64) {
         for i in 0..n {
@@ -2224,7 +2261,7 @@ mod tests {
             site.add_shard(&ShardPart { slides, hours: &a.hours, totals: &a.totals });
         }
         let refs: Vec<&Slide> = site.slides.values().collect();
-        assert_eq!(kinds(&patterns(&c, &refs, now)), vec!["scanning_campaign:/.env".to_string()]);
+        assert_eq!(kinds(&patterns(&c, &refs, recent_from(&c, now))), vec!["scanning_campaign:/.env".to_string()]);
         assert_eq!(refs[0].requests, 3);
     }
 

@@ -37,7 +37,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::alerting::{self, Rule, RuleState, Transition};
-use super::analytics::{Aggregator, AnalyticsConfig, Gauges, ShardPart, Slide, SlidePoint, Totals, METRIC_NAMES};
+use super::analytics::{
+    recent_from, Aggregator, AnalyticsConfig, Gauges, ShardPart, Slide, SlidePoint, Totals, METRIC_NAMES,
+};
 use super::deltas::{Seen, TierCounters};
 use super::fingerprint::{self, Sets};
 use super::insights;
@@ -504,7 +506,10 @@ fn evaluate(
     meta: &mut Meta,
     now: f64,
 ) -> (Vec<SlidePoint>, Vec<Transition>, News) {
-    let views = agg.views(cfg.analytics, now);
+    // A threat spike counts every slide closed since the last tick (a late
+    // tick judges the slides it missed) and the ones after them.
+    let recent = recent_from(cfg.analytics, now);
+    let views = agg.views_recent_from(cfg.analytics, now, points.first().map_or(recent, |p| p.start.min(recent)));
     // Every slide closed since the last evaluation is judged, in order (a
     // tick that was late or could not evaluate loses none): the newest now,
     // the older ones at the time they closed.
