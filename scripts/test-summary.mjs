@@ -13,7 +13,7 @@ const rows = files.sort().map((f) => JSON.parse(readFileSync(new URL(f, dir), "u
 const totals = { cases: 0, faults: 0, requests: 0, lost: 0 };
 console.log("\n=== what this run tried");
 for (const { suite, ...c } of rows) {
-  console.log(`  ${suite.padEnd(12)} ${Object.entries(c).map(([k, v]) => `${k}=${v}`).join("  ")}`);
+  console.log(`  ${suite.padEnd(12)} ${Object.entries(c).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join("  ")}`);
   totals.cases += (c.cases ?? 0) + (c.badInputCases ?? 0) + (c.runs ?? 0);
   totals.faults += c.faultsInjected ?? 0;
   totals.requests += c.requests ?? 0;
