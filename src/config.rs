@@ -286,7 +286,8 @@ impl Config {
 
     fn from_raw(raw: &Raw, get: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let text = |var: &'static str| raw.text(var);
-        let intel_prefix = parse_prefix(text("INTEL_PREFIX")?.unwrap_or_default())?;
+        let defaulted = |var: &'static str| raw.text_or_default(var);
+        let intel_prefix = parse_prefix(defaulted("INTEL_PREFIX")?)?;
         let trust_x_real_ip = raw.bool("TRUST_X_REAL_IP")?;
         let origin_url = text("ORIGIN_URL")?.map(parse_origin).transpose()?;
         let enforce = match raw.choice("ENFORCE")? {
@@ -301,29 +302,28 @@ impl Config {
             return Err(err("CHALLENGE_AT", format!("{challenge_at} is above BLOCK_AT ({block_at})")));
         }
         let mut weights = Weights::default();
-        for (code, points) in parse_points_map("RISK_WEIGHTS", text("RISK_WEIGHTS")?.unwrap_or("{}"))? {
+        for (code, points) in parse_points_map("RISK_WEIGHTS", defaulted("RISK_WEIGHTS")?)? {
             let reason =
                 Reason::from_code(&code).ok_or_else(|| err("RISK_WEIGHTS", format!("unknown reason code `{code}`")))?;
             weights.set(reason, points);
         }
         let mut signals = SignalConfig::default();
-        for (code, points) in parse_points_map("COUNTRY_RISK", text("COUNTRY_RISK")?.unwrap_or("{}"))? {
+        for (code, points) in parse_points_map("COUNTRY_RISK", defaulted("COUNTRY_RISK")?)? {
             let cc = country_code(&code)
                 .ok_or_else(|| err("COUNTRY_RISK", format!("`{code}` is not a two-letter country code")))?;
             signals.country_risk.push((cc, points));
         }
-        signals.extra_hosting_asns = parse_asn_list("HOSTING_ASNS", text("HOSTING_ASNS")?.unwrap_or("[]"))?;
-        let crawler_sources = crate::intel::crawlers::parse_sources(text("GOOD_BOT_SOURCES")?.unwrap_or("{}"))
+        signals.extra_hosting_asns = parse_asn_list("HOSTING_ASNS", defaulted("HOSTING_ASNS")?)?;
+        let crawler_sources = crate::intel::crawlers::parse_sources(defaulted("GOOD_BOT_SOURCES")?)
             .map_err(|e| err("GOOD_BOT_SOURCES", e))?;
-        let signed_agents = crate::intel::signed_agent::Trust::parse(text("SIGNED_AGENTS")?.unwrap_or("any"))
+        let signed_agents = crate::intel::signed_agent::Trust::parse(defaulted("SIGNED_AGENTS")?)
             .map_err(|e| err("SIGNED_AGENTS", e))?;
-        let signed_agents_trusted =
-            crate::intel::signed_agent::parse_trusted(text("SIGNED_AGENTS_TRUSTED")?.unwrap_or("[]"))
-                .map_err(|e| err("SIGNED_AGENTS_TRUSTED", e))?;
+        let signed_agents_trusted = crate::intel::signed_agent::parse_trusted(defaulted("SIGNED_AGENTS_TRUSTED")?)
+            .map_err(|e| err("SIGNED_AGENTS_TRUSTED", e))?;
         let signed_agents_window_s = raw.int("SIGNED_AGENT_MAX_WINDOW_SECONDS")? as u32;
         let fail_closed = raw.choice("FAIL_MODE")? == "closed";
         let list = |var: &'static str| -> Result<Vec<String>, ConfigError> {
-            serde_json::from_str::<Vec<String>>(text(var)?.unwrap_or("[]"))
+            serde_json::from_str::<Vec<String>>(defaulted(var)?)
                 .map_err(|e| err(var, format!("not a JSON array of strings: {e}")))
         };
         let lists = RawLists { allow: list("ALLOW_LIST")?, block: list("BLOCK_LIST")? };
@@ -343,8 +343,7 @@ impl Config {
                 ))
             }
         };
-        let turnstile_verify_url =
-            parse_origin_or_url("TURNSTILE_VERIFY_URL", text("TURNSTILE_VERIFY_URL")?.unwrap_or_default())?;
+        let turnstile_verify_url = parse_origin_or_url("TURNSTILE_VERIFY_URL", defaulted("TURNSTILE_VERIFY_URL")?)?;
         let ip_hash_key = raw.secret("IP_HASH_KEY")?;
         if enforce != Enforce::Off && challenge_key.is_none() {
             return Err(err(

@@ -217,6 +217,13 @@ impl Raw {
         Ok(self.value(name)?.1)
     }
 
+    /// The value of a setting that has a default in the table, so the
+    /// default is written once (there). A setting without one is an error
+    /// naming it (a test reads every setting, so none ships).
+    pub fn text_or_default(&self, name: &'static str) -> Result<&str, ConfigError> {
+        self.value(name)?.1.ok_or_else(|| err(name, "has no default in the settings table (src/settings.rs)"))
+    }
+
     pub fn bool(&self, name: &'static str) -> Result<bool, ConfigError> {
         match self.value(name)? {
             (_, None) => Ok(false),

@@ -9,7 +9,7 @@ pub(crate) mod body;
 mod consult;
 pub(crate) mod crawlers;
 mod extract;
-mod fingerprints;
+mod fingerprint;
 mod forward;
 mod lists;
 mod ratelimit;

@@ -54,7 +54,7 @@ use crate::intel::stepup::{self, StepUp};
 use crate::intel::travel::TravelFinding;
 
 use super::crawlers as edge_crawlers;
-use super::fingerprints as edge_fingerprints;
+use super::fingerprint as edge_fingerprint;
 use super::record::{Batching, Recorded};
 use super::respond::ChallengeAsk;
 use super::stepup as edge_stepup;
@@ -275,7 +275,7 @@ async fn consult(rc: &mut RequestCtx<'_>) -> (Found, Observation) {
     let flagged = async move {
         if has_fingerprint {
             let slide_ms = (config.analytics.slide_s.clamp(1, 60) * 1000) as f64;
-            Some(edge_fingerprints::sets(io, config.consult.timeout_ms, slide_ms).await)
+            Some(edge_fingerprint::sets(io, config.consult.timeout_ms, slide_ms).await)
         } else {
             None
         }
