@@ -50,9 +50,11 @@ after(async () => {
 });
 
 /** One request; its status and, if forwarded, the reasons the origin got. */
-async function get(path, { ip, cf, ua = GOOGLEBOT }) {
+/** `crawlerHeaders`: only Accept and the User-Agent, as Googlebot sends (no Accept-Language). */
+async function get(path, { ip, cf, ua = GOOGLEBOT, crawlerHeaders = false }) {
   const before = edge.origin.requests.length;
-  const res = await edge.send(path, { ip, cf, headers: { ...BROWSER_HEADERS, Accept: "application/json", "User-Agent": ua } });
+  const headers = crawlerHeaders ? { Accept: "*/*", "User-Agent": ua } : { ...BROWSER_HEADERS, Accept: "application/json", "User-Agent": ua };
+  const res = await edge.send(path, { ip, cf, headers });
   await res.arrayBuffer();
   const got = edge.origin.requests.length > before ? edge.origin.requests.at(-1) : null;
   return { status: res.status, reasons: got ? got.headers["x-risk-reasons"].split(",").filter(Boolean) : null };
@@ -74,13 +76,17 @@ test("a Googlebot from its published ranges is verified and not challenged on sc
   assert.equal(real.status, 200, "score 80 from the country, but a verified crawler is not challenged on score");
   assert.ok(real.reasons.includes("verified_bot"), real.reasons.join());
   assert.ok(!real.reasons.includes("hosting_asn") && !real.reasons.includes("bot_impersonation"), real.reasons.join());
+  // A crawler is no browser: its "Mozilla/5.0 (compatible; Googlebot/2.1 ...)"
+  // without Accept-Language is not missing_browser_headers once verified.
+  const bare = await get("/products", { ip: "66.249.66.1", cf: US_GOOGLE, crawlerHeaders: true });
+  assert.ok(bare.reasons.includes("verified_bot") && !bare.reasons.includes("missing_browser_headers"), bare.reasons.join());
 
   const fake = await get("/products", { ip: "159.89.10.10", cf: US_DIGITALOCEAN });
   assert.equal(fake.status, 403, "challenged");
   // robots.txt is never challenged: what the origin gets shows the reasons.
-  const seen = await get("/robots.txt", { ip: "159.89.10.10", cf: US_DIGITALOCEAN });
+  const seen = await get("/robots.txt", { ip: "159.89.10.10", cf: US_DIGITALOCEAN, crawlerHeaders: true });
   assert.equal(seen.status, 200);
-  assert.ok(seen.reasons.includes("bot_impersonation") && seen.reasons.includes("hosting_asn"), seen.reasons.join());
+  assert.ok(["bot_impersonation", "hosting_asn", "missing_browser_headers"].every((r) => seen.reasons.includes(r)), seen.reasons.join());
   assert.ok(!seen.reasons.includes("verified_bot"));
 
   // A browser from the same network claims nothing: neither reason.

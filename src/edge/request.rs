@@ -296,8 +296,7 @@ async fn consult(rc: &mut RequestCtx<'_>) -> (Found, Observation) {
         // asking, and only an agent the operator trusts is treated like a
         // verified crawler (docs/enforcement.md, "Signed agents").
         if config.signed_agents_trusted.contains(&agent) {
-            rc.signals
-                .retain(|s| !matches!(s.reason, Reason::AutomationUa | Reason::HostingAsn | Reason::BotImpersonation));
+            rc.signals.retain(|s| !is_crawler_nature(s.reason) && s.reason != Reason::BotImpersonation);
             rc.verified_bot = true;
         }
     }
@@ -329,15 +328,22 @@ async fn consult(rc: &mut RequestCtx<'_>) -> (Found, Observation) {
     (Found { list, profile, status, travel, visitor_step_ups, consulted, recorded, rules }, obs)
 }
 
+/// What a crawler is by nature, so not held against a verified one: it is
+/// automated, hosted, and no browser (Googlebot's "Mozilla/5.0 (compatible;
+/// ...)" User-Agent sends no Accept-Language).
+fn is_crawler_nature(reason: Reason) -> bool {
+    matches!(reason, Reason::AutomationUa | Reason::HostingAsn | Reason::MissingBrowserHeaders)
+}
+
 /// A User-Agent that claims a well-known crawler (`intel::crawlers`): from
 /// inside its ranges it is `verified_bot`, exempt like Cloudflare's verified
-/// bots, and its `automation_ua` and `hosting_asn` are dropped (a crawler is
-/// automated and hosted by nature); from outside them, `bot_impersonation`.
+/// bots, and what it is by nature is dropped (`is_crawler_nature`); from
+/// outside them, `bot_impersonation`.
 fn verify_crawler(rc: &mut RequestCtx, ranges: &Ranges) {
     let ua = rc.request.user_agent.as_deref();
     match crawlers::check(ua, rc.ip, rc.cf.asn, cf_verified(&rc.cf), ranges) {
         Claim::Verified(_) => {
-            rc.signals.retain(|s| !matches!(s.reason, Reason::AutomationUa | Reason::HostingAsn));
+            rc.signals.retain(|s| !is_crawler_nature(s.reason));
             rc.signals.push(Signal { reason: Reason::VerifiedBot, points: None });
             rc.verified_bot = true;
         }
