@@ -4,7 +4,9 @@
 // visitors from real cities, a Tor client, hosting-ASN scanners, a curl-like
 // bot, a page scraper, a credential stuffer (a script claiming Chrome on the
 // scraper's TLS stack), a traveller whose session hops continents, Googlebot
-// from Google's network and a fake one from a hosting network. Each request
+// from Google's network and a fake one from a hosting network, and (when
+// `simulate` is given an agent, as `npm start` does) an AI agent on a hosting
+// network that signs its requests with Web Bot Auth. Each request
 // carries the TLS facts of its client's software (made-up values in
 // Cloudflare's shape), so the client fingerprints have something to tell apart.
 // Addresses are from documentation ranges (RFC 5737 / RFC 3849), never real
@@ -12,6 +14,7 @@
 // crawler ranges.
 import { setTimeout as sleep } from "node:timers/promises";
 import { pathToFileURL } from "node:url";
+import { signedHeaders } from "./web-bot-auth.mjs";
 
 /** Real cities: coordinates, a residential ISP's ASN, the nearest colo. */
 export const CITIES = [
@@ -76,6 +79,7 @@ export const BROWSERS = [
   { ua: "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36", accept: "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7", tls: TLS.chrome },
 ];
 const GOOGLEBOT_UA = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+const AGENT_UA = "DemoAgent/1.0 (+https://agent.example/bot)";
 /** Google's own network, where its crawler's published ranges are. */
 const GOOGLE = { city: "Mountain View", country: "US", region: "California", regionCode: "CA", continent: "NA", postal: "94043", lat: 37.422, lon: -122.084, tz: "America/Los_Angeles", asn: 15169, org: "Google LLC", colo: "SJC" };
 /** Site pages, most popular first (chosen Zipf-like). */
@@ -174,9 +178,10 @@ const zipfPick = (xs, r) => {
 
 /**
  * One request of a persona: { ip, path, method, headers, cf, body? }.
- * `step` counts this persona's earlier requests (the traveller moves with it).
+ * `step` counts this persona's earlier requests (the traveller moves with it);
+ * `authority` is the host (and port) requests go to (a signature covers it).
  */
-export function buildRequest(persona, r, step = 0) {
+export function buildRequest(persona, r, step = 0, authority = "127.0.0.1:8787") {
   const pick = (xs) => xs[Math.floor(r() * xs.length)];
   const browser = (b, lang) => ({ "User-Agent": b.ua, Accept: b.accept, "Accept-Language": lang });
   const form = { "Content-Type": "application/x-www-form-urlencoded" };
@@ -206,6 +211,12 @@ export function buildRequest(persona, r, step = 0) {
     case "fake-googlebot":
       // The same User-Agent; only the real one comes from Google's ranges (verified_bot, bot_impersonation).
       return { ip: persona.ip, path: r() < 0.1 ? "/robots.txt" : zipfPick(PAGES, r), method: "GET", headers: { "User-Agent": GOOGLEBOT_UA, Accept: "text/html,*/*" }, cf: cfFor(persona.place, persona.kind === "googlebot" ? TLS.google : TLS.go) };
+    case "signed-agent": {
+      // Automated and hosted: automation_ua and hosting_asn, unless its
+      // signature verifies and its origin is trusted (SIGNED_AGENTS_TRUSTED).
+      const signature = signedHeaders({ key: persona.agent.key, agentOrigin: persona.agent.origin, authority });
+      return { ip: persona.ip, path: zipfPick(PAGES, r), method: "GET", headers: { "User-Agent": AGENT_UA, Accept: "text/html,*/*", ...signature }, cf: cfFor(persona.place, TLS.go) };
+    }
     case "traveller": {
       // The same session cookie in London, then in Sydney a few minutes later
       // (about a request every 20 s at 5 rps): impossible travel.
@@ -226,12 +237,13 @@ const timeoutSignal = (signal, ms) => {
 /**
  * Sends requests at about `rps` per second until `durationMs` or `signal`.
  * Never throws on a failed request: counts it. Returns { sent, failed, byStatus, byKind }.
+ * `agent` ({ key, origin }: scripts/web-bot-auth.mjs) adds the signed agent.
  */
-export async function simulate({ target, rps = 5, durationMs = Infinity, signal, log = console.log, seed = 1 } = {}) {
+export async function simulate({ target, rps = 5, durationMs = Infinity, signal, log = console.log, seed = 1, agent } = {}) {
   const base = new URL(target); // a bad target is the caller's error: throw now
   if (!(rps > 0)) throw new RangeError("rps must be > 0");
   const r = rng(seed);
-  const all = PERSONAS;
+  const all = agent ? [...PERSONAS, { kind: "signed-agent", id: "signed-agent", ip: "198.51.100.150", place: HOSTING[2], agent, weight: 0.05 }] : PERSONAS;
   const total = all.reduce((s, p) => s + p.weight, 0);
   const choose = () => {
     let x = r() * total;
@@ -252,7 +264,7 @@ export async function simulate({ target, rps = 5, durationMs = Infinity, signal,
     const persona = choose();
     const step = steps.get(persona.id) ?? 0;
     steps.set(persona.id, step + 1);
-    const req = buildRequest(persona, r, step);
+    const req = buildRequest(persona, r, step, base.host);
     const headers = { ...req.headers, "CF-Connecting-IP": req.ip, "MF-CF-Blob": asciiJson(req.cf) };
     const p = fetch(new URL(req.path, base), { method: req.method, headers, body: req.body, redirect: "manual", signal: timeoutSignal(signal, 15_000) })
       .then(async (res) => {

@@ -10,6 +10,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { startOrigin } from "./origin.mjs";
 import { simulate } from "./simulate.mjs";
+import { newAgentKey, publicJwk, startKeyDirectory } from "./web-bot-auth.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const args = process.argv.slice(2);
@@ -66,6 +67,11 @@ try {
   console.log(`port ${originPort} is in use: demo origin on ${origin.port} instead`);
 }
 console.log(`demo origin listening on ${origin.url}`);
+// The simulator's signed agent publishes its key on an origin of its own
+// (Web Bot Auth); a loopback origin is verified only when SIGNED_AGENTS
+// lists it, and the demo trusts it, so its requests are not challenged on score.
+const agentKey = newAgentKey();
+const agentDirectory = await startKeyDirectory([publicJwk(agentKey)], { host });
 
 // Own process group, so that stopping reaches workerd (wrangler's child) too.
 // node_modules/.bin first on PATH: wrangler's `#!/usr/bin/env node` must find
@@ -78,6 +84,8 @@ const wrangler = spawn(
     "--port", String(workerPort),
     "--var", `ORIGIN_URL:${origin.url}`,
     "--var", "VISITOR_COOKIE:ei_session",
+    "--var", `SIGNED_AGENTS:${JSON.stringify([agentDirectory.origin])}`,
+    "--var", `SIGNED_AGENTS_TRUSTED:${JSON.stringify([agentDirectory.origin])}`,
     "--show-interactive-dev-session=false",
   ],
   {
@@ -136,6 +144,7 @@ async function stop(code) {
     killGroup("SIGKILL");
   }
   await origin.close();
+  await agentDirectory.close();
   process.exit(code);
 }
 process.on("SIGINT", () => stop(0));
@@ -185,9 +194,10 @@ console.log(`
   dashboard               ${dashboard}
   liveness                ${base}/_intel/health/intelligence
   demo origin (direct)    ${origin.url}/
+  signed agent's keys     ${agentDirectory.origin}/.well-known/http-message-signatures-directory
   traffic                 ${simulateOn ? `simulator, about ${rps} requests/s` : "off (--no-simulate)"}
   stop                    Ctrl-C
 `);
 if (simulateOn) {
-  simulate({ target: base, rps, signal: sim.signal }).catch((e) => console.error(`[simulate] ${e.message}`));
+  simulate({ target: base, rps, signal: sim.signal, agent: { key: agentKey, origin: agentDirectory.origin } }).catch((e) => console.error(`[simulate] ${e.message}`));
 }

@@ -49,8 +49,10 @@ after(async () => {
   await new Promise((r) => standIn.close(r));
 });
 
-/** One request; its status and, if forwarded, the reasons the origin got. */
-/** `crawlerHeaders`: only Accept and the User-Agent, as Googlebot sends (no Accept-Language). */
+/**
+ * One request; its status and, if forwarded, the reasons the origin got.
+ * `crawlerHeaders`: only Accept and the User-Agent, as Googlebot sends (no Accept-Language).
+ */
 async function get(path, { ip, cf, ua = GOOGLEBOT, crawlerHeaders = false }) {
   const before = edge.origin.requests.length;
   const headers = crawlerHeaders ? { Accept: "*/*", "User-Agent": ua } : { ...BROWSER_HEADERS, Accept: "application/json", "User-Agent": ua };
@@ -79,6 +81,7 @@ test("a Googlebot from its published ranges is verified and not challenged on sc
   // A crawler is no browser: its "Mozilla/5.0 (compatible; Googlebot/2.1 ...)"
   // without Accept-Language is not missing_browser_headers once verified.
   const bare = await get("/products", { ip: "66.249.66.1", cf: US_GOOGLE, crawlerHeaders: true });
+  assert.equal(bare.status, 200);
   assert.ok(bare.reasons.includes("verified_bot") && !bare.reasons.includes("missing_browser_headers"), bare.reasons.join());
 
   const fake = await get("/products", { ip: "159.89.10.10", cf: US_DIGITALOCEAN });

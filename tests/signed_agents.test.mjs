@@ -12,36 +12,20 @@
 // verified only because SIGNED_AGENTS lists them (never under `any`).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import http from "node:http";
-import { createHash, generateKeyPairSync, sign, randomBytes } from "node:crypto";
 import { startEdge, eventually } from "./harness.mjs";
+import { newAgentKey, publicJwk, signedHeaders, startKeyDirectory } from "../scripts/web-bot-auth.mjs";
 
 const KEY = "challenge-key-for-tests-0123456789";
 const CF = { country: "US", asn: 14061, continent: "NA" }; // COUNTRY_RISK 80 + hosting: challenged unless exempt
 const UA = "ExampleAgent/1.0 (+https://agent.example/bot)";
 
-/** A local agent origin publishing `keys` (JWKs) at the well-known path. */
-async function directory(keys) {
-  const hits = { count: 0 };
-  const server = http.createServer((req, res) => {
-    hits.count++;
-    if (req.url !== "/.well-known/http-message-signatures-directory") return res.writeHead(404).end();
-    res.writeHead(200, { "content-type": "application/http-message-signatures-directory+json" });
-    res.end(JSON.stringify({ keys }));
-  });
-  await new Promise((r) => server.listen(0, "127.0.0.1", r));
-  return { origin: `http://127.0.0.1:${server.address().port}`, hits, close: () => new Promise((r) => server.close(r)) };
-}
-
-const agentKey = generateKeyPairSync("ed25519");
-const otherKey = generateKeyPairSync("ed25519");
-const jwk = (k) => k.publicKey.export({ format: "jwk" });
-const thumbprint = (x) => createHash("sha256").update(`{"crv":"Ed25519","kty":"OKP","x":"${x}"}`).digest("base64url");
+const agentKey = newAgentKey();
+const otherKey = newAgentKey();
 
 let edge, agent, other;
 before(async () => {
-  agent = await directory([jwk(agentKey)]);
-  other = await directory([jwk(otherKey)]);
+  agent = await startKeyDirectory([publicJwk(agentKey)]);
+  other = await startKeyDirectory([publicJwk(otherKey)]);
   edge = await startEdge({
     vars: {
       ENFORCE: "challenge", CHALLENGE_AT: "70", CHALLENGE_SIGNING_KEY: KEY, COUNTRY_RISK: JSON.stringify({ US: 80 }),
@@ -57,17 +41,11 @@ after(async () => {
 });
 
 /**
- * Headers of a request signed as Web Bot Auth: `@authority` and
- * `signature-agent` covered (and `@path` when `path` is given).
+ * Headers of a request signed as Web Bot Auth (scripts/web-bot-auth.mjs):
+ * `@authority` and `signature-agent` covered (and `@path` when `path` is given).
  */
-function signed({ key = agentKey, agentOrigin = agent.origin, authority = "edge.test", path, created = Math.floor(Date.now() / 1000) - 5, expires = created + 60, nonce = randomBytes(16).toString("base64") } = {}) {
-  const agentHeader = `"${agentOrigin}"`;
-  const components = path ? ["@authority", "@path", "signature-agent"] : ["@authority", "signature-agent"];
-  const params = `(${components.map((c) => `"${c}"`).join(" ")});created=${created};expires=${expires};keyid="${thumbprint(jwk(key).x)}";alg="ed25519";nonce="${nonce}";tag="web-bot-auth"`;
-  const lines = components.map((c) => `"${c}": ${c === "@authority" ? authority : c === "@path" ? path : agentHeader}`);
-  const base = [...lines, `"@signature-params": ${params}`].join("\n");
-  const signature = sign(null, Buffer.from(base), key.privateKey).toString("base64");
-  return { "User-Agent": UA, Accept: "application/json", "Signature-Agent": agentHeader, "Signature-Input": `sig1=${params}`, Signature: `sig1=:${signature}:` };
+function signed({ key = agentKey, agentOrigin = agent.origin, authority = "edge.test", ...rest } = {}) {
+  return { "User-Agent": UA, Accept: "application/json", ...signedHeaders({ key, agentOrigin, authority, ...rest }) };
 }
 
 async function get(path, headers, ip = "159.89.20.1", cf = CF) {

@@ -1347,20 +1347,16 @@ impl Aggregator {
 
     /// Patterns, trends, anomalies and correlations of the window at `now`.
     pub fn views(&self, cfg: &AnalyticsConfig, now_ms: f64) -> Views {
-        self.views_recent_from(cfg, now_ms, recent_from(cfg, now_ms))
+        self.views_with_spike(cfg, now_ms, SpikeSpan::at(cfg, now_ms))
     }
 
-    /// `views`, with a threat spike counted from slide `spike_from` on. The
-    /// hub's tick passes the oldest slide closed since its last tick, so a
-    /// spike in a slide is judged once its late data is in, however late the
-    /// tick runs (with the newest closed slide only, a tick later than
-    /// `slide - grace` skipped it: with 1-second slides and a 1.66 s grace,
-    /// every tick: one cause of the missing pushes in tests/analytics.test.mjs).
-    pub fn views_recent_from(&self, cfg: &AnalyticsConfig, now_ms: f64, spike_from: i64) -> Views {
+    /// `views`, with a threat spike counted over `spike` (the hub's tick
+    /// passes `SpikeSpan::for_tick`).
+    pub fn views_with_spike(&self, cfg: &AnalyticsConfig, now_ms: f64, spike: SpikeSpan) -> Views {
         let all = self.window(cfg, now_ms, false);
         let closed = self.window(cfg, now_ms, true);
         Views {
-            patterns: patterns(cfg, &all, spike_from),
+            patterns: patterns(cfg, &all, spike),
             trends: trends(cfg, &closed),
             anomalies: anomalies(cfg, &closed),
             correlations: correlations(&all, &closed, &self.hours),
@@ -1453,15 +1449,58 @@ fn pattern(kind: PatternKind, key: &str, members: &Members, min: usize, descript
     }
 }
 
-/// Where a threat spike's "recent" starts at `now`: the newest closed slide
-/// (its late data is in: `Aggregator::closed`) and the open ones after it.
-pub fn recent_from(cfg: &AnalyticsConfig, now_ms: f64) -> i64 {
-    Aggregator::slide_start(cfg, now_ms - cfg.grace_ms) - cfg.slide_s.max(1)
+/// The slides a threat spike counts, by start: `from` to `to`, both included.
+///
+/// A spike is recent, judged when its slide's late data is in: the newest
+/// closed slide (`Aggregator::closed`: its end plus the grace has passed)
+/// and the ones open after it. The rule used to be "the open slide and the
+/// one before it" by wall time, which skipped the slide holding the spike
+/// whenever the grace was longer than a slide (1-second slides in the tests)
+/// or the tick that closed it ran late: its insight was never pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpikeSpan {
+    pub from: i64,
+    pub to: i64,
+}
+
+impl SpikeSpan {
+    /// At `now` (the API): the newest closed slide and every one after it.
+    pub fn at(cfg: &AnalyticsConfig, now_ms: f64) -> SpikeSpan {
+        let from = Aggregator::slide_start(cfg, now_ms - cfg.grace_ms) - cfg.slide_s.max(1);
+        SpikeSpan { from, to: i64::MAX }
+    }
+
+    /// As an on-time tick saw it when slide `start` closed: that slide and
+    /// the ones open then, with every late event that has come in since.
+    pub fn closing(cfg: &AnalyticsConfig, start: i64) -> SpikeSpan {
+        let closed_at = ((start + cfg.slide_s.max(1)) as f64) * 1000.0 + cfg.grace_ms;
+        SpikeSpan { from: start, to: Aggregator::slide_start(cfg, closed_at) }
+    }
+
+    /// For a tick that rolled up `closed` (the slides closed since the last
+    /// one, in order): the span of whichever of them had the most high-threat
+    /// events, each judged as when it closed, so a late tick judges the
+    /// slides it missed one by one and never adds up a window of sparse
+    /// events into a spike. No slide closed: as the API at `now`.
+    pub fn for_tick(cfg: &AnalyticsConfig, agg: &Aggregator, closed: &[i64], now_ms: f64) -> SpikeSpan {
+        let events = |span: &SpikeSpan| -> u64 {
+            agg.slides.range(span.from..=span.to).map(|(_, s)| s.high_threat_events).sum()
+        };
+        closed
+            .iter()
+            .map(|start| SpikeSpan::closing(cfg, *start))
+            .max_by_key(events)
+            .unwrap_or(SpikeSpan::at(cfg, now_ms))
+    }
+
+    fn holds(&self, start: i64) -> bool {
+        (self.from..=self.to).contains(&start)
+    }
 }
 
 /// The patterns over the window (docs/analytics.md) (open slide included, so
-/// they show fast); a threat spike counts the slides from `spike_from` on.
-pub fn patterns(cfg: &AnalyticsConfig, slides: &[&Slide], spike_from: i64) -> Vec<Pattern> {
+/// they show fast); a threat spike counts the slides in `spike`.
+pub fn patterns(cfg: &AnalyticsConfig, slides: &[&Slide], spike: SpikeSpan) -> Vec<Pattern> {
     let min = cfg.min_support.max(1);
     let mut out = Vec::new();
     let mut travel = Members::default();
@@ -1488,14 +1527,14 @@ pub fn patterns(cfg: &AnalyticsConfig, slides: &[&Slide], spike_from: i64) -> Ve
         let d = format!("{} visitors' IPs made impossible-travel hops in the window", travel.len());
         out.push(pattern(PatternKind::ImpossibleTravelCluster, "impossible_travel", &travel, min, d));
     }
-    // A spike is recent: the slides from `spike_from` (`recent_from`) on.
+    // A spike is recent: the slides in `spike` (`SpikeSpan`).
     let (mut n, mut members) = (0u64, Members::default());
-    for s in slides.iter().filter(|s| s.start >= spike_from) {
+    for s in slides.iter().filter(|s| spike.holds(s.start)) {
         n += s.high_threat_events;
         members.union(&s.high_threat);
     }
     if n as usize >= min {
-        let d = format!("{n} high-threat events (threat >= 75) in the newest closed slide and after it");
+        let d = format!("{n} high-threat events (threat >= 75) in recent slides");
         out.push(pattern(PatternKind::ThreatSpike, "threat_detected", &members, min, d));
     }
     for (path, m) in &probes {
@@ -1656,11 +1695,38 @@ pub fn correlations(all: &[&Slide], closed: &[&Slide], hours: &[u64]) -> Vec<Cor
     out
 }
 
+/// Test data other modules' tests share (the hub's tick tests).
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::Update;
+    use crate::intel::events::{EventData, EventType, IntelEvent, Priority};
+
+    /// A `threat_detected` event of `score` from `ip` at `at`.
+    pub fn threat_event(ip: &str, at: f64, score: f64) -> Update {
+        Update {
+            event: IntelEvent {
+                ip: ip.into(),
+                timestamp: at,
+                event_type: EventType::ThreatDetected,
+                confidence: 100.0,
+                data: EventData { threat_score: Some(score), ..EventData::default() },
+                source: "t".into(),
+                priority: Priority::High,
+            },
+            country: Some("DE".into()),
+            threat_score: score as u8,
+            reputation_score: 50,
+            subject: ip.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
+    use super::fixtures::threat_event;
     use super::*;
-    use crate::intel::events::{EventData, IntelEvent, Priority};
+    use crate::intel::events::EventData;
     use serde_json::Value;
 
     const SLIDE_MS: f64 = 60_000.0;
@@ -1891,24 +1957,6 @@ mod tests {
         v.iter().map(|x| serde_json::to_value(x).unwrap()).collect()
     }
 
-    fn threat_event(ip: &str, at: f64, score: f64) -> Update {
-        Update {
-            event: IntelEvent {
-                ip: ip.into(),
-                timestamp: at,
-                event_type: EventType::ThreatDetected,
-                confidence: 100.0,
-                data: EventData { threat_score: Some(score), ..EventData::default() },
-                source: "t".into(),
-                priority: Priority::High,
-            },
-            country: Some("DE".into()),
-            threat_score: score as u8,
-            reputation_score: 50,
-            subject: ip.into(),
-        }
-    }
-
     #[test]
     fn each_pattern() {
         let c = cfg();
@@ -1974,13 +2022,37 @@ mod tests {
             a.ingest_event(&c, &threat_event(&format!("198.51.100.{i}"), at, 90.0), at);
         }
         let spike = |v: Views| kinds(&v.patterns).iter().any(|k| k.starts_with("threat_spike"));
+        let s0 = (T0 / 1000.0) as i64;
         let closes = T0 + 1000.0 + c.grace_ms; // the tick that takes slide T0
         assert!(spike(a.views(&c, closes)), "the tick that closes the slide sees its spike");
         assert!(spike(a.views(&c, closes + 900.0)), "and one that runs 0.9 s late");
         let late = closes + 3000.0;
         assert!(!spike(a.views(&c, late)), "three slides on, the API's spike is over");
-        let from = (T0 / 1000.0) as i64;
-        assert!(spike(a.views_recent_from(&c, late, from)), "a tick 3 s late still judges the slides it missed");
+        // A tick 3 s late rolled up four slides, the first holding the spike.
+        let closed = [s0, s0 + 1, s0 + 2, s0 + 3];
+        assert_eq!(SpikeSpan::for_tick(&c, &a, &closed, late), SpikeSpan { from: s0, to: s0 + 2 });
+        assert!(spike(a.views_with_spike(&c, late, SpikeSpan::for_tick(&c, &a, &closed, late))), "judged late");
+        assert_eq!(SpikeSpan::for_tick(&c, &a, &[], late), SpikeSpan::at(&c, late), "no slide closed: as the API");
+    }
+
+    /// A late tick judges each slide it missed as when it closed: sparse
+    /// events over many slides are no spike (the span of each slide holds one).
+    #[test]
+    fn a_late_tick_does_not_add_up_sparse_events() {
+        let c = AnalyticsConfig { slide_s: 1, window_s: 20, grace_ms: 1660.0, ..AnalyticsConfig::default() };
+        let mut a = Aggregator::default();
+        let s0 = (T0 / 1000.0) as i64;
+        let last = T0 + 6500.0;
+        for (i, k) in [0.0, 3.0, 6.0].iter().enumerate() {
+            let at = T0 + k * 1000.0 + 500.0;
+            a.ingest_event(&c, &threat_event(&format!("198.51.100.{i}"), at, 90.0), last);
+        }
+        let now = T0 + 9000.0 + c.grace_ms; // a tick that missed eight closes
+        let closed: Vec<i64> = (0..9).map(|k| s0 + k).collect();
+        let span = SpikeSpan::for_tick(&c, &a, &closed, now);
+        assert_eq!(span.to - span.from, 2, "{span:?}");
+        let spiking = kinds(&a.views_with_spike(&c, now, span).patterns).iter().any(|k| k.starts_with("threat_spike"));
+        assert!(!spiking, "three events six seconds apart are no spike");
     }
 
     /// Fills slide k (0 = oldest of 5) with `n` requests of risk `risk`.
@@ -2261,7 +2333,7 @@ mod tests {
             site.add_shard(&ShardPart { slides, hours: &a.hours, totals: &a.totals });
         }
         let refs: Vec<&Slide> = site.slides.values().collect();
-        assert_eq!(kinds(&patterns(&c, &refs, recent_from(&c, now))), vec!["scanning_campaign:/.env".to_string()]);
+        assert_eq!(kinds(&patterns(&c, &refs, SpikeSpan::at(&c, now))), vec!["scanning_campaign:/.env".to_string()]);
         assert_eq!(refs[0].requests, 3);
     }
 

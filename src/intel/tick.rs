@@ -38,7 +38,7 @@ use serde_json::{json, Value};
 
 use super::alerting::{self, Rule, RuleState, Transition};
 use super::analytics::{
-    recent_from, Aggregator, AnalyticsConfig, Gauges, ShardPart, Slide, SlidePoint, Totals, METRIC_NAMES,
+    Aggregator, AnalyticsConfig, Gauges, ShardPart, Slide, SlidePoint, SpikeSpan, Totals, METRIC_NAMES,
 };
 use super::deltas::{Seen, TierCounters};
 use super::fingerprint::{self, Sets};
@@ -506,10 +506,9 @@ fn evaluate(
     meta: &mut Meta,
     now: f64,
 ) -> (Vec<SlidePoint>, Vec<Transition>, News) {
-    // A threat spike counts every slide closed since the last tick (a late
-    // tick judges the slides it missed) and the ones after them.
-    let recent = recent_from(cfg.analytics, now);
-    let views = agg.views_recent_from(cfg.analytics, now, points.first().map_or(recent, |p| p.start.min(recent)));
+    // A late tick judges the threat spike of every slide it rolled up.
+    let closed: Vec<i64> = points.iter().map(|p| p.start).collect();
+    let views = agg.views_with_spike(cfg.analytics, now, SpikeSpan::for_tick(cfg.analytics, agg, &closed, now));
     // Every slide closed since the last evaluation is judged, in order (a
     // tick that was late or could not evaluate loses none): the newest now,
     // the older ones at the time they closed.
@@ -724,6 +723,33 @@ mod tests {
             ["performance_metric", "performance_metric", "performance_metric", "alert", "alert"]
         );
         assert_eq!(st.meta.site_last_rolled, Some(S0 + 120));
+    }
+
+    /// The spike in a slide is pushed by a tick two slides late too: the
+    /// tick judges every slide it rolled up (`SpikeSpan::for_tick`); the
+    /// API's rule at that time ("the newest closed slide on") no longer
+    /// holds the spike's slide.
+    #[test]
+    fn a_late_tick_pushes_the_spike_of_a_slide_it_missed() {
+        let (cfg, rules) = (analytics(), rules());
+        let parts = TickConfig { analytics: &cfg, rules: &rules, shards: 1 };
+        let mut st = HubState::default();
+        for i in 0..3 {
+            let at = T0 + 50_000.0;
+            st.agg.ingest_event(
+                &cfg,
+                &crate::intel::analytics::fixtures::threat_event(&format!("198.51.100.{i}"), at, 90.0),
+                at,
+            );
+        }
+        st.agg.last_rolled = S0 - 60;
+        let now = T0 + 3.0 * SLIDE_MS + GRACE_MS + 10.0;
+        assert!(!st.agg.views(&cfg, now).patterns.iter().any(|p| p.kind.as_str() == "threat_spike"));
+        let (begun, mut kv) = begin(&mut st, &parts, 0, now);
+        run(&mut kv, now, |_| true);
+        let plan = finish(&mut st, &parts, begun, kv, None, 0, now);
+        let spikes = plan.intel.iter().filter(|t| t.contains(r#""kind":"threat_spike""#)).count();
+        assert_eq!(spikes, 1, "{:?}", plan.intel);
     }
 
     #[test]

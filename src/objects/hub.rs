@@ -646,7 +646,7 @@ impl HubObject {
     }
 
     /// Writes the site's fingerprint judgement to KV when it changed (the
-    /// request path reads it: `edge::fingerprints`); a failed write is tried
+    /// request path reads it: `edge::fingerprint`); a failed write is tried
     /// again next tick. No expiry: an old judgement stays until replaced.
     async fn publish_fingerprints(&self, sets: Sets, log: &Log) {
         if self.fingerprints_published.borrow().as_ref() == Some(&sets) {
