@@ -212,8 +212,8 @@ export function buildRequest(persona, r, step = 0, authority = "127.0.0.1:8787")
       // The same User-Agent; only the real one comes from Google's ranges (verified_bot, bot_impersonation).
       return { ip: persona.ip, path: r() < 0.1 ? "/robots.txt" : zipfPick(PAGES, r), method: "GET", headers: { "User-Agent": GOOGLEBOT_UA, Accept: "text/html,*/*" }, cf: cfFor(persona.place, persona.kind === "googlebot" ? TLS.google : TLS.go) };
     case "signed-agent": {
-      // Automated and hosted: automation_ua and hosting_asn, unless its
-      // signature verifies and its origin is trusted (SIGNED_AGENTS_TRUSTED).
+      // Hosted: hosting_asn, unless its signature verifies and its origin is
+      // trusted (SIGNED_AGENTS_TRUSTED); signed_agent once it verifies.
       const signature = signedHeaders({ key: persona.agent.key, agentOrigin: persona.agent.origin, authority });
       return { ip: persona.ip, path: zipfPick(PAGES, r), method: "GET", headers: { "User-Agent": AGENT_UA, Accept: "text/html,*/*", ...signature }, cf: cfFor(persona.place, TLS.go) };
     }

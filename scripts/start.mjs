@@ -68,8 +68,11 @@ try {
 }
 console.log(`demo origin listening on ${origin.url}`);
 // The simulator's signed agent publishes its key on an origin of its own
-// (Web Bot Auth); a loopback origin is verified only when SIGNED_AGENTS
-// lists it, and the demo trusts it, so its requests are not challenged on score.
+// (Web Bot Auth). A loopback origin is verified only when SIGNED_AGENTS
+// lists it (never under the default `any`), so under npm start SIGNED_AGENTS
+// is that origin alone (overriding .dev.vars; other agents are not verified
+// here), and SIGNED_AGENTS_TRUSTED trusts it: with ENFORCE on, it is not
+// challenged on score.
 const agentKey = newAgentKey();
 const agentDirectory = await startKeyDirectory([publicJwk(agentKey)], { host });
 

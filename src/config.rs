@@ -432,17 +432,20 @@ impl Config {
             ));
         }
         let grace = grace_ms(flush_interval_ms, report_ms, forward_ms);
-        // A slide is rolled up (and judged) once closed, while still in the
-        // window: the window must hold two slides and the grace (rounded up
-        // to slides), or no slide ever is.
-        let min_window_s = slide_s * (2 + (grace / (slide_s as f64 * 1000.0)).ceil() as i64);
+        // A slide is rolled up (and judged) once closed, while it is still in
+        // the window (`Aggregator::take_rollups`): the window must hold two
+        // slides and the whole slides the grace spans, or no slide ever is.
+        // The part of a slide the grace leaves over is how late a tick may
+        // run before it loses one (51 s at 60-second slides and 8.9 s).
+        let min_window_s = slide_s * (2 + (grace / (slide_s as f64 * 1000.0)).floor() as i64);
         if window_s < min_window_s {
             return Err(err(
                 "ANALYTICS_WINDOW_SECONDS",
                 format!(
                     "must be at least {min_window_s} s: two slides of ANALYTICS_SLIDE_SECONDS ({slide_s} s) and the \
-                     grace period ({grace} ms, from FLUSH_INTERVAL_MS, REPORT_INTERVAL_MS and AGGREGATOR_FORWARD_MS) \
-                     rounded up to slides, or no slide is ever rolled up"
+                     whole slides of the grace period ({grace:.0} ms, from FLUSH_INTERVAL_MS, REPORT_INTERVAL_MS and \
+                     AGGREGATOR_FORWARD_MS), or no slide is ever rolled up and judged (a longer \
+                     ANALYTICS_SLIDE_SECONDS needs fewer slides)"
                 ),
             ));
         }
@@ -762,24 +765,22 @@ mod tests {
         }
     }
 
-    /// A slide is judged only after its data can have come through the
-    /// tiers: a jittered report interval, a forward period and its retry,
-    /// the profile flushes' events, and a margin.
     /// A window too short for a slide to close inside it is refused: no
     /// slide would ever be rolled up or judged.
     #[test]
     fn the_window_holds_two_slides_and_the_grace() {
+        // 60-second slides and the default 8.9 s grace: two slides.
         let e =
-            parse(&[("ANALYTICS_SLIDE_SECONDS", "60"), ("ANALYTICS_WINDOW_SECONDS", "120")]).map(|_| ()).unwrap_err();
+            parse(&[("ANALYTICS_SLIDE_SECONDS", "60"), ("ANALYTICS_WINDOW_SECONDS", "119")]).map(|_| ()).unwrap_err();
         assert_eq!(e.var, "ANALYTICS_WINDOW_SECONDS");
-        assert!(e.message.contains("at least 180 s"), "{}", e.message);
-        assert!(parse(&[("ANALYTICS_SLIDE_SECONDS", "60"), ("ANALYTICS_WINDOW_SECONDS", "180")]).is_ok());
-        // The tests' settings: 1-second slides, a 1.66 s grace, so 4 s at least.
+        assert!(e.message.contains("at least 120 s") && e.message.contains("(8900 ms"), "{}", e.message);
+        assert!(parse(&[("ANALYTICS_SLIDE_SECONDS", "60"), ("ANALYTICS_WINDOW_SECONDS", "120")]).is_ok());
+        // The tests' settings: 1-second slides, a 1.66 s grace, so 3 s at least.
         let short = [("FLUSH_INTERVAL_MS", "100"), ("REPORT_INTERVAL_MS", "300"), ("AGGREGATOR_FORWARD_MS", "300")];
         let with = |w: &'static str| {
             [&short[..], &[("ANALYTICS_SLIDE_SECONDS", "1"), ("ANALYTICS_WINDOW_SECONDS", w)]].concat()
         };
-        assert!(parse(&with("3")).is_err() && parse(&with("4")).is_ok());
+        assert!(parse(&with("2")).is_err() && parse(&with("3")).is_ok());
         // At those periods and a one-slide window, a tick's rollups are empty.
         let c = AnalyticsConfig { slide_s: 1, window_s: 1, grace_ms: 1660.0, ..AnalyticsConfig::default() };
         let mut a = crate::intel::analytics::Aggregator::default();
@@ -793,6 +794,9 @@ mod tests {
         assert_eq!(taken, 0, "why it is refused");
     }
 
+    /// A slide is judged only after its data can have come through the
+    /// tiers: a jittered report interval, a forward period and its retry,
+    /// the profile flushes' events, and a margin.
     #[test]
     fn the_grace_period_covers_the_tiers_delay() {
         assert_eq!(parse(&[]).map(|c| c.analytics.grace_ms).ok(), Some(AnalyticsConfig::default().grace_ms));

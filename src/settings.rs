@@ -144,7 +144,7 @@ pub static SETTINGS: &[Setting] = &[
     s("STREAM_TICKET_TTL_SECONDS", Some("60"), int(1, 3600), "lifetime of a single-use stream ticket"),
     // Analytics.
     s("ANALYTICS_SLIDE_SECONDS", Some("60"), int(1, 3600), "length of one analytics slide: the unit of rollups, alert rules and insights"),
-    s("ANALYTICS_WINDOW_SECONDS", Some("300"), int(1, 86_400), "how far back patterns, trends and anomalies look: 1 to 120 slides, and at least two slides plus the grace period rounded up to slides (the grace comes from `FLUSH_INTERVAL_MS`, `REPORT_INTERVAL_MS` and `AGGREGATOR_FORWARD_MS`: [analytics.md](analytics.md))"),
+    s("ANALYTICS_WINDOW_SECONDS", Some("300"), int(1, 86_400), "how far back patterns, trends and anomalies look: 1 to 120 slides, and at least two slides plus the whole slides of the grace period (the grace comes from `FLUSH_INTERVAL_MS`, `REPORT_INTERVAL_MS` and `AGGREGATOR_FORWARD_MS`: [analytics.md](analytics.md))"),
     s("MIN_PATTERN_SUPPORT", Some("3"), int(1, 10_000), "subjects a pattern needs before it is reported"),
     s("TREND_SENSITIVITY", Some("0.2"), Kind::Number { max: 100.0, what: "a number" }, "relative change over the window (slope x (n-1) / mean) beyond which a metric is a trend"),
     s("ANOMALY_THRESHOLD", Some("2.0"), Kind::Number { max: 100.0, what: "a number" }, "z-score of a slide against the window beyond which it is an anomaly"),

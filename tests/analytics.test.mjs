@@ -55,7 +55,8 @@ test("a scanning campaign and a threat spike show in patterns, on the stream, an
   // tick after their slide closes (~2.7 s on). The native tests
   // a_spike_outlives_its_grace_and_a_late_tick and
   // a_late_tick_pushes_the_spike_of_a_slide_it_missed are the ones that fail
-  // under the old rule; this one checks the way through the runtime.
+  // under the old rule (the open slide and the one before it, by the tick's
+  // wall time); this one checks the way through the runtime.
   while (Date.now() % 1000 > 100) await new Promise((r) => setTimeout(r, 20));
   const post = await edge.api("POST", "/api/events", {
     body: ["198.51.100.61", "198.51.100.62", "198.51.100.63"].map((ip) => ({ ip, eventType: "threat_detected", source: "feed", data: { threatScore: 90 } })),
@@ -83,9 +84,9 @@ test("a scanning campaign and a threat spike show in patterns, on the stream, an
   // ~6 full runs, and the spike's in CI on 2026-12-04). Two causes were found
   // and fixed: a tick whose call to the stream root failed (4c09cc5, tested
   // below), and the threat spike counted by the tick's wall time, which
-  // skipped the slide that held it when the tick ran late or the events came
-  // in after the first tick past their slide (analytics::SpikeSpan). They are
-  // strict again.
+  // skipped the slide that held it when the grace was longer than a slide
+  // (here) or the tick that closed it ran late (analytics::SpikeSpan). They
+  // are strict again.
   const pushed = (kind) => intel.until((ms) => ms.some((m) => m.type === "insight" && m.data.pattern?.kind === kind), 15000);
   await pushed("scanning_campaign");
   await pushed("threat_spike");

@@ -559,6 +559,7 @@ fn insight(kind: &str, v: &impl Serialize, ts: &str) -> String {
 mod tests {
     use super::*;
     use crate::intel::alerting::{Op, State};
+    use crate::intel::analytics::fixtures::threat_event;
     use crate::intel::analytics::Sample;
     use crate::intel::events::Priority;
 
@@ -726,9 +727,9 @@ mod tests {
     }
 
     /// The spike in a slide is pushed by a tick two slides late too: the
-    /// tick judges every slide it rolled up (`SpikeSpan::for_tick`); the
-    /// API's rule at that time ("the newest closed slide on") no longer
-    /// holds the spike's slide.
+    /// tick judges every slide it rolled up (`SpikeSpan::for_tick`). Under
+    /// the API's rule at that time ("the newest closed slide on"), and the
+    /// wall-time rule before it, the spike's slide is left out.
     #[test]
     fn a_late_tick_pushes_the_spike_of_a_slide_it_missed() {
         let (cfg, rules) = (analytics(), rules());
@@ -736,11 +737,7 @@ mod tests {
         let mut st = HubState::default();
         for i in 0..3 {
             let at = T0 + 50_000.0;
-            st.agg.ingest_event(
-                &cfg,
-                &crate::intel::analytics::fixtures::threat_event(&format!("198.51.100.{i}"), at, 90.0),
-                at,
-            );
+            st.agg.ingest_event(&cfg, &threat_event(&format!("198.51.100.{i}"), at, 90.0), at);
         }
         st.agg.last_rolled = S0 - 60;
         let now = T0 + 3.0 * SLIDE_MS + GRACE_MS + 10.0;
@@ -750,6 +747,27 @@ mod tests {
         let plan = finish(&mut st, &parts, begun, kv, None, 0, now);
         let spikes = plan.intel.iter().filter(|t| t.contains(r#""kind":"threat_spike""#)).count();
         assert_eq!(spikes, 1, "{:?}", plan.intel);
+    }
+
+    /// A late tick judges each slide it rolled up as when it closed: one
+    /// high-threat event every other slide is no spike, though the slides
+    /// since the last tick hold three (MIN_PATTERN_SUPPORT).
+    #[test]
+    fn a_late_tick_does_not_make_a_spike_of_sparse_events() {
+        let (cfg, rules) = (analytics(), rules());
+        let parts = TickConfig { analytics: &cfg, rules: &rules, shards: 1 };
+        let mut st = HubState::default();
+        for (i, k) in [0.0, 2.0, 4.0].iter().enumerate() {
+            let at = T0 + k * SLIDE_MS + 1_000.0;
+            st.agg.ingest_event(&cfg, &threat_event(&format!("198.51.100.{i}"), at, 90.0), at);
+        }
+        st.agg.last_rolled = S0 - 60;
+        let now = T0 + 4.0 * SLIDE_MS + GRACE_MS + 10.0; // rolls up four slides
+        let (begun, mut kv) = begin(&mut st, &parts, 0, now);
+        assert_eq!(begun.rollups.len(), 4);
+        run(&mut kv, now, |_| true);
+        let plan = finish(&mut st, &parts, begun, kv, None, 0, now);
+        assert!(!plan.intel.iter().any(|t| t.contains(r#""kind":"threat_spike""#)), "{:?}", plan.intel);
     }
 
     #[test]
