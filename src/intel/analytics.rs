@@ -1323,13 +1323,19 @@ impl Aggregator {
     /// than a window's worth.
     pub fn take_rollups(&mut self, cfg: &AnalyticsConfig, now_ms: f64) -> Vec<SlidePoint> {
         let slide = cfg.slide_s.max(1);
+        // Slides start on multiples of the slide (`slide_start`). A window
+        // that is not one (150 s of 60 s slides), or a `last_rolled` left by
+        // another slide length, would start the rollups off that grid, where
+        // no slide is, and every later one with them: rounded up onto it.
+        let on_grid = |t: i64| t + (slide - t.rem_euclid(slide)) % slide;
         let newest_closed = Aggregator::slide_start(cfg, now_ms - cfg.grace_ms) - slide;
-        let oldest_in_window = Aggregator::slide_start(cfg, now_ms) - cfg.window_s + slide;
+        // The oldest slide `window` holds: the first start after newest - window.
+        let oldest_in_window = on_grid(Aggregator::slide_start(cfg, now_ms) - cfg.window_s + 1);
         let first = if self.last_rolled > 0 {
-            (self.last_rolled + slide).max(oldest_in_window)
+            on_grid(self.last_rolled + slide).max(oldest_in_window)
         } else {
             match self.slides.keys().next() {
-                Some(k) => (*k).max(oldest_in_window),
+                Some(k) => on_grid(*k).max(oldest_in_window),
                 None => return Vec::new(),
             }
         };
@@ -2053,6 +2059,30 @@ mod tests {
         assert_eq!(span.to - span.from, 2, "{span:?}");
         let spiking = kinds(&a.views_with_spike(&c, now, span).patterns).iter().any(|k| k.starts_with("threat_spike"));
         assert!(!spiking, "three events six seconds apart are no spike");
+    }
+
+    /// A window that is not a whole number of slides (150 s of 60 s) rolls
+    /// up the slides themselves, on their grid, also when the first rollup
+    /// starts at the window's edge (a multi-shard hub's first evaluation).
+    #[test]
+    fn rollups_stay_on_the_slide_grid() {
+        let c = AnalyticsConfig { window_s: 150, ..cfg() };
+        let mut a = Aggregator::default();
+        for k in 0..4 {
+            let at = T0 + k as f64 * SLIDE_MS + 1000.0;
+            assert!(a.ingest_sample(&c, &sample(at, "198.51.100.9"), at));
+        }
+        let now = T0 + 4.0 * SLIDE_MS + c.grace_ms + 1.0;
+        let points = a.take_rollups(&c, now);
+        let starts: Vec<i64> = points.iter().map(|p| p.start).collect();
+        let s0 = (T0 / 1000.0) as i64;
+        assert_eq!(starts, vec![s0 + 120, s0 + 180], "the window's closed slides");
+        assert!(points.iter().all(|p| p.requests == 1), "each with its request");
+        // The next tick goes on from there, on the grid.
+        let at = T0 + 4.0 * SLIDE_MS + 1000.0;
+        a.ingest_sample(&c, &sample(at, "198.51.100.9"), at);
+        let next = a.take_rollups(&c, now + SLIDE_MS);
+        assert_eq!(next.iter().map(|p| (p.start, p.requests)).collect::<Vec<_>>(), vec![(s0 + 240, 1)]);
     }
 
     /// Fills slide k (0 = oldest of 5) with `n` requests of risk `risk`.
