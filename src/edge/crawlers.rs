@@ -7,11 +7,9 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 
-use futures::future::{select, Either};
 use futures::FutureExt;
-use worker::{Delay, Env};
+use worker::Env;
 
 use crate::bindings;
 use crate::clock::now_ms;
@@ -20,6 +18,7 @@ use crate::intel::crawlers::{self, Ranges, Stored, MAX_SOURCE_BYTES};
 use crate::intel::keys::CRAWLERS_KEY;
 use crate::log;
 
+use super::kv_cached::{self, Policy, Slot};
 use super::Io;
 
 /// How long the isolate keeps the ranges it read (they change daily at most).
@@ -30,8 +29,7 @@ const RETRY_MS: f64 = 30_000.0;
 const FETCH_TIMEOUT_MS: u64 = 10_000;
 
 thread_local! {
-    /// (read again after, ranges).
-    static CACHE: RefCell<Option<(f64, Rc<Ranges>)>> = const { RefCell::new(None) };
+    static CACHE: Slot<Ranges> = const { RefCell::new(None) };
 }
 
 /// What the refresh stored (nothing stored yet: empty).
@@ -47,43 +45,10 @@ async fn stored(env: &Env) -> Result<Stored, String> {
 /// budget): a late or failed KV read serves the kept ranges (the snapshot
 /// at first) and is tried again within `RETRY_MS`.
 pub async fn ranges(io: Io<'_>, timeout_ms: u32) -> Rc<Ranges> {
-    let now = now_ms();
-    let cached = CACHE.with(|c| c.borrow().clone());
-    if let Some((until, r)) = &cached {
-        if now < *until {
-            return r.clone();
-        }
-    }
-    let kept = cached.map_or_else(|| Rc::new(Ranges::snapshot()), |(_, r)| r);
-    let keep = |r: &Rc<Ranges>| CACHE.with(|c| *c.borrow_mut() = Some((now + RETRY_MS, r.clone())));
-    let read = {
-        let env = io.env.clone();
-        async move { stored(&env).await }
-    }
-    .boxed_local();
-    let budget = Delay::from(Duration::from_millis(u64::from(timeout_ms)));
-    match select(read, budget).await {
-        Either::Left((Ok(s), _)) => {
-            let r = Rc::new(Ranges::with_stored(&s));
-            CACHE.with(|c| *c.borrow_mut() = Some((now + CACHE_MS, r.clone())));
-            r
-        }
-        Either::Left((Err(e), _)) => {
-            io.log.warn("crawlers", format_args!("kept the crawler ranges last read: {e}"));
-            keep(&kept);
-            kept
-        }
-        Either::Right(((), pending)) => {
-            keep(&kept);
-            io.ctx.wait_until(async move {
-                if let Ok(s) = pending.await {
-                    let r = Rc::new(Ranges::with_stored(&s));
-                    CACHE.with(|c| *c.borrow_mut() = Some((now_ms() + CACHE_MS, r)));
-                }
-            });
-            kept
-        }
-    }
+    let policy =
+        Policy { what: "crawlers", noun: "crawler ranges", cache_ms: CACHE_MS, retry_ms: RETRY_MS, timeout_ms };
+    let load = |env: Env| async move { stored(&env).await.map(|s| Ranges::with_stored(&s)) }.boxed_local();
+    kv_cached::read(io, &CACHE, policy, Ranges::snapshot, load).await
 }
 
 /// The Cron Trigger: fetches every crawler's published files (or

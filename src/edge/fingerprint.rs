@@ -6,17 +6,15 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 
-use futures::future::{select, Either};
 use futures::FutureExt;
-use worker::{Delay, Env};
+use worker::Env;
 
 use crate::bindings;
-use crate::clock::now_ms;
 use crate::intel::fingerprint::Sets;
 use crate::intel::keys::FINGERPRINTS_KEY;
 
+use super::kv_cached::{self, Policy, Slot};
 use super::Io;
 
 /// After a failed or late KV read, try again this soon.
@@ -25,8 +23,7 @@ const RETRY_MS: f64 = 10_000.0;
 const MAX_VALUE_BYTES: usize = 128 * 1024;
 
 thread_local! {
-    /// (read again after, sets).
-    static CACHE: RefCell<Option<(f64, Rc<Sets>)>> = const { RefCell::new(None) };
+    static CACHE: Slot<Sets> = const { RefCell::new(None) };
 }
 
 async fn stored(env: &Env) -> Result<Sets, String> {
@@ -41,40 +38,6 @@ async fn stored(env: &Env) -> Result<Sets, String> {
 /// The sets for the request path, within `timeout_ms` (the consult budget);
 /// kept for `cache_ms` (one slide).
 pub async fn sets(io: Io<'_>, timeout_ms: u32, cache_ms: f64) -> Rc<Sets> {
-    let now = now_ms();
-    let cached = CACHE.with(|c| c.borrow().clone());
-    if let Some((until, s)) = &cached {
-        if now < *until {
-            return s.clone();
-        }
-    }
-    let kept = cached.map(|(_, s)| s).unwrap_or_default();
-    let keep = |s: &Rc<Sets>| CACHE.with(|c| *c.borrow_mut() = Some((now + RETRY_MS.min(cache_ms), s.clone())));
-    let read = {
-        let env = io.env.clone();
-        async move { stored(&env).await }
-    }
-    .boxed_local();
-    let budget = Delay::from(Duration::from_millis(u64::from(timeout_ms)));
-    match select(read, budget).await {
-        Either::Left((Ok(s), _)) => {
-            let s = Rc::new(s);
-            CACHE.with(|c| *c.borrow_mut() = Some((now + cache_ms, s.clone())));
-            s
-        }
-        Either::Left((Err(e), _)) => {
-            io.log.warn("fingerprints", format_args!("kept the fingerprint sets last read: {e}"));
-            keep(&kept);
-            kept
-        }
-        Either::Right(((), pending)) => {
-            keep(&kept);
-            io.ctx.wait_until(async move {
-                if let Ok(s) = pending.await {
-                    CACHE.with(|c| *c.borrow_mut() = Some((now_ms() + cache_ms, Rc::new(s))));
-                }
-            });
-            kept
-        }
-    }
+    let policy = Policy { what: "fingerprints", noun: "fingerprint sets", cache_ms, retry_ms: RETRY_MS, timeout_ms };
+    kv_cached::read(io, &CACHE, policy, Sets::default, |env| async move { stored(&env).await }.boxed_local()).await
 }

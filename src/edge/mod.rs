@@ -11,6 +11,7 @@ pub(crate) mod crawlers;
 mod extract;
 mod fingerprint;
 mod forward;
+mod kv_cached;
 mod lists;
 mod ratelimit;
 mod record;
