@@ -1313,7 +1313,17 @@ impl Aggregator {
 
     /// A slide is closed once its end plus the grace period has passed.
     pub fn closed(cfg: &AnalyticsConfig, start: i64, now_ms: f64) -> bool {
-        ((start + cfg.slide_s) as f64) * 1000.0 + cfg.grace_ms <= now_ms
+        Aggregator::closes_at(cfg, start) <= now_ms
+    }
+
+    /// When slide `start` closes: its end plus the grace period.
+    fn closes_at(cfg: &AnalyticsConfig, start: i64) -> f64 {
+        ((start + cfg.slide_s.max(1)) as f64) * 1000.0 + cfg.grace_ms
+    }
+
+    /// The newest slide closed at `now`.
+    fn newest_closed(cfg: &AnalyticsConfig, now_ms: f64) -> i64 {
+        Aggregator::slide_start(cfg, now_ms - cfg.grace_ms) - cfg.slide_s.max(1)
     }
 
     /// The slides closed since the last tick, to roll up, in order; marks
@@ -1328,7 +1338,7 @@ impl Aggregator {
         // another slide length, would start the rollups off that grid, where
         // no slide is, and every later one with them: rounded up onto it.
         let on_grid = |t: i64| t + (slide - t.rem_euclid(slide)) % slide;
-        let newest_closed = Aggregator::slide_start(cfg, now_ms - cfg.grace_ms) - slide;
+        let newest_closed = Aggregator::newest_closed(cfg, now_ms);
         // The oldest slide `window` holds: the first start after newest - window.
         let oldest_in_window = on_grid(Aggregator::slide_start(cfg, now_ms) - cfg.window_s + 1);
         let first = if self.last_rolled > 0 {
@@ -1472,15 +1482,13 @@ pub struct SpikeSpan {
 impl SpikeSpan {
     /// At `now` (the API): the newest closed slide and every one after it.
     pub fn at(cfg: &AnalyticsConfig, now_ms: f64) -> SpikeSpan {
-        let from = Aggregator::slide_start(cfg, now_ms - cfg.grace_ms) - cfg.slide_s.max(1);
-        SpikeSpan { from, to: i64::MAX }
+        SpikeSpan { from: Aggregator::newest_closed(cfg, now_ms), to: i64::MAX }
     }
 
     /// As an on-time tick saw it when slide `start` closed: that slide and
     /// the ones open then, with every late event that has come in since.
     pub fn closing(cfg: &AnalyticsConfig, start: i64) -> SpikeSpan {
-        let closed_at = ((start + cfg.slide_s.max(1)) as f64) * 1000.0 + cfg.grace_ms;
-        SpikeSpan { from: start, to: Aggregator::slide_start(cfg, closed_at) }
+        SpikeSpan { from: start, to: Aggregator::slide_start(cfg, Aggregator::closes_at(cfg, start)) }
     }
 
     /// For a tick that rolled up `closed` (the slides closed since the last
@@ -1496,7 +1504,7 @@ impl SpikeSpan {
             .iter()
             .map(|start| SpikeSpan::closing(cfg, *start))
             .max_by_key(events)
-            .unwrap_or(SpikeSpan::at(cfg, now_ms))
+            .unwrap_or_else(|| SpikeSpan::at(cfg, now_ms))
     }
 
     fn holds(&self, start: i64) -> bool {

@@ -27,9 +27,6 @@ impl std::fmt::Display for SubjectKey {
     }
 }
 
-/// Parses a client address from a header value. Accepts the forms proxies
-/// actually send: plain v4/v6, and v6 in brackets; rejects anything else
-/// (ports, lists, zone ids, garbage) rather than guessing.
 /// Whether a URL's host is this machine (`localhost`, `127.0.0.1`, `[::1]`):
 /// the one case where outbound URLs may be plain `http` (local stand-ins in
 /// tests: webhooks, crawler sources, agent key directories).
@@ -42,6 +39,9 @@ pub fn is_loopback(url: &url::Url) -> bool {
     )
 }
 
+/// Parses a client address from a header value. Accepts the forms proxies
+/// actually send: plain v4/v6, and v6 in brackets; rejects anything else
+/// (ports, lists, zone ids, garbage) rather than guessing.
 pub fn parse_client_ip(raw: &str) -> Option<IpAddr> {
     let s = raw.trim();
     let s = s.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(s);
